@@ -1,0 +1,135 @@
+"""Runtime settings, read from ``REFERRALS_*`` environment variables (or ``.env``).
+
+Nothing is read at import: call :func:`load_settings`. Keys are ``SecretStr`` so they
+never print. With no SendGrid key email goes to the local outbox table, and with no
+Stripe key payouts go to the ledger-only rail, which moves no money and says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "data"
+
+
+class Settings(BaseSettings):
+    """Everything the referral system reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REFERRALS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = Field(
+        default=f"sqlite:///{DATA_DIR / 'referrals.db'}",
+        description="SQLAlchemy URL of the ledger, e.g. "
+        "postgresql+psycopg://user@host:5432/referrals. Default: a SQLite file in data/.",
+    )
+    program_file: Path = Field(
+        default=PROJECT_ROOT / "config" / "program.yaml",
+        description="The program rules file (moments, eligibility, rewards, approvals).",
+    )
+    inbox_dir: Path = Field(
+        default=DATA_DIR / "inbox",
+        description="Folder of CSV/JSONL CRM and NPS exports read by the file source.",
+    )
+    sources: tuple[Literal["files", "hubspot", "delighted"], ...] = Field(
+        default=("files",),
+        description="Which event sources the cycle reads, in order.",
+    )
+    sendgrid_api_key: SecretStr | None = Field(
+        default=None,
+        description="SendGrid API key; when unset, email goes to the local outbox table.",
+    )
+    sendgrid_api_host: str = Field(
+        default="https://api.sendgrid.com",
+        description="SendGrid API base URL (tests point it at a local fake).",
+    )
+    sendgrid_from_email: str = Field(
+        default="referrals@example.com", description="Sender address of every email."
+    )
+    sendgrid_from_name: str = Field(default="Referral program", description="Sender name.")
+    sendgrid_asm_group_id: int | None = Field(
+        default=None,
+        description="SendGrid unsubscribe group (asm) id attached to every ask.",
+    )
+    sendgrid_templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="SendGrid dynamic template id per template name (ask_<moment>, "
+        "notice_<kind>); a name without one is sent as rendered local content.",
+    )
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None,
+        description="Base64 ECDSA public key of SendGrid's signed event webhook.",
+    )
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        description="Stripe secret key; when unset, payouts use the ledger-only rail.",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        description="Stripe API base URL override (tests point it at a local fake).",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, description="Signing secret (whsec_...) of the Stripe webhook endpoint."
+    )
+    stripe_max_network_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries the stripe library makes per call."
+    )
+    stripe_rate_limit_per_second: float = Field(
+        default=25.0,
+        gt=0,
+        description="Stripe calls per second across all workers (live 100, test 25).",
+    )
+    prefect_api_url: str = Field(
+        default="http://127.0.0.1:4200/api",
+        description="Prefect API the CLI talks to for approvals (PREFECT_API_URL wins).",
+    )
+    approval_deployment: str = Field(
+        default="payout-approval/payout-approval",
+        description="Deployment (flow/deployment) that runs one paused approval per reward.",
+    )
+    batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Rows per batch in every stage."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:// and postgresql+psycopg:// ledgers are supported")
+        return value
+
+    @property
+    def email_backend(self) -> str:
+        return "sendgrid" if self.sendgrid_api_key else "outbox"
+
+    @property
+    def payout_backend(self) -> str:
+        return "stripe" if self.stripe_api_key else "ledger_only"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, plus explicit ``overrides``.
+
+    Raises:
+        ConfigError: a variable has a wrong value; the message names it.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [
+            f"REFERRALS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None

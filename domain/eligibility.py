@@ -1,0 +1,110 @@
+"""Who is asked, and why everyone else is not.
+
+Every moment gets exactly one decision: ask, or skip with a :class:`SkipReason` the
+operator sees counted in the run's artifact. Nobody is asked twice in a run, nobody who
+opted out or is on the suppression list, nobody inside the cooldown, nobody whose
+account has an open high-priority ticket, and no customer before the minimum tenure.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from domain.models import (
+    AskDecision,
+    Contact,
+    ContactHistory,
+    Moment,
+    ReferrerType,
+    SkipReason,
+)
+from domain.program import Program
+
+_NO_HISTORY = ContactHistory()
+
+
+def decide(
+    moments: Sequence[Moment],
+    contacts: Mapping[str, Contact],
+    history: Mapping[str, ContactHistory],
+    program: Program,
+    as_of: datetime,
+    asked_this_run: Collection[str] = (),
+) -> list[AskDecision]:
+    """Decide, for each moment that has happened by ``as_of``, whether to ask.
+
+    Moments after ``as_of`` get no decision: they stay pending for a later run.
+    ``asked_this_run`` names contacts already asked by an earlier batch of this run.
+    """
+    rules = program.moments
+    max_age = timedelta(days=rules.max_age_days)
+    cooldown = timedelta(days=program.eligibility.cooldown_days)
+    min_tenure = timedelta(days=program.eligibility.min_tenure_days)
+    rank = {moment_type: i for i, moment_type in enumerate(rules.priority)}
+
+    decisions: list[AskDecision] = []
+    candidates: dict[str, list[Moment]] = {}
+    for moment in moments:
+        if moment.occurred_at > as_of:
+            continue
+        reason = _skip_reason(
+            moment, contacts, history, program, as_of, max_age, cooldown, min_tenure
+        )
+        if reason is None and moment.contact_id in asked_this_run:
+            reason = SkipReason.ANOTHER_MOMENT_THIS_RUN
+        if reason is None:
+            candidates.setdefault(moment.contact_id, []).append(moment)
+        else:
+            decisions.append(AskDecision(moment, reason))
+
+    for contact_moments in candidates.values():
+        # The highest-priority moment wins; among equals, the most recent one.
+        contact_moments.sort(key=lambda m: (rank[m.type], -m.occurred_at.timestamp(), m.moment_id))
+        decisions.append(AskDecision(contact_moments[0]))
+        decisions.extend(
+            AskDecision(m, SkipReason.ANOTHER_MOMENT_THIS_RUN) for m in contact_moments[1:]
+        )
+    return decisions
+
+
+def _skip_reason(
+    moment: Moment,
+    contacts: Mapping[str, Contact],
+    history: Mapping[str, ContactHistory],
+    program: Program,
+    as_of: datetime,
+    max_age: timedelta,
+    cooldown: timedelta,
+    min_tenure: timedelta,
+) -> SkipReason | None:
+    if not program.moments.enabled(moment.type):
+        return SkipReason.MOMENT_DISABLED
+    contact = contacts.get(moment.contact_id)
+    if contact is None:
+        return SkipReason.UNKNOWN_CONTACT
+    if as_of - moment.occurred_at > max_age:
+        return SkipReason.MOMENT_TOO_OLD
+    if contact.opted_out:
+        return SkipReason.OPTED_OUT
+    past = history.get(contact.contact_id, _NO_HISTORY)
+    if past.suppressed:
+        return SkipReason.SUPPRESSED
+    if not contact.email:
+        return SkipReason.NO_EMAIL
+    if contact.referrer_type is ReferrerType.CUSTOMER and (
+        past.customer_since is None or as_of.date() - past.customer_since < min_tenure
+    ):
+        return SkipReason.TENURE_TOO_SHORT
+    if past.open_high_priority_tickets > 0:
+        return SkipReason.OPEN_HIGH_PRIORITY_TICKET
+    if past.last_asked_at is not None and as_of - past.last_asked_at < cooldown:
+        return SkipReason.COOLDOWN
+    return None
+
+
+def skip_counts(decisions: Iterable[AskDecision]) -> dict[str, int]:
+    """Skipped moments per reason, for the run's summary."""
+    counts = Counter(d.reason.value for d in decisions if d.reason is not None)
+    return dict(sorted(counts.items()))

@@ -1,0 +1,133 @@
+"""The composition root: the one place that picks real or local adapters.
+
+Every flow asks :func:`app` for its adapters. Settings decide: no SendGrid key, email
+goes to the local outbox; no Stripe key, payouts go to the ledger-only rail. Tests can
+put their own :class:`App` in place with :func:`use_app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from config.program import load_program
+from config.settings import Settings, load_settings
+from domain.models import PayoutRailKind
+from domain.ports import ApprovalRuns, EmailSender, EventSource, PaymentRail
+from domain.program import Program
+from integrations.approvals.prefect_runs import PrefectApprovalRuns
+from integrations.email.outbox import OutboxEmailSender
+from integrations.ledger.engine import make_engine
+from integrations.ledger.migrate import upgrade
+from integrations.ledger.sql import SqlLedger
+from integrations.payments.ledger_only import LedgerOnlyRail
+from integrations.sources.files import FileSource
+
+
+@dataclass(frozen=True)
+class App:
+    """Everything the flows need, built once per process."""
+
+    settings: Settings
+    program: Program
+    ledger: SqlLedger
+    sources: tuple[EventSource, ...]
+    email: EmailSender
+    rails: dict[PayoutRailKind, PaymentRail]
+    approvals: ApprovalRuns
+
+    def describe(self) -> dict[str, str]:
+        """Which backend serves each port (safe to log: no secrets)."""
+        return {
+            "ledger": self.ledger.engine.url.render_as_string(hide_password=True),
+            "sources": ",".join(s.name for s in self.sources),
+            "email": self.email.name,
+            "payouts": ",".join(k.value for k in self.rails),
+        }
+
+
+def build_app(settings: Settings | None = None) -> App:
+    """Build the adapters that ``settings`` ask for, migrating the ledger first."""
+    settings = settings or load_settings()
+    program = load_program(settings.program_file)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    ledger = SqlLedger(engine)
+    return App(
+        settings=settings,
+        program=program,
+        ledger=ledger,
+        sources=_sources(settings),
+        email=_email(settings, ledger),
+        rails=_rails(settings),
+        approvals=PrefectApprovalRuns(settings.approval_deployment),
+    )
+
+
+def _sources(settings: Settings) -> tuple[EventSource, ...]:
+    sources: list[EventSource] = []
+    for name in settings.sources:
+        if name == "files":
+            settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+            sources.append(FileSource(settings.inbox_dir))
+        else:
+            raise NotImplementedError(f"source {name!r} is not available yet")
+    return tuple(sources)
+
+
+def _email(settings: Settings, ledger: SqlLedger) -> EmailSender:
+    if settings.sendgrid_api_key is None:
+        return OutboxEmailSender(ledger)
+    from integrations.email.sendgrid_sender import SendGridEmailSender
+
+    return SendGridEmailSender(
+        api_key=settings.sendgrid_api_key.get_secret_value(),
+        api_host=settings.sendgrid_api_host,
+        from_email=settings.sendgrid_from_email,
+        from_name=settings.sendgrid_from_name,
+        templates=settings.sendgrid_templates,
+        asm_group_id=settings.sendgrid_asm_group_id,
+    )
+
+
+def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
+    if settings.stripe_api_key is None:
+        return {PayoutRailKind.LEDGER_ONLY: LedgerOnlyRail()}
+    from integrations.payments.stripe_rail import (
+        StripeBalanceRail,
+        StripeTransferRail,
+        build_stripe_client,
+    )
+
+    client = build_stripe_client(
+        settings.stripe_api_key.get_secret_value(),
+        settings.stripe_api_base,
+        settings.stripe_max_network_retries,
+    )
+    return {
+        PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client),
+        PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client),
+    }
+
+
+_current: App | None = None
+
+
+def app() -> App:
+    """The process's adapters, built on first use."""
+    global _current
+    if _current is None:
+        _current = build_app()
+    return _current
+
+
+@contextmanager
+def use_app(replacement: App) -> Iterator[App]:
+    """Run flows with ``replacement`` as the adapters (tests, the demo)."""
+    global _current
+    previous, _current = _current, replacement
+    try:
+        yield replacement
+    finally:
+        _current = previous

@@ -1,0 +1,305 @@
+"""``referrals``: the command line of the referral program.
+
+    referrals up | down                 local Prefect server + worker + deployments
+    referrals demo                      the sample company through the whole cycle
+    referrals cycle [--as-of ISO]       run one cycle now
+    referrals approvals list            rewards waiting for a person, oldest first
+    referrals approvals approve ID ...  resume the paused run with an approval
+    referrals approvals reject ID ...   resume it with a rejection
+    referrals config check [FILE]       validate program rules before they apply
+    referrals outbox                    emails kept by the local outbox backend
+
+Prefect is imported inside the commands, after the environment below is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from config.settings import PROJECT_ROOT, load_settings
+from domain.errors import ConfigError, IntegrationError, ReferralError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
+approvals_app = typer.Typer(no_args_is_help=True, help="Rewards waiting for a person.")
+config_app = typer.Typer(no_args_is_help=True, help="Program rules.")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(config_app, name="config")
+
+
+def _port() -> int:
+    return int(os.environ.get("REFERRALS_PREFECT_PORT", "4200"))
+
+
+def _prefect_env() -> None:
+    """Point Prefect at the local stack unless the user chose another API."""
+    from integrations.prefect_stack import LocalStack
+
+    stack = LocalStack(PROJECT_ROOT, port=_port())
+    os.environ.setdefault("PREFECT_HOME", str(stack.home))
+    settings_url = os.environ.get("REFERRALS_PREFECT_API_URL")
+    os.environ.setdefault("PREFECT_API_URL", settings_url or stack.api_url)
+    os.environ.setdefault("PREFECT_UI_API_URL", os.environ["PREFECT_API_URL"])
+
+
+def _stack() -> Any:
+    from integrations.prefect_stack import LocalStack
+
+    return LocalStack(PROJECT_ROOT, port=_port())
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def up() -> None:
+    """Start the local Prefect server, register the deployments, start a worker."""
+    stack = _stack()
+    stack.up()
+    typer.echo(f"Prefect UI: {stack.ui_url}   (stop with `make down`)")
+
+
+@app.command()
+def down() -> None:
+    """Stop the server and worker started by `up`, by their PIDs."""
+    stopped = _stack().down()
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(help="Accounts in the sample company.")] = 300,
+) -> None:
+    """Run the whole cycle on a generated sample company (SQLite ledger, local outbox)."""
+    _prefect_env()
+    stack = _stack()
+    if not stack.healthy():
+        _fail(f"no Prefect server at {stack.api_url}: run `make demo` (it starts one)")
+    from flows import bootstrap
+    from flows.demo import run_demo
+
+    result = run_demo(accounts=accounts)
+    _print_demo(bootstrap.app(), result, stack.ui_url)
+
+
+def _print_demo(app_: Any, result: Any, ui_url: str) -> None:
+    summary = app_.ledger.summary()
+    echo = typer.echo
+    echo("")
+    echo("=" * 78)
+    echo(f"Referral demo: sample company in {result.sample.folder}")
+    echo(f"Ledger: {app_.describe()['ledger']}")
+    echo(
+        f"Email: {app_.email.name}   Payouts: {', '.join(app_.describe()['payouts'].split(','))}"
+        + (
+            "  (ledger-only: no money moves; set REFERRALS_STRIPE_API_KEY for Stripe)"
+            if "ledger_only" in app_.describe()["payouts"]
+            else ""
+        )
+    )
+    echo("-" * 78)
+    echo(
+        f"Events read: {summary['events']}   quarantined input: "
+        f"{sum(summary['quarantine'].values())} (see the 'quarantined-input' artifact)"
+    )
+    echo("Moments found per type: " + _pairs(summary["moments"]))
+    echo("Skipped (reason: count): " + _pairs(summary["skipped"]))
+    echo(f"Detractors listed for follow-up (never asked): {summary['follow_ups']}")
+    echo("Asks: " + _pairs(summary["asks"]))
+    echo(f"Referred friends who used a code: {result.referrals}")
+    echo("Conversions per milestone: " + _pairs(summary["conversions"]))
+    echo("Rewards per status: " + _pairs(summary["rewards"]))
+    from domain.money import Money
+
+    paid = ", ".join(Money(v, c).format() for c, v in summary["paid"].items()) or "nothing"
+    echo(f"Paid automatically (under the threshold): {summary['payouts'] or {}} -> {paid}")
+    waiting = app_.ledger.waiting_approvals()
+    echo("-" * 78)
+    echo(f"Rewards waiting for approval: {len(waiting)} (each in its own paused Prefect run)")
+    for w in waiting:
+        link = app_.approvals.ui_url(w.flow_run_id) if w.flow_run_id else "(run not started)"
+        flags = f"  flags: {', '.join(w.flags)}" if w.flags else ""
+        echo(f"  {w.amount.format():>14}  {w.referrer_name:<22} {link}{flags}")
+    if waiting:
+        first = waiting[0]
+        echo("")
+        echo("Approve in the UI: open a link above, click Resume, fill in the form.")
+        echo("Or from the command line:")
+        echo(
+            f"  .venv/bin/referrals approvals approve {first.reward_id[:8]} "
+            "--approver 'Your Name' --reason 'checked the deal'"
+        )
+        echo(
+            f"  .venv/bin/referrals approvals reject {first.reward_id[:8]} "
+            "--approver 'Your Name' --reason 'not a real referral'"
+        )
+    outbox = app_.ledger.outbox(limit=1)
+    if outbox:
+        echo("-" * 78)
+        echo(f"One ask from the local outbox (to {outbox[0]['to_name']}): {outbox[0]['subject']}")
+        echo("  " + outbox[0]["body"].strip().replace("\n", "\n  "))
+    echo("=" * 78)
+    echo(f"Prefect UI: {ui_url}   (the server and worker keep running; `make down` stops them)")
+
+
+def _pairs(values: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(values.items())) or "none"
+
+
+@app.command()
+def cycle(
+    as_of: Annotated[
+        datetime | None, typer.Option(help="Decide as of this time (ISO 8601); default now.")
+    ] = None,
+) -> None:
+    """Run one referral cycle now, against the configured Prefect API."""
+    _prefect_env()
+    from flows.cycle import referral_cycle
+
+    result = referral_cycle(as_of=as_of)
+    typer.echo(json.dumps(result["summary"], indent=2, default=str))
+
+
+def _waiting(reward_or_run: str) -> Any:
+    from flows import bootstrap
+
+    matches = [
+        w
+        for w in bootstrap.app().ledger.waiting_approvals()
+        if w.reward_id.startswith(reward_or_run) or (w.flow_run_id or "") == reward_or_run
+    ]
+    if not matches:
+        _fail(f"no reward waiting for approval matches {reward_or_run!r}")
+    if len(matches) > 1:
+        _fail(f"{reward_or_run!r} matches {len(matches)} rewards; give more of the id")
+    return matches[0]
+
+
+@approvals_app.command("list")
+def approvals_list() -> None:
+    """Rewards waiting for a decision, oldest first, with the UI link of each run."""
+    _prefect_env()
+    from flows import bootstrap
+
+    app_ = bootstrap.app()
+    waiting = app_.ledger.waiting_approvals()
+    if not waiting:
+        typer.echo("No reward is waiting for approval.")
+        return
+    for w in waiting:
+        link = app_.approvals.ui_url(w.flow_run_id) if w.flow_run_id else "(run not started)"
+        typer.echo(
+            f"{w.reward_id}  {w.amount.format():>14}  {w.referrer_name:<24} "
+            f"waiting since {w.waiting_since:%Y-%m-%d %H:%M}  approvals done: {w.stages_done}"
+            f"{'  flags: ' + ', '.join(w.flags) if w.flags else ''}\n    {link}"
+        )
+
+
+def _decide(
+    decision: str, reward_or_run: str, approver: str, reason: str, amount: str | None, wait: int
+) -> None:
+    _prefect_env()
+    from flows import bootstrap
+
+    app_ = bootstrap.app()
+    waiting = _waiting(reward_or_run)
+    if waiting.flow_run_id is None:
+        _fail("its approval run has not started yet; run a cycle first")
+    form: dict[str, object] = {"decision": decision, "approver": approver, "reason": reason}
+    if amount:
+        form["adjusted_amount"] = amount
+    try:
+        app_.approvals.resume(waiting.flow_run_id, form)
+    except IntegrationError as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"Resumed {app_.approvals.ui_url(waiting.flow_run_id)} with: {decision} by {approver}"
+    )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        view = app_.ledger.approval_view(waiting.reward_id)
+        if len(view.decisions) > waiting.stages_done or view.reward.status.value in (
+            "paid",
+            "rejected",
+        ):
+            typer.echo(f"Reward {waiting.reward_id} is now {view.reward.status.value}.")
+            return
+        time.sleep(1)
+    if wait:
+        typer.echo(
+            "The run was resumed; the worker has not recorded the decision yet "
+            "(is `make up` running?)."
+        )
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    reward: Annotated[str, typer.Argument(help="Reward id (or its start), or flow run id.")],
+    approver: Annotated[str, typer.Option(help="Who decides; recorded in the ledger.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")],
+    amount: Annotated[
+        str | None, typer.Option(help="Pay less than the reward, e.g. 450.00.")
+    ] = None,
+    wait: Annotated[int, typer.Option(help="Seconds to wait for the outcome.")] = 60,
+) -> None:
+    """Approve a reward: resumes its paused run, which records the decision and pays."""
+    _decide("approve", reward, approver, reason, amount, wait)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    reward: Annotated[str, typer.Argument(help="Reward id (or its start), or flow run id.")],
+    approver: Annotated[str, typer.Option(help="Who decides; recorded in the ledger.")],
+    reason: Annotated[str, typer.Option(help="Why; told to the referrer.")],
+    wait: Annotated[int, typer.Option(help="Seconds to wait for the outcome.")] = 60,
+) -> None:
+    """Reject a reward: resumes its paused run, which closes the reward unpaid."""
+    _decide("reject", reward, approver, reason, None, wait)
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[
+        Path | None, typer.Argument(help="Rules file; default the configured one.")
+    ] = None,
+) -> None:
+    """Validate a program rules file; exit 2 with each wrong field's path if invalid."""
+    from config.program import load_program
+
+    path = file or load_settings().program_file
+    program = load_program(path)
+    typer.echo(
+        f"{path}: valid. {len(program.rewards)} reward rules, auto-payout below "
+        f"{program.auto_payout_threshold}, two approvers from "
+        f"{program.second_approver_threshold}, cooldown {program.eligibility.cooldown_days} days."
+    )
+
+
+@app.command()
+def outbox(limit: Annotated[int, typer.Option(help="How many emails.")] = 5) -> None:
+    """Show the emails kept by the local outbox backend (no SendGrid key set)."""
+    from flows import bootstrap
+
+    for row in bootstrap.app().ledger.outbox(limit=limit):
+        typer.echo(f"--- {row['kind']} to {row['to_name']}: {row['subject']}\n{row['body']}")
+
+
+def main() -> None:
+    try:
+        app()
+    except (ConfigError, ReferralError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

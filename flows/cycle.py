@@ -1,0 +1,167 @@
+"""The referral cycle, as Prefect flows.
+
+detect moments -> send asks -> check conversions -> route rewards -> notify referrers.
+Each stage is its own flow (and deployment) so revenue ops can schedule and re-run it
+alone; ``referral_cycle`` runs them in order as subflows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+
+from flows import bootstrap
+from tasks.approvals import request_approvals
+from tasks.asks import decide_asks
+from tasks.conversions import record_new_conversions
+from tasks.emails import send_ask_emails, send_notifications
+from tasks.ingest import ingest_sources
+from tasks.moments import detect_new_moments
+from tasks.payouts import submit_payouts
+from tasks.reports import publish_cycle_report
+from tasks.rewards import compute_new_rewards, plan_routes
+
+
+def _moment(as_of: datetime | None) -> datetime:
+    """``as_of`` as an aware UTC datetime; now when not given."""
+    if as_of is None:
+        return datetime.now(UTC)
+    return as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+
+
+@flow(name="detect-moments")
+def detect_moments() -> dict[str, Any]:
+    """Read new CRM and NPS events from every source and find the referral moments.
+
+    Returns:
+        Per-source ingest counts and the detection counts.
+    """
+    app = bootstrap.app()
+    now = datetime.now(UTC)
+    reports = ingest_sources(app.sources, app.ledger, now)
+    detection = detect_new_moments(app.ledger, app.program, now, app.settings.batch_size)
+    return {"ingest": [asdict(r) for r in reports], "detection": asdict(detection)}
+
+
+@flow(name="send-asks")
+def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
+    """Decide who to ask for each pending moment, then send the personalized asks.
+
+    Args:
+        as_of: the moment of decision (default: now); cooldowns and moment age are
+            measured from it.
+
+    Returns:
+        Asks queued, skips per reason, and the delivery counts.
+    """
+    app = bootstrap.app()
+    when, now = _moment(as_of), datetime.now(UTC)
+    decisions = decide_asks(app.ledger, app.program, when, now, app.settings.batch_size)
+    delivery = send_ask_emails(app.ledger, app.email, app.program, now, app.settings.batch_size)
+    return {"decisions": asdict(decisions), "delivery": asdict(delivery)}
+
+
+@flow(name="check-conversions")
+def check_conversions() -> dict[str, Any]:
+    """Attribute new coded signups and deals to referrers, and compute their rewards.
+
+    Returns:
+        Conversion and reward counts, with what was quarantined.
+    """
+    app = bootstrap.app()
+    now = datetime.now(UTC)
+    ingest_sources(app.sources, app.ledger, now)
+    conversions = record_new_conversions(app.ledger, app.program, now, app.settings.batch_size)
+    rewards = compute_new_rewards(app.ledger, app.program, now, app.settings.batch_size)
+    return {"conversions": conversions, "rewards": rewards}
+
+
+@flow(name="route-rewards")
+def route_rewards(as_of: datetime | None = None) -> dict[str, Any]:
+    """Pay rewards under the threshold now; start a paused approval run for the others.
+
+    Args:
+        as_of: the moment of decision (default: now); holding periods end against it.
+
+    Returns:
+        What was paid, what waits for approval (reward id -> flow run id).
+    """
+    app = bootstrap.app()
+    when, now = _moment(as_of), datetime.now(UTC)
+    plan = plan_routes(app.ledger, app.program, when, now, app.settings.batch_size)
+    payouts = submit_payouts(app.ledger, app.rails, plan.auto_pay, now)
+    waiting = request_approvals(app.ledger, app.approvals, plan.approval, now)
+    return {"payouts": asdict(payouts), "approvals": waiting}
+
+
+@flow(name="notify-referrers")
+def notify_referrers() -> dict[str, Any]:
+    """Tell referrers what happened to their referrals and rewards (earned, paid, rejected).
+
+    Returns:
+        Delivery counts.
+    """
+    app = bootstrap.app()
+    delivery = send_notifications(
+        app.ledger, app.email, app.program, datetime.now(UTC), app.settings.batch_size
+    )
+    return asdict(delivery)
+
+
+@flow(name="referral-cycle")
+def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
+    """The whole cycle: moments, asks, conversions, rewards, payouts and approvals.
+
+    Args:
+        as_of: the moment the cycle decides at (default: now). Set it to replay a past
+            day; nothing is sent, rewarded or paid twice either way.
+
+    Returns:
+        What each stage reported, and the ledger totals after the run.
+    """
+    app = bootstrap.app()
+    stages = {
+        "detect moments": detect_moments(),
+        "send asks": send_asks(as_of),
+        "check conversions": check_conversions(),
+        "route rewards": route_rewards(as_of),
+        "notify referrers": notify_referrers(),
+    }
+    summary = publish_cycle_report(app.ledger, app.approvals, _brief(stages))
+    return {"stages": stages, "summary": summary}
+
+
+def _brief(stages: dict[str, Any]) -> dict[str, str]:
+    """One line per stage for the run's markdown artifact."""
+    detect, asks = stages["detect moments"], stages["send asks"]
+    conv, route = stages["check conversions"], stages["route rewards"]
+    notify = stages["notify referrers"]
+    ingest = detect["ingest"]
+    return {
+        "detect moments": (
+            f"{sum(r['records_in'] for r in ingest)} records read, "
+            f"{sum(r['new_events'] for r in ingest)} new events, "
+            f"{sum(r['quarantined'] for r in ingest)} quarantined; "
+            f"{detect['detection']['moments']} moments, "
+            f"{detect['detection']['detractors']} detractors to follow up"
+        ),
+        "send asks": (
+            f"{asks['decisions']['queued']} asks queued, "
+            f"{asks['delivery']['accepted']} accepted by email; skipped: "
+            + (", ".join(f"{k} {v}" for k, v in asks["decisions"]["skipped"].items()) or "none")
+        ),
+        "check conversions": (
+            f"{conv['conversions']['conversions']} conversions, "
+            f"{conv['rewards']['rewards']} rewards, "
+            f"{conv['conversions']['quarantined'] + conv['rewards']['quarantined']} quarantined"
+        ),
+        "route rewards": (
+            f"{route['payouts']['paid']} paid automatically, "
+            f"{len(route['approvals'])} waiting for approval, "
+            f"{len(route['payouts']['no_rail'])} without a payout rail"
+        ),
+        "notify referrers": f"{notify['accepted']} notifications sent",
+    }

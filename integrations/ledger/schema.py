@@ -1,0 +1,437 @@
+"""The ledger's tables, as SQLAlchemy 2 declarative models.
+
+The invariants that keep money right live here, in the database, not in Python:
+
+* one reward per (conversion, rule, referrer): ``uq_rewards_conversion_rule_referrer``;
+* one live payout per reward: partial unique index ``uq_payouts_live_reward`` (a payout
+  that failed for good may be followed by a new attempt, never by a second live one);
+* one idempotency key per payout, stored before any call to the provider;
+* one application per provider event id: ``provider_events`` primary key;
+* one decision per approval stage of a reward: ``uq_approval_decisions_reward_stage``;
+* append-only money: triggers (created by the migration) refuse UPDATE and DELETE on
+  ``ledger_entries`` and ``approval_decisions``, DELETE on rewards, payouts and
+  conversions, and any change of a reward's amount or currency. Corrections are
+  reversing entries.
+
+Amounts are integer minor units (``BigInteger``) beside a three-letter currency.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+def _money_checks() -> tuple[CheckConstraint, CheckConstraint]:
+    return (
+        CheckConstraint("length(currency) = 3", name="currency_iso"),
+        CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+    )
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    domain: Mapped[str | None] = mapped_column(String(256))
+    customer_since: Mapped[date | None] = mapped_column(Date)
+    updated_at: Mapped[datetime]
+
+
+class ContactRow(Base):
+    __tablename__ = "contacts"
+    contact_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    email: Mapped[str | None] = mapped_column(String(320))
+    referrer_type: Mapped[str] = mapped_column(String(16))
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64))
+    stripe_account_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+    __table_args__ = (
+        CheckConstraint(
+            "referrer_type in ('customer', 'partner', 'employee')", name="referrer_type"
+        ),
+    )
+
+
+class SourceEventRow(Base):
+    """Every canonical event ever read, once per (source, event id)."""
+
+    __tablename__ = "source_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(256))
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime]
+    account_id: Mapped[str | None] = mapped_column(String(128))
+    contact_id: Mapped[str | None] = mapped_column(String(128))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    score: Mapped[int | None] = mapped_column(Integer)
+    csat: Mapped[int | None] = mapped_column(Integer)
+    priority: Mapped[str | None] = mapped_column(String(16))
+    milestone: Mapped[str | None] = mapped_column(String(128))
+    referral_code: Mapped[str | None] = mapped_column(String(64))
+    deal_id: Mapped[str | None] = mapped_column(String(128))
+    ticket_id: Mapped[str | None] = mapped_column(String(128))
+    referee_email_domain: Mapped[str | None] = mapped_column(String(256))
+    ingested_at: Mapped[datetime]
+    # Stage markers: set once the stage has examined the event, so a crash between
+    # ingest and a stage leaves the event for the next run instead of losing it.
+    detected_at: Mapped[datetime | None]
+    converted_at: Mapped[datetime | None]
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index("ix_source_events_undetected", "detected_at", "id"),
+        Index("ix_source_events_ticket", "account_id", "ticket_id"),
+    )
+
+
+class SourceCursorRow(Base):
+    __tablename__ = "source_cursors"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cursor: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class QuarantineRow(Base):
+    """Input refused with its reason; nothing is dropped silently."""
+
+    __tablename__ = "quarantine"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    record: Mapped[str] = mapped_column(String(512))
+    field: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(512))
+    raw: Mapped[str] = mapped_column(Text, default="")
+    stage: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    __table_args__ = (UniqueConstraint("source", "record", "stage"),)
+
+
+class MomentRow(Base):
+    __tablename__ = "moments"
+    moment_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    contact_id: Mapped[str] = mapped_column(String(128), index=True)
+    account_id: Mapped[str | None] = mapped_column(String(128))
+    occurred_at: Mapped[datetime]
+    source_event: Mapped[str] = mapped_column(String(330), unique=True)
+    detail: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    skip_reason: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None]
+    __table_args__ = (
+        CheckConstraint("status in ('new', 'asked', 'skipped')", name="status"),
+        Index("ix_moments_status", "status", "occurred_at"),
+    )
+
+
+class FollowUpRow(Base):
+    """Detractors (NPS 0-6): never asked, listed for a person to follow up."""
+
+    __tablename__ = "follow_ups"
+    source_event: Mapped[str] = mapped_column(String(330), primary_key=True)
+    contact_id: Mapped[str | None] = mapped_column(String(128))
+    account_id: Mapped[str | None] = mapped_column(String(128))
+    score: Mapped[int] = mapped_column(Integer)
+    occurred_at: Mapped[datetime]
+
+
+class ReferralCodeRow(Base):
+    __tablename__ = "referral_codes"
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime]
+
+
+class AskRow(Base):
+    __tablename__ = "asks"
+    ask_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    moment_id: Mapped[str] = mapped_column(String(36), ForeignKey("moments.moment_id"), unique=True)
+    contact_id: Mapped[str] = mapped_column(String(128), index=True)
+    moment_type: Mapped[str] = mapped_column(String(32))
+    referral_code: Mapped[str] = mapped_column(String(64), ForeignKey("referral_codes.code"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    provider_ref: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    __table_args__ = (
+        CheckConstraint(
+            "status in ('queued', 'sending', 'accepted', 'failed', 'unknown')", name="status"
+        ),
+        Index("ix_asks_status", "status"),
+    )
+
+
+class EmailOutboxRow(Base):
+    """The local outbox: where email goes when no SendGrid key is configured."""
+
+    __tablename__ = "email_outbox"
+    message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    to_name: Mapped[str] = mapped_column(String(256))
+    to_email: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(512))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class NotificationRow(Base):
+    """Messages to referrers about their referrals and rewards, each sent once."""
+
+    __tablename__ = "notifications"
+    notification_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    reward_id: Mapped[str | None] = mapped_column(String(36))
+    data: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    provider_ref: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    __table_args__ = (
+        CheckConstraint(
+            "status in ('queued', 'sending', 'accepted', 'failed', 'unknown')", name="status"
+        ),
+        Index("ix_notifications_status", "status"),
+    )
+
+
+class SuppressionRow(Base):
+    __tablename__ = "suppressions"
+    contact_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class ConversionRow(Base):
+    __tablename__ = "conversions"
+    conversion_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source_event: Mapped[str] = mapped_column(String(330), unique=True)
+    referral_code: Mapped[str] = mapped_column(String(64), ForeignKey("referral_codes.code"))
+    referrer_id: Mapped[str] = mapped_column(String(128), index=True)
+    referee_account_id: Mapped[str | None] = mapped_column(String(128))
+    referee_contact_id: Mapped[str | None] = mapped_column(String(128))
+    referee_email_domain: Mapped[str | None] = mapped_column(String(256))
+    milestone: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime]
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    created_at: Mapped[datetime]
+    rewarded_at: Mapped[datetime | None]
+    __table_args__ = (
+        CheckConstraint("milestone in ('lead', 'qualified', 'customer')", name="milestone"),
+        CheckConstraint("amount_minor is null or amount_minor >= 0", name="amount_not_negative"),
+    )
+
+
+class RewardRow(Base):
+    __tablename__ = "rewards"
+    reward_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    conversion_id: Mapped[str] = mapped_column(String(36), ForeignKey("conversions.conversion_id"))
+    rule_id: Mapped[str] = mapped_column(String(64))
+    referrer_id: Mapped[str] = mapped_column(String(128), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    milestone: Mapped[str] = mapped_column(String(16))
+    attribution_model: Mapped[str] = mapped_column(String(32))
+    explanation: Mapped[str] = mapped_column(String(512))
+    flags: Mapped[str] = mapped_column(String(512), default="")
+    payable_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(24))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("conversion_id", "rule_id", "referrer_id"),
+        *_money_checks(),
+        CheckConstraint(
+            "status in ('holding', 'payable', 'awaiting_approval', 'approved', 'rejected',"
+            " 'paid', 'cancelled')",
+            name="status",
+        ),
+        Index("ix_rewards_status", "status", "payable_at"),
+    )
+
+
+class ApprovalRequestRow(Base):
+    """A paused payout-approval flow run waiting on a person, per reward and attempt."""
+
+    __tablename__ = "approval_requests"
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    reward_id: Mapped[str] = mapped_column(String(36), ForeignKey("rewards.reward_id"))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    created_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    __table_args__ = (
+        UniqueConstraint("reward_id", "attempt"),
+        CheckConstraint("status in ('waiting', 'decided', 'expired')", name="status"),
+        # At most one request waits for a reward at a time.
+        Index(
+            "uq_approval_requests_waiting_reward",
+            "reward_id",
+            unique=True,
+            sqlite_where=text("status = 'waiting'"),
+            postgresql_where=text("status = 'waiting'"),
+        ),
+    )
+
+
+class ApprovalDecisionRow(Base):
+    __tablename__ = "approval_decisions"
+    decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    reward_id: Mapped[str] = mapped_column(String(36), ForeignKey("rewards.reward_id"))
+    stage: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(8))
+    approver: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("reward_id", "stage"),
+        CheckConstraint("decision in ('approve', 'reject')", name="decision"),
+        CheckConstraint("stage in (1, 2)", name="stage"),
+        *_money_checks(),
+    )
+
+
+class PayoutRow(Base):
+    """The payment outbox: written, with its idempotency key, before the provider call."""
+
+    __tablename__ = "payouts"
+    payout_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    reward_id: Mapped[str] = mapped_column(String(36), ForeignKey("rewards.reward_id"))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    rail: Mapped[str] = mapped_column(String(32))
+    destination: Mapped[str | None] = mapped_column(String(64))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    provider_ref: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(String(512))
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("reward_id", "attempt"),
+        CheckConstraint("status in ('pending', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("length(currency) = 3", name="currency_iso"),
+        # One live payout per reward: a new attempt only after a failure for good.
+        Index(
+            "uq_payouts_live_reward",
+            "reward_id",
+            unique=True,
+            sqlite_where=text("status != 'failed'"),
+            postgresql_where=text("status != 'failed'"),
+        ),
+        Index("ix_payouts_status", "status"),
+    )
+
+
+class LedgerEntryRow(Base):
+    """Append-only money movements per reward; the balance is their sum.
+
+    kinds: ``accrued`` (+reward), ``adjusted`` (-reduction at approval), ``cancelled``
+    (-what was left when rejected or clawed back before payout), ``paid`` (-payout).
+    """
+
+    __tablename__ = "ledger_entries"
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    reward_id: Mapped[str] = mapped_column(String(36), ForeignKey("rewards.reward_id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    ref: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("reward_id", "kind", "ref"),
+        CheckConstraint(
+            "kind in ('accrued', 'adjusted', 'cancelled', 'paid', 'reversed')", name="kind"
+        ),
+        CheckConstraint("length(currency) = 3", name="currency_iso"),
+        Index("ix_ledger_entries_reward", "reward_id"),
+    )
+
+
+class ProviderEventRow(Base):
+    """Webhook events applied, once each per provider event id."""
+
+    __tablename__ = "provider_events"
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+
+
+# Tables whose rows are never deleted, and those never updated at all.
+NO_DELETE = (
+    "rewards",
+    "payouts",
+    "conversions",
+    "ledger_entries",
+    "approval_decisions",
+    "provider_events",
+)
+NO_UPDATE = ("ledger_entries", "approval_decisions", "provider_events")

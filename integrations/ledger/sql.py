@@ -1,0 +1,1586 @@
+"""The ledger on SQLAlchemy: every stage's reads and writes, each write one transaction.
+
+Writes are idempotent: inserts ignore rows that already exist (the unique constraints
+in :mod:`integrations.ledger.schema` decide what "already" means), and status changes
+are conditional (``... WHERE status IN (expected)``) so two runs racing on the same row
+cannot both move it. Money only ever enters through ``ledger_entries`` inserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    case,
+    exists,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from domain.approvals import CheckedDecision
+from domain.errors import InvalidDecision
+from domain.models import (
+    ApprovalView,
+    Ask,
+    AskDecision,
+    Contact,
+    ContactHistory,
+    Conversion,
+    Decision,
+    DecisionRecord,
+    EmailOutcome,
+    EmailResult,
+    EventType,
+    IngestReport,
+    Milestone,
+    Moment,
+    MomentType,
+    PayoutInstruction,
+    PayoutOutcome,
+    PayoutRailKind,
+    PayoutResult,
+    ReferrerType,
+    Rejected,
+    Reward,
+    RewardStatus,
+    RewardView,
+    SourceEvent,
+    WaitingApproval,
+    derived_id,
+)
+from domain.money import Money
+from domain.ports import SourceBatch
+from integrations.ledger.schema import (
+    AccountRow,
+    ApprovalDecisionRow,
+    ApprovalRequestRow,
+    AskRow,
+    ContactRow,
+    ConversionRow,
+    EmailOutboxRow,
+    FollowUpRow,
+    LedgerEntryRow,
+    MomentRow,
+    NotificationRow,
+    PayoutRow,
+    ProviderEventRow,
+    QuarantineRow,
+    ReferralCodeRow,
+    RewardRow,
+    SourceCursorRow,
+    SourceEventRow,
+    SuppressionRow,
+)
+
+CHUNK = 500  # ids per IN (...) list: far under every backend's parameter limit
+MAX_PAYOUT_ATTEMPTS = 3
+
+T_EVENTS: Table = SourceEventRow.__table__  # type: ignore[assignment]
+T_MOMENTS: Table = MomentRow.__table__  # type: ignore[assignment]
+T_ASKS: Table = AskRow.__table__  # type: ignore[assignment]
+T_NOTES: Table = NotificationRow.__table__  # type: ignore[assignment]
+T_REWARDS: Table = RewardRow.__table__  # type: ignore[assignment]
+T_PAYOUTS: Table = PayoutRow.__table__  # type: ignore[assignment]
+T_ENTRIES: Table = LedgerEntryRow.__table__  # type: ignore[assignment]
+
+_MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTES}
+
+
+class DecisionConflict(InvalidDecision):
+    """Another decision on the same approval stage was recorded first."""
+
+
+def _pairs(conn: Connection, stmt: Any) -> dict[Any, Any]:
+    """The first two columns of each row of ``stmt``, as a dict."""
+    return {row[0]: row[1] for row in conn.execute(stmt)}
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqlLedger:
+    """The ledger database behind SQLAlchemy (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _insert(self, table: Any) -> Any:
+        return (pg_insert if self._dialect == "postgresql" else sqlite_insert)(table)
+
+    def _insert_ignore(
+        self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], returning: Any
+    ) -> list[Any]:
+        """Insert ``rows``, skipping any that hit a unique constraint; the keys inserted."""
+        if not rows:
+            return []
+        stmt = self._insert(table).on_conflict_do_nothing().returning(returning)
+        return list(conn.execute(stmt, list(rows)).scalars().all())
+
+    def _upsert(
+        self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], key: str
+    ) -> None:
+        if not rows:
+            return
+        stmt = self._insert(table)
+        columns = [c for c in rows[0] if c != key]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[key], set_={c: getattr(stmt.excluded, c) for c in columns}
+        )
+        conn.execute(stmt, list(rows))
+
+    @staticmethod
+    def _quarantine_rows(
+        rejected: Iterable[Rejected], stage: str, now: datetime
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "source": r.source,
+                "record": r.record[:512],
+                "field": r.field,
+                "reason": r.reason[:512],
+                "raw": r.raw,
+                "stage": stage,
+                "created_at": now,
+            }
+            for r in rejected
+        ]
+
+    def quarantine(self, rejected: Sequence[Rejected], stage: str, now: datetime) -> int:
+        """Keep refused input with its reason; returns how many were new."""
+        with self.engine.begin() as conn:
+            return len(
+                self._insert_ignore(
+                    conn,
+                    QuarantineRow,
+                    self._quarantine_rows(rejected, stage, now),
+                    QuarantineRow.id,
+                )
+            )
+
+    # -- ingest ----------------------------------------------------------------------
+
+    def cursor(self, source: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(SourceCursorRow.cursor).where(SourceCursorRow.source == source)
+            ).scalar_one_or_none()
+
+    def record_batch(self, batch: SourceBatch, now: datetime) -> IngestReport:
+        """Store one source read atomically: reference rows, events, rejects, cursor.
+
+        The cursor moves in the same transaction as the events it covers, so a crash
+        either keeps both or neither: the next run re-reads, and duplicates are ignored.
+        """
+        with self.engine.begin() as conn:
+            self._upsert(
+                conn,
+                AccountRow,
+                [
+                    {
+                        "account_id": a.account_id,
+                        "name": a.name,
+                        "domain": a.domain,
+                        "customer_since": a.customer_since,
+                        "updated_at": now,
+                    }
+                    for a in batch.accounts
+                ],
+                "account_id",
+            )
+            self._upsert(
+                conn, ContactRow, [_contact_row(c, now) for c in batch.contacts], "contact_id"
+            )
+            inserted = self._insert_ignore(
+                conn, SourceEventRow, [_event_row(e, now) for e in batch.events], SourceEventRow.id
+            )
+            quarantined = self._insert_ignore(
+                conn,
+                QuarantineRow,
+                self._quarantine_rows(batch.rejected, "ingest", now),
+                QuarantineRow.id,
+            )
+            if batch.cursor is not None:
+                self._upsert(
+                    conn,
+                    SourceCursorRow,
+                    [{"source": batch.source, "cursor": batch.cursor, "updated_at": now}],
+                    "source",
+                )
+        del quarantined  # re-delivered rejects are counted as quarantined all the same
+        return IngestReport(
+            source=batch.source,
+            records_in=batch.records_in,
+            new_events=len(inserted),
+            already_seen=len(batch.events) - len(inserted),
+            quarantined=len(batch.rejected),
+            reference_rows=batch.reference_only,
+        )
+
+    # -- detection -------------------------------------------------------------------
+
+    def undetected_events(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(T_EVENTS)
+                .where(T_EVENTS.c.detected_at.is_(None), T_EVENTS.c.id > after_id)
+                .order_by(T_EVENTS.c.id)
+                .limit(limit)
+            ).mappings()
+            return [(row["id"], _event_from_row(row)) for row in rows]
+
+    def record_detection(
+        self,
+        event_ids: Sequence[int],
+        moments: Sequence[Moment],
+        detractors: Sequence[SourceEvent],
+        now: datetime,
+    ) -> int:
+        """Store moments and detractor follow-ups; mark the events examined."""
+        with self.engine.begin() as conn:
+            new = self._insert_ignore(
+                conn,
+                MomentRow,
+                [
+                    {
+                        "moment_id": m.moment_id,
+                        "type": m.type.value,
+                        "contact_id": m.contact_id,
+                        "account_id": m.account_id,
+                        "occurred_at": m.occurred_at,
+                        "source_event": m.source_event,
+                        "detail": m.detail,
+                        "status": "new",
+                    }
+                    for m in moments
+                ],
+                MomentRow.moment_id,
+            )
+            self._insert_ignore(
+                conn,
+                FollowUpRow,
+                [
+                    {
+                        "source_event": e.key,
+                        "contact_id": e.contact_id,
+                        "account_id": e.account_id,
+                        "score": e.score,
+                        "occurred_at": e.occurred_at,
+                    }
+                    for e in detractors
+                ],
+                FollowUpRow.source_event,
+            )
+            for ids in _chunks(event_ids):
+                conn.execute(update(T_EVENTS).where(T_EVENTS.c.id.in_(ids)).values(detected_at=now))
+        return len(new)
+
+    # -- asks ------------------------------------------------------------------------
+
+    def pending_moments(self, as_of: datetime, limit: int) -> list[Moment]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(T_MOMENTS)
+                .where(T_MOMENTS.c.status == "new", T_MOMENTS.c.occurred_at <= as_of)
+                .order_by(T_MOMENTS.c.occurred_at, T_MOMENTS.c.moment_id)
+                .limit(limit)
+            ).mappings()
+            return [
+                Moment(
+                    moment_id=r["moment_id"],
+                    type=MomentType(r["type"]),
+                    contact_id=r["contact_id"],
+                    account_id=r["account_id"],
+                    occurred_at=r["occurred_at"],
+                    source_event=r["source_event"],
+                    detail=r["detail"],
+                )
+                for r in rows
+            ]
+
+    def contacts(self, contact_ids: Iterable[str]) -> dict[str, Contact]:
+        ids = sorted(set(contact_ids))
+        found: dict[str, Contact] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                for row in conn.execute(
+                    select(ContactRow.__table__).where(ContactRow.contact_id.in_(chunk))
+                ).mappings():
+                    found[row["contact_id"]] = _contact_from_row(row)
+        return found
+
+    def histories(
+        self, contact_ids: Iterable[str], as_of: datetime, blocking_priorities: Sequence[str]
+    ) -> dict[str, ContactHistory]:
+        """Last ask, suppression, open blocking tickets and tenure, per contact."""
+        ids = sorted(set(contact_ids))
+        result: dict[str, ContactHistory] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                last_asked = _pairs(
+                    conn,
+                    select(AskRow.contact_id, func.max(AskRow.created_at))
+                    .where(AskRow.contact_id.in_(chunk), AskRow.status != "failed")
+                    .group_by(AskRow.contact_id),
+                )
+                suppressed = set(
+                    conn.execute(
+                        select(SuppressionRow.contact_id).where(
+                            SuppressionRow.contact_id.in_(chunk)
+                        )
+                    ).scalars()
+                )
+                accounts = _pairs(
+                    conn,
+                    select(ContactRow.contact_id, ContactRow.account_id).where(
+                        ContactRow.contact_id.in_(chunk)
+                    ),
+                )
+                account_ids = sorted({a for a in accounts.values() if a})
+                since = _pairs(
+                    conn,
+                    select(AccountRow.account_id, AccountRow.customer_since).where(
+                        AccountRow.account_id.in_(account_ids)
+                    ),
+                )
+                opened = T_EVENTS.alias("opened")
+                resolved = T_EVENTS.alias("resolved")
+                open_tickets = _pairs(
+                    conn,
+                    select(opened.c.account_id, func.count())
+                    .where(
+                        opened.c.type == EventType.TICKET_OPENED.value,
+                        opened.c.priority.in_(list(blocking_priorities)),
+                        opened.c.account_id.in_(account_ids),
+                        opened.c.occurred_at <= as_of,
+                        ~exists().where(
+                            resolved.c.type == EventType.TICKET_RESOLVED.value,
+                            resolved.c.account_id == opened.c.account_id,
+                            resolved.c.ticket_id == opened.c.ticket_id,
+                            resolved.c.occurred_at <= as_of,
+                        ),
+                    )
+                    .group_by(opened.c.account_id),
+                )
+                for contact_id in chunk:
+                    account = accounts.get(contact_id)
+                    result[contact_id] = ContactHistory(
+                        last_asked_at=last_asked.get(contact_id),
+                        suppressed=contact_id in suppressed,
+                        open_high_priority_tickets=open_tickets.get(account, 0) if account else 0,
+                        customer_since=since.get(account) if account else None,
+                    )
+        return result
+
+    def codes_for(self, contact_ids: Iterable[str]) -> dict[str, str]:
+        ids = sorted(set(contact_ids))
+        codes: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                codes.update(
+                    _pairs(
+                        conn,
+                        select(ReferralCodeRow.contact_id, ReferralCodeRow.code).where(
+                            ReferralCodeRow.contact_id.in_(chunk)
+                        ),
+                    )
+                )
+        return codes
+
+    def asked_contacts(self, until: datetime) -> list[str]:
+        """Contacts asked at or before ``until`` (asks are dated by their decision time)."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(AskRow.contact_id)
+                    .where(AskRow.created_at <= until)
+                    .distinct()
+                    .order_by(AskRow.contact_id)
+                ).scalars()
+            )
+
+    def account_domains(self, account_ids: Iterable[str]) -> dict[str, str]:
+        ids = sorted(set(account_ids))
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                for account_id, domain in conn.execute(
+                    select(AccountRow.account_id, AccountRow.domain).where(
+                        AccountRow.account_id.in_(chunk)
+                    )
+                ).all():
+                    if domain:
+                        found[account_id] = domain
+        return found
+
+    def record_ask_decisions(
+        self,
+        decisions: Sequence[AskDecision],
+        new_codes: Mapping[str, str],
+        as_of: datetime,
+        now: datetime,
+    ) -> list[Ask]:
+        """Mint missing codes, queue asks, and close every decided moment, atomically.
+
+        A code minted concurrently by another run wins (one code per contact); the asks
+        use whatever code the ledger holds after the insert.
+        """
+        with self.engine.begin() as conn:
+            self._insert_ignore(
+                conn,
+                ReferralCodeRow,
+                [
+                    {"code": code, "contact_id": contact, "created_at": now}
+                    for contact, code in new_codes.items()
+                ],
+                ReferralCodeRow.code,
+            )
+            asking = [d.moment for d in decisions if d.ask]
+            contact_ids = sorted({m.contact_id for m in asking})
+            codes: dict[str, str] = {}
+            for chunk in _chunks(contact_ids):
+                codes.update(
+                    _pairs(
+                        conn,
+                        select(ReferralCodeRow.contact_id, ReferralCodeRow.code).where(
+                            ReferralCodeRow.contact_id.in_(chunk)
+                        ),
+                    )
+                )
+            asks = [Ask.for_moment(m, codes[m.contact_id]) for m in asking]
+            inserted = set(
+                self._insert_ignore(
+                    conn,
+                    AskRow,
+                    [
+                        {
+                            "ask_id": a.ask_id,
+                            "moment_id": a.moment_id,
+                            "contact_id": a.contact_id,
+                            "moment_type": a.moment_type.value,
+                            "referral_code": a.referral_code,
+                            "status": "queued",
+                            "created_at": as_of,
+                        }
+                        for a in asks
+                    ],
+                    AskRow.ask_id,
+                )
+            )
+            for decision in decisions:
+                conn.execute(
+                    update(T_MOMENTS)
+                    .where(
+                        T_MOMENTS.c.moment_id == decision.moment.moment_id,
+                        T_MOMENTS.c.status == "new",
+                    )
+                    .values(
+                        status="asked" if decision.ask else "skipped",
+                        skip_reason=decision.reason.value if decision.reason else None,
+                        decided_at=now,
+                    )
+                )
+        return [a for a in asks if a.ask_id in inserted]
+
+    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
+        """Queued asks with their contact and the moment's detail, by id after ``after``.
+
+        Paging by id lets one pass visit each queued ask once even when some go back
+        to ``queued`` for a retry in a later run.
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(AskRow.__table__, ContactRow.__table__, MomentRow.detail)
+                .join(ContactRow, ContactRow.contact_id == AskRow.contact_id)
+                .join(MomentRow, MomentRow.moment_id == AskRow.moment_id)
+                .where(AskRow.status == "queued", AskRow.ask_id > after)
+                .order_by(AskRow.ask_id)
+                .limit(limit)
+            ).mappings()
+            return [
+                (
+                    Ask(
+                        ask_id=r["ask_id"],
+                        moment_id=r["moment_id"],
+                        contact_id=r["contact_id"],
+                        referral_code=r["referral_code"],
+                        moment_type=MomentType(r["moment_type"]),
+                    ),
+                    _contact_from_row(r),
+                    r["detail"],
+                )
+                for r in rows
+            ]
+
+    # -- email bookkeeping (asks and notifications share one status machine) ---------
+
+    def write_outbox(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """The local email backend: keep each message once, by its message id."""
+        with self.engine.begin() as conn:
+            return len(self._insert_ignore(conn, EmailOutboxRow, rows, EmailOutboxRow.message_id))
+
+    def outbox(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [
+                dict(r)
+                for r in conn.execute(
+                    select(
+                        EmailOutboxRow.message_id,
+                        EmailOutboxRow.kind,
+                        EmailOutboxRow.to_name,
+                        EmailOutboxRow.subject,
+                        EmailOutboxRow.body,
+                    )
+                    .order_by(EmailOutboxRow.created_at, EmailOutboxRow.message_id)
+                    .limit(limit)
+                ).mappings()
+            ]
+
+    def mark_sending(self, kind: str, message_ids: Sequence[str], now: datetime) -> list[str]:
+        """Claim queued messages for sending; returns those this caller claimed.
+
+        A message left in ``sending`` by a crash is never sent again automatically:
+        :meth:`expire_sending` marks it ``unknown`` for a person to check, because the
+        email may already have gone out and a second ask is worse than a missing one.
+        ``sent_at`` holds the claim time while the message is ``sending``.
+        """
+        table = _MESSAGE_TABLES[kind]
+        pk = table.primary_key.columns.values()[0]
+        claimed: list[str] = []
+        with self.engine.begin() as conn:
+            for chunk in _chunks(message_ids):
+                claimed += (
+                    conn.execute(
+                        update(table)
+                        .where(pk.in_(chunk), table.c.status == "queued")
+                        .values(status="sending", sent_at=now)
+                        .returning(pk)
+                    )
+                    .scalars()
+                    .all()
+                )
+        return claimed
+
+    def expire_sending(self, kind: str, claimed_before: datetime) -> int:
+        """Mark ``unknown`` the messages claimed before ``claimed_before`` and never
+        settled: their sender died between the call and the commit."""
+        table = _MESSAGE_TABLES[kind]
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(table)
+                .where(table.c.status == "sending", table.c.sent_at < claimed_before)
+                .values(status="unknown")
+            ).rowcount
+
+    def record_email_results(
+        self, kind: str, results: Sequence[EmailResult], now: datetime
+    ) -> None:
+        table = _MESSAGE_TABLES[kind]
+        pk = table.primary_key.columns.values()[0]
+        status = {
+            EmailOutcome.ACCEPTED: "accepted",
+            EmailOutcome.FAILED: "failed",
+            EmailOutcome.RETRYABLE: "queued",
+        }
+        with self.engine.begin() as conn:
+            for r in results:
+                conn.execute(
+                    update(table)
+                    .where(pk == r.message_id, table.c.status == "sending")
+                    .values(
+                        status=status[r.outcome],
+                        provider_ref=r.provider_ref,
+                        error=(r.error or None) and r.error[:512],
+                        sent_at=now if r.outcome is EmailOutcome.ACCEPTED else None,
+                    )
+                )
+
+    def queue_notifications(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> int:
+        with self.engine.begin() as conn:
+            return self._queue_notifications(conn, rows, now)
+
+    def _queue_notifications(
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime
+    ) -> int:
+        return len(
+            self._insert_ignore(
+                conn,
+                NotificationRow,
+                [{**r, "status": "queued", "created_at": now} for r in rows],
+                NotificationRow.notification_id,
+            )
+        )
+
+    def notifications_to_send(
+        self, after: str, limit: int
+    ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
+        """Queued notifications (id, kind, contact, data), by id after ``after``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(NotificationRow.__table__, ContactRow.__table__)
+                .join(ContactRow, ContactRow.contact_id == NotificationRow.contact_id)
+                .where(
+                    NotificationRow.status == "queued",
+                    NotificationRow.notification_id > after,
+                )
+                .order_by(NotificationRow.notification_id)
+                .limit(limit)
+            ).mappings()
+            return [
+                (r["notification_id"], r["kind"], _contact_from_row(r), dict(r["data"]))
+                for r in rows
+            ]
+
+    def suppress(self, contact_ids: Sequence[str], reason: str, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            return len(
+                self._insert_ignore(
+                    conn,
+                    SuppressionRow,
+                    [{"contact_id": c, "reason": reason, "created_at": now} for c in contact_ids],
+                    SuppressionRow.contact_id,
+                )
+            )
+
+    # -- conversions -----------------------------------------------------------------
+
+    def events_to_convert(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(T_EVENTS)
+                .where(
+                    T_EVENTS.c.converted_at.is_(None),
+                    T_EVENTS.c.referral_code.is_not(None),
+                    T_EVENTS.c.id > after_id,
+                )
+                .order_by(T_EVENTS.c.id)
+                .limit(limit)
+            ).mappings()
+            return [(row["id"], _event_from_row(row)) for row in rows]
+
+    def code_owners(self, codes: Iterable[str]) -> dict[str, Contact]:
+        wanted = sorted(set(codes))
+        owners: dict[str, Contact] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(wanted):
+                for row in conn.execute(
+                    select(ReferralCodeRow.code, ContactRow.__table__)
+                    .join(ContactRow, ContactRow.contact_id == ReferralCodeRow.contact_id)
+                    .where(ReferralCodeRow.code.in_(chunk))
+                ).mappings():
+                    owners[row["code"]] = _contact_from_row(row)
+        return owners
+
+    def record_conversions(
+        self,
+        event_ids: Sequence[int],
+        conversions: Sequence[Conversion],
+        rejected: Sequence[Rejected],
+        now: datetime,
+    ) -> int:
+        with self.engine.begin() as conn:
+            new = self._insert_ignore(
+                conn,
+                ConversionRow,
+                [
+                    {
+                        "conversion_id": c.conversion_id,
+                        "source_event": c.source_event,
+                        "referral_code": c.referral_code,
+                        "referrer_id": c.referrer_id,
+                        "referee_account_id": c.referee_account_id,
+                        "referee_contact_id": c.referee_contact_id,
+                        "referee_email_domain": c.referee_email_domain,
+                        "milestone": c.milestone.value,
+                        "occurred_at": c.occurred_at,
+                        "amount_minor": c.amount.amount_minor if c.amount else None,
+                        "currency": c.amount.currency if c.amount else None,
+                        "created_at": now,
+                    }
+                    for c in conversions
+                ],
+                ConversionRow.conversion_id,
+            )
+            self._insert_ignore(
+                conn,
+                QuarantineRow,
+                self._quarantine_rows(rejected, "conversion", now),
+                QuarantineRow.id,
+            )
+            for ids in _chunks(event_ids):
+                conn.execute(
+                    update(T_EVENTS).where(T_EVENTS.c.id.in_(ids)).values(converted_at=now)
+                )
+        return len(new)
+
+    # -- rewards ---------------------------------------------------------------------
+
+    def conversions_to_reward(self, limit: int) -> list[Conversion]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(ConversionRow.__table__)
+                .where(ConversionRow.rewarded_at.is_(None))
+                .order_by(ConversionRow.occurred_at, ConversionRow.conversion_id)
+                .limit(limit)
+            ).mappings()
+            return [_conversion_from_row(r) for r in rows]
+
+    def record_rewards(
+        self,
+        conversion_ids: Sequence[str],
+        rewards: Sequence[Reward],
+        rejected: Sequence[Rejected],
+        now: datetime,
+    ) -> int:
+        """Store new rewards with their accrual entries; mark the conversions rewarded."""
+        with self.engine.begin() as conn:
+            inserted = set(
+                self._insert_ignore(
+                    conn,
+                    RewardRow,
+                    [
+                        {
+                            "reward_id": r.reward_id,
+                            "conversion_id": r.conversion_id,
+                            "rule_id": r.rule_id,
+                            "referrer_id": r.referrer_id,
+                            "amount_minor": r.amount.amount_minor,
+                            "currency": r.amount.currency,
+                            "milestone": r.milestone.value,
+                            "attribution_model": r.attribution_model,
+                            "explanation": r.explanation[:512],
+                            "flags": ",".join(r.flags),
+                            "payable_at": r.payable_at,
+                            "status": RewardStatus.HOLDING.value,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for r in rewards
+                    ],
+                    RewardRow.reward_id,
+                )
+            )
+            self._insert_ignore(
+                conn,
+                LedgerEntryRow,
+                [
+                    {
+                        "reward_id": r.reward_id,
+                        "kind": "accrued",
+                        "amount_minor": r.amount.amount_minor,
+                        "currency": r.amount.currency,
+                        "ref": r.reward_id,
+                        "created_at": now,
+                    }
+                    for r in rewards
+                    if r.reward_id in inserted
+                ],
+                LedgerEntryRow.entry_id,
+            )
+            self._insert_ignore(
+                conn,
+                QuarantineRow,
+                self._quarantine_rows(rejected, "reward", now),
+                QuarantineRow.id,
+            )
+            for ids in _chunks(conversion_ids):
+                conn.execute(
+                    update(ConversionRow)
+                    .where(ConversionRow.conversion_id.in_(ids))
+                    .values(rewarded_at=now)
+                )
+            self._queue_notifications(
+                conn,
+                [
+                    {
+                        "notification_id": derived_id("notice", r.reward_id, "earned"),
+                        "contact_id": r.referrer_id,
+                        "kind": "reward_earned",
+                        "reward_id": r.reward_id,
+                        "data": {
+                            "amount": r.amount.format(),
+                            "milestone": r.milestone.value,
+                            "payable_on": r.payable_at.date().isoformat(),
+                        },
+                    }
+                    for r in rewards
+                    if r.reward_id in inserted
+                ],
+                now,
+            )
+        return len(inserted)
+
+    def _reward_views(
+        self, conn: Connection, where: Any, limit: int | None, order_by_id: bool = False
+    ) -> list[RewardView]:
+        balance = (
+            select(func.coalesce(func.sum(T_ENTRIES.c.amount_minor), 0))
+            .where(T_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
+            .scalar_subquery()
+        )
+        order = (
+            (T_REWARDS.c.reward_id,)
+            if order_by_id
+            else (T_REWARDS.c.payable_at, T_REWARDS.c.reward_id)
+        )
+        stmt = select(T_REWARDS, balance.label("balance")).where(where).order_by(*order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [
+            RewardView(
+                reward=_reward_from_row(r),
+                status=RewardStatus(r["status"]),
+                balance=Money(int(r["balance"]), r["currency"]),
+            )
+            for r in conn.execute(stmt).mappings()
+        ]
+
+    def rewards(self, reward_ids: Iterable[str]) -> dict[str, RewardView]:
+        ids = sorted(set(reward_ids))
+        found: dict[str, RewardView] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                for view in self._reward_views(conn, T_REWARDS.c.reward_id.in_(chunk), None):
+                    found[view.reward.reward_id] = view
+        return found
+
+    def rewards_to_route(self, as_of: datetime, after: str, limit: int) -> list[RewardView]:
+        """Rewards whose holding period is over and that are not yet on their way, by id
+        after ``after`` (so one pass visits each once, even those that stay payable)."""
+        with self.engine.connect() as conn:
+            return self._reward_views(
+                conn,
+                and_(
+                    T_REWARDS.c.status.in_(
+                        [RewardStatus.HOLDING.value, RewardStatus.PAYABLE.value]
+                    ),
+                    T_REWARDS.c.payable_at <= as_of,
+                    T_REWARDS.c.reward_id > after,
+                ),
+                limit,
+                order_by_id=True,
+            )
+
+    def move_rewards(
+        self,
+        reward_ids: Sequence[str],
+        from_statuses: Sequence[RewardStatus],
+        to: RewardStatus,
+        now: datetime,
+    ) -> list[str]:
+        """Move rewards that are still in one of ``from_statuses``; returns those moved."""
+        moved: list[str] = []
+        with self.engine.begin() as conn:
+            for chunk in _chunks(reward_ids):
+                moved += (
+                    conn.execute(
+                        update(T_REWARDS)
+                        .where(
+                            T_REWARDS.c.reward_id.in_(chunk),
+                            T_REWARDS.c.status.in_([s.value for s in from_statuses]),
+                        )
+                        .values(status=to.value, updated_at=now)
+                        .returning(T_REWARDS.c.reward_id)
+                    )
+                    .scalars()
+                    .all()
+                )
+        return moved
+
+    # -- payouts ---------------------------------------------------------------------
+
+    def prepare_payouts(
+        self,
+        plans: Sequence[tuple[str, PayoutRailKind, str | None]],
+        now: datetime,
+    ) -> list[PayoutInstruction]:
+        """Write the payout rows, with their idempotency keys, before any money moves.
+
+        ``plans`` is (reward id, rail, destination). A reward gets a payout only while
+        it is payable or approved and still owed money; the live-payout unique index
+        makes a second live payout for the same reward impossible, so racing callers
+        end up sharing one row. Returns every pending payout of those rewards, which
+        includes any left pending by a run that crashed.
+        """
+        reward_ids = [p[0] for p in plans]
+        with self.engine.begin() as conn:
+            views = {
+                v.reward.reward_id: v
+                for chunk in _chunks(reward_ids)
+                for v in self._reward_views(conn, T_REWARDS.c.reward_id.in_(chunk), None)
+            }
+            attempts = (
+                _pairs(
+                    conn,
+                    select(PayoutRow.reward_id, func.count())
+                    .where(PayoutRow.reward_id.in_(reward_ids), PayoutRow.status == "failed")
+                    .group_by(PayoutRow.reward_id),
+                )
+                if reward_ids
+                else {}
+            )
+            rows = []
+            for reward_id, rail, destination in plans:
+                view = views.get(reward_id)
+                if view is None or view.status not in (
+                    RewardStatus.PAYABLE,
+                    RewardStatus.APPROVED,
+                ):
+                    continue
+                if view.balance.amount_minor <= 0:
+                    continue
+                attempt = attempts.get(reward_id, 0) + 1
+                if attempt > MAX_PAYOUT_ATTEMPTS:
+                    continue
+                rows.append(
+                    {
+                        "payout_id": derived_id("payout", reward_id, str(attempt)),
+                        "reward_id": reward_id,
+                        "attempt": attempt,
+                        "rail": rail.value,
+                        "destination": destination,
+                        "amount_minor": view.balance.amount_minor,
+                        "currency": view.balance.currency,
+                        "idempotency_key": PayoutInstruction.key_for(reward_id, rail, attempt),
+                        "status": "pending",
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            self._insert_ignore(conn, PayoutRow, rows, PayoutRow.payout_id)
+        return self.pending_payouts(reward_ids=reward_ids)
+
+    def pending_payouts(
+        self, reward_ids: Sequence[str] | None = None, limit: int | None = None
+    ) -> list[PayoutInstruction]:
+        """Payouts stored but not settled: new ones and those a crash left behind."""
+        stmt = select(PayoutRow.__table__).where(PayoutRow.status == "pending")
+        if reward_ids is not None:
+            if not reward_ids:
+                return []
+            stmt = stmt.where(PayoutRow.reward_id.in_(list(reward_ids)))
+        stmt = stmt.order_by(PayoutRow.created_at, PayoutRow.payout_id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                PayoutInstruction(
+                    payout_id=r["payout_id"],
+                    reward_id=r["reward_id"],
+                    amount=Money(r["amount_minor"], r["currency"]),
+                    rail=PayoutRailKind(r["rail"]),
+                    idempotency_key=r["idempotency_key"],
+                    destination=r["destination"],
+                    key_created_at=r["created_at"],
+                    attempt=r["attempt"],
+                )
+                for r in conn.execute(stmt).mappings()
+            ]
+
+    def record_payout_results(self, results: Sequence[PayoutResult], now: datetime) -> int:
+        """Settle payouts: a success books the ``paid`` entry and marks the reward paid.
+
+        Conditional on the payout still being pending, so settling twice (a retry, a
+        second worker) books nothing twice. Returns how many payouts were settled paid.
+        """
+        paid = 0
+        with self.engine.begin() as conn:
+            for result in results:
+                if result.outcome is PayoutOutcome.SUCCEEDED:
+                    row = conn.execute(
+                        update(T_PAYOUTS)
+                        .where(
+                            T_PAYOUTS.c.payout_id == result.payout_id,
+                            T_PAYOUTS.c.status == "pending",
+                        )
+                        .values(
+                            status="succeeded",
+                            provider_ref=result.provider_ref,
+                            error=None,
+                            tries=T_PAYOUTS.c.tries + 1,
+                            updated_at=now,
+                        )
+                        .returning(
+                            T_PAYOUTS.c.reward_id,
+                            T_PAYOUTS.c.amount_minor,
+                            T_PAYOUTS.c.currency,
+                            T_PAYOUTS.c.rail,
+                        )
+                    ).first()
+                    if row is None:
+                        continue
+                    paid += 1
+                    conn.execute(
+                        self._insert(T_ENTRIES).on_conflict_do_nothing(),
+                        {
+                            "reward_id": row.reward_id,
+                            "kind": "paid",
+                            "amount_minor": -row.amount_minor,
+                            "currency": row.currency,
+                            "ref": result.payout_id,
+                            "created_at": now,
+                        },
+                    )
+                    conn.execute(
+                        update(T_REWARDS)
+                        .where(T_REWARDS.c.reward_id == row.reward_id)
+                        .values(status=RewardStatus.PAID.value, updated_at=now)
+                    )
+                    referrer = conn.execute(
+                        select(T_REWARDS.c.referrer_id).where(
+                            T_REWARDS.c.reward_id == row.reward_id
+                        )
+                    ).scalar_one()
+                    self._queue_notifications(
+                        conn,
+                        [
+                            {
+                                "notification_id": derived_id("notice", row.reward_id, "paid"),
+                                "contact_id": referrer,
+                                "kind": "reward_paid",
+                                "reward_id": row.reward_id,
+                                "data": {
+                                    "amount": Money(row.amount_minor, row.currency).format(),
+                                    "rail": row.rail,
+                                },
+                            }
+                        ],
+                        now,
+                    )
+                else:
+                    conn.execute(
+                        update(T_PAYOUTS)
+                        .where(
+                            T_PAYOUTS.c.payout_id == result.payout_id,
+                            T_PAYOUTS.c.status == "pending",
+                        )
+                        .values(
+                            status="failed"
+                            if result.outcome is PayoutOutcome.FAILED
+                            else "pending",
+                            error=(result.error or "")[:512] or None,
+                            tries=T_PAYOUTS.c.tries + 1,
+                            updated_at=now,
+                        )
+                    )
+        return paid
+
+    # -- approvals -------------------------------------------------------------------
+
+    def open_approval_requests(
+        self, reward_ids: Sequence[str], now: datetime
+    ) -> dict[str, tuple[str, str | None]]:
+        """One waiting request per reward: reward id -> (request id, flow run id or None).
+
+        Rewards already waiting keep their request (and run); others get a new one.
+        """
+        out: dict[str, tuple[str, str | None]] = {}
+        with self.engine.begin() as conn:
+            for reward_id in reward_ids:
+                waiting = conn.execute(
+                    select(ApprovalRequestRow.request_id, ApprovalRequestRow.flow_run_id).where(
+                        ApprovalRequestRow.reward_id == reward_id,
+                        ApprovalRequestRow.status == "waiting",
+                    )
+                ).first()
+                if waiting is None:
+                    attempt = (
+                        1
+                        + conn.execute(
+                            select(func.count()).where(ApprovalRequestRow.reward_id == reward_id)
+                        ).scalar_one()
+                    )
+                    request_id = derived_id("approval", reward_id, str(attempt))
+                    self._insert_ignore(
+                        conn,
+                        ApprovalRequestRow,
+                        [
+                            {
+                                "request_id": request_id,
+                                "reward_id": reward_id,
+                                "attempt": attempt,
+                                "status": "waiting",
+                                "created_at": now,
+                            }
+                        ],
+                        ApprovalRequestRow.request_id,
+                    )
+                    out[reward_id] = (request_id, None)
+                else:
+                    out[reward_id] = (waiting.request_id, waiting.flow_run_id)
+        return out
+
+    def attach_flow_runs(self, runs: Mapping[str, str]) -> None:
+        """Remember which flow run waits for each approval request."""
+        with self.engine.begin() as conn:
+            for request_id, flow_run_id in runs.items():
+                conn.execute(
+                    update(ApprovalRequestRow)
+                    .where(ApprovalRequestRow.request_id == request_id)
+                    .values(flow_run_id=flow_run_id)
+                )
+
+    def approval_view(self, reward_id: str) -> ApprovalView:
+        """The reward, its people, its decisions so far and the referrer's history."""
+        with self.engine.connect() as conn:
+            views = self._reward_views(conn, T_REWARDS.c.reward_id == reward_id, None)
+            if not views:
+                raise KeyError(f"no reward {reward_id}")
+            view = views[0]
+            referrer = _contact_from_row(
+                conn.execute(
+                    select(ContactRow.__table__).where(
+                        ContactRow.contact_id == view.reward.referrer_id
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            conversion = (
+                conn.execute(
+                    select(ConversionRow.__table__).where(
+                        ConversionRow.conversion_id == view.reward.conversion_id
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            referee_account = None
+            if conversion["referee_account_id"]:
+                referee_account = (
+                    conn.execute(
+                        select(AccountRow.name).where(
+                            AccountRow.account_id == conversion["referee_account_id"]
+                        )
+                    ).scalar_one_or_none()
+                    or conversion["referee_account_id"]
+                )
+            decisions = tuple(
+                DecisionRecord(
+                    stage=d["stage"],
+                    decision=Decision(d["decision"]),
+                    approver=d["approver"],
+                    reason=d["reason"],
+                    amount=Money(d["amount_minor"], d["currency"]),
+                    decided_at=d["decided_at"],
+                )
+                for d in conn.execute(
+                    select(ApprovalDecisionRow.__table__)
+                    .where(ApprovalDecisionRow.reward_id == reward_id)
+                    .order_by(ApprovalDecisionRow.stage)
+                ).mappings()
+            )
+            history = conn.execute(
+                select(
+                    func.count(),
+                    func.sum(case((T_REWARDS.c.status == "paid", 1), else_=0)),
+                ).where(T_REWARDS.c.referrer_id == referrer.contact_id)
+            ).one()
+            paid_total = conn.execute(
+                select(func.coalesce(func.sum(-T_ENTRIES.c.amount_minor), 0))
+                .select_from(T_ENTRIES.join(T_REWARDS))
+                .where(T_REWARDS.c.referrer_id == referrer.contact_id, T_ENTRIES.c.kind == "paid")
+            ).scalar_one()
+        amount = conversion["amount_minor"]
+        return ApprovalView(
+            reward=view,
+            referrer=referrer,
+            referee_account=referee_account,
+            referee_contact=conversion["referee_contact_id"],
+            conversion_amount=Money(amount, conversion["currency"]) if amount is not None else None,
+            decisions=decisions,
+            referrer_paid_count=int(history[1] or 0),
+            referrer_paid_total=Money(int(paid_total), view.reward.amount.currency),
+            referrer_rewards_count=int(history[0]),
+        )
+
+    def record_decision(
+        self,
+        reward_id: str,
+        stage: int,
+        checked: CheckedDecision,
+        stages_needed: int,
+        flow_run_id: str | None,
+        now: datetime,
+    ) -> RewardStatus:
+        """Record one approver's decision; returns the reward's status after it.
+
+        Raises:
+            DecisionConflict: this stage was already decided (e.g. a racing resume).
+            InvalidDecision: the reward is no longer awaiting approval.
+        """
+        try:
+            with self.engine.begin() as conn:
+                views = self._reward_views(conn, T_REWARDS.c.reward_id == reward_id, None)
+                if not views or views[0].status is not RewardStatus.AWAITING_APPROVAL:
+                    raise InvalidDecision(
+                        f"reward {reward_id} is not awaiting approval"
+                        + (f" (it is {views[0].status.value})" if views else "")
+                    )
+                view = views[0]
+                decision_id = derived_id("decision", reward_id, str(stage))
+                conn.execute(
+                    self._insert(ApprovalDecisionRow),
+                    {
+                        "decision_id": decision_id,
+                        "reward_id": reward_id,
+                        "stage": stage,
+                        "decision": checked.decision.value,
+                        "approver": checked.approver,
+                        "reason": checked.reason,
+                        "amount_minor": checked.amount.amount_minor,
+                        "currency": checked.amount.currency,
+                        "flow_run_id": flow_run_id,
+                        "decided_at": now,
+                    },
+                )
+                final = checked.decision is Decision.REJECT or stage >= stages_needed
+                status = RewardStatus.AWAITING_APPROVAL
+                if checked.decision is Decision.REJECT:
+                    status = RewardStatus.REJECTED
+                    self._entry(
+                        conn,
+                        reward_id,
+                        "cancelled",
+                        -view.balance.amount_minor,
+                        view.balance.currency,
+                        decision_id,
+                        now,
+                    )
+                elif final:
+                    status = RewardStatus.APPROVED
+                    reduction = view.balance.amount_minor - checked.amount.amount_minor
+                    if reduction > 0:
+                        self._entry(
+                            conn,
+                            reward_id,
+                            "adjusted",
+                            -reduction,
+                            view.balance.currency,
+                            decision_id,
+                            now,
+                        )
+                if final:
+                    moved = conn.execute(
+                        update(T_REWARDS)
+                        .where(
+                            T_REWARDS.c.reward_id == reward_id,
+                            T_REWARDS.c.status == RewardStatus.AWAITING_APPROVAL.value,
+                        )
+                        .values(status=status.value, updated_at=now)
+                    ).rowcount
+                    if moved != 1:
+                        raise DecisionConflict(f"reward {reward_id} was decided concurrently")
+                    conn.execute(
+                        update(ApprovalRequestRow)
+                        .where(
+                            ApprovalRequestRow.reward_id == reward_id,
+                            ApprovalRequestRow.status == "waiting",
+                        )
+                        .values(status="decided", closed_at=now)
+                    )
+                    if status is RewardStatus.REJECTED:
+                        self._queue_notifications(
+                            conn,
+                            [
+                                {
+                                    "notification_id": derived_id("notice", reward_id, "rejected"),
+                                    "contact_id": view.reward.referrer_id,
+                                    "kind": "reward_rejected",
+                                    "reward_id": reward_id,
+                                    "data": {
+                                        "amount": view.reward.amount.format(),
+                                        "reason": checked.reason,
+                                    },
+                                }
+                            ],
+                            now,
+                        )
+                return status
+        except IntegrityError as exc:
+            raise DecisionConflict(
+                f"stage {stage} of reward {reward_id} was already decided"
+            ) from exc
+
+    def _entry(
+        self,
+        conn: Connection,
+        reward_id: str,
+        kind: str,
+        amount_minor: int,
+        currency: str,
+        ref: str,
+        now: datetime,
+    ) -> None:
+        if amount_minor == 0:
+            return
+        conn.execute(
+            self._insert(T_ENTRIES),
+            {
+                "reward_id": reward_id,
+                "kind": kind,
+                "amount_minor": amount_minor,
+                "currency": currency,
+                "ref": ref,
+                "created_at": now,
+            },
+        )
+
+    def waiting_approvals(self) -> list[WaitingApproval]:
+        """Rewards waiting on a person, oldest request first."""
+        stages = (
+            select(func.count())
+            .where(ApprovalDecisionRow.reward_id == T_REWARDS.c.reward_id)
+            .scalar_subquery()
+        )
+        balance = (
+            select(func.coalesce(func.sum(T_ENTRIES.c.amount_minor), 0))
+            .where(T_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
+            .scalar_subquery()
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    T_REWARDS.c.reward_id,
+                    T_REWARDS.c.referrer_id,
+                    T_REWARDS.c.currency,
+                    T_REWARDS.c.flags,
+                    ContactRow.name,
+                    ApprovalRequestRow.flow_run_id,
+                    ApprovalRequestRow.created_at,
+                    balance.label("balance"),
+                    stages.label("stages"),
+                )
+                .join(ApprovalRequestRow, ApprovalRequestRow.reward_id == T_REWARDS.c.reward_id)
+                .join(ContactRow, ContactRow.contact_id == T_REWARDS.c.referrer_id)
+                .where(
+                    ApprovalRequestRow.status == "waiting",
+                    T_REWARDS.c.status == RewardStatus.AWAITING_APPROVAL.value,
+                )
+                .order_by(ApprovalRequestRow.created_at, T_REWARDS.c.reward_id)
+            ).mappings()
+            return [
+                WaitingApproval(
+                    reward_id=r["reward_id"],
+                    referrer_id=r["referrer_id"],
+                    referrer_name=r["name"],
+                    amount=Money(int(r["balance"]), r["currency"]),
+                    flags=tuple(f for f in r["flags"].split(",") if f),
+                    flow_run_id=r["flow_run_id"],
+                    waiting_since=r["created_at"],
+                    stages_done=int(r["stages"]),
+                )
+                for r in rows
+            ]
+
+    def approval_request_of_run(self, flow_run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(ApprovalRequestRow.reward_id).where(
+                    ApprovalRequestRow.flow_run_id == flow_run_id
+                )
+            ).scalar_one_or_none()
+
+    # -- provider events -------------------------------------------------------------
+
+    def record_provider_event(
+        self, provider: str, event_id: str, type_: str, now: datetime
+    ) -> bool:
+        """True the first time ``(provider, event_id)`` is seen, False ever after."""
+        with self.engine.begin() as conn:
+            return bool(
+                self._insert_ignore(
+                    conn,
+                    ProviderEventRow,
+                    [
+                        {
+                            "provider": provider,
+                            "event_id": event_id,
+                            "type": type_,
+                            "received_at": now,
+                        }
+                    ],
+                    ProviderEventRow.event_id,
+                )
+            )
+
+    # -- reporting -------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and sums per stage, for the run artifact and the demo's closing table."""
+        with self.engine.connect() as conn:
+
+            def grouped(column: Any, *where: Any) -> dict[str, int]:
+                stmt = select(column, func.count()).group_by(column)
+                for w in where:
+                    stmt = stmt.where(w)
+                return {str(k): int(v) for k, v in conn.execute(stmt).all()}
+
+            money: dict[str, dict[str, int]] = {}
+            for status, currency, total in conn.execute(
+                select(T_REWARDS.c.status, T_REWARDS.c.currency, func.sum(T_ENTRIES.c.amount_minor))
+                .select_from(T_ENTRIES.join(T_REWARDS))
+                .where(T_ENTRIES.c.kind.in_(["accrued", "adjusted", "cancelled"]))
+                .group_by(T_REWARDS.c.status, T_REWARDS.c.currency)
+            ).all():
+                money.setdefault(str(currency), {})[str(status)] = int(total or 0)
+            paid: dict[str, int] = {}
+            for currency, total in conn.execute(
+                select(T_ENTRIES.c.currency, func.sum(-T_ENTRIES.c.amount_minor))
+                .where(T_ENTRIES.c.kind == "paid")
+                .group_by(T_ENTRIES.c.currency)
+            ).all():
+                paid[str(currency)] = int(total or 0)
+            return {
+                "events": conn.execute(select(func.count()).select_from(T_EVENTS)).scalar_one(),
+                "moments": grouped(MomentRow.type),
+                "skipped": grouped(MomentRow.skip_reason, MomentRow.status == "skipped"),
+                "follow_ups": conn.execute(
+                    select(func.count()).select_from(FollowUpRow)
+                ).scalar_one(),
+                "asks": grouped(AskRow.status),
+                "conversions": grouped(ConversionRow.milestone),
+                "rewards": grouped(RewardRow.status),
+                "reward_amounts": money,
+                "payouts": grouped(PayoutRow.rail, PayoutRow.status == "succeeded"),
+                "paid": paid,
+                "notifications": grouped(NotificationRow.status),
+                "quarantine": grouped(QuarantineRow.stage),
+            }
+
+    def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Quarantined input without its raw text (which may hold personal data)."""
+        with self.engine.connect() as conn:
+            return [
+                dict(r)
+                for r in conn.execute(
+                    select(
+                        QuarantineRow.stage,
+                        QuarantineRow.source,
+                        QuarantineRow.record,
+                        QuarantineRow.field,
+                        QuarantineRow.reason,
+                    )
+                    .order_by(QuarantineRow.id)
+                    .limit(limit)
+                ).mappings()
+            ]
+
+
+# -- row mapping -------------------------------------------------------------------------
+
+
+def _contact_row(c: Contact, now: datetime) -> dict[str, Any]:
+    return {
+        "contact_id": c.contact_id,
+        "account_id": c.account_id,
+        "name": c.name,
+        "email": c.email,
+        "referrer_type": c.referrer_type.value,
+        "opted_out": c.opted_out,
+        "stripe_customer_id": c.stripe_customer_id,
+        "stripe_account_id": c.stripe_account_id,
+        "updated_at": now,
+    }
+
+
+def _contact_from_row(r: RowMapping) -> Contact:
+    return Contact(
+        contact_id=r["contact_id"],
+        account_id=r["account_id"],
+        name=r["name"],
+        email=r["email"],
+        referrer_type=ReferrerType(r["referrer_type"]),
+        opted_out=bool(r["opted_out"]),
+        stripe_customer_id=r["stripe_customer_id"],
+        stripe_account_id=r["stripe_account_id"],
+    )
+
+
+def _event_row(e: SourceEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "source": e.source,
+        "event_id": e.event_id,
+        "type": e.type.value,
+        "occurred_at": e.occurred_at,
+        "account_id": e.account_id,
+        "contact_id": e.contact_id,
+        "amount_minor": e.amount.amount_minor if e.amount else None,
+        "currency": e.amount.currency if e.amount else None,
+        "score": e.score,
+        "csat": e.csat,
+        "priority": e.priority,
+        "milestone": e.milestone,
+        "referral_code": e.referral_code,
+        "deal_id": e.deal_id,
+        "ticket_id": e.ticket_id,
+        "referee_email_domain": e.referee_email_domain,
+        "ingested_at": now,
+    }
+
+
+def _event_from_row(r: RowMapping) -> SourceEvent:
+    amount = r["amount_minor"]
+    return SourceEvent(
+        source=r["source"],
+        event_id=r["event_id"],
+        type=EventType(r["type"]),
+        occurred_at=r["occurred_at"],
+        account_id=r["account_id"],
+        contact_id=r["contact_id"],
+        amount=Money(amount, r["currency"]) if amount is not None else None,
+        score=r["score"],
+        csat=r["csat"],
+        priority=r["priority"],
+        milestone=r["milestone"],
+        referral_code=r["referral_code"],
+        deal_id=r["deal_id"],
+        ticket_id=r["ticket_id"],
+        referee_email_domain=r["referee_email_domain"],
+    )
+
+
+def _conversion_from_row(r: RowMapping) -> Conversion:
+    amount = r["amount_minor"]
+    return Conversion(
+        conversion_id=r["conversion_id"],
+        source_event=r["source_event"],
+        referral_code=r["referral_code"],
+        referrer_id=r["referrer_id"],
+        referee_account_id=r["referee_account_id"],
+        referee_contact_id=r["referee_contact_id"],
+        milestone=Milestone(r["milestone"]),
+        occurred_at=r["occurred_at"],
+        amount=Money(amount, r["currency"]) if amount is not None else None,
+        referee_email_domain=r["referee_email_domain"],
+    )
+
+
+def _reward_from_row(r: RowMapping) -> Reward:
+    return Reward(
+        reward_id=r["reward_id"],
+        conversion_id=r["conversion_id"],
+        rule_id=r["rule_id"],
+        referrer_id=r["referrer_id"],
+        amount=Money(r["amount_minor"], r["currency"]),
+        milestone=Milestone(r["milestone"]),
+        attribution_model=r["attribution_model"],
+        payable_at=r["payable_at"],
+        explanation=r["explanation"],
+        flags=tuple(f for f in r["flags"].split(",") if f),
+    )

@@ -1,0 +1,211 @@
+"""A local Prefect stack: server, process work pool, deployments and a worker.
+
+Started in the background with PID files under ``run_dir`` and stopped by those PIDs;
+``make up``/``make down``, the demo and the server tests all use this. The server binds
+127.0.0.1 only. Every child gets ``PREFECT_HOME`` inside the project so nothing leaks
+into the user's ``~/.prefect``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+WORK_POOL = "referrals"
+
+
+class StackError(RuntimeError):
+    """The local Prefect stack could not be started or reached."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our own child that exited, or it lingers as a zombie.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class LocalStack:
+    """Where the stack lives and how to reach it."""
+
+    project_dir: Path
+    port: int = 4200
+    home: Path | None = None
+    run_dir: Path | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = self.home or self.project_dir / ".prefect"
+        self.run_dir = self.run_dir or self.project_dir / ".run"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment every Prefect process of this stack runs with."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "PREFECT_HOME": str(self.home),
+                "PREFECT_API_URL": self.api_url,
+                # On any port but 4200 the UI would otherwise call 4200.
+                "PREFECT_UI_API_URL": self.api_url,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                "PREFECT_SERVER_API_PORT": str(self.port),
+                "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+                "REFERRALS_PREFECT_API_URL": self.api_url,
+                "REFERRALS_PROJECT_DIR": str(self.project_dir),
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _pid_file(self, name: str) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / f"{name}.pid"
+
+    def _running(self, name: str) -> int | None:
+        path = self._pid_file(name)
+        if not path.exists():
+            return None
+        pid = int(path.read_text().strip() or 0)
+        return pid if pid and _alive(pid) else None
+
+    def _spawn(self, name: str, args: list[str]) -> int:
+        assert self.run_dir is not None
+        assert self.home is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.run_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+            args,
+            cwd=self.project_dir,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # so `down` can stop the whole process group
+        )
+        self._pid_file(name).write_text(str(process.pid))
+        return process.pid
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_server(self, timeout: float = 90) -> None:
+        """Start the server unless this stack's server is already up."""
+        if self._running("server") and self.healthy():
+            return
+        if self.healthy():
+            raise StackError(
+                f"something else already answers on port {self.port}; stop it or choose "
+                "another port (PORT=4300 make demo)"
+            )
+        self._spawn(
+            "server",
+            [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return
+            if not self._running("server"):
+                raise StackError(f"the Prefect server exited; see {self.run_dir}/server.log")
+            time.sleep(0.5)
+        raise StackError(f"the Prefect server did not answer within {timeout:.0f} s")
+
+    def prefect(self, *args: str, timeout: float = 300) -> str:
+        """Run a ``prefect`` CLI command against this stack; its output."""
+        result = subprocess.run(  # noqa: S603
+            [_prefect(), *args],
+            cwd=self.project_dir,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"prefect {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def deploy(self) -> None:
+        """Create the process work pool (once) and register every deployment."""
+        pools = self.prefect("work-pool", "ls")
+        if WORK_POOL not in pools:
+            self.prefect("work-pool", "create", WORK_POOL, "--type", "process")
+        self.prefect("--no-prompt", "deploy", "--all")
+
+    def start_worker(self) -> None:
+        if self._running("worker"):
+            return
+        self._spawn(
+            "worker", [_prefect(), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+        )
+
+    def up(self) -> None:
+        self.start_server()
+        self.deploy()
+        self.start_worker()
+
+    def stop(self, name: str, grace: float = 15) -> bool:
+        """Stop one of our processes (and its children) by its PID file."""
+        pid = self._running(name)
+        self._pid_file(name).unlink(missing_ok=True)
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        return True
+
+    def down(self) -> list[str]:
+        return [name for name in ("worker", "server") if self.stop(name)]
+
+
+def _prefect() -> str:
+    """The ``prefect`` executable of this interpreter's environment."""
+    candidate = Path(sys.executable).with_name("prefect")
+    return str(candidate) if candidate.exists() else "prefect"

@@ -1,0 +1,118 @@
+"""Choosing whom to ask, and composing the asks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from domain.codes import new_referral_code, referral_link
+from domain.eligibility import decide
+from domain.models import Ask, Contact, EmailMessage, ReferrerType
+from domain.program import Program, RewardKind
+from integrations.email.render import render
+from integrations.ledger.sql import SqlLedger
+from tasks._support import run_logger
+
+
+@dataclass(frozen=True)
+class AskDecisions:
+    queued: int
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+@task(name="decide-asks", cache_policy=NO_CACHE)
+def decide_asks(
+    ledger: SqlLedger, program: Program, as_of: datetime, now: datetime, batch_size: int = 1000
+) -> AskDecisions:
+    """Decide every pending moment: queue an ask, or skip it with a reason.
+
+    Each batch mints missing referral codes, queues asks and closes its moments in one
+    transaction. A contact is asked at most once per run, even across batches.
+
+    Args:
+        ledger: where moments, contacts and their history are read and asks queued.
+        program: eligibility rules (cooldown, tenure, moment priority).
+        as_of: the moment of decision; moments after it wait for a later run.
+        now: when decisions are recorded.
+        batch_size: moments per batch.
+
+    Returns:
+        How many asks were queued, and skipped moments counted per reason.
+    """
+    queued = 0
+    skipped: Counter[str] = Counter()
+    asked: set[str] = set()
+    while moments := ledger.pending_moments(as_of, batch_size):
+        contact_ids = {m.contact_id for m in moments}
+        contacts = ledger.contacts(contact_ids)
+        history = ledger.histories(
+            contact_ids, as_of, program.eligibility.blocking_ticket_priorities
+        )
+        decisions = decide(moments, contacts, history, program, as_of, asked_this_run=asked)
+        to_ask = {d.moment.contact_id for d in decisions if d.ask}
+        have = ledger.codes_for(to_ask)
+        new_codes = {c: new_referral_code() for c in sorted(to_ask - have.keys())}
+        queued += len(ledger.record_ask_decisions(decisions, new_codes, as_of, now))
+        asked |= to_ask
+        skipped.update(d.reason.value for d in decisions if d.reason is not None)
+    run_logger().info("queued %d asks; skipped %s", queued, dict(skipped) or "none")
+    return AskDecisions(queued, dict(sorted(skipped.items())))
+
+
+def reward_line(program: Program, referrer_type: ReferrerType) -> str:
+    """The concrete reward, in one sentence, for the ask email."""
+    rule = program.headline_reward(referrer_type)
+    if rule is None:
+        return "Every introduction helps us, and we are grateful for it."
+    if rule.kind is RewardKind.FLAT:
+        assert rule.amount is not None
+        return f"Get {program.money(rule.amount)} for each customer you refer."
+    cap = f" (up to {program.money(rule.cap)})" if rule.cap else ""
+    return f"Earn {rule.percent}% of the first-year value of every deal you refer{cap}."
+
+
+def compose_ask(ask: Ask, contact: Contact, detail: str, program: Program) -> EmailMessage:
+    """The personalized ask: name, moment, concrete reward, one-click link."""
+    data = {
+        "first_name": contact.first_name,
+        "moment": ask.moment_type.value,
+        "moment_detail": detail,
+        "code": ask.referral_code,
+        "link": referral_link(program.referral_link_base, ask.referral_code),
+        "reward_line": reward_line(program, contact.referrer_type),
+        "program_name": program.name,
+        "unsubscribe_link": f"{program.unsubscribe_url}?m={ask.ask_id}",
+    }
+    template = f"ask_{ask.moment_type.value}"
+    subject, text = render(template, data)
+    return EmailMessage(
+        message_id=ask.ask_id,
+        kind="ask",
+        to_email=contact.email or "",
+        to_name=contact.name,
+        subject=subject,
+        template=template,
+        data={**data, "subject": subject, "text": text},
+    )
+
+
+def compose_notice(
+    notification_id: str, kind: str, contact: Contact, data: dict[str, str], program: Program
+) -> EmailMessage:
+    """A message to a referrer about their referral or reward."""
+    values = {**data, "first_name": contact.first_name, "program_name": program.name}
+    template = f"notice_{kind}"
+    subject, text = render(template, values)
+    return EmailMessage(
+        message_id=notification_id,
+        kind=kind,
+        to_email=contact.email or "",
+        to_name=contact.name,
+        subject=subject,
+        template=template,
+        data={**values, "subject": subject, "text": text},
+    )

@@ -1,0 +1,130 @@
+"""Sending queued asks and referrer notifications through the email port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from domain.models import EmailMessage, EmailOutcome, EmailResult
+from domain.ports import EmailSender
+from domain.program import Program
+from integrations.ledger.sql import SqlLedger
+from tasks._support import run_logger
+from tasks.asks import compose_ask, compose_notice
+
+STALE_CLAIM = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    accepted: int = 0
+    failed: int = 0
+    retry_later: int = 0
+    no_address: int = 0
+    unknown_after_crash: int = 0
+
+
+def _deliver(
+    kind: str,
+    pages: Callable[[str], Sequence[EmailMessage]],
+    ledger: SqlLedger,
+    sender: EmailSender,
+    now: datetime,
+) -> Delivery:
+    # Claims older than this belong to a sender that died; a live one settles in seconds.
+    unknown = ledger.expire_sending(kind, now - STALE_CLAIM)
+    counts = {o: 0 for o in EmailOutcome}
+    no_address = 0
+    after = ""
+    while page := pages(after):
+        after = page[-1].message_id
+        sendable = [m for m in page if m.to_email]
+        bounced = [
+            EmailResult(m.message_id, EmailOutcome.FAILED, error="no email address")
+            for m in page
+            if not m.to_email
+        ]
+        no_address += len(bounced)
+        claimed = set(ledger.mark_sending(kind, [m.message_id for m in page], now))
+        results = list(sender.send([m for m in sendable if m.message_id in claimed]))
+        results += [r for r in bounced if r.message_id in claimed]
+        ledger.record_email_results(kind, results, now)
+        for r in results:
+            counts[r.outcome] += 1
+    delivery = Delivery(
+        accepted=counts[EmailOutcome.ACCEPTED],
+        failed=counts[EmailOutcome.FAILED] - no_address,
+        retry_later=counts[EmailOutcome.RETRYABLE],
+        no_address=no_address,
+        unknown_after_crash=unknown,
+    )
+    run_logger().info("%s emails via %s: %s", kind, sender.name, delivery)
+    return delivery
+
+
+@task(name="send-ask-emails", cache_policy=NO_CACHE)
+def send_ask_emails(
+    ledger: SqlLedger,
+    sender: EmailSender,
+    program: Program,
+    now: datetime,
+    batch_size: int = 1000,
+) -> Delivery:
+    """Send every queued ask, a batch per request, and record what the provider said.
+
+    Asks are claimed (``sending``) before the call. An ask accepted by the provider is
+    never sent again; one left ``sending`` by a crash becomes ``unknown`` and is listed
+    for a person rather than risk a second email.
+
+    Args:
+        ledger: where queued asks are read and their outcome recorded.
+        sender: the email backend (SendGrid, or the local outbox).
+        program: for the personalization (reward, links).
+        now: when sends are recorded.
+        batch_size: asks per provider request (SendGrid takes up to 1,000).
+
+    Returns:
+        Counts of accepted, failed, retry-later and unknown asks.
+    """
+
+    def page(after: str) -> list[EmailMessage]:
+        return [
+            compose_ask(ask, contact, detail, program)
+            for ask, contact, detail in ledger.asks_to_send(after, batch_size)
+        ]
+
+    return _deliver("ask", page, ledger, sender, now)
+
+
+@task(name="send-notifications", cache_policy=NO_CACHE)
+def send_notifications(
+    ledger: SqlLedger,
+    sender: EmailSender,
+    program: Program,
+    now: datetime,
+    batch_size: int = 1000,
+) -> Delivery:
+    """Send the referrer notifications queued by earlier stages (earned, paid, rejected).
+
+    Args:
+        ledger: where queued notifications are read and their outcome recorded.
+        sender: the email backend.
+        program: the program's name for the message.
+        now: when sends are recorded.
+        batch_size: notifications per request.
+
+    Returns:
+        Counts of accepted, failed, retry-later and unknown notifications.
+    """
+
+    def page(after: str) -> list[EmailMessage]:
+        return [
+            compose_notice(nid, kind, contact, data, program)
+            for nid, kind, contact, data in ledger.notifications_to_send(after, batch_size)
+        ]
+
+    return _deliver("notification", page, ledger, sender, now)
