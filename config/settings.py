@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     )
 
     database_url: str = Field(
+        repr=False,  # a Postgres URL may carry a password
         default=f"sqlite:///{DATA_DIR / 'referrals.db'}",
         description="SQLAlchemy URL of the ledger, e.g. "
         "postgresql+psycopg://user@host:5432/referrals. Default: a SQLite file in data/.",

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from domain.errors import CurrencyMismatch, InvalidAmount
 
@@ -73,12 +74,21 @@ class Money:
             raise InvalidAmount(f"{value!r} is not an amount") from None
         if not major.is_finite():
             raise InvalidAmount(f"{value!r} is not a finite amount")
-        scaled = major.scaleb(exponent(currency))
-        if scaled != scaled.to_integral_value():
-            raise InvalidAmount(
-                f"{value!r} has more decimals than {currency} allows ({exponent(currency)})"
-            )
-        return cls(int(scaled), currency)
+        # Integer arithmetic on the decimal's digits: Decimal operations would round
+        # silently past 28 significant digits and accept what must be refused.
+        sign, digits, power = major.as_tuple()
+        assert isinstance(power, int)  # finite, checked above
+        coefficient = int("".join(map(str, digits)) or "0")
+        shift = power + exponent(currency)
+        if shift >= 0:
+            minor = coefficient * 10**shift
+        else:
+            minor, rest = divmod(coefficient, 10**-shift)
+            if rest:
+                raise InvalidAmount(
+                    f"{value!r} has more decimals than {currency} allows ({exponent(currency)})"
+                )
+        return cls(-minor if sign else minor, currency)
 
     def _same(self, other: Money) -> None:
         if other.currency != self.currency:
@@ -117,10 +127,8 @@ class Money:
 
     def percent(self, rate: Decimal) -> Money:
         """``rate`` percent of this amount, rounded half-even to the minor unit."""
-        share = (Decimal(self.amount_minor) * rate / Decimal(100)).quantize(
-            Decimal(1), rounding=ROUND_HALF_EVEN
-        )
-        return Money(int(share), self.currency)
+        # round() of a Fraction is exact and rounds half to even.
+        return Money(round(Fraction(self.amount_minor) * Fraction(rate) / 100), self.currency)
 
     def allocate(self, weights: Sequence[int | Decimal]) -> list[Money]:
         """Split into parts proportional to ``weights``; the parts sum to ``self``."""
@@ -153,16 +161,17 @@ def allocate(total: int, weights: Sequence[int | Decimal]) -> list[int]:
     """
     if not weights:
         raise InvalidAmount("cannot allocate over no weights")
-    exact = [Decimal(w) for w in weights]
+    exact = [Fraction(w) for w in weights]
     if any(w < 0 for w in exact):
         raise InvalidAmount("allocation weights must not be negative")
-    weight_sum = sum(exact, Decimal(0))
+    weight_sum = sum(exact, Fraction(0))
     if weight_sum == 0:
         raise InvalidAmount("allocation weights must not all be zero")
     sign = -1 if total < 0 else 1
     magnitude = abs(total)
-    shares = [Decimal(magnitude) * w / weight_sum for w in exact]
-    floors = [int(s) for s in shares]
+    # Fractions keep every share exact whatever the size of the total.
+    shares = [magnitude * w / weight_sum for w in exact]
+    floors = [s.numerator // s.denominator for s in shares]
     leftover = magnitude - sum(floors)
     by_remainder = sorted(range(len(shares)), key=lambda i: (-(shares[i] - floors[i]), i))
     for i in by_remainder[:leftover]:

@@ -60,6 +60,7 @@ class LocalStack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
         self.home = self.home or self.project_dir / ".prefect"
         self.run_dir = self.run_dir or self.project_dir / ".run"
 
@@ -108,16 +109,18 @@ class LocalStack:
         assert self.home is not None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
-        log = (self.run_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
-            args,
-            cwd=self.project_dir,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # so `down` can stop the whole process group
-        )
+        with (self.run_dir / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+                args,
+                cwd=self.project_dir,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # so `down` can stop the whole process group
+            )
+        # Kept so the child is reaped by whoever stops it, not left a zombie.
+        self._children[name] = process
         self._pid_file(name).write_text(str(process.pid))
         return process.pid
 
@@ -199,6 +202,9 @@ class LocalStack:
             time.sleep(0.2)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
+        child = self._children.pop(name, None)
+        if child is not None:
+            child.wait(timeout=grace)
         return True
 
     def down(self) -> list[str]:

@@ -111,7 +111,9 @@ def people_batch(*contacts: Contact, tenure_days: int = 400) -> SourceBatch:
     """A source batch that only introduces accounts and contacts."""
     accounts = {
         c.account_id: Account(
-            c.account_id, f"Account {c.account_id}", f"{c.account_id.lower()}.example",
+            c.account_id,
+            f"Account {c.account_id}",
+            f"{c.account_id.lower()}.example",
             customer_since=(NOW - timedelta(days=tenure_days)).date(),
         )
         for c in contacts

@@ -1,0 +1,257 @@
+"""The whole cycle against a real local Prefect server, worker and deployments.
+
+A large reward's approval run is suspended by the server (its process exits); resuming
+it through the API with an approval makes the worker run it again, and the reward is
+paid exactly once at the (fake) Stripe over HTTP.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.logging.handlers import APILogHandler
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+from sqlalchemy import func, select
+
+from config.settings import PROJECT_ROOT, load_settings
+from domain.errors import PermanentIntegrationError
+from flows.bootstrap import App, build_app, use_app
+from flows.cycle import referral_cycle
+from integrations.ledger.schema import LedgerEntryRow, PayoutRow
+from integrations.prefect_stack import LocalStack, free_port
+from tests.fakes.stripe_server import FakeStripe
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+API_KEY = "sk_test_server"
+FIRST_CYCLE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def stripe() -> Iterator[FakeStripe]:
+    with FakeStripe(api_key=API_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, stripe: FakeStripe
+) -> Iterator[tuple[LocalStack, Path]]:
+    root = tmp_path_factory.mktemp("server")
+    inbox = root / "inbox"
+    inbox.mkdir()
+    stack = LocalStack(
+        PROJECT_ROOT,
+        port=free_port(),
+        home=root / "prefect",
+        run_dir=root / "run",
+        extra_env={
+            # The worker's flow runs must see the same ledger and providers as the test.
+            "REFERRALS_DATABASE_URL": f"sqlite:///{root / 'ledger.db'}",
+            "REFERRALS_INBOX_DIR": str(inbox),
+            "REFERRALS_STRIPE_API_KEY": API_KEY,
+            "REFERRALS_STRIPE_API_BASE": stripe.url,
+            "REFERRALS_STRIPE_MAX_NETWORK_RETRIES": "1",
+        },
+    )
+    try:
+        stack.up()
+        yield stack, root
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="module")
+def app(stack: tuple[LocalStack, Path]) -> Iterator[App]:
+    local, root = stack
+    settings = load_settings(
+        database_url=f"sqlite:///{root / 'ledger.db'}",
+        inbox_dir=root / "inbox",
+        stripe_api_key=API_KEY,
+        stripe_api_base=local.extra_env["REFERRALS_STRIPE_API_BASE"],
+        stripe_max_network_retries=1,
+    )
+    with (
+        temporary_settings({PREFECT_API_URL: local.api_url, PREFECT_HOME: str(root / "prefect")}),
+        use_app(build_app(settings)) as built,
+    ):
+        yield built
+        # Send the run logs still buffered while the server is up, not after.
+        APILogHandler.flush()
+        built.ledger.engine.dispose()
+
+
+def _seed_company(inbox: Path, stripe: FakeStripe) -> None:
+    """A partner and a customer, both promoters just before the first cycle."""
+    _write(
+        inbox / "accounts.csv",
+        [
+            {
+                "account_id": "PA",
+                "name": "Partner Firm",
+                "domain": "partner.example",
+                "customer_since": "2022-01-01",
+            },
+            {
+                "account_id": "CA",
+                "name": "Customer Co",
+                "domain": "customer.example",
+                "customer_since": "2022-01-01",
+            },
+        ],
+    )
+    _write(
+        inbox / "contacts.csv",
+        [
+            {
+                "contact_id": "P1",
+                "account_id": "PA",
+                "name": "Pat Partner",
+                "email": "pat@partner.example",
+                "referrer_type": "partner",
+                "opted_out": "false",
+                "stripe_customer_id": "",
+                "stripe_account_id": stripe.add_account(),
+            },
+            {
+                "contact_id": "C1",
+                "account_id": "CA",
+                "name": "Cleo Customer",
+                "email": "cleo@customer.example",
+                "referrer_type": "customer",
+                "opted_out": "false",
+                "stripe_customer_id": stripe.add_customer(currency="eur"),
+                "stripe_account_id": "",
+            },
+        ],
+    )
+    responded = (FIRST_CYCLE - timedelta(days=1)).isoformat()
+    _write(
+        inbox / "nps.csv",
+        [
+            {
+                "response_id": "1",
+                "contact_id": "P1",
+                "account_id": "PA",
+                "score": 10,
+                "responded_at": responded,
+            },
+            {
+                "response_id": "2",
+                "contact_id": "C1",
+                "account_id": "CA",
+                "score": 9,
+                "responded_at": responded,
+            },
+        ],
+    )
+
+
+def _seed_referrals(inbox: Path, codes: dict[str, str]) -> None:
+    """Each referrer's friend buys: 20,000 EUR through the partner, 8,000 through Cleo."""
+    won = (FIRST_CYCLE + timedelta(days=5)).isoformat()
+    _write(
+        inbox / "events-referrals.csv",
+        [
+            {
+                "event_id": "deal-partner",
+                "type": "deal_won",
+                "occurred_at": won,
+                "account_id": "RA1",
+                "contact_id": "RC1",
+                "amount": "20000.00",
+                "currency": "EUR",
+                "referral_code": codes["P1"],
+            },
+            {
+                "event_id": "deal-customer",
+                "type": "deal_won",
+                "occurred_at": won,
+                "account_id": "RA2",
+                "contact_id": "RC2",
+                "amount": "8000.00",
+                "currency": "EUR",
+                "referral_code": codes["C1"],
+            },
+        ],
+    )
+
+
+def _wait_for(what: str, check: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _state(run_id: str) -> StateType | None:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state  # type: ignore[arg-type]
+    return state.type if state else None
+
+
+def test_a_large_reward_waits_in_a_suspended_run_and_is_paid_once_after_approval(
+    app: App, stack: tuple[LocalStack, Path], stripe: FakeStripe
+) -> None:
+    inbox = stack[1] / "inbox"
+    _seed_company(inbox, stripe)
+    referral_cycle(as_of=FIRST_CYCLE)
+    _seed_referrals(inbox, app.ledger.codes_for(["P1", "C1"]))
+
+    referral_cycle(as_of=datetime.now(UTC))
+
+    # The customer's 200 EUR went out at once, as a credit on their Stripe balance.
+    assert [t["amount"] for t in stripe.balance_transactions] == [-20000]
+    (waiting,) = app.ledger.waiting_approvals()
+    assert waiting.amount.format() == "3,000.00 EUR"
+    run_id = waiting.flow_run_id
+    assert run_id is not None
+    _wait_for("the approval run to suspend", lambda: _state(run_id) == StateType.PAUSED)
+    assert stripe.transfers == [], "nothing is paid before a person decides"
+
+    app.approvals.resume(
+        run_id, {"decision": "approve", "approver": "Maya Chen", "reason": "deal verified"}
+    )
+
+    _wait_for("the approval run to finish", lambda: _state(run_id) == StateType.COMPLETED)
+    view = app.ledger.approval_view(waiting.reward_id)
+    assert view.reward.status.value == "paid"
+    assert [(d.approver, d.reason) for d in view.decisions] == [("Maya Chen", "deal verified")]
+    transfers = [t for t in stripe.transfers if t["metadata"]["reward_id"] == waiting.reward_id]
+    assert len(transfers) == 1
+    assert transfers[0]["amount"] == 300_000
+    with app.ledger.engine.connect() as conn:
+        payouts = conn.execute(
+            select(func.count()).where(PayoutRow.reward_id == waiting.reward_id)
+        ).scalar_one()
+        paid_entries = conn.execute(
+            select(func.count()).where(
+                LedgerEntryRow.reward_id == waiting.reward_id, LedgerEntryRow.kind == "paid"
+            )
+        ).scalar_one()
+    assert (payouts, paid_entries) == (1, 1)
+
+    # A second resume (a double click, a second approver late) is refused: still one payout.
+    with pytest.raises(PermanentIntegrationError):
+        app.approvals.resume(run_id, {"decision": "approve", "approver": "Sam", "reason": "x"})
+    referral_cycle(as_of=datetime.now(UTC))
+    assert (
+        len([t for t in stripe.transfers if t["metadata"]["reward_id"] == waiting.reward_id]) == 1
+    )
