@@ -104,7 +104,11 @@ def apply_decision(
             adjusted_amount=(
                 str(decision["adjusted_amount"]) if decision.get("adjusted_amount") else None
             ),
-            reward_amount=view.reward.balance,
+            # A later approver can lower the amount further, never raise it back.
+            reward_amount=min(
+                [view.reward.balance]
+                + [d.amount for d in view.decisions if d.decision is Decision.APPROVE]
+            ),
             earlier_approvers=[d.approver for d in view.decisions],
             conflicted=conflicted,
         )
@@ -156,7 +160,9 @@ def describe_for_approver(view: ApprovalView, program: Program, error: str | Non
         f"| Reward id | `{reward.reward_id}` |",
     ]
     for d in view.decisions:
-        lines.append(f"| Approval {d.stage} | {d.decision.value} by {d.approver}: {d.reason} |")
+        lines.append(
+            f"| Approval {d.stage} | {d.decision.value} {d.amount} by {d.approver}: {d.reason} |"
+        )
     lines += [
         "",
         "Choose **approve** or **reject**, give your name and a reason. To pay less than "

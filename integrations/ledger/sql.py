@@ -1264,7 +1264,15 @@ class SqlLedger:
                     )
                 elif final:
                     status = RewardStatus.APPROVED
-                    reduction = view.balance.amount_minor - checked.amount.amount_minor
+                    # Pay no more than every approver agreed to: an earlier stage's
+                    # reduction stands even if a later approver left the amount blank.
+                    agreed = conn.execute(
+                        select(func.min(ApprovalDecisionRow.amount_minor)).where(
+                            ApprovalDecisionRow.reward_id == reward_id,
+                            ApprovalDecisionRow.decision == Decision.APPROVE.value,
+                        )
+                    ).scalar_one()
+                    reduction = view.balance.amount_minor - int(agreed)
                     if reduction > 0:
                         self._entry(
                             conn,
