@@ -9,7 +9,13 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.models import PayoutInstruction, PayoutOutcome, PayoutRailKind, PayoutResult
+from domain.models import (
+    PayoutInstruction,
+    PayoutOutcome,
+    PayoutRailKind,
+    PayoutResult,
+    RewardStatus,
+)
 from domain.ports import PaymentRail
 from domain.rewards import choose_rail
 from integrations.ledger.sql import SqlLedger
@@ -55,34 +61,36 @@ def submit_payouts(
     plans: list[tuple[str, PayoutRailKind, str | None]] = []
     no_rail: list[str] = []
     for reward_id, view in views.items():
+        if view.status not in (RewardStatus.PAYABLE, RewardStatus.APPROVED):
+            continue
         choice = choose_rail(referrers[view.reward.referrer_id], rails.keys())
         if choice is None:
             no_rail.append(reward_id)
         else:
             plans.append((reward_id, *choice))
-    instructions = {i.payout_id: i for i in ledger.prepare_payouts(plans, now)}
-    leftovers = [i for i in ledger.pending_payouts(limit=1000) if i.payout_id not in instructions]
-    instructions.update({i.payout_id: i for i in leftovers})
+    prepared = ledger.prepare_payouts(plans, now)
+    known = {i.payout_id for i in prepared}
+    leftovers = [i for i in ledger.pending_payouts(limit=1000) if i.payout_id not in known]
+    payable = [i for i in (*prepared, *leftovers) if i.rail in rails]
+    stranded = len(prepared) + len(leftovers) - len(payable)
+    if stranded:
+        # Pending on a rail not configured now (e.g. the Stripe key was removed): they
+        # stay pending, with their keys, rather than be paid another way.
+        log.warning("%d payouts pending on a payment rail that is not configured", stranded)
 
     by_rail: dict[PayoutRailKind, list[PayoutInstruction]] = {}
-    for instruction in instructions.values():
+    for instruction in payable:
         by_rail.setdefault(instruction.rail, []).append(instruction)
     results: list[PayoutResult] = []
     for kind, batch in by_rail.items():
-        rail = rails.get(kind)
-        if rail is None:
-            # Pending on a rail not configured now (e.g. Stripe key removed): keep it
-            # pending rather than pay it another way.
-            log.warning("%d payouts pending on rail %s, which is not configured", len(batch), kind)
-            continue
-        results += rail.pay(batch)
+        results += rails[kind].pay(batch)
     paid = ledger.record_payout_results(results, now)
     report = PayoutReport(
         paid=paid,
         retry_later=sum(r.outcome is PayoutOutcome.RETRYABLE for r in results),
         failed=sum(r.outcome is PayoutOutcome.FAILED for r in results),
         no_rail=sorted(no_rail),
-        recovered=len(leftovers),
+        recovered=sum(i.rail in rails for i in leftovers),
     )
     log.info(
         "payouts: %d paid, %d to retry, %d failed, %d without a rail, %d recovered",

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.logging.handlers import APILogHandler
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from sqlalchemy import func, select
 
@@ -91,7 +91,7 @@ def app(stack: tuple[LocalStack, Path]) -> Iterator[App]:
     ):
         yield built
         # Send the run logs still buffered while the server is up, not after.
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=5)
         built.ledger.engine.dispose()
 
 
