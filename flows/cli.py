@@ -133,13 +133,14 @@ def _print_demo(app_: Any, result: Any, ui_url: str) -> None:
         first = waiting[0]
         echo("")
         echo("Approve in the UI: open a link above, click Resume, fill in the form.")
-        echo("Or from the command line:")
+        echo("Or from the command line (a reward id or run id, or their first characters):")
+        env = "" if _port() == 4200 else f"REFERRALS_PREFECT_PORT={_port()} "
         echo(
-            f"  .venv/bin/referrals approvals approve {first.reward_id[:8]} "
+            f"  {env}.venv/bin/referrals approvals approve {first.reward_id[:8]} "
             "--approver 'Your Name' --reason 'checked the deal'"
         )
         echo(
-            f"  .venv/bin/referrals approvals reject {first.reward_id[:8]} "
+            f"  {env}.venv/bin/referrals approvals reject {first.reward_id[:8]} "
             "--approver 'Your Name' --reason 'not a real referral'"
         )
     outbox = app_.ledger.outbox(limit=1)
@@ -175,7 +176,8 @@ def _waiting(reward_or_run: str) -> Any:
     matches = [
         w
         for w in bootstrap.app().ledger.waiting_approvals()
-        if w.reward_id.startswith(reward_or_run) or (w.flow_run_id or "") == reward_or_run
+        if w.reward_id.startswith(reward_or_run)
+        or (w.flow_run_id or "").startswith(reward_or_run)
     ]
     if not matches:
         _fail(f"no reward waiting for approval matches {reward_or_run!r}")
