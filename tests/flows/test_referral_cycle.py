@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.logging.handlers import APILogWorker
 
 from domain.models import EmailMessage, RewardStatus
 from domain.program import Program
@@ -179,3 +180,24 @@ def test_rewards_past_the_threshold_wait_in_awaiting_approval(cycled: Cycled) ->
         test_app.ledger.waiting_approvals()
     )
     assert statuses.get(RewardStatus.PAID.value, 0) > 0
+
+
+def test_no_email_address_or_key_reaches_the_run_logs(cycled: Cycled) -> None:
+    app = cycled[0]
+    addresses = {
+        c.email
+        for c in app.ledger.contacts(app.ledger.asked_contacts(datetime.now(UTC))).values()
+        if c.email
+    }
+    assert addresses, "the sample has people with addresses"
+    APILogWorker.drain_all(timeout=5)  # logs are shipped to the API in batches
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(limit=200)
+        offset = 200
+        while batch := client.read_logs(limit=200, offset=offset):
+            logs += batch
+            offset += 200
+    assert len(logs) > 50
+    text = "\n".join(log.message for log in logs)
+    assert "@" not in text
+    assert not any(address in text for address in addresses)
