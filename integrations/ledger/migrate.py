@@ -19,8 +19,12 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the ledger's schema to ``revision`` (idempotent)."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Bring the ledger's schema to ``revision`` (idempotent).
+
+    ``heads``: areas developed side by side may add revisions on separate branches;
+    upgrading to every head applies them all.
+    """
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection

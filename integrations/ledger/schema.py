@@ -435,3 +435,18 @@ NO_DELETE = (
     "provider_events",
 )
 NO_UPDATE = ("ledger_entries", "approval_decisions", "provider_events")
+
+
+def _register_area_tables() -> None:
+    """Import every ``schema_<area>.py`` beside this module so its tables join
+    ``Base.metadata`` (migrations and the model/migration comparison see them)."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.name.startswith("schema_"):
+            importlib.import_module(f"{__package__}.{module.name}")
+
+
+_register_area_tables()

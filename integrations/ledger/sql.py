@@ -8,13 +8,11 @@ cannot both move it. Money only ever enters through ``ledger_entries`` inserts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
-    Engine,
     Table,
     and_,
     case,
@@ -23,9 +21,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from domain.approvals import CheckedDecision
@@ -43,14 +38,12 @@ from domain.models import (
     EmailResult,
     EventType,
     IngestReport,
-    Milestone,
     Moment,
     MomentType,
     PayoutInstruction,
     PayoutOutcome,
     PayoutRailKind,
     PayoutResult,
-    ReferrerType,
     Rejected,
     Reward,
     RewardStatus,
@@ -61,6 +54,24 @@ from domain.models import (
 )
 from domain.money import Money
 from domain.ports import SourceBatch
+from integrations.ledger.base import (
+    MAX_PAYOUT_ATTEMPTS,
+    T_ASKS,
+    T_ENTRIES,
+    T_EVENTS,
+    T_MOMENTS,
+    T_NOTES,
+    T_PAYOUTS,
+    T_REWARDS,
+    LedgerBase,
+    chunks,
+    contact_from_row,
+    contact_row,
+    conversion_from_row,
+    event_from_row,
+    event_row,
+    pairs,
+)
 from integrations.ledger.schema import (
     AccountRow,
     ApprovalDecisionRow,
@@ -83,17 +94,6 @@ from integrations.ledger.schema import (
     SuppressionRow,
 )
 
-CHUNK = 500  # ids per IN (...) list: far under every backend's parameter limit
-MAX_PAYOUT_ATTEMPTS = 3
-
-T_EVENTS: Table = SourceEventRow.__table__  # type: ignore[assignment]
-T_MOMENTS: Table = MomentRow.__table__  # type: ignore[assignment]
-T_ASKS: Table = AskRow.__table__  # type: ignore[assignment]
-T_NOTES: Table = NotificationRow.__table__  # type: ignore[assignment]
-T_REWARDS: Table = RewardRow.__table__  # type: ignore[assignment]
-T_PAYOUTS: Table = PayoutRow.__table__  # type: ignore[assignment]
-T_ENTRIES: Table = LedgerEntryRow.__table__  # type: ignore[assignment]
-
 _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTES}
 
 
@@ -101,77 +101,12 @@ class DecisionConflict(InvalidDecision):
     """Another decision on the same approval stage was recorded first."""
 
 
-def _pairs(conn: Connection, stmt: Any) -> dict[Any, Any]:
-    """The first two columns of each row of ``stmt``, as a dict."""
-    return {row[0]: row[1] for row in conn.execute(stmt)}
+class SqlLedger(LedgerBase):
+    """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
 
-
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-class SqlLedger:
-    """The ledger database behind SQLAlchemy (SQLite or PostgreSQL)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._dialect = engine.dialect.name
-
-    # -- helpers -------------------------------------------------------------------
-
-    def _insert(self, table: Any) -> Any:
-        return (pg_insert if self._dialect == "postgresql" else sqlite_insert)(table)
-
-    def _insert_ignore(
-        self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], returning: Any
-    ) -> list[Any]:
-        """Insert ``rows``, skipping any that hit a unique constraint; the keys inserted."""
-        if not rows:
-            return []
-        stmt = self._insert(table).on_conflict_do_nothing().returning(returning)
-        return list(conn.execute(stmt, list(rows)).scalars().all())
-
-    def _upsert(
-        self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], key: str
-    ) -> None:
-        if not rows:
-            return
-        stmt = self._insert(table)
-        columns = [c for c in rows[0] if c != key]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[key], set_={c: getattr(stmt.excluded, c) for c in columns}
-        )
-        conn.execute(stmt, list(rows))
-
-    @staticmethod
-    def _quarantine_rows(
-        rejected: Iterable[Rejected], stage: str, now: datetime
-    ) -> list[dict[str, Any]]:
-        return [
-            {
-                "source": r.source,
-                "record": r.record[:512],
-                "field": r.field,
-                "reason": r.reason[:512],
-                "raw": r.raw,
-                "stage": stage,
-                "created_at": now,
-            }
-            for r in rejected
-        ]
-
-    def quarantine(self, rejected: Sequence[Rejected], stage: str, now: datetime) -> int:
-        """Keep refused input with its reason; returns how many were new."""
-        with self.engine.begin() as conn:
-            return len(
-                self._insert_ignore(
-                    conn,
-                    QuarantineRow,
-                    self._quarantine_rows(rejected, stage, now),
-                    QuarantineRow.id,
-                )
-            )
+    Areas added later live in their own modules as mixins of :class:`LedgerBase`
+    and join this class's bases.
+    """
 
     # -- ingest ----------------------------------------------------------------------
 
@@ -204,10 +139,10 @@ class SqlLedger:
                 "account_id",
             )
             self._upsert(
-                conn, ContactRow, [_contact_row(c, now) for c in batch.contacts], "contact_id"
+                conn, ContactRow, [contact_row(c, now) for c in batch.contacts], "contact_id"
             )
             inserted = self._insert_ignore(
-                conn, SourceEventRow, [_event_row(e, now) for e in batch.events], SourceEventRow.id
+                conn, SourceEventRow, [event_row(e, now) for e in batch.events], SourceEventRow.id
             )
             quarantined = self._insert_ignore(
                 conn,
@@ -242,7 +177,7 @@ class SqlLedger:
                 .order_by(T_EVENTS.c.id)
                 .limit(limit)
             ).mappings()
-            return [(row["id"], _event_from_row(row)) for row in rows]
+            return [(row["id"], event_from_row(row)) for row in rows]
 
     def record_detection(
         self,
@@ -286,7 +221,7 @@ class SqlLedger:
                 ],
                 FollowUpRow.source_event,
             )
-            for ids in _chunks(event_ids):
+            for ids in chunks(event_ids):
                 conn.execute(update(T_EVENTS).where(T_EVENTS.c.id.in_(ids)).values(detected_at=now))
         return len(new)
 
@@ -317,11 +252,11 @@ class SqlLedger:
         ids = sorted(set(contact_ids))
         found: dict[str, Contact] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 for row in conn.execute(
                     select(ContactRow.__table__).where(ContactRow.contact_id.in_(chunk))
                 ).mappings():
-                    found[row["contact_id"]] = _contact_from_row(row)
+                    found[row["contact_id"]] = contact_from_row(row)
         return found
 
     def histories(
@@ -331,8 +266,8 @@ class SqlLedger:
         ids = sorted(set(contact_ids))
         result: dict[str, ContactHistory] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(ids):
-                last_asked = _pairs(
+            for chunk in chunks(ids):
+                last_asked = pairs(
                     conn,
                     select(AskRow.contact_id, func.max(AskRow.created_at))
                     .where(AskRow.contact_id.in_(chunk), AskRow.status != "failed")
@@ -345,14 +280,14 @@ class SqlLedger:
                         )
                     ).scalars()
                 )
-                accounts = _pairs(
+                accounts = pairs(
                     conn,
                     select(ContactRow.contact_id, ContactRow.account_id).where(
                         ContactRow.contact_id.in_(chunk)
                     ),
                 )
                 account_ids = sorted({a for a in accounts.values() if a})
-                since = _pairs(
+                since = pairs(
                     conn,
                     select(AccountRow.account_id, AccountRow.customer_since).where(
                         AccountRow.account_id.in_(account_ids)
@@ -360,7 +295,7 @@ class SqlLedger:
                 )
                 opened = T_EVENTS.alias("opened")
                 resolved = T_EVENTS.alias("resolved")
-                open_tickets = _pairs(
+                open_tickets = pairs(
                     conn,
                     select(opened.c.account_id, func.count())
                     .where(
@@ -391,9 +326,9 @@ class SqlLedger:
         ids = sorted(set(contact_ids))
         codes: dict[str, str] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 codes.update(
-                    _pairs(
+                    pairs(
                         conn,
                         select(ReferralCodeRow.contact_id, ReferralCodeRow.code).where(
                             ReferralCodeRow.contact_id.in_(chunk)
@@ -418,7 +353,7 @@ class SqlLedger:
         ids = sorted(set(account_ids))
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 for account_id, domain in conn.execute(
                     select(AccountRow.account_id, AccountRow.domain).where(
                         AccountRow.account_id.in_(chunk)
@@ -453,9 +388,9 @@ class SqlLedger:
             asking = [d.moment for d in decisions if d.ask]
             contact_ids = sorted({m.contact_id for m in asking})
             codes: dict[str, str] = {}
-            for chunk in _chunks(contact_ids):
+            for chunk in chunks(contact_ids):
                 codes.update(
-                    _pairs(
+                    pairs(
                         conn,
                         select(ReferralCodeRow.contact_id, ReferralCodeRow.code).where(
                             ReferralCodeRow.contact_id.in_(chunk)
@@ -521,7 +456,7 @@ class SqlLedger:
                         referral_code=r["referral_code"],
                         moment_type=MomentType(r["moment_type"]),
                     ),
-                    _contact_from_row(r),
+                    contact_from_row(r),
                     r["detail"],
                 )
                 for r in rows
@@ -563,7 +498,7 @@ class SqlLedger:
         pk = table.primary_key.columns.values()[0]
         claimed: list[str] = []
         with self.engine.begin() as conn:
-            for chunk in _chunks(message_ids):
+            for chunk in chunks(message_ids):
                 claimed += (
                     conn.execute(
                         update(table)
@@ -614,18 +549,6 @@ class SqlLedger:
         with self.engine.begin() as conn:
             return self._queue_notifications(conn, rows, now)
 
-    def _queue_notifications(
-        self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime
-    ) -> int:
-        return len(
-            self._insert_ignore(
-                conn,
-                NotificationRow,
-                [{**r, "status": "queued", "created_at": now} for r in rows],
-                NotificationRow.notification_id,
-            )
-        )
-
     def notifications_to_send(
         self, after: str, limit: int
     ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
@@ -642,7 +565,7 @@ class SqlLedger:
                 .limit(limit)
             ).mappings()
             return [
-                (r["notification_id"], r["kind"], _contact_from_row(r), dict(r["data"]))
+                (r["notification_id"], r["kind"], contact_from_row(r), dict(r["data"]))
                 for r in rows
             ]
 
@@ -671,19 +594,19 @@ class SqlLedger:
                 .order_by(T_EVENTS.c.id)
                 .limit(limit)
             ).mappings()
-            return [(row["id"], _event_from_row(row)) for row in rows]
+            return [(row["id"], event_from_row(row)) for row in rows]
 
     def code_owners(self, codes: Iterable[str]) -> dict[str, Contact]:
         wanted = sorted(set(codes))
         owners: dict[str, Contact] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 for row in conn.execute(
                     select(ReferralCodeRow.code, ContactRow.__table__)
                     .join(ContactRow, ContactRow.contact_id == ReferralCodeRow.contact_id)
                     .where(ReferralCodeRow.code.in_(chunk))
                 ).mappings():
-                    owners[row["code"]] = _contact_from_row(row)
+                    owners[row["code"]] = contact_from_row(row)
         return owners
 
     def record_conversions(
@@ -722,7 +645,7 @@ class SqlLedger:
                 self._quarantine_rows(rejected, "conversion", now),
                 QuarantineRow.id,
             )
-            for ids in _chunks(event_ids):
+            for ids in chunks(event_ids):
                 conn.execute(
                     update(T_EVENTS).where(T_EVENTS.c.id.in_(ids)).values(converted_at=now)
                 )
@@ -738,7 +661,7 @@ class SqlLedger:
                 .order_by(ConversionRow.occurred_at, ConversionRow.conversion_id)
                 .limit(limit)
             ).mappings()
-            return [_conversion_from_row(r) for r in rows]
+            return [conversion_from_row(r) for r in rows]
 
     def record_rewards(
         self,
@@ -798,7 +721,7 @@ class SqlLedger:
                 self._quarantine_rows(rejected, "reward", now),
                 QuarantineRow.id,
             )
-            for ids in _chunks(conversion_ids):
+            for ids in chunks(conversion_ids):
                 conn.execute(
                     update(ConversionRow)
                     .where(ConversionRow.conversion_id.in_(ids))
@@ -825,36 +748,11 @@ class SqlLedger:
             )
         return len(inserted)
 
-    def _reward_views(
-        self, conn: Connection, where: Any, limit: int | None, order_by_id: bool = False
-    ) -> list[RewardView]:
-        balance = (
-            select(func.coalesce(func.sum(T_ENTRIES.c.amount_minor), 0))
-            .where(T_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
-            .scalar_subquery()
-        )
-        order = (
-            (T_REWARDS.c.reward_id,)
-            if order_by_id
-            else (T_REWARDS.c.payable_at, T_REWARDS.c.reward_id)
-        )
-        stmt = select(T_REWARDS, balance.label("balance")).where(where).order_by(*order)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        return [
-            RewardView(
-                reward=_reward_from_row(r),
-                status=RewardStatus(r["status"]),
-                balance=Money(int(r["balance"]), r["currency"]),
-            )
-            for r in conn.execute(stmt).mappings()
-        ]
-
     def rewards(self, reward_ids: Iterable[str]) -> dict[str, RewardView]:
         ids = sorted(set(reward_ids))
         found: dict[str, RewardView] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 for view in self._reward_views(conn, T_REWARDS.c.reward_id.in_(chunk), None):
                     found[view.reward.reward_id] = view
         return found
@@ -886,7 +784,7 @@ class SqlLedger:
         """Move rewards that are still in one of ``from_statuses``; returns those moved."""
         moved: list[str] = []
         with self.engine.begin() as conn:
-            for chunk in _chunks(reward_ids):
+            for chunk in chunks(reward_ids):
                 moved += (
                     conn.execute(
                         update(T_REWARDS)
@@ -921,11 +819,11 @@ class SqlLedger:
         with self.engine.begin() as conn:
             views = {
                 v.reward.reward_id: v
-                for chunk in _chunks(reward_ids)
+                for chunk in chunks(reward_ids)
                 for v in self._reward_views(conn, T_REWARDS.c.reward_id.in_(chunk), None)
             }
             attempts = (
-                _pairs(
+                pairs(
                     conn,
                     select(PayoutRow.reward_id, func.count())
                     .where(PayoutRow.reward_id.in_(reward_ids), PayoutRow.status == "failed")
@@ -1142,7 +1040,7 @@ class SqlLedger:
             if not views:
                 raise KeyError(f"no reward {reward_id}")
             view = views[0]
-            referrer = _contact_from_row(
+            referrer = contact_from_row(
                 conn.execute(
                     select(ContactRow.__table__).where(
                         ContactRow.contact_id == view.reward.referrer_id
@@ -1325,30 +1223,6 @@ class SqlLedger:
                 f"stage {stage} of reward {reward_id} was already decided"
             ) from exc
 
-    def _entry(
-        self,
-        conn: Connection,
-        reward_id: str,
-        kind: str,
-        amount_minor: int,
-        currency: str,
-        ref: str,
-        now: datetime,
-    ) -> None:
-        if amount_minor == 0:
-            return
-        conn.execute(
-            self._insert(T_ENTRIES),
-            {
-                "reward_id": reward_id,
-                "kind": kind,
-                "amount_minor": amount_minor,
-                "currency": currency,
-                "ref": ref,
-                "created_at": now,
-            },
-        )
-
     def waiting_approvals(self) -> list[WaitingApproval]:
         """Rewards waiting on a person, oldest request first."""
         stages = (
@@ -1488,107 +1362,3 @@ class SqlLedger:
                     .limit(limit)
                 ).mappings()
             ]
-
-
-# -- row mapping -------------------------------------------------------------------------
-
-
-def _contact_row(c: Contact, now: datetime) -> dict[str, Any]:
-    return {
-        "contact_id": c.contact_id,
-        "account_id": c.account_id,
-        "name": c.name,
-        "email": c.email,
-        "referrer_type": c.referrer_type.value,
-        "opted_out": c.opted_out,
-        "stripe_customer_id": c.stripe_customer_id,
-        "stripe_account_id": c.stripe_account_id,
-        "updated_at": now,
-    }
-
-
-def _contact_from_row(r: RowMapping) -> Contact:
-    return Contact(
-        contact_id=r["contact_id"],
-        account_id=r["account_id"],
-        name=r["name"],
-        email=r["email"],
-        referrer_type=ReferrerType(r["referrer_type"]),
-        opted_out=bool(r["opted_out"]),
-        stripe_customer_id=r["stripe_customer_id"],
-        stripe_account_id=r["stripe_account_id"],
-    )
-
-
-def _event_row(e: SourceEvent, now: datetime) -> dict[str, Any]:
-    return {
-        "source": e.source,
-        "event_id": e.event_id,
-        "type": e.type.value,
-        "occurred_at": e.occurred_at,
-        "account_id": e.account_id,
-        "contact_id": e.contact_id,
-        "amount_minor": e.amount.amount_minor if e.amount else None,
-        "currency": e.amount.currency if e.amount else None,
-        "score": e.score,
-        "csat": e.csat,
-        "priority": e.priority,
-        "milestone": e.milestone,
-        "referral_code": e.referral_code,
-        "deal_id": e.deal_id,
-        "ticket_id": e.ticket_id,
-        "referee_email_domain": e.referee_email_domain,
-        "ingested_at": now,
-    }
-
-
-def _event_from_row(r: RowMapping) -> SourceEvent:
-    amount = r["amount_minor"]
-    return SourceEvent(
-        source=r["source"],
-        event_id=r["event_id"],
-        type=EventType(r["type"]),
-        occurred_at=r["occurred_at"],
-        account_id=r["account_id"],
-        contact_id=r["contact_id"],
-        amount=Money(amount, r["currency"]) if amount is not None else None,
-        score=r["score"],
-        csat=r["csat"],
-        priority=r["priority"],
-        milestone=r["milestone"],
-        referral_code=r["referral_code"],
-        deal_id=r["deal_id"],
-        ticket_id=r["ticket_id"],
-        referee_email_domain=r["referee_email_domain"],
-    )
-
-
-def _conversion_from_row(r: RowMapping) -> Conversion:
-    amount = r["amount_minor"]
-    return Conversion(
-        conversion_id=r["conversion_id"],
-        source_event=r["source_event"],
-        referral_code=r["referral_code"],
-        referrer_id=r["referrer_id"],
-        referee_account_id=r["referee_account_id"],
-        referee_contact_id=r["referee_contact_id"],
-        milestone=Milestone(r["milestone"]),
-        occurred_at=r["occurred_at"],
-        amount=Money(amount, r["currency"]) if amount is not None else None,
-        referee_email_domain=r["referee_email_domain"],
-    )
-
-
-def _reward_from_row(r: RowMapping) -> Reward:
-    return Reward(
-        reward_id=r["reward_id"],
-        conversion_id=r["conversion_id"],
-        rule_id=r["rule_id"],
-        referrer_id=r["referrer_id"],
-        amount=Money(r["amount_minor"], r["currency"]),
-        milestone=Milestone(r["milestone"]),
-        attribution_model=r["attribution_model"],
-        payable_at=r["payable_at"],
-        explanation=r["explanation"],
-        flags=tuple(f for f in r["flags"].split(",") if f),
-    )

@@ -1,0 +1,299 @@
+"""What every part of the ledger shares: the engine, idempotent writes, row mapping.
+
+The ledger on SQLAlchemy: every stage's reads and writes, each write one transaction.
+
+Writes are idempotent: inserts ignore rows that already exist (the unique constraints
+in :mod:`integrations.ledger.schema` decide what "already" means), and status changes
+are conditional (``... WHERE status IN (expected)``) so two runs racing on the same row
+cannot both move it. Money only ever enters through ``ledger_entries`` inserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import RowMapping
+
+from domain.models import (
+    Contact,
+    Conversion,
+    EventType,
+    Milestone,
+    ReferrerType,
+    Rejected,
+    Reward,
+    RewardStatus,
+    RewardView,
+    SourceEvent,
+)
+from domain.money import Money
+from integrations.ledger.schema import (
+    AskRow,
+    LedgerEntryRow,
+    MomentRow,
+    NotificationRow,
+    PayoutRow,
+    QuarantineRow,
+    RewardRow,
+    SourceEventRow,
+)
+
+CHUNK = 500  # ids per IN (...) list: far under every backend's parameter limit
+MAX_PAYOUT_ATTEMPTS = 3
+
+T_EVENTS: Table = SourceEventRow.__table__  # type: ignore[assignment]
+T_MOMENTS: Table = MomentRow.__table__  # type: ignore[assignment]
+T_ASKS: Table = AskRow.__table__  # type: ignore[assignment]
+T_NOTES: Table = NotificationRow.__table__  # type: ignore[assignment]
+T_REWARDS: Table = RewardRow.__table__  # type: ignore[assignment]
+T_PAYOUTS: Table = PayoutRow.__table__  # type: ignore[assignment]
+T_ENTRIES: Table = LedgerEntryRow.__table__  # type: ignore[assignment]
+
+
+def pairs(conn: Connection, stmt: Any) -> dict[Any, Any]:
+    """The first two columns of each row of ``stmt``, as a dict."""
+    return {row[0]: row[1] for row in conn.execute(stmt)}
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class LedgerBase:
+    """The engine and the idempotent-write helpers every ledger area uses."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _insert(self, table: Any) -> Any:
+        return (pg_insert if self._dialect == "postgresql" else sqlite_insert)(table)
+
+    def _insert_ignore(
+        self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], returning: Any
+    ) -> list[Any]:
+        """Insert ``rows``, skipping any that hit a unique constraint; the keys inserted."""
+        if not rows:
+            return []
+        stmt = self._insert(table).on_conflict_do_nothing().returning(returning)
+        return list(conn.execute(stmt, list(rows)).scalars().all())
+
+    def _upsert(
+        self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], key: str
+    ) -> None:
+        if not rows:
+            return
+        stmt = self._insert(table)
+        columns = [c for c in rows[0] if c != key]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[key], set_={c: getattr(stmt.excluded, c) for c in columns}
+        )
+        conn.execute(stmt, list(rows))
+
+    @staticmethod
+    def _quarantine_rows(
+        rejected: Iterable[Rejected], stage: str, now: datetime
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "source": r.source,
+                "record": r.record[:512],
+                "field": r.field,
+                "reason": r.reason[:512],
+                "raw": r.raw,
+                "stage": stage,
+                "created_at": now,
+            }
+            for r in rejected
+        ]
+
+    def quarantine(self, rejected: Sequence[Rejected], stage: str, now: datetime) -> int:
+        """Keep refused input with its reason; returns how many were new."""
+        with self.engine.begin() as conn:
+            return len(
+                self._insert_ignore(
+                    conn,
+                    QuarantineRow,
+                    self._quarantine_rows(rejected, stage, now),
+                    QuarantineRow.id,
+                )
+            )
+
+    def _queue_notifications(
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime
+    ) -> int:
+        return len(
+            self._insert_ignore(
+                conn,
+                NotificationRow,
+                [{**r, "status": "queued", "created_at": now} for r in rows],
+                NotificationRow.notification_id,
+            )
+        )
+
+    def _reward_views(
+        self, conn: Connection, where: Any, limit: int | None, order_by_id: bool = False
+    ) -> list[RewardView]:
+        balance = (
+            select(func.coalesce(func.sum(T_ENTRIES.c.amount_minor), 0))
+            .where(T_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
+            .scalar_subquery()
+        )
+        order = (
+            (T_REWARDS.c.reward_id,)
+            if order_by_id
+            else (T_REWARDS.c.payable_at, T_REWARDS.c.reward_id)
+        )
+        stmt = select(T_REWARDS, balance.label("balance")).where(where).order_by(*order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [
+            RewardView(
+                reward=reward_from_row(r),
+                status=RewardStatus(r["status"]),
+                balance=Money(int(r["balance"]), r["currency"]),
+            )
+            for r in conn.execute(stmt).mappings()
+        ]
+
+    def _entry(
+        self,
+        conn: Connection,
+        reward_id: str,
+        kind: str,
+        amount_minor: int,
+        currency: str,
+        ref: str,
+        now: datetime,
+    ) -> None:
+        if amount_minor == 0:
+            return
+        conn.execute(
+            self._insert(T_ENTRIES),
+            {
+                "reward_id": reward_id,
+                "kind": kind,
+                "amount_minor": amount_minor,
+                "currency": currency,
+                "ref": ref,
+                "created_at": now,
+            },
+        )
+
+
+# -- row mapping -------------------------------------------------------------------------
+
+
+def contact_row(c: Contact, now: datetime) -> dict[str, Any]:
+    return {
+        "contact_id": c.contact_id,
+        "account_id": c.account_id,
+        "name": c.name,
+        "email": c.email,
+        "referrer_type": c.referrer_type.value,
+        "opted_out": c.opted_out,
+        "stripe_customer_id": c.stripe_customer_id,
+        "stripe_account_id": c.stripe_account_id,
+        "updated_at": now,
+    }
+
+
+def contact_from_row(r: RowMapping) -> Contact:
+    return Contact(
+        contact_id=r["contact_id"],
+        account_id=r["account_id"],
+        name=r["name"],
+        email=r["email"],
+        referrer_type=ReferrerType(r["referrer_type"]),
+        opted_out=bool(r["opted_out"]),
+        stripe_customer_id=r["stripe_customer_id"],
+        stripe_account_id=r["stripe_account_id"],
+    )
+
+
+def event_row(e: SourceEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "source": e.source,
+        "event_id": e.event_id,
+        "type": e.type.value,
+        "occurred_at": e.occurred_at,
+        "account_id": e.account_id,
+        "contact_id": e.contact_id,
+        "amount_minor": e.amount.amount_minor if e.amount else None,
+        "currency": e.amount.currency if e.amount else None,
+        "score": e.score,
+        "csat": e.csat,
+        "priority": e.priority,
+        "milestone": e.milestone,
+        "referral_code": e.referral_code,
+        "deal_id": e.deal_id,
+        "ticket_id": e.ticket_id,
+        "referee_email_domain": e.referee_email_domain,
+        "ingested_at": now,
+    }
+
+
+def event_from_row(r: RowMapping) -> SourceEvent:
+    amount = r["amount_minor"]
+    return SourceEvent(
+        source=r["source"],
+        event_id=r["event_id"],
+        type=EventType(r["type"]),
+        occurred_at=r["occurred_at"],
+        account_id=r["account_id"],
+        contact_id=r["contact_id"],
+        amount=Money(amount, r["currency"]) if amount is not None else None,
+        score=r["score"],
+        csat=r["csat"],
+        priority=r["priority"],
+        milestone=r["milestone"],
+        referral_code=r["referral_code"],
+        deal_id=r["deal_id"],
+        ticket_id=r["ticket_id"],
+        referee_email_domain=r["referee_email_domain"],
+    )
+
+
+def conversion_from_row(r: RowMapping) -> Conversion:
+    amount = r["amount_minor"]
+    return Conversion(
+        conversion_id=r["conversion_id"],
+        source_event=r["source_event"],
+        referral_code=r["referral_code"],
+        referrer_id=r["referrer_id"],
+        referee_account_id=r["referee_account_id"],
+        referee_contact_id=r["referee_contact_id"],
+        milestone=Milestone(r["milestone"]),
+        occurred_at=r["occurred_at"],
+        amount=Money(amount, r["currency"]) if amount is not None else None,
+        referee_email_domain=r["referee_email_domain"],
+    )
+
+
+def reward_from_row(r: RowMapping) -> Reward:
+    return Reward(
+        reward_id=r["reward_id"],
+        conversion_id=r["conversion_id"],
+        rule_id=r["rule_id"],
+        referrer_id=r["referrer_id"],
+        amount=Money(r["amount_minor"], r["currency"]),
+        milestone=Milestone(r["milestone"]),
+        attribution_model=r["attribution_model"],
+        payable_at=r["payable_at"],
+        explanation=r["explanation"],
+        flags=tuple(f for f in r["flags"].split(",") if f),
+    )
