@@ -48,6 +48,21 @@ class Settings(BaseSettings):
         default=("files",),
         description="Which event sources the cycle reads, in order.",
     )
+    hubspot_access_token: SecretStr | None = Field(
+        default=None,
+        description="HubSpot private app access token (CRM read scopes); needed when "
+        "'hubspot' is in REFERRALS_SOURCES.",
+    )
+    hubspot_api_base: str = Field(
+        default="https://api.hubapi.com", description="HubSpot API base URL."
+    )
+    delighted_api_key: SecretStr | None = Field(
+        default=None,
+        description="Delighted API key; needed when 'delighted' is in REFERRALS_SOURCES.",
+    )
+    delighted_api_base: str = Field(
+        default="https://api.delighted.com", description="Delighted API base URL."
+    )
     sendgrid_api_key: SecretStr | None = Field(
         default=None,
         description="SendGrid API key; when unset, email goes to the local outbox table.",
