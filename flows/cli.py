@@ -30,8 +30,10 @@ from domain.errors import ConfigError, IntegrationError, ReferralError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
 approvals_app = typer.Typer(no_args_is_help=True, help="Rewards waiting for a person.")
 config_app = typer.Typer(no_args_is_help=True, help="Program rules.")
+asks_app = typer.Typer(no_args_is_help=True, help="Referral asks.")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(config_app, name="config")
+app.add_typer(asks_app, name="asks")
 
 
 def _port() -> int:
@@ -284,6 +286,48 @@ def config_check(
         f"{program.auto_payout_threshold}, two approvers from "
         f"{program.second_approver_threshold}, cooldown {program.eligibility.cooldown_days} days."
     )
+
+
+@asks_app.command("preview")
+def asks_preview(
+    moment: Annotated[
+        str, typer.Option(help="deal_won, renewal, nps_promoter, support_resolved, ...")
+    ] = "nps_promoter",
+    referrer_type: Annotated[str, typer.Option(help="customer, partner or employee.")] = (
+        "customer"
+    ),
+    contact: Annotated[
+        str | None, typer.Option(help="Preview for this contact id from the ledger.")
+    ] = None,
+    detail: Annotated[str, typer.Option(help="What happened, as the email says it.")] = "NPS 10",
+) -> None:
+    """Render an ask as it would be sent, without sending or storing anything."""
+    from config.program import load_program
+    from domain.models import Ask, Contact, MomentType, ReferrerType
+    from tasks.asks import compose_ask
+
+    settings = load_settings()
+    program = load_program(settings.program_file)
+    try:
+        moment_type, kind = MomentType(moment), ReferrerType(referrer_type)
+    except ValueError as exc:
+        _fail(str(exc))
+    person = Contact("preview", None, "Alex Example", "alex@example.com", kind)
+    code = "R" + "PREVIEW" * 3 if contact is None else "R" + "X" * 20
+    if contact is not None:
+        from flows import bootstrap
+
+        ledger = bootstrap.app().ledger
+        found = ledger.contacts([contact]).get(contact)
+        if found is None:
+            _fail(f"no contact {contact!r} in the ledger")
+        assert found is not None
+        person = found
+        code = ledger.codes_for([contact]).get(contact, code)
+    ask = Ask("preview", "preview", person.contact_id, code, moment_type)
+    message = compose_ask(ask, person, detail, program)
+    typer.echo(f"Template: {message.template}\nSubject:  {message.subject}\n")
+    typer.echo(message.data["text"])
 
 
 @app.command()

@@ -168,3 +168,38 @@ def test_an_id_matching_no_waiting_reward_is_refused(cli_app: App) -> None:
     )
     assert result.exit_code == 2
     assert "no reward waiting" in result.output
+
+
+def test_asks_preview_renders_the_personal_ask_for_a_moment_and_referrer_type() -> None:
+    result = runner.invoke(
+        cli,
+        [
+            "asks",
+            "preview",
+            "--moment",
+            "renewal",
+            "--referrer-type",
+            "employee",
+            "--detail",
+            "renewed",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Template: ask_renewal" in result.output
+    assert "Hi Alex" in result.output
+    assert "300.00 EUR" in result.output  # the employee's reward for a closed deal
+
+
+def test_asks_preview_uses_a_real_contact_and_their_code(cli_app: App) -> None:
+    _waiting_reward(cli_app)  # P9 holds a code
+    result = runner.invoke(cli, ["asks", "preview", "--contact", "P9", "--moment", "nps_promoter"])
+    assert result.exit_code == 0, result.output
+    assert "Hi Person" in result.output
+    assert CODE in result.output
+    assert "@" not in result.output.split("Unsubscribe")[0]
+
+
+def test_asks_preview_refuses_an_unknown_moment() -> None:
+    result = runner.invoke(cli, ["asks", "preview", "--moment", "birthday"])
+    assert result.exit_code == 2
+    assert "birthday" in result.output
