@@ -22,6 +22,7 @@ from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.ledger_only import LedgerOnlyRail
+from integrations.prefect_limits import PrefectRateLimit
 from integrations.sources.files import FileSource
 
 
@@ -105,9 +106,11 @@ def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
         settings.stripe_api_base,
         settings.stripe_max_network_retries,
     )
+    # One limit for both rails: Stripe counts every request of the account.
+    throttle = PrefectRateLimit("stripe-api", settings.stripe_rate_limit_per_second)
     return {
-        PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client),
-        PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client),
+        PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client, throttle=throttle),
+        PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client, throttle=throttle),
     }
 
 

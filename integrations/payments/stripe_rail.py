@@ -144,6 +144,7 @@ class _StripeRail:
         clock: Callable[[], datetime] = _utc_now,
         key_lookup_after: timedelta = KEY_LOOKUP_AFTER,
         session: requests.Session | None = None,
+        throttle: Callable[[int], None] | None = None,
     ) -> None:
         """Wrap a client built by :func:`build_stripe_client`.
 
@@ -152,11 +153,15 @@ class _StripeRail:
             clock: the current time, to tell how old an idempotency key is.
             key_lookup_after: from this key age on, look for an existing payment first.
             session: a session this rail owns and closes in :meth:`close`.
+            throttle: called with the number of requests about to be made, before each
+                Stripe request; blocks to keep every worker together under Stripe's
+                rate (e.g. a strict Prefect global rate limit).
         """
         self._client = client
         self._clock = clock
         self._key_lookup_after = key_lookup_after
         self._session = session
+        self._throttle = throttle or (lambda _requests: None)
 
     @classmethod
     def connect(
@@ -205,11 +210,13 @@ class _StripeRail:
             return PayoutResult(instruction.payout_id, PayoutOutcome.FAILED, error=refusal)
         try:
             if self._key_may_have_expired(instruction):
+                self._throttle(1)
                 existing = self._find_existing(instruction)
                 if existing is not None:
                     return PayoutResult(
                         instruction.payout_id, PayoutOutcome.SUCCEEDED, provider_ref=existing
                     )
+            self._throttle(1)
             return PayoutResult(
                 instruction.payout_id,
                 PayoutOutcome.SUCCEEDED,
@@ -227,6 +234,7 @@ class _StripeRail:
         self, instruction: PayoutInstruction, exc: stripe.IdempotencyError
     ) -> PayoutResult:
         try:
+            self._throttle(1)
             existing = self._find_existing(instruction)
         except stripe.StripeError as lookup_exc:
             # Paid or not is unknown until a lookup works: keep the payout open.

@@ -1,0 +1,72 @@
+"""Rate limits shared by every worker, kept by the Prefect server.
+
+Stripe allows 100 requests/s live and 25/s in test mode, across all of an account's
+clients. A strict Prefect global rate limit makes every worker ask the server for a
+slot before each call, so the whole fleet stays under the rate, not each worker alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class PrefectRateLimit:
+    """A strict global rate limit named ``name`` allowing ``per_second`` calls.
+
+    The limit is created (or corrected) on first use. Its capacity is a tenth of a
+    second's worth of calls, so a burst after an idle spell cannot overshoot the rate
+    by more than that.
+    """
+
+    def __init__(self, name: str, per_second: float) -> None:
+        if per_second <= 0:
+            raise ValueError("per_second must be positive")
+        self.name = name
+        self.per_second = per_second
+        self.capacity = max(1, math.ceil(per_second / 10))
+        self._ready = False
+
+    def ensure(self) -> None:
+        """Create the limit on the Prefect server, or set it to this rate."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import (
+            GlobalConcurrencyLimitCreate,
+            GlobalConcurrencyLimitUpdate,
+        )
+        from prefect.exceptions import ObjectNotFound
+
+        with get_client(sync_client=True) as client:
+            try:
+                current = client.read_global_concurrency_limit_by_name(self.name)
+            except ObjectNotFound:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(
+                        name=self.name,
+                        limit=self.capacity,
+                        slot_decay_per_second=self.per_second,
+                        active=True,
+                    )
+                )
+            else:
+                if (current.limit, current.slot_decay_per_second, current.active) != (
+                    self.capacity,
+                    self.per_second,
+                    True,
+                ):
+                    client.update_global_concurrency_limit(
+                        self.name,
+                        GlobalConcurrencyLimitUpdate(
+                            limit=self.capacity,
+                            slot_decay_per_second=self.per_second,
+                            active=True,
+                        ),
+                    )
+        self._ready = True
+
+    def __call__(self, requests: int = 1) -> None:
+        """Block until ``requests`` calls may be made under the rate."""
+        from prefect.concurrency.sync import rate_limit
+
+        if not self._ready:
+            self.ensure()
+        rate_limit(self.name, occupy=requests, strict=True)
