@@ -97,4 +97,9 @@ class ApprovalRuns(Protocol):
         """
         ...
 
+    def cancel_waiting(self, run_id: str, reason: str) -> bool:
+        """Cancel the run if it still waits for a decision; False if it was resumed
+        (or finished) meanwhile, in which case it must be left to finish."""
+        ...
+
     def ui_url(self, run_id: str) -> str: ...

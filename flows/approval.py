@@ -20,7 +20,14 @@ from pydantic import Field
 
 from domain.models import RewardStatus
 from flows import bootstrap
-from tasks.approvals import apply_decision, describe_for_approver, load_approval
+from tasks.approvals import (
+    apply_decision,
+    describe_for_approver,
+    expire_stale_approvals,
+    load_approval,
+    remind_overdue_approvals,
+    request_approvals,
+)
 from tasks.emails import send_notifications
 from tasks.payouts import submit_payouts
 
@@ -100,3 +107,19 @@ def payout_approval(reward_id: str) -> str:
         submit_payouts(app.ledger, app.rails, [reward_id], datetime.now(UTC))
     send_notifications(app.ledger, app.email, app.program, datetime.now(UTC))
     return load_approval(app.ledger, reward_id).reward.status.value
+
+
+@flow(name="approval-sla")
+def approval_sla() -> dict[str, list[str]]:
+    """Keep approvals moving: remind when a decision is overdue, and replace a run that
+    waited past its expiry with a fresh one (the reward is never paid or dropped).
+
+    Returns:
+        The rewards reminded about, those whose run expired, and those (re)started.
+    """
+    app = bootstrap.app()
+    now = datetime.now(UTC)
+    reminded = remind_overdue_approvals(app.ledger, app.approvals, app.program, now)
+    expired = expire_stale_approvals(app.ledger, app.approvals, app.program, now)
+    restarted = request_approvals(app.ledger, app.approvals, [], now)
+    return {"reminded": reminded, "expired": expired, "waiting": sorted(restarted)}

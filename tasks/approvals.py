@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -27,6 +27,8 @@ def request_approvals(
     The request is stored first; its id is the run's idempotency key, so a crash
     between starting the run and remembering it finds the same run next time.
 
+    Rewards still awaiting approval whose request expired get a new request and run.
+
     Args:
         ledger: where approval requests are stored.
         runs: where paused approval runs are started.
@@ -36,7 +38,9 @@ def request_approvals(
     Returns:
         reward id -> flow run id of its waiting run.
     """
-    requests = ledger.open_approval_requests(reward_ids, now)
+    # Rewards whose request expired (or whose run never started) get a new one too.
+    wanted = list(dict.fromkeys([*reward_ids, *ledger.awaiting_without_request(1000)]))
+    requests = ledger.open_approval_requests(wanted, now)
     to_start = {req: reward for reward, (req, run) in requests.items() if run is None}
     started = runs.start(to_start) if to_start else {}
     ledger.attach_flow_runs(started)
@@ -169,3 +173,92 @@ def describe_for_approver(view: ApprovalView, program: Program, error: str | Non
         f"the reward, enter an amount in {reward.amount.currency} (e.g. 450.00).",
     ]
     return "\n".join(lines)
+
+
+OVERDUE_EVENT = "referrals.approval.overdue"
+
+
+@task(name="remind-overdue-approvals", cache_policy=NO_CACHE)
+def remind_overdue_approvals(
+    ledger: SqlLedger, runs: ApprovalRuns, program: Program, now: datetime
+) -> list[str]:
+    """Remind approvers of decisions waiting longer than the SLA, once per SLA period.
+
+    Each overdue reward emits a ``referrals.approval.overdue`` Prefect event (an
+    automation turns it into a notification) and a warning in the run log.
+
+    Args:
+        ledger: where waiting requests are read and reminders recorded.
+        runs: to link each reminder to the waiting run in the UI.
+        program: ``approvals.reminder_after_hours``.
+        now: the current time.
+
+    Returns:
+        The reward ids reminded about.
+    """
+    from prefect.events import emit_event
+
+    sla = timedelta(hours=program.approvals.reminder_after_hours)
+    overdue = ledger.overdue_approvals(waiting_since=now - sla, reminded_before=now - sla)
+    for _request, reward_id, run_id in overdue:
+        emit_event(
+            event=OVERDUE_EVENT,
+            resource={"prefect.resource.id": f"referrals.reward.{reward_id}"},
+            related=(
+                [
+                    {
+                        "prefect.resource.id": f"prefect.flow-run.{run_id}",
+                        "prefect.resource.role": "flow-run",
+                    }
+                ]
+                if run_id
+                else None
+            ),
+            payload={
+                "reward_id": reward_id,
+                "run_url": runs.ui_url(run_id) if run_id else None,
+                "waiting_hours_at_least": program.approvals.reminder_after_hours,
+            },
+        )
+    if overdue:
+        run_logger().warning(
+            "%d approvals wait longer than %d h: %s",
+            len(overdue),
+            program.approvals.reminder_after_hours,
+            ", ".join(reward for _, reward, _ in overdue),
+        )
+    ledger.mark_reminded([request for request, _, _ in overdue], now)
+    return [reward for _, reward, _ in overdue]
+
+
+@task(name="expire-stale-approvals", cache_policy=NO_CACHE)
+def expire_stale_approvals(
+    ledger: SqlLedger, runs: ApprovalRuns, program: Program, now: datetime
+) -> list[str]:
+    """End approval runs that waited past the expiry; their rewards stay awaiting
+    approval and get a fresh run (never paid, never dropped).
+
+    A run resumed in the meantime is left alone: the approver's decision stands.
+
+    Args:
+        ledger: where waiting requests are read and closed.
+        runs: to cancel the waiting runs.
+        program: ``approvals.expire_after_hours``.
+        now: the current time.
+
+    Returns:
+        The reward ids whose request expired.
+    """
+    limit = timedelta(hours=program.approvals.expire_after_hours)
+    stale = ledger.overdue_approvals(waiting_since=now - limit)
+    reason = f"no decision within {program.approvals.expire_after_hours} h; a new run waits"
+    ending = [
+        (request, reward)
+        for request, reward, run_id in stale
+        if run_id is None or runs.cancel_waiting(run_id, reason)
+    ]
+    expired = set(ledger.expire_approval_requests([r for r, _ in ending], now))
+    rewards = [reward for request, reward in ending if request in expired]
+    if rewards:
+        run_logger().warning("expired %d approval runs: %s", len(rewards), ", ".join(rewards))
+    return rewards

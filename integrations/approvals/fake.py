@@ -19,6 +19,7 @@ class RecordingApprovalRuns:
     started: dict[str, str] = field(default_factory=dict)
     rewards: dict[str, str] = field(default_factory=dict)
     resumed: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     on_resume: Callable[[str, dict[str, object]], None] | None = None
 
     def start(self, requests: Mapping[str, str]) -> dict[str, str]:
@@ -35,6 +36,13 @@ class RecordingApprovalRuns:
         self.resumed.append((run_id, dict(decision)))
         if self.on_resume is not None:
             self.on_resume(self.rewards[run_id], dict(decision))
+
+    def cancel_waiting(self, run_id: str, reason: str) -> bool:
+        waiting = run_id in self.rewards and run_id not in {r for r, _ in self.resumed}
+        if waiting and run_id not in self.cancelled:
+            self.cancelled.append(run_id)
+            return True
+        return False
 
     def ui_url(self, run_id: str) -> str:
         return f"http://ui.invalid/runs/flow-run/{run_id}"

@@ -69,6 +69,21 @@ class PrefectApprovalRuns:
             reason = getattr(result.details, "reason", None) or result.status.value
             raise PermanentIntegrationError(f"run {run_id} was not resumed: {reason}")
 
+    def cancel_waiting(self, run_id: str, reason: str) -> bool:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelled
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+            if run.state is None or not run.state.is_paused():
+                return False
+            # Not forced: if the run was resumed a moment ago, the server refuses the
+            # transition from its new state and the approver's decision stands. Past
+            # its own pause timeout the server fails the run instead: ended all the same.
+            client.set_flow_run_state(UUID(run_id), Cancelled(message=reason))
+            after = client.read_flow_run(UUID(run_id)).state
+        return after is not None and after.is_final() and not after.is_completed()
+
     def ui_url(self, run_id: str) -> str:
         return f"{self.ui_base()}/runs/flow-run/{run_id}"
 

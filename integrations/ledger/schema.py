@@ -318,6 +318,7 @@ class ApprovalRequestRow(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="waiting")
     created_at: Mapped[datetime]
+    reminded_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     __table_args__ = (
         UniqueConstraint("reward_id", "attempt"),

@@ -17,6 +17,7 @@ from sqlalchemy import (
     and_,
     case,
     exists,
+    or_,
     func,
     select,
     update,
@@ -1269,6 +1270,78 @@ class SqlLedger(LedgerBase):
                 )
                 for r in rows
             ]
+
+    def overdue_approvals(
+        self, waiting_since: datetime, reminded_before: datetime | None = None
+    ) -> list[tuple[str, str, str | None]]:
+        """Waiting requests created before ``waiting_since``: (request, reward, run).
+
+        With ``reminded_before``, only those never reminded or last reminded before it.
+        """
+        stmt = select(
+            ApprovalRequestRow.request_id, ApprovalRequestRow.reward_id,
+            ApprovalRequestRow.flow_run_id,
+        ).where(
+            ApprovalRequestRow.status == "waiting", ApprovalRequestRow.created_at < waiting_since
+        )
+        if reminded_before is not None:
+            stmt = stmt.where(
+                or_(
+                    ApprovalRequestRow.reminded_at.is_(None),
+                    ApprovalRequestRow.reminded_at < reminded_before,
+                )
+            )
+        with self.engine.connect() as conn:
+            return [
+                (r.request_id, r.reward_id, r.flow_run_id)
+                for r in conn.execute(stmt.order_by(ApprovalRequestRow.created_at))
+            ]
+
+    def mark_reminded(self, request_ids: Sequence[str], now: datetime) -> None:
+        with self.engine.begin() as conn:
+            for chunk in chunks(request_ids):
+                conn.execute(
+                    update(ApprovalRequestRow)
+                    .where(ApprovalRequestRow.request_id.in_(chunk))
+                    .values(reminded_at=now)
+                )
+
+    def expire_approval_requests(self, request_ids: Sequence[str], now: datetime) -> list[str]:
+        """Close waiting requests whose time ran out; their rewards keep awaiting approval
+        and get a new request from the next routing. Returns the requests expired."""
+        expired: list[str] = []
+        with self.engine.begin() as conn:
+            for chunk in chunks(request_ids):
+                expired += conn.execute(
+                    update(ApprovalRequestRow)
+                    .where(
+                        ApprovalRequestRow.request_id.in_(chunk),
+                        ApprovalRequestRow.status == "waiting",
+                    )
+                    .values(status="expired", closed_at=now)
+                    .returning(ApprovalRequestRow.request_id)
+                ).scalars().all()
+        return expired
+
+    def awaiting_without_request(self, limit: int) -> list[str]:
+        """Rewards awaiting approval that no run waits for (their request expired, or a
+        crash came between routing and starting the run)."""
+        waiting = select(ApprovalRequestRow.reward_id).where(
+            ApprovalRequestRow.reward_id == T_REWARDS.c.reward_id,
+            ApprovalRequestRow.status == "waiting",
+        )
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(T_REWARDS.c.reward_id)
+                    .where(
+                        T_REWARDS.c.status == RewardStatus.AWAITING_APPROVAL.value,
+                        ~exists(waiting),
+                    )
+                    .order_by(T_REWARDS.c.reward_id)
+                    .limit(limit)
+                ).scalars()
+            )
 
     def approval_request_of_run(self, flow_run_id: str) -> str | None:
         with self.engine.connect() as conn:
