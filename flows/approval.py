@@ -46,10 +46,13 @@ class PayoutDecision(RunInput):
     reason: str = Field(
         min_length=1, max_length=2000, description="Why you decided so (shown to auditors)."
     )
-    adjusted_amount: str | None = Field(
-        default=None,
-        pattern=r"^\d+(\.\d{1,2})?$",
-        description="Optional: pay less than the reward, e.g. 450.00 (never more).",
+    # A plain text box in the UI: `str | None` would render as a type toggle the
+    # approver must flip first. Empty means "pay the reward as it is".
+    adjusted_amount: str = Field(
+        default="",
+        pattern=r"^(\d+(\.\d{1,2})?)?$",
+        description="To pay less than the reward, e.g. 450.00 (never more). "
+        "Leave empty to pay the reward.",
     )
 
 

@@ -149,7 +149,7 @@ def describe_for_approver(view: ApprovalView, program: Program, error: str | Non
         )
         + ".",
         "",
-        "| | |",
+        "| | About this reward |",
         "|---|---|",
         f"| Referrer | {view.referrer.name} (`{view.referrer.contact_id}`, "
         f"{view.referrer.referrer_type.value}) |",
@@ -159,7 +159,7 @@ def describe_for_approver(view: ApprovalView, program: Program, error: str | Non
         f"| Deal | {view.conversion_amount or '-'} |",
         f"| Attribution | {reward.attribution_model} |",
         f"| Fraud flags | {', '.join(reward.flags) or 'none'} |",
-        f"| Referrer history | {view.referrer_rewards_count} rewards, "
+        f"| Referrer history | {_count(view.referrer_rewards_count, 'reward')}, "
         f"{view.referrer_paid_count} paid, {view.referrer_paid_total} in total |",
         f"| Reward id | `{reward.reward_id}` |",
     ]
@@ -262,3 +262,7 @@ def expire_stale_approvals(
     if rewards:
         run_logger().warning("expired %d approval runs: %s", len(rewards), ", ".join(rewards))
     return rewards
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

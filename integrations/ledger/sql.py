@@ -17,8 +17,8 @@ from sqlalchemy import (
     and_,
     case,
     exists,
-    or_,
     func,
+    or_,
     select,
     update,
 )
