@@ -178,8 +178,7 @@ def _waiting(reward_or_run: str) -> Any:
     matches = [
         w
         for w in bootstrap.app().ledger.waiting_approvals()
-        if w.reward_id.startswith(reward_or_run)
-        or (w.flow_run_id or "").startswith(reward_or_run)
+        if w.reward_id.startswith(reward_or_run) or (w.flow_run_id or "").startswith(reward_or_run)
     ]
     if not matches:
         _fail(f"no reward waiting for approval matches {reward_or_run!r}")
