@@ -8,6 +8,7 @@
     referrals approvals reject ID ...   resume it with a rejection
     referrals config check [FILE]       validate program rules before they apply
     referrals outbox                    emails kept by the local outbox backend
+    referrals webhooks serve            receive SendGrid and Stripe webhooks
 
 Prefect is imported inside the commands, after the environment below is in place.
 """
@@ -34,6 +35,8 @@ asks_app = typer.Typer(no_args_is_help=True, help="Referral asks.")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(config_app, name="config")
 app.add_typer(asks_app, name="asks")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Inbound SendGrid and Stripe webhooks.")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _port() -> int:
@@ -336,6 +339,38 @@ def outbox(limit: Annotated[int, typer.Option(help="How many emails.")] = 5) -> 
 
     for row in bootstrap.app().ledger.outbox(limit=limit):
         typer.echo(f"--- {row['kind']} to {row['to_name']}: {row['subject']}\n{row['body']}")
+
+
+@webhooks_app.command("serve")
+def webhooks_serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (put TLS in front).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+) -> None:
+    """Receive SendGrid and Stripe webhooks: verify, deduplicate, store (until Ctrl-C)."""
+    import uvicorn
+
+    from flows import bootstrap
+    from integrations.webhooks import create_app
+
+    app_ = bootstrap.app()
+    settings = app_.settings
+    secret = settings.stripe_webhook_secret
+    receiver = create_app(
+        app_.ledger,
+        sendgrid_public_key=settings.sendgrid_webhook_public_key,
+        stripe_secret=secret.get_secret_value() if secret else None,
+    )
+    for name, configured in (
+        ("REFERRALS_SENDGRID_WEBHOOK_PUBLIC_KEY", settings.sendgrid_webhook_public_key),
+        ("REFERRALS_STRIPE_WEBHOOK_SECRET", secret),
+    ):
+        if not configured:
+            typer.secho(f"{name} is not set: that webhook answers 503.", fg="yellow", err=True)
+    typer.echo(f"Webhooks on http://{host}:{port}/webhooks/sendgrid and /webhooks/stripe")
+    # No websockets and no lifespan: plain POSTs only. Access logs carry paths, never bodies.
+    uvicorn.run(receiver, host=host, port=port, ws="none", lifespan="off", log_level="info")
 
 
 def main() -> None:

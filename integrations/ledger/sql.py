@@ -94,6 +94,7 @@ from integrations.ledger.schema import (
     SourceEventRow,
     SuppressionRow,
 )
+from integrations.ledger.webhooks import WebhookLedger
 
 _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTES}
 
@@ -102,7 +103,7 @@ class DecisionConflict(InvalidDecision):
     """Another decision on the same approval stage was recorded first."""
 
 
-class SqlLedger(LedgerBase):
+class SqlLedger(WebhookLedger, LedgerBase):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
 
     Areas added later live in their own modules as mixins of :class:`LedgerBase`
@@ -1279,7 +1280,8 @@ class SqlLedger(LedgerBase):
         With ``reminded_before``, only those never reminded or last reminded before it.
         """
         stmt = select(
-            ApprovalRequestRow.request_id, ApprovalRequestRow.reward_id,
+            ApprovalRequestRow.request_id,
+            ApprovalRequestRow.reward_id,
             ApprovalRequestRow.flow_run_id,
         ).where(
             ApprovalRequestRow.status == "waiting", ApprovalRequestRow.created_at < waiting_since
@@ -1312,15 +1314,19 @@ class SqlLedger(LedgerBase):
         expired: list[str] = []
         with self.engine.begin() as conn:
             for chunk in chunks(request_ids):
-                expired += conn.execute(
-                    update(ApprovalRequestRow)
-                    .where(
-                        ApprovalRequestRow.request_id.in_(chunk),
-                        ApprovalRequestRow.status == "waiting",
+                expired += (
+                    conn.execute(
+                        update(ApprovalRequestRow)
+                        .where(
+                            ApprovalRequestRow.request_id.in_(chunk),
+                            ApprovalRequestRow.status == "waiting",
+                        )
+                        .values(status="expired", closed_at=now)
+                        .returning(ApprovalRequestRow.request_id)
                     )
-                    .values(status="expired", closed_at=now)
-                    .returning(ApprovalRequestRow.request_id)
-                ).scalars().all()
+                    .scalars()
+                    .all()
+                )
         return expired
 
     def awaiting_without_request(self, limit: int) -> list[str]:
