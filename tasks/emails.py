@@ -17,6 +17,7 @@ from tasks._support import run_logger
 from tasks.asks import compose_ask, compose_notice
 
 STALE_CLAIM = timedelta(minutes=30)
+NO_ADDRESS = "no email address"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Delivery:
     failed: int = 0
     retry_later: int = 0
     no_address: int = 0
+    suppressed: int = 0
     unknown_after_crash: int = 0
 
 
@@ -34,32 +36,37 @@ def _deliver(
     ledger: SqlLedger,
     sender: EmailSender,
     now: datetime,
+    refuse: Callable[[Sequence[EmailMessage]], dict[str, str]] = lambda _page: {},
 ) -> Delivery:
     # Claims older than this belong to a sender that died; a live one settles in seconds.
     unknown = ledger.expire_sending(kind, now - STALE_CLAIM)
     counts = {o: 0 for o in EmailOutcome}
-    no_address = 0
+    no_address = suppressed = 0
     after = ""
     while page := pages(after):
         after = page[-1].message_id
-        sendable = [m for m in page if m.to_email]
-        bounced = [
-            EmailResult(m.message_id, EmailOutcome.FAILED, error="no email address")
-            for m in page
-            if not m.to_email
-        ]
-        no_address += len(bounced)
+        refused = refuse(page)
+        suppressed_here = len(refused)
+        refused.update({m.message_id: NO_ADDRESS for m in page if not m.to_email})
+        sendable = [m for m in page if m.message_id not in refused]
         claimed = set(ledger.mark_sending(kind, [m.message_id for m in page], now))
         results = list(sender.send([m for m in sendable if m.message_id in claimed]))
-        results += [r for r in bounced if r.message_id in claimed]
+        results += [
+            EmailResult(message_id, EmailOutcome.FAILED, error=reason)
+            for message_id, reason in refused.items()
+            if message_id in claimed
+        ]
         ledger.record_email_results(kind, results, now)
         for r in results:
             counts[r.outcome] += 1
+        suppressed += suppressed_here
+        no_address += len(refused) - suppressed_here
     delivery = Delivery(
         accepted=counts[EmailOutcome.ACCEPTED],
-        failed=counts[EmailOutcome.FAILED] - no_address,
+        failed=counts[EmailOutcome.FAILED] - no_address - suppressed,
         retry_later=counts[EmailOutcome.RETRYABLE],
         no_address=no_address,
+        suppressed=suppressed,
         unknown_after_crash=unknown,
     )
     run_logger().info("%s emails via %s: %s", kind, sender.name, delivery)
@@ -76,9 +83,10 @@ def send_ask_emails(
 ) -> Delivery:
     """Send every queued ask, a batch per request, and record what the provider said.
 
-    Asks are claimed (``sending``) before the call. An ask accepted by the provider is
-    never sent again; one left ``sending`` by a crash becomes ``unknown`` and is listed
-    for a person rather than risk a second email.
+    Asks are claimed (``sending``) before the call. An ask for a contact suppressed
+    since it was queued is not sent. An ask accepted by the provider is never sent
+    again; one left ``sending`` by a crash becomes ``unknown`` and is listed for a
+    person rather than risk a second email.
 
     Args:
         ledger: where queued asks are read and their outcome recorded.
@@ -91,13 +99,23 @@ def send_ask_emails(
         Counts of accepted, failed, retry-later and unknown asks.
     """
 
-    def page(after: str) -> list[EmailMessage]:
-        return [
-            compose_ask(ask, contact, detail, program)
-            for ask, contact, detail in ledger.asks_to_send(after, batch_size)
-        ]
+    contact_of: dict[str, str] = {}
 
-    return _deliver("ask", page, ledger, sender, now)
+    def page(after: str) -> list[EmailMessage]:
+        rows = ledger.asks_to_send(after, batch_size)
+        contact_of.update({ask.ask_id: contact.contact_id for ask, contact, _ in rows})
+        return [compose_ask(ask, contact, detail, program) for ask, contact, detail in rows]
+
+    def unsubscribed_since_queued(messages: Sequence[EmailMessage]) -> dict[str, str]:
+        # Suppressed after the ask was queued (a webhook said unsubscribe or bounce).
+        gone = ledger.suppressed(contact_of[m.message_id] for m in messages)
+        return {
+            m.message_id: "contact suppressed (unsubscribed or bounced)"
+            for m in messages
+            if contact_of[m.message_id] in gone and m.to_email
+        }
+
+    return _deliver("ask", page, ledger, sender, now, refuse=unsubscribed_since_queued)
 
 
 @task(name="send-notifications", cache_policy=NO_CACHE)

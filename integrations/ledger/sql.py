@@ -571,6 +571,21 @@ class SqlLedger(WebhookLedger, LedgerBase):
                 for r in rows
             ]
 
+    def suppressed(self, contact_ids: Iterable[str]) -> set[str]:
+        """Those of ``contact_ids`` on the suppression list."""
+        ids = sorted(set(contact_ids))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in chunks(ids):
+                found.update(
+                    conn.execute(
+                        select(SuppressionRow.contact_id).where(
+                            SuppressionRow.contact_id.in_(chunk)
+                        )
+                    ).scalars()
+                )
+        return found
+
     def suppress(self, contact_ids: Sequence[str], reason: str, now: datetime) -> int:
         with self.engine.begin() as conn:
             return len(

@@ -1,0 +1,125 @@
+"""Sending asks and notifications: once each, never to the suppressed, never lost."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from domain.eligibility import decide
+from domain.models import Moment, MomentType, derived_id
+from domain.program import Program
+from integrations.email.fake import RecordingEmailSender
+from integrations.ledger.sql import SqlLedger
+from tasks.emails import STALE_CLAIM, send_ask_emails, send_notifications
+from tests.conftest import NOW, contact, people_batch
+
+
+def _queue_asks(ledger: SqlLedger, program: Program, *contact_ids: str) -> None:
+    people = [contact(c, f"A{c}") for c in contact_ids]
+    ledger.record_batch(people_batch(*people), NOW)
+    moments = [
+        Moment(
+            moment_id=derived_id("moment", c),
+            type=MomentType.NPS_PROMOTER,
+            contact_id=c,
+            account_id=f"A{c}",
+            occurred_at=NOW - timedelta(days=1),
+            source_event=f"test:{c}",
+            detail="NPS 10",
+        )
+        for c in contact_ids
+    ]
+    ledger.record_detection([], moments, [], NOW)
+    decisions = decide(
+        moments,
+        ledger.contacts(contact_ids),
+        ledger.histories(contact_ids, NOW, ()),
+        program,
+        NOW,
+    )
+    codes = {c: "R" + chr(ord("A") + i) * 20 for i, c in enumerate(contact_ids)}
+    ledger.record_ask_decisions(decisions, codes, NOW, NOW)
+
+
+@pytest.fixture
+def sender() -> RecordingEmailSender:
+    return RecordingEmailSender()
+
+
+def test_each_queued_ask_is_sent_once_even_when_sending_runs_twice(
+    sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
+) -> None:
+    _queue_asks(sqlite_ledger, program, "C1", "C2", "C3")
+
+    first = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
+    second = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
+
+    assert (first.accepted, second.accepted) == (3, 0)
+    assert sorted(m.to_name for m in sender.sent) == ["Person C1", "Person C2", "Person C3"]
+    assert sqlite_ledger.summary()["asks"] == {"accepted": 3}
+
+
+def test_a_contact_suppressed_after_the_ask_was_queued_is_not_asked(
+    sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
+) -> None:
+    _queue_asks(sqlite_ledger, program, "C1", "C2")
+    sqlite_ledger.suppress(["C2"], "unsubscribe", NOW)
+
+    delivery = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
+
+    assert (delivery.accepted, delivery.suppressed, delivery.failed) == (1, 1, 0)
+    assert [m.to_name for m in sender.sent] == ["Person C1"]
+    assert sqlite_ledger.summary()["asks"] == {"accepted": 1, "failed": 1}
+
+
+def test_an_ask_the_provider_may_have_taken_before_a_crash_is_never_resent(
+    sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
+) -> None:
+    _queue_asks(sqlite_ledger, program, "C1")
+    (ask, _, _) = sqlite_ledger.asks_to_send("", 10)[0]
+    sqlite_ledger.mark_sending("ask", [ask.ask_id], NOW - STALE_CLAIM - timedelta(minutes=1))
+
+    delivery = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
+
+    assert delivery.unknown_after_crash == 1
+    assert sender.sent == []
+    assert sqlite_ledger.summary()["asks"] == {"unknown": 1}
+
+
+def test_a_retryable_failure_keeps_the_ask_for_the_next_run(
+    sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
+) -> None:
+    _queue_asks(sqlite_ledger, program, "C1")
+    (ask, _, _) = sqlite_ledger.asks_to_send("", 10)[0]
+    sender.defer([ask.ask_id], times=1)
+
+    first = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
+    second = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
+
+    assert (first.retry_later, second.accepted) == (1, 1)
+    assert len(sender.sent) == 1
+
+
+def test_notifications_reach_referrers_even_after_they_unsubscribed_from_asks(
+    sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
+) -> None:
+    sqlite_ledger.record_batch(people_batch(contact("C1", "A1")), NOW)
+    sqlite_ledger.suppress(["C1"], "group_unsubscribe", NOW)
+    sqlite_ledger.queue_notifications(
+        [
+            {
+                "notification_id": derived_id("notice", "r1", "paid"),
+                "contact_id": "C1",
+                "kind": "reward_paid",
+                "reward_id": None,
+                "data": {"amount": "200.00 EUR", "rail": "ledger_only"},
+            }
+        ],
+        NOW,
+    )
+
+    delivery = send_notifications.fn(sqlite_ledger, sender, program, NOW)
+
+    assert delivery.accepted == 1
+    assert "200.00 EUR" in sender.sent[0].subject
