@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from config.program import load_program
 from config.settings import Settings, load_settings
+from domain.errors import ConfigError
 from domain.models import PayoutRailKind
 from domain.ports import ApprovalRuns, EmailSender, EventSource, PaymentRail
 from domain.program import Program
@@ -72,8 +73,30 @@ def _sources(settings: Settings) -> tuple[EventSource, ...]:
         if name == "files":
             settings.inbox_dir.mkdir(parents=True, exist_ok=True)
             sources.append(FileSource(settings.inbox_dir))
-        else:
-            raise NotImplementedError(f"source {name!r} is not available yet")
+        elif name == "hubspot":
+            if settings.hubspot_access_token is None:
+                raise ConfigError(
+                    "REFERRALS_HUBSPOT_ACCESS_TOKEN is not set (needed by the 'hubspot' source)"
+                )
+            from integrations.sources.hubspot import HubSpotSource
+
+            sources.append(
+                HubSpotSource(
+                    settings.hubspot_access_token.get_secret_value(), settings.hubspot_api_base
+                )
+            )
+        elif name == "delighted":
+            if settings.delighted_api_key is None:
+                raise ConfigError(
+                    "REFERRALS_DELIGHTED_API_KEY is not set (needed by the 'delighted' source)"
+                )
+            from integrations.sources.delighted import DelightedSource
+
+            sources.append(
+                DelightedSource(
+                    settings.delighted_api_key.get_secret_value(), settings.delighted_api_base
+                )
+            )
     return tuple(sources)
 
 

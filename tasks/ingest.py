@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 
-from domain.errors import ReferralError
+from domain.errors import PermanentIntegrationError, ReferralError
 from domain.models import IngestReport
 from domain.ports import EventSource
 from integrations.ledger.sql import SqlLedger
@@ -19,7 +21,24 @@ class UnbalancedIngest(ReferralError):
     """A source's counts do not add up: records would be lost silently."""
 
 
-@task(name="ingest-sources", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def _worth_retrying(_task: object, _run: object, state: State[Any]) -> bool:
+    """Retry a source that failed for a passing reason, not one that refused us."""
+    try:
+        state.result()
+    except PermanentIntegrationError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(
+    name="ingest-sources",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=_worth_retrying,
+)
 def ingest_sources(
     sources: Sequence[EventSource], ledger: SqlLedger, now: datetime
 ) -> list[IngestReport]:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Table,
     and_,
     case,
@@ -140,13 +141,12 @@ class SqlLedger(WebhookLedger, LedgerBase):
                 ],
                 "account_id",
             )
-            self._upsert(
-                conn, ContactRow, [contact_row(c, now) for c in batch.contacts], "contact_id"
-            )
+            self._upsert_contacts(conn, [contact_row(c, now) for c in batch.contacts])
             inserted = self._insert_ignore(
                 conn, SourceEventRow, [event_row(e, now) for e in batch.events], SourceEventRow.id
             )
-            quarantined = self._insert_ignore(
+            # A reject delivered again is counted as quarantined all the same.
+            self._insert_ignore(
                 conn,
                 QuarantineRow,
                 self._quarantine_rows(batch.rejected, "ingest", now),
@@ -159,7 +159,6 @@ class SqlLedger(WebhookLedger, LedgerBase):
                     [{"source": batch.source, "cursor": batch.cursor, "updated_at": now}],
                     "source",
                 )
-        del quarantined  # re-delivered rejects are counted as quarantined all the same
         return IngestReport(
             source=batch.source,
             records_in=batch.records_in,
@@ -168,6 +167,27 @@ class SqlLedger(WebhookLedger, LedgerBase):
             quarantined=len(batch.rejected),
             reference_rows=batch.reference_only,
         )
+
+    def _upsert_contacts(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert or refresh contacts. A source that does not know a contact's Stripe
+        ids (sends none) keeps the ids another source set, rather than erasing them."""
+        if not rows:
+            return
+        stmt = self._insert(ContactRow)
+        keep = ("stripe_customer_id", "stripe_account_id")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["contact_id"],
+            set_={
+                c: (
+                    func.coalesce(getattr(stmt.excluded, c), getattr(ContactRow, c))
+                    if c in keep
+                    else getattr(stmt.excluded, c)
+                )
+                for c in rows[0]
+                if c != "contact_id"
+            },
+        )
+        conn.execute(stmt, list(rows))
 
     # -- detection -------------------------------------------------------------------
 

@@ -884,3 +884,12 @@ def test_summary_counts_rewards_money_and_payouts_by_stage(
     assert summary["quarantine"] == {"reward": 1}
     assert count(ledger, RewardRow) == 4
     assert count(ledger, QuarantineRow) == 1
+
+
+def test_a_source_without_stripe_ids_keeps_those_another_source_set(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    ledger.record_batch(people_batch(contact("C7", "A7", stripe_customer_id="cus_7")), now)
+    ledger.record_batch(people_batch(contact("C7", "A7", email="new@a7.example")), now)
+    refreshed = ledger.contacts(["C7"])["C7"]
+    assert (refreshed.email, refreshed.stripe_customer_id) == ("new@a7.example", "cus_7")
