@@ -23,6 +23,8 @@ class UnbalancedIngest(ReferralError):
 
 def _worth_retrying(_task: object, _run: object, state: State[Any]) -> bool:
     """Retry a source that failed for a passing reason, not one that refused us."""
+    if not state.is_failed():
+        return False
     try:
         state.result()
     except PermanentIntegrationError:
