@@ -1,0 +1,431 @@
+"""Detection throughput: the stage as the system runs it, beside the same selection in SQL.
+
+Generates ``--n`` (default 1,000,000) canonical CRM and NPS events into a fresh, migrated
+SQLite ledger, then times, on that one database:
+
+(a) the detection stage as the flow runs it, ``detect_new_moments.fn`` with the flow's
+    batch size (the ``batch_size`` setting, 1,000 unless configured): read undetected
+    events batch by batch, ``detect()``, store moments and detractor follow-ups, mark the
+    events examined; its time is split into read / detect / write;
+(b) the same selection written as one SQL statement, ``INSERT ... SELECT`` into a scratch
+    moments table (the floor), and, for reference, the stage's whole write set in SQL
+    (moments, follow-ups, marking the events examined) in one transaction;
+(c) the pure ``detect()`` over SourceEvent objects built beforehand (no database).
+
+Targets (from the issue): the stage within 1.5x of the SQL floor, and over 200,000
+events/s. ``--profile`` runs the stage under cProfile and prints where its time goes.
+
+    python -m bench.detection [--n N] [--batch-size B] [--profile]
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import sqlite3
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from bench import _events, _report
+from bench._ledger import DATABASE, checkpoint, fresh_ledger, size_mb
+from config.program import load_program
+from config.settings import PROJECT_ROOT, Settings
+from domain.models import Moment, SourceEvent
+from domain.moments import detect
+from domain.program import Program
+from integrations.ledger.sql import SqlLedger
+from tasks.moments import DetectionReport, detect_new_moments
+
+DEFAULT_N = 1_000_000
+# What the flow passes: the configured batch size (REFERRALS_BATCH_SIZE), by default.
+DEFAULT_BATCH: int = Settings.model_fields["batch_size"].default
+TARGET_RATIO = 1.5
+TARGET_EVENTS_PER_S = 200_000.0
+EXAMINED_AT = _events.NOW
+
+
+class TimedLedger(SqlLedger):
+    """The real ledger, with the time spent in the stage's two ledger calls added up."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.read_s = 0.0
+        self.write_s = 0.0
+        self.batches = 0
+
+    def undetected_events(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
+        start = time.perf_counter()
+        try:
+            return super().undetected_events(after_id, limit)
+        finally:
+            self.read_s += time.perf_counter() - start
+
+    def record_detection(
+        self,
+        event_ids: Sequence[int],
+        moments: Sequence[Moment],
+        detractors: Sequence[SourceEvent],
+        now: datetime,
+    ) -> int:
+        start = time.perf_counter()
+        try:
+            return super().record_detection(event_ids, moments, detractors, now)
+        finally:
+            self.write_s += time.perf_counter() - start
+            self.batches += 1
+
+
+# -- seeding -----------------------------------------------------------------------------
+
+
+def seed(database: Path, n: int) -> float:
+    """Insert ``n`` generated events with ``executemany``; the seconds it took.
+
+    Uses a connection of its own with a large page cache and no syncing: seeding is not
+    what is measured, and the ledger's pooled connections keep their own settings.
+    """
+    columns = ", ".join(_events.COLUMNS)
+    marks = ", ".join("?" * len(_events.COLUMNS))
+    sql = f"INSERT INTO source_events ({columns}) VALUES ({marks})"  # noqa: S608
+    start = time.perf_counter()
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        conn.execute("PRAGMA cache_size = -524288")  # 512 MiB
+        conn.execute("PRAGMA synchronous = OFF")
+        for rows in _events.generate(n):
+            conn.execute("BEGIN")
+            conn.executemany(sql, _events.db_rows(rows))
+            conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return time.perf_counter() - start
+
+
+# -- (b) the same selection in SQL -------------------------------------------------------
+
+_SCRATCH = (
+    """CREATE TABLE bench_moments (
+        source_event VARCHAR(330) PRIMARY KEY,
+        type VARCHAR(32) NOT NULL,
+        contact_id VARCHAR(128) NOT NULL,
+        account_id VARCHAR(128),
+        occurred_at DATETIME NOT NULL,
+        detail VARCHAR(256) NOT NULL,
+        status VARCHAR(16) NOT NULL DEFAULT 'new'
+    )""",
+    "CREATE INDEX ix_bench_moments_contact_id ON bench_moments (contact_id)",
+    "CREATE INDEX ix_bench_moments_status ON bench_moments (status, occurred_at)",
+    """CREATE TABLE bench_follow_ups (
+        source_event VARCHAR(330) PRIMARY KEY,
+        contact_id VARCHAR(128),
+        account_id VARCHAR(128),
+        score INTEGER NOT NULL,
+        occurred_at DATETIME NOT NULL
+    )""",
+)
+
+
+def moment_rules_sql(program: Program) -> tuple[str, dict[str, Any]]:
+    """The program's moment rules as one SQL condition on ``source_events``.
+
+    Mirrors :func:`domain.moments.detect`: a moment needs a contact; NPS promoters at or
+    above ``min_score``; won deals not through a referral code and at least
+    ``min_amount`` in the program currency; renewals; resolved tickets at or above
+    ``min_csat``; usage milestones (only the listed ones, when some are listed).
+    """
+    rules = program.moments
+    params: dict[str, Any] = {}
+    clauses: list[str] = []
+    if rules.nps_promoter.enabled:
+        clauses.append("(type = 'nps_response' AND score >= :nps_min)")
+        params["nps_min"] = max(rules.nps_promoter.min_score, 7)
+    if rules.deal_won.enabled:
+        min_deal = program.money(rules.deal_won.min_amount)
+        if min_deal.is_zero:
+            clauses.append("(type = 'deal_won' AND referral_code IS NULL)")
+        else:
+            clauses.append(
+                "(type = 'deal_won' AND referral_code IS NULL"
+                " AND currency = :deal_currency AND amount_minor >= :deal_min)"
+            )
+            params["deal_currency"] = min_deal.currency
+            params["deal_min"] = min_deal.amount_minor
+    if rules.renewal.enabled:
+        clauses.append("(type = 'renewal')")
+    if rules.support_resolved.enabled:
+        clauses.append("(type = 'ticket_resolved' AND csat >= :csat_min)")
+        params["csat_min"] = rules.support_resolved.min_csat
+    if rules.usage_milestone.enabled:
+        wanted = list(rules.usage_milestone.milestones)
+        if wanted:
+            names = ", ".join(f":milestone_{i}" for i in range(len(wanted)))
+            clauses.append(f"(type = 'usage_milestone' AND coalesce(milestone, '') IN ({names}))")
+            params.update({f"milestone_{i}": name for i, name in enumerate(wanted)})
+        else:
+            clauses.append("(type = 'usage_milestone')")
+    condition = " OR ".join(clauses) or "0"
+    return f"contact_id IS NOT NULL AND ({condition})", params
+
+
+def selection_sql(program: Program) -> tuple[str, dict[str, Any]]:
+    """``INSERT INTO bench_moments SELECT ...``: every moment among the undetected events."""
+    where, params = moment_rules_sql(program)
+    sql = f"""
+        INSERT INTO bench_moments
+            (source_event, type, contact_id, account_id, occurred_at, detail)
+        SELECT
+            source || ':' || event_id,
+            CASE type
+                WHEN 'nps_response' THEN 'nps_promoter'
+                WHEN 'ticket_resolved' THEN 'support_resolved'
+                ELSE type
+            END,
+            contact_id,
+            account_id,
+            occurred_at,
+            CASE type
+                WHEN 'nps_response' THEN 'NPS ' || score
+                WHEN 'deal_won' THEN 'closed a deal'
+                WHEN 'renewal' THEN 'renewed'
+                WHEN 'ticket_resolved' THEN 'CSAT ' || csat
+                ELSE 'reached ' || coalesce(milestone, '')
+            END
+        FROM source_events
+        WHERE detected_at IS NULL AND {where}
+        ON CONFLICT DO NOTHING
+    """  # noqa: S608 (the program's own rule shapes only; every value is bound)
+    return sql, params
+
+
+FOLLOW_UPS_SQL = """
+    INSERT INTO bench_follow_ups (source_event, contact_id, account_id, score, occurred_at)
+    SELECT source || ':' || event_id, contact_id, account_id, score, occurred_at
+    FROM source_events
+    WHERE detected_at IS NULL AND type = 'nps_response' AND score <= 6
+    ON CONFLICT DO NOTHING
+"""
+MARK_SQL = "UPDATE source_events SET detected_at = :now WHERE detected_at IS NULL"
+
+
+def time_selection(engine: Engine, program: Program) -> tuple[float, int]:
+    """(seconds, rows) of the selection as one statement, in its own transaction."""
+    sql, params = selection_sql(program)
+    checkpoint(engine)
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        rows = conn.execute(text(sql), params).rowcount
+    return time.perf_counter() - start, rows
+
+
+def time_full_sql(engine: Engine, program: Program) -> float:
+    """Seconds for the stage's whole write set in SQL, on events made undetected again."""
+    sql, params = selection_sql(program)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM bench_moments")
+        conn.exec_driver_sql("DELETE FROM bench_follow_ups")
+        conn.exec_driver_sql("UPDATE source_events SET detected_at = NULL")
+    checkpoint(engine)
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(text(sql), params)
+        conn.exec_driver_sql(FOLLOW_UPS_SQL)
+        conn.execute(text(MARK_SQL), {"now": _events.db_time(EXAMINED_AT)})
+    return time.perf_counter() - start
+
+
+def counts_by_type(engine: Engine, table: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            str(kind): int(count)
+            for kind, count in conn.exec_driver_sql(
+                f"SELECT type, count(*) FROM {table} GROUP BY type ORDER BY type"  # noqa: S608
+            ).all()
+        }
+
+
+def count(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(sql).scalar_one())
+
+
+# -- (a) the stage, (c) detect() in memory -----------------------------------------------
+
+
+def time_stage(
+    ledger: TimedLedger, program: Program, batch_size: int, profile: bool
+) -> tuple[float, DetectionReport, str]:
+    """(seconds, report, profile listing) of ``detect_new_moments`` over every event."""
+    checkpoint(ledger.engine)
+    profiler = cProfile.Profile() if profile else None
+    start = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    report = detect_new_moments.fn(ledger, program, EXAMINED_AT, batch_size=batch_size)
+    if profiler is not None:
+        profiler.disable()
+    seconds = time.perf_counter() - start
+    listing = ""
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(25)
+        listing = out.getvalue()
+    return seconds, report, listing
+
+
+def time_detect(n: int, program: Program) -> tuple[float, int]:
+    """Seconds in ``detect()`` alone over the same events, built beforehand chunk by chunk."""
+    seconds = 0.0
+    moments = 0
+    for rows in _events.generate(n):
+        events = _events.source_events(rows)
+        start = time.perf_counter()
+        found = detect(events, program)
+        seconds += time.perf_counter() - start
+        moments += len(found.moments)
+    return seconds, moments
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def run(n: int, batch_size: int = DEFAULT_BATCH, profile: bool = False) -> dict[str, Any]:
+    program = load_program(PROJECT_ROOT / "config" / "program.yaml")
+    with fresh_ledger("bench-detection-") as (engine, directory):
+        with engine.begin() as conn:
+            for statement in _SCRATCH:
+                conn.exec_driver_sql(statement)
+        seed_s = seed(directory / DATABASE, n)
+
+        sql_s, sql_rows = time_selection(engine, program)
+        sql_by_type = counts_by_type(engine, "bench_moments")
+
+        ledger = TimedLedger(engine)
+        stage_s, report, listing = time_stage(ledger, program, batch_size, profile)
+        stage_by_type = counts_by_type(engine, "moments")
+        follow_ups = count(engine, "SELECT count(*) FROM follow_ups")
+        left = count(engine, "SELECT count(*) FROM source_events WHERE detected_at IS NULL")
+
+        full_sql_s = time_full_sql(engine, program)
+        db_mb = size_mb(directory)
+    detect_s, detect_moments = time_detect(n, program)
+
+    stage_eps = _report.rate(n, stage_s)
+    ratio = stage_s / sql_s if sql_s > 0 else float("inf")
+    agree = (
+        stage_by_type == sql_by_type
+        and report.moments == sql_rows == detect_moments
+        and report.examined == n
+        and left == 0
+        and follow_ups == report.detractors
+    )
+    figures: dict[str, Any] = {
+        "bench": "detection",
+        "n": n,
+        "batch_size": batch_size,
+        "profiled": profile,
+        "seed_s": seed_s,
+        "stage_s": stage_s,
+        "stage_read_s": ledger.read_s,
+        "stage_detect_s": max(stage_s - ledger.read_s - ledger.write_s, 0.0),
+        "stage_write_s": ledger.write_s,
+        "stage_batches": ledger.batches,
+        "sql_s": sql_s,
+        "sql_full_s": full_sql_s,
+        "detect_s": detect_s,
+        "stage_events_per_s": stage_eps,
+        "sql_events_per_s": _report.rate(n, sql_s),
+        "sql_full_events_per_s": _report.rate(n, full_sql_s),
+        "detect_events_per_s": _report.rate(n, detect_s),
+        "ratio_stage_to_sql": ratio,
+        "target_ratio": TARGET_RATIO,
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "ratio_met": ratio <= TARGET_RATIO,
+        "throughput_met": stage_eps >= TARGET_EVENTS_PER_S,
+        "examined": report.examined,
+        "moments": report.moments,
+        "detractors": report.detractors,
+        "without_contact": report.without_contact,
+        "sql_moments": sql_rows,
+        "moments_by_type": stage_by_type,
+        "counts_agree": agree,
+        "db_mb": db_mb,
+        **_report.machine(),
+    }
+    print_tables(figures, listing)
+    return figures
+
+
+def print_tables(f: dict[str, Any], listing: str) -> None:
+    n = f["n"]
+    sql_s = f["sql_s"]
+    _report.title(
+        f"Detection over {n:,} events (SQLite, batches of {f['batch_size']:,})"
+        + (" - under cProfile" if f["profiled"] else "")
+    )
+    phases = [
+        ("(a) stage: detect_new_moments", f["stage_s"]),
+        ("      read   (undetected_events)", f["stage_read_s"]),
+        ("      detect (domain, in the loop)", f["stage_detect_s"]),
+        ("      write  (record_detection)", f["stage_write_s"]),
+        ("(b) SQL: one INSERT...SELECT (floor)", sql_s),
+        ("    SQL: + follow-ups + mark examined", f["sql_full_s"]),
+        ("(c) detect() in memory, prebuilt events", f["detect_s"]),
+    ]
+    _report.table(
+        ["what", "seconds", "events/s", "x SQL floor"],
+        [[name, s, _report.rate(n, s), s / sql_s if sql_s else float("inf")] for name, s in phases],
+    )
+
+    _report.title("Targets")
+    _report.table(
+        ["target", "wanted", "measured", "met"],
+        [
+            ["stage / SQL floor", f"<= {TARGET_RATIO}", f["ratio_stage_to_sql"], f["ratio_met"]],
+            [
+                "stage events/s",
+                f">= {TARGET_EVENTS_PER_S:,.0f}",
+                f["stage_events_per_s"],
+                f["throughput_met"],
+            ],
+        ],
+    )
+
+    _report.title("Counts")
+    _report.table(
+        ["what", "count"],
+        [
+            ["events examined", f["examined"]],
+            ["moments (stage)", f["moments"]],
+            ["moments (SQL)", f["sql_moments"]],
+            *[[f"  {kind}", c] for kind, c in f["moments_by_type"].items()],
+            ["detractors to follow up", f["detractors"]],
+            ["moments without contact", f["without_contact"]],
+            ["stage, SQL and detect() agree", f["counts_agree"]],
+            ["seeding seconds (not timed above)", round(f["seed_s"], 2)],
+            ["database MB", round(f["db_mb"], 1)],
+        ],
+    )
+    if listing:
+        _report.title("Where the stage's time goes (cProfile, by own time)")
+        print(listing.rstrip())
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = _report.parser("Detection throughput beside the same selection in SQL.", DEFAULT_N)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="events per stage batch")
+    p.add_argument("--profile", action="store_true", help="run the stage under cProfile")
+    args = p.parse_args(argv)
+    figures = run(args.n, args.batch_size, args.profile)
+    _report.emit_json(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Sending asks: render and send ``--n`` (default 100,000) queued asks to the SendGrid fake.
+
+Seeds a fresh, migrated SQLite ledger through :class:`SqlLedger` (contacts, one moment
+each of the five types in turn, the asks queued by ``record_ask_decisions``), starts
+the local fake of SendGrid's Mail Send API (``tests/fakes/sendgrid_server.py``), points
+the real :class:`SendGridEmailSender` at it, and times the stage as the flow runs it:
+``send_ask_emails.fn(ledger, sender, program, now, batch_size=1000)``.
+
+Reports asks/s (split into ledger / compose / send), the requests the fake saw against
+the target ``ceil(N / 1000)``, and checks that every ask ended ``accepted`` exactly once
+(in the ledger and in what the fake received).
+
+    python -m bench.send_asks [--n N] [--profile]
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import math
+import pstats
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from bench import _report
+from bench._ledger import checkpoint, fresh_ledger
+from config.program import load_program
+from config.settings import PROJECT_ROOT
+from domain.codes import new_referral_code
+from domain.models import (
+    Account,
+    Ask,
+    AskDecision,
+    Contact,
+    EmailMessage,
+    EmailResult,
+    Moment,
+    MomentType,
+    ReferrerType,
+    derived_id,
+)
+from domain.ports import SourceBatch
+from integrations.email.sendgrid_sender import MAX_PERSONALIZATIONS, SendGridEmailSender
+from integrations.ledger.sql import SqlLedger
+from tasks.emails import send_ask_emails
+from tests.fakes.sendgrid_server import FakeSendGrid
+
+DEFAULT_N = 100_000
+BATCH = 1000
+SEED_CHUNK = 5000
+NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+FROM_EMAIL = "referrals@company.test"
+_FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia")
+_LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamilton")
+_TYPES = tuple(MomentType)
+_DETAIL = {
+    MomentType.NPS_PROMOTER: "NPS 10",
+    MomentType.DEAL_WON: "closed a deal",
+    MomentType.RENEWAL: "renewed",
+    MomentType.SUPPORT_RESOLVED: "CSAT 5",
+    MomentType.USAGE_MILESTONE: "reached api_live",
+}
+_REFERRER = (ReferrerType.CUSTOMER,) * 8 + (ReferrerType.PARTNER, ReferrerType.EMPLOYEE)
+
+
+class TimedLedger(SqlLedger):
+    """The real ledger, with the time of the calls the send stage makes added up."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.seconds: dict[str, float] = {"read": 0.0, "claim": 0.0, "record": 0.0}
+
+    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
+        start = time.perf_counter()
+        try:
+            return super().asks_to_send(after, limit)
+        finally:
+            self.seconds["read"] += time.perf_counter() - start
+
+    def mark_sending(self, kind: str, message_ids: Sequence[str], now: datetime) -> list[str]:
+        start = time.perf_counter()
+        try:
+            return super().mark_sending(kind, message_ids, now)
+        finally:
+            self.seconds["claim"] += time.perf_counter() - start
+
+    def record_email_results(
+        self, kind: str, results: Sequence[EmailResult], now: datetime
+    ) -> None:
+        start = time.perf_counter()
+        try:
+            super().record_email_results(kind, results, now)
+        finally:
+            self.seconds["record"] += time.perf_counter() - start
+
+
+class TimedSender:
+    """The SendGrid sender, timed: building the requests and the HTTP round trips."""
+
+    def __init__(self, inner: SendGridEmailSender) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = 0.0
+        self.calls = 0
+
+    def send(self, messages: Sequence[EmailMessage]) -> list[EmailResult]:
+        start = time.perf_counter()
+        try:
+            return self.inner.send(messages)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+
+
+# -- seeding -----------------------------------------------------------------------------
+
+
+def seed(ledger: SqlLedger, n: int) -> float:
+    """``n`` contacts, one moment each and its queued ask, through the ledger's own writes."""
+    start = time.perf_counter()
+    since = date(2024, 1, 1)
+    for first in range(0, n, SEED_CHUNK):
+        numbers = range(first, min(first + SEED_CHUNK, n))
+        contacts = [
+            Contact(
+                contact_id=f"C{i:07d}",
+                account_id=f"A{i // 3:07d}",
+                name=f"{_FIRST[i % len(_FIRST)]} {_LAST[i % len(_LAST)]}",
+                email=f"person{i}@customer{i % 997}.example",
+                referrer_type=_REFERRER[i % len(_REFERRER)],
+            )
+            for i in numbers
+        ]
+        accounts = {
+            c.account_id: Account(c.account_id, f"Customer {c.account_id}", None, since)
+            for c in contacts
+            if c.account_id
+        }
+        ledger.record_batch(
+            SourceBatch(
+                source="crm",
+                accounts=list(accounts.values()),
+                contacts=contacts,
+                records_in=len(accounts) + len(contacts),
+                reference_only=len(accounts) + len(contacts),
+            ),
+            NOW,
+        )
+        moments = [_moment(i) for i in numbers]
+        ledger.record_detection([], moments, [], NOW)
+        for at in range(0, len(moments), BATCH):
+            part = moments[at : at + BATCH]
+            ledger.record_ask_decisions(
+                [AskDecision(m) for m in part],
+                {m.contact_id: new_referral_code() for m in part},
+                NOW,
+                NOW,
+            )
+    return time.perf_counter() - start
+
+
+def _moment(i: int) -> Moment:
+    kind = _TYPES[i % len(_TYPES)]
+    source_event = f"crm:evt-{i:08d}"
+    return Moment(
+        moment_id=derived_id("moment", source_event),
+        type=kind,
+        contact_id=f"C{i:07d}",
+        account_id=f"A{i // 3:07d}",
+        occurred_at=NOW - timedelta(hours=1 + i % 48),
+        source_event=source_event,
+        detail=_DETAIL[kind],
+    )
+
+
+def ask_statuses(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            str(status): int(count)
+            for status, count in conn.exec_driver_sql(
+                "SELECT status, count(*) FROM asks GROUP BY status ORDER BY status"
+            ).all()
+        }
+
+
+def ask_ids(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return {str(r[0]) for r in conn.exec_driver_sql("SELECT ask_id FROM asks").all()}
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def run(n: int, profile: bool = False) -> dict[str, Any]:
+    program = load_program(PROJECT_ROOT / "config" / "program.yaml")
+    with fresh_ledger("bench-send-asks-") as (engine, _directory):
+        ledger = TimedLedger(engine)
+        seed_s = seed(ledger, n)
+        queued = ask_statuses(engine).get("queued", 0)
+        all_asks = ask_ids(engine)
+        checkpoint(engine)
+        with FakeSendGrid() as fake:
+            sender = TimedSender(
+                SendGridEmailSender(
+                    fake.api_key,
+                    from_email=FROM_EMAIL,
+                    from_name="Referral program",
+                    api_host=fake.url,
+                    timeout=60.0,
+                )
+            )
+            profiler = cProfile.Profile() if profile else None
+            start = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
+            delivery = send_ask_emails.fn(ledger, sender, program, NOW, batch_size=BATCH)
+            if profiler is not None:
+                profiler.disable()
+            stage_s = time.perf_counter() - start
+            requests = len(fake.requests)
+            attempts = len(fake.attempts)
+            sizes = [len(r.body["personalizations"]) for r in fake.requests]
+            received = Counter(d.custom_args.get("message_id", "") for d in fake.delivered)
+            # The fake keeps bodies parsed: their JSON size, measured after the clock stops.
+            body_bytes = sum(len(json.dumps(r.body).encode()) for r in fake.requests)
+        statuses = ask_statuses(engine)
+    listing = ""
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(25)
+        listing = out.getvalue()
+
+    target_requests = math.ceil(n / MAX_PERSONALIZATIONS)
+    accepted_in_ledger = statuses.get("accepted", 0)
+    exactly_once = (
+        set(received) == all_asks
+        and all(c == 1 for c in received.values())
+        and accepted_in_ledger == n == len(all_asks)
+        and delivery.accepted == n
+    )
+    ledger_s = sum(ledger.seconds.values())
+    figures: dict[str, Any] = {
+        "bench": "send_asks",
+        "n": n,
+        "batch_size": BATCH,
+        "profiled": profile,
+        "seed_s": seed_s,
+        "queued_before": queued,
+        "stage_s": stage_s,
+        "asks_per_s": _report.rate(n, stage_s),
+        "ledger_read_s": ledger.seconds["read"],
+        "ledger_claim_s": ledger.seconds["claim"],
+        "ledger_record_s": ledger.seconds["record"],
+        "compose_s": max(stage_s - ledger_s - sender.seconds, 0.0),
+        "send_s": sender.seconds,
+        "sender_calls": sender.calls,
+        "requests": requests,
+        "http_attempts": attempts,
+        "target_requests": target_requests,
+        "requests_met": requests == target_requests,
+        "max_personalizations": max(sizes, default=0),
+        "min_personalizations": min(sizes, default=0),
+        "mean_body_kb": body_bytes / max(requests, 1) / 1000,
+        "accepted": delivery.accepted,
+        "failed": delivery.failed,
+        "retry_later": delivery.retry_later,
+        "no_address": delivery.no_address,
+        "ask_statuses": statuses,
+        "accepted_exactly_once": exactly_once,
+        **_report.machine(),
+    }
+    print_tables(figures, listing)
+    return figures
+
+
+def print_tables(f: dict[str, Any], listing: str) -> None:
+    n = f["n"]
+    stage = f["stage_s"]
+    _report.title(
+        f"Sending {n:,} asks to the SendGrid fake (SQLite, pages of {f['batch_size']:,})"
+        + (" - under cProfile" if f["profiled"] else "")
+    )
+    parts = [
+        ("ledger: read queued asks", f["ledger_read_s"]),
+        ("ledger: claim (mark_sending)", f["ledger_claim_s"]),
+        ("compose_ask (render)", f["compose_s"]),
+        ("sender.send (build + HTTP + fake)", f["send_s"]),
+        ("ledger: record results", f["ledger_record_s"]),
+    ]
+    _report.table(
+        ["what", "seconds", "asks/s", "share"],
+        [
+            ["send_ask_emails (whole stage)", stage, f["asks_per_s"], "100%"],
+            *[
+                [f"  {name}", s, _report.rate(n, s), f"{100 * s / stage:.0f}%" if stage else "-"]
+                for name, s in parts
+            ],
+        ],
+    )
+
+    _report.title("Requests and outcomes")
+    outcomes = f"{f['failed']:,} / {f['retry_later']:,} / {f['no_address']:,}"
+    statuses = ", ".join(f"{k} {v:,}" for k, v in f["ask_statuses"].items())
+    _report.table(
+        ["what", "value"],
+        [
+            ["requests accepted by the fake", f["requests"]],
+            ["HTTP attempts", f["http_attempts"]],
+            ["target: ceil(N / 1000)", f["target_requests"]],
+            ["requests == target", f["requests_met"]],
+            ["personalizations per request, max", f["max_personalizations"]],
+            ["personalizations per request, min", f["min_personalizations"]],
+            ["mean request body, kB", round(f["mean_body_kb"], 1)],
+            ["asks queued before", f["queued_before"]],
+            ["accepted", f["accepted"]],
+            ["failed / retry later / no address", outcomes],
+            ["ask statuses after", statuses],
+            ["every ask accepted exactly once", f["accepted_exactly_once"]],
+            ["seeding seconds (not timed above)", round(f["seed_s"], 2)],
+        ],
+    )
+    if listing:
+        _report.title("Where the stage's time goes (cProfile, by own time)")
+        print(listing.rstrip())
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = _report.parser("Render and send queued asks to the local SendGrid fake.", DEFAULT_N)
+    p.add_argument("--profile", action="store_true", help="run the stage under cProfile")
+    args = p.parse_args(argv)
+    figures = run(args.n, args.profile)
+    _report.emit_json(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The benchmarks run end to end on a tiny N and end with their JSON line.
+
+No timing is asserted here (the project measures performance with ``bench/``, never
+with timed tests): only that each benchmark runs, cleans up, and reports sane figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import detection, send_asks
+
+N = 2000
+
+
+def last_json_line(output: str) -> dict[str, Any]:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines, "the benchmark printed nothing"
+    figures = json.loads(lines[-1])
+    assert isinstance(figures, dict)
+    return figures
+
+
+def leftover_dirs(prefix: str) -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob(f"{prefix}*"))
+
+
+def positive_rate(value: object) -> bool:
+    return isinstance(value, int | float) and value > 0 and math.isfinite(value)
+
+
+def test_detection_bench_reports_its_figures_as_the_last_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = leftover_dirs("bench-detection-")
+
+    detection.main(["--n", str(N), "--batch-size", "500"])
+
+    out = capsys.readouterr().out
+    figures = last_json_line(out)
+    assert "Detection over 2,000 events" in out
+    assert figures["bench"] == "detection"
+    assert figures["n"] == figures["examined"] == N
+    for key in (
+        "stage_events_per_s",
+        "sql_events_per_s",
+        "sql_full_events_per_s",
+        "detect_events_per_s",
+        "ratio_stage_to_sql",
+    ):
+        assert positive_rate(figures[key]), key
+    assert figures["target_ratio"] == 1.5
+    assert figures["target_events_per_s"] == 200_000
+    assert isinstance(figures["ratio_met"], bool)
+    assert isinstance(figures["throughput_met"], bool)
+    # The stage, the SQL statement and detect() in memory find the same moments.
+    assert figures["counts_agree"] is True
+    assert 0 < figures["moments"] == figures["sql_moments"] < N
+    assert figures["moments"] == sum(figures["moments_by_type"].values())
+    assert 0 < figures["detractors"] < N
+    assert 0 < figures["without_contact"] < N
+    assert figures["stage_batches"] == N // 500
+    assert leftover_dirs("bench-detection-") == before
+
+
+def test_send_asks_bench_reports_its_figures_as_the_last_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = leftover_dirs("bench-send-asks-")
+
+    send_asks.main(["--n", str(N)])
+
+    out = capsys.readouterr().out
+    figures = last_json_line(out)
+    assert "Sending 2,000 asks" in out
+    assert figures["bench"] == "send_asks"
+    assert figures["n"] == figures["queued_before"] == N
+    assert positive_rate(figures["asks_per_s"])
+    assert figures["target_requests"] == 2
+    assert figures["requests"] >= figures["target_requests"]
+    assert figures["requests_met"] == (figures["requests"] == figures["target_requests"])
+    assert figures["http_attempts"] == figures["requests"]
+    assert 0 < figures["max_personalizations"] <= 1000
+    assert figures["accepted"] == N
+    assert figures["failed"] == figures["retry_later"] == figures["no_address"] == 0
+    assert figures["ask_statuses"] == {"accepted": N}
+    assert figures["accepted_exactly_once"] is True
+    assert leftover_dirs("bench-send-asks-") == before
+
+
+def test_n_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        detection.main(["--n", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
