@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
 
 TEMPLATES = Path(__file__).with_name("templates")
 _SUBJECT = re.compile(r"^\{#\s*subject:\s*(.*?)\s*#\}", re.S)
@@ -32,6 +32,19 @@ def template_names() -> list[str]:
     return sorted(p.name.removesuffix(".txt.j2") for p in TEMPLATES.glob("[!_]*.txt.j2"))
 
 
+@lru_cache(maxsize=64)
+def _compiled(template: str) -> tuple[Template | None, Template]:
+    """The subject and body templates of ``template``, compiled once per process."""
+    env = _env()
+    try:
+        source, _, _ = env.loader.get_source(env, f"{template}.txt.j2")  # type: ignore[union-attr]
+    except TemplateNotFound:
+        raise KeyError(f"no email template {template!r}") from None
+    match = _SUBJECT.match(source)
+    subject = env.from_string(match.group(1)) if match else None
+    return subject, env.get_template(f"{template}.txt.j2")
+
+
 def render(template: str, data: Mapping[str, str]) -> tuple[str, str]:
     """(subject, text body) of ``template`` filled with ``data``.
 
@@ -39,12 +52,8 @@ def render(template: str, data: Mapping[str, str]) -> tuple[str, str]:
         KeyError: there is no such template.
         jinja2.UndefinedError: the template uses a value ``data`` does not give.
     """
-    env = _env()
-    try:
-        source, _, _ = env.loader.get_source(env, f"{template}.txt.j2")  # type: ignore[union-attr]
-    except TemplateNotFound:
-        raise KeyError(f"no email template {template!r}") from None
-    match = _SUBJECT.match(source)
-    subject = env.from_string(match.group(1)).render(data) if match else template
-    body = env.get_template(f"{template}.txt.j2").render(data).strip() + "\n"
-    return subject, body
+    subject, body = _compiled(template)
+    return (
+        subject.render(data) if subject is not None else template,
+        body.render(data).strip() + "\n",
+    )

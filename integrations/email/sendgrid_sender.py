@@ -224,16 +224,21 @@ class SendGridEmailSender:
         return None
 
     def _requests(self, messages: Sequence[EmailMessage]) -> Iterable[_Request]:
+        # A dynamic template names one template_id per request, so those messages go
+        # by template. Locally rendered ones share nothing but the substitution tags:
+        # asks for five different moments still fit in one request.
         by_template: dict[str, list[EmailMessage]] = {}
+        rendered: list[EmailMessage] = []
         for message in messages:
-            by_template.setdefault(message.template, []).append(message)
-        for template, group in by_template.items():
-            template_id = self._templates.get(template)
-            if template_id is not None:
-                for batch in self._batches(group):
-                    yield self._template_request(template, template_id, batch)
+            if message.template in self._templates:
+                by_template.setdefault(message.template, []).append(message)
             else:
-                yield from self._content_requests(template, group)
+                rendered.append(message)
+        for template, group in by_template.items():
+            for batch in self._batches(group):
+                yield self._template_request(template, self._templates[template], batch)
+        if rendered:
+            yield from self._content_requests("rendered", rendered)
 
     def _batches(self, messages: Sequence[EmailMessage]) -> list[list[EmailMessage]]:
         # SendGrid refuses a request naming one address twice in a personalization, and

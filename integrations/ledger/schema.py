@@ -213,7 +213,8 @@ class AskRow(Base):
         CheckConstraint(
             "status in ('queued', 'sending', 'accepted', 'failed', 'unknown')", name="status"
         ),
-        Index("ix_asks_status", "status"),
+        # Paging queued asks by id is then a range scan, not a sort of the whole queue.
+        Index("ix_asks_status", "status", "ask_id"),
     )
 
 
@@ -248,7 +249,7 @@ class NotificationRow(Base):
         CheckConstraint(
             "status in ('queued', 'sending', 'accepted', 'failed', 'unknown')", name="status"
         ),
-        Index("ix_notifications_status", "status"),
+        Index("ix_notifications_status", "status", "notification_id"),
     )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -554,18 +555,31 @@ class SqlLedger(WebhookLedger, LedgerBase):
             EmailOutcome.FAILED: "failed",
             EmailOutcome.RETRYABLE: "queued",
         }
+        if not results:
+            return
+        # One statement run for every row (executemany), not one statement per row.
+        stmt = (
+            update(table)
+            .where(pk == bindparam("m_id"), table.c.status == "sending")
+            .values(
+                status=bindparam("m_status"),
+                provider_ref=bindparam("m_ref"),
+                error=bindparam("m_error"),
+                sent_at=bindparam("m_sent"),
+            )
+        )
+        rows = [
+            {
+                "m_id": r.message_id,
+                "m_status": status[r.outcome],
+                "m_ref": r.provider_ref,
+                "m_error": r.error[:512] if r.error else None,
+                "m_sent": now if r.outcome is EmailOutcome.ACCEPTED else None,
+            }
+            for r in results
+        ]
         with self.engine.begin() as conn:
-            for r in results:
-                conn.execute(
-                    update(table)
-                    .where(pk == r.message_id, table.c.status == "sending")
-                    .values(
-                        status=status[r.outcome],
-                        provider_ref=r.provider_ref,
-                        error=(r.error or None) and r.error[:512],
-                        sent_at=now if r.outcome is EmailOutcome.ACCEPTED else None,
-                    )
-                )
+            conn.execute(stmt, rows)
 
     def queue_notifications(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> int:
         with self.engine.begin() as conn:
