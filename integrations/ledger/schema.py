@@ -394,7 +394,10 @@ class LedgerEntryRow(Base):
     """Append-only money movements per reward; the balance is their sum.
 
     kinds: ``accrued`` (+reward), ``adjusted`` (-reduction at approval), ``cancelled``
-    (-what was left when rejected or clawed back before payout), ``paid`` (-payout).
+    (-what was left when rejected or clawed back before payout), ``paid`` (-payout),
+    ``clawed_back`` (-what a refund takes back after payout: the referrer owes it),
+    ``reversed`` (+what was recovered at the provider), ``netted`` (+/-: a debt settled
+    out of another reward's payout).
     """
 
     __tablename__ = "ledger_entries"
@@ -410,7 +413,9 @@ class LedgerEntryRow(Base):
     __table_args__ = (
         UniqueConstraint("reward_id", "kind", "ref"),
         CheckConstraint(
-            "kind in ('accrued', 'adjusted', 'cancelled', 'paid', 'reversed')", name="kind"
+            "kind in ('accrued', 'adjusted', 'cancelled', 'paid', 'reversed', 'clawed_back',"
+            " 'netted')",
+            name="kind",
         ),
         CheckConstraint("length(currency) = 3", name="currency_iso"),
         Index("ix_ledger_entries_reward", "reward_id"),
