@@ -281,6 +281,26 @@ class ConversionRow(Base):
     )
 
 
+class ConversionPaymentRow(Base):
+    """A provider payment behind a conversion (a Stripe charge, payment intent or
+    invoice), so a refund or chargeback of that payment finds the rewards it affects."""
+
+    __tablename__ = "conversion_payments"
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    payment_ref: Mapped[str] = mapped_column(String(128), primary_key=True)
+    conversion_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("conversions.conversion_id"), index=True
+    )
+    customer_ref: Mapped[str | None] = mapped_column(String(128), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime]
+    __table_args__ = (
+        CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+        CheckConstraint("length(currency) = 3", name="currency_iso"),
+    )
+
+
 class RewardRow(Base):
     __tablename__ = "rewards"
     reward_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -440,6 +460,7 @@ NO_DELETE = (
     "ledger_entries",
     "approval_decisions",
     "provider_events",
+    "conversion_payments",
 )
 NO_UPDATE = ("ledger_entries", "approval_decisions", "provider_events")
 

@@ -25,6 +25,7 @@ from integrations.ledger.schema import (
     NO_DELETE,
     ApprovalDecisionRow,
     Base,
+    ConversionPaymentRow,
     ConversionRow,
     LedgerEntryRow,
     PayoutRow,
@@ -272,6 +273,19 @@ def history(ledger: SqlLedger, now: datetime) -> SqlLedger:
     pay(ledger, [reward.reward_id], now, PayoutOutcome.FAILED)
     pay(ledger, [reward.reward_id], now)
     ledger.record_provider_event("stripe", "evt_1", "transfer.created", now)
+    insert_rows(
+        ledger.engine,
+        ConversionPaymentRow.__table__,
+        {
+            "provider": "stripe",
+            "payment_ref": "ch_1",
+            "conversion_id": reward.conversion_id,
+            "customer_ref": "cus_1",
+            "amount_minor": 10_000,
+            "currency": "EUR",
+            "created_at": now,
+        },
+    )
     return ledger
 
 
@@ -287,6 +301,7 @@ REWRITES = [
     "DELETE FROM conversions",
     "UPDATE provider_events SET type = 'rewritten'",
     "DELETE FROM provider_events",
+    "DELETE FROM conversion_payments",
 ]
 
 
