@@ -9,6 +9,7 @@
     referrals config check [FILE]       validate program rules before they apply
     referrals outbox                    emails kept by the local outbox backend
     referrals webhooks serve            receive SendGrid and Stripe webhooks
+    referrals automations create URL    alert a webhook on failed runs and overdue approvals
 
 Prefect is imported inside the commands, after the environment below is in place.
 """
@@ -37,6 +38,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(asks_app, name="asks")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Inbound SendGrid and Stripe webhooks.")
 app.add_typer(webhooks_app, name="webhooks")
+automations_app = typer.Typer(no_args_is_help=True, help="Prefect automations for on-call.")
+app.add_typer(automations_app, name="automations")
 
 
 def _port() -> int:
@@ -371,6 +374,21 @@ def webhooks_serve(
     typer.echo(f"Webhooks on http://{host}:{port}/webhooks/sendgrid and /webhooks/stripe")
     # No websockets and no lifespan: plain POSTs only. Access logs carry paths, never bodies.
     uvicorn.run(receiver, host=host, port=port, ws="none", lifespan="off", log_level="info")
+
+
+@automations_app.command("create")
+def automations_create(
+    webhook_url: Annotated[
+        str, typer.Argument(help="Where notifications are POSTed (Slack, Teams, any webhook).")
+    ],
+) -> None:
+    """Notify a webhook when a referral run fails or crashes, and when an approval waits
+    past its SLA. Run again to change the URL: the automations are updated in place."""
+    _prefect_env()
+    from integrations.prefect_automations import ensure_automations
+
+    for name, automation_id in ensure_automations(webhook_url).items():
+        typer.echo(f"{name}: {automation_id}")
 
 
 def main() -> None:
