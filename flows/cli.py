@@ -7,6 +7,7 @@
     referrals approvals approve ID ...  resume the paused run with an approval
     referrals approvals reject ID ...   resume it with a rejection
     referrals config check [FILE]       validate program rules before they apply
+    referrals config what-if FILE       the stored history under other rules (pays nothing)
     referrals outbox                    emails kept by the local outbox backend
     referrals webhooks serve            receive SendGrid and Stripe webhooks
     referrals automations create URL    alert a webhook on failed runs and overdue approvals
@@ -333,6 +334,21 @@ def asks_preview(
     message = compose_ask(ask, person, detail, program)
     typer.echo(f"Template: {message.template}\nSubject:  {message.subject}\n")
     typer.echo(message.data["text"])
+
+
+@config_app.command("what-if")
+def config_what_if(
+    file: Annotated[Path, typer.Argument(help="The proposed rules file.")],
+) -> None:
+    """Replay the stored history under a proposed rules file and show the difference in
+    rewards, cost, approvals and ROI. Nothing is written, sent or paid."""
+    from config.program import load_program
+    from flows import bootstrap
+    from tasks.whatif import replay_rules, what_if_markdown
+
+    proposed = load_program(file)
+    app_ = bootstrap.app()
+    typer.echo(what_if_markdown(replay_rules.fn(app_.ledger, app_.program, proposed)))
 
 
 @app.command()

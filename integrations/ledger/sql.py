@@ -75,6 +75,7 @@ from integrations.ledger.base import (
     event_row,
     pairs,
 )
+from integrations.ledger.history import HistoryLedger
 from integrations.ledger.schema import (
     AccountRow,
     ApprovalDecisionRow,
@@ -105,7 +106,7 @@ class DecisionConflict(InvalidDecision):
     """Another decision on the same approval stage was recorded first."""
 
 
-class SqlLedger(WebhookLedger, LedgerBase):
+class SqlLedger(HistoryLedger, WebhookLedger, LedgerBase):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
 
     Areas added later live in their own modules as mixins of :class:`LedgerBase`

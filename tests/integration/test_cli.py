@@ -203,3 +203,26 @@ def test_asks_preview_refuses_an_unknown_moment() -> None:
     result = runner.invoke(cli, ["asks", "preview", "--moment", "birthday"])
     assert result.exit_code == 2
     assert "birthday" in result.output
+
+
+def test_config_what_if_shows_the_cost_of_a_changed_rule_without_paying(
+    cli_app: App, tmp_path: Path
+) -> None:
+    _waiting_reward(cli_app)  # one partner conversion: 15% of 12,300.00 EUR
+    rules = (
+        (PROJECT_ROOT / "config/program.yaml")
+        .read_text()
+        .replace("    percent: 15\n", "    percent: 20\n")
+    )
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text(rules)
+    before = cli_app.ledger.summary()
+
+    result = runner.invoke(cli, ["config", "what-if", str(proposed)])
+
+    assert result.exit_code == 0, result.output
+    assert "partner-first-year" in result.output
+    assert "1,845.00 EUR" in result.output
+    assert "2,460.00 EUR" in result.output
+    assert "615.00 EUR" in result.output  # the difference
+    assert cli_app.ledger.summary() == before

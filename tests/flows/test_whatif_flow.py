@@ -1,0 +1,39 @@
+"""The what-if flow publishes its comparison and pays nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from config.settings import PROJECT_ROOT
+from domain.errors import ConfigError
+from flows.bootstrap import App
+from flows.whatif import what_if
+from tests.flows.test_payout_approval import _reward_awaiting_approval
+
+
+def test_the_comparison_is_published_as_an_artifact(test_app: App, tmp_path: Path) -> None:
+    _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text(
+        (PROJECT_ROOT / "config/program.yaml").read_text().replace("percent: 15", "percent: 10")
+    )
+    before = test_app.ledger.summary()
+
+    result = what_if(str(proposed))
+
+    assert result["current"]["cost"] == "1,845.00 EUR"
+    assert result["proposed"]["cost"] == "1,230.00 EUR"
+    assert test_app.ledger.summary() == before
+    with get_client(sync_client=True) as client:
+        texts = [str(a.data) for a in client.read_artifacts() if a.key == "what-if"]
+    assert any("1,230.00 EUR" in t for t in texts)
+
+
+def test_a_wrong_rules_file_fails_the_run_naming_the_field(test_app: App, tmp_path: Path) -> None:
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text("holding_days: -1\n")
+    with pytest.raises(ConfigError, match="holding_days"):
+        what_if(str(proposed))
