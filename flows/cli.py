@@ -9,6 +9,7 @@
     referrals config check [FILE]       validate program rules before they apply
     referrals config what-if FILE       the stored history under other rules (pays nothing)
     referrals outbox                    emails kept by the local outbox backend
+    referrals report [--period month]   program metrics, with PNG charts
     referrals webhooks serve            receive SendGrid and Stripe webhooks
     referrals automations create URL    alert a webhook on failed runs and overdue approvals
 
@@ -29,6 +30,7 @@ import typer
 
 from config.settings import PROJECT_ROOT, load_settings
 from domain.errors import ConfigError, IntegrationError, ReferralError
+from flows.cli_report import report_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
 approvals_app = typer.Typer(no_args_is_help=True, help="Rewards waiting for a person.")
@@ -41,6 +43,7 @@ webhooks_app = typer.Typer(no_args_is_help=True, help="Inbound SendGrid and Stri
 app.add_typer(webhooks_app, name="webhooks")
 automations_app = typer.Typer(no_args_is_help=True, help="Prefect automations for on-call.")
 app.add_typer(automations_app, name="automations")
+app.add_typer(report_app, name="report")
 
 
 def _port() -> int:

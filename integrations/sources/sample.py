@@ -3,9 +3,10 @@
 The demo's data: a few hundred accounts and contacts (customers, partner firms and the
 company's own employees) with six months of CRM events (won deals, renewals, support
 tickets with CSAT, usage milestones) and NPS responses, plus a handful of malformed
-rows that must end up quarantined. Everything derives from a seed and an anchor date
-kept in ``manifest.json``, so generating again reproduces the same files and a second
-demo run changes nothing.
+rows that must end up quarantined, and leads from other channels (signups without a
+referral code, some of them won) for the program metrics to compare referrals with.
+Everything derives from a seed and an anchor date kept in ``manifest.json``, so
+generating again reproduces the same files and a second demo run changes nothing.
 
 :func:`simulate_referrals` plays the referred friends: after the first cycle has sent
 asks, some referrers' codes come back on signups, qualified deals and won deals.
@@ -374,11 +375,70 @@ def generate(folder: Path, anchor: datetime, accounts: int = 300, seed: int = 7)
     with (folder / "nps.csv").open("ab") as handle:
         # One response exported in a legacy encoding (Latin-1 "é").
         handle.write(b"BAD-BYTES,C00002,A0000,9," + _iso(anchor).encode() + b"\xe9\n")
+    _write_other_channel_leads(folder, anchor, seed, accounts)
     (folder / MANIFEST).write_text(
         json.dumps({"anchor": anchor.isoformat(), "seed": seed, "accounts": accounts}),
         encoding="utf-8",
     )
     return sample
+
+
+def _write_other_channel_leads(folder: Path, anchor: datetime, seed: int, accounts: int) -> None:
+    """Leads from other channels (ads, search, events): signups without a referral code
+    over the six months, about a fifth of them won after a one-to-three-month cycle.
+
+    The program metrics compare referred leads with these. They have their own random
+    stream and their own files (``accounts-other-channels.csv``,
+    ``events-other-channels.csv``), so every other file of the sample, and so the
+    cycle's asks, rewards and payouts, stay exactly as without them. Their won deals
+    name no contact: they become nobody's moment to be asked (detection counts them
+    as moments without a contact).
+    """
+    rng = random.Random(seed * 104_729 + 1)
+    start = anchor - timedelta(days=180)
+    span = (anchor - timedelta(days=3) - start).total_seconds()
+    account_rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for n in range(max(10, accounts // 3)):
+        account = f"L{n:04d}"
+        signup = (start + timedelta(seconds=rng.uniform(0, span))).replace(microsecond=0)
+        won = signup + timedelta(days=rng.uniform(18, 75), hours=rng.randint(0, 23))
+        converts = rng.random() < 0.22 and won < anchor
+        deal = rng.randint(20, 300) * 100
+        account_rows.append(
+            {
+                "account_id": account,
+                "name": f"{rng.choice(WORDS)} {rng.choice(TRADES)} (inbound)",
+                "domain": f"inbound-{n}.example",
+                "customer_since": won.date() if converts else "",
+            }
+        )
+        common = {"account_id": account, "deal_id": f"LD{n:04d}"}
+        events.append(
+            {
+                "event_id": f"LEAD-{n}-signup",
+                "type": "signup",
+                "occurred_at": _iso(signup),
+                **common,
+            }
+        )
+        if converts:
+            events.append(
+                {
+                    "event_id": f"LEAD-{n}-won",
+                    "type": "deal_won",
+                    "occurred_at": _iso(won),
+                    "amount": f"{deal}.00",
+                    "currency": "EUR",
+                    **common,
+                }
+            )
+    _write_csv(
+        folder / "accounts-other-channels.csv",
+        ["account_id", "name", "domain", "customer_since"],
+        account_rows,
+    )
+    _write_csv(folder / "events-other-channels.csv", EVENT_FIELDS, events)
 
 
 def simulate_referrals(
