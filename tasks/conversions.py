@@ -1,8 +1,19 @@
-"""Turning events that carry referral codes into attributed conversions."""
+"""Turning events that carry referral codes into attributed conversions.
+
+Two sources: CRM events with a referral code (``source_events``), and Stripe payments
+and trials (the ``stripe_events`` inbox, filled by the webhook and by polling). Both
+go through the same ledger rule, one conversion per referee and milestone, so a deal
+the CRM and Stripe both report earns one reward. Each new lead or qualified conversion
+queues one notice to its referrer ("referral received", "now a qualified lead", with
+the reward to come); the customer milestone's notice is the reward's own ("earned").
+Stripe's Invoice Payments then link each conversion to the payment ids a refund names.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -10,10 +21,73 @@ from prefect.cache_policies import NO_CACHE
 from domain.attribution import conversion_from_event
 from domain.codes import normalize_code
 from domain.errors import InputRejected
-from domain.models import Conversion, Rejected
-from domain.program import Program
+from domain.models import Contact, Conversion, Milestone, ReferrerType, Rejected, derived_id
+from domain.program import Program, RewardKind
+from domain.stripe_conversions import (
+    CONVERSION_EVENT_TYPES,
+    DEFAULT_CEILING_MAJOR,
+    SOURCE,
+    StripeConversion,
+    codes_in,
+    customer_of,
+    invoice_payment_refs,
+    stripe_conversion_from_event,
+)
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.stripe_conversions import (
+    ConversionsRecorded,
+    PaymentLink,
+    PaymentsLinked,
+    StripeConversionLedger,
+)
+from integrations.ledger.webhooks import StoredStripeEvent
 from tasks._support import run_logger
+
+# The notice each milestone's new conversion sends its referrer (the customer
+# milestone is announced by the reward it earns: ``reward_earned``).
+NOTICE_KINDS: dict[Milestone, str] = {
+    Milestone.LEAD: "referral_received",
+    Milestone.QUALIFIED: "referral_qualified",
+}
+# How long a payment link (``invoice_payment.paid``) waits for the conversion of its
+# invoice before it is taken for the payment of a customer nobody referred.
+DEFAULT_LINK_GRACE = timedelta(hours=24)
+
+
+class StripeConversionStore(Protocol):
+    """What the Stripe conversion stage needs of the ledger (``SqlLedger`` with the
+    ``WebhookLedger`` and ``StripeConversionLedger`` mixins)."""
+
+    def unprocessed_stripe_events(
+        self, types: Sequence[str] | None, limit: int
+    ) -> list[StoredStripeEvent]: ...
+
+    def code_owners(self, codes: Iterable[str]) -> dict[str, Contact]: ...
+
+    def stripe_customer_codes(
+        self, customers: Iterable[str]
+    ) -> dict[str, dict[Milestone, set[str]]]: ...
+
+    def stripe_referees(self, customers: Iterable[str]) -> dict[str, Contact]: ...
+
+    def stripe_invoice_events(self, invoice_ids: Iterable[str]) -> list[dict[str, Any]]: ...
+
+    def stripe_events_to_link(
+        self, after: tuple[datetime, str] | None, limit: int
+    ) -> list[StoredStripeEvent]: ...
+
+    def link_stripe_payments(
+        self, links: Sequence[PaymentLink], give_up_before: datetime, now: datetime
+    ) -> PaymentsLinked: ...
+
+    def record_stripe_conversions(
+        self,
+        event_ids: Sequence[str],
+        conversions: Sequence[StripeConversion],
+        rejected: Sequence[Rejected],
+        notices: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+    ) -> ConversionsRecorded: ...
 
 
 @task(name="record-conversions", cache_policy=NO_CACHE)
@@ -23,18 +97,22 @@ def record_new_conversions(
     """Attribute every new event carrying a referral code to the code's owner.
 
     Unknown or malformed codes and amounts in another currency are quarantined with
-    the event and field; the same event delivered again never converts twice.
+    the event and field; the same event delivered again never converts twice. A
+    referee already converted at the milestone (by Stripe, or by an earlier CRM
+    event) is not converted again; under another code it is quarantined. New lead and
+    qualified conversions queue their referrer's notice.
 
     Args:
         ledger: where coded events are read and conversions stored.
-        program: for the program currency.
+        program: for the program currency and the reward quoted in notices.
         now: when conversions are recorded.
         batch_size: events per batch.
 
     Returns:
-        Counts of events examined, conversions recorded and events quarantined.
+        Counts of events examined, conversions recorded, duplicates, events
+        quarantined and notices queued.
     """
-    examined = recorded = quarantined = 0
+    examined = recorded = duplicates = quarantined = queued = 0
     after = 0
     while batch := ledger.events_to_convert(after, batch_size):
         after = batch[-1][0]
@@ -50,10 +128,238 @@ def record_new_conversions(
                 continue
             if conversion is not None:
                 conversions.append(conversion)
-        recorded += ledger.record_conversions([i for i, _ in batch], conversions, rejected, now)
+        notices = conversion_notices(conversions, owners.values(), program)
+        event_ids = [i for i, _ in batch]
+        if isinstance(ledger, StripeConversionLedger):
+            result = ledger.record_crm_conversions(event_ids, conversions, rejected, notices, now)
+            recorded += len(result.new)
+            duplicates += result.duplicates
+            quarantined += result.quarantined
+            queued += result.notices
+        else:
+            # Until StripeConversionLedger joins SqlLedger's bases: the plain path, with
+            # the notices (their ids are derived, so queueing one again adds nothing).
+            recorded += ledger.record_conversions(event_ids, conversions, rejected, now)
+            quarantined += len(rejected)
+            queued += ledger.queue_notifications(list(notices.values()), now)
         examined += len(batch)
-        quarantined += len(rejected)
     run_logger().info(
-        "examined %d coded events: %d conversions, %d quarantined", examined, recorded, quarantined
+        "examined %d coded events: %d conversions, %d duplicates, %d quarantined, %d notices",
+        examined,
+        recorded,
+        duplicates,
+        quarantined,
+        queued,
     )
-    return {"examined": examined, "conversions": recorded, "quarantined": quarantined}
+    return {
+        "examined": examined,
+        "conversions": recorded,
+        "duplicates": duplicates,
+        "quarantined": quarantined,
+        "notices": queued,
+    }
+
+
+@task(name="record-stripe-conversions", cache_policy=NO_CACHE)
+def record_stripe_conversions(
+    ledger: StripeConversionStore,
+    program: Program,
+    now: datetime,
+    batch_size: int = 500,
+    max_amount: str = DEFAULT_CEILING_MAJOR,
+) -> dict[str, int]:
+    """Turn the Stripe inbox's payments and trials into attributed conversions.
+
+    Reads the unprocessed ``checkout.session.completed``,
+    ``checkout.session.async_payment_succeeded``, ``invoice.paid`` and
+    ``customer.subscription.created`` events, oldest ``created`` first, whatever order
+    they arrived in; other types (refunds, disputes) are left for their own stage.
+    Every event examined is marked processed with what it produced, in one
+    transaction per batch: a conversion with its Stripe payment ids, a quarantine row
+    naming the event and field (malformed or unknown code, other currency, negative
+    or absurd amount, a customer that cannot be attributed), or nothing (a payment
+    with no referral behind it). The same payment delivered again, by webhook or by
+    polling, joins the conversion it already made and never makes a second reward.
+
+    Args:
+        ledger: the Stripe inbox and the conversions.
+        program: the program currency, and the reward quoted in notices.
+        now: when conversions are recorded.
+        batch_size: events per batch.
+        max_amount: the largest plausible payment, in major units of the program
+            currency; above it a payment is refused as absurd.
+
+    Returns:
+        Counts of events examined, conversions recorded, payments joined to an
+        existing conversion, duplicates, payments with no referral, events
+        quarantined and notices queued.
+    """
+    ceiling = program.money(max_amount)
+    totals = dict.fromkeys(
+        ("examined", "conversions", "joined", "duplicates", "not_referred", "quarantined"), 0
+    )
+    totals["notices"] = 0
+    while batch := ledger.unprocessed_stripe_events(CONVERSION_EVENT_TYPES, batch_size):
+        customers = {c for e in batch if (c := customer_of(e.payload))}
+        earlier = ledger.stripe_customer_codes(customers)
+        referees = ledger.stripe_referees(customers)
+        owners = ledger.code_owners(
+            set().union(
+                *(codes_in(e.payload) for e in batch),
+                *(codes for by in earlier.values() for codes in by.values()),
+            )
+        )
+        conversions: list[StripeConversion] = []
+        rejected: list[Rejected] = []
+        for stored in batch:
+            customer = customer_of(stored.payload)
+            try:
+                found = stripe_conversion_from_event(
+                    stored.payload,
+                    owners,
+                    program.currency,
+                    ceiling=ceiling,
+                    earlier_codes=_latest_codes(earlier.get(customer, {})) if customer else (),
+                    referee=referees.get(customer) if customer else None,
+                )
+            except InputRejected as exc:
+                rejected.append(Rejected(SOURCE, exc.record, exc.field, exc.reason))
+                continue
+            if found is None:
+                totals["not_referred"] += 1
+                continue
+            conversions.append(found)
+            if customer:
+                # A later event of this batch (the payment ending a trial) inherits it;
+                # the first code of a milestone wins, as in the ledger.
+                by_milestone = earlier.setdefault(customer, {})
+                by_milestone.setdefault(found.milestone, {found.conversion.referral_code})
+        conversions = _with_invoice_refs(ledger, conversions)
+        notices = conversion_notices([c.conversion for c in conversions], owners.values(), program)
+        result = ledger.record_stripe_conversions(
+            [e.event_id for e in batch], conversions, rejected, notices, now
+        )
+        totals["examined"] += len(batch)
+        totals["conversions"] += len(result.new)
+        totals["joined"] += result.joined
+        totals["duplicates"] += result.duplicates
+        totals["quarantined"] += result.quarantined
+        totals["notices"] += result.notices
+    run_logger().info(
+        "examined %d Stripe events: %s",
+        totals["examined"],
+        ", ".join(f"{k}={v}" for k, v in totals.items() if k != "examined"),
+    )
+    return totals
+
+
+@task(name="link-stripe-payments", cache_policy=NO_CACHE)
+def link_stripe_payments(
+    ledger: StripeConversionStore,
+    now: datetime,
+    batch_size: int = 500,
+    grace: timedelta = DEFAULT_LINK_GRACE,
+) -> dict[str, int]:
+    """Give Stripe conversions the payment ids their invoices' payments name.
+
+    From the basil API version on, an invoice names neither its payment intent nor
+    its charge, and a refund names only those: each ``invoice_payment.paid`` event
+    adds them to the conversion owning its invoice, so the refund finds its reward.
+    Run it after :func:`record_stripe_conversions`. A link whose invoice has no
+    conversion yet stays in the inbox for the next run, up to ``grace`` after it was
+    created; then it is taken for the payment of a customer nobody referred.
+
+    Args:
+        ledger: the Stripe inbox and the conversions.
+        now: when links are recorded.
+        batch_size: events per batch.
+        grace: how long a link waits for its invoice's conversion.
+
+    Returns:
+        Counts of links applied, closed without a conversion, and still waiting.
+    """
+    totals = {"linked": 0, "closed": 0, "waiting": 0}
+    after: tuple[datetime, str] | None = None
+    while batch := ledger.stripe_events_to_link(after, batch_size):
+        after = (batch[-1].created_at, batch[-1].event_id)
+        links = [
+            PaymentLink(e.event_id, e.created_at, invoice_payment_refs(e.payload)) for e in batch
+        ]
+        result = ledger.link_stripe_payments(links, now - grace, now)
+        totals["linked"] += result.linked
+        totals["closed"] += result.closed
+        totals["waiting"] += result.waiting
+    run_logger().info("Stripe payment links: %s", ", ".join(f"{k}={v}" for k, v in totals.items()))
+    return totals
+
+
+_PROGRESS = (Milestone.LEAD, Milestone.QUALIFIED, Milestone.CUSTOMER)
+
+
+def _latest_codes(codes: Mapping[Milestone, set[str]]) -> set[str]:
+    """The codes of the most advanced milestone a customer reached (a payment inherits
+    the code its referee was last converted under)."""
+    for milestone in reversed(_PROGRESS):
+        if codes.get(milestone):
+            return codes[milestone]
+    return set()
+
+
+def _with_invoice_refs(
+    ledger: StripeConversionStore, conversions: Sequence[StripeConversion]
+) -> list[StripeConversion]:
+    """Each conversion also naming the payment ids its invoice's event gives (a
+    Checkout Session names its invoice, not the invoice's charge); an invoice read
+    before its session (no code of its own) would otherwise leave them out."""
+    wanted = {i for c in conversions for i in c.invoice_ids}
+    if not wanted:
+        return list(conversions)
+    refs: dict[str, list[str]] = {}
+    for event in ledger.stripe_invoice_events(wanted):
+        named = invoice_payment_refs(event)
+        if named:
+            refs.setdefault(named[0], []).extend(named[1:])
+    return [c.with_refs([r for i in c.invoice_ids for r in refs.get(i, ())]) for c in conversions]
+
+
+def conversion_notices(
+    conversions: Sequence[Conversion], referrers: Collection[Contact], program: Program
+) -> dict[str, dict[str, Any]]:
+    """The notice each lead or qualified conversion sends its referrer, by conversion id.
+
+    The notice id derives from the conversion and the kind, so the same conversion
+    never queues two notices. The data hold the code and the reward to come, never
+    anything about the referee.
+    """
+    by_id = {c.contact_id: c for c in referrers}
+    notices: dict[str, dict[str, Any]] = {}
+    for conversion in conversions:
+        kind = NOTICE_KINDS.get(conversion.milestone)
+        referrer = by_id.get(conversion.referrer_id)
+        if kind is None or referrer is None:
+            continue
+        notices[conversion.conversion_id] = {
+            "notification_id": derived_id("notice", conversion.conversion_id, kind),
+            "contact_id": conversion.referrer_id,
+            "kind": kind,
+            "reward_id": None,
+            "data": {
+                "milestone": conversion.milestone.value,
+                "code": conversion.referral_code,
+                "reward_line": reward_to_come(program, referrer.referrer_type),
+            },
+        }
+    return notices
+
+
+def reward_to_come(program: Program, referrer_type: ReferrerType) -> str:
+    """The reward a referrer earns when the referee becomes a customer, in a sentence
+    (the program's headline rule for their type), or "" when there is none."""
+    rule = program.headline_reward(referrer_type)
+    if rule is None:
+        return ""
+    if rule.kind is RewardKind.FLAT:
+        assert rule.amount is not None
+        return f"When they become a customer, you earn {program.money(rule.amount)}."
+    cap = f" (up to {program.money(rule.cap)})" if rule.cap else ""
+    return f"When they become a customer, you earn {rule.percent}% of their first-year value{cap}."
