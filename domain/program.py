@@ -161,6 +161,30 @@ class Attribution(_Rules):
     )
 
 
+class Clawbacks(_Rules):
+    """What a refund, a chargeback or the churn of a referee takes back from a reward.
+
+    Inside the window an unpaid reward is cancelled, and a paid one is clawed back
+    (prorated for a partial refund): reversed at the payment provider, or owed by the
+    referrer and netted from their next payout. Outside it nothing changes.
+    """
+
+    window_days: int = Field(
+        90,
+        ge=0,
+        le=730,
+        description="Days after a conversion during which its referee's refund, "
+        "chargeback or churn takes the reward back; later ones change nothing.",
+    )
+    on_refund: bool = Field(True, description="Whether a refund of the referee's payment counts.")
+    on_chargeback: bool = Field(
+        True, description="Whether a chargeback (dispute) of the referee's payment counts."
+    )
+    on_churn: bool = Field(
+        True, description="Whether the end of the referee's subscription counts."
+    )
+
+
 class Program(_Rules):
     name: str = Field("Referral program", min_length=1, description="Shown in emails.")
     currency: str = Field("EUR", description="ISO 4217 code of every amount in this file.")
@@ -185,6 +209,7 @@ class Program(_Rules):
     eligibility: Eligibility = Field(default_factory=Eligibility)
     attribution: Attribution = Field(default_factory=Attribution)
     approvals: Approvals = Field(default_factory=Approvals)
+    clawbacks: Clawbacks = Field(default_factory=Clawbacks)
     rewards: tuple[RewardRule, ...] = Field(
         default_factory=lambda: (
             RewardRule(

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from domain.approvals import CheckedDecision
+from domain.clawbacks import net_against_debts
 from domain.errors import InvalidDecision
 from domain.models import (
     ApprovalView,
@@ -74,6 +75,14 @@ from integrations.ledger.base import (
     event_from_row,
     event_row,
     pairs,
+)
+from integrations.ledger.clawbacks import (
+    book_netting,
+    live_payouts,
+    lock_referrers,
+    nettable_debts,
+    referrers_of,
+    settle_by_netting,
 )
 from integrations.ledger.history import HistoryLedger
 from integrations.ledger.schema import (
@@ -866,9 +875,19 @@ class SqlLedger(HistoryLedger, WebhookLedger, LedgerBase):
         makes a second live payout for the same reward impossible, so racing callers
         end up sharing one row. Returns every pending payout of those rewards, which
         includes any left pending by a run that crashed.
+
+        A referrer's debt (clawed back after payout and not recovered at the provider)
+        is netted here, in the transaction that writes the payout row: the payout is
+        the reward's balance minus the debt, never below zero, with a ``netted`` entry
+        on the reward paid (-) and on each reward in debt (+), all with the payout id
+        as ref. A reward whose whole balance settles debts gets no payout row and is
+        marked paid. Per referrer these writes are serialized (``lock_referrers``), so
+        a debt is netted once and no payout starts for a reward being clawed back.
         """
         reward_ids = [p[0] for p in plans]
         with self.engine.begin() as conn:
+            referrers = referrers_of(conn, reward_ids)
+            lock_referrers(conn, referrers.values())
             views = {
                 v.reward.reward_id: v
                 for chunk in chunks(reward_ids)
@@ -884,6 +903,8 @@ class SqlLedger(HistoryLedger, WebhookLedger, LedgerBase):
                 if reward_ids
                 else {}
             )
+            live = live_payouts(conn, reward_ids)
+            debts = nettable_debts(conn, referrers.values())
             rows = []
             for reward_id, rail, destination in plans:
                 view = views.get(reward_id)
@@ -897,15 +918,31 @@ class SqlLedger(HistoryLedger, WebhookLedger, LedgerBase):
                 attempt = attempts.get(reward_id, 0) + 1
                 if attempt > MAX_PAYOUT_ATTEMPTS:
                     continue
+                if reward_id in live:
+                    continue  # its live payout is returned below; nothing to net again
+                live.add(reward_id)
+                payout_id = derived_id("payout", reward_id, str(attempt))
+                owed = debts.get(view.reward.referrer_id, [])
+                amount, settled = net_against_debts(view.balance, owed)
+                if settled:
+                    book_netting(self, conn, reward_id, payout_id, settled, now)
+                    taken = dict(settled)
+                    debts[view.reward.referrer_id] = [
+                        (debtor, debt - taken[debtor]) if debtor in taken else (debtor, debt)
+                        for debtor, debt in owed
+                    ]
+                if amount.is_zero:
+                    settle_by_netting(conn, reward_id, now)
+                    continue
                 rows.append(
                     {
-                        "payout_id": derived_id("payout", reward_id, str(attempt)),
+                        "payout_id": payout_id,
                         "reward_id": reward_id,
                         "attempt": attempt,
                         "rail": rail.value,
                         "destination": destination,
-                        "amount_minor": view.balance.amount_minor,
-                        "currency": view.balance.currency,
+                        "amount_minor": amount.amount_minor,
+                        "currency": amount.currency,
                         "idempotency_key": PayoutInstruction.key_for(reward_id, rail, attempt),
                         "status": "pending",
                         "created_at": now,

@@ -14,6 +14,16 @@ own retries. Stripe keeps keys for at least 24 hours; a payout whose key is olde
 
 Only ids ever reach Stripe's metadata: ``reward_id`` and ``payout_id``. Names and email
 addresses never leave the ledger, and no error text carries the API key.
+
+Both rails also take money back (:class:`domain.clawbacks.ReversalRail`) when a referee's
+refund, chargeback or churn claws a paid reward back: a transfer reversal
+(``POST /v1/transfers/{id}/reversals``), or a positive customer balance transaction (a
+debit). The same exactly-once rules hold: the reversal's key
+(``reward:<id>:reversal:<event id>``) is stored before the call, metadata carries the
+``reward_id`` only, and past the key's life the rail looks for the reversal (same reward,
+same amount, created after the key) before making one. A connected account that cannot
+cover a transfer reversal answers ``INSUFFICIENT_FUNDS``: the referrer's debt stays in
+the ledger and is netted from their next payout.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import ClassVar, Self
 import requests
 import stripe
 
+from domain.clawbacks import ReversalInstruction, ReversalOutcome, ReversalResult
 from domain.models import PayoutInstruction, PayoutOutcome, PayoutRailKind, PayoutResult
 
 # Stripe prunes idempotency keys once they are at least 24 hours old. An hour of margin
@@ -35,6 +46,10 @@ KEY_LOOKUP_AFTER = timedelta(hours=23)
 DEFAULT_TIMEOUT_SECONDS = 30.0
 _LIST_PAGE = 100
 _MAX_ERROR_TEXT = 240
+# Stripe's codes for "the balance cannot cover this" (connected account, platform).
+_INSUFFICIENT = frozenset({"balance_insufficient", "insufficient_funds"})
+# A reversal found by lookup must be younger than its key, give or take clock skew.
+_LOOKUP_SLACK = timedelta(minutes=5)
 _SECRET = re.compile(r"\b(?:sk|rk|pk|whsec)_[A-Za-z0-9_*]+")
 _EMAIL = re.compile(r"[^\s'\"<>()]+@[^\s'\"<>()]+")
 
@@ -297,6 +312,132 @@ class _StripeRail:
     def _find_existing(self, instruction: PayoutInstruction) -> str | None:
         raise NotImplementedError
 
+    # -- reversals ---------------------------------------------------------------------
+
+    def reverse(self, instructions: Sequence[ReversalInstruction]) -> list[ReversalResult]:
+        """Take back each instruction's amount once; one result per instruction, in order.
+
+        Never raises for a Stripe failure: each becomes ``RETRYABLE``, ``FAILED`` or, when
+        the balance cannot cover it, ``INSUFFICIENT_FUNDS``.
+        """
+        return [self._reverse_one(instruction) for instruction in instructions]
+
+    def _reverse_one(self, instruction: ReversalInstruction) -> ReversalResult:
+        refusal = self._check_reversal(instruction)
+        if refusal is not None:
+            return ReversalResult(instruction.reversal_id, ReversalOutcome.FAILED, error=refusal)
+        try:
+            if self._reversal_key_may_have_expired(instruction):
+                self._throttle(1)
+                existing = self._find_reversal(instruction)
+                if existing is not None:
+                    return ReversalResult(
+                        instruction.reversal_id, ReversalOutcome.SUCCEEDED, provider_ref=existing
+                    )
+            self._throttle(1)
+            return ReversalResult(
+                instruction.reversal_id,
+                ReversalOutcome.SUCCEEDED,
+                provider_ref=self._create_reversal(instruction),
+            )
+        except stripe.IdempotencyError as exc:
+            return self._reversal_after_idempotency_error(instruction, exc)
+        except stripe.StripeError as exc:
+            return self._reversal_failure(instruction, exc)
+
+    def _reversal_after_idempotency_error(
+        self, instruction: ReversalInstruction, exc: stripe.IdempotencyError
+    ) -> ReversalResult:
+        try:
+            self._throttle(1)
+            existing = self._find_reversal(instruction)
+        except stripe.StripeError as lookup_exc:
+            _, text = classify_stripe_error(lookup_exc)
+            return ReversalResult(instruction.reversal_id, ReversalOutcome.RETRYABLE, error=text)
+        if existing is not None:
+            return ReversalResult(
+                instruction.reversal_id, ReversalOutcome.SUCCEEDED, provider_ref=existing
+            )
+        return self._reversal_failure(instruction, exc)
+
+    @staticmethod
+    def _reversal_failure(
+        instruction: ReversalInstruction, exc: stripe.StripeError
+    ) -> ReversalResult:
+        outcome, text = classify_reversal_error(exc)
+        return ReversalResult(instruction.reversal_id, outcome, error=text)
+
+    def _check_reversal(self, instruction: ReversalInstruction) -> str | None:
+        if instruction.rail is not self.kind:
+            return (
+                f"a {instruction.rail.value} payout cannot be reversed through the "
+                f"{self.kind.value} rail"
+            )
+        if instruction.amount.amount_minor <= 0:
+            return "the amount must be positive"
+        return None
+
+    def _reversal_key_may_have_expired(self, instruction: ReversalInstruction) -> bool:
+        created = instruction.key_created_at
+        if created is None:
+            return False
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        return self._clock() - created >= self._key_lookup_after
+
+    @staticmethod
+    def _reversal_metadata(instruction: ReversalInstruction) -> dict[str, str]:
+        # The reward id only: it is how the reconciliation groups Stripe's objects.
+        return {"reward_id": instruction.reward_id}
+
+    @staticmethod
+    def _matching_reversal(
+        objects: Iterable[stripe.TransferReversal | stripe.CustomerBalanceTransaction],
+        instruction: ReversalInstruction,
+        amount: int,
+    ) -> str | None:
+        """A reversal made under an expired key: same reward, same amount, made after
+        the key was stored (oldest such first)."""
+        since = instruction.key_created_at
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        found: list[tuple[int, str]] = []
+        for obj in objects:
+            metadata = obj.metadata
+            if (
+                metadata is None
+                or "reward_id" not in metadata
+                or metadata["reward_id"] != instruction.reward_id
+                or obj.amount != amount
+            ):
+                continue
+            made = datetime.fromtimestamp(obj.created, tz=UTC)
+            if since is None or made >= since - _LOOKUP_SLACK:
+                found.append((obj.created, obj.id))
+        return min(found)[1] if found else None
+
+    def _create_reversal(self, instruction: ReversalInstruction) -> str:
+        raise NotImplementedError
+
+    def _find_reversal(self, instruction: ReversalInstruction) -> str | None:
+        raise NotImplementedError
+
+
+def classify_reversal_error(exc: stripe.StripeError) -> tuple[ReversalOutcome, str]:
+    """A reversal's outcome for a Stripe error, and a short text safe to store.
+
+    A balance that cannot cover the reversal is ``INSUFFICIENT_FUNDS`` (the debt is
+    then netted; retrying would only replay the refusal); otherwise as
+    :func:`classify_stripe_error`.
+    """
+    outcome, text = classify_stripe_error(exc)
+    code = exc.code or (exc.error.code if exc.error is not None else None)
+    if code in _INSUFFICIENT:
+        return ReversalOutcome.INSUFFICIENT_FUNDS, text
+    if outcome is PayoutOutcome.RETRYABLE:
+        return ReversalOutcome.RETRYABLE, text
+    return ReversalOutcome.FAILED, text
+
 
 class StripeTransferRail(_StripeRail):
     """Pays a reward as a Stripe Connect transfer to the referrer's connected account.
@@ -336,6 +477,33 @@ class StripeTransferRail(_StripeRail):
         )
         return self._matching(page.auto_paging_iter(), instruction.payout_id)
 
+    def _check_reversal(self, instruction: ReversalInstruction) -> str | None:
+        refusal = super()._check_reversal(instruction)
+        if refusal is None and not (instruction.payout_ref or "").startswith("tr_"):
+            refusal = "the payout has no transfer id (tr_...) to reverse"
+        return refusal
+
+    def _create_reversal(self, instruction: ReversalInstruction) -> str:
+        assert instruction.payout_ref is not None  # _check_reversal made sure
+        reversal = self._client.v1.transfers.reversals.create(
+            instruction.payout_ref,
+            {
+                "amount": instruction.amount.amount_minor,
+                "metadata": self._reversal_metadata(instruction),
+            },
+            options={"idempotency_key": instruction.idempotency_key},
+        )
+        return reversal.id
+
+    def _find_reversal(self, instruction: ReversalInstruction) -> str | None:
+        assert instruction.payout_ref is not None
+        page = self._client.v1.transfers.reversals.list(
+            instruction.payout_ref, {"limit": _LIST_PAGE}
+        )
+        return self._matching_reversal(
+            page.auto_paging_iter(), instruction, instruction.amount.amount_minor
+        )
+
 
 class StripeBalanceRail(_StripeRail):
     """Pays a reward as a credit on the referrer's Stripe customer balance.
@@ -371,3 +539,33 @@ class StripeBalanceRail(_StripeRail):
             instruction.destination, {"limit": _LIST_PAGE}
         )
         return self._matching(page.auto_paging_iter(), instruction.payout_id)
+
+    def _check_reversal(self, instruction: ReversalInstruction) -> str | None:
+        refusal = super()._check_reversal(instruction)
+        if refusal is None and not (instruction.destination or "").startswith("cus_"):
+            refusal = "the payout has no Stripe customer (cus_...) to debit"
+        return refusal
+
+    def _create_reversal(self, instruction: ReversalInstruction) -> str:
+        assert instruction.destination is not None  # _check_reversal made sure
+        # Positive: a debit, added to what the customer's next invoice asks for.
+        debit = self._client.v1.customers.balance_transactions.create(
+            instruction.destination,
+            {
+                "amount": instruction.amount.amount_minor,
+                "currency": instruction.amount.currency.lower(),
+                "description": "Referral reward clawback",
+                "metadata": self._reversal_metadata(instruction),
+            },
+            options={"idempotency_key": instruction.idempotency_key},
+        )
+        return debit.id
+
+    def _find_reversal(self, instruction: ReversalInstruction) -> str | None:
+        assert instruction.destination is not None
+        page = self._client.v1.customers.balance_transactions.list(
+            instruction.destination, {"limit": _LIST_PAGE}
+        )
+        return self._matching_reversal(
+            page.auto_paging_iter(), instruction, instruction.amount.amount_minor
+        )

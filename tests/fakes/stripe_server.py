@@ -42,6 +42,11 @@ mapping. What it reproduces of Stripe, and why it matters to payouts:
   ``"commit_then_drop"`` the same, with the connection dropped instead.
 
 * **Rate limit**: ``FakeStripe(rate_limit_per_second=...)`` answers 429 above that rate.
+* **Connected balances**: an account added with ``add_account(balance={...})`` keeps an
+  available balance per currency: transfers add to it, reversals take from it, and a
+  reversal it cannot cover is refused with ``balance_insufficient`` (saved under the
+  key, like any failure of an executing endpoint). :meth:`FakeStripe.set_account_balance`
+  plays the referrer spending their money. Accounts added without one never run short.
 
 Thread-safe: one lock guards all state; only the slow fault sleeps outside it.
 """
@@ -473,6 +478,7 @@ class FakeStripe:
             else {c.lower(): v for c, v in available_balance.items()}
         )
         self._accounts: set[str] = set()
+        self._account_balances: dict[str, dict[str, int]] = {}
         self._customers: dict[str, JSON] = {}
         self._transfers = _Collection()
         self._reversals = _Collection()
@@ -549,12 +555,33 @@ class FakeStripe:
         with self._lock:
             self._offset += timedelta(hours=hours, minutes=minutes, seconds=seconds)
 
-    def add_account(self, account_id: str | None = None) -> str:
-        """Register a Connect account transfers may go to; returns its id."""
+    def add_account(
+        self, account_id: str | None = None, *, balance: Mapping[str, int] | None = None
+    ) -> str:
+        """Register a Connect account transfers may go to; returns its id.
+
+        Args:
+            account_id: the id (default: a new ``acct_...``).
+            balance: its available balance per currency in minor units, to make
+                reversals it cannot cover fail; ``None``: it never runs short.
+        """
         account = account_id or _new_id("acct")
         with self._lock:
             self._accounts.add(account)
+            if balance is not None:
+                self._account_balances[account] = {c.lower(): v for c, v in balance.items()}
         return account
+
+    def set_account_balance(self, account_id: str, currency: str, amount: int) -> None:
+        """Set a connected account's available balance (e.g. the referrer spent it)."""
+        with self._lock:
+            self._account_balances.setdefault(account_id, {})[currency.lower()] = amount
+
+    def account_balance(self, account_id: str, currency: str) -> int | None:
+        """A connected account's available balance (``None``: not tracked)."""
+        with self._lock:
+            balances = self._account_balances.get(account_id)
+            return None if balances is None else balances.get(currency.lower(), 0)
 
     def add_customer(self, customer_id: str | None = None, currency: str | None = None) -> str:
         """Register a customer whose balance can be credited; returns its id."""
@@ -959,6 +986,9 @@ class FakeStripe:
                         code="balance_insufficient",
                     )
                 self._available[currency] -= amount
+            connected = self._account_balances.get(destination)
+            if connected is not None:
+                connected[currency] = connected.get(currency, 0) + amount
             transfer_id = _new_id("tr")
             transfer: JSON = {
                 "id": transfer_id,
@@ -1059,6 +1089,16 @@ class FakeStripe:
                     f"the transfer ({remaining}).",
                     param="amount",
                 )
+            connected = self._account_balances.get(transfer["destination"])
+            currency = transfer["currency"]
+            if connected is not None:
+                if connected.get(currency, 0) < reverse:
+                    raise _invalid(
+                        "The connected account does not have a sufficient balance available "
+                        "to cover this transfer reversal.",
+                        code="balance_insufficient",
+                    )
+                connected[currency] -= reverse
             reversal: JSON = {
                 "id": _new_id("trr"),
                 "object": "transfer_reversal",

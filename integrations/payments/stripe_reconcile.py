@@ -1,0 +1,296 @@
+"""Reading Stripe back: the payment losses in its events, the money it moved for rewards.
+
+Two things live here, both translations from Stripe's shapes into the domain's:
+
+* :func:`parse_payment_loss` reads a stored Stripe event (``charge.refunded``,
+  ``charge.dispute.created``, ``customer.subscription.deleted``) into a
+  :class:`domain.clawbacks.PaymentLoss`: the payment ids it names (charge, payment
+  intent, invoice, subscription), the customer, and how much was lost. A refund's
+  ``amount_refunded`` is cumulative, which is what lets a second partial refund take
+  back only its own part.
+* :class:`StripeRecords` implements :class:`domain.clawbacks.PaymentRecords`: it pages
+  through every transfer (with its reversals) and the balance transactions of the given
+  customers, keeping those whose metadata carries a ``reward_id``, for the
+  reconciliation to compare with the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import requests
+import stripe
+
+from domain.clawbacks import ClawbackCause, Movement, MovementKind, PaymentLoss
+from domain.errors import InputRejected, PermanentIntegrationError, RetryableIntegrationError
+from domain.models import PayoutOutcome
+from domain.money import Money
+from integrations.payments.stripe_rail import (
+    DEFAULT_TIMEOUT_SECONDS,
+    build_stripe_client,
+    classify_stripe_error,
+)
+
+REFUNDED = "charge.refunded"
+DISPUTED = "charge.dispute.created"
+CHURNED = "customer.subscription.deleted"
+LOSS_EVENT_TYPES: dict[str, ClawbackCause] = {
+    REFUNDED: ClawbackCause.REFUND,
+    DISPUTED: ClawbackCause.CHARGEBACK,
+    CHURNED: ClawbackCause.CHURN,
+}
+_PAGE = 100
+_RECORD = "stripe"
+
+
+def _refuse(event_id: str, field: str, reason: str) -> InputRejected:
+    return InputRejected(f"{_RECORD}:{event_id}", field, reason)
+
+
+def _id_of(value: Any) -> str | None:
+    """An id field that may be expanded into its object: ``"ch_1"`` or ``{"id": ...}``."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, Mapping):
+        inner = value.get("id")
+        return inner if isinstance(inner, str) and inner else None
+    return None
+
+
+def _amount(obj: Mapping[str, Any], name: str, event_id: str) -> int:
+    value = obj.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _refuse(event_id, f"data.object.{name}", "must be a non-negative integer")
+    return value
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def parse_payment_loss(
+    event_id: str, type_: str, created_at: datetime, payload: Mapping[str, Any]
+) -> PaymentLoss:
+    """What a stored Stripe event says the referee took back.
+
+    Args:
+        event_id: the event id (``evt_...``).
+        type_: one of :data:`LOSS_EVENT_TYPES`.
+        created_at: the event's ``created`` (aware UTC), the default time of the loss.
+        payload: the event as received.
+
+    Returns:
+        The loss: refund (cumulative ``amount_refunded`` of the charge, with the
+        charge's amount), chargeback (the dispute's amount) or churn (the ended
+        subscription and its customer).
+
+    Raises:
+        InputRejected: the type is not one of these, or a field the loss needs is
+            missing or malformed (the event is quarantined, never guessed at).
+    """
+    cause = LOSS_EVENT_TYPES.get(type_)
+    if cause is None:
+        raise _refuse(event_id, "type", f"{type_!r} is not a refund, dispute or churn event")
+    data = payload.get("data")
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    if not isinstance(obj, Mapping):
+        raise _refuse(event_id, "data.object", "event has no object")
+    object_id = _id_of(obj.get("id"))
+    if object_id is None:
+        raise _refuse(event_id, "data.object.id", "object has no id")
+    if cause is ClawbackCause.REFUND:
+        refs = (object_id, _id_of(obj.get("payment_intent")), _id_of(obj.get("invoice")))
+        return PaymentLoss(
+            event_id=event_id,
+            cause=cause,
+            occurred_at=created_at,
+            payment_refs=tuple(r for r in refs if r),
+            customer_ref=_id_of(obj.get("customer")),
+            payment_key=object_id,
+            payment_minor=_amount(obj, "amount", event_id),
+            lost_minor=_amount(obj, "amount_refunded", event_id),
+        )
+    if cause is ClawbackCause.CHARGEBACK:
+        charge = _id_of(obj.get("charge"))
+        intent = _id_of(obj.get("payment_intent"))
+        if charge is None and intent is None:
+            raise _refuse(event_id, "data.object.charge", "dispute names no charge")
+        return PaymentLoss(
+            event_id=event_id,
+            cause=cause,
+            occurred_at=_time(obj.get("created")) or created_at,
+            payment_refs=tuple(r for r in (charge, intent) if r),
+            customer_ref=None,
+            payment_key=charge or intent or object_id,
+            payment_minor=None,
+            lost_minor=_amount(obj, "amount", event_id),
+        )
+    customer = _id_of(obj.get("customer"))
+    if customer is None:
+        raise _refuse(event_id, "data.object.customer", "subscription names no customer")
+    return PaymentLoss(
+        event_id=event_id,
+        cause=cause,
+        occurred_at=_time(obj.get("ended_at")) or _time(obj.get("canceled_at")) or created_at,
+        payment_refs=tuple(r for r in (object_id, _id_of(obj.get("latest_invoice"))) if r),
+        customer_ref=customer,
+        payment_key=object_id,
+        payment_minor=None,
+        lost_minor=0,
+    )
+
+
+def _metadata_value(obj: Any, name: str) -> str | None:
+    # StripeObject is no dict since stripe 15: no ``.get``, but ``in`` and ``[]``.
+    metadata = getattr(obj, "metadata", None)
+    if metadata is None or name not in metadata:
+        return None
+    value = metadata[name]
+    return value if isinstance(value, str) and value else None
+
+
+def _money(amount: int, currency: str) -> Money:
+    return Money(abs(int(amount)), currency.upper())
+
+
+class StripeRecords:
+    """The money Stripe moved for rewards: a :class:`domain.clawbacks.PaymentRecords`.
+
+    Transfers are listed whole (``GET /v1/transfers``, 100 a page) with their
+    reversals (the first ten come with the transfer; more are paged through
+    ``GET /v1/transfers/{id}/reversals``); balance transactions are listed per customer.
+    Only objects whose metadata carries a ``reward_id`` count; a reversal made by hand
+    without one counts for its transfer's reward.
+    """
+
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        session: requests.Session | None = None,
+        throttle: Callable[[int], None] | None = None,
+    ) -> None:
+        """Wrap a client built by :func:`~integrations.payments.stripe_rail.build_stripe_client`.
+
+        Args:
+            client: the Stripe client.
+            session: a session this reader owns and closes in :meth:`close`.
+            throttle: called with the number of requests about to be made (a shared
+                rate limit, as the rails use).
+        """
+        self._client = client
+        self._session = session
+        self._throttle = throttle or (lambda _requests: None)
+
+    @classmethod
+    def connect(
+        cls,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        max_network_retries: int = 3,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> Self:
+        """A reader with its own client and HTTP session; close it (or use ``with``)."""
+        session = requests.Session()
+        client = build_stripe_client(
+            api_key, api_base, max_network_retries, timeout=timeout, session=session
+        )
+        return cls(client, session=session)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def movements(self, customer_ids: Sequence[str]) -> list[Movement]:
+        """Every transfer, transfer reversal and customer balance transaction for a reward.
+
+        Raises:
+            RetryableIntegrationError: Stripe could not be read now (network, 429, 5xx).
+            PermanentIntegrationError: Stripe refused the requests (key, permissions).
+        """
+        try:
+            found = list(self._transfers())
+            for customer in sorted(set(customer_ids)):
+                found += self._balance_transactions(customer)
+        except stripe.StripeError as exc:
+            outcome, text = classify_stripe_error(exc)
+            if outcome is PayoutOutcome.RETRYABLE:
+                raise RetryableIntegrationError(f"reading Stripe: {text}") from None
+            raise PermanentIntegrationError(f"reading Stripe: {text}") from None
+        return found
+
+    def _pages(self, first: Any) -> Iterable[Any]:
+        """Every object of a list, one throttled request per page."""
+        page = first
+        while True:
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            self._throttle(1)
+            page = page.next_page()
+
+    def _transfers(self) -> Iterable[Movement]:
+        self._throttle(1)
+        for transfer in self._pages(self._client.v1.transfers.list({"limit": _PAGE})):
+            reward_id = _metadata_value(transfer, "reward_id")
+            if reward_id is not None:
+                yield Movement(
+                    MovementKind.PAYOUT,
+                    reward_id,
+                    transfer.id,
+                    _money(transfer.amount, transfer.currency),
+                )
+            if not transfer.amount_reversed:
+                continue
+            for reversal in self._reversals(transfer):
+                owner = _metadata_value(reversal, "reward_id") or reward_id
+                if owner is not None:
+                    yield Movement(
+                        MovementKind.REVERSAL,
+                        owner,
+                        reversal.id,
+                        _money(reversal.amount, reversal.currency),
+                    )
+
+    def _reversals(self, transfer: Any) -> Iterable[Any]:
+        embedded = transfer.reversals
+        if embedded is not None and not embedded.has_more:
+            return list(embedded.data)
+        self._throttle(1)
+        return list(
+            self._pages(self._client.v1.transfers.reversals.list(transfer.id, {"limit": _PAGE}))
+        )
+
+    def _balance_transactions(self, customer: str) -> list[Movement]:
+        self._throttle(1)
+        listed = self._client.v1.customers.balance_transactions.list(customer, {"limit": _PAGE})
+        found: list[Movement] = []
+        for txn in self._pages(listed):
+            reward_id = _metadata_value(txn, "reward_id")
+            if reward_id is None or not txn.amount:
+                continue
+            # Negative: a credit the customer spends (our payout); positive: a debit
+            # (our reversal of one).
+            kind = MovementKind.PAYOUT if txn.amount < 0 else MovementKind.REVERSAL
+            found.append(Movement(kind, reward_id, txn.id, _money(txn.amount, txn.currency)))
+        return found
