@@ -3,13 +3,15 @@
 Generates ``--n`` (default 1,000,000) canonical CRM and NPS events into a fresh, migrated
 SQLite ledger, then times, on that one database:
 
-(a) the detection stage as the flow runs it, ``detect_new_moments.fn`` with the flow's
-    batch size (the ``batch_size`` setting, 1,000 unless configured): read undetected
-    events batch by batch, ``detect()``, store moments and detractor follow-ups, mark the
-    events examined; its time is split into read / detect / write;
+(a) the detection stage as the flow runs it, ``detect_new_moments.fn``: the program's
+    rules as a ``DetectionSpec`` (domain), compiled to SQL by the ledger and run in
+    chunks of ``--batch-size`` event ids, one transaction each (default: the stage's own
+    chunk; the flow's rows-per-batch setting does not apply to it). Its time is split
+    by statement: moments ``INSERT ... SELECT``, follow-ups ``INSERT ... SELECT``, the
+    counts, and the rest (locks, watermark, commits with their WAL checkpoints);
 (b) the same selection written as one SQL statement, ``INSERT ... SELECT`` into a scratch
-    moments table (the floor), and, for reference, the stage's whole write set in SQL
-    (moments, follow-ups, marking the events examined) in one transaction;
+    moments table (the floor), and, for reference, the old stage's whole write set in
+    SQL (moments, follow-ups, marking every event examined) in one transaction;
 (c) the pure ``detect()`` over SourceEvent objects built beforehand (no database).
 
 Targets (from the issue): the stage within 1.5x of the SQL floor, and over 200,000
@@ -22,63 +24,77 @@ from __future__ import annotations
 
 import cProfile
 import io
+import os
 import pstats
 import sqlite3
 import time
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from bench import _events, _report
 from bench._ledger import DATABASE, checkpoint, fresh_ledger, size_mb
 from config.program import load_program
 from config.settings import PROJECT_ROOT, Settings
-from domain.models import Moment, SourceEvent
 from domain.moments import detect
 from domain.program import Program
+from integrations.ledger.detection import DEFAULT_CHUNK, DetectionLedger
 from integrations.ledger.sql import SqlLedger
 from tasks.moments import DetectionReport, detect_new_moments
 
 DEFAULT_N = 1_000_000
-# What the flow passes: the configured batch size (REFERRALS_BATCH_SIZE), by default.
-DEFAULT_BATCH: int = Settings.model_fields["batch_size"].default
+# What the flow passes (REFERRALS_BATCH_SIZE); the stage takes it and does not use it.
+FLOW_BATCH: int = Settings.model_fields["batch_size"].default
 TARGET_RATIO = 1.5
 TARGET_EVENTS_PER_S = 200_000.0
 EXAMINED_AT = _events.NOW
 
 
-class TimedLedger(SqlLedger):
-    """The real ledger, with the time spent in the stage's two ledger calls added up."""
+@dataclass
+class StatementTimes:
+    """Seconds the stage's statements took, by kind, from the engine's own events."""
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self.read_s = 0.0
-        self.write_s = 0.0
-        self.batches = 0
+    moments: float = 0.0
+    follow_ups: float = 0.0
+    counts: float = 0.0
+    chunks: int = 0
+    other: dict[str, float] = field(default_factory=dict)
 
-    def undetected_events(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
-        start = time.perf_counter()
-        try:
-            return super().undetected_events(after_id, limit)
-        finally:
-            self.read_s += time.perf_counter() - start
+    def add(self, statement: str, seconds: float) -> None:
+        head = " ".join(statement.split())[:40]
+        if head.startswith("INSERT INTO moments"):
+            self.moments += seconds
+            self.chunks += 1
+        elif head.startswith("INSERT INTO follow_ups"):
+            self.follow_ups += seconds
+        elif head.startswith("SELECT count"):
+            self.counts += seconds
+        else:
+            self.other[head] = self.other.get(head, 0.0) + seconds
 
-    def record_detection(
-        self,
-        event_ids: Sequence[int],
-        moments: Sequence[Moment],
-        detractors: Sequence[SourceEvent],
-        now: datetime,
-    ) -> int:
-        start = time.perf_counter()
-        try:
-            return super().record_detection(event_ids, moments, detractors, now)
-        finally:
-            self.write_s += time.perf_counter() - start
-            self.batches += 1
+
+@contextmanager
+def statement_times(engine: Engine) -> Iterator[StatementTimes]:
+    """Time every statement ``engine`` runs inside the block."""
+    times = StatementTimes()
+
+    def before(conn: Any, _cursor: Any, _sql: str, *_args: Any) -> None:
+        conn.info["bench_started"] = time.perf_counter()
+
+    def after(conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        times.add(sql, time.perf_counter() - conn.info.pop("bench_started"))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield times
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
 
 
 # -- seeding -----------------------------------------------------------------------------
@@ -214,14 +230,15 @@ FOLLOW_UPS_SQL = """
 MARK_SQL = "UPDATE source_events SET detected_at = :now WHERE detected_at IS NULL"
 
 
-def time_selection(engine: Engine, program: Program) -> tuple[float, int]:
-    """(seconds, rows) of the selection as one statement, in its own transaction."""
+def time_selection(engine: Engine, program: Program) -> tuple[float, float, int]:
+    """(seconds, CPU seconds, rows) of the selection as one statement, in its own
+    transaction."""
     sql, params = selection_sql(program)
     checkpoint(engine)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with engine.begin() as conn:
         rows = conn.execute(text(sql), params).rowcount
-    return time.perf_counter() - start, rows
+    return time.perf_counter() - start, time.process_time() - cpu, rows
 
 
 def time_full_sql(engine: Engine, program: Program) -> float:
@@ -259,24 +276,29 @@ def count(engine: Engine, sql: str) -> int:
 
 
 def time_stage(
-    ledger: TimedLedger, program: Program, batch_size: int, profile: bool
-) -> tuple[float, DetectionReport, str]:
-    """(seconds, report, profile listing) of ``detect_new_moments`` over every event."""
-    checkpoint(ledger.engine)
+    engine: Engine, program: Program, chunk_size: int, profile: bool
+) -> tuple[float, float, DetectionReport, StatementTimes, str]:
+    """(seconds, CPU seconds, report, statement times, profile listing) of
+    ``detect_new_moments``."""
+    checkpoint(engine)
+    ledger = SqlLedger(engine)
     profiler = cProfile.Profile() if profile else None
-    start = time.perf_counter()
-    if profiler is not None:
-        profiler.enable()
-    report = detect_new_moments.fn(ledger, program, EXAMINED_AT, batch_size=batch_size)
-    if profiler is not None:
-        profiler.disable()
-    seconds = time.perf_counter() - start
+    with statement_times(engine) as times:
+        start, cpu = time.perf_counter(), time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        report = detect_new_moments.fn(
+            ledger, program, EXAMINED_AT, FLOW_BATCH, chunk_size=chunk_size
+        )
+        if profiler is not None:
+            profiler.disable()
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     listing = ""
     if profiler is not None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(25)
         listing = out.getvalue()
-    return seconds, report, listing
+    return seconds, cpu, report, times, listing
 
 
 def time_detect(n: int, program: Program) -> tuple[float, int]:
@@ -295,22 +317,25 @@ def time_detect(n: int, program: Program) -> tuple[float, int]:
 # -- the run -----------------------------------------------------------------------------
 
 
-def run(n: int, batch_size: int = DEFAULT_BATCH, profile: bool = False) -> dict[str, Any]:
+def run(n: int, batch_size: int = DEFAULT_CHUNK, profile: bool = False) -> dict[str, Any]:
     program = load_program(PROJECT_ROOT / "config" / "program.yaml")
+    # Other processes on the machine slow both timings, not necessarily alike.
+    load = os.getloadavg()[0]
     with fresh_ledger("bench-detection-") as (engine, directory):
         with engine.begin() as conn:
             for statement in _SCRATCH:
                 conn.exec_driver_sql(statement)
         seed_s = seed(directory / DATABASE, n)
 
-        sql_s, sql_rows = time_selection(engine, program)
+        sql_s, sql_cpu_s, sql_rows = time_selection(engine, program)
         sql_by_type = counts_by_type(engine, "bench_moments")
 
-        ledger = TimedLedger(engine)
-        stage_s, report, listing = time_stage(ledger, program, batch_size, profile)
+        stage_s, stage_cpu_s, report, times, listing = time_stage(
+            engine, program, batch_size, profile
+        )
         stage_by_type = counts_by_type(engine, "moments")
         follow_ups = count(engine, "SELECT count(*) FROM follow_ups")
-        left = count(engine, "SELECT count(*) FROM source_events WHERE detected_at IS NULL")
+        left = DetectionLedger(engine).events_to_detect()
 
         full_sql_s = time_full_sql(engine, program)
         db_mb = size_mb(directory)
@@ -325,6 +350,7 @@ def run(n: int, batch_size: int = DEFAULT_BATCH, profile: bool = False) -> dict[
         and left == 0
         and follow_ups == report.detractors
     )
+    measured = times.moments + times.follow_ups + times.counts
     figures: dict[str, Any] = {
         "bench": "detection",
         "n": n,
@@ -332,10 +358,11 @@ def run(n: int, batch_size: int = DEFAULT_BATCH, profile: bool = False) -> dict[
         "profiled": profile,
         "seed_s": seed_s,
         "stage_s": stage_s,
-        "stage_read_s": ledger.read_s,
-        "stage_detect_s": max(stage_s - ledger.read_s - ledger.write_s, 0.0),
-        "stage_write_s": ledger.write_s,
-        "stage_batches": ledger.batches,
+        "stage_moments_s": times.moments,
+        "stage_follow_ups_s": times.follow_ups,
+        "stage_counts_s": times.counts,
+        "stage_other_s": max(stage_s - measured, 0.0),
+        "stage_batches": times.chunks,
         "sql_s": sql_s,
         "sql_full_s": full_sql_s,
         "detect_s": detect_s,
@@ -344,6 +371,11 @@ def run(n: int, batch_size: int = DEFAULT_BATCH, profile: bool = False) -> dict[
         "sql_full_events_per_s": _report.rate(n, full_sql_s),
         "detect_events_per_s": _report.rate(n, detect_s),
         "ratio_stage_to_sql": ratio,
+        # SQLite works in this process: CPU seconds barely move with the machine's load.
+        "stage_cpu_s": stage_cpu_s,
+        "sql_cpu_s": sql_cpu_s,
+        "ratio_stage_to_sql_cpu": stage_cpu_s / sql_cpu_s if sql_cpu_s > 0 else float("inf"),
+        "load_avg_1m": load,
         "target_ratio": TARGET_RATIO,
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "ratio_met": ratio <= TARGET_RATIO,
@@ -366,14 +398,15 @@ def print_tables(f: dict[str, Any], listing: str) -> None:
     n = f["n"]
     sql_s = f["sql_s"]
     _report.title(
-        f"Detection over {n:,} events (SQLite, batches of {f['batch_size']:,})"
+        f"Detection over {n:,} events (SQLite, chunks of {f['batch_size']:,} event ids)"
         + (" - under cProfile" if f["profiled"] else "")
     )
     phases = [
         ("(a) stage: detect_new_moments", f["stage_s"]),
-        ("      read   (undetected_events)", f["stage_read_s"]),
-        ("      detect (domain, in the loop)", f["stage_detect_s"]),
-        ("      write  (record_detection)", f["stage_write_s"]),
+        ("      moments INSERT...SELECT", f["stage_moments_s"]),
+        ("      follow-ups INSERT...SELECT", f["stage_follow_ups_s"]),
+        ("      counts", f["stage_counts_s"]),
+        ("      locks, watermark, commits", f["stage_other_s"]),
         ("(b) SQL: one INSERT...SELECT (floor)", sql_s),
         ("    SQL: + follow-ups + mark examined", f["sql_full_s"]),
         ("(c) detect() in memory, prebuilt events", f["detect_s"]),
@@ -395,6 +428,11 @@ def print_tables(f: dict[str, Any], listing: str) -> None:
                 f["throughput_met"],
             ],
         ],
+    )
+    print(
+        f"(CPU seconds, insensitive to other processes: stage {f['stage_cpu_s']:.3f},"
+        f" floor {f['sql_cpu_s']:.3f}, ratio {f['ratio_stage_to_sql_cpu']:.3f};"
+        f" load average at start {f['load_avg_1m']:.2f})"
     )
 
     _report.title("Counts")
@@ -419,7 +457,12 @@ def print_tables(f: dict[str, Any], listing: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _report.parser("Detection throughput beside the same selection in SQL.", DEFAULT_N)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="events per stage batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_CHUNK,
+        help=f"event ids per stage transaction (default {DEFAULT_CHUNK:,})",
+    )
     p.add_argument("--profile", action="store_true", help="run the stage under cProfile")
     args = p.parse_args(argv)
     figures = run(args.n, args.batch_size, args.profile)

@@ -145,8 +145,11 @@ class Moment:
     def from_event(
         cls, type_: MomentType, event: SourceEvent, contact_id: str, detail: str
     ) -> Moment:
+        """The moment ``event`` is. Its id is the event's key (``<source>:<event_id>``):
+        as stable as a derived UUID (one moment per event, the same id on every run),
+        and the ledger can write it with plain SQL, with no per-row hash to compute."""
         return cls(
-            moment_id=derived_id("moment", event.key),
+            moment_id=event.key,
             type=type_,
             contact_id=contact_id,
             account_id=event.account_id,

@@ -130,6 +130,9 @@ class SourceEventRow(Base):
     ingested_at: Mapped[datetime]
     # Stage markers: set once the stage has examined the event, so a crash between
     # ingest and a stage leaves the event for the next run instead of losing it.
+    # Detection now keeps a watermark instead (the "__detection__" row of
+    # source_cursors, see integrations/ledger/detection.py) and skips events that
+    # carry a detected_at from before it.
     detected_at: Mapped[datetime | None]
     converted_at: Mapped[datetime | None]
     __table_args__ = (
@@ -163,7 +166,8 @@ class QuarantineRow(Base):
 
 class MomentRow(Base):
     __tablename__ = "moments"
-    moment_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # The source event's key for moments detected since 0007; a UUID before.
+    moment_id: Mapped[str] = mapped_column(String(330), primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
     contact_id: Mapped[str] = mapped_column(String(128), index=True)
     account_id: Mapped[str | None] = mapped_column(String(128))
@@ -200,7 +204,9 @@ class ReferralCodeRow(Base):
 class AskRow(Base):
     __tablename__ = "asks"
     ask_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    moment_id: Mapped[str] = mapped_column(String(36), ForeignKey("moments.moment_id"), unique=True)
+    moment_id: Mapped[str] = mapped_column(
+        String(330), ForeignKey("moments.moment_id"), unique=True
+    )
     contact_id: Mapped[str] = mapped_column(String(128), index=True)
     moment_type: Mapped[str] = mapped_column(String(32))
     referral_code: Mapped[str] = mapped_column(String(64), ForeignKey("referral_codes.code"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +10,21 @@ import pytest
 
 from config.program import parse_program
 from domain.models import EventType, MomentType, SourceEvent
-from domain.moments import detect
+from domain.moments import (
+    DETRACTOR_MAX_SCORE,
+    Absent,
+    AmountAtLeast,
+    AtLeast,
+    AtMost,
+    Detail,
+    DetectionSpec,
+    EventField,
+    EventRule,
+    MomentRule,
+    OneOf,
+    detect,
+    detection_spec,
+)
 from domain.money import Money
 from domain.program import Program
 
@@ -238,3 +252,94 @@ def test_detection_reads_any_iterable_once_and_counts_what_it_examined(
     found = detect(events, program)
     assert found.examined == 5
     assert len(found.moments) == 5
+
+
+def test_a_moment_id_is_its_source_events_key(program: Program) -> None:
+    renewal = event(EventType.RENEWAL, "r1")
+    (moment,) = detect([renewal], program).moments
+    assert moment.moment_id == renewal.key == "crm:r1"
+
+
+# -- the rules as data ------------------------------------------------------------------------
+
+
+def test_the_spec_holds_one_rule_per_enabled_moment_each_from_its_own_event_type() -> None:
+    spec = detection_spec(rules(renewal={"enabled": False}))
+    assert [(r.moment, r.when.event) for r in spec.moments] == [
+        (MomentType.NPS_PROMOTER, EventType.NPS_RESPONSE),
+        (MomentType.DEAL_WON, EventType.DEAL_WON),
+        (MomentType.SUPPORT_RESOLVED, EventType.TICKET_RESOLVED),
+        (MomentType.USAGE_MILESTONE, EventType.USAGE_MILESTONE),
+    ]
+    assert spec.rule_for(EventType.RENEWAL) is None
+
+
+def test_the_spec_carries_the_programs_thresholds() -> None:
+    spec = detection_spec(
+        rules(
+            nps_promoter={"min_score": 10},
+            support_resolved={"min_csat": 5},
+            deal_won={"min_amount": "1000.00"},
+            usage_milestone={"milestones": ["api_live"]},
+        )
+    )
+
+    def conditions(type_: EventType) -> tuple[object, ...]:
+        rule = spec.rule_for(type_)
+        assert rule is not None
+        return rule.when.conditions
+
+    assert conditions(EventType.NPS_RESPONSE) == (AtLeast(EventField.SCORE, 10),)
+    assert conditions(EventType.TICKET_RESOLVED) == (AtLeast(EventField.CSAT, 5),)
+    assert conditions(EventType.DEAL_WON) == (
+        Absent(EventField.REFERRAL_CODE),
+        AmountAtLeast(Money.parse("1000.00", "EUR")),
+    )
+    assert conditions(EventType.USAGE_MILESTONE) == (
+        OneOf(EventField.MILESTONE, frozenset({"api_live"})),
+    )
+    assert spec.detractors == EventRule(
+        EventType.NPS_RESPONSE, (AtMost(EventField.SCORE, DETRACTOR_MAX_SCORE),)
+    )
+
+
+def test_a_zero_min_amount_puts_no_amount_condition_on_won_deals() -> None:
+    rule = detection_spec(rules(deal_won={"min_amount": "0.00"})).rule_for(EventType.DEAL_WON)
+    assert rule is not None
+    assert rule.when.conditions == (Absent(EventField.REFERRAL_CODE),)
+
+
+def test_detect_reads_a_spec_the_same_as_the_program_it_came_from(program: Program) -> None:
+    events = [
+        event(EventType.NPS_RESPONSE, "n", score=10),
+        event(EventType.NPS_RESPONSE, "d", score=1),
+        event(EventType.RENEWAL, "r", contact_id=None),
+        event(EventType.TICKET_RESOLVED, "t", csat=5),
+    ]
+    assert detect(events, detection_spec(program)) == detect(events, program)
+
+
+def test_a_spec_refuses_two_rules_for_one_event_type() -> None:
+    renewed = MomentRule(MomentType.RENEWAL, EventRule(EventType.RENEWAL), Detail("renewed"))
+    with pytest.raises(ValueError, match="one moment rule per event type"):
+        DetectionSpec((renewed, renewed), EventRule(EventType.NPS_RESPONSE))
+
+
+@dataclass(frozen=True)
+class Between:
+    """A condition kind neither interpreter knows."""
+
+    field: EventField
+    low: int
+    high: int
+
+
+def test_detect_refuses_a_condition_kind_it_does_not_know_rather_than_ignore_it() -> None:
+    rule = MomentRule(
+        MomentType.NPS_PROMOTER,
+        EventRule(EventType.NPS_RESPONSE, (Between(EventField.SCORE, 9, 10),)),  # type: ignore[arg-type]
+        Detail("NPS ", EventField.SCORE),
+    )
+    spec = DetectionSpec((rule,), EventRule(EventType.NPS_RESPONSE))
+    with pytest.raises(AssertionError):
+        detect([event(EventType.NPS_RESPONSE, score=10)], spec)

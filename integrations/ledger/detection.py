@@ -1,0 +1,352 @@
+"""Set-based detection: the domain's :class:`~domain.moments.DetectionSpec`, run as SQL.
+
+The rules stay in ``domain.moments`` as data. This module only translates them into
+SQL, one condition kind at a time, and runs them where the events are. Events are
+never carried through Python: each chunk of event ids is one transaction of
+``INSERT INTO moments SELECT ...``, ``INSERT INTO follow_ups SELECT ...``, two counts,
+and a move of the detection watermark.
+
+Progress is a watermark, not a mark on every event. The ``__detection__`` row of
+``source_cursors`` holds the highest event id examined, and it moves in the same
+transaction as the moments it covers. Rewriting every examined event row
+(``detected_at``) cost more than detection itself. The watermark is only safe if no
+event can appear under it later, so each chunk shuts out inserts first:
+
+* SQLite: every transaction is ``BEGIN IMMEDIATE`` (``engine.py``), which takes the
+  database's single write lock. Anything committed before is visible, and nothing
+  else commits until the chunk does. Rowids grow, and events are never deleted.
+* PostgreSQL: ids come from a sequence, so an ingest that took id 100 may commit after
+  one that took 200. Each chunk starts with ``LOCK TABLE source_events IN SHARE ROW
+  EXCLUSIVE MODE``. It waits for every transaction that is writing events (those
+  hold ROW EXCLUSIVE from their first insert, before any id is drawn) and holds new
+  ones off until the chunk commits. The lock conflicts with itself, so two detection
+  runs take turns. Reads are never blocked; ingest waits at most one chunk.
+
+Events the previous, row-by-row stage marked (``detected_at``) are skipped, so a
+ledger detected before this module existed is neither examined twice nor miscounted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, assert_never
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+)
+
+from domain.moments import (
+    Absent,
+    AmountAtLeast,
+    AtLeast,
+    AtMost,
+    Condition,
+    Detail,
+    DetectionSpec,
+    EventField,
+    EventRule,
+    OneOf,
+)
+from integrations.ledger.base import T_EVENTS, T_MOMENTS, LedgerBase
+from integrations.ledger.schema import FollowUpRow, SourceCursorRow
+
+# The source_cursors row that holds the highest event id detection has examined.
+# Sources are named after systems (crm, nps, hubspot, ...), never like this.
+WATERMARK = "__detection__"
+# Event ids per transaction. SQLite writes and checkpoints its WAL at every commit, so
+# small chunks cost far more than their work: chunks of 1,000 ids took about four
+# times as long as chunks of 200,000. A chunk this size holds the write lock for about
+# half a second on an idle machine.
+DEFAULT_CHUNK = 200_000
+# Page cache (KiB) of the detecting connection on SQLite, 32x the default 2 MiB. The
+# moments indexes are written in contact order, and a small cache evicts and
+# re-reads their pages on every chunk. Restored when detection ends.
+SQLITE_CACHE_KIB = 65_536
+
+_E = T_EVENTS.c
+_FIELDS = {
+    EventField.SCORE: _E.score,
+    EventField.CSAT: _E.csat,
+    EventField.MILESTONE: _E.milestone,
+    EventField.REFERRAL_CODE: _E.referral_code,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionCounts:
+    """What one detection run did. ``moments`` counts new moments. ``detractors`` and
+    ``without_contact`` count the examined events that were detractors, or moments
+    naming no contact."""
+
+    examined: int = 0
+    moments: int = 0
+    detractors: int = 0
+    without_contact: int = 0
+    chunks: int = 0
+
+
+# -- the spec as SQL ---------------------------------------------------------------------
+# A condition compiles to an expression that is true exactly where Python's check is
+# true, and false or NULL elsewhere (``score >= 9`` is NULL for a missing score). Used
+# positively (WHERE, AND, OR, CASE WHEN), NULL acts as false, so that is enough. The one
+# negation, "not a detractor", goes through :func:`_none_of`, where NULL must count as
+# false before NOT turns it around.
+
+
+def condition_sql(condition: Condition) -> ColumnElement[bool]:
+    """``condition`` as a SQL expression on ``source_events`` (see above for NULL)."""
+    if isinstance(condition, AmountAtLeast):
+        return and_(
+            _E.currency == condition.minimum.currency,
+            _E.amount_minor >= condition.minimum.amount_minor,
+        )
+    column = _FIELDS[condition.field]
+    if isinstance(condition, AtLeast):
+        return column >= condition.value
+    if isinstance(condition, AtMost):
+        return column <= condition.value
+    if isinstance(condition, Absent):
+        return column.is_(None)
+    if isinstance(condition, OneOf):
+        # Sorted: the same spec always renders the same statement (and cache key).
+        return func.coalesce(column, "").in_(sorted(condition.values))
+    assert_never(condition)
+
+
+def _none_of(expression: ColumnElement[bool]) -> ColumnElement[bool]:
+    """NOT ``expression``, with NULL counted as false first (as Python would)."""
+    return not_(func.coalesce(expression, false()))
+
+
+def rule_sql(rule: EventRule) -> ColumnElement[bool]:
+    """The events ``rule`` selects."""
+    return and_(_E.type == rule.event.value, *(condition_sql(c) for c in rule.conditions))
+
+
+def detractor_sql(spec: DetectionSpec) -> ColumnElement[bool]:
+    return rule_sql(spec.detractors)
+
+
+def moment_sql(spec: DetectionSpec) -> ColumnElement[bool]:
+    """The events that are moments, contact or not (as in ``detect()``: a detractor is
+    never a moment, whatever the rule for its type says)."""
+    detractor = detractor_sql(spec)
+    rules = [
+        and_(rule_sql(rule.when), _none_of(detractor))
+        if rule.when.event is spec.detractors.event
+        else rule_sql(rule.when)
+        for rule in spec.moments
+    ]
+    return or_(false(), *rules)
+
+
+def _detail_sql(detail: Detail) -> ColumnElement[str]:
+    if detail.field is None:
+        return literal(detail.text, String)
+    value = func.coalesce(cast(_FIELDS[detail.field], String), "")
+    return literal(detail.text, String) + value
+
+
+def event_key_sql() -> ColumnElement[str]:
+    """``SourceEvent.key`` (``<source>:<event_id>``), which is also the moment's id."""
+    return _E.source + literal(":", String) + _E.event_id
+
+
+# -- the statements of one chunk -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """A spec's statements, compiled once per run. ``low`` and ``high`` are bound per
+    chunk: the events with ``low < id <= high`` not marked by the old stage."""
+
+    moments: Any | None
+    follow_ups: Any
+    examined: Any
+    leftovers: Any
+
+    @classmethod
+    def build(cls, spec: DetectionSpec, insert: Any) -> _Statements:
+        chunk = and_(_E.id > bindparam("low"), _E.id <= bindparam("high"), _E.detected_at.is_(None))
+        key = event_key_sql()
+        moment = moment_sql(spec)
+        detractor = detractor_sql(spec)
+        moments = None
+        if spec.moments:
+            moment_type = case(
+                {r.when.event.value: r.moment.value for r in spec.moments}, value=_E.type
+            )
+            detail = case(
+                {r.when.event.value: _detail_sql(r.detail) for r in spec.moments},
+                value=_E.type,
+            )
+            moments = (
+                insert(T_MOMENTS)
+                .from_select(
+                    [
+                        "moment_id",
+                        "type",
+                        "contact_id",
+                        "account_id",
+                        "occurred_at",
+                        "source_event",
+                        "detail",
+                        "status",
+                    ],
+                    select(
+                        key,
+                        moment_type,
+                        _E.contact_id,
+                        _E.account_id,
+                        _E.occurred_at,
+                        key,
+                        detail,
+                        literal("new", String),
+                    ).where(chunk, _E.contact_id.is_not(None), moment),
+                )
+                .on_conflict_do_nothing()
+                # SQLAlchemy keeps an INSERT's rowcount only when asked (Postgres
+                # reports -1 otherwise); it is the number of new moments.
+                .execution_options(preserve_rowcount=True)
+            )
+        follow_ups = (
+            insert(FollowUpRow)
+            .from_select(
+                ["source_event", "contact_id", "account_id", "score", "occurred_at"],
+                select(key, _E.contact_id, _E.account_id, _E.score, _E.occurred_at).where(
+                    chunk, detractor
+                ),
+            )
+            .on_conflict_do_nothing()
+        )
+        # Counted apart: SQLite answers the first from the (detected_at, id) index
+        # alone, and the second reads only the few rows it filters for.
+        examined = select(func.count()).select_from(T_EVENTS).where(chunk)
+        no_contact = and_(_E.contact_id.is_(None), moment)
+        leftovers = select(
+            func.count(case((no_contact, 1))), func.count(case((detractor, 1)))
+        ).where(chunk, or_(no_contact, detractor))
+        return cls(moments, follow_ups, examined, leftovers)
+
+
+# -- the ledger mixin ----------------------------------------------------------------------
+
+
+class DetectionLedger(LedgerBase):
+    """Detection inside the database; a mixin for :class:`~integrations.ledger.sql.SqlLedger`."""
+
+    def detect_in_database(
+        self, spec: DetectionSpec, now: datetime, chunk_size: int = DEFAULT_CHUNK
+    ) -> DetectionCounts:
+        """Examine every event stored before this call and not examined yet, under ``spec``.
+
+        Stores new moments (id: the event key) and detractor follow-ups, chunk by
+        chunk. Each chunk is one transaction, with the watermark moved in it. A crash
+        loses at most the chunk in progress, which the next run does again. Running
+        twice, or two runs at once, stores nothing twice and examines nothing twice.
+        Events stored after the call started are left to the next run, so a steady
+        stream of new events cannot keep a run going.
+
+        Args:
+            spec: the rules (``domain.moments.detection_spec(program)``).
+            now: when the watermark moved (``source_cursors.updated_at``).
+            chunk_size: event ids per transaction.
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        statements = _Statements.build(spec, self._insert)
+        examined = moments = detractors = without_contact = chunks = 0
+        end: int | None = None
+        with self.engine.connect() as conn, self._tuned_for_detection(conn):
+            while True:
+                with conn.begin():
+                    self._hold_off_new_events(conn)
+                    low = self._watermark(conn)
+                    if end is None:
+                        end = conn.execute(select(func.max(_E.id))).scalar_one_or_none() or 0
+                    if low >= end:
+                        break
+                    high = min(low + chunk_size, end)
+                    bounds = {"low": low, "high": high}
+                    if statements.moments is not None:
+                        moments += conn.execute(statements.moments, bounds).rowcount
+                    conn.execute(statements.follow_ups, bounds)
+                    examined += conn.execute(statements.examined, bounds).scalar_one()
+                    no_contact, detractor = conn.execute(statements.leftovers, bounds).one()
+                    without_contact += no_contact
+                    detractors += detractor
+                    self._upsert(
+                        conn,
+                        SourceCursorRow,
+                        [{"source": WATERMARK, "cursor": str(high), "updated_at": now}],
+                        "source",
+                    )
+                    chunks += 1
+        return DetectionCounts(examined, moments, detractors, without_contact, chunks)
+
+    def detection_watermark(self) -> int:
+        """The highest event id detection has examined (0 before the first run)."""
+        with self.engine.connect() as conn:
+            return self._watermark(conn)
+
+    def events_to_detect(self) -> int:
+        """How many stored events detection has not examined yet."""
+        with self.engine.connect() as conn:
+            low = self._watermark(conn)
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(T_EVENTS)
+                    .where(_E.id > low, _E.detected_at.is_(None))
+                ).scalar_one()
+            )
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def _watermark(conn: Connection) -> int:
+        value = conn.execute(
+            select(SourceCursorRow.cursor).where(SourceCursorRow.source == WATERMARK)
+        ).scalar_one_or_none()
+        return int(value) if value is not None else 0
+
+    def _hold_off_new_events(self, conn: Connection) -> None:
+        """Make sure no event can commit under the watermark while the chunk runs (SQLite:
+        ``BEGIN IMMEDIATE`` already did; PostgreSQL: see the module docstring)."""
+        if self._dialect == "postgresql":
+            conn.execute(text(f"LOCK TABLE {T_EVENTS.name} IN SHARE ROW EXCLUSIVE MODE"))
+
+    @contextmanager
+    def _tuned_for_detection(self, conn: Connection) -> Iterator[None]:
+        """On SQLite, a larger page cache for this connection while it detects.
+
+        Set on the driver's connection: through SQLAlchemy, the PRAGMA would open a
+        transaction (``BEGIN IMMEDIATE``) of its own. The pooled connection gets its
+        own size back afterwards, so other stages keep the engine's settings.
+        """
+        if self._dialect != "sqlite":
+            yield
+            return
+        driver: Any = conn.connection.driver_connection
+        (before,) = driver.execute("PRAGMA cache_size").fetchone()
+        driver.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            driver.execute(f"PRAGMA cache_size = {int(before)}")
