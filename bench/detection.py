@@ -39,7 +39,7 @@ from sqlalchemy import Engine, event, text
 from bench import _events, _report
 from bench._ledger import DATABASE, checkpoint, fresh_ledger, size_mb
 from config.program import load_program
-from config.settings import PROJECT_ROOT, Settings
+from config.settings import PROJECT_ROOT
 from domain.moments import detect
 from domain.program import Program
 from integrations.ledger.detection import DEFAULT_CHUNK, DetectionLedger
@@ -47,8 +47,6 @@ from integrations.ledger.sql import SqlLedger
 from tasks.moments import DetectionReport, detect_new_moments
 
 DEFAULT_N = 1_000_000
-# What the flow passes (REFERRALS_BATCH_SIZE); the stage takes it and does not use it.
-FLOW_BATCH: int = Settings.model_fields["batch_size"].default
 TARGET_RATIO = 1.5
 TARGET_EVENTS_PER_S = 200_000.0
 EXAMINED_AT = _events.NOW
@@ -287,9 +285,7 @@ def time_stage(
         start, cpu = time.perf_counter(), time.process_time()
         if profiler is not None:
             profiler.enable()
-        report = detect_new_moments.fn(
-            ledger, program, EXAMINED_AT, FLOW_BATCH, chunk_size=chunk_size
-        )
+        report = detect_new_moments.fn(ledger, program, EXAMINED_AT, chunk_size=chunk_size)
         if profiler is not None:
             profiler.disable()
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -1,9 +1,11 @@
 """Frozen value objects of the referral cycle.
 
-Identifiers are strings. Ids the program mints itself (moments, asks, conversions,
-rewards, payouts) are UUIDv5 derived from the natural key of the thing, so the same
-input always yields the same id: a re-run, or a ledger rebuilt from the same input,
-lands on the same rows and the same Stripe idempotency keys instead of new ones.
+Identifiers are strings. Ids the program mints itself are derived from the natural key
+of the thing, so the same input always yields the same id: a re-run, or a ledger rebuilt
+from the same input, lands on the same rows and the same Stripe idempotency keys instead
+of new ones. A moment's id is its event's key (``<source>:<event_id>``: one moment per
+event, and the database can compute it while detecting); asks, conversions, rewards and
+payouts get UUIDv5 ids from :func:`derived_id`.
 """
 
 from __future__ import annotations

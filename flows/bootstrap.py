@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from config.program import load_program
 from config.settings import Settings, load_settings
+from domain.clawbacks import PaymentRecords
 from domain.errors import ConfigError
 from domain.models import PayoutRailKind
 from domain.ports import ApprovalRuns, EmailSender, EventSource, PaymentRail
@@ -23,6 +24,7 @@ from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.ledger_only import LedgerOnlyRail
+from integrations.payments.stripe_events import DEFAULT_TYPES, StripeEventFeed
 from integrations.prefect_limits import PrefectRateLimit
 from integrations.sources.files import FileSource
 
@@ -38,6 +40,10 @@ class App:
     email: EmailSender
     rails: dict[PayoutRailKind, PaymentRail]
     approvals: ApprovalRuns
+    # With a Stripe key: the events feed (polling fallback of the webhook) and the
+    # reader the reconciliation compares the ledger with.
+    stripe_events: StripeEventFeed | None = None
+    payment_records: PaymentRecords | None = None
 
     def describe(self) -> dict[str, str]:
         """Which backend serves each port (safe to log: no secrets)."""
@@ -56,6 +62,7 @@ def build_app(settings: Settings | None = None) -> App:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     ledger = SqlLedger(engine)
+    feed, records = _stripe_readers(settings)
     return App(
         settings=settings,
         program=program,
@@ -64,6 +71,8 @@ def build_app(settings: Settings | None = None) -> App:
         email=_email(settings, ledger),
         rails=_rails(settings),
         approvals=PrefectApprovalRuns(settings.approval_deployment),
+        stripe_events=feed,
+        payment_records=records,
     )
 
 
@@ -135,6 +144,22 @@ def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
         PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client, throttle=throttle),
         PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client, throttle=throttle),
     }
+
+
+def _stripe_readers(settings: Settings) -> tuple[StripeEventFeed | None, PaymentRecords | None]:
+    if settings.stripe_api_key is None:
+        return None, None
+    from integrations.payments.stripe_rail import build_stripe_client
+    from integrations.payments.stripe_reconcile import LOSS_EVENT_TYPES, StripeRecords
+
+    client = build_stripe_client(
+        settings.stripe_api_key.get_secret_value(),
+        settings.stripe_api_base,
+        settings.stripe_max_network_retries,
+    )
+    throttle = PrefectRateLimit("stripe-api", settings.stripe_rate_limit_per_second)
+    feed = StripeEventFeed(client, types=(*DEFAULT_TYPES, *LOSS_EVENT_TYPES), throttle=throttle)
+    return feed, StripeRecords(client, throttle=throttle)
 
 
 _current: App | None = None

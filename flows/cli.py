@@ -10,6 +10,8 @@
     referrals config what-if FILE       the stored history under other rules (pays nothing)
     referrals outbox                    emails kept by the local outbox backend
     referrals report [--period month]   program metrics, with PNG charts
+    referrals clawbacks apply           refunds, chargebacks, churn: take rewards back
+    referrals reconcile                 ledger payouts against Stripe, both ways
     referrals webhooks serve            receive SendGrid and Stripe webhooks
     referrals automations create URL    alert a webhook on failed runs and overdue approvals
 
@@ -22,7 +24,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +46,8 @@ app.add_typer(webhooks_app, name="webhooks")
 automations_app = typer.Typer(no_args_is_help=True, help="Prefect automations for on-call.")
 app.add_typer(automations_app, name="automations")
 app.add_typer(report_app, name="report")
+clawbacks_app = typer.Typer(no_args_is_help=True, help="Rewards taken back.")
+app.add_typer(clawbacks_app, name="clawbacks")
 
 
 def _port() -> int:
@@ -408,6 +412,36 @@ def automations_create(
 
     for name, automation_id in ensure_automations(webhook_url).items():
         typer.echo(f"{name}: {automation_id}")
+
+
+@clawbacks_app.command("apply")
+def clawbacks_apply() -> None:
+    """Apply the refunds, chargebacks and churn waiting in the Stripe inbox, once each."""
+    _prefect_env()
+    from flows.reconcile import apply_clawbacks
+
+    typer.echo(json.dumps(apply_clawbacks(), indent=2, default=str))
+
+
+@app.command()
+def reconcile() -> None:
+    """Compare ledger payouts with Stripe by reward id; exit 1 on any mismatch."""
+    _prefect_env()
+    from flows import bootstrap
+    from flows.reconcile import payment_records
+    from tasks.reconcile import reconcile_payouts
+
+    app_ = bootstrap.app()
+    records = payment_records(app_)
+    if records is None:
+        _fail("no Stripe key configured: the ledger-only rail has nothing to reconcile")
+    assert records is not None
+    mismatches = reconcile_payouts.fn(app_.ledger, records, datetime.now(UTC))
+    for mismatch in mismatches:
+        typer.echo(" | ".join(f"{k}: {v}" for k, v in mismatch.row().items()))
+    typer.echo(f"{len(mismatches)} mismatch(es)")
+    if mismatches:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

@@ -46,13 +46,13 @@ def report(
     charts as PNG files."""
     # Imported here: Prefect (under the tasks) is loaded only when a command runs.
     from flows import bootstrap
-    from flows.metrics import as_of_or_now, metrics_ledger
+    from flows.metrics import as_of_or_now
     from tasks.metrics import compute_program_metrics, metrics_tables, render_metric_charts
 
     app = bootstrap.app()
     # The tasks' plain functions: no flow run, so no Prefect server is needed.
     metrics = compute_program_metrics.fn(
-        metrics_ledger(app.ledger),
+        app.ledger,
         app.program,
         period,
         as_of_or_now(as_of),

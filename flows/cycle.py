@@ -16,13 +16,19 @@ from prefect import flow
 from flows import bootstrap
 from tasks.approvals import request_approvals
 from tasks.asks import decide_asks
-from tasks.conversions import record_new_conversions
+from tasks.clawbacks import apply_clawbacks
+from tasks.conversions import (
+    link_stripe_payments,
+    record_new_conversions,
+    record_stripe_conversions,
+)
 from tasks.emails import send_ask_emails, send_notifications
 from tasks.ingest import ingest_sources
 from tasks.moments import detect_new_moments
 from tasks.payouts import submit_payouts
 from tasks.reports import publish_cycle_report
 from tasks.rewards import compute_new_rewards, plan_routes
+from tasks.stripe_events import poll_stripe_events
 
 
 def _moment(as_of: datetime | None) -> datetime:
@@ -42,7 +48,7 @@ def detect_moments() -> dict[str, Any]:
     app = bootstrap.app()
     now = datetime.now(UTC)
     reports = ingest_sources(app.sources, app.ledger, now)
-    detection = detect_new_moments(app.ledger, app.program, now, app.settings.batch_size)
+    detection = detect_new_moments(app.ledger, app.program, now)
     return {"ingest": [asdict(r) for r in reports], "detection": asdict(detection)}
 
 
@@ -66,7 +72,11 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
 
 @flow(name="check-conversions")
 def check_conversions() -> dict[str, Any]:
-    """Attribute new coded signups and deals to referrers, and compute their rewards.
+    """Attribute new coded signups, deals and Stripe payments to referrers, and compute
+    their rewards.
+
+    CRM conversions are recorded before Stripe's, so when both report the same deal the
+    CRM's deal amount is the one kept.
 
     Returns:
         Conversion and reward counts, with what was quarantined.
@@ -74,9 +84,30 @@ def check_conversions() -> dict[str, Any]:
     app = bootstrap.app()
     now = datetime.now(UTC)
     ingest_sources(app.sources, app.ledger, now)
+    polled = poll_stripe_events(app.stripe_events, app.ledger, now) if app.stripe_events else None
     conversions = record_new_conversions(app.ledger, app.program, now, app.settings.batch_size)
+    stripe = record_stripe_conversions(app.ledger, app.program, now, app.settings.batch_size)
+    linked = link_stripe_payments(app.ledger, now, app.settings.batch_size)
     rewards = compute_new_rewards(app.ledger, app.program, now, app.settings.batch_size)
-    return {"conversions": conversions, "rewards": rewards}
+    return {
+        "conversions": conversions,
+        "stripe": {"polled": polled, "conversions": stripe, "payments_linked": linked},
+        "rewards": rewards,
+    }
+
+
+@flow(name="poll-stripe-events")
+def poll_stripe() -> dict[str, Any]:
+    """Fetch recent Stripe events into the inbox, so nothing is missed while the webhook
+    endpoint is down (events already received are ignored by id).
+
+    Returns:
+        How many events were read and stored; nothing without a Stripe key.
+    """
+    app = bootstrap.app()
+    if app.stripe_events is None:
+        return {"skipped": "no Stripe key configured"}
+    return dict(poll_stripe_events(app.stripe_events, app.ledger, datetime.now(UTC)))
 
 
 @flow(name="route-rewards")
@@ -91,10 +122,15 @@ def route_rewards(as_of: datetime | None = None) -> dict[str, Any]:
     """
     app = bootstrap.app()
     when, now = _moment(as_of), datetime.now(UTC)
+    # Refunds and churn first: a refunded reward is never paid, and a referrer's debt is
+    # known before their next payout is netted against it.
+    clawbacks = apply_clawbacks(
+        app.ledger, app.rails, app.program, now, app.approvals, app.settings.batch_size
+    )
     plan = plan_routes(app.ledger, app.program, when, now, app.settings.batch_size)
     payouts = submit_payouts(app.ledger, app.rails, plan.auto_pay, now)
     waiting = request_approvals(app.ledger, app.approvals, plan.approval, now)
-    return {"payouts": asdict(payouts), "approvals": waiting}
+    return {"clawbacks": asdict(clawbacks), "payouts": asdict(payouts), "approvals": waiting}
 
 
 @flow(name="notify-referrers")

@@ -16,15 +16,7 @@ from prefect import flow
 
 from domain.metrics import PeriodKind, period_containing
 from flows import bootstrap
-from integrations.ledger.base import LedgerBase
-from integrations.ledger.metrics import MetricsLedger
 from tasks.metrics import compute_program_metrics, publish_program_metrics, render_metric_charts
-
-
-def metrics_ledger(ledger: LedgerBase) -> MetricsLedger:
-    """The ledger's metrics queries: the ledger itself once ``SqlLedger`` has the
-    :class:`MetricsLedger` mixin among its bases, a read-only view on its engine before."""
-    return ledger if isinstance(ledger, MetricsLedger) else MetricsLedger(ledger.engine)
 
 
 def as_of_or_now(as_of: datetime | None) -> datetime:
@@ -67,7 +59,7 @@ def program_metrics(
     if closed_only:
         when = period_containing(when, kind).start
     metrics = compute_program_metrics(
-        metrics_ledger(app.ledger), app.program, kind, when, periods, app.program.money(fixed_cost)
+        app.ledger, app.program, kind, when, periods, app.program.money(fixed_cost)
     )
     with tempfile.TemporaryDirectory(prefix="program-metrics-") as folder:
         charts = render_metric_charts(metrics, Path(folder))

@@ -18,9 +18,6 @@ from prefect import flow
 
 from domain.clawbacks import PaymentRecords, PayoutsOutOfBalance
 from flows import bootstrap
-from integrations.ledger.clawbacks import ClawbackLedger
-from integrations.ledger.reconcile import ReconcileLedger
-from integrations.payments.stripe_reconcile import StripeRecords
 from tasks import clawbacks as clawback_tasks
 from tasks import reconcile as reconcile_tasks
 
@@ -28,30 +25,9 @@ from tasks import reconcile as reconcile_tasks
 def payment_records(app: bootstrap.App) -> PaymentRecords | None:
     """What the reconciliation reads Stripe with; ``None`` without a Stripe key.
 
-    Uses ``app.payment_records`` when the app has one; otherwise builds a reader from
-    the Stripe settings. Tests replace this function to point it at a fake Stripe.
+    Tests replace this function to point it at a fake Stripe.
     """
-    records = getattr(app, "payment_records", None)
-    if isinstance(records, PaymentRecords):
-        return records
-    settings = app.settings
-    if settings.stripe_api_key is None:
-        return None
-    return StripeRecords.connect(
-        settings.stripe_api_key.get_secret_value(),
-        api_base=settings.stripe_api_base,
-        max_network_retries=settings.stripe_max_network_retries,
-    )
-
-
-def _clawback_ledger(app: bootstrap.App) -> ClawbackLedger:
-    ledger = app.ledger
-    return ledger if isinstance(ledger, ClawbackLedger) else ClawbackLedger(ledger.engine)
-
-
-def _reconcile_ledger(app: bootstrap.App) -> ReconcileLedger:
-    ledger = app.ledger
-    return ledger if isinstance(ledger, ReconcileLedger) else ReconcileLedger(ledger.engine)
+    return app.payment_records
 
 
 @flow(name="apply-clawbacks")
@@ -64,7 +40,7 @@ def apply_clawbacks() -> dict[str, Any]:
     """
     app = bootstrap.app()
     report = clawback_tasks.apply_clawbacks(
-        _clawback_ledger(app),
+        app.ledger,
         app.rails,
         app.program,
         datetime.now(UTC),
@@ -87,15 +63,7 @@ def reconcile_payouts() -> dict[str, Any]:
     """
     app = bootstrap.app()
     records = payment_records(app)
-    try:
-        mismatches = reconcile_tasks.reconcile_payouts(
-            _reconcile_ledger(app), records, datetime.now(UTC)
-        )
-    finally:
-        if isinstance(records, StripeRecords) and records is not getattr(
-            app, "payment_records", None
-        ):
-            records.close()
+    mismatches = reconcile_tasks.reconcile_payouts(app.ledger, records, datetime.now(UTC))
     reconcile_tasks.publish_payout_mismatches(mismatches)
     if mismatches:
         raise PayoutsOutOfBalance(mismatches)

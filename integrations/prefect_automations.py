@@ -51,8 +51,8 @@ def save_alerts_block(webhook_url: str) -> UUID:
 def ensure_automations(webhook_url: str) -> dict[str, UUID]:
     """Create (or update) the alerting automations; returns name -> automation id."""
     from prefect.automations import EventTrigger, Posture, SendNotification
-    from prefect.events.schemas.automations import AutomationCore
     from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import AutomationCore
 
     block_id = save_alerts_block(webhook_url)
     wanted = [

@@ -38,7 +38,6 @@ from integrations.ledger.stripe_conversions import (
     ConversionsRecorded,
     PaymentLink,
     PaymentsLinked,
-    StripeConversionLedger,
 )
 from integrations.ledger.webhooks import StoredStripeEvent
 from tasks._support import run_logger
@@ -130,18 +129,11 @@ def record_new_conversions(
                 conversions.append(conversion)
         notices = conversion_notices(conversions, owners.values(), program)
         event_ids = [i for i, _ in batch]
-        if isinstance(ledger, StripeConversionLedger):
-            result = ledger.record_crm_conversions(event_ids, conversions, rejected, notices, now)
-            recorded += len(result.new)
-            duplicates += result.duplicates
-            quarantined += result.quarantined
-            queued += result.notices
-        else:
-            # Until StripeConversionLedger joins SqlLedger's bases: the plain path, with
-            # the notices (their ids are derived, so queueing one again adds nothing).
-            recorded += ledger.record_conversions(event_ids, conversions, rejected, now)
-            quarantined += len(rejected)
-            queued += ledger.queue_notifications(list(notices.values()), now)
+        result = ledger.record_crm_conversions(event_ids, conversions, rejected, notices, now)
+        recorded += len(result.new)
+        duplicates += result.duplicates
+        quarantined += result.quarantined
+        queued += result.notices
         examined += len(batch)
     run_logger().info(
         "examined %d coded events: %d conversions, %d duplicates, %d quarantined, %d notices",

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domain.moments import detection_spec
 from domain.program import Program
-from integrations.ledger.detection import DEFAULT_CHUNK, DetectionLedger
+from integrations.ledger.detection import DEFAULT_CHUNK
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
 
@@ -28,8 +28,6 @@ def detect_new_moments(
     ledger: SqlLedger,
     program: Program,
     now: datetime,
-    batch_size: int | None = None,
-    *,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> DetectionReport:
     """Examine every event not yet examined, inside the database, and store its moments.
@@ -41,8 +39,6 @@ def detect_new_moments(
         ledger: where events are read and moments stored.
         program: the moment rules.
         now: when the detection watermark moved.
-        batch_size: unused. Detection carries no rows through Python, so the stages'
-            rows-per-batch setting does not apply; kept so callers that pass it work.
         chunk_size: event ids per transaction. Much smaller chunks are much slower on
             SQLite, which pays a WAL write and checkpoint at every commit.
 
@@ -50,11 +46,7 @@ def detect_new_moments(
         Counts of events examined, new moments, detractors listed for follow-up, and
         moments without a contact.
     """
-    del batch_size
-    # SqlLedger has the mixin once it lists DetectionLedger among its bases; until
-    # then, the same engine through the mixin alone does the same work.
-    detector = ledger if isinstance(ledger, DetectionLedger) else DetectionLedger(ledger.engine)
-    counts = detector.detect_in_database(detection_spec(program), now, chunk_size)
+    counts = ledger.detect_in_database(detection_spec(program), now, chunk_size)
     run_logger().info(
         "examined %d events: %d new moments, %d detractors to follow up, %d without contact",
         counts.examined,

@@ -77,6 +77,7 @@ from integrations.ledger.base import (
     pairs,
 )
 from integrations.ledger.clawbacks import (
+    ClawbackLedger,
     book_netting,
     live_payouts,
     lock_referrers,
@@ -84,7 +85,10 @@ from integrations.ledger.clawbacks import (
     referrers_of,
     settle_by_netting,
 )
+from integrations.ledger.detection import DetectionLedger
 from integrations.ledger.history import HistoryLedger
+from integrations.ledger.metrics import MetricsLedger
+from integrations.ledger.reconcile import ReconcileLedger
 from integrations.ledger.schema import (
     AccountRow,
     ApprovalDecisionRow,
@@ -106,6 +110,7 @@ from integrations.ledger.schema import (
     SourceEventRow,
     SuppressionRow,
 )
+from integrations.ledger.stripe_conversions import StripeConversionLedger
 from integrations.ledger.webhooks import WebhookLedger
 
 _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTES}
@@ -115,7 +120,16 @@ class DecisionConflict(InvalidDecision):
     """Another decision on the same approval stage was recorded first."""
 
 
-class SqlLedger(HistoryLedger, WebhookLedger, LedgerBase):
+class SqlLedger(
+    DetectionLedger,
+    HistoryLedger,
+    WebhookLedger,
+    StripeConversionLedger,
+    ClawbackLedger,
+    ReconcileLedger,
+    MetricsLedger,
+    LedgerBase,
+):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
 
     Areas added later live in their own modules as mixins of :class:`LedgerBase`

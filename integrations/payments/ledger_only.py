@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from domain.clawbacks import ReversalInstruction, ReversalOutcome, ReversalResult
 from domain.models import PayoutInstruction, PayoutOutcome, PayoutRailKind, PayoutResult
 
 
@@ -46,3 +47,25 @@ class LedgerOnlyRail:
                     )
                 )
         return results
+
+    def reverse(self, instructions: Sequence[ReversalInstruction]) -> list[ReversalResult]:
+        """Record a clawback as recovered without moving money (nothing was paid out).
+
+        Returns:
+            ``SUCCEEDED`` with ``provider_ref="ledger-only:<reversal_id>"`` for each
+            ledger-only instruction; ``FAILED`` for one addressed to another rail.
+        """
+        return [
+            ReversalResult(
+                i.reversal_id,
+                ReversalOutcome.SUCCEEDED,
+                provider_ref=f"ledger-only:{i.reversal_id}",
+            )
+            if i.rail is PayoutRailKind.LEDGER_ONLY
+            else ReversalResult(
+                i.reversal_id,
+                ReversalOutcome.FAILED,
+                error=f"a {i.rail.value} reversal sent to the ledger-only rail",
+            )
+            for i in instructions
+        ]

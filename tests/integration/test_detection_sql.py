@@ -382,8 +382,8 @@ def test_the_task_reports_what_the_database_found(ledger: SqlLedger, program: Pr
         an_event("t1", EventType.TICKET_OPENED),
     )
 
-    report = detect_new_moments.fn(ledger, program, NOW, 1000)
-    again = detect_new_moments.fn(ledger, program, NOW, 1000)
+    report = detect_new_moments.fn(ledger, program, NOW, chunk_size=1000)
+    again = detect_new_moments.fn(ledger, program, NOW, chunk_size=1000)
 
     assert report == DetectionReport(examined=5, moments=2, detractors=1, without_contact=1)
     assert again == DetectionReport(examined=0, moments=0, detractors=0, without_contact=0)
