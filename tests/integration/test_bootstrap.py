@@ -13,7 +13,9 @@ from flows.bootstrap import build_app
 from integrations.email.outbox import OutboxEmailSender
 from integrations.email.sendgrid_sender import SendGridEmailSender
 from integrations.payments.ledger_only import LedgerOnlyRail
+from integrations.payments.stripe_events import StripeEventFeed
 from integrations.payments.stripe_rail import StripeBalanceRail, StripeTransferRail
+from integrations.payments.stripe_reconcile import StripeRecords
 from integrations.sources.delighted import DelightedSource
 from integrations.sources.files import FileSource
 from integrations.sources.hubspot import HubSpotSource
@@ -28,6 +30,7 @@ def test_without_keys_email_goes_to_the_outbox_and_payouts_to_the_ledger_only_ra
     assert isinstance(app.rails[PayoutRailKind.LEDGER_ONLY], LedgerOnlyRail)
     assert [type(s) for s in app.sources] == [FileSource]
     assert app.describe()["payouts"] == "ledger_only"
+    assert (app.stripe_events, app.payment_records) == (None, None)
     app.ledger.engine.dispose()
 
 
@@ -49,6 +52,8 @@ def test_with_keys_the_real_sendgrid_and_stripe_adapters_are_used(
     assert isinstance(app.rails[PayoutRailKind.STRIPE_TRANSFER], StripeTransferRail)
     assert isinstance(app.rails[PayoutRailKind.STRIPE_BALANCE], StripeBalanceRail)
     assert [type(s) for s in app.sources] == [FileSource, HubSpotSource, DelightedSource]
+    assert isinstance(app.stripe_events, StripeEventFeed)
+    assert isinstance(app.payment_records, StripeRecords)
     assert "sk_test" not in str(app.describe())
     assert "SG.test" not in repr(app.settings)
     app.ledger.engine.dispose()

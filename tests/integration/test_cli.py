@@ -226,3 +226,9 @@ def test_config_what_if_shows_the_cost_of_a_changed_rule_without_paying(
     assert "2,460.00 EUR" in result.output
     assert "615.00 EUR" in result.output  # the difference
     assert cli_app.ledger.summary() == before
+
+
+def test_reconcile_without_a_stripe_key_says_there_is_nothing_to_compare(cli_app: App) -> None:
+    result = runner.invoke(cli, ["reconcile"])
+    assert result.exit_code == 2
+    assert "ledger-only" in result.output

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import detection, send_asks
+from bench import detection, payouts, send_asks
 
 N = 2000
 
@@ -98,3 +98,47 @@ def test_n_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         detection.main(["--n", "0"])
     assert "must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_payouts_bench_pays_each_reward_once_and_reports_its_figures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Part A only (a local Prefect server for the rate limit; no worker, no deploy)."""
+    before = leftover_dirs("bench-payouts-")
+
+    payouts.main(["--n", "40", "--workers", "2", "--skip-latency"])
+
+    out = capsys.readouterr().out
+    figures = last_json_line(out)
+    assert "Part A: paying 40 rewards" in out
+    assert figures["bench"] == "payouts"
+    assert (figures["n"], figures["workers"], figures["rate_limit_per_s"]) == (40, 2, 100.0)
+    for key in (
+        "wall_s",
+        "window_s",
+        "created_per_s",
+        "rate_share",
+        "target_share",
+        "rate_met",
+        "http_429",
+        "retries",
+        "transfer_posts",
+        "duplicates",
+        "lost",
+        "one_paid_entry_per_reward",
+        "latency",
+    ):
+        assert key in figures, key
+    assert positive_rate(figures["created_per_s"])
+    assert isinstance(figures["rate_met"], bool)
+    assert figures["worker_errors"] == []
+    # Exactly once, from both sides: the fake's transfers and the ledger.
+    assert figures["duplicates"] == figures["lost"] == 0
+    assert figures["created"] == figures["transfers"] == 40
+    assert figures["transfers_not_booked"] == 0
+    assert figures["one_paid_entry_per_reward"] is True
+    assert figures["reward_statuses"] == {"paid": 40}
+    assert figures["latency"] is None  # --skip-latency
+    assert leftover_dirs("bench-payouts-") == before

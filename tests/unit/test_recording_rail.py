@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.clawbacks import ReversalInstruction, ReversalOutcome
 from domain.models import (
     PayoutInstruction,
     PayoutOutcome,
@@ -200,3 +201,28 @@ def test_the_ledger_only_rail_refuses_an_instruction_meant_for_stripe() -> None:
     assert result.provider_ref is None
     assert result.error is not None
     assert "moves no money" in result.error
+
+
+def test_the_ledger_only_rail_records_a_clawback_as_recovered_without_moving_money() -> None:
+    def reversal(reversal_id: str, rail: PayoutRailKind) -> ReversalInstruction:
+        return ReversalInstruction(
+            reversal_id=reversal_id,
+            reward_id="r1",
+            payout_id="p1",
+            amount=Money(500, "EUR"),
+            rail=rail,
+            idempotency_key=ReversalInstruction.key_for("r1", reversal_id),
+        )
+
+    results = LedgerOnlyRail().reverse(
+        [
+            reversal("rv1", PayoutRailKind.LEDGER_ONLY),
+            reversal("rv2", PayoutRailKind.STRIPE_TRANSFER),
+        ]
+    )
+
+    assert [(r.reversal_id, r.outcome) for r in results] == [
+        ("rv1", ReversalOutcome.SUCCEEDED),
+        ("rv2", ReversalOutcome.FAILED),
+    ]
+    assert results[0].provider_ref == "ledger-only:rv1"

@@ -15,10 +15,7 @@ branch_labels = None
 depends_on = None
 
 OLD = "kind in ('accrued', 'adjusted', 'cancelled', 'paid', 'reversed')"
-NEW = (
-    "kind in ('accrued', 'adjusted', 'cancelled', 'paid', 'reversed', 'clawed_back',"
-    " 'netted')"
-)
+NEW = "kind in ('accrued', 'adjusted', 'cancelled', 'paid', 'reversed', 'clawed_back', 'netted')"
 
 
 def _set_kinds(check: str) -> None:

@@ -1,0 +1,273 @@
+"""Part B of the payout benchmark: from an approver's resume to the payout in the ledger.
+
+A real local Prefect stack (server, deployments from prefect.yaml, process worker) runs
+the ``payout-approval`` deployment. Its worker sees the same SQLite ledger and the fake
+Stripe as this process (``REFERRALS_*`` in its environment). Each repeat seeds one
+1,845.00 EUR reward awaiting approval, starts its approval run with
+``request_approvals`` and waits until the run is suspended (PAUSED); then the clock
+starts just before ``PrefectApprovalRuns.resume(...)`` with an approval and stops when
+this process, polling the ledger every 50 ms, sees the payout committed as succeeded.
+
+The run's own timeline (its states, its task runs, the fake's answer to the transfer)
+then says where the time went.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from sqlalchemy import select
+
+from bench._payouts_seed import seed_awaiting_approval
+from config.program import load_program
+from config.settings import PROJECT_ROOT
+from domain.models import PayoutInstruction, PayoutRailKind
+from domain.program import Program
+from integrations.approvals.prefect_runs import PrefectApprovalRuns
+from integrations.ledger.engine import make_engine
+from integrations.ledger.migrate import upgrade
+from integrations.ledger.schema import PayoutRow
+from integrations.ledger.sql import SqlLedger
+from integrations.prefect_stack import LocalStack
+from tasks.approvals import request_approvals
+
+from ._payouts_rate import TimedFakeStripe
+
+API_KEY = "sk_test_bench_latency"
+DEPLOYMENT = "payout-approval/payout-approval"
+POLL_S = 0.05
+TARGET_S = 5.0
+PAUSE_TIMEOUT_S = 180.0
+PAID_TIMEOUT_S = 120.0
+T = TypeVar("T")
+
+# The phases of one resume, in order: (key, label). Each ends at its named moment.
+PHASES: tuple[tuple[str, str], ...] = (
+    ("resume_call", "resume() returns (API: PAUSED -> SCHEDULED)"),
+    ("worker_pickup", "worker picks the run up (PENDING)"),
+    ("process_start", "flow process starts, imports, RUNNING"),
+    ("bootstrap", "build_app() until the first task (load-approval)"),
+    ("decision", "replay input, apply-decision, until submit-payouts"),
+    ("to_stripe", "submit-payouts until the transfer is answered"),
+    ("to_commit", "transfer answered until the poll sees the payout committed"),
+)
+
+
+@dataclass
+class Sample:
+    reward_id: str
+    run_id: str
+    seconds: float
+    phases: dict[str, float] = field(default_factory=dict)
+    states: list[tuple[str, float]] = field(default_factory=list)
+    tasks: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+def _wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _state(run_id: str) -> str | None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(run_id)).state
+    return state.type.value if state else None
+
+
+def _pause_scheduled_deployments() -> list[str]:
+    """Keep the hourly SLA and the daily cycle from running during the measurements."""
+    from prefect.client.orchestration import get_client
+
+    paused = []
+    with get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():
+            if deployment.schedules and not deployment.paused:
+                client.pause_deployment(deployment.id)
+                paused.append(deployment.name)
+    return sorted(paused)
+
+
+def _timeline(run_id: str, resumed_wall: datetime) -> tuple[list[tuple[str, float]], list[Any]]:
+    """States and task runs of the run since ``resumed_wall`` (seconds after it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    def after(moment: datetime | None) -> float | None:
+        if moment is None:
+            return None
+        return (moment - resumed_wall).total_seconds()
+
+    with get_client(sync_client=True) as client:
+        states = [
+            (s.type.value, offset)
+            for s in client.read_flow_run_states(UUID(run_id))
+            if (offset := after(s.timestamp)) is not None and offset >= 0
+        ]
+        tasks = [
+            (t.name, after(t.start_time), after(t.end_time))
+            for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
+            )
+        ]
+    return states, [t for t in tasks if t[1] is not None and t[1] >= 0]
+
+
+def _phases(
+    states: list[tuple[str, float]],
+    tasks: list[Any],
+    call_s: float,
+    answered_s: float | None,
+    seen_s: float,
+) -> dict[str, float]:
+    """Split ``seen_s`` into the phases of :data:`PHASES` (seconds; missing marks skip)."""
+
+    def first_state(kind: str) -> float | None:
+        return min((at for name, at in states if name == kind), default=None)
+
+    def task_start(prefix: str) -> float | None:
+        return min((t[1] for t in tasks if str(t[0]).startswith(prefix)), default=None)
+
+    marks: list[tuple[str, float | None]] = [
+        ("resume_call", call_s),
+        ("worker_pickup", first_state("PENDING")),
+        ("process_start", first_state("RUNNING")),
+        ("bootstrap", task_start("load-approval")),
+        ("decision", task_start("submit-payouts")),
+        ("to_stripe", answered_s),
+        ("to_commit", seen_s),
+    ]
+    phases: dict[str, float] = {}
+    previous = 0.0
+    for key, at in marks:
+        if at is None:
+            continue
+        phases[key] = max(at - previous, 0.0)
+        previous = max(at, previous)
+    return phases
+
+
+def measure(stack: LocalStack, root: Path, repeats: int) -> dict[str, Any]:
+    """Deploy and start the worker on ``stack``, then time ``repeats`` approvals."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    db_url = f"sqlite:///{root / 'latency-ledger.db'}"
+    engine = make_engine(db_url)
+    upgrade(engine)
+    ledger = SqlLedger(engine)
+    program = load_program(PROJECT_ROOT / "config" / "program.yaml")
+    samples: list[Sample] = []
+    setup: dict[str, float] = {}
+    try:
+        with TimedFakeStripe(api_key=API_KEY) as fake:
+            stack.extra_env = {
+                **stack.extra_env,
+                "REFERRALS_DATABASE_URL": db_url,
+                "REFERRALS_INBOX_DIR": str(root / "inbox"),
+                "REFERRALS_STRIPE_API_KEY": API_KEY,
+                "REFERRALS_STRIPE_API_BASE": fake.url,
+                "REFERRALS_STRIPE_MAX_NETWORK_RETRIES": "1",
+            }
+            began = time.perf_counter()
+            stack.deploy()
+            setup["deploy_s"] = time.perf_counter() - began
+            with temporary_settings(
+                {PREFECT_API_URL: stack.api_url, PREFECT_HOME: str(stack.home)}
+            ):
+                paused = _pause_scheduled_deployments()
+                stack.start_worker()
+                runs = PrefectApprovalRuns(DEPLOYMENT, ui_url=stack.ui_url)
+                for i in range(repeats):
+                    samples.append(_one(ledger, runs, program, fake, i, setup))
+    finally:
+        engine.dispose()
+    totals = [s.seconds for s in samples]
+    median = statistics.median(totals)
+    return {
+        "repeats": repeats,
+        "worker_query_seconds": float(stack.env()["PREFECT_WORKER_QUERY_SECONDS"]),
+        "paused_deployments": paused,
+        "deploy_s": setup["deploy_s"],
+        "first_pause_s": setup.get("first_pause_s", 0.0),
+        "latency_s": totals,
+        "latency_median_s": median,
+        "latency_max_s": max(totals),
+        "target_latency_s": TARGET_S,
+        "latency_met": max(totals) <= TARGET_S,
+        "phases_median_s": {
+            key: statistics.median(s.phases.get(key, 0.0) for s in samples) for key, _ in PHASES
+        },
+        "samples": [
+            {
+                "seconds": s.seconds,
+                "phases": s.phases,
+                "states": s.states,
+                "tasks": s.tasks,
+            }
+            for s in samples
+        ],
+    }
+
+
+def _one(
+    ledger: SqlLedger,
+    runs: PrefectApprovalRuns,
+    program: Program,
+    fake: TimedFakeStripe,
+    i: int,
+    setup: dict[str, float],
+) -> Sample:
+    now = datetime.now(UTC)
+    reward_id, _amount = seed_awaiting_approval(
+        ledger, program, f"r{i}-{now:%H%M%S}", fake.add_account(), now
+    )
+    key = PayoutInstruction.key_for(reward_id, PayoutRailKind.STRIPE_TRANSFER)
+    run_id = request_approvals.fn(ledger, runs, [reward_id], now)[reward_id]
+    began = time.perf_counter()
+    _wait_for(
+        "the approval run to suspend", lambda: _state(run_id) == "PAUSED", PAUSE_TIMEOUT_S, 0.2
+    )
+    setup.setdefault("first_pause_s", time.perf_counter() - began)
+
+    resumed_wall = datetime.now(UTC)
+    t0 = time.monotonic()
+    runs.resume(run_id, {"decision": "approve", "approver": "Maya Chen", "reason": "bench"})
+    call_s = time.monotonic() - t0
+
+    def committed() -> float | None:
+        with ledger.engine.connect() as conn:
+            status = conn.execute(
+                select(PayoutRow.status).where(
+                    PayoutRow.reward_id == reward_id, PayoutRow.status == "succeeded"
+                )
+            ).first()
+        return time.monotonic() - t0 if status is not None else None
+
+    seen_s = _wait_for("the payout to be committed", committed, PAID_TIMEOUT_S, POLL_S)
+    answered = [t for t, status, _r, k in fake.posts if k == key and status == 200]
+    answered_s = min(answered) - t0 if answered else None
+    _wait_for("the approval run to complete", lambda: _state(run_id) == "COMPLETED", 60, 0.2)
+    # Task runs reach the server as events; give the recorder a moment.
+    time.sleep(1.0)
+    states, tasks = _timeline(run_id, resumed_wall)
+    return Sample(
+        reward_id=reward_id,
+        run_id=run_id,
+        seconds=seen_s,
+        phases=_phases(states, tasks, call_s, answered_s, seen_s),
+        states=states,
+        tasks=tasks,
+    )

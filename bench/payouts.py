@@ -1,0 +1,385 @@
+"""Payouts: the rate reached under Stripe's limit, and the latency after an approval.
+
+**Part A (rate).** Seeds a fresh, migrated SQLite ledger with ``--n`` (default 10,000)
+payable rewards of 10 to 59 EUR (under the approval threshold), one referrer each with
+a Connect account at the local fake Stripe (``tests/fakes/stripe_server.py``), served
+over HTTP and answering 429 above ``--rate`` (default 100) requests per second. A real
+local Prefect server (``LocalStack``, server only) keeps the strict global rate limit
+``stripe-bench`` at ``--rate``/s. ``--workers`` (default 4) threads, each with its own
+engine, ledger, Stripe client and HTTP session, run the task as the flow does,
+``submit_payouts.fn(ledger, {kind: StripeTransferRail(client, throttle=
+PrefectRateLimit("stripe-bench", rate))}, batch, now)``, in batches of 1,000, pass after
+pass until none of their rewards is left to pay (a payout answered 429 stays pending
+and goes again, same key, in the next call). The reward sets are disjoint (every K-th
+reward) unless ``--overlap`` gives every worker all rewards, each in its own order.
+
+Reports transfer creations per second while payments flow (first to last creation at
+the fake) as a share of the limit (target >= 95%), the 429s the fake answered, retries,
+duplicates (a reward with more than one transfer; must be 0) and lost payments (a reward
+not paid, a succeeded payout without its transfer; must be 0), and the ledger's
+consistency (one ``paid`` entry per reward, for its amount).
+
+**Part B (latency).** On the same server: the deployments from prefect.yaml and a
+process worker (``LocalStack``, worker query interval as it sets it), with the worker's
+``REFERRALS_*`` pointing at a second SQLite ledger and a second fake Stripe. ``--repeats``
+(default 3) times: one 1,845.00 EUR reward awaiting approval, its approval run started
+by ``request_approvals`` and PAUSED; time from ``PrefectApprovalRuns.resume`` with an
+approval until the ledger (polled every 50 ms) has the payout committed as succeeded
+(target <= 5 s), split by the run's states and task runs. ``--skip-latency`` leaves it out.
+
+Everything started is stopped by PID and the temporary directory removed.
+
+    python -m bench.payouts [--n N] [--workers K] [--rate R] [--overlap]
+                            [--repeats R] [--skip-latency]
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import _report
+from bench._ledger import checkpoint
+from bench._payouts_rate import (
+    API_KEY,
+    BATCH,
+    LIMIT_NAME,
+    NETWORK_RETRIES,
+    TimedFakeStripe,
+    flow_window,
+    ledger_checks,
+    pay_all,
+)
+from bench._payouts_seed import seed_payable_rewards
+from config.settings import PROJECT_ROOT
+from integrations.ledger.engine import make_engine
+from integrations.ledger.migrate import upgrade
+from integrations.ledger.sql import SqlLedger
+from integrations.prefect_limits import PrefectRateLimit
+from integrations.prefect_stack import LocalStack, free_port
+
+DEFAULT_N = 10_000
+DEFAULT_WORKERS = 4
+DEFAULT_RATE = 100.0
+DEFAULT_REPEATS = 3
+TARGET_SHARE = 0.95
+PREFIX = "bench-payouts-"
+
+
+def run(
+    n: int,
+    workers: int,
+    rate: float,
+    overlap: bool = False,
+    repeats: int = DEFAULT_REPEATS,
+    skip_latency: bool = False,
+) -> dict[str, Any]:
+    from bench import _payouts_latency
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix=PREFIX) as tmp:
+        root = Path(tmp)
+        stack = LocalStack(
+            PROJECT_ROOT, port=free_port(), home=root / "prefect", run_dir=root / "run"
+        )
+        try:
+            began = time.perf_counter()
+            stack.start_server()
+            server_s = time.perf_counter() - began
+            figures = rate_part(stack, root, n, workers, rate, overlap)
+            figures["server_start_s"] = server_s
+            figures["latency"] = (
+                None if skip_latency else _payouts_latency.measure(stack, root, repeats)
+            )
+        finally:
+            stack.down()
+    latency = figures["latency"]
+    figures["latency_met"] = None if latency is None else latency["latency_met"]
+    figures.update(_report.machine())
+    # Other work on the machine shows in every figure here: say how busy it was.
+    figures["load_avg_1m_before"] = load_before[0]
+    figures["load_avg_1m_after"] = os.getloadavg()[0]
+    print_tables(figures)
+    return figures
+
+
+def rate_part(
+    stack: LocalStack, root: Path, n: int, workers: int, rate: float, overlap: bool
+) -> dict[str, Any]:
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    ledger_url = f"sqlite:///{root / 'rate-ledger.db'}"
+    engine = make_engine(ledger_url)
+    try:
+        upgrade(engine)
+        ledger = SqlLedger(engine)
+        with (
+            temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_HOME: str(stack.home)}),
+            TimedFakeStripe(api_key=API_KEY, rate_limit_per_second=rate) as fake,
+        ):
+            began = time.perf_counter()
+            rewards = seed_payable_rewards(ledger, n, fake.add_account, datetime.now(UTC))
+            seed_s = time.perf_counter() - began
+            checkpoint(engine)
+            PrefectRateLimit(LIMIT_NAME, rate).ensure()  # once, before the race
+            try:
+                stats, wall = pay_all(ledger_url, fake, list(rewards), workers, rate, overlap)
+            finally:
+                _drain_prefect_services()
+            posts = list(fake.posts)
+            window = flow_window(posts)
+            checks = ledger_checks(engine, fake, rewards)
+            all_429 = fake.count(status=429)
+    finally:
+        engine.dispose()
+
+    reports = [r for s in stats for r in s.reports]
+    created = sum(1 for _t, status, replayed, _k in posts if status == 200 and not replayed)
+    replays = sum(1 for _t, status, replayed, _k in posts if status == 200 and replayed)
+    t429 = sum(1 for p in posts if p[1] == 429)
+    t409 = sum(1 for p in posts if p[1] == 409)
+    share = window["created_per_s"] / rate
+    lost = checks["rewards_not_paid"] + checks["payouts_without_transfer"]
+    busy = sum(s.seconds for s in stats)
+    return {
+        "bench": "payouts",
+        "n": n,
+        "workers": workers,
+        "overlap": overlap,
+        "reward_sets": "overlapping (all, own order)" if overlap else "disjoint (every K-th)",
+        "rate_limit_per_s": rate,
+        "prefect_limit_capacity": PrefectRateLimit(LIMIT_NAME, rate).capacity,
+        "batch_size": BATCH,
+        "network_retries": NETWORK_RETRIES,
+        "seed_s": seed_s,
+        "wall_s": wall,
+        "window_s": window["window_s"],
+        "created_per_s": window["created_per_s"],
+        "rate_share": share,
+        "target_share": TARGET_SHARE,
+        "rate_met": share >= TARGET_SHARE,
+        "overall_per_s": _report.rate(n, wall),
+        "middle_per_s": window["middle_per_s"],
+        "middle_share": window["middle_per_s"] / rate,
+        "busiest_second": window["busiest_second"],
+        "per_second": window["per_second"],
+        "transfer_posts": len(posts),
+        "created": created,
+        "replayed": replays,
+        "http_429": all_429,
+        "transfer_429": t429,
+        "transfer_409": t409,
+        "posts_per_transfer": len(posts) / max(created, 1),
+        "retries": sum(r.retry_later for r in reports),
+        "failed_results": sum(r.failed for r in reports),
+        "recovered": sum(r.recovered for r in reports),
+        "no_rail": sum(len(r.no_rail) for r in reports),
+        "submit_calls": sum(s.calls for s in stats),
+        "passes_max": max((s.passes for s in stats), default=0),
+        "throttle_share": sum(s.throttle_s for s in stats) / busy if busy else 0.0,
+        "worker_errors": [s.error for s in stats if s.error],
+        "per_worker": [
+            {
+                "worker": s.worker,
+                "rewards": s.rewards,
+                "passes": s.passes,
+                "calls": s.calls,
+                "paid": sum(r.paid for r in s.reports),
+                "retry_later": sum(r.retry_later for r in s.reports),
+                "recovered": sum(r.recovered for r in s.reports),
+                "seconds": s.seconds,
+                "throttle_s": s.throttle_s,
+                "throttle_calls": s.throttle_calls,
+                "http_s": max(s.rail_s - s.throttle_s, 0.0),
+                "ledger_s": s.ledger_s,
+                "unfinished": s.unfinished,
+            }
+            for s in stats
+        ],
+        "duplicates": checks["duplicates"],
+        "lost": lost,
+        **{k: v for k, v in checks.items() if k != "duplicates"},
+    }
+
+
+def _drain_prefect_services() -> None:
+    """Stop this process's Prefect services bound to the server (slot acquisition and
+    the events they emitted) before the server goes, so none outlives it."""
+    from prefect.concurrency.services import ConcurrencySlotAcquisitionService
+    from prefect.events.worker import EventsWorker
+
+    ConcurrencySlotAcquisitionService.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
+# -- the tables --------------------------------------------------------------------------
+
+
+def print_tables(f: dict[str, Any]) -> None:
+    _report.title(
+        f"Part A: paying {f['n']:,} rewards through the Stripe fake limited to "
+        f"{f['rate_limit_per_s']:g}/s ({f['workers']} workers, {f['reward_sets']})"
+    )
+    pct = f"{100 * f['rate_share']:.1f}%"
+    _report.table(
+        ["what", "value"],
+        [
+            ["transfers created per second (while flowing)", f["created_per_s"]],
+            ["  as a share of the limit (target >= 95%)", pct],
+            ["  target met", f["rate_met"]],
+            ["flowing window, s (first to last creation)", f["window_s"]],
+            ["  middle 90% of creations, per second", f["middle_per_s"]],
+            ["  as a share of the limit", f"{100 * f['middle_share']:.1f}%"],
+            ["wall time of the paying phase, s", f["wall_s"]],
+            ["rewards per second over the wall time", f["overall_per_s"]],
+            ["most creations in any one second", f["busiest_second"]],
+            ["POST /v1/transfers answered", f["transfer_posts"]],
+            ["  created / replayed (key already used)", f"{f['created']:,} / {f['replayed']:,}"],
+            ["  429 / 409", f"{f['transfer_429']:,} / {f['transfer_409']:,}"],
+            ["429s the fake answered (all routes)", f["http_429"]],
+            ["retries (RETRYABLE results, same key later)", f["retries"]],
+            ["recovered (pending payouts another call left)", f["recovered"]],
+            ["share of worker time waiting for the limit", f"{100 * f['throttle_share']:.0f}%"],
+            ["submit_payouts calls / most passes", f"{f['submit_calls']:,} / {f['passes_max']}"],
+            ["duplicates (extra transfers for a reward)", f["duplicates"]],
+            ["lost (not paid + paid without transfer)", f["lost"]],
+            ["transfers not booked in the ledger", f["transfers_not_booked"]],
+            ["one 'paid' entry per reward, for its amount", f["one_paid_entry_per_reward"]],
+            ["payouts succeeded / pending / failed", _triple(f)],
+            ["seeding s / Prefect server start s (not timed)", _pair(f)],
+            ["machine load (1 min) before / after, CPUs", _load(f)],
+        ],
+    )
+    if f["worker_errors"]:
+        print("worker errors:", *f["worker_errors"], sep="\n  ")
+    _report.title("Part A: per worker")
+    _report.table(
+        [
+            "worker",
+            "rewards",
+            "passes",
+            "calls",
+            "paid",
+            "retry",
+            "recovered",
+            "s",
+            "limit s",
+            "HTTP s",
+            "ledger s",
+        ],
+        [
+            [
+                w["worker"],
+                w["rewards"],
+                w["passes"],
+                w["calls"],
+                w["paid"],
+                w["retry_later"],
+                w["recovered"],
+                w["seconds"],
+                w["throttle_s"],
+                w["http_s"],
+                w["ledger_s"],
+            ]
+            for w in f["per_worker"]
+        ],
+    )
+    latency = f["latency"]
+    if latency is None:
+        print("\nPart B (latency) skipped (--skip-latency).")
+        return
+    from bench._payouts_latency import PHASES
+
+    _report.title(
+        "Part B: approval resume -> payout committed (local Prefect server, process worker "
+        f"polling every {latency['worker_query_seconds']:g} s)"
+    )
+    headers = ["phase", *[f"run {i + 1}" for i in range(latency["repeats"])], "median"]
+    rows: list[list[Any]] = [
+        [
+            label,
+            *[round(s["phases"].get(key, 0.0), 3) for s in latency["samples"]],
+            round(latency["phases_median_s"][key], 3),
+        ]
+        for key, label in PHASES
+    ]
+    rows.append(
+        [
+            "total (target <= 5 s)",
+            *[round(s, 3) for s in latency["latency_s"]],
+            round(latency["latency_median_s"], 3),
+        ]
+    )
+    _report.table(headers, rows)
+    _report.table(
+        ["what", "value"],
+        [
+            ["median, s", round(latency["latency_median_s"], 3)],
+            ["max, s", round(latency["latency_max_s"], 3)],
+            ["target <= 5 s met (max)", latency["latency_met"]],
+            ["deploy, s / first suspension, s (not timed)", _setup(latency)],
+            ["schedules paused", ", ".join(latency["paused_deployments"]) or "-"],
+        ],
+    )
+
+
+def _triple(f: dict[str, Any]) -> str:
+    return f"{f['payouts_succeeded']:,} / {f['payouts_pending']:,} / {f['payouts_failed']:,}"
+
+
+def _pair(f: dict[str, Any]) -> str:
+    return f"{f['seed_s']:.1f} / {f['server_start_s']:.1f}"
+
+
+def _load(f: dict[str, Any]) -> str:
+    return f"{f['load_avg_1m_before']:.1f} / {f['load_avg_1m_after']:.1f}, {f['cpus']}"
+
+
+def _setup(latency: dict[str, Any]) -> str:
+    return f"{latency['deploy_s']:.1f} / {latency['first_pause_s']:.1f}"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = _report.parser(
+        "Pay small rewards through the rate-limited Stripe fake; time approval to payout.",
+        DEFAULT_N,
+    )
+    p.add_argument(
+        "--workers",
+        type=_report._positive,
+        default=DEFAULT_WORKERS,
+        help=f"concurrent payout workers (default {DEFAULT_WORKERS})",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help=f"Stripe's limit and the Prefect rate limit, per second (default {DEFAULT_RATE:g})",
+    )
+    p.add_argument(
+        "--overlap",
+        action="store_true",
+        help="give every worker all rewards (own order) instead of disjoint sets",
+    )
+    p.add_argument(
+        "--repeats",
+        type=_report._positive,
+        default=DEFAULT_REPEATS,
+        help=f"approvals timed in part B (default {DEFAULT_REPEATS})",
+    )
+    p.add_argument("--skip-latency", action="store_true", help="leave part B out")
+    args = p.parse_args(argv)
+    if args.rate <= 0:
+        p.error("--rate must be positive")
+    figures = run(args.n, args.workers, args.rate, args.overlap, args.repeats, args.skip_latency)
+    _report.emit_json(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
