@@ -110,8 +110,10 @@ def credit_weights(
         elif n == 2:
             weights = [Decimal(1), Decimal(1)]
         else:
-            middle = Decimal(20) / (n - 2)
-            weights = [Decimal(40)] + [middle] * (n - 2) + [Decimal(40)]
+            # 40 : 20/(n-2) each : 40, scaled by n-2 so every weight is a whole number
+            # and the shares are exactly 40/20/40 (20/3 is no Decimal).
+            ends = Decimal(40 * (n - 2))
+            weights = [ends] + [Decimal(20)] * (n - 2) + [ends]
     else:
         raise ValueError(f"unknown attribution model {model!r}; use one of {', '.join(MODELS)}")
     merged: dict[str, Decimal] = {}

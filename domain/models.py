@@ -214,6 +214,9 @@ class Conversion:
     occurred_at: datetime
     amount: Money | None
     referee_email_domain: str | None = None
+    # Stripe's fingerprint of the card that paid, when the event carried it: an opaque
+    # hash of the card number, for the same-card self-referral check.
+    card_fingerprint: str | None = None
 
 
 class RewardStatus(StrEnum):

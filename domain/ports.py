@@ -8,19 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from domain.discounts import (
+    CouponInstruction,
+    DiscountRail,
+    DiscountResult,
+    PromotionCodeInstruction,
+)
 from domain.models import (
     Account,
     Contact,
     EmailMessage,
     EmailResult,
+    Milestone,
     PayoutInstruction,
     PayoutRailKind,
     PayoutResult,
     Rejected,
     SourceEvent,
 )
+from domain.money import Money
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +112,45 @@ class ApprovalRuns(Protocol):
         ...
 
     def ui_url(self, run_id: str) -> str: ...
+
+
+@runtime_checkable
+class RefereeDiscounts(Protocol):
+    """Publishes the referee's discount: the program's coupon, and one promotion code
+    per referral code. Every call carries the idempotency key stored in the ledger.
+
+    Results are as a payment rail's: ``RETRYABLE`` when the outcome is unknown or
+    transient (the same key is sent next time), ``FAILED`` only when refused for good.
+    Metadata sent to the provider holds opaque ids only (the referral code), never a
+    name or an address.
+    """
+
+    rail: DiscountRail
+
+    def create_coupon(self, coupon: CouponInstruction) -> DiscountResult: ...
+
+    def create_promotion_codes(
+        self, codes: Sequence[PromotionCodeInstruction]
+    ) -> list[DiscountResult]: ...
+
+
+@runtime_checkable
+class RewardHistory(Protocol):
+    """What reward rules need to know of the rewards already recorded: the referrer's
+    successful referrals (for tiers) and what rewards have earned (for caps).
+
+    The ledger answers under its per-referrer lock, so two runs cannot both use the
+    same room under a cap; :class:`domain.rewards.RewardBook` adds what a run computes.
+    """
+
+    def referrals(
+        self, referrer_id: str, milestone: Milestone, start: datetime, end: datetime
+    ) -> Sequence[tuple[datetime, str]]:
+        """(occurred at, conversion id) of each conversion at ``milestone`` in
+        [start, end) that earned ``referrer_id`` a reward not rejected or cancelled."""
+        ...
+
+    def earned(self, referrer_id: str | None, start: datetime, end: datetime) -> Money:
+        """What rewards earned in [start, end) add up to after cancellations, for one
+        referrer or (``None``) for the whole program, in the program currency."""
+        ...

@@ -280,6 +280,7 @@ def stripe_conversion_from_event(
         occurred_at=occurred_at,
         amount=amount,
         referee_email_domain=_referee_domain(obj),
+        card_fingerprint=card_fingerprint(obj),
     )
     return StripeConversion(
         event_id=event_id,
@@ -491,3 +492,39 @@ def _referee_domain(obj: Mapping[str, Any]) -> str | None:
         email = obj.get("customer_email")
     domain = email_domain(email) if isinstance(email, str) else None
     return domain[:256] if domain else None
+
+
+_FINGERPRINT = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+def card_fingerprint(obj: Mapping[str, Any]) -> str | None:
+    """Stripe's fingerprint of the card that paid, when the object carries it.
+
+    A Charge has it in ``payment_method_details.card.fingerprint``, a PaymentMethod in
+    ``card.fingerprint``. Events name a payment's charge and payment intent by id only,
+    so it is known when they are expanded (``charge``, ``payment_intent.latest_charge``
+    or ``payment_method``, an invoice's ``payments.data[].payment``) or the object is a
+    Charge itself.
+    """
+    intent = obj.get("payment_intent")
+    candidates: list[object] = [obj, obj.get("charge"), intent]
+    if isinstance(intent, Mapping):
+        candidates += [intent.get("latest_charge"), intent.get("payment_method")]
+    payments = obj.get("payments")
+    listed = payments.get("data") if isinstance(payments, Mapping) else None
+    for item in listed if isinstance(listed, list) else []:
+        payment = item.get("payment") if isinstance(item, Mapping) else None
+        if isinstance(payment, Mapping):
+            candidates += [payment.get("charge"), payment.get("payment_intent")]
+            pi = payment.get("payment_intent")
+            if isinstance(pi, Mapping):
+                candidates.append(pi.get("latest_charge"))
+    for candidate in candidates:
+        if not isinstance(candidate, Mapping):
+            continue
+        details = candidate.get("payment_method_details")
+        card = details.get("card") if isinstance(details, Mapping) else candidate.get("card")
+        value = card.get("fingerprint") if isinstance(card, Mapping) else None
+        if isinstance(value, str) and _FINGERPRINT.match(value):
+            return value
+    return None

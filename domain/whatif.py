@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from domain.errors import InputRejected
@@ -17,7 +18,7 @@ from domain.fraud import flags_for
 from domain.models import Contact, Conversion, Milestone, Route
 from domain.money import Money
 from domain.program import Program
-from domain.rewards import compute_rewards, route
+from domain.rewards import Invoice, RewardBook, compute_rewards, recurring_rewards, route
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Outcome:
     approval: int
     refused: int
     revenue: Money
+    capped: int = 0  # rewards the caps took down to nothing
 
     @property
     def roi(self) -> Decimal | None:
@@ -54,14 +56,27 @@ class WhatIf:
 
 
 def outcome(
-    conversions: Sequence[Conversion], referrers: Mapping[str, Contact], program: Program
+    conversions: Sequence[Conversion],
+    referrers: Mapping[str, Contact],
+    program: Program,
+    first_payments: Mapping[str, Money] | None = None,
+    invoices: Mapping[str, Sequence[Invoice]] | None = None,
 ) -> Outcome:
     """The rewards ``program`` gives for ``conversions``, summed; revenue is the value of
-    the conversions that reached the customer milestone in the program currency."""
+    the conversions that reached the customer milestone in the program currency.
+
+    The history is replayed in time order (conversions at their time, invoices at
+    theirs) through one :class:`~domain.rewards.RewardBook`, so tiers count and caps
+    fill as they would have. ``first_payments`` and ``invoices`` (by conversion id) feed
+    percent-of-first-payment and recurring rules; without them those rules see only
+    what a conversion read from Stripe carries itself.
+    """
     zero = Money.zero(program.currency)
     cost, revenue = zero, zero
-    count = auto = approval = refused = 0
+    count = auto = approval = refused = capped = 0
     by_type: dict[str, tuple[int, Money]] = {}
+    book = RewardBook(program)
+    timeline: list[tuple[datetime, str, str, Conversion, Invoice | None]] = []
     for conversion in conversions:
         if (
             conversion.milestone is Milestone.CUSTOMER
@@ -69,19 +84,38 @@ def outcome(
             and conversion.amount.currency == program.currency
         ):
             revenue += conversion.amount
+        timeline.append((conversion.occurred_at, conversion.conversion_id, "", conversion, None))
+        for paid in (invoices or {}).get(conversion.conversion_id, ()):
+            timeline.append((paid.paid_at, conversion.conversion_id, paid.ref, conversion, paid))
+    refused_conversions: set[str] = set()
+    for _, _, _, conversion, invoice in sorted(timeline, key=lambda t: t[:3]):
         referrer = referrers.get(conversion.referrer_id)
         if referrer is None:
-            refused += 1
+            refused_conversions.add(conversion.conversion_id)
             continue
-        flags = flags_for(conversion, referrer)
+        flags = {referrer.contact_id: flags_for(conversion, referrer)}
+        credits = [(referrer, Decimal(1))]
         try:
-            rewards = compute_rewards(
-                conversion, [(referrer, Decimal(1))], program, {referrer.contact_id: flags}
-            )
+            if invoice is None:
+                rewards = compute_rewards(
+                    conversion,
+                    credits,
+                    program,
+                    flags,
+                    book=book,
+                    first_payment=(first_payments or {}).get(conversion.conversion_id),
+                )
+            else:
+                rewards = recurring_rewards(
+                    conversion, credits, [invoice], program, flags, book=book
+                )
         except InputRejected:
-            refused += 1
+            refused_conversions.add(conversion.conversion_id)
             continue
         for reward in rewards:
+            if reward.amount.is_zero:
+                capped += 1
+                continue
             count += 1
             cost += reward.amount
             n, total = by_type.get(referrer.referrer_type.value, (0, zero))
@@ -92,7 +126,10 @@ def outcome(
             )
             auto += where is Route.AUTO_PAY
             approval += where is Route.APPROVAL
-    return Outcome(count, cost, dict(sorted(by_type.items())), auto, approval, refused, revenue)
+    refused = len(refused_conversions)
+    return Outcome(
+        count, cost, dict(sorted(by_type.items())), auto, approval, refused, revenue, capped
+    )
 
 
 def compare(
@@ -100,8 +137,10 @@ def compare(
     referrers: Mapping[str, Contact],
     current: Program,
     proposed: Program,
+    first_payments: Mapping[str, Money] | None = None,
+    invoices: Mapping[str, Sequence[Invoice]] | None = None,
 ) -> WhatIf:
-    """Both programs over the same history."""
+    """Both programs over the same history (see :func:`outcome` for the last two)."""
     before = {r.id: r for r in current.rewards}
     after = {r.id: r for r in proposed.rewards}
     changed = sorted(
@@ -109,8 +148,10 @@ def compare(
         for rule_id in before.keys() | after.keys()
         if before.get(rule_id) != after.get(rule_id)
     )
+    if current.reward_caps != proposed.reward_caps:
+        changed.append("reward_caps")
     return WhatIf(
-        current=outcome(conversions, referrers, current),
-        proposed=outcome(conversions, referrers, proposed),
+        current=outcome(conversions, referrers, current, first_payments, invoices),
+        proposed=outcome(conversions, referrers, proposed, first_payments, invoices),
         changed_rules=tuple(changed),
     )

@@ -16,7 +16,7 @@ from config.settings import Settings, load_settings
 from domain.clawbacks import PaymentRecords
 from domain.errors import ConfigError
 from domain.models import PayoutRailKind
-from domain.ports import ApprovalRuns, EmailSender, EventSource, PaymentRail
+from domain.ports import ApprovalRuns, EmailSender, EventSource, PaymentRail, RefereeDiscounts
 from domain.program import Program
 from integrations.approvals.prefect_runs import PrefectApprovalRuns
 from integrations.email.outbox import OutboxEmailSender
@@ -24,6 +24,7 @@ from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.ledger_only import LedgerOnlyRail
+from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
 from integrations.payments.stripe_events import DEFAULT_TYPES, StripeEventFeed
 from integrations.prefect_limits import PrefectRateLimit
 from integrations.sources.files import FileSource
@@ -44,6 +45,9 @@ class App:
     # reader the reconciliation compares the ledger with.
     stripe_events: StripeEventFeed | None = None
     payment_records: PaymentRecords | None = None
+    # The referee's discount (two-sided rewards): Stripe promotion codes with a key,
+    # ledger-only records without; None publishes nothing.
+    discounts: RefereeDiscounts | None = None
 
     def describe(self) -> dict[str, str]:
         """Which backend serves each port (safe to log: no secrets)."""
@@ -73,6 +77,7 @@ def build_app(settings: Settings | None = None) -> App:
         approvals=PrefectApprovalRuns(settings.approval_deployment),
         stripe_events=feed,
         payment_records=records,
+        discounts=_discounts(settings),
     )
 
 
@@ -144,6 +149,21 @@ def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
         PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client, throttle=throttle),
         PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client, throttle=throttle),
     }
+
+
+def _discounts(settings: Settings) -> RefereeDiscounts:
+    if settings.stripe_api_key is None:
+        return LedgerOnlyDiscounts()
+    from integrations.payments.stripe_discounts import StripeDiscounts
+    from integrations.payments.stripe_rail import build_stripe_client
+
+    client = build_stripe_client(
+        settings.stripe_api_key.get_secret_value(),
+        settings.stripe_api_base,
+        settings.stripe_max_network_retries,
+    )
+    throttle = PrefectRateLimit("stripe-api", settings.stripe_rate_limit_per_second)
+    return StripeDiscounts(client, throttle=throttle)
 
 
 def _stripe_readers(settings: Settings) -> tuple[StripeEventFeed | None, PaymentRecords | None]:

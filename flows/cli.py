@@ -14,6 +14,8 @@
     referrals reconcile                 ledger payouts against Stripe, both ways
     referrals webhooks serve            receive SendGrid and Stripe webhooks
     referrals automations create URL    alert a webhook on failed runs and overdue approvals
+    referrals partners register ...     register a partner's lead (first to register wins)
+    referrals partners list | expire    registrations holding a company; expire lapsed ones
 
 Prefect is imported inside the commands, after the environment below is in place.
 """
@@ -48,6 +50,8 @@ app.add_typer(automations_app, name="automations")
 app.add_typer(report_app, name="report")
 clawbacks_app = typer.Typer(no_args_is_help=True, help="Rewards taken back.")
 app.add_typer(clawbacks_app, name="clawbacks")
+partners_app = typer.Typer(no_args_is_help=True, help="Partner deal registration.")
+app.add_typer(partners_app, name="partners")
 
 
 def _port() -> int:
@@ -442,6 +446,73 @@ def reconcile() -> None:
     typer.echo(f"{len(mismatches)} mismatch(es)")
     if mismatches:
         raise typer.Exit(code=1)
+
+
+@partners_app.command("register")
+def partners_register(
+    partner_id: Annotated[str, typer.Option(help="The partner's contact id.")],
+    domain: Annotated[str, typer.Option(help="The company's domain, e.g. acme.com.")],
+    contact: Annotated[
+        str, typer.Option(help="The lead's CRM contact id, or email (only its hash is kept).")
+    ],
+    evidence: Annotated[
+        str, typer.Option(help="The qualification: a meeting booked, a discovery call, ...")
+    ],
+) -> None:
+    """Register a lead for a partner: first to register a company wins. Exit 1 when
+    another partner holds the company, 2 when the claim is malformed."""
+    _prefect_env()
+    from flows import bootstrap
+    from tasks.registrations import register_leads
+
+    app_ = bootstrap.app()
+    now = datetime.now(UTC)
+    claim = {"partner_id": partner_id, "domain": domain, "contact": contact}
+    claim |= {"evidence": evidence, "record": f"cli {now.isoformat(timespec='seconds')}"}
+    batch = register_leads.fn(app_.ledger, app_.program, [claim], now, "cli")
+    for refused in batch.quarantined:
+        _fail(f"refused: {refused.field}: {refused.reason}")
+    for decision in batch.accepted + batch.rejected:
+        typer.echo(decision.message())
+    if batch.rejected:
+        raise typer.Exit(code=1)
+
+
+@partners_app.command("list")
+def partners_list(
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every registration, expired and converted too.")
+    ] = False,
+) -> None:
+    """Registrations holding a company (or all of them), soonest expiry first."""
+    _prefect_env()
+    from domain.registration import HOLDING
+    from flows import bootstrap
+
+    found = bootstrap.app().ledger.registrations(None if all_ else list(HOLDING))
+    if not found:
+        typer.echo("No partner registration." if all_ else "No company is registered.")
+        return
+    for r in found:
+        typer.echo(
+            f"{r.domain:<32} {r.partner_id:<16} {r.status.value:<9} "
+            f"until {r.expires_at:%Y-%m-%d}  extensions: {r.extensions}  {r.registration_id}"
+        )
+
+
+@partners_app.command("expire")
+def partners_expire() -> None:
+    """Expire the registrations whose window has passed (the daily deployment does it)."""
+    _prefect_env()
+    from flows import bootstrap
+    from tasks.registrations import expire_registrations
+
+    expired = expire_registrations.fn(bootstrap.app().ledger, datetime.now(UTC), "cli")
+    for r in expired:
+        typer.echo(
+            f"expired: {r.domain} registered by {r.partner_id} on {r.registered_at:%Y-%m-%d}"
+        )
+    typer.echo(f"{len(expired)} registration(s) expired")
 
 
 def main() -> None:

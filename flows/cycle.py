@@ -22,10 +22,12 @@ from tasks.conversions import (
     record_new_conversions,
     record_stripe_conversions,
 )
+from tasks.discounts import publish_referee_discounts
 from tasks.emails import send_ask_emails, send_notifications
 from tasks.ingest import ingest_sources
 from tasks.moments import detect_new_moments
 from tasks.payouts import submit_payouts
+from tasks.registrations import record_registered_conversions
 from tasks.reports import publish_cycle_report
 from tasks.rewards import compute_new_rewards, plan_routes
 from tasks.stripe_events import poll_stripe_events
@@ -67,13 +69,26 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
     when, now = _moment(as_of), datetime.now(UTC)
     decisions = decide_asks(app.ledger, app.program, when, now, app.settings.batch_size)
     delivery = send_ask_emails(app.ledger, app.email, app.program, now, app.settings.batch_size)
-    return {"decisions": asdict(decisions), "delivery": asdict(delivery)}
+    # The codes just sent become the referee's discount (two-sided rewards).
+    discounts = (
+        publish_referee_discounts(
+            app.ledger, app.discounts, app.program, now, app.settings.batch_size
+        )
+        if app.discounts is not None
+        else None
+    )
+    return {
+        "decisions": asdict(decisions),
+        "delivery": asdict(delivery),
+        "discounts": asdict(discounts) if discounts else None,
+    }
 
 
 @flow(name="check-conversions")
 def check_conversions() -> dict[str, Any]:
-    """Attribute new coded signups, deals and Stripe payments to referrers, and compute
-    their rewards.
+    """Attribute new coded signups, deals and Stripe payments to referrers, credit
+    uncoded signups and deals on a partner's registered company to that partner, and
+    compute their rewards.
 
     CRM conversions are recorded before Stripe's, so when both report the same deal the
     CRM's deal amount is the one kept.
@@ -86,11 +101,16 @@ def check_conversions() -> dict[str, Any]:
     ingest_sources(app.sources, app.ledger, now)
     polled = poll_stripe_events(app.stripe_events, app.ledger, now) if app.stripe_events else None
     conversions = record_new_conversions(app.ledger, app.program, now, app.settings.batch_size)
+    # After the coded events: a code on the deal decides before a partner's registration.
+    registered = record_registered_conversions(
+        app.ledger, app.program, now, app.settings.batch_size
+    )
     stripe = record_stripe_conversions(app.ledger, app.program, now, app.settings.batch_size)
     linked = link_stripe_payments(app.ledger, now, app.settings.batch_size)
     rewards = compute_new_rewards(app.ledger, app.program, now, app.settings.batch_size)
     return {
         "conversions": conversions,
+        "registered": registered,
         "stripe": {"polled": polled, "conversions": stripe, "payments_linked": linked},
         "rewards": rewards,
     }
@@ -191,6 +211,7 @@ def _brief(stages: dict[str, Any]) -> dict[str, str]:
         ),
         "check conversions": (
             f"{conv['conversions']['conversions']} conversions, "
+            f"{conv['registered']['conversions']} through partner registrations, "
             f"{conv['rewards']['rewards']} rewards, "
             f"{conv['conversions']['quarantined'] + conv['rewards']['quarantined']} quarantined"
         ),

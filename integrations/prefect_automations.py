@@ -33,6 +33,7 @@ FLOWS = (
     "reconcile-payouts",
     "apply-clawbacks",
     "program-metrics",
+    "expire-registrations",
 )
 
 

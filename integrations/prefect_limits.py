@@ -8,14 +8,25 @@ slot before each call, so the whole fleet stays under the rate, not each worker 
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 
 class PrefectRateLimit:
     """A strict global rate limit named ``name`` allowing ``per_second`` calls.
 
-    The limit is created (or corrected) on first use. Its capacity is a tenth of a
+    The limit is created (or corrected) on first use. Its capacity is a fifth of a
     second's worth of calls, so a burst after an idle spell cannot overshoot the rate
     by more than that.
+
+    Slots are taken from the server a block (a tenth of a second's worth) at a time
+    and spent here, call by call. One server round trip per slot would cap the rate far below the limit: the
+    server decays occupied slots by ``floor(rate * seconds since the row's last
+    update)``, and every request (granted or denied) updates the row, so with requests
+    a few milliseconds apart most of the decay is rounded away and the fleet crawls
+    (measured: 10/s under a 100/s limit). Blocks keep the requests to a few per second.
+    A block not spent within the second it was granted for is dropped, so slots saved
+    up during a pause cannot be spent on top of other workers' later.
     """
 
     def __init__(self, name: str, per_second: float) -> None:
@@ -23,8 +34,12 @@ class PrefectRateLimit:
             raise ValueError("per_second must be positive")
         self.name = name
         self.per_second = per_second
-        self.capacity = max(1, math.ceil(per_second / 10))
+        self.block = max(1, math.ceil(per_second / 10))
+        self.capacity = 2 * self.block
         self._ready = False
+        self._lock = threading.Lock()
+        self._left = 0
+        self._good_until = 0.0
 
     def ensure(self) -> None:
         """Create the limit on the Prefect server, or set it to this rate."""
@@ -69,4 +84,11 @@ class PrefectRateLimit:
 
         if not self._ready:
             self.ensure()
-        rate_limit(self.name, occupy=requests, strict=True)
+        with self._lock:
+            if time.monotonic() > self._good_until:
+                self._left = 0
+            while self._left < requests:
+                rate_limit(self.name, occupy=self.block, strict=True)
+                self._left += self.block
+                self._good_until = time.monotonic() + 1.0
+            self._left -= requests

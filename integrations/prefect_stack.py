@@ -84,7 +84,7 @@ class LocalStack:
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_API_HOST": "127.0.0.1",
                 "PREFECT_SERVER_API_PORT": str(self.port),
-                "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PREFECT_WORKER_QUERY_SECONDS": "1",
                 "PREFECT_RUNNER_POLL_FREQUENCY": "2",
                 "REFERRALS_PREFECT_API_URL": self.api_url,
                 "REFERRALS_PROJECT_DIR": str(self.project_dir),

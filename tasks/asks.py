@@ -72,6 +72,23 @@ def reward_line(program: Program, referrer_type: ReferrerType) -> str:
         assert rule.amount is not None
         return f"Get {program.money(rule.amount)} for each customer you refer."
     cap = f" (up to {program.money(rule.cap)})" if rule.cap else ""
+    if rule.kind is RewardKind.PERCENT_OF_FIRST_PAYMENT:
+        return f"Earn {rule.percent}% of the first payment of every customer you refer{cap}."
+    if rule.kind is RewardKind.RECURRING:
+        return (
+            f"Earn {rule.percent}% of every invoice a customer you refer pays in their "
+            f"first {rule.months} months{cap}."
+        )
+    if rule.kind is RewardKind.TIERED:
+        assert rule.tiers
+        first, best = rule.tiers[0], rule.tiers[-1]
+        more = (
+            f", and {program.money(best.amount)} from your {best.from_}th referral "
+            f"in a {rule.tier_period.value}"
+            if len(rule.tiers) > 1
+            else ""
+        )
+        return f"Get {program.money(first.amount)} for each customer you refer{more}."
     return f"Earn {rule.percent}% of the first-year value of every deal you refer{cap}."
 
 

@@ -13,7 +13,7 @@ from domain.models import EmailMessage, EmailOutcome, EmailResult
 from domain.ports import EmailSender
 from domain.program import Program
 from integrations.ledger.sql import SqlLedger
-from tasks._support import run_logger
+from tasks._support import Progress, run_logger
 from tasks.asks import compose_ask, compose_notice
 
 STALE_CLAIM = timedelta(minutes=30)
@@ -40,6 +40,7 @@ def _deliver(
 ) -> Delivery:
     # Claims older than this belong to a sender that died; a live one settles in seconds.
     unknown = ledger.expire_sending(kind, now - STALE_CLAIM)
+    progress = Progress(f"{kind}-emails-progress", ledger.queued_emails(kind), f"{kind} emails")
     counts = {o: 0 for o in EmailOutcome}
     no_address = suppressed = 0
     after = ""
@@ -61,6 +62,8 @@ def _deliver(
             counts[r.outcome] += 1
         suppressed += suppressed_here
         no_address += len(refused) - suppressed_here
+        progress.advance(len(page))
+    progress.finish()
     delivery = Delivery(
         accepted=counts[EmailOutcome.ACCEPTED],
         failed=counts[EmailOutcome.FAILED] - no_address - suppressed,

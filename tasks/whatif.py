@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domain.models import Contact, Conversion
-from domain.program import Program
+from domain.money import Money
+from domain.program import Program, RewardKind
+from domain.rewards import Invoice
 from domain.whatif import WhatIf, compare
 from integrations.ledger.sql import SqlLedger
 
 
 @task(name="replay-rules", cache_policy=NO_CACHE)
 def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> WhatIf:
-    """Every stored conversion through the current and the proposed rules.
+    """Every stored conversion through the current and the proposed rules, with the
+    first payments and (for recurring rules) the invoices recorded for them.
 
     Args:
         ledger: where the conversion history and referrers are read (never written).
@@ -25,10 +30,24 @@ def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> What
     """
     conversions: list[Conversion] = []
     referrers: dict[str, Contact] = {}
+    first_payments: dict[str, Money] = {}
+    invoices: dict[str, list[Invoice]] = {}
+    recurring = {
+        r.milestone
+        for program in (current, proposed)
+        for r in program.rewards
+        if r.kind is RewardKind.RECURRING
+    }
     for page in ledger.conversion_history():
         conversions += page
         referrers.update(ledger.contacts({c.referrer_id for c in page} - referrers.keys()))
-    return compare(conversions, referrers, current, proposed)
+        first_payments.update(ledger.first_payments(c.conversion_id for c in page))
+        paying = [c for c in page if c.milestone in recurring]
+        if paying:
+            # Every invoice in the inbox: a replay looks at the whole history.
+            found, _ = ledger.referee_invoices(paying, datetime.max.replace(tzinfo=UTC))
+            invoices.update(found)
+    return compare(conversions, referrers, current, proposed, first_payments, invoices)
 
 
 def what_if_markdown(result: WhatIf) -> str:

@@ -281,6 +281,7 @@ def conversion_from_row(r: RowMapping) -> Conversion:
         occurred_at=r["occurred_at"],
         amount=Money(amount, r["currency"]) if amount is not None else None,
         referee_email_domain=r["referee_email_domain"],
+        card_fingerprint=r["card_fingerprint"],
     )
 
 

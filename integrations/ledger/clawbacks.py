@@ -107,6 +107,13 @@ class LossApplied:
     outside_window: int = 0
 
 
+_CAUSE_TEXT = {
+    ClawbackCause.REFUND: "the referred customer's payment was refunded",
+    ClawbackCause.CHARGEBACK: "the referred customer's payment was disputed",
+    ClawbackCause.CHURN: "the referred customer cancelled within the program's window",
+}
+
+
 def _lock_key(referrer_id: str) -> int:
     digest = hashlib.sha256(f"referrals:referrer:{referrer_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -544,6 +551,7 @@ class ClawbackLedger(LedgerBase):
             clawback_id,
             now,
         )
+        self._notify_clawback(conn, loss, reward_id, clawback_id, decision, now)
         if decision.cancels_reward:
             moved = conn.execute(
                 update(T_REWARDS)
@@ -558,6 +566,41 @@ class ClawbackLedger(LedgerBase):
         if decision.claw_back.is_zero:
             return 0
         return self._queue_reversal(conn, loss, reward_id, clawback_id, decision.claw_back, now)
+
+    def _notify_clawback(
+        self,
+        conn: Connection,
+        loss: PaymentLoss,
+        reward_id: str,
+        clawback_id: str,
+        decision: ClawbackDecision,
+        now: datetime,
+    ) -> None:
+        """Tell the referrer what the referee's refund, dispute or churn took back, and
+        why: a reward that shrinks or is taken back unexplained costs the program trust."""
+        taken = decision.cancel.amount_minor + decision.claw_back.amount_minor
+        if taken <= 0:
+            return
+        referrer_id = conn.execute(
+            select(T_REWARDS.c.referrer_id).where(T_REWARDS.c.reward_id == reward_id)
+        ).scalar_one()
+        self._queue_notifications(
+            conn,
+            [
+                {
+                    "notification_id": derived_id("notice", clawback_id),
+                    "contact_id": referrer_id,
+                    "kind": "reward_clawed_back",
+                    "reward_id": reward_id,
+                    "data": {
+                        "amount": Money(taken, decision.cancel.currency).format(),
+                        "cause": _CAUSE_TEXT[loss.cause],
+                        "after_payout": "yes" if decision.claw_back.amount_minor else "no",
+                    },
+                }
+            ],
+            now,
+        )
 
     def _queue_reversal(
         self,

@@ -281,6 +281,8 @@ class ConversionRow(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     created_at: Mapped[datetime]
     rewarded_at: Mapped[datetime | None]
+    # Stripe's opaque fingerprint of the card that paid, when known (fraud checks).
+    card_fingerprint: Mapped[str | None] = mapped_column(String(64))
     __table_args__ = (
         CheckConstraint("milestone in ('lead', 'qualified', 'customer')", name="milestone"),
         CheckConstraint("amount_minor is null or amount_minor >= 0", name="amount_not_negative"),
@@ -397,6 +399,10 @@ class PayoutRow(Base):
     provider_ref: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(String(512))
     tries: Mapped[int] = mapped_column(Integer, default=0)
+    # A lease, not a lock: the worker sending this payout, and until when. Another
+    # worker leaves it alone until the lease runs out (a crashed worker's lease does).
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     __table_args__ = (

@@ -9,7 +9,7 @@ cannot both move it. Money only ever enters through ``ledger_entries`` inserts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -86,9 +87,13 @@ from integrations.ledger.clawbacks import (
     settle_by_netting,
 )
 from integrations.ledger.detection import DetectionLedger
+from integrations.ledger.discounts import DiscountLedger
+from integrations.ledger.fraud import FraudLedger
 from integrations.ledger.history import HistoryLedger
 from integrations.ledger.metrics import MetricsLedger
+from integrations.ledger.partners import PartnerLedger
 from integrations.ledger.reconcile import ReconcileLedger
+from integrations.ledger.reward_rules import RewardRulesLedger
 from integrations.ledger.schema import (
     AccountRow,
     ApprovalDecisionRow,
@@ -111,6 +116,7 @@ from integrations.ledger.schema import (
     SuppressionRow,
 )
 from integrations.ledger.stripe_conversions import StripeConversionLedger
+from integrations.ledger.touchpoints import TouchpointLedger, record_conversion_touches
 from integrations.ledger.webhooks import WebhookLedger
 
 _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTES}
@@ -121,6 +127,7 @@ class DecisionConflict(InvalidDecision):
 
 
 class SqlLedger(
+    PartnerLedger,
     DetectionLedger,
     HistoryLedger,
     WebhookLedger,
@@ -128,6 +135,10 @@ class SqlLedger(
     ClawbackLedger,
     ReconcileLedger,
     MetricsLedger,
+    FraudLedger,
+    DiscountLedger,
+    RewardRulesLedger,
+    TouchpointLedger,
     LedgerBase,
 ):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
@@ -629,6 +640,16 @@ class SqlLedger(
                 for r in rows
             ]
 
+    def queued_emails(self, kind: str) -> int:
+        """How many asks (``kind`` ``"ask"``) or notifications (any other) wait to be sent."""
+        row = AskRow if kind == "ask" else NotificationRow
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(row).where(row.status == "queued")
+                ).scalar_one()
+            )
+
     def suppressed(self, contact_ids: Iterable[str]) -> set[str]:
         """Those of ``contact_ids`` on the suppression list."""
         ids = sorted(set(contact_ids))
@@ -714,6 +735,10 @@ class SqlLedger(
                 ],
                 ConversionRow.conversion_id,
             )
+            inserted = set(new)
+            for c in conversions:
+                if c.conversion_id in inserted:
+                    record_conversion_touches(self, conn, c, None, now)
             self._insert_ignore(
                 conn,
                 QuarantineRow,
@@ -979,19 +1004,83 @@ class SqlLedger(
         if limit is not None:
             stmt = stmt.limit(limit)
         with self.engine.connect() as conn:
-            return [
-                PayoutInstruction(
-                    payout_id=r["payout_id"],
-                    reward_id=r["reward_id"],
-                    amount=Money(r["amount_minor"], r["currency"]),
-                    rail=PayoutRailKind(r["rail"]),
-                    idempotency_key=r["idempotency_key"],
-                    destination=r["destination"],
-                    key_created_at=r["created_at"],
-                    attempt=r["attempt"],
+            return [_instruction(r) for r in conn.execute(stmt).mappings()]
+
+    def claim_payouts(
+        self,
+        worker: str,
+        now: datetime,
+        lease: timedelta,
+        reward_ids: Sequence[str] | None = None,
+        limit: int = 1000,
+        stale_before: datetime | None = None,
+    ) -> list[PayoutInstruction]:
+        """Lease up to ``limit`` pending payouts to ``worker`` until ``now + lease``.
+
+        ``stale_before`` keeps to payouts written before it: for taking over what
+        crashed calls left, not what a live worker has just written and will claim.
+
+        Only payouts nobody holds are taken: never claimed, released, a lease that ran
+        out (its worker crashed or gave up), or already this worker's. Several workers
+        calling at once split the pending payouts between them: on Postgres the rows
+        are picked ``FOR UPDATE SKIP LOCKED``, so a worker passes over the rows another
+        is claiming instead of waiting for them; SQLite serializes writers. The update
+        re-checks the claim, so a row is never held by two workers at once.
+
+        A lease is an efficiency, not the safety: a payout sent twice carries the same
+        idempotency key, and the provider pays once.
+        """
+        if reward_ids is not None and not reward_ids:
+            return []
+        free = and_(
+            T_PAYOUTS.c.status == "pending",
+            or_(
+                T_PAYOUTS.c.claimed_until.is_(None),
+                T_PAYOUTS.c.claimed_until <= now,
+                T_PAYOUTS.c.claimed_by == worker,
+            ),
+            T_PAYOUTS.c.created_at <= stale_before if stale_before is not None else true(),
+        )
+        taken: list[PayoutInstruction] = []
+        with self.engine.begin() as conn:
+            for chunk in chunks(list(reward_ids)) if reward_ids is not None else [None]:
+                if len(taken) >= limit:
+                    break
+                pick = select(T_PAYOUTS.c.payout_id).where(free)
+                if chunk is not None:
+                    pick = pick.where(T_PAYOUTS.c.reward_id.in_(chunk))
+                pick = (
+                    pick.order_by(T_PAYOUTS.c.created_at, T_PAYOUTS.c.payout_id)
+                    .limit(limit - len(taken))
+                    .with_for_update(skip_locked=True)
                 )
-                for r in conn.execute(stmt).mappings()
-            ]
+                ids = list(conn.execute(pick).scalars())
+                if not ids:
+                    continue
+                rows = conn.execute(
+                    update(T_PAYOUTS)
+                    .where(T_PAYOUTS.c.payout_id.in_(ids), free)
+                    .values(claimed_by=worker, claimed_until=now + lease)
+                    .returning(*T_PAYOUTS.c)
+                ).mappings()
+                taken += [_instruction(r) for r in rows]
+        return sorted(taken, key=lambda i: (i.key_created_at, i.payout_id))
+
+    def release_payouts(self, payout_ids: Sequence[str], worker: str) -> int:
+        """Give back the leases ``worker`` holds on ``payout_ids`` (still pending ones)."""
+        released = 0
+        with self.engine.begin() as conn:
+            for chunk in chunks(list(payout_ids)):
+                released += conn.execute(
+                    update(T_PAYOUTS)
+                    .where(
+                        T_PAYOUTS.c.payout_id.in_(chunk),
+                        T_PAYOUTS.c.claimed_by == worker,
+                        T_PAYOUTS.c.status == "pending",
+                    )
+                    .values(claimed_by=None, claimed_until=None)
+                ).rowcount
+        return released
 
     def record_payout_results(self, results: Sequence[PayoutResult], now: datetime) -> int:
         """Settle payouts: a success books the ``paid`` entry and marks the reward paid.
@@ -1076,6 +1165,9 @@ class SqlLedger(
                             else "pending",
                             error=(result.error or "")[:512] or None,
                             tries=T_PAYOUTS.c.tries + 1,
+                            # A payout to retry goes back to whoever comes next.
+                            claimed_by=None,
+                            claimed_until=None,
                             updated_at=now,
                         )
                     )
@@ -1542,3 +1634,16 @@ class SqlLedger(
                     .limit(limit)
                 ).mappings()
             ]
+
+
+def _instruction(r: Mapping[Any, Any]) -> PayoutInstruction:
+    return PayoutInstruction(
+        payout_id=r["payout_id"],
+        reward_id=r["reward_id"],
+        amount=Money(r["amount_minor"], r["currency"]),
+        rail=PayoutRailKind(r["rail"]),
+        idempotency_key=r["idempotency_key"],
+        destination=r["destination"],
+        key_created_at=r["created_at"],
+        attempt=r["attempt"],
+    )

@@ -66,6 +66,7 @@ from integrations.ledger.schema import (
     SourceCursorRow,
 )
 from integrations.ledger.schema_webhooks import StripeEventRow
+from integrations.ledger.touchpoints import record_conversion_touches
 from integrations.ledger.webhooks import StoredStripeEvent
 
 QUARANTINE_STAGE = "conversion"
@@ -486,6 +487,7 @@ class StripeConversionLedger(LedgerBase):
         tally.new.append(conversion.conversion_id)
         if stripe is not None:
             self._add_payments(conn, conversion.conversion_id, stripe, now)
+        record_conversion_touches(self, conn, conversion, customer, now)
 
     def _same_referee(
         self, conn: Connection, conversion: Conversion, customer: str | None
@@ -575,6 +577,7 @@ def _conversion_row(c: Conversion, now: datetime) -> dict[str, Any]:
         "referee_account_id": c.referee_account_id,
         "referee_contact_id": c.referee_contact_id,
         "referee_email_domain": c.referee_email_domain,
+        "card_fingerprint": c.card_fingerprint,
         "milestone": c.milestone.value,
         "occurred_at": c.occurred_at,
         "amount_minor": c.amount.amount_minor if c.amount else None,

@@ -57,6 +57,9 @@ _SUPPRESSING = frozenset(
         EmailEventType.SPAMREPORT,
     }
 )
+# Reasons SendGrid gives for dropping mail to an address it will never deliver to.
+# ("Invalid" alone is an invalid address; "Invalid SMTPAPI header" is our mistake.)
+_FINAL_DROPS = ("bounced address", "unsubscribed address", "spam reporting address")
 # The parser already redacts reasons; this repeats it because the mixin may be handed
 # events built elsewhere, and an address must never reach the table.
 _ADDRESS_IN_TEXT = re.compile(r"[^\s@\[\]<>()\"',;:]+@[^\s@\[\]<>()\"',;:]+")
@@ -126,6 +129,14 @@ def suppression_reason(event: EmailEvent) -> str | None:
     Only a hard bounce suppresses: the parser words it ``"bounce"`` or
     ``"bounce: <detail>"``, while a block reads ``"blocked: ..."``.
     """
+    if event.type is EmailEventType.DROPPED:
+        # SendGrid drops mail to addresses on its own bounce, unsubscribe and spam
+        # lists, or invalid ones: those are as final as the events that put them there.
+        # Other drops (a bad header, content) are ours to fix, not the contact's.
+        reason = (event.reason or "").strip().lower()
+        if reason == "invalid" or any(marker in reason for marker in _FINAL_DROPS):
+            return f"dropped: {reason}"[:64]
+        return None
     if event.type not in _SUPPRESSING:
         return None
     if event.type is EmailEventType.BOUNCE:

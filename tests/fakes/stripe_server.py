@@ -47,6 +47,10 @@ mapping. What it reproduces of Stripe, and why it matters to payouts:
   reversal it cannot cover is refused with ``balance_insufficient`` (saved under the
   key, like any failure of an executing endpoint). :meth:`FakeStripe.set_account_balance`
   plays the referrer spending their money. Accounts added without one never run short.
+* **Coupons and promotion codes** (the referee discount): ``POST``/``GET /v1/coupons``
+  (a coupon's own ``id``, taken twice -> ``resource_already_exists``) and
+  ``POST``/``GET /v1/promotion_codes`` (``promotion[coupon]``; one active code per
+  ``code`` regardless of case; list filters ``code``, ``coupon``, ``active``).
 
 Thread-safe: one lock guards all state; only the slow fault sleeps outside it.
 """
@@ -928,7 +932,11 @@ class FakeStripe:
             ("POST", rf"/v1/customers/{_PATH_ID}/balance_transactions", self._create_credit),
             ("GET", rf"/v1/customers/{_PATH_ID}/balance_transactions", self._list_credits),
             ("POST", r"/v1/coupons", self._create_coupon),
+            ("GET", r"/v1/coupons", self._list_coupons),
+            ("GET", rf"/v1/coupons/{_PATH_ID}", self._get_coupon),
             ("POST", r"/v1/promotion_codes", self._create_promotion_code),
+            ("GET", r"/v1/promotion_codes", self._list_promotion_codes),
+            ("GET", rf"/v1/promotion_codes/{_PATH_ID}", self._get_promotion_code),
             ("GET", r"/v1/events", self._list_events),
         ]
         return [_Route(m, re.compile(p), f) for m, p, f in table]
@@ -1343,6 +1351,77 @@ class FakeStripe:
             if legacy_coupon is not None:
                 promo["coupon"] = copy.deepcopy(self._coupons.by_id[coupon_id])
             self._promotion_codes.add(promo)
+            return copy.deepcopy(promo)
+
+        return execute
+
+    def _list_coupons(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(params, ("created", "limit", "starting_after", "ending_before"))
+        created = _created_filter(params)
+
+        def execute() -> JSON:
+            items = [c for c in self._coupons.newest_first() if created(c["created"])]
+            return _page(items, params, "/v1/coupons", "coupon")
+
+        return execute
+
+    def _get_coupon(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(params, ())
+        (coupon_id,) = args
+
+        def execute() -> JSON:
+            coupon = self._coupons.by_id.get(coupon_id)
+            if coupon is None:
+                raise _missing("coupon", coupon_id)
+            return copy.deepcopy(coupon)
+
+        return execute
+
+    def _list_promotion_codes(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(
+            params,
+            (
+                "active",
+                "code",
+                "coupon",
+                "created",
+                "customer",
+                "limit",
+                "starting_after",
+                "ending_before",
+            ),
+        )
+        active = _string(params, "active")
+        if active not in (None, "true", "false"):
+            raise _invalid(f"Invalid boolean: {active}", param="active")
+        code = _string(params, "code")
+        coupon = _string(params, "coupon")
+        customer = _string(params, "customer")
+        created = _created_filter(params)
+
+        def execute() -> JSON:
+            items = [
+                p
+                for p in self._promotion_codes.newest_first()
+                if created(p["created"])
+                # Stripe matches the code regardless of case.
+                and (code is None or p["code"].lower() == code.lower())
+                and (coupon is None or p["promotion"]["coupon"] == coupon)
+                and (customer is None or p["customer"] == customer)
+                and (active is None or p["active"] == (active == "true"))
+            ]
+            return _page(items, params, "/v1/promotion_codes", "promotion_code")
+
+        return execute
+
+    def _get_promotion_code(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(params, ())
+        (promo_id,) = args
+
+        def execute() -> JSON:
+            promo = self._promotion_codes.by_id.get(promo_id)
+            if promo is None:
+                raise _missing("promotion_code", promo_id)
             return copy.deepcopy(promo)
 
         return execute

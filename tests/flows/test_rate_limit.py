@@ -13,14 +13,14 @@ def _limit(name: str) -> tuple[int, float, bool]:
     return limit.limit, limit.slot_decay_per_second, limit.active
 
 
-def test_the_limit_is_created_on_first_use_with_a_tenth_of_a_second_of_capacity() -> None:
+def test_the_limit_is_created_on_first_use_with_a_fifth_of_a_second_of_capacity() -> None:
     throttle = PrefectRateLimit("stripe-test-create", per_second=25)
     for _ in range(5):
         throttle()
-    assert _limit("stripe-test-create") == (3, 25.0, True)
+    assert _limit("stripe-test-create") == (6, 25.0, True)
 
 
 def test_a_changed_rate_corrects_the_existing_limit() -> None:
     PrefectRateLimit("stripe-test-change", per_second=25)()
     PrefectRateLimit("stripe-test-change", per_second=100)()
-    assert _limit("stripe-test-change") == (10, 100.0, True)
+    assert _limit("stripe-test-change") == (20, 100.0, True)

@@ -22,8 +22,9 @@ from integrations.ledger.schema import ConversionPaymentRow
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
 from integrations.payments.stripe_rail import StripeBalanceRail, StripeTransferRail
+from tasks.asks import compose_notice
 from tasks.clawbacks import ClawbackReport, apply_clawbacks
-from tasks.payouts import submit_payouts
+from tasks.payouts import CLAIM_LEASE, submit_payouts
 from tests.conftest import NOW, contact
 from tests.fakes.stripe_server import FakeStripe
 from tests.integration.clawback_helpers import (
@@ -380,7 +381,8 @@ def test_an_event_waits_while_the_rewards_payout_is_under_way(
     assert (waiting.deferred, waiting.cancelled) == (1, [])
     assert status(clawbacks, reward_id) is RewardStatus.PAYABLE
 
-    submit_payouts.fn(clawbacks, rails_of(rail), [], NOW)  # the payout settles: paid
+    # A lease later the next payout run takes the abandoned payout over: paid.
+    submit_payouts.fn(clawbacks, rails_of(rail), [], NOW + CLAIM_LEASE)
     settled = run(clawbacks, rails_of(rail), program)
 
     assert settled.clawed_back == [reward_id]
@@ -606,3 +608,47 @@ def test_a_refund_no_conversion_claims_for_a_whole_window_is_given_up(
     assert run(clawbacks, rails_of(rail), program).waiting_for_payment == 1
     assert run(clawbacks, rails_of(rail), program, later).given_up == 1
     assert clawbacks.unprocessed_stripe_events(None, 10) == []
+
+
+def clawback_notices(ledger: Ledger) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (kind, contact.contact_id, data)
+        for _id, kind, contact, data in ledger.notifications_to_send("", 100)
+        if kind == "reward_clawed_back"
+    ]
+
+
+def test_the_referrer_is_told_once_what_a_refund_took_back_after_payout_and_why(
+    clawbacks: Ledger, fake: FakeStripe, rail: StripeTransferRail, program: Program
+) -> None:
+    reward_id = paid_reward(clawbacks, fake, rail)
+    store(clawbacks, refund_event("evt_r1", CHARGE, NOW, refunded=40_000))
+
+    run(clawbacks, rails_of(rail), program)
+    run(clawbacks, rails_of(rail), program)
+
+    ((kind, referrer_id, data),) = clawback_notices(clawbacks)
+    assert referrer_id == clawbacks.rewards([reward_id])[reward_id].reward.referrer_id
+    assert data == {
+        "amount": Money(833, "EUR").format(),
+        "cause": "the referred customer's payment was refunded",
+        "after_payout": "yes",
+    }
+    contact = clawbacks.contacts([referrer_id])[referrer_id]
+    message = compose_notice("n1", kind, contact, data, program)
+    assert message.subject == "A change to your referral reward"
+    assert f"taken back {data['amount']} of a referral reward" in message.data["text"]
+    assert "refunded" in message.data["text"]
+
+
+def test_the_referrer_is_told_when_a_refund_cancels_a_reward_before_payout(
+    clawbacks: Ledger, fake: FakeStripe, program: Program
+) -> None:
+    unpaid_reward(clawbacks, fake)
+    store(clawbacks, refund_event("evt_r1", CHARGE, NOW, refunded=30_000))
+
+    run(clawbacks, {}, program)
+
+    ((_, _, data),) = clawback_notices(clawbacks)
+    assert data["after_payout"] == "no"
+    assert data["amount"] == Money(PAID, "EUR").format()

@@ -106,11 +106,17 @@ def stripe_event(
         (T.DELIVERED, None, None),
         (T.CLICK, None, None),
         (T.OPEN, None, None),
-        (T.DROPPED, "Bounced Address", None),
+        (T.DROPPED, "Bounced Address", "dropped: bounced address"),
+        (T.DROPPED, "Unsubscribed Address", "dropped: unsubscribed address"),
+        (T.DROPPED, "Spam Reporting Address", "dropped: spam reporting address"),
+        (T.DROPPED, "Invalid", "dropped: invalid"),
+        (T.DROPPED, "Invalid SMTPAPI header", None),
+        (T.DROPPED, "Spam Content (if Spam Checker app is enabled)", None),
+        (T.DROPPED, None, None),
         (T.DEFERRED, "421 try later", None),
     ],
 )
-def test_only_hard_bounces_unsubscribes_and_spam_reports_suppress(
+def test_hard_bounces_unsubscribes_spam_reports_and_drops_for_the_address_suppress(
     type_: EmailEventType, reason: str | None, suppresses: str | None, now: datetime
 ) -> None:
     assert suppression_reason(email_event("e", type_, "m", now, reason)) == suppresses

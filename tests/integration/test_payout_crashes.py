@@ -35,7 +35,7 @@ from domain.money import Money
 from integrations.ledger.schema import LedgerEntryRow, PayoutRow
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.stripe_rail import StripeTransferRail
-from tasks.payouts import PayoutReport, submit_payouts
+from tasks.payouts import CLAIM_LEASE, PayoutReport, submit_payouts
 from tests.conftest import NOW, contact, people_batch
 from tests.fakes.stripe_server import FakeStripe
 
@@ -43,6 +43,8 @@ API_KEY = "sk_test_crash_worker_7777"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AMOUNT = Money(2500, "EUR")
 SIGKILLED = -9
+# A restart is stamped before the crash runs, so it goes a minute past the lease.
+AFTER_LEASE = CLAIM_LEASE + timedelta(minutes=1)
 
 
 # -- ledger set-up and inspection (also used by test_payout_storm) -----------------------
@@ -261,7 +263,8 @@ def assert_left_pending_with_its_key(ledger: SqlLedger, reward_id: str) -> dict[
 def test_a_kill_after_the_key_is_stored_and_before_stripe_is_called_pays_once_on_restart(
     ledger: SqlLedger, fake: FakeStripe, reward_id: str, workers: Workers
 ) -> None:
-    restart = workers.standby(fake.now())
+    # The dead worker's claim must run out first: until then it could be a slow one.
+    restart = workers.standby(fake.now() + AFTER_LEASE)
     workers.crash("before_call")
 
     assert_left_pending_with_its_key(ledger, reward_id)
@@ -280,7 +283,7 @@ def test_a_kill_after_the_key_is_stored_and_before_stripe_is_called_pays_once_on
 def test_a_kill_after_stripe_paid_and_before_the_ledger_committed_pays_once_on_restart(
     ledger: SqlLedger, fake: FakeStripe, reward_id: str, workers: Workers
 ) -> None:
-    restart = workers.standby(fake.now())
+    restart = workers.standby(fake.now() + AFTER_LEASE)
     workers.crash("after_call")
 
     payout = assert_left_pending_with_its_key(ledger, reward_id)
@@ -300,7 +303,9 @@ def test_a_kill_after_stripe_paid_and_before_the_ledger_committed_pays_once_on_r
 
     # Once settled, another run (here in this process) has nothing left to send.
     with StripeTransferRail.connect(API_KEY, api_base=fake.url, max_network_retries=0) as rail:
-        again = submit_payouts.fn(ledger, {rail.kind: rail}, [reward_id], fake.now())
+        again = submit_payouts.fn(
+            ledger, {rail.kind: rail}, [reward_id], fake.now() + 2 * AFTER_LEASE
+        )
     assert again == PayoutReport()
     assert fake.count() == 2
     assert_paid_exactly_once(ledger, fake, reward_id)
@@ -325,3 +330,23 @@ def test_a_restart_25_hours_after_a_kill_after_the_call_finds_the_transfer_inste
     assert {r.idempotency_key for r in fake.requests if r.method == "POST"} == {
         transfer_key(reward_id)
     }
+
+
+def test_a_restart_while_the_killed_workers_claim_runs_sends_nothing_and_pays_once_after_it(
+    ledger: SqlLedger, fake: FakeStripe, reward_id: str, workers: Workers
+) -> None:
+    too_soon = workers.standby(fake.now() + CLAIM_LEASE / 2)
+    in_time = workers.standby(fake.now() + AFTER_LEASE)
+    workers.crash("before_call")
+
+    early = workers.resume(too_soon)
+
+    assert early["paid"] == 0
+    assert early["claimed_elsewhere"] == 1
+    assert fake.requests == []
+    assert_left_pending_with_its_key(ledger, reward_id)
+
+    late = workers.resume(in_time)
+
+    assert late["paid"] == 1
+    assert_paid_exactly_once(ledger, fake, reward_id)

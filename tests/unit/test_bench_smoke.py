@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import detection, payouts, send_asks
+from bench import cycle, detection, payouts, send_asks
 
 N = 2000
 
@@ -142,3 +142,47 @@ def test_payouts_bench_pays_each_reward_once_and_reports_its_figures(
     assert figures["reward_statuses"] == {"paid": 40}
     assert figures["latency"] is None  # --skip-latency
     assert leftover_dirs("bench-payouts-") == before
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_cycle_bench_times_every_stage_and_reports_its_figures_as_the_last_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two tiny companies through the real flows under a temporary Prefect server."""
+    before = leftover_dirs("bench-cycle-")
+
+    cycle.main(["--n", "40,60"])
+
+    out = capsys.readouterr().out
+    figures = last_json_line(out)
+    assert "The referral cycle, 40 customers" in out
+    assert "Time per stage by size" in out
+    assert figures["bench"] == "cycle"
+    assert figures["sizes"] == [40, 60]
+    for run, n in zip(figures["runs"], (40, 60), strict=True):
+        assert run["n"] == n
+        assert set(run["stages"]) == {*cycle.STAGES, cycle.REPORT}
+        for stage in cycle.STAGES:
+            times = run["stages"][stage]
+            # Every stage ran in both cycles, and its tasks' time is part of its own.
+            assert times["cycle1_s"] > 0, stage
+            assert times["cycle2_s"] > 0, stage
+            assert 0 < times["tasks_s"] <= times["wall_s"], stage
+            assert 0 <= times["overhead_share"] <= 1, stage
+        assert 0 < run["overhead_s"] < run["total_s"]
+        assert run["tasks_s"] + run["overhead_s"] == pytest.approx(run["total_s"])
+        assert positive_rate(run["customers_per_s"])
+        # The cycle did its work: asked, converted, paid and notified.
+        assert run["asks_queued"] > 0
+        assert run["asks"] == {"accepted": run["asks_queued"]}
+        assert run["conversions"] > 0
+        assert run["paid"] > 0
+        assert run["notifications"].get("accepted", 0) > 0
+    assert leftover_dirs("bench-cycle-") == before
+
+
+def test_cycle_bench_refuses_a_size_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cycle.main(["--n", "10,0"])
+    assert "must be at least 1" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""What the fraud checks need to know beyond a batch of conversions.
+
+:class:`FraudLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase` (one of
+:class:`~integrations.ledger.sql.SqlLedger`'s bases) with one read,
+:meth:`FraudLedger.fraud_history`, that gathers what :func:`domain.fraud.flags_for_batch`
+compares the batch with: the referee contacts, the Stripe customers that paid each
+conversion, the cards each referrer paid with, each referrer's recent conversions and
+the part of the referrer graph a cycle could go through. Emails are read from the
+contacts table as they are for sending, and only ever compared in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Table, or_, select
+
+from domain.fraud import MAX_CYCLE_LENGTH, FraudHistory, ReferralEdge, party
+from domain.models import Contact, Conversion
+from domain.program import Fraud
+from domain.stripe_conversions import SOURCE
+from integrations.ledger.base import LedgerBase, chunks, contact_from_row
+from integrations.ledger.schema import ContactRow, ConversionPaymentRow, ConversionRow
+
+_C: Table = ConversionRow.__table__  # type: ignore[assignment]
+_P: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
+_K: Table = ContactRow.__table__  # type: ignore[assignment]
+
+
+class FraudLedger(LedgerBase):
+    """The fraud checks' read of the ledger; a mixin for SqlLedger."""
+
+    def fraud_history(
+        self,
+        conversions: Sequence[Conversion],
+        referrers: Mapping[str, Contact],
+        rules: Fraud,
+    ) -> FraudHistory:
+        """Everything :func:`domain.fraud.flags_for_batch` needs about ``conversions``.
+
+        Args:
+            conversions: the batch about to be rewarded.
+            referrers: their referrers, by contact id.
+            rules: the velocity window.
+
+        Returns:
+            The history around the batch (see :class:`domain.fraud.FraudHistory`).
+        """
+        if not conversions:
+            return FraudHistory()
+        with self.engine.connect() as conn:
+            referee_ids = sorted({c.referee_contact_id or "" for c in conversions} - {""})
+            referees = {
+                r["contact_id"]: contact_from_row(r)
+                for chunk in chunks(referee_ids)
+                for r in conn.execute(select(_K).where(_K.c.contact_id.in_(chunk))).mappings()
+            }
+            return FraudHistory(
+                referees=referees,
+                referee_customers=self._referee_customers(conn, conversions),
+                referrer_cards=self._referrer_cards(conn, referrers),
+                recent=self._recent(conn, conversions, timedelta(hours=rules.window_hours)),
+                edges=self._edges(conn, referrers.values()),
+            )
+
+    @staticmethod
+    def _referee_customers(
+        conn: Connection, conversions: Sequence[Conversion]
+    ) -> dict[str, frozenset[str]]:
+        found: dict[str, set[str]] = {}
+        for chunk in chunks(sorted({c.conversion_id for c in conversions})):
+            for conversion_id, customer in conn.execute(
+                select(_P.c.conversion_id, _P.c.customer_ref).where(
+                    _P.c.provider == SOURCE,
+                    _P.c.conversion_id.in_(chunk),
+                    _P.c.customer_ref.is_not(None),
+                )
+            ):
+                found.setdefault(conversion_id, set()).add(customer)
+        return {k: frozenset(v) for k, v in found.items()}
+
+    @staticmethod
+    def _referrer_cards(
+        conn: Connection, referrers: Mapping[str, Contact]
+    ) -> dict[str, frozenset[str]]:
+        """The fingerprints of the cards each referrer paid with: conversions where they
+        were the referee themselves, or paid as their own Stripe customer."""
+        cards: dict[str, set[str]] = {}
+        by_customer = {r.stripe_customer_id: r.contact_id for r in referrers.values()}
+        by_customer.pop(None, None)
+        for chunk in chunks(sorted(referrers)):
+            for contact_id, card in conn.execute(
+                select(_C.c.referee_contact_id, _C.c.card_fingerprint).where(
+                    _C.c.referee_contact_id.in_(chunk), _C.c.card_fingerprint.is_not(None)
+                )
+            ):
+                cards.setdefault(contact_id, set()).add(card)
+        for chunk in chunks(sorted(c for c in by_customer if c)):
+            for customer, card in conn.execute(
+                select(_P.c.customer_ref, _C.c.card_fingerprint)
+                .join(_C, _C.c.conversion_id == _P.c.conversion_id)
+                .where(
+                    _P.c.provider == SOURCE,
+                    _P.c.customer_ref.in_(chunk),
+                    _C.c.card_fingerprint.is_not(None),
+                )
+            ):
+                cards.setdefault(by_customer[customer], set()).add(card)
+        return {k: frozenset(v) for k, v in cards.items()}
+
+    @staticmethod
+    def _recent(
+        conn: Connection, conversions: Sequence[Conversion], window: timedelta
+    ) -> dict[str, dict[str, datetime]]:
+        since = min(c.occurred_at for c in conversions) - window
+        until = max(c.occurred_at for c in conversions)
+        recent: dict[str, dict[str, datetime]] = {}
+        for chunk in chunks(sorted({c.referrer_id for c in conversions})):
+            for referrer_id, conversion_id, occurred_at in conn.execute(
+                select(_C.c.referrer_id, _C.c.conversion_id, _C.c.occurred_at).where(
+                    _C.c.referrer_id.in_(chunk),
+                    _C.c.occurred_at > since,
+                    _C.c.occurred_at <= until,
+                )
+            ):
+                recent.setdefault(referrer_id, {})[conversion_id] = occurred_at
+        return recent
+
+    @staticmethod
+    def _edges(conn: Connection, referrers: Iterable[Contact]) -> list[ReferralEdge]:
+        """The conversions of everyone who referred the batch's referrers, and of those
+        who referred them, up to :data:`domain.fraud.MAX_CYCLE_LENGTH` steps back."""
+        frontier = {p for r in referrers if (p := party(r.account_id, r.contact_id))}
+        seen = set(frontier)
+        found: dict[str, ReferralEdge] = {}
+        referee_contact = _K.alias("referee_contact")
+        referrer_contact = _K.alias("referrer_contact")
+        for _ in range(MAX_CYCLE_LENGTH):
+            if not frontier:
+                break
+            accounts = sorted(p.split(":", 1)[1] for p in frontier if p.startswith("account:"))
+            contacts = sorted(p.split(":", 1)[1] for p in frontier if p.startswith("contact:"))
+            next_frontier: set[str] = set()
+            for kind, ids in (("account", accounts), ("contact", contacts)):
+                for chunk in chunks(ids):
+                    if kind == "account":
+                        where = or_(
+                            _C.c.referee_account_id.in_(chunk),
+                            referee_contact.c.account_id.in_(chunk),
+                        )
+                    else:
+                        where = _C.c.referee_contact_id.in_(chunk)
+                    stmt = (
+                        select(
+                            _C.c.conversion_id,
+                            _C.c.referee_account_id,
+                            _C.c.referee_contact_id,
+                            referee_contact.c.account_id.label("referee_contact_account"),
+                            _C.c.referrer_id,
+                            referrer_contact.c.account_id.label("referrer_account"),
+                        )
+                        .select_from(
+                            _C.outerjoin(
+                                referee_contact,
+                                referee_contact.c.contact_id == _C.c.referee_contact_id,
+                            ).outerjoin(
+                                referrer_contact,
+                                referrer_contact.c.contact_id == _C.c.referrer_id,
+                            )
+                        )
+                        .where(where)
+                    )
+                    for row in conn.execute(stmt).mappings():
+                        edge = ReferralEdge(
+                            conversion_id=row["conversion_id"],
+                            referee_account_id=row["referee_account_id"]
+                            or row["referee_contact_account"],
+                            referee_contact_id=row["referee_contact_id"],
+                            referrer_id=row["referrer_id"],
+                            referrer_account_id=row["referrer_account"],
+                        )
+                        found[edge.conversion_id] = edge
+                        if edge.referrer is not None and edge.referrer not in seen:
+                            next_frontier.add(edge.referrer)
+            seen |= next_frontier
+            frontier = next_frontier
+        return list(found.values())

@@ -1,0 +1,496 @@
+"""The partner registration area of the ledger: claims on company domains, their
+expiry, and the conversions credited through them.
+
+:class:`PartnerLedger` is a mixin meant to join
+:class:`~integrations.ledger.sql.SqlLedger`'s bases. The rules are the domain's
+(:mod:`domain.registration`); this module makes them hold under concurrency:
+
+* **First to register wins, even in a race.** A claim is decided inside the
+  transaction that writes it, against the registration holding the domain; the insert
+  is ``ON CONFLICT DO NOTHING`` against the partial unique index of
+  :mod:`integrations.ledger.schema_partners` (one active or extended registration per
+  domain). When two partners register one company at the same moment, the second
+  insert waits for the first, finds the conflict, and the loser reads the winner back
+  to report its owner and expiry. Claims of a batch are written in domain order, so
+  two batches never wait on each other in a circle.
+* **Expiry is a status change.** ``expire_due`` closes every holding registration
+  whose expiry has passed, recording when and by whom; a claim arriving before the
+  scheduled run closes the lapsed registration it replaces the same way.
+* **Conversions go through the conversion rules.** An event without a referral code
+  credited to a registering partner is placed by the same rule as coded ones (one
+  conversion per referee and milestone, under the conversions lock of
+  :class:`~integrations.ledger.stripe_conversions.StripeConversionLedger`), in the
+  transaction that marks the event examined, extends the registration (a qualified
+  deal) or converts it (a won deal).
+
+No email address is written here: contacts are referenced by id or by hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, literal, or_, select, update
+from sqlalchemy.engine import RowMapping
+
+from domain.models import Conversion, Milestone, Rejected, SourceEvent
+from domain.program import RegistrationRules
+from domain.registration import (
+    CREDITED_EVENTS,
+    HOLDING,
+    Claim,
+    ClaimDecision,
+    Registration,
+    RegistrationStatus,
+    decide_claim,
+)
+from integrations.ledger.base import T_EVENTS, chunks, event_from_row
+from integrations.ledger.schema import AccountRow, ReferralCodeRow
+from integrations.ledger.schema_partners import PartnerRegistrationRow
+from integrations.ledger.stripe_conversions import StripeConversionLedger, _Tally
+
+T_REGISTRATIONS: Table = PartnerRegistrationRow.__table__  # type: ignore[assignment]
+T_ACCOUNTS: Table = AccountRow.__table__  # type: ignore[assignment]
+_HOLDING = [s.value for s in HOLDING]
+# Registrations an event can still be credited through: a won deal closes one for good.
+_CREDITABLE = [*_HOLDING, RegistrationStatus.EXPIRED.value]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredCredit:
+    """An event credited to a registering partner: its conversion, and the
+    registration it came through."""
+
+    conversion: Conversion
+    registration_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredConversions:
+    """What one batch of registered-lead conversions did to the ledger.
+
+    Attributes:
+        new: conversion ids inserted.
+        duplicates: the referee was already converted at that milestone by the code.
+        quarantined: rejects written (another code converted the referee first, an
+            amount in another currency, a partner with no referral code).
+        notices: notifications queued for the new conversions.
+        extended: registrations whose expiry a qualified deal pushed out.
+        converted: registrations a won deal converted.
+        events_marked: events marked examined (a rerun marks none).
+    """
+
+    new: tuple[str, ...] = ()
+    duplicates: int = 0
+    quarantined: int = 0
+    notices: int = 0
+    extended: int = 0
+    converted: int = 0
+    events_marked: int = 0
+
+
+class PartnerLedger(StripeConversionLedger):
+    """Partner registrations; a mixin for SqlLedger (it places conversions through the
+    conversion area's rules, hence its base)."""
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def active_registration_for_domains(self, domains: Iterable[str]) -> dict[str, Registration]:
+        """Domain -> the registration holding it (active or extended). It may have
+        lapsed without the scheduled expiry having closed it yet: see
+        :meth:`Registration.holds`."""
+        wanted = sorted(set(domains))
+        found: dict[str, Registration] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(wanted):
+                for row in conn.execute(
+                    select(T_REGISTRATIONS).where(
+                        T_REGISTRATIONS.c.domain.in_(chunk),
+                        T_REGISTRATIONS.c.status.in_(_HOLDING),
+                    )
+                ).mappings():
+                    found[row["domain"]] = registration_from_row(row)
+        return found
+
+    def registrations(
+        self,
+        statuses: Sequence[RegistrationStatus] | None = None,
+        expiring_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Registration]:
+        """Registrations, soonest expiry first, optionally only those of ``statuses``
+        or expiring before a moment."""
+        stmt = select(T_REGISTRATIONS).order_by(
+            T_REGISTRATIONS.c.expires_at, T_REGISTRATIONS.c.registration_id
+        )
+        if statuses is not None:
+            stmt = stmt.where(T_REGISTRATIONS.c.status.in_([s.value for s in statuses]))
+        if expiring_before is not None:
+            stmt = stmt.where(T_REGISTRATIONS.c.expires_at < expiring_before)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return [registration_from_row(r) for r in conn.execute(stmt).mappings()]
+
+    def registration_counts(self) -> dict[str, int]:
+        """Registrations per status (every status listed, zero included)."""
+        counts = dict.fromkeys((s.value for s in RegistrationStatus), 0)
+        with self.engine.connect() as conn:
+            for status, n in conn.execute(
+                select(T_REGISTRATIONS.c.status, func.count()).group_by(T_REGISTRATIONS.c.status)
+            ):
+                counts[status] = int(n)
+        return counts
+
+    def registered_events_to_convert(
+        self, after_id: int, limit: int
+    ) -> list[tuple[int, SourceEvent, Registration]]:
+        """Signups and deals without a referral code, not yet examined, on an account
+        whose domain a partner registered, that happened inside that registration's
+        window; with the registration. Events with a code never appear here."""
+        account_domain = T_ACCOUNTS.c.domain
+        rows = (
+            select(T_EVENTS, *[c.label(f"reg_{c.name}") for c in T_REGISTRATIONS.c])
+            .join(T_ACCOUNTS, T_ACCOUNTS.c.account_id == T_EVENTS.c.account_id)
+            .join(
+                T_REGISTRATIONS,
+                or_(
+                    account_domain == T_REGISTRATIONS.c.domain,
+                    account_domain == literal("www.") + T_REGISTRATIONS.c.domain,
+                ),
+            )
+            .where(
+                T_EVENTS.c.id > after_id,
+                T_EVENTS.c.converted_at.is_(None),
+                T_EVENTS.c.referral_code.is_(None),
+                T_EVENTS.c.type.in_([t.value for t in CREDITED_EVENTS]),
+                T_REGISTRATIONS.c.status.in_(_CREDITABLE),
+                T_EVENTS.c.occurred_at >= T_REGISTRATIONS.c.registered_at,
+                T_EVENTS.c.occurred_at < T_REGISTRATIONS.c.expires_at,
+            )
+            .order_by(T_EVENTS.c.id, T_REGISTRATIONS.c.registered_at)
+            .limit(limit)
+        )
+        found: list[tuple[int, SourceEvent, Registration]] = []
+        seen: set[int] = set()
+        with self.engine.connect() as conn:
+            for row in conn.execute(rows).mappings():
+                if row["id"] in seen:
+                    continue
+                seen.add(row["id"])
+                registration = registration_from_row(
+                    {c.name: row[f"reg_{c.name}"] for c in T_REGISTRATIONS.c}
+                )
+                found.append((row["id"], event_from_row(row), registration))
+        return found
+
+    # -- writes --------------------------------------------------------------------------
+
+    def register(
+        self,
+        claims: Sequence[Claim],
+        rules: RegistrationRules,
+        now: datetime,
+        new_codes: Mapping[str, str] | None = None,
+    ) -> list[ClaimDecision]:
+        """Decide and record ``claims`` in one transaction; first to register wins.
+
+        A claim on a domain another partner holds is rejected with the owner and the
+        expiry, including when that partner won a race by a moment; a lapsed holder is
+        closed (``closed_by`` names the new claim) and the claim accepted. Two claims
+        on one domain in the batch: the first listed wins. Replaying a batch with the
+        same ``now`` accepts the same registrations again and writes nothing new.
+
+        Args:
+            claims: normalized claims; every partner must be a known contact.
+            rules: the program's registration rules.
+            now: when the claims are made, timezone-aware.
+            new_codes: partner id -> a freshly minted referral code, for partners
+                without one (a code minted concurrently by another run wins): the
+                conversions credited through a registration carry the partner's code.
+
+        Returns:
+            One decision per claim, in the order given.
+        """
+        decisions: dict[int, ClaimDecision] = {}
+        # Domain order: two batches racing lock index entries in the same order.
+        order = sorted(range(len(claims)), key=lambda i: (claims[i].domain, i))
+        with self.engine.begin() as conn:
+            if new_codes:
+                self._insert_ignore(
+                    conn,
+                    ReferralCodeRow,
+                    [
+                        {"code": code, "contact_id": partner, "created_at": now}
+                        for partner, code in sorted(new_codes.items())
+                    ],
+                    ReferralCodeRow.code,
+                )
+            for i in order:
+                decisions[i] = self._register_one(conn, claims[i], rules, now)
+        return [decisions[i] for i in range(len(claims))]
+
+    def _register_one(
+        self, conn: Connection, claim: Claim, rules: RegistrationRules, now: datetime
+    ) -> ClaimDecision:
+        holder = self._holder(conn, claim.domain)
+        decision = decide_claim(holder, claim, now, rules)
+        new = decision.registration
+        if new is None or new == holder:
+            return decision
+        if decision.lapsed is not None:
+            self._close(
+                conn,
+                [decision.lapsed.registration_id],
+                RegistrationStatus.EXPIRED,
+                f"claim:{new.registration_id}",
+                now,
+                lapsed_by=now,
+            )
+        inserted = self._insert_ignore(
+            conn, T_REGISTRATIONS, [registration_row(new, now)], T_REGISTRATIONS.c.registration_id
+        )
+        if inserted:
+            return decision
+        # Lost a race, or this very claim was recorded by an earlier run of the batch.
+        same = (
+            conn.execute(
+                select(T_REGISTRATIONS).where(
+                    T_REGISTRATIONS.c.registration_id == new.registration_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if same is not None:
+            return ClaimDecision(claim, registration=registration_from_row(same))
+        winner = self._holder(conn, claim.domain)
+        if winner is None:  # pragma: no cover - the conflict's row cannot vanish (no deletes)
+            raise RuntimeError(f"registration of {claim.domain} conflicted with nothing")
+        return ClaimDecision(claim, owner=winner.partner_id, owner_expires_at=winner.expires_at)
+
+    def extend(self, extended: Registration, now: datetime) -> bool:
+        """Record ``extended`` (from :func:`domain.registration.extended`), if the
+        registration still holds its domain and its expiry only moves out.
+
+        Returns:
+            Whether the registration was extended.
+        """
+        with self.engine.begin() as conn:
+            return self._extend(conn, extended, now)
+
+    def _extend(self, conn: Connection, extended: Registration, now: datetime) -> bool:
+        return bool(
+            conn.execute(
+                update(T_REGISTRATIONS)
+                .where(
+                    T_REGISTRATIONS.c.registration_id == extended.registration_id,
+                    T_REGISTRATIONS.c.status.in_(_HOLDING),
+                    T_REGISTRATIONS.c.expires_at > now,
+                    T_REGISTRATIONS.c.expires_at < extended.expires_at,
+                )
+                .values(
+                    expires_at=extended.expires_at,
+                    extensions=extended.extensions,
+                    status=RegistrationStatus.EXTENDED.value,
+                    updated_at=now,
+                )
+            ).rowcount
+        )
+
+    def expire_due(self, now: datetime, by: str = "expire-registrations") -> list[Registration]:
+        """Close every active or extended registration whose expiry is at or before
+        ``now``: status ``expired``, with when and by whom. Running it again, or two
+        runs at once, expire each registration once.
+
+        Returns:
+            The registrations this call expired, soonest expiry first.
+        """
+        with self.engine.begin() as conn:
+            due = list(
+                conn.execute(
+                    select(T_REGISTRATIONS.c.registration_id)
+                    .where(
+                        T_REGISTRATIONS.c.status.in_(_HOLDING),
+                        T_REGISTRATIONS.c.expires_at <= now,
+                    )
+                    .order_by(T_REGISTRATIONS.c.registration_id)
+                ).scalars()
+            )
+            expired = self._close(conn, due, RegistrationStatus.EXPIRED, by, now, lapsed_by=now)
+            if not expired:
+                return []
+            rows: list[Registration] = []
+            for chunk in chunks(sorted(expired)):
+                rows += [
+                    registration_from_row(r)
+                    for r in conn.execute(
+                        select(T_REGISTRATIONS).where(T_REGISTRATIONS.c.registration_id.in_(chunk))
+                    ).mappings()
+                ]
+        return sorted(rows, key=lambda r: (r.expires_at, r.registration_id))
+
+    def record_registered_conversions(
+        self,
+        event_ids: Sequence[int],
+        credits: Sequence[RegisteredCredit],
+        extended: Sequence[Registration],
+        rejected: Sequence[Rejected],
+        notices: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+    ) -> RegisteredConversions:
+        """Record conversions credited through registrations, in one transaction with
+        everything they change.
+
+        Each conversion is placed by the rule coded conversions follow (one per
+        referee and milestone; a referee another code converted first is quarantined);
+        a new customer conversion converts its registration (also one that expired
+        after the deal happened inside its window). Registrations a qualified deal
+        extended get their new expiry. Every examined event is marked, so it is never
+        examined again.
+
+        Args:
+            event_ids: ``source_events.id`` of every event examined.
+            credits: the conversions, each with its registration.
+            extended: registrations after their extension.
+            rejected: events refused, to quarantine.
+            notices: conversion id -> its notification row, queued only if it is new.
+            now: when this is recorded, timezone-aware.
+
+        Returns:
+            What was recorded.
+        """
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            tally = _Tally(rejected=list(rejected))
+            for credit in credits:
+                self._place(conn, credit.conversion, None, tally, now)
+            quarantined = self._quarantine_all(conn, tally.rejected, now)
+            queued = self._queue_for(conn, tally.new, notices, now)
+            # Extend before converting: a deal qualified then won in one batch keeps
+            # the record of its extension.
+            extensions = sum(self._extend(conn, r, now) for r in extended)
+            new = set(tally.new)
+            converted = 0
+            for credit in credits:
+                c = credit.conversion
+                if c.milestone is Milestone.CUSTOMER and c.conversion_id in new:
+                    converted += self._convert(conn, credit.registration_id, c.conversion_id, now)
+            marked = 0
+            for ids in chunks(sorted(set(event_ids))):
+                marked += conn.execute(
+                    update(T_EVENTS)
+                    .where(T_EVENTS.c.id.in_(ids), T_EVENTS.c.converted_at.is_(None))
+                    .values(converted_at=now)
+                ).rowcount
+        return RegisteredConversions(
+            new=tuple(tally.new),
+            duplicates=tally.duplicates,
+            quarantined=quarantined,
+            notices=queued,
+            extended=extensions,
+            converted=converted,
+            events_marked=marked,
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _holder(self, conn: Connection, domain: str) -> Registration | None:
+        row = (
+            conn.execute(
+                select(T_REGISTRATIONS).where(
+                    T_REGISTRATIONS.c.domain == domain, T_REGISTRATIONS.c.status.in_(_HOLDING)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else registration_from_row(row)
+
+    def _close(
+        self,
+        conn: Connection,
+        registration_ids: Sequence[str],
+        status: RegistrationStatus,
+        by: str,
+        now: datetime,
+        lapsed_by: datetime,
+    ) -> list[str]:
+        """Close the holding registrations among ``registration_ids`` whose expiry is
+        at or before ``lapsed_by``; the ids closed (a racing closer gets the others)."""
+        closed: list[str] = []
+        for chunk in chunks(sorted(set(registration_ids))):
+            stmt = (
+                update(T_REGISTRATIONS)
+                .where(
+                    T_REGISTRATIONS.c.registration_id.in_(chunk),
+                    T_REGISTRATIONS.c.status.in_(_HOLDING),
+                    T_REGISTRATIONS.c.expires_at <= lapsed_by,
+                )
+                .values(status=status.value, closed_at=now, closed_by=by[:128], updated_at=now)
+                .returning(T_REGISTRATIONS.c.registration_id)
+            )
+            closed += list(conn.execute(stmt).scalars())
+        return closed
+
+    def _convert(
+        self, conn: Connection, registration_id: str, conversion_id: str, now: datetime
+    ) -> int:
+        return int(
+            conn.execute(
+                update(T_REGISTRATIONS)
+                .where(
+                    T_REGISTRATIONS.c.registration_id == registration_id,
+                    T_REGISTRATIONS.c.status.in_(_CREDITABLE),
+                    T_REGISTRATIONS.c.conversion_id.is_(None),
+                )
+                .values(
+                    status=RegistrationStatus.CONVERTED.value,
+                    conversion_id=conversion_id,
+                    closed_at=now,
+                    closed_by=f"conversion:{conversion_id}",
+                    updated_at=now,
+                )
+            ).rowcount
+        )
+
+
+# -- row mapping -------------------------------------------------------------------------
+
+
+def registration_row(r: Registration, now: datetime) -> dict[str, Any]:
+    return {
+        "registration_id": r.registration_id,
+        "partner_id": r.partner_id,
+        "domain": r.domain,
+        "contact_ref": r.contact_ref,
+        "evidence": r.evidence,
+        "registered_at": r.registered_at,
+        "expires_at": r.expires_at,
+        "status": r.status.value,
+        "extensions": r.extensions,
+        "closed_at": r.closed_at,
+        "closed_by": r.closed_by,
+        "conversion_id": r.conversion_id,
+        "updated_at": now,
+    }
+
+
+def registration_from_row(r: RowMapping | Mapping[str, Any]) -> Registration:
+    return Registration(
+        registration_id=r["registration_id"],
+        partner_id=r["partner_id"],
+        domain=r["domain"],
+        contact_ref=r["contact_ref"],
+        evidence=r["evidence"],
+        registered_at=r["registered_at"],
+        expires_at=r["expires_at"],
+        status=RegistrationStatus(r["status"]),
+        extensions=r["extensions"],
+        closed_at=r["closed_at"],
+        closed_by=r["closed_by"],
+        conversion_id=r["conversion_id"],
+    )

@@ -1,0 +1,487 @@
+"""The ledger side of the reward rules: recording rewards held to caps and tiers, and
+what rules read (first payments, the invoices recurring rules pay on).
+
+:class:`RewardRulesLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase`
+meant to join :class:`~integrations.ledger.sql.SqlLedger`'s bases.
+
+**Caps under a lock.** :meth:`RewardRulesLedger.accrue_rewards` reads what the caps and
+tiers depend on (what each referrer, and the program, earned in a period; each
+referrer's successful referrals) and writes the rewards in *one* transaction, holding
+the per-referrer advisory locks the clawback and payout writes already take
+(:func:`~integrations.ledger.clawbacks.lock_referrers`), plus one more for the program
+when the program has a program-wide cap. So two runs at once are serialized exactly
+where they could use the same room under a cap: the second reads the first's rewards
+once it has committed. All keys are taken in one sorted order, with the other lockers'
+keys, so no two transactions wait on each other in a cycle. SQLite needs no lock: its
+writers are serialized (``BEGIN IMMEDIATE``), and the reads happen inside the write
+transaction. Inside the lock the conversions still unrewarded and the rewards already
+recorded are read again, so a run that lost the race computes nothing twice and does
+not count a reward against a cap twice.
+
+**What a cap counts.** The rewards earned in the period: ``accrued`` less ``adjusted``,
+``cancelled`` and ``clawed_back`` (payment, reversal and netting entries move money,
+they do not change what was earned), in the program currency. A reward is earned at
+its ``reward_terms.earned_at`` (the invoice's time for a recurring reward), or, for a
+reward recorded before revision 0012, at its conversion.
+
+**Capped to nothing.** A reward a cap took down to zero is recorded all the same, with
+its explanation, status ``cancelled``, no ledger entry and no "reward earned" notice:
+the referral stays visible, it only pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, distinct, func, or_, select, update
+
+from domain.errors import InvalidAmount
+from domain.models import Conversion, Milestone, Rejected, Reward, RewardStatus, derived_id
+from domain.money import Money
+from domain.program import CapScope, Program
+from domain.rewards import Invoice, RewardBook
+from domain.stripe_conversions import INVOICE_PAID, SOURCE
+from integrations.ledger.base import (
+    T_ENTRIES,
+    T_REWARDS,
+    LedgerBase,
+    chunks,
+    conversion_from_row,
+)
+from integrations.ledger.clawbacks import lock_referrers
+from integrations.ledger.schema import (
+    ContactRow,
+    ConversionPaymentRow,
+    ConversionRow,
+    LedgerEntryRow,
+    QuarantineRow,
+    RewardRow,
+)
+from integrations.ledger.schema_touchpoints import RewardTermsRow
+from integrations.ledger.schema_webhooks import StripeEventRow
+
+T_CONVERSIONS: Table = ConversionRow.__table__  # type: ignore[assignment]
+T_PAYMENTS: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
+T_TERMS: Table = RewardTermsRow.__table__  # type: ignore[assignment]
+T_STRIPE: Table = StripeEventRow.__table__  # type: ignore[assignment]
+
+# Locked beside the referrers when a program-wide cap exists (lock_referrers hashes it
+# into the same key space, so it is taken in the same global order).
+PROGRAM_BUDGET_LOCK = "\x00program-budget"
+# Entry kinds that change what a reward earned (the rest move money).
+EARNED_KINDS = ("accrued", "adjusted", "cancelled", "clawed_back")
+# An invoice paid this long before its conversion's event may still be the payment the
+# conversion is (a Checkout Session completes a moment after its invoice is paid).
+_FIRST_INVOICE_SLACK = timedelta(days=1)
+
+Compute = Callable[[RewardBook, set[str]], tuple[list[Reward], list[Rejected]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Accrued:
+    """What :meth:`RewardRulesLedger.accrue_rewards` recorded: rewards inserted, of
+    which capped (reduced by a cap) and zeroed (capped to nothing), and rejects."""
+
+    recorded: int = 0
+    capped: int = 0
+    zeroed: int = 0
+    quarantined: int = 0
+
+
+class LedgerRewardHistory:
+    """:class:`~domain.ports.RewardHistory` on a connection holding the locks."""
+
+    def __init__(self, conn: Connection, currency: str) -> None:
+        self._conn = conn
+        self._currency = currency
+
+    def referrals(
+        self, referrer_id: str, milestone: Milestone, start: datetime, end: datetime
+    ) -> Sequence[tuple[datetime, str]]:
+        r, c = T_REWARDS, T_CONVERSIONS
+        stmt = (
+            select(distinct(c.c.conversion_id), c.c.occurred_at)
+            .join(r, r.c.conversion_id == c.c.conversion_id)
+            .where(
+                r.c.referrer_id == referrer_id,
+                c.c.milestone == milestone.value,
+                c.c.occurred_at >= start,
+                c.c.occurred_at < end,
+                r.c.status != RewardStatus.REJECTED.value,
+                # Cancelled with an amount: taken back (a refund). Capped to nothing:
+                # still a successful referral.
+                or_(r.c.status != RewardStatus.CANCELLED.value, r.c.amount_minor == 0),
+            )
+        )
+        return [(at, conversion_id) for conversion_id, at in self._conn.execute(stmt)]
+
+    def earned(self, referrer_id: str | None, start: datetime, end: datetime) -> Money:
+        r, e, c, t = T_REWARDS, T_ENTRIES, T_CONVERSIONS, T_TERMS
+        earned_at = func.coalesce(t.c.earned_at, c.c.occurred_at)
+        stmt = (
+            select(func.coalesce(func.sum(e.c.amount_minor), 0))
+            .select_from(e)
+            .join(r, r.c.reward_id == e.c.reward_id)
+            .join(c, c.c.conversion_id == r.c.conversion_id)
+            .outerjoin(t, t.c.reward_id == r.c.reward_id)
+            .where(
+                e.c.kind.in_(EARNED_KINDS),
+                r.c.currency == self._currency,
+                earned_at >= start,
+                earned_at < end,
+            )
+        )
+        if referrer_id is not None:
+            stmt = stmt.where(r.c.referrer_id == referrer_id)
+        return Money(int(self._conn.execute(stmt).scalar_one()), self._currency)
+
+
+class RewardRulesLedger(LedgerBase):
+    """Rewards held to caps and tiers, and what the rules read; a mixin for SqlLedger."""
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def first_payments(self, conversion_ids: Iterable[str]) -> dict[str, Money]:
+        """Conversion id -> the payment recorded with it (its first Stripe payment; the
+        rows of one conversion are aliases of that payment, each with its amount)."""
+        found: dict[str, Money] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(conversion_ids))):
+                for conversion_id, amount, currency in conn.execute(
+                    select(
+                        T_PAYMENTS.c.conversion_id,
+                        T_PAYMENTS.c.amount_minor,
+                        T_PAYMENTS.c.currency,
+                    )
+                    .where(T_PAYMENTS.c.conversion_id.in_(chunk))
+                    .order_by(T_PAYMENTS.c.created_at, T_PAYMENTS.c.payment_ref)
+                ):
+                    found.setdefault(conversion_id, Money(amount, currency))
+        return found
+
+    def recurring_conversions(
+        self,
+        milestones: Sequence[Milestone],
+        since: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Conversion]:
+        """Rewarded conversions at ``milestones`` made at or after ``since``, by
+        (occurred at, id) after ``after``: those whose referee's invoices may still earn
+        a recurring reward."""
+        c = T_CONVERSIONS
+        stmt = select(c).where(
+            c.c.rewarded_at.is_not(None),
+            c.c.milestone.in_([m.value for m in milestones]),
+            c.c.occurred_at >= since,
+        )
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    c.c.occurred_at > after[0],
+                    and_(c.c.occurred_at == after[0], c.c.conversion_id > after[1]),
+                )
+            )
+        stmt = stmt.order_by(c.c.occurred_at, c.c.conversion_id).limit(limit)
+        with self.engine.connect() as conn:
+            return [conversion_from_row(r) for r in conn.execute(stmt).mappings()]
+
+    def referee_invoices(
+        self, conversions: Sequence[Conversion], until: datetime
+    ) -> tuple[dict[str, list[Invoice]], list[Rejected]]:
+        """Conversion id -> the invoices its referee paid (``invoice.paid`` events in the
+        Stripe inbox, processed or not) from a day before the conversion until
+        ``until``, and the invoice events that cannot be read (to quarantine).
+
+        The referee's Stripe customers are those of the conversion's payments and
+        those a CRM contact of its account names. An invoice among the conversion's
+        own payment ids is marked ``of_conversion``.
+        """
+        if not conversions:
+            return {}, []
+        ids = [c.conversion_id for c in conversions]
+        customers: dict[str, set[str]] = {}
+        own: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(ids):
+                for conversion_id, ref, customer in conn.execute(
+                    select(
+                        T_PAYMENTS.c.conversion_id,
+                        T_PAYMENTS.c.payment_ref,
+                        T_PAYMENTS.c.customer_ref,
+                    ).where(T_PAYMENTS.c.conversion_id.in_(chunk), T_PAYMENTS.c.provider == SOURCE)
+                ):
+                    own.setdefault(conversion_id, set()).add(ref)
+                    if customer:
+                        customers.setdefault(conversion_id, set()).add(customer)
+            accounts = {c.referee_account_id for c in conversions if c.referee_account_id}
+            by_account: dict[str, set[str]] = {}
+            for chunk in chunks(sorted(accounts)):
+                for account_id, customer in conn.execute(
+                    select(ContactRow.account_id, ContactRow.stripe_customer_id).where(
+                        ContactRow.account_id.in_(chunk),
+                        ContactRow.stripe_customer_id.is_not(None),
+                    )
+                ):
+                    by_account.setdefault(account_id, set()).add(customer)
+            for c in conversions:
+                if c.referee_account_id:
+                    customers.setdefault(c.conversion_id, set()).update(
+                        by_account.get(c.referee_account_id, set())
+                    )
+            wanted = sorted(set().union(*customers.values())) if customers else []
+            earliest = min(c.occurred_at for c in conversions) - _FIRST_INVOICE_SLACK
+            payload = T_STRIPE.c.payload
+            customer_of = func.coalesce(
+                payload[("data", "object", "customer", "id")].as_string(),
+                payload[("data", "object", "customer")].as_string(),
+            )
+            events: dict[str, list[dict[str, Any]]] = {}
+            for chunk in chunks(wanted):
+                for event_id, created_at, customer, body in conn.execute(
+                    select(T_STRIPE.c.event_id, T_STRIPE.c.created_at, customer_of, payload)
+                    .where(
+                        T_STRIPE.c.type == INVOICE_PAID,
+                        T_STRIPE.c.created_at >= earliest,
+                        T_STRIPE.c.created_at < until,
+                        customer_of.in_(chunk),
+                    )
+                    .order_by(T_STRIPE.c.created_at, T_STRIPE.c.event_id)
+                ):
+                    events.setdefault(customer, []).append(
+                        {"id": event_id, "created_at": created_at, "payload": body}
+                    )
+        invoices: dict[str, list[Invoice]] = {}
+        rejected: dict[str, Rejected] = {}
+        for c in conversions:
+            seen: dict[str, Invoice] = {}
+            for customer in sorted(customers.get(c.conversion_id, set())):
+                for event in events.get(customer, []):
+                    invoice = _invoice(event, own.get(c.conversion_id, set()), rejected)
+                    if invoice is not None and invoice.paid_at >= c.occurred_at - (
+                        _FIRST_INVOICE_SLACK
+                    ):
+                        seen.setdefault(invoice.ref, invoice)
+            invoices[c.conversion_id] = sorted(seen.values(), key=lambda i: (i.paid_at, i.ref))
+        return invoices, list(rejected.values())
+
+    # -- writes --------------------------------------------------------------------------
+
+    def accrue_rewards(
+        self,
+        conversion_ids: Sequence[str],
+        referrer_ids: Iterable[str],
+        program: Program,
+        compute: Compute,
+        now: datetime,
+        mark_rewarded: bool = True,
+    ) -> Accrued:
+        """Compute and record rewards under the caps, safe against runs at once.
+
+        In one transaction (see the module): lock the referrers (and the program's
+        budget if it has a program-wide cap), read which of ``conversion_ids`` are still
+        unrewarded and which of their rewards exist, call ``compute(book, unrewarded)``
+        with a :class:`~domain.rewards.RewardBook` over the ledger's history, then
+        write its rewards (with their accrual entries, terms and notices), its
+        rejects, and mark the conversions rewarded.
+
+        Args:
+            conversion_ids: the conversions the rewards are for.
+            referrer_ids: every referrer ``compute`` may reward (locked).
+            program: caps and currency.
+            compute: the reward rules, given the book and the unrewarded conversions.
+            now: when this is recorded.
+            mark_rewarded: set ``rewarded_at`` on the conversions (not for the rewards
+                of later invoices, whose conversions were rewarded long ago).
+
+        Returns:
+            Counts of what was recorded.
+        """
+        locks = set(referrer_ids)
+        if any(cap.per is CapScope.PROGRAM for cap in program.reward_caps):
+            locks.add(PROGRAM_BUDGET_LOCK)
+        with self.engine.begin() as conn:
+            lock_referrers(conn, locks)
+            unrewarded: set[str] = set()
+            recorded: set[str] = set()
+            for chunk in chunks(sorted(set(conversion_ids))):
+                unrewarded.update(
+                    conn.execute(
+                        select(T_CONVERSIONS.c.conversion_id).where(
+                            T_CONVERSIONS.c.conversion_id.in_(chunk),
+                            T_CONVERSIONS.c.rewarded_at.is_(None),
+                        )
+                    ).scalars()
+                )
+                recorded.update(
+                    conn.execute(
+                        select(T_REWARDS.c.reward_id).where(T_REWARDS.c.conversion_id.in_(chunk))
+                    ).scalars()
+                )
+            book = RewardBook(program, LedgerRewardHistory(conn, program.currency), recorded)
+            rewards, rejected = compute(book, unrewarded)
+            inserted = self._write_rewards(conn, rewards, book, now)
+            quarantined = self._insert_ignore(
+                conn,
+                QuarantineRow,
+                self._quarantine_rows(rejected, "reward", now),
+                QuarantineRow.id,
+            )
+            if mark_rewarded:
+                for chunk in chunks(sorted(unrewarded)):
+                    conn.execute(
+                        update(T_CONVERSIONS)
+                        .where(
+                            T_CONVERSIONS.c.conversion_id.in_(chunk),
+                            T_CONVERSIONS.c.rewarded_at.is_(None),
+                        )
+                        .values(rewarded_at=now)
+                    )
+        new = [r for r in rewards if r.reward_id in inserted]
+        return Accrued(
+            recorded=len(new),
+            capped=sum(book.terms[r.reward_id].capped for r in new),
+            zeroed=sum(r.amount.is_zero for r in new),
+            quarantined=len(quarantined),
+        )
+
+    def _write_rewards(
+        self, conn: Connection, rewards: Sequence[Reward], book: RewardBook, now: datetime
+    ) -> set[str]:
+        """Insert rewards, their accrual entries, terms and "earned" notices; the ids new."""
+        inserted = set(
+            self._insert_ignore(
+                conn,
+                RewardRow,
+                [
+                    {
+                        "reward_id": r.reward_id,
+                        "conversion_id": r.conversion_id,
+                        "rule_id": r.rule_id,
+                        "referrer_id": r.referrer_id,
+                        "amount_minor": r.amount.amount_minor,
+                        "currency": r.amount.currency,
+                        "milestone": r.milestone.value,
+                        "attribution_model": r.attribution_model,
+                        "explanation": r.explanation[:512],
+                        "flags": ",".join(r.flags),
+                        "payable_at": r.payable_at,
+                        "status": (
+                            RewardStatus.CANCELLED if r.amount.is_zero else RewardStatus.HOLDING
+                        ).value,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for r in rewards
+                ],
+                RewardRow.reward_id,
+            )
+        )
+        new = [r for r in rewards if r.reward_id in inserted]
+        self._insert_ignore(
+            conn,
+            LedgerEntryRow,
+            [
+                {
+                    "reward_id": r.reward_id,
+                    "kind": "accrued",
+                    "amount_minor": r.amount.amount_minor,
+                    "currency": r.amount.currency,
+                    "ref": r.reward_id,
+                    "created_at": now,
+                }
+                for r in new
+                if not r.amount.is_zero
+            ],
+            LedgerEntryRow.entry_id,
+        )
+        self._insert_ignore(
+            conn,
+            T_TERMS,
+            [_terms_row(book, r, now) for r in new if r.reward_id in book.terms],
+            T_TERMS.c.reward_id,
+        )
+        self._queue_notifications(
+            conn,
+            [
+                {
+                    "notification_id": derived_id("notice", r.reward_id, "earned"),
+                    "contact_id": r.referrer_id,
+                    "kind": "reward_earned",
+                    "reward_id": r.reward_id,
+                    "data": {
+                        "amount": r.amount.format(),
+                        "milestone": r.milestone.value,
+                        "payable_on": r.payable_at.date().isoformat(),
+                    },
+                }
+                for r in new
+                if not r.amount.is_zero
+            ],
+            now,
+        )
+        return inserted
+
+    def reward_terms(self, reward_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+        """Reward id -> its terms row (earned at, tier count, uncapped amount, cap)."""
+        found: dict[str, Mapping[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(reward_ids))):
+                for row in conn.execute(
+                    select(T_TERMS).where(T_TERMS.c.reward_id.in_(chunk))
+                ).mappings():
+                    found[row["reward_id"]] = dict(row)
+        return found
+
+
+def _terms_row(book: RewardBook, reward: Reward, now: datetime) -> dict[str, Any]:
+    terms = book.terms[reward.reward_id]
+    return {
+        "reward_id": reward.reward_id,
+        "kind": terms.kind.value,
+        "earned_at": terms.earned_at,
+        "period": terms.period[:128] if terms.period else None,
+        "referral_number": terms.referral_number,
+        "uncapped_minor": terms.uncapped.amount_minor,
+        "capped_by": terms.capped_by[:64] if terms.capped_by else None,
+        "created_at": now,
+    }
+
+
+def _invoice(
+    event: Mapping[str, Any], own_refs: set[str], rejected: dict[str, Rejected]
+) -> Invoice | None:
+    """The invoice an ``invoice.paid`` event pays, or None (nothing paid, or refused:
+    then added to ``rejected``)."""
+    record = f"{SOURCE}:{event['id']}"
+    data = event["payload"].get("data") if isinstance(event["payload"], Mapping) else None
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    if not isinstance(obj, Mapping):
+        rejected[record] = Rejected(SOURCE, record, "data.object", "event has no invoice")
+        return None
+    ref, paid, currency = obj.get("id"), obj.get("amount_paid"), obj.get("currency")
+    if not isinstance(ref, str) or not ref:
+        rejected[record] = Rejected(SOURCE, record, "id", "invoice has no id")
+        return None
+    if isinstance(paid, bool) or not isinstance(paid, int) or paid < 0:
+        rejected[record] = Rejected(
+            SOURCE, record, "amount_paid", "amount is not a non-negative integer of minor units"
+        )
+        return None
+    if paid == 0:
+        return None  # the zero invoice opening a trial: no payment
+    try:
+        amount = Money(paid, str(currency).upper())
+    except InvalidAmount:
+        rejected[record] = Rejected(SOURCE, record, "currency", "unknown currency")
+        return None
+    return Invoice(
+        ref=ref,
+        record=record,
+        amount=amount,
+        paid_at=event["created_at"],
+        of_conversion=ref in own_refs,
+    )

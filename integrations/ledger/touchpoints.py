@@ -1,0 +1,233 @@
+"""Touchpoints in the ledger: stored when a conversion is recorded, read when it is
+rewarded (see :mod:`domain.touchpoints` for what a touch is and how credit follows).
+
+:func:`record_conversion_touches` runs inside the transaction that inserts a
+conversion (``StripeConversionLedger._place`` and ``SqlLedger.record_conversions``), so a
+conversion never exists without its touches. For a new conversion it stores:
+
+* the code it was made with: its owner, at the conversion;
+* clicks on asks carrying that code (SendGrid ``click`` events on the ask's message)
+  at or before the conversion: the email with the code was opened and followed. SendGrid
+  reports the click of whoever opened the message, so a click is tied to a referee only
+  through the code the referee then used;
+* partner registrations of the referee's company domain (its email domain, or its CRM
+  account's domain) made before the conversion and still holding at it, when the
+  registrations table exists.
+
+Each touch names the referee by what the conversion knew (CRM account, CRM contact,
+Stripe customer); its id derives from (kind, ref, referrer, referee), so recording the
+same conversion again adds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, select
+
+from domain.models import Conversion, derived_id
+from domain.touchpoints import StoredTouchpoint, TouchpointKind
+from integrations.ledger.base import T_ASKS, LedgerBase, chunks
+from integrations.ledger.schema import AccountRow, Base, ConversionPaymentRow
+from integrations.ledger.schema_touchpoints import TouchpointRow
+from integrations.ledger.schema_webhooks import EmailEventRow
+
+T_TOUCHPOINTS: Table = TouchpointRow.__table__  # type: ignore[assignment]
+T_EMAIL_EVENTS: Table = EmailEventRow.__table__  # type: ignore[assignment]
+T_PAYMENTS: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
+T_ACCOUNTS: Table = AccountRow.__table__  # type: ignore[assignment]
+
+_CLICK = "click"
+_REGISTRATIONS = "partner_registrations"
+_HOLDING = ("active", "extended", "converted")
+
+
+@dataclass(frozen=True, slots=True)
+class Referee:
+    """What names a referee: any one of these finds its touches."""
+
+    account_id: str | None
+    contact_id: str | None
+    customer: str | None
+
+    @property
+    def known(self) -> bool:
+        return bool(self.account_id or self.contact_id or self.customer)
+
+    @property
+    def key(self) -> str:
+        return "\x1f".join(x or "" for x in (self.account_id, self.contact_id, self.customer))
+
+
+def touch_row(touch: StoredTouchpoint, referee: Referee, now: datetime) -> dict[str, Any]:
+    return {
+        "touchpoint_id": derived_id(
+            "touchpoint", touch.kind.value, touch.ref, touch.referrer_id, referee.key
+        ),
+        "referrer_id": touch.referrer_id,
+        "kind": touch.kind.value,
+        "ref": touch.ref[:330],
+        "referee_account_id": referee.account_id,
+        "referee_contact_id": referee.contact_id,
+        "referee_customer": referee.customer,
+        "occurred_at": touch.at,
+        "created_at": now,
+    }
+
+
+def record_conversion_touches(
+    ledger: LedgerBase,
+    conn: Connection,
+    conversion: Conversion,
+    customer: str | None,
+    now: datetime,
+) -> int:
+    """Store the touches a newly recorded ``conversion`` brings (see the module).
+
+    Returns:
+        How many touches were new.
+    """
+    referee = Referee(conversion.referee_account_id, conversion.referee_contact_id, customer)
+    if not referee.known:
+        return 0
+    touches = [
+        StoredTouchpoint(
+            conversion.referrer_id,
+            conversion.occurred_at,
+            TouchpointKind.CODE,
+            conversion.conversion_id,
+        )
+    ]
+    clicks = conn.execute(
+        select(T_EMAIL_EVENTS.c.sg_event_id, T_EMAIL_EVENTS.c.occurred_at, T_ASKS.c.contact_id)
+        .join(T_ASKS, T_ASKS.c.ask_id == T_EMAIL_EVENTS.c.message_id)
+        .where(
+            T_ASKS.c.referral_code == conversion.referral_code,
+            T_EMAIL_EVENTS.c.type == _CLICK,
+            T_EMAIL_EVENTS.c.occurred_at <= conversion.occurred_at,
+        )
+    )
+    touches += [
+        StoredTouchpoint(contact_id, at, TouchpointKind.ASK_CLICK, event_id)
+        for event_id, at, contact_id in clicks
+    ]
+    touches += _registrations(conn, conversion)
+    return len(
+        ledger._insert_ignore(
+            conn,
+            T_TOUCHPOINTS,
+            [touch_row(t, referee, now) for t in touches],
+            T_TOUCHPOINTS.c.touchpoint_id,
+        )
+    )
+
+
+def _registrations(conn: Connection, conversion: Conversion) -> list[StoredTouchpoint]:
+    """Partner registrations of the referee's domain holding at the conversion."""
+    table = Base.metadata.tables.get(_REGISTRATIONS)
+    if table is None:
+        return []
+    domains = {conversion.referee_email_domain} if conversion.referee_email_domain else set()
+    if conversion.referee_account_id:
+        domains |= set(
+            conn.execute(
+                select(T_ACCOUNTS.c.domain).where(
+                    T_ACCOUNTS.c.account_id == conversion.referee_account_id,
+                    T_ACCOUNTS.c.domain.is_not(None),
+                )
+            ).scalars()
+        )
+    if not domains:
+        return []
+    rows = conn.execute(
+        select(table.c.registration_id, table.c.partner_id, table.c.registered_at).where(
+            table.c.domain.in_(sorted(d.lower() for d in domains if d)),
+            table.c.registered_at <= conversion.occurred_at,
+            table.c.expires_at > conversion.occurred_at,
+            table.c.status.in_(_HOLDING),
+        )
+    )
+    return [
+        StoredTouchpoint(partner_id, at, TouchpointKind.REGISTRATION, registration_id)
+        for registration_id, partner_id, at in rows
+    ]
+
+
+class TouchpointLedger(LedgerBase):
+    """Reading and adding touchpoints; a mixin for :class:`~integrations.ledger.sql.SqlLedger`."""
+
+    def record_touchpoints(
+        self, touches: Sequence[tuple[StoredTouchpoint, Referee]], now: datetime
+    ) -> int:
+        """Store touches made elsewhere (a registration as it is made, a backfill);
+        those already stored are left as they are. Returns how many were new."""
+        rows = [touch_row(t, r, now) for t, r in touches if r.known]
+        with self.engine.begin() as conn:
+            return len(
+                self._insert_ignore(conn, T_TOUCHPOINTS, rows, T_TOUCHPOINTS.c.touchpoint_id)
+            )
+
+    def conversion_customers(self, conversion_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Conversion id -> the Stripe customers its payments came from."""
+        found: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(conversion_ids))):
+                for conversion_id, customer in conn.execute(
+                    select(T_PAYMENTS.c.conversion_id, T_PAYMENTS.c.customer_ref).where(
+                        T_PAYMENTS.c.conversion_id.in_(chunk),
+                        T_PAYMENTS.c.customer_ref.is_not(None),
+                    )
+                ):
+                    found.setdefault(conversion_id, set()).add(customer)
+        return found
+
+    def touchpoints_for(
+        self, conversions: Sequence[Conversion]
+    ) -> dict[str, list[StoredTouchpoint]]:
+        """Conversion id -> the stored touches of its referee at or before it (found by
+        its CRM account, CRM contact or any Stripe customer of its payments)."""
+        if not conversions:
+            return {}
+        customers = self.conversion_customers(c.conversion_id for c in conversions)
+        names: dict[str, set[str]] = {"account": set(), "contact": set(), "customer": set()}
+        for c in conversions:
+            if c.referee_account_id:
+                names["account"].add(c.referee_account_id)
+            if c.referee_contact_id:
+                names["contact"].add(c.referee_contact_id)
+            names["customer"] |= customers.get(c.conversion_id, set())
+        columns = {
+            "account": T_TOUCHPOINTS.c.referee_account_id,
+            "contact": T_TOUCHPOINTS.c.referee_contact_id,
+            "customer": T_TOUCHPOINTS.c.referee_customer,
+        }
+        latest = max(c.occurred_at for c in conversions)
+        rows: dict[str, Mapping[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for name, values in names.items():
+                for chunk in chunks(sorted(values)):
+                    for row in conn.execute(
+                        select(T_TOUCHPOINTS).where(
+                            and_(columns[name].in_(chunk), T_TOUCHPOINTS.c.occurred_at <= latest)
+                        )
+                    ).mappings():
+                        rows[row["touchpoint_id"]] = dict(row)
+        found: dict[str, list[StoredTouchpoint]] = {}
+        for c in conversions:
+            mine = customers.get(c.conversion_id, set())
+            found[c.conversion_id] = [
+                StoredTouchpoint(
+                    r["referrer_id"], r["occurred_at"], TouchpointKind(r["kind"]), r["ref"]
+                )
+                for r in sorted(rows.values(), key=lambda r: (r["occurred_at"], r["touchpoint_id"]))
+                if r["occurred_at"] <= c.occurred_at
+                and (
+                    (c.referee_account_id and r["referee_account_id"] == c.referee_account_id)
+                    or (c.referee_contact_id and r["referee_contact_id"] == c.referee_contact_id)
+                    or (r["referee_customer"] is not None and r["referee_customer"] in mine)
+                )
+            ]
+        return found

@@ -1,0 +1,336 @@
+"""Partner deal registration: claims on company domains, their expiry, and the deals
+credited through them.
+
+Three batch operations: registering a batch of claims (first to register wins; a
+claim on a domain another partner holds is rejected with the owner and the expiry; a
+malformed claim is quarantined with its field), expiring the registrations whose
+window has passed, and crediting the signups and deals that carry no referral code
+but happened on a registered company to the registering partner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from domain.codes import new_referral_code
+from domain.errors import InputRejected
+from domain.models import ReferrerType, Rejected
+from domain.program import Program
+from domain.registration import (
+    CONVERTING_EVENT,
+    HOLDING,
+    PROGRESS_EVENT,
+    Claim,
+    ClaimDecision,
+    Registration,
+    RegistrationStatus,
+    extended,
+    parse_claim,
+    registered_conversion,
+)
+from integrations.ledger.partners import RegisteredCredit
+from integrations.ledger.sql import SqlLedger
+from tasks._support import run_logger
+from tasks.conversions import conversion_notices
+
+SOURCE = "partners"
+QUARANTINE_STAGE = "registration"
+EXPIRED_BY = "expire-registrations"
+REPORT_KEY = "partner-registrations"
+TABLE_KEY = "partner-registrations-changes"
+
+
+@dataclass(frozen=True)
+class RegistrationBatch:
+    """What became of a batch of claims: every claim is in exactly one list."""
+
+    accepted: list[ClaimDecision] = field(default_factory=list)
+    rejected: list[ClaimDecision] = field(default_factory=list)
+    quarantined: list[Rejected] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "accepted": len(self.accepted),
+            "rejected": len(self.rejected),
+            "quarantined": len(self.quarantined),
+        }
+
+
+@task(name="register-leads", cache_policy=NO_CACHE)
+def register_leads(
+    ledger: SqlLedger,
+    program: Program,
+    claims: Sequence[Mapping[str, Any]],
+    now: datetime,
+    source: str = SOURCE,
+) -> RegistrationBatch:
+    """Register a batch of partner leads; first to register a company wins.
+
+    Each claim is a mapping with ``partner_id``, ``domain``, ``contact`` (a CRM
+    contact id, or an email address that is stored only as its hash) and
+    ``evidence`` (the qualification: a meeting booked, a discovery call, a budget
+    conversation), and optionally ``record`` (where it came from, e.g. a file and
+    line). A malformed claim, or one by someone who is not a known partner, is
+    quarantined with its field and reason and the batch goes on. Partners without a
+    referral code get one, so what is credited through their registrations carries
+    it.
+
+    Args:
+        ledger: where registrations are kept.
+        program: the registration rules (window, extensions).
+        claims: the claims, in the order they were made (earlier wins a tie).
+        now: when the claims are registered.
+        source: the quarantine source of refused claims.
+
+    Returns:
+        The accepted claims (with their registrations), the rejected ones (with the
+        partner holding the domain and until when), and those quarantined.
+    """
+    parsed: list[tuple[str, Claim]] = []
+    quarantined: list[Rejected] = []
+    for i, raw in enumerate(claims, start=1):
+        # The batch's moment makes a record unnamed by its source unique in quarantine.
+        record = str(raw.get("record") or f"claim {i} of {now.isoformat(timespec='seconds')}")
+        try:
+            claim = parse_claim(
+                record,
+                _text(raw.get("partner_id")),
+                _text(raw.get("domain")),
+                _text(raw.get("contact")),
+                _text(raw.get("evidence")),
+            )
+        except InputRejected as exc:
+            # Never the raw row: it may hold the contact's address.
+            quarantined.append(Rejected(source, exc.record, exc.field, exc.reason))
+            continue
+        parsed.append((record, claim))
+    partners = ledger.contacts(c.partner_id for _, c in parsed)
+    valid: list[Claim] = []
+    for record, claim in parsed:
+        partner = partners.get(claim.partner_id)
+        if partner is None:
+            quarantined.append(Rejected(source, record, "partner_id", "unknown partner"))
+        elif partner.referrer_type is not ReferrerType.PARTNER:
+            quarantined.append(
+                Rejected(
+                    source,
+                    record,
+                    "partner_id",
+                    f"{claim.partner_id} is a {partner.referrer_type.value}, not a partner",
+                )
+            )
+        else:
+            valid.append(claim)
+    codes = ledger.codes_for(c.partner_id for c in valid)
+    new_codes = {c.partner_id: new_referral_code() for c in valid if c.partner_id not in codes}
+    decisions = ledger.register(valid, program.registration, now, new_codes) if valid else []
+    if quarantined:
+        ledger.quarantine(quarantined, QUARANTINE_STAGE, now)
+    batch = RegistrationBatch(
+        accepted=[d for d in decisions if d.accepted],
+        rejected=[d for d in decisions if not d.accepted],
+        quarantined=quarantined,
+    )
+    run_logger().info(
+        "registered partner leads: %s", ", ".join(f"{k}={v}" for k, v in batch.counts().items())
+    )
+    return batch
+
+
+@task(name="expire-registrations", cache_policy=NO_CACHE)
+def expire_registrations(
+    ledger: SqlLedger, now: datetime, by: str = EXPIRED_BY
+) -> list[Registration]:
+    """Expire every active or extended registration whose window has passed.
+
+    The registration's row records the expiry (status ``expired``, when, by whom);
+    its domain is free for the next claim. Running it again expires nothing twice.
+
+    Args:
+        ledger: where registrations are kept.
+        now: the moment of expiry.
+        by: who expires them, recorded on each row (the flow run, or a person).
+
+    Returns:
+        The registrations expired by this run.
+    """
+    expired = ledger.expire_due(now, by)
+    run_logger().info("expired %d partner registrations", len(expired))
+    return expired
+
+
+def registrations_markdown(
+    counts: Mapping[str, int],
+    expired: Sequence[Registration],
+    expiring: Sequence[Registration],
+    now: datetime,
+    within_days: int,
+) -> str:
+    """The expiry run's summary: what it expired, what holds, what expires soon."""
+    lines = [
+        "# Partner registrations",
+        "",
+        f"Expiry run at {now:%Y-%m-%d %H:%M} UTC.",
+        "",
+        "| what | count |",
+        "|---|---|",
+        f"| expired by this run | {len(expired)} |",
+        f"| expiring within {within_days} days | {len(expiring)} |",
+    ]
+    lines += [f"| registrations {status} | {n} |" for status, n in counts.items()]
+    return "\n".join(lines)
+
+
+def registration_table_row(r: Registration, change: str) -> dict[str, str]:
+    """One registration for the table artifact: ids, dates and status only (never
+    the contact or the evidence)."""
+    return {
+        "change": change,
+        "registration": r.registration_id,
+        "partner": r.partner_id,
+        "domain": r.domain,
+        "status": r.status.value,
+        "registered": r.registered_at.isoformat(timespec="minutes"),
+        "expires": r.expires_at.isoformat(timespec="minutes"),
+        "extensions": str(r.extensions),
+    }
+
+
+@task(name="publish-registration-report", cache_policy=NO_CACHE)
+def publish_registration_report(
+    ledger: SqlLedger, expired: Sequence[Registration], now: datetime, within_days: int = 7
+) -> dict[str, Any]:
+    """Publish the expiry run as the ``partner-registrations`` markdown artifact (counts)
+    and the ``partner-registrations-changes`` table artifact (the registrations this
+    run expired, then those expiring within ``within_days``, soonest first).
+
+    Args:
+        ledger: where the counts and the registrations expiring soon are read.
+        expired: what this run expired.
+        now: the moment of the run.
+        within_days: how far ahead "expiring soon" looks.
+
+    Returns:
+        The counts published: expired by this run, expiring soon, and per status.
+    """
+    counts = ledger.registration_counts()
+    expiring = ledger.registrations(
+        statuses=list(HOLDING), expiring_before=now + timedelta(days=within_days)
+    )
+    create_markdown_artifact(
+        key=REPORT_KEY,
+        markdown=registrations_markdown(counts, expired, expiring, now, within_days),
+        description="Partner registrations expired by this run and expiring soon",
+    )
+    create_table_artifact(
+        key=TABLE_KEY,
+        table=[registration_table_row(r, "expired") for r in expired]
+        + [registration_table_row(r, "expiring soon") for r in expiring],
+        description="Registrations this run expired, then those expiring soon",
+    )
+    return {"expired_this_run": len(expired), "expiring_soon": len(expiring), "by_status": counts}
+
+
+@task(name="record-registered-conversions", cache_policy=NO_CACHE)
+def record_registered_conversions(
+    ledger: SqlLedger, program: Program, now: datetime, batch_size: int = 1000
+) -> dict[str, int]:
+    """Credit signups and deals without a referral code to the partner who registered
+    their company.
+
+    An event counts when its account's domain was registered and it happened inside
+    that registration's window; it is attributed as if it carried the partner's
+    code, by the same rules (one conversion per referee and milestone; the amount in
+    the program currency). A qualified deal extends the registration; a won deal
+    converts it. Events carrying a code are left to ``record-conversions`` alone.
+
+    Args:
+        ledger: where events are read and conversions stored.
+        program: the currency, the registration rules and the reward quoted in notices.
+        now: when conversions are recorded.
+        batch_size: events per batch.
+
+    Returns:
+        Counts of events examined, conversions recorded, duplicates, quarantined,
+        notices queued, registrations extended and converted.
+    """
+    totals = dict.fromkeys(
+        (
+            "examined",
+            "conversions",
+            "duplicates",
+            "quarantined",
+            "notices",
+            "extended",
+            "converted",
+        ),
+        0,
+    )
+    after = 0
+    while batch := ledger.registered_events_to_convert(after, batch_size):
+        after = batch[-1][0]
+        partner_ids = {r.partner_id for _, _, r in batch}
+        partners = ledger.contacts(partner_ids)
+        codes = ledger.codes_for(partner_ids)
+        state: dict[str, Registration] = {}
+        extensions: dict[str, Registration] = {}
+        credits: list[RegisteredCredit] = []
+        rejected: list[Rejected] = []
+        for _, event, found in batch:
+            registration = state.get(found.registration_id, found)
+            partner = partners.get(registration.partner_id)
+            code = codes.get(registration.partner_id)
+            if partner is None or code is None:
+                rejected.append(
+                    Rejected(
+                        event.source,
+                        event.key,
+                        "account_id",
+                        f"the registering partner {registration.partner_id} has no "
+                        "referral code to credit",
+                    )
+                )
+                continue
+            try:
+                conversion = registered_conversion(
+                    event, registration, partner, code, program.currency
+                )
+            except InputRejected as exc:
+                rejected.append(Rejected(event.source, exc.record, exc.field, exc.reason))
+                continue
+            if conversion is None:
+                continue
+            credits.append(RegisteredCredit(conversion, registration.registration_id))
+            if event.type is PROGRESS_EVENT and registration.holds(now):
+                longer = extended(registration, program.registration)
+                if longer is not None:
+                    registration = extensions[registration.registration_id] = longer
+            if event.type is CONVERTING_EVENT:
+                registration = replace(registration, status=RegistrationStatus.CONVERTED)
+            state[registration.registration_id] = registration
+        notices = conversion_notices([c.conversion for c in credits], partners.values(), program)
+        result = ledger.record_registered_conversions(
+            [i for i, _, _ in batch], credits, list(extensions.values()), rejected, notices, now
+        )
+        totals["examined"] += len(batch)
+        totals["conversions"] += len(result.new)
+        totals["duplicates"] += result.duplicates
+        totals["quarantined"] += result.quarantined
+        totals["notices"] += result.notices
+        totals["extended"] += result.extended
+        totals["converted"] += result.converted
+    run_logger().info(
+        "registered-lead conversions: %s", ", ".join(f"{k}={v}" for k, v in totals.items())
+    )
+    return totals
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
