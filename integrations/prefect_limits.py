@@ -20,13 +20,14 @@ class PrefectRateLimit:
     by more than that.
 
     Slots are taken from the server a block (a tenth of a second's worth) at a time
-    and spent here, call by call. One server round trip per slot would cap the rate far below the limit: the
-    server decays occupied slots by ``floor(rate * seconds since the row's last
-    update)``, and every request (granted or denied) updates the row, so with requests
-    a few milliseconds apart most of the decay is rounded away and the fleet crawls
-    (measured: 10/s under a 100/s limit). Blocks keep the requests to a few per second.
-    A block not spent within the second it was granted for is dropped, so slots saved
-    up during a pause cannot be spent on top of other workers' later.
+    and spent here, call by call. One server round trip per slot would cap the rate
+    far below the limit: Prefect 3.8's server decays occupied slots by
+    ``floor(rate * seconds since the row's last update)``, and every request, granted
+    or denied, updates the row; a denial even drops the decay owed since the last
+    update. With requests milliseconds apart most of the decay is lost and the fleet
+    crawls (measured: 10/s under a 100/s limit). Blocks keep the requests to a few per
+    second. A block not spent within the second it was granted for is dropped, so
+    slots saved up during a pause cannot be spent on top of other workers' later.
     """
 
     def __init__(self, name: str, per_second: float) -> None:

@@ -285,6 +285,26 @@ def conversion_from_row(r: RowMapping) -> Conversion:
     )
 
 
+def reward_row(r: Reward, status: RewardStatus, now: datetime) -> dict[str, Any]:
+    """The ``rewards`` row of a reward computed now."""
+    return {
+        "reward_id": r.reward_id,
+        "conversion_id": r.conversion_id,
+        "rule_id": r.rule_id,
+        "referrer_id": r.referrer_id,
+        "amount_minor": r.amount.amount_minor,
+        "currency": r.amount.currency,
+        "milestone": r.milestone.value,
+        "attribution_model": r.attribution_model,
+        "explanation": r.explanation[:512],
+        "flags": ",".join(r.flags),
+        "payable_at": r.payable_at,
+        "status": status.value,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def reward_from_row(r: RowMapping) -> Reward:
     return Reward(
         reward_id=r["reward_id"],

@@ -50,6 +50,7 @@ from integrations.ledger.base import (
     LedgerBase,
     chunks,
     conversion_from_row,
+    reward_row,
 )
 from integrations.ledger.clawbacks import lock_referrers
 from integrations.ledger.schema import (
@@ -357,24 +358,11 @@ class RewardRulesLedger(LedgerBase):
                 conn,
                 RewardRow,
                 [
-                    {
-                        "reward_id": r.reward_id,
-                        "conversion_id": r.conversion_id,
-                        "rule_id": r.rule_id,
-                        "referrer_id": r.referrer_id,
-                        "amount_minor": r.amount.amount_minor,
-                        "currency": r.amount.currency,
-                        "milestone": r.milestone.value,
-                        "attribution_model": r.attribution_model,
-                        "explanation": r.explanation[:512],
-                        "flags": ",".join(r.flags),
-                        "payable_at": r.payable_at,
-                        "status": (
-                            RewardStatus.CANCELLED if r.amount.is_zero else RewardStatus.HOLDING
-                        ).value,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
+                    reward_row(
+                        r,
+                        RewardStatus.CANCELLED if r.amount.is_zero else RewardStatus.HOLDING,
+                        now,
+                    )
                     for r in rewards
                 ],
                 RewardRow.reward_id,

@@ -76,6 +76,7 @@ from integrations.ledger.base import (
     event_from_row,
     event_row,
     pairs,
+    reward_row,
 )
 from integrations.ledger.clawbacks import (
     ClawbackLedger,
@@ -776,25 +777,7 @@ class SqlLedger(
                 self._insert_ignore(
                     conn,
                     RewardRow,
-                    [
-                        {
-                            "reward_id": r.reward_id,
-                            "conversion_id": r.conversion_id,
-                            "rule_id": r.rule_id,
-                            "referrer_id": r.referrer_id,
-                            "amount_minor": r.amount.amount_minor,
-                            "currency": r.amount.currency,
-                            "milestone": r.milestone.value,
-                            "attribution_model": r.attribution_model,
-                            "explanation": r.explanation[:512],
-                            "flags": ",".join(r.flags),
-                            "payable_at": r.payable_at,
-                            "status": RewardStatus.HOLDING.value,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for r in rewards
-                    ],
+                    [reward_row(r, RewardStatus.HOLDING, now) for r in rewards],
                     RewardRow.reward_id,
                 )
             )
