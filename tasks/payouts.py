@@ -23,7 +23,7 @@ from domain.models import (
 from domain.ports import PaymentRail
 from domain.rewards import choose_rail
 from integrations.ledger.sql import SqlLedger
-from tasks._support import run_logger
+from tasks._support import Progress, run_logger
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def submit_payouts(
     prepared = ledger.prepare_payouts(plans, now)
     ours = sorted({i.reward_id for i in prepared})
 
-    tally = _Tally()
+    tally = _Tally(progress=Progress("payouts-progress", len(ours), "payouts"))
     for part in (ours[i : i + chunk] for i in range(0, len(ours), chunk)):
         claimed = ledger.claim_payouts(worker, now, lease, reward_ids=part, limit=len(part))
         _pay(ledger, rails, claimed, worker, now, tally, log)
@@ -114,6 +114,7 @@ def submit_payouts(
         if i.payout_id not in tally.seen
     ]
     _pay(ledger, rails, leftovers, worker, now, tally, log)
+    tally.progress.finish()
 
     report = PayoutReport(
         paid=tally.paid,
@@ -142,6 +143,7 @@ class _Tally:
     retry_later: int = 0
     failed: int = 0
     seen: set[str] = field(default_factory=set)
+    progress: Progress = field(default_factory=lambda: Progress("payouts-progress", 0, ""))
 
 
 def _pay(
@@ -168,6 +170,7 @@ def _pay(
     results: list[PayoutResult] = []
     for kind, batch in by_rail.items():
         results += rails[kind].pay(batch)
+        tally.progress.advance(len(batch))
     tally.paid += ledger.record_payout_results(results, now)
     tally.retry_later += sum(r.outcome is PayoutOutcome.RETRYABLE for r in results)
     tally.failed += sum(r.outcome is PayoutOutcome.FAILED for r in results)

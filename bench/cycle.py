@@ -1,0 +1,512 @@
+"""The whole referral cycle at scale: time per stage, and how much of it is Prefect's.
+
+For each ``--n`` (default 10,000, 100,000 and 1,000,000 customers) a sample company is
+generated with ``integrations/sources/sample.py`` (``--n`` customer accounts, each with
+one to three contacts, plus partners, employees and leads from other channels) into
+the file source's inbox, and the real flows of ``flows/cycle.py`` run on it under a
+temporary Prefect server (``prefect_test_harness``) with the local adapters of
+``flows/bootstrap.py``: a fresh, migrated SQLite ledger in a temporary directory (or a
+fresh schema on ``--database-url``, a PostgreSQL URL), the outbox for email, the
+ledger-only payout rail, and recorded approval runs (a real approval run is one
+paused deployment run per large reward, started on a server with the deployments;
+none is started here). As the demo and the flow tests do, ``referral_cycle`` runs
+twice: at the sample's first-cycle date (moments, asks), then, after the referred
+friends' signups and deals are written, now (conversions, rewards, payouts,
+notifications). Generating the company and the referrals is not timed.
+
+How the time is split. Each stage's subflow call is timed from the parent flow (the
+stage's wall time: creating the subflow run, its state changes, its tasks and its
+result); inside it, every task's own function (``Task.fn``, what ``task.fn()`` runs
+without Prefect) is timed too, on the same run. Prefect overhead is the difference:
+stage wall time minus the time in the task bodies (what is left is task and flow run
+bookkeeping with the server, state and result handling, and the flow bodies' own few
+lines). The whole cycle's overhead adds the parent flow run and its report task's
+bookkeeping. Task bodies include their calls to the run logger, which ships its
+records to the server in the background.
+
+Where Prefect's time goes: about 1 s at the end of every flow run (six a cycle) is
+the engine joining the run's heartbeat thread, which sleeps in 1 s steps (Prefect
+3.8.8, ``flow_engine._send_heartbeats``); the rest is API round trips (run creation,
+state changes). It does not grow with the company: one task run per stage and batch
+operation, never one per row.
+
+Measured on the 2-CPU, 24 GiB reference machine at commit 7217807, SQLite, two
+cycles, other work running beside it (seconds; generating the company not included)::
+
+    customers      detect   asks  conversions  rewards/payouts  notify  cycle       Prefect
+    10,000            6.0   10.5          8.3              5.5     2.4     35   11.4 (32 %)
+    100,000          53.4    135          666              112    19.8    993  14.2 (1.4 %)
+    100,000 (*)      52.8    139         70.6             35.6    14.4    316  12.5 (4.0 %)
+    1,000,000 (*)     575  1,467          753              413     131  3,369  15.2 (0.5 %)
+
+(*) Measured with three indexes the migrations do not have yet, on ``conversions``:
+``referee_account_id``; ``referee_contact_id``; ``rewarded_at, occurred_at,
+conversion_id``. Without them recording conversions is quadratic: ``_same_referee``
+scans every conversion for each new one (``record-conversions`` 6.2 s at 10,000,
+614 s at 100,000, about 17 hours extrapolated at 1,000,000), and each batch of
+``conversions_to_reward`` sorts every unrewarded conversion (``compute-rewards``
+0.5 s, then 49 s). At 1,000,000 the process peaks at 9.2 GB: the file source reads
+the whole drop (583 MB of CSV, 4.5M events) into memory and stores it in one
+transaction (ingest 542 s). The other stages are linear but go row by row in places
+(a statement per decided moment, per conversion, per payout): ``decide-asks`` is
+1,330 s of the 1,000,000 run.
+
+So ``make bench`` with the default sizes takes about 20 minutes for the first two and
+most of a day for the third until those indexes exist: pass ``--n 10000,100000`` for
+a quick run.
+
+    python -m bench.cycle [--n N[,N...] ...] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import logging
+import resource
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import Flow, Task
+from prefect.logging.handlers import PrefectConsoleHandler
+from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy import Engine, create_engine, func, select, text
+
+from bench import _report
+from bench._ledger import fresh_ledger, size_mb
+from config.program import load_program
+from config.settings import load_settings
+from domain.models import PayoutRailKind
+from flows import cycle as cycle_flows
+from flows.bootstrap import App, use_app
+from integrations.approvals.fake import RecordingApprovalRuns
+from integrations.email.outbox import OutboxEmailSender
+from integrations.ledger.engine import make_engine
+from integrations.ledger.migrate import upgrade
+from integrations.ledger.schema import ContactRow
+from integrations.ledger.sql import SqlLedger
+from integrations.payments.ledger_only import LedgerOnlyRail
+from integrations.sources.files import FileSource
+from integrations.sources.sample import generate, simulate_referrals
+
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+SEED = 7
+#: The subflows of ``referral_cycle``, in order, by the stage names of this report.
+STAGES = {
+    "detect": "detect_moments",
+    "asks": "send_asks",
+    "conversions": "check_conversions",
+    "rewards/payouts": "route_rewards",
+    "notifications": "notify_referrers",
+}
+REPORT = "cycle report"
+LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server")
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    """Seconds by (cycle, stage): the stage's wall time and its tasks' own time."""
+
+    cycle: int = 0
+    stage: str = REPORT
+    wall: dict[tuple[int, str], float] = field(default_factory=dict)
+    tasks: dict[tuple[int, str], float] = field(default_factory=dict)
+    by_task: dict[str, float] = field(default_factory=dict)
+    cycles: dict[int, float] = field(default_factory=dict)
+
+    def add(self, table: dict[tuple[int, str], float], seconds: float) -> None:
+        key = (self.cycle, self.stage)
+        table[key] = table.get(key, 0.0) + seconds
+
+
+def _timed_stage(clock: Clock, stage: str, subflow: Flow[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(subflow)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        previous, clock.stage = clock.stage, stage
+        start = time.perf_counter()
+        try:
+            return subflow(*args, **kwargs)
+        finally:
+            clock.add(clock.wall, time.perf_counter() - start)
+            clock.stage = previous
+
+    return call
+
+
+def _timed_body(clock: Clock, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def body(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds = time.perf_counter() - start
+            clock.add(clock.tasks, seconds)
+            clock.by_task[name] = clock.by_task.get(name, 0.0) + seconds
+
+    return body
+
+
+@contextlib.contextmanager
+def instrumented(clock: Clock) -> Iterator[None]:
+    """Time the cycle's subflows from the parent, and every task body, while inside.
+
+    The flows look their subflows up in ``flows.cycle`` and Prefect calls ``Task.fn``
+    at each run, so wrapping both times the real run; both are put back on exit.
+    """
+    subflows = {stage: getattr(cycle_flows, name) for stage, name in STAGES.items()}
+    tasks = {name: value for name, value in vars(cycle_flows).items() if isinstance(value, Task)}
+    bodies = {name: t.fn for name, t in tasks.items()}
+    try:
+        for stage, subflow in subflows.items():
+            setattr(cycle_flows, STAGES[stage], _timed_stage(clock, stage, subflow))
+        for name, t in tasks.items():
+            t.fn = _timed_body(clock, t.name, bodies[name])
+        yield
+    finally:
+        for stage, subflow in subflows.items():
+            setattr(cycle_flows, STAGES[stage], subflow)
+        for name, t in tasks.items():
+            t.fn = bodies[name]
+
+
+@contextlib.contextmanager
+def quiet_console() -> Iterator[None]:
+    """Keep Prefect's per-run INFO lines off the console (they still reach the server),
+    so the report stays readable."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in LOGGERS)]
+    handlers = [
+        (h, h.level)
+        for logger in loggers
+        for h in logger.handlers
+        if isinstance(h, PrefectConsoleHandler)
+    ]
+    for handler, _ in handlers:
+        handler.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for handler, level in handlers:
+            handler.setLevel(level)
+
+
+# -- the ledger --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def ledger_database(database_url: str | None) -> Iterator[tuple[Engine, str, Path]]:
+    """(engine, URL, scratch directory): SQLite in the scratch directory, or a fresh
+    schema on ``database_url`` dropped at exit."""
+    if database_url is None:
+        with fresh_ledger("bench-cycle-") as (engine, directory):
+            yield engine, engine.url.render_as_string(hide_password=False), directory
+        return
+    schema = f"bench_cycle_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(database_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in database_url else "?"
+    url = f"{database_url}{separator}options=-csearch_path%3D{schema}"
+    engine = make_engine(url)
+    directory = Path(tempfile.mkdtemp(prefix="bench-cycle-"))
+    try:
+        upgrade(engine)
+        yield engine, url, directory
+    finally:
+        engine.dispose()
+        shutil.rmtree(directory, ignore_errors=True)
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def make_app(ledger: SqlLedger, url: str, inbox: Path) -> App:
+    """The demo's local adapters (outbox, ledger-only rail), recorded approval runs."""
+    settings = load_settings(database_url=url, inbox_dir=inbox, sources=("files",))
+    return App(
+        settings=settings,
+        program=load_program(settings.program_file),
+        ledger=ledger,
+        sources=(FileSource(inbox),),
+        email=OutboxEmailSender(ledger),
+        rails={PayoutRailKind.LEDGER_ONLY: LedgerOnlyRail()},
+        approvals=RecordingApprovalRuns(),
+    )
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def run_one(n: int, database_url: str | None) -> dict[str, Any]:
+    """Generate a company of ``n`` customers and run two cycles on it, timed."""
+    clock = Clock()
+    with ledger_database(database_url) as (engine, url, directory):
+        inbox = directory / "inbox"
+        anchor = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        start = time.perf_counter()
+        sample = generate(inbox, anchor, accounts=n, seed=SEED)
+        generate_s = time.perf_counter() - start
+        inbox_mb = size_mb(inbox)
+        app = make_app(SqlLedger(engine), url, inbox)
+        results: list[dict[str, Any]] = []
+        referrals = 0
+        referrals_s = 0.0
+        with use_app(app), instrumented(clock):
+            for number, as_of in ((1, sample.first_cycle_at), (2, None)):
+                if number == 2:
+                    start = time.perf_counter()
+                    referrals = _write_referrals(app, sample)
+                    referrals_s = time.perf_counter() - start
+                gc.collect()
+                clock.cycle, clock.stage = number, REPORT
+                start = time.perf_counter()
+                results.append(cycle_flows.referral_cycle(as_of=as_of or datetime.now(UTC)))
+                clock.cycles[number] = time.perf_counter() - start
+        summary = app.ledger.summary()
+        contacts = _contacts(engine)
+        db_mb = size_mb(directory) - inbox_mb if database_url is None else None
+    figures = _figures(n, clock, results, summary)
+    figures.update(
+        {
+            "database": "postgresql" if database_url else "sqlite",
+            "contacts": contacts,
+            "referrals": referrals,
+            "generate_s": generate_s,
+            "referrals_s": referrals_s,
+            "inbox_mb": inbox_mb,
+            "db_mb": db_mb,
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+    print_run(figures)
+    return figures
+
+
+def _write_referrals(app: App, sample: Any) -> int:
+    """The referred friends of everyone asked in the first cycle (as the demo plays them)."""
+    asked = app.ledger.asked_contacts(until=sample.first_cycle_at)
+    codes = app.ledger.codes_for(asked)
+    contacts = app.ledger.contacts(codes)
+    return simulate_referrals(
+        sample,
+        codes,
+        {
+            c: {"referrer_type": contacts[c].referrer_type.value, "domain": f"{c}.example"}
+            for c in codes
+        },
+    )
+
+
+def _contacts(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(ContactRow)).scalar_one())
+
+
+def _figures(
+    n: int, clock: Clock, results: list[dict[str, Any]], summary: dict[str, Any]
+) -> dict[str, Any]:
+    stages: dict[str, dict[str, float]] = {}
+    for stage in [*STAGES, REPORT]:
+        walls = [clock.wall.get((c, stage), 0.0) for c in (1, 2)]
+        bodies = [clock.tasks.get((c, stage), 0.0) for c in (1, 2)]
+        if stage == REPORT:
+            # The parent flow's own share: the cycle minus its stages.
+            walls = [
+                clock.cycles[c] - sum(clock.wall.get((c, s), 0.0) for s in STAGES) for c in (1, 2)
+            ]
+        wall, body = sum(walls), sum(bodies)
+        stages[stage] = {
+            "cycle1_s": walls[0],
+            "cycle2_s": walls[1],
+            "wall_s": wall,
+            "tasks_s": body,
+            "overhead_s": max(wall - body, 0.0),
+            "overhead_share": max(wall - body, 0.0) / wall if wall > 0 else 0.0,
+        }
+    total = sum(clock.cycles.values())
+    in_tasks = sum(clock.tasks.values())
+    first, second = results
+    asks = first["stages"]["send asks"]
+    route = second["stages"]["route rewards"]
+    return {
+        "bench": "cycle",
+        "n": n,
+        "total_s": total,
+        "tasks_s": in_tasks,
+        "overhead_s": total - in_tasks,
+        "overhead_share": (total - in_tasks) / total if total > 0 else 0.0,
+        "customers_per_s": _report.rate(n, total),
+        "stages": stages,
+        "by_task_s": dict(sorted(clock.by_task.items(), key=lambda kv: -kv[1])),
+        "events": summary["events"],
+        "moments": sum(summary["moments"].values()),
+        "asks_queued": asks["decisions"]["queued"]
+        + second["stages"]["send asks"]["decisions"]["queued"],
+        "asks": summary["asks"],
+        "conversions": sum(summary["conversions"].values()),
+        "rewards": summary["rewards"],
+        "paid": route["payouts"]["paid"],
+        "waiting_approval": len(route["approvals"]),
+        "notifications": summary["notifications"],
+        "quarantined": sum(summary["quarantine"].values()),
+    }
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def print_run(f: dict[str, Any]) -> None:
+    _report.title(
+        f"The referral cycle, {f['n']:,} customers ({f['contacts']:,} contacts,"
+        f" {f['database']}), two cycles"
+    )
+    rows = []
+    for stage, s in f["stages"].items():
+        rows.append(
+            [
+                stage,
+                s["cycle1_s"],
+                s["cycle2_s"],
+                s["wall_s"],
+                s["tasks_s"],
+                s["overhead_s"],
+                f"{100 * s['overhead_share']:.1f}%",
+            ]
+        )
+    rows.append(
+        [
+            "whole cycle",
+            f["total_s"] - sum(s["cycle2_s"] for s in f["stages"].values()),
+            sum(s["cycle2_s"] for s in f["stages"].values()),
+            f["total_s"],
+            f["tasks_s"],
+            f["overhead_s"],
+            f"{100 * f['overhead_share']:.1f}%",
+        ]
+    )
+    _report.table(
+        ["stage", "cycle 1 s", "cycle 2 s", "seconds", "in tasks s", "Prefect s", "Prefect"],
+        rows,
+    )
+
+    _report.title("Slowest tasks (own time, both cycles)")
+    _report.table(
+        ["task", "seconds", "share of cycle"],
+        [
+            [name, s, f"{100 * s / f['total_s']:.1f}%" if f["total_s"] else "-"]
+            for name, s in list(f["by_task_s"].items())[:8]
+        ],
+    )
+
+    _report.title("What the cycles did")
+    _report.table(
+        ["what", "value"],
+        [
+            ["events stored", f["events"]],
+            ["moments", f["moments"]],
+            ["asks queued", f["asks_queued"]],
+            ["asks by status", _statuses(f["asks"])],
+            ["referrals written between cycles", f["referrals"]],
+            ["conversions", f["conversions"]],
+            ["rewards by status", _statuses(f["rewards"])],
+            ["paid automatically (cycle 2)", f["paid"]],
+            ["waiting for approval", f["waiting_approval"]],
+            ["notifications by status", _statuses(f["notifications"])],
+            ["rows quarantined", f["quarantined"]],
+            ["generating the company, s (not timed above)", round(f["generate_s"], 2)],
+            ["writing the referrals, s (not timed above)", round(f["referrals_s"], 2)],
+            ["inbox MB", f"{f['inbox_mb']:,.1f}"],
+            ["ledger MB", "-" if f["db_mb"] is None else f"{f['db_mb']:,.1f}"],
+            ["peak memory of this process, MB", round(f["max_rss_mb"])],
+        ],
+    )
+
+
+def _statuses(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "none"
+
+
+def print_summary(runs: Sequence[dict[str, Any]]) -> None:
+    _report.title("Time per stage by size (seconds, both cycles)")
+    _report.table(
+        ["customers", *STAGES, "whole cycle", "Prefect s", "Prefect"],
+        [
+            [
+                r["n"],
+                *(r["stages"][s]["wall_s"] for s in STAGES),
+                r["total_s"],
+                r["overhead_s"],
+                f"{100 * r['overhead_share']:.1f}%",
+            ]
+            for r in runs
+        ],
+    )
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = []
+    for part in text.replace("_", "").split(","):
+        if not part.strip():
+            continue
+        value = int(part)
+        if value < 1:
+            raise argparse.ArgumentTypeError("must be at least 1")
+        sizes.append(value)
+    if not sizes:
+        raise argparse.ArgumentTypeError("name at least one size")
+    return sizes
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description="The whole referral cycle at scale, per stage.")
+    p.add_argument(
+        "--n",
+        type=_sizes,
+        nargs="+",
+        default=[list(DEFAULT_SIZES)],
+        help="customers: one or more sizes, spaces or commas between"
+        " (default 10000,100000,1000000)",
+    )
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL URL: the ledger goes in a fresh schema there, dropped afterwards"
+        " (default: SQLite in a temporary directory)",
+    )
+    args = p.parse_args(argv)
+    sizes = [n for group in args.n for n in group]
+    runs: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    # The server's telemetry heartbeat only adds noise (and lock errors) to the output.
+    no_telemetry = temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False})
+    with quiet_console(), no_telemetry, prefect_test_harness(server_startup_timeout=60):
+        for n in sizes:
+            runs.append(run_one(n, args.database_url))
+    if len(runs) > 1:
+        print_summary(runs)
+    figures = {
+        "bench": "cycle",
+        "sizes": sizes,
+        "runs": runs,
+        "elapsed_s": time.perf_counter() - start,
+        **_report.machine(),
+    }
+    _report.emit_json(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
