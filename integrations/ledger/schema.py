@@ -221,6 +221,8 @@ class AskRow(Base):
         ),
         # Paging queued asks by id is then a range scan, not a sort of the whole queue.
         Index("ix_asks_status", "status", "ask_id"),
+        # A conversion's clicked asks are found by its code (touchpoints).
+        Index("ix_asks_referral_code", "referral_code"),
     )
 
 
@@ -286,6 +288,11 @@ class ConversionRow(Base):
     __table_args__ = (
         CheckConstraint("milestone in ('lead', 'qualified', 'customer')", name="milestone"),
         CheckConstraint("amount_minor is null or amount_minor >= 0", name="amount_not_negative"),
+        # Finding a referee's earlier conversions, and the unrewarded ones in order, is
+        # then a lookup: without these, recording conversions grew with their square.
+        Index("ix_conversions_referee_account", "referee_account_id"),
+        Index("ix_conversions_referee_contact", "referee_contact_id"),
+        Index("ix_conversions_unrewarded", "rewarded_at", "occurred_at", "conversion_id"),
     )
 
 

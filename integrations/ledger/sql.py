@@ -915,16 +915,15 @@ class SqlLedger(
                 for chunk in chunks(reward_ids)
                 for v in self._reward_views(conn, T_REWARDS.c.reward_id.in_(chunk), None)
             }
-            attempts = (
-                pairs(
+            # In chunks: PostgreSQL takes at most 65,535 parameters in one statement.
+            attempts: dict[Any, Any] = {}
+            for chunk in chunks(reward_ids):
+                attempts |= pairs(
                     conn,
                     select(PayoutRow.reward_id, func.count())
-                    .where(PayoutRow.reward_id.in_(reward_ids), PayoutRow.status == "failed")
+                    .where(PayoutRow.reward_id.in_(chunk), PayoutRow.status == "failed")
                     .group_by(PayoutRow.reward_id),
                 )
-                if reward_ids
-                else {}
-            )
             live = live_payouts(conn, reward_ids)
             debts = nettable_debts(conn, referrers.values())
             rows = []
@@ -979,15 +978,19 @@ class SqlLedger(
     ) -> list[PayoutInstruction]:
         """Payouts stored but not settled: new ones and those a crash left behind."""
         stmt = select(PayoutRow.__table__).where(PayoutRow.status == "pending")
-        if reward_ids is not None:
-            if not reward_ids:
-                return []
-            stmt = stmt.where(PayoutRow.reward_id.in_(list(reward_ids)))
-        stmt = stmt.order_by(PayoutRow.created_at, PayoutRow.payout_id)
-        if limit is not None:
-            stmt = stmt.limit(limit)
+        order = (PayoutRow.created_at, PayoutRow.payout_id)
+        if reward_ids is None:
+            stmt = stmt.order_by(*order).limit(limit)
+            with self.engine.connect() as conn:
+                return [_instruction(r) for r in conn.execute(stmt).mappings()]
+        found: list[PayoutInstruction] = []
         with self.engine.connect() as conn:
-            return [_instruction(r) for r in conn.execute(stmt).mappings()]
+            # In chunks: PostgreSQL takes at most 65,535 parameters in one statement.
+            for chunk in chunks(list(reward_ids)):
+                rows = conn.execute(stmt.where(PayoutRow.reward_id.in_(chunk))).mappings()
+                found += [_instruction(r) for r in rows]
+        found.sort(key=lambda i: (i.key_created_at, i.payout_id))
+        return found if limit is None else found[:limit]
 
     def claim_payouts(
         self,

@@ -215,6 +215,8 @@ class TouchpointLedger(LedgerBase):
                         )
                     ).mappings():
                         rows[row["touchpoint_id"]] = dict(row)
+        # Sorted once for the batch: sorting per conversion made a batch quadratic.
+        ordered = sorted(rows.values(), key=lambda r: (r["occurred_at"], r["touchpoint_id"]))
         found: dict[str, list[StoredTouchpoint]] = {}
         for c in conversions:
             mine = customers.get(c.conversion_id, set())
@@ -222,7 +224,7 @@ class TouchpointLedger(LedgerBase):
                 StoredTouchpoint(
                     r["referrer_id"], r["occurred_at"], TouchpointKind(r["kind"]), r["ref"]
                 )
-                for r in sorted(rows.values(), key=lambda r: (r["occurred_at"], r["touchpoint_id"]))
+                for r in ordered
                 if r["occurred_at"] <= c.occurred_at
                 and (
                     (c.referee_account_id and r["referee_account_id"] == c.referee_account_id)
