@@ -39,9 +39,10 @@ cycles, other work running beside it (seconds; generating the company not includ
     100,000 (*)      52.8    139         70.6             35.6    14.4    316  12.5 (4.0 %)
     1,000,000 (*)     575  1,467          753              413     131  3,369  15.2 (0.5 %)
 
-(*) Measured with three indexes the migrations do not have yet, on ``conversions``:
-``referee_account_id``; ``referee_contact_id``; ``rewarded_at, occurred_at,
-conversion_id``. Without them recording conversions is quadratic: ``_same_referee``
+(*) Measured with three indexes on ``conversions`` that migration 0015 has added since
+(``referee_account_id``; ``referee_contact_id``; ``rewarded_at, occurred_at,
+conversion_id``; it also indexes ``asks.referral_code``, for the touchpoint look-up of
+clicked asks). Without them recording conversions was quadratic: ``_same_referee``
 scans every conversion for each new one (``record-conversions`` 6.2 s at 10,000,
 614 s at 100,000, about 17 hours extrapolated at 1,000,000), and each batch of
 ``conversions_to_reward`` sorts every unrewarded conversion (``compute-rewards``
@@ -51,9 +52,8 @@ transaction (ingest 542 s). The other stages are linear but go row by row in pla
 (a statement per decided moment, per conversion, per payout): ``decide-asks`` is
 1,330 s of the 1,000,000 run.
 
-So ``make bench`` with the default sizes takes about 20 minutes for the first two and
-most of a day for the third until those indexes exist: pass ``--n 10000,100000`` for
-a quick run.
+So ``make bench`` with the default sizes takes about an hour here, most of it the
+1,000,000 run: pass ``--n 10000,100000`` for a quick one.
 
     python -m bench.cycle [--n N[,N...] ...] [--database-url URL]
 """
