@@ -33,7 +33,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, case, func, or_, select, text, update
+from sqlalchemy import Connection, Table, case, func, or_, select, text, update
 
 from domain.clawbacks import (
     ClawbackCause,
@@ -56,7 +56,12 @@ from integrations.ledger.base import T_ENTRIES, T_PAYOUTS, T_REWARDS, LedgerBase
 from integrations.ledger.schema import ApprovalRequestRow, ConversionPaymentRow, ConversionRow
 from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
 from integrations.ledger.schema_webhooks import StripeEventRow
-from integrations.ledger.webhooks import STRIPE, StoredStripeEvent
+from integrations.ledger.webhooks import (
+    STRIPE,
+    StoredStripeEvent,
+    mark_stripe_events,
+    read_unprocessed_stripe_events,
+)
 
 T_CLAWBACKS: Table = ClawbackRow.__table__  # type: ignore[assignment]
 T_REVERSALS: Table = ReversalRow.__table__  # type: ignore[assignment]
@@ -269,46 +274,13 @@ class ClawbackLedger(LedgerBase):
                 events left unprocessed (payment not known yet) never block the queue.
             limit: at most this many.
         """
-        if not types:
-            return []
-        t = T_STRIPE_EVENTS
-        stmt = select(t).where(t.c.processed_at.is_(None), t.c.type.in_(list(types)))
-        if after is not None:
-            stmt = stmt.where(
-                or_(
-                    t.c.created_at > after[0],
-                    and_(t.c.created_at == after[0], t.c.event_id > after[1]),
-                )
-            )
-        stmt = stmt.order_by(t.c.created_at, t.c.event_id).limit(limit)
         with self.engine.connect() as conn:
-            return [
-                StoredStripeEvent(
-                    event_id=r["event_id"],
-                    type=r["type"],
-                    created_at=r["created_at"],
-                    livemode=bool(r["livemode"]),
-                    object_id=r["object_id"],
-                    payload=dict(r["payload"]),
-                    received_at=r["received_at"],
-                )
-                for r in conn.execute(stmt).mappings()
-            ]
+            return read_unprocessed_stripe_events(conn, types, after, limit)
 
     def close_clawback_events(self, event_ids: Sequence[str], now: datetime) -> int:
         """Mark events processed without applying them (malformed, or given up on)."""
-        marked = 0
         with self.engine.begin() as conn:
-            for chunk in chunks(sorted(set(event_ids))):
-                marked += conn.execute(
-                    update(T_STRIPE_EVENTS)
-                    .where(
-                        T_STRIPE_EVENTS.c.event_id.in_(chunk),
-                        T_STRIPE_EVENTS.c.processed_at.is_(None),
-                    )
-                    .values(processed_at=now)
-                ).rowcount
-        return marked
+            return mark_stripe_events(conn, event_ids, now)
 
     # -- applying ---------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, exists, or_, select, text, update
+from sqlalchemy import Connection, Table, exists, or_, select, text, update
 
 from domain.models import Contact, Conversion, Milestone, Rejected
 from domain.stripe_conversions import (
@@ -67,7 +67,7 @@ from integrations.ledger.schema import (
 )
 from integrations.ledger.schema_webhooks import StripeEventRow
 from integrations.ledger.touchpoints import record_conversion_touches
-from integrations.ledger.webhooks import StoredStripeEvent
+from integrations.ledger.webhooks import StoredStripeEvent, read_unprocessed_stripe_events
 
 QUARANTINE_STAGE = "conversion"
 STRIPE_EVENTS_CURSOR = "stripe-events"
@@ -223,29 +223,8 @@ class StripeConversionLedger(LedgerBase):
         """Unprocessed payment-link events (``invoice_payment.paid``), oldest first,
         after ``after`` (created, event id): one still waiting for its conversion never
         blocks the ones behind it."""
-        t = T_STRIPE
-        stmt = select(t).where(t.c.processed_at.is_(None), t.c.type.in_(LINK_EVENT_TYPES))
-        if after is not None:
-            stmt = stmt.where(
-                or_(
-                    t.c.created_at > after[0],
-                    and_(t.c.created_at == after[0], t.c.event_id > after[1]),
-                )
-            )
-        stmt = stmt.order_by(t.c.created_at, t.c.event_id).limit(limit)
         with self.engine.connect() as conn:
-            return [
-                StoredStripeEvent(
-                    event_id=r["event_id"],
-                    type=r["type"],
-                    created_at=r["created_at"],
-                    livemode=bool(r["livemode"]),
-                    object_id=r["object_id"],
-                    payload=dict(r["payload"]),
-                    received_at=r["received_at"],
-                )
-                for r in conn.execute(stmt).mappings()
-            ]
+            return read_unprocessed_stripe_events(conn, sorted(LINK_EVENT_TYPES), after, limit)
 
     def save_cursor(self, source: str, cursor: str, now: datetime) -> None:
         """Keep ``source``'s read position (``source_cursors``), e.g. ``stripe-events``."""

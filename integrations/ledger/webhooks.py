@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, and_, or_, select, update
 
 from domain.errors import InputRejected
 from domain.models import Rejected
@@ -294,40 +294,13 @@ class WebhookLedger(LedgerBase):
             types: only these event types; ``None`` for every type.
             limit: at most this many.
         """
-        stmt = select(T_STRIPE_EVENTS).where(T_STRIPE_EVENTS.c.processed_at.is_(None))
-        if types is not None:
-            if not types:
-                return []
-            stmt = stmt.where(T_STRIPE_EVENTS.c.type.in_(list(types)))
-        stmt = stmt.order_by(T_STRIPE_EVENTS.c.created_at, T_STRIPE_EVENTS.c.event_id).limit(limit)
         with self.engine.connect() as conn:
-            return [
-                StoredStripeEvent(
-                    event_id=r["event_id"],
-                    type=r["type"],
-                    created_at=r["created_at"],
-                    livemode=bool(r["livemode"]),
-                    object_id=r["object_id"],
-                    payload=dict(r["payload"]),
-                    received_at=r["received_at"],
-                )
-                for r in conn.execute(stmt).mappings()
-            ]
+            return read_unprocessed_stripe_events(conn, types, None, limit)
 
     def mark_stripe_events_processed(self, event_ids: Sequence[str], now: datetime) -> int:
         """Mark events processed; returns how many were not already (a rerun marks 0)."""
-        marked = 0
         with self.engine.begin() as conn:
-            for chunk in chunks(sorted(set(event_ids))):
-                marked += conn.execute(
-                    update(T_STRIPE_EVENTS)
-                    .where(
-                        T_STRIPE_EVENTS.c.event_id.in_(chunk),
-                        T_STRIPE_EVENTS.c.processed_at.is_(None),
-                    )
-                    .values(processed_at=now)
-                ).rowcount
-        return marked
+            return mark_stripe_events(conn, event_ids, now)
 
     # -- shared ----------------------------------------------------------------------
 
@@ -417,3 +390,52 @@ def _stripe_row(event: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "received_at": now,
         "processed_at": None,
     }
+
+
+def read_unprocessed_stripe_events(
+    conn: Connection,
+    types: Sequence[str] | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[StoredStripeEvent]:
+    """Unprocessed Stripe events of ``types`` (``None``: all), oldest ``created`` first,
+    after ``after`` (created, event id): a stage leaving an event unprocessed for now
+    passes it by and reads on, instead of reading it again."""
+    t = T_STRIPE_EVENTS
+    stmt = select(t).where(t.c.processed_at.is_(None))
+    if types is not None:
+        if not types:
+            return []
+        stmt = stmt.where(t.c.type.in_(list(types)))
+    if after is not None:
+        stmt = stmt.where(
+            or_(
+                t.c.created_at > after[0],
+                and_(t.c.created_at == after[0], t.c.event_id > after[1]),
+            )
+        )
+    stmt = stmt.order_by(t.c.created_at, t.c.event_id).limit(limit)
+    return [
+        StoredStripeEvent(
+            event_id=r["event_id"],
+            type=r["type"],
+            created_at=r["created_at"],
+            livemode=bool(r["livemode"]),
+            object_id=r["object_id"],
+            payload=dict(r["payload"]),
+            received_at=r["received_at"],
+        )
+        for r in conn.execute(stmt).mappings()
+    ]
+
+
+def mark_stripe_events(conn: Connection, event_ids: Sequence[str], now: datetime) -> int:
+    """Mark events processed; how many were not already."""
+    marked = 0
+    for chunk in chunks(sorted(set(event_ids))):
+        marked += conn.execute(
+            update(T_STRIPE_EVENTS)
+            .where(T_STRIPE_EVENTS.c.event_id.in_(chunk), T_STRIPE_EVENTS.c.processed_at.is_(None))
+            .values(processed_at=now)
+        ).rowcount
+    return marked
