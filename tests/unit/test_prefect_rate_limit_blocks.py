@@ -1,70 +1,157 @@
-"""The Stripe throttle takes slots from the Prefect server a block at a time."""
+"""The Stripe throttle takes calls from the Prefect server a block at a time, waits
+for a refused block exactly as long as the server's decay needs, and spends no
+faster than the rate."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import httpx
 import pytest
-from prefect.concurrency import sync
 
 from integrations import prefect_limits
-from integrations.prefect_limits import PrefectRateLimit
+from integrations.prefect_limits import SLOTS_PER_CALL, PrefectRateLimit, wait_for_slots
 
 
 class Server:
-    def __init__(self) -> None:
+    """The two Prefect endpoints the throttle uses, with a script of refusals."""
+
+    def __init__(self, limit: PrefectRateLimit) -> None:
+        self.limit = limit
         self.occupied: list[int] = []
+        self.refusals = 0
+        self.active_when_read = 0
 
-    def rate_limit(self, name: str, occupy: int, strict: bool) -> None:
-        assert strict
-        self.occupied.append(occupy)
+    def increment_concurrency_slots(self, names: list[str], slots: int, mode: str) -> None:
+        assert (names, mode) == ([self.limit.name], "rate_limit")
+        if self.refusals:
+            self.refusals -= 1
+            request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
+            raise httpx.HTTPStatusError(
+                "locked", request=request, response=httpx.Response(423, request=request)
+            )
+        self.occupied.append(slots)
 
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Server:
-    fake = Server()
-    monkeypatch.setattr(sync, "rate_limit", fake.rate_limit)
-    return fake
+    def read_global_concurrency_limit_by_name(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            active_slots=self.active_when_read,
+            limit=self.limit.server_limit,
+            slot_decay_per_second=self.limit.server_decay_per_second,
+        )
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A clock that only moves when the throttle sleeps (or a test moves it)."""
     now = [1000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
     monkeypatch.setattr(prefect_limits.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(prefect_limits.time, "sleep", sleep)
     return now
 
 
-def ready(limit: PrefectRateLimit) -> PrefectRateLimit:
-    limit._ready = True  # the server-side limit is another test's business
-    return limit
+def connected(limit: PrefectRateLimit, monkeypatch: pytest.MonkeyPatch) -> Server:
+    server = Server(limit)
+    limit._ready = True  # creating the limit is tests/flows/test_rate_limit.py's business
+    monkeypatch.setattr(limit, "_connected", lambda: server)
+    return server
 
 
 def test_twenty_five_calls_under_100_per_second_ask_the_server_three_times_for_ten(
-    server: Server, clock: list[float]
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    throttle = ready(PrefectRateLimit("stripe", per_second=100))
+    throttle = PrefectRateLimit("stripe", per_second=100)
+    server = connected(throttle, monkeypatch)
 
     for _ in range(25):
         throttle()
 
-    assert server.occupied == [10, 10, 10]
+    assert server.occupied == [10 * SLOTS_PER_CALL] * 3
 
 
 def test_slots_left_over_from_an_earlier_second_are_not_spent_later(
-    server: Server, clock: list[float]
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    throttle = ready(PrefectRateLimit("stripe", per_second=100))
+    throttle = PrefectRateLimit("stripe", per_second=100)
+    server = connected(throttle, monkeypatch)
     throttle()  # a block of ten, one spent
     clock[0] += 5  # an idle spell: the nine left stood for a second long gone
 
     throttle()
 
-    assert server.occupied == [10, 10]
+    assert server.occupied == [10 * SLOTS_PER_CALL] * 2
 
 
 def test_a_call_needing_more_than_a_block_takes_as_many_blocks_as_it_needs(
-    server: Server, clock: list[float]
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    throttle = ready(PrefectRateLimit("stripe", per_second=25))
+    throttle = PrefectRateLimit("stripe", per_second=25)
+    server = connected(throttle, monkeypatch)
 
     throttle(7)
 
-    assert server.occupied == [3, 3, 3]
+    assert server.occupied == [3 * SLOTS_PER_CALL] * 3
+
+
+def test_a_refused_block_is_asked_for_again_once_enough_slots_have_decayed(
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    throttle = PrefectRateLimit("stripe", per_second=100)
+    server = connected(throttle, monkeypatch)
+    server.refusals = 1
+    server.active_when_read = 1500  # of 2,000: 500 more must decay, at 10,000 a second
+    began = clock[0]
+
+    throttle()
+
+    assert server.occupied == [1000]
+    assert clock[0] - began == pytest.approx(501 / 10_000)
+
+
+def test_calls_are_spent_no_faster_than_the_rate_even_from_a_block_in_hand(
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    throttle = PrefectRateLimit("stripe", per_second=100)
+    connected(throttle, monkeypatch)
+    began = clock[0]
+
+    for _ in range(10):
+        throttle()
+
+    # The tenth call goes nine hundredths of a second after the first, not at once.
+    assert clock[0] - began == pytest.approx(0.09)
+
+
+def test_the_wait_for_a_block_is_the_shortfall_plus_the_slot_the_floored_reading_hides() -> None:
+    assert wait_for_slots(occupied=2000, limit=2000, wanted=1000, decay_per_second=10_000) == (
+        pytest.approx(0.1001)
+    )
+    assert wait_for_slots(occupied=0, limit=2000, wanted=1000, decay_per_second=10_000) == (
+        pytest.approx(0.0001)
+    )
+
+
+def test_the_wait_is_capped_so_a_raised_or_abandoned_limit_is_looked_at_again() -> None:
+    assert wait_for_slots(occupied=10**9, limit=2000, wanted=1000, decay_per_second=1) == 1.0
+    assert wait_for_slots(occupied=0, limit=2000, wanted=1000, decay_per_second=0) == 1.0
+
+
+def test_a_failure_other_than_locked_is_raised_not_waited_on(
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    throttle = PrefectRateLimit("stripe", per_second=100)
+    server = connected(throttle, monkeypatch)
+
+    def broken(names: list[str], slots: int, mode: str) -> None:
+        request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
+        raise httpx.HTTPStatusError(
+            "gone", request=request, response=httpx.Response(404, request=request)
+        )
+
+    monkeypatch.setattr(server, "increment_concurrency_slots", broken)
+
+    with pytest.raises(httpx.HTTPStatusError):
+        throttle()
