@@ -1,20 +1,18 @@
 """Part A of the payout benchmark: K workers paying N small rewards under a shared limit.
 
 The fake Stripe answers 429 above ``rate`` requests per second (sliding one-second
-window). Every worker is a thread with its own engine, ledger, Stripe client and HTTP
-session, as a separate worker process would have; their rails share one strict Prefect
-global rate limit at ``rate`` per second, kept by a real local Prefect server.
+window). Every worker is a process with its own engine, ledger, Stripe client and HTTP
+session, as a deployed worker would be; their rails share one strict Prefect global
+rate limit at ``rate`` per second, kept by a real local Prefect server.
 """
 
 from __future__ import annotations
 
-import contextvars
+import multiprocessing
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -169,7 +167,7 @@ def _work(
     stripe_url: str,
     rate: float,
     ids: list[str],
-    start: threading.Barrier,
+    start: Any,  # a threading or multiprocessing barrier
 ) -> WorkerStats:
     """One worker: passes over its rewards in batches until none is left to pay."""
     stats = WorkerStats(worker=k, rewards=len(ids))
@@ -208,6 +206,25 @@ def _work(
     return stats
 
 
+def _process(
+    k: int,
+    ledger_url: str,
+    stripe_url: str,
+    rate: float,
+    ids: list[str],
+    start: Any,
+    results: Any,
+    api_url: str,
+    home: str,
+) -> None:
+    """A worker process: its own interpreter, as a deployed worker would be."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url, PREFECT_HOME: home}):
+        stats = _work(k, ledger_url, stripe_url, rate, ids, start)
+    results.put(stats)
+
+
 def pay_all(
     ledger_url: str,
     fake: TimedFakeStripe,
@@ -215,30 +232,39 @@ def pay_all(
     workers: int,
     rate: float,
     overlap: bool,
+    api_url: str,
+    home: str,
 ) -> tuple[list[WorkerStats], float]:
-    """Run the workers to the end; their stats and the wall time from the start line."""
+    """Run the workers to the end; their stats and the wall time from the start line.
+
+    Each worker is a process of its own: as threads beside the fake, the workers and the
+    fake's server took turns on one interpreter lock, which no deployed fleet does.
+    """
     sets = reward_sets(ids, workers, overlap)
-    start = threading.Barrier(workers + 1)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="payout-worker") as pool:
-        # Each thread runs in a copy of this context: the Prefect settings (API URL).
-        futures = [
-            pool.submit(
-                contextvars.copy_context().run,
-                _work,
-                k,
-                ledger_url,
-                fake.url,
-                rate,
-                sets[k],
-                start,
-            )
-            for k in range(workers)
-        ]
-        start.wait(timeout=60)
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(workers + 1)
+    results = spawn.Queue()
+    procs = [
+        spawn.Process(
+            target=_process,
+            args=(k, ledger_url, fake.url, rate, sets[k], start, results, api_url, home),
+            name=f"payout-worker-{k}",
+        )
+        for k in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        start.wait(timeout=120)
         began = time.perf_counter()
-        stats = [f.result() for f in futures]
+        stats = [results.get(timeout=3600) for _ in procs]
         wall = time.perf_counter() - began
-    return stats, wall
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    return sorted(stats, key=lambda s: s.worker), wall
 
 
 # -- checks ------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ payable rewards of 10 to 59 EUR (under the approval threshold), one referrer eac
 a Connect account at the local fake Stripe (``tests/fakes/stripe_server.py``), served
 over HTTP and answering 429 above ``--rate`` (default 100) requests per second. A real
 local Prefect server (``LocalStack``, server only) keeps the strict global rate limit
-``stripe-bench`` at ``--rate``/s. ``--workers`` (default 4) threads, each with its own
-engine, ledger, Stripe client and HTTP session, run the task as the flow does,
+``stripe-bench`` at ``--rate``/s. ``--workers`` (default 4) processes, each with its
+own engine, ledger, Stripe client and HTTP session, run the task as the flow does,
 ``submit_payouts.fn(ledger, {kind: StripeTransferRail(client, throttle=
 PrefectRateLimit("stripe-bench", rate))}, batch, now)``, in batches of 1,000, pass after
 pass until none of their rewards is left to pay (a payout answered 429 stays pending
@@ -128,7 +128,16 @@ def rate_part(
             checkpoint(engine)
             PrefectRateLimit(LIMIT_NAME, rate).ensure()  # once, before the race
             try:
-                stats, wall = pay_all(ledger_url, fake, list(rewards), workers, rate, overlap)
+                stats, wall = pay_all(
+                    ledger_url,
+                    fake,
+                    list(rewards),
+                    workers,
+                    rate,
+                    overlap,
+                    stack.api_url,
+                    str(stack.home),
+                )
             finally:
                 _drain_prefect_services()
             posts = list(fake.posts)
