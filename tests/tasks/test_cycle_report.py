@@ -1,0 +1,80 @@
+"""The cycle's artifacts stay small enough for a Prefect event, whatever waits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from domain.models import WaitingApproval
+from domain.money import Money
+from tasks import reports
+
+SINCE = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+class Ledger:
+    def __init__(self, waiting: int) -> None:
+        self.waiting = [
+            WaitingApproval(
+                reward_id=f"reward-{i:05d}",
+                referrer_id=f"contact-{i}",
+                referrer_name=f"Referrer {i}",
+                amount=Money(60_000, "EUR"),
+                flags=(),
+                flow_run_id=None,
+                waiting_since=SINCE + timedelta(minutes=i),
+                stages_done=0,
+            )
+            for i in range(waiting)
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+    def waiting_approvals(self) -> list[WaitingApproval]:
+        return self.waiting
+
+    def quarantined(self, limit: int) -> list[dict[str, Any]]:
+        return []
+
+
+class Runs:
+    def ui_url(self, flow_run_id: str) -> str:
+        return f"http://127.0.0.1:4200/runs/flow-run/{flow_run_id}"
+
+
+@pytest.fixture
+def tables(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
+    made: dict[str, dict[str, Any]] = {}
+
+    def table(*, key: str, table: list[dict[str, Any]], description: str) -> None:
+        made[key] = {"rows": table, "description": description}
+
+    monkeypatch.setattr(reports, "create_table_artifact", table)
+    monkeypatch.setattr(reports, "create_markdown_artifact", lambda **_kwargs: None)
+    return made
+
+
+def test_the_approvals_table_shows_the_oldest_and_says_how_many_wait_in_all(
+    tables: dict[str, dict[str, Any]],
+) -> None:
+    waiting = reports.APPROVALS_SHOWN + 250
+
+    reports.publish_cycle_report.fn(Ledger(waiting), Runs(), {})  # type: ignore[arg-type]
+
+    shown = tables["approvals-waiting"]
+    assert [r["reward"] for r in shown["rows"]] == [
+        f"reward-{i:05d}" for i in range(reports.APPROVALS_SHOWN)
+    ]
+    assert f"{reports.APPROVALS_SHOWN:,} of {waiting:,}" in shown["description"]
+    assert "referrals approvals list" in shown["description"]
+
+
+def test_a_short_approvals_table_is_shown_whole(tables: dict[str, dict[str, Any]]) -> None:
+    reports.publish_cycle_report.fn(Ledger(3), Runs(), {})  # type: ignore[arg-type]
+
+    shown = tables["approvals-waiting"]
+    assert len(shown["rows"]) == 3
+    assert shown["description"] == "Rewards waiting for a person, oldest first"
