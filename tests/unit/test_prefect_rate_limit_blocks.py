@@ -5,6 +5,7 @@ faster than the rate."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -14,25 +15,22 @@ from integrations.prefect_limits import SLOTS_PER_CALL, PrefectRateLimit, wait_f
 
 
 class Server:
-    """The two Prefect endpoints the throttle uses, with a script of refusals."""
+    """The Prefect server as the throttle sees it, answering from a script."""
 
     def __init__(self, limit: PrefectRateLimit) -> None:
         self.limit = limit
         self.occupied: list[int] = []
-        self.refusals = 0
+        self.answers: list[int] = []  # statuses to give before granting
         self.active_when_read = 0
 
-    def increment_concurrency_slots(self, names: list[str], slots: int, mode: str) -> None:
-        assert (names, mode) == ([self.limit.name], "rate_limit")
-        if self.refusals:
-            self.refusals -= 1
-            request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
-            raise httpx.HTTPStatusError(
-                "locked", request=request, response=httpx.Response(423, request=request)
-            )
+    def ask(self, client: object, slots: int) -> int:
+        if self.answers:
+            return self.answers.pop(0)
         self.occupied.append(slots)
+        return 200
 
     def read_global_concurrency_limit_by_name(self, name: str) -> SimpleNamespace:
+        assert name == self.limit.name
         return SimpleNamespace(
             active_slots=self.active_when_read,
             limit=self.limit.server_limit,
@@ -57,6 +55,7 @@ def connected(limit: PrefectRateLimit, monkeypatch: pytest.MonkeyPatch) -> Serve
     server = Server(limit)
     limit._ready = True  # creating the limit is tests/flows/test_rate_limit.py's business
     monkeypatch.setattr(limit, "_connected", lambda: server)
+    monkeypatch.setattr(limit, "_ask", server.ask)
     return server
 
 
@@ -101,7 +100,7 @@ def test_a_refused_block_is_asked_for_again_once_enough_slots_have_decayed(
 ) -> None:
     throttle = PrefectRateLimit("stripe", per_second=100)
     server = connected(throttle, monkeypatch)
-    server.refusals = 1
+    server.answers = [423]
     server.active_when_read = 1500  # of 2,000: 500 more must decay, at 10,000 a second
     began = clock[0]
 
@@ -139,19 +138,32 @@ def test_the_wait_is_capped_so_a_raised_or_abandoned_limit_is_looked_at_again() 
     assert wait_for_slots(occupied=0, limit=2000, wanted=1000, decay_per_second=0) == 1.0
 
 
-def test_a_failure_other_than_locked_is_raised_not_waited_on(
+def test_a_busy_server_is_asked_again_within_milliseconds_not_the_clients_seconds(
     clock: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     throttle = PrefectRateLimit("stripe", per_second=100)
     server = connected(throttle, monkeypatch)
+    server.answers = [503, 503, 503]
+    began = clock[0]
 
-    def broken(names: list[str], slots: int, mode: str) -> None:
-        request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
-        raise httpx.HTTPStatusError(
-            "gone", request=request, response=httpx.Response(404, request=request)
-        )
+    throttle()
 
-    monkeypatch.setattr(server, "increment_concurrency_slots", broken)
+    assert server.occupied == [1000]
+    assert clock[0] - began == pytest.approx(0.01 + 0.02 + 0.04)
 
+
+def test_only_a_grant_a_refusal_or_a_busy_server_is_waited_on_anything_else_is_raised() -> None:
+    throttle = PrefectRateLimit("stripe", per_second=100)
+
+    def answering(status: int) -> Any:
+        def send(request: httpx.Request) -> httpx.Response:
+            assert request.url.path.endswith("/v2/concurrency_limits/increment")
+            return httpx.Response(status, request=request)
+
+        http = httpx.Client(base_url="http://prefect.test/api", transport=httpx.MockTransport(send))
+        return SimpleNamespace(_client=http)
+
+    for status in (200, 423, 503):
+        assert throttle._ask(answering(status), 1000) == status
     with pytest.raises(httpx.HTTPStatusError):
-        throttle()
+        throttle._ask(answering(404), 1000)
