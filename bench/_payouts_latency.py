@@ -8,8 +8,9 @@ Stripe as this process (``REFERRALS_*`` in its environment). Each repeat seeds o
 starts just before ``PrefectApprovalRuns.resume(...)`` with an approval and stops when
 this process, polling the ledger every 50 ms, sees the payout committed as succeeded.
 
-The run's own timeline (its states, its task runs, the fake's answer to the transfer)
-then says where the time went.
+The run's own timeline (its states, its task runs, the log lines Prefect writes when
+the worker has started the run's process and when the deployment's pull steps are done,
+the fake's answer to the transfer) then says where the time went.
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ PAUSE_TIMEOUT_S = 180.0
 PAID_TIMEOUT_S = 120.0
 T = TypeVar("T")
 
-# The phases of one resume, in order: (key, label). Each ends at its named moment.
+# The phases of one resume, in order: (key, label). Each ends at its named moment; a
+# moment not seen (e.g. a log line another Prefect version words otherwise) adds its
+# phase to the next one.
 PHASES: tuple[tuple[str, str], ...] = (
     ("resume_call", "resume() returns (API: PAUSED -> SCHEDULED)"),
     ("worker_pickup", "worker picks the run up (PENDING)"),
-    ("process_start", "flow process starts, imports, RUNNING"),
+    ("process_spawn", "worker starts the run's process (submitted)"),
+    ("pull_steps", "process starts, pull steps done"),
+    ("process_start", "flow process imports the flow, RUNNING"),
     ("bootstrap", "build_app() until the first task (load-approval)"),
     ("decision", "replay input, apply-decision, until submit-payouts"),
     ("to_stripe", "submit-payouts until the transfer is answered"),
@@ -101,10 +106,25 @@ def _pause_scheduled_deployments() -> list[str]:
     return sorted(paused)
 
 
-def _timeline(run_id: str, resumed_wall: datetime) -> tuple[list[tuple[str, float]], list[Any]]:
-    """States and task runs of the run since ``resumed_wall`` (seconds after it)."""
+# Log lines of the run marking a moment: (key, how the message starts or ends).
+_LOG_MARKS: tuple[tuple[str, str], ...] = (
+    ("submitted", "submitted to infrastructure"),
+    ("pulled", "All deployment steps completed"),
+)
+
+
+def _timeline(
+    run_id: str, resumed_wall: datetime
+) -> tuple[list[tuple[str, float]], list[Any], dict[str, float]]:
+    """States, task runs and log marks of the run since ``resumed_wall`` (seconds after
+    it); a mark is its first log line after ``resumed_wall``."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     def after(moment: datetime | None) -> float | None:
         if moment is None:
@@ -123,12 +143,26 @@ def _timeline(run_id: str, resumed_wall: datetime) -> tuple[list[tuple[str, floa
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)]))
             )
         ]
-    return states, [t for t in tasks if t[1] is not None and t[1] >= 0]
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)]))
+        )
+    marks: dict[str, float] = {}
+    for log in logs:
+        offset = after(log.timestamp)
+        if offset is None or offset < 0:
+            continue
+        for key, text in _LOG_MARKS:
+            if (log.message.startswith(text) or log.message.endswith(text)) and (
+                key not in marks or offset < marks[key]
+            ):
+                marks[key] = offset
+    return states, [t for t in tasks if t[1] is not None and t[1] >= 0], marks
 
 
 def _phases(
     states: list[tuple[str, float]],
     tasks: list[Any],
+    logged: dict[str, float],
     call_s: float,
     answered_s: float | None,
     seen_s: float,
@@ -144,6 +178,8 @@ def _phases(
     marks: list[tuple[str, float | None]] = [
         ("resume_call", call_s),
         ("worker_pickup", first_state("PENDING")),
+        ("process_spawn", logged.get("submitted")),
+        ("pull_steps", logged.get("pulled")),
         ("process_start", first_state("RUNNING")),
         ("bootstrap", task_start("load-approval")),
         ("decision", task_start("submit-payouts")),
@@ -262,12 +298,12 @@ def _one(
     _wait_for("the approval run to complete", lambda: _state(run_id) == "COMPLETED", 60, 0.2)
     # Task runs reach the server as events; give the recorder a moment.
     time.sleep(1.0)
-    states, tasks = _timeline(run_id, resumed_wall)
+    states, tasks, marks = _timeline(run_id, resumed_wall)
     return Sample(
         reward_id=reward_id,
         run_id=run_id,
         seconds=seen_s,
-        phases=_phases(states, tasks, call_s, answered_s, seen_s),
+        phases=_phases(states, tasks, marks, call_s, answered_s, seen_s),
         states=states,
         tasks=tasks,
     )

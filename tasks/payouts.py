@@ -42,6 +42,10 @@ CLAIM_LEASE = timedelta(minutes=5)
 #: Payouts claimed, sent and booked together: small enough that several workers share
 #: a large batch, large enough that the ledger round trips stay a small part of the time.
 CLAIM_CHUNK = 200
+#: From how many payouts a call shows a progress artifact. An approval run pays one
+#: reward: an artifact saying "1 of 1" would cost two API calls, one of them between
+#: the approval and the transfer.
+PROGRESS_FROM = 2
 
 
 def worker_name() -> str:
@@ -100,7 +104,8 @@ def submit_payouts(
     prepared = ledger.prepare_payouts(plans, now)
     ours = sorted({i.reward_id for i in prepared})
 
-    tally = _Tally(progress=Progress("payouts-progress", len(ours), "payouts"))
+    shown = len(ours) if len(ours) >= PROGRESS_FROM else 0  # none: no artifact
+    tally = _Tally(progress=Progress("payouts-progress", shown, "payouts"))
     for part in (ours[i : i + chunk] for i in range(0, len(ours), chunk)):
         claimed = ledger.claim_payouts(worker, now, lease, reward_ids=part, limit=len(part))
         _pay(ledger, rails, claimed, worker, now, tally, log)

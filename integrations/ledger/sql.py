@@ -20,6 +20,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    literal,
     or_,
     select,
     true,
@@ -1073,83 +1074,41 @@ class SqlLedger(
 
         Conditional on the payout still being pending, so settling twice (a retry, a
         second worker) books nothing twice. Returns how many payouts were settled paid.
+
+        One transaction, a few statements per chunk of payouts whatever its size: the
+        successes move with one ``UPDATE ... RETURNING`` (only the rows still pending come
+        back, and only those get their entry, their reward's status and their notice),
+        the others with one ``UPDATE`` per status they go to. Should a payout have more
+        than one result, a success wins: the money moved.
         """
+        succeeded: dict[str, PayoutResult] = {}
+        others: dict[str, PayoutResult] = {}
+        for result in results:
+            if result.outcome is PayoutOutcome.SUCCEEDED:
+                succeeded.setdefault(result.payout_id, result)
+            else:
+                others.setdefault(result.payout_id, result)
+        unsettled: dict[str, list[PayoutResult]] = {}
+        for payout_id, result in others.items():
+            if payout_id not in succeeded:
+                status = "failed" if result.outcome is PayoutOutcome.FAILED else "pending"
+                unsettled.setdefault(status, []).append(result)
         paid = 0
         with self.engine.begin() as conn:
-            for result in results:
-                if result.outcome is PayoutOutcome.SUCCEEDED:
-                    row = conn.execute(
-                        update(T_PAYOUTS)
-                        .where(
-                            T_PAYOUTS.c.payout_id == result.payout_id,
-                            T_PAYOUTS.c.status == "pending",
-                        )
-                        .values(
-                            status="succeeded",
-                            provider_ref=result.provider_ref,
-                            error=None,
-                            tries=T_PAYOUTS.c.tries + 1,
-                            updated_at=now,
-                        )
-                        .returning(
-                            T_PAYOUTS.c.reward_id,
-                            T_PAYOUTS.c.amount_minor,
-                            T_PAYOUTS.c.currency,
-                            T_PAYOUTS.c.rail,
-                        )
-                    ).first()
-                    if row is None:
-                        continue
-                    paid += 1
-                    conn.execute(
-                        self._insert(T_ENTRIES).on_conflict_do_nothing(),
-                        {
-                            "reward_id": row.reward_id,
-                            "kind": "paid",
-                            "amount_minor": -row.amount_minor,
-                            "currency": row.currency,
-                            "ref": result.payout_id,
-                            "created_at": now,
-                        },
-                    )
-                    conn.execute(
-                        update(T_REWARDS)
-                        .where(T_REWARDS.c.reward_id == row.reward_id)
-                        .values(status=RewardStatus.PAID.value, updated_at=now)
-                    )
-                    referrer = conn.execute(
-                        select(T_REWARDS.c.referrer_id).where(
-                            T_REWARDS.c.reward_id == row.reward_id
-                        )
-                    ).scalar_one()
-                    self._queue_notifications(
-                        conn,
-                        [
-                            {
-                                "notification_id": derived_id("notice", row.reward_id, "paid"),
-                                "contact_id": referrer,
-                                "kind": "reward_paid",
-                                "reward_id": row.reward_id,
-                                "data": {
-                                    "amount": Money(row.amount_minor, row.currency).format(),
-                                    "rail": row.rail,
-                                },
-                            }
-                        ],
-                        now,
-                    )
-                else:
+            for chunk in chunks(list(succeeded.values())):
+                paid += self._book_paid_payouts(conn, chunk, now)
+            for status, group in unsettled.items():
+                for chunk in chunks(group):
+                    errors = {r.payout_id: (r.error or "")[:512] or None for r in chunk}
                     conn.execute(
                         update(T_PAYOUTS)
                         .where(
-                            T_PAYOUTS.c.payout_id == result.payout_id,
+                            T_PAYOUTS.c.payout_id.in_(list(errors)),
                             T_PAYOUTS.c.status == "pending",
                         )
                         .values(
-                            status="failed"
-                            if result.outcome is PayoutOutcome.FAILED
-                            else "pending",
-                            error=(result.error or "")[:512] or None,
+                            status=status,
+                            error=_by_payout(errors, T_PAYOUTS.c.error),
                             tries=T_PAYOUTS.c.tries + 1,
                             # A payout to retry goes back to whoever comes next.
                             claimed_by=None,
@@ -1158,6 +1117,74 @@ class SqlLedger(
                         )
                     )
         return paid
+
+    def _book_paid_payouts(
+        self, conn: Connection, results: Sequence[PayoutResult], now: datetime
+    ) -> int:
+        """Mark ``results`` (successes) succeeded if still pending; book what moved."""
+        refs = {r.payout_id: r.provider_ref for r in results}
+        moved = conn.execute(
+            update(T_PAYOUTS)
+            .where(T_PAYOUTS.c.payout_id.in_(list(refs)), T_PAYOUTS.c.status == "pending")
+            .values(
+                status="succeeded",
+                provider_ref=_by_payout(refs, T_PAYOUTS.c.provider_ref),
+                error=None,
+                tries=T_PAYOUTS.c.tries + 1,
+                updated_at=now,
+            )
+            .returning(
+                T_PAYOUTS.c.payout_id,
+                T_PAYOUTS.c.reward_id,
+                T_PAYOUTS.c.amount_minor,
+                T_PAYOUTS.c.currency,
+                T_PAYOUTS.c.rail,
+            )
+        ).all()
+        if not moved:
+            return 0
+        conn.execute(
+            self._insert(T_ENTRIES)
+            .values(
+                [
+                    {
+                        "reward_id": row.reward_id,
+                        "kind": "paid",
+                        "amount_minor": -row.amount_minor,
+                        "currency": row.currency,
+                        "ref": row.payout_id,
+                        "created_at": now,
+                    }
+                    for row in moved
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+        referrers = pairs(
+            conn,
+            update(T_REWARDS)
+            .where(T_REWARDS.c.reward_id.in_([row.reward_id for row in moved]))
+            .values(status=RewardStatus.PAID.value, updated_at=now)
+            .returning(T_REWARDS.c.reward_id, T_REWARDS.c.referrer_id),
+        )
+        self._queue_notifications(
+            conn,
+            [
+                {
+                    "notification_id": derived_id("notice", row.reward_id, "paid"),
+                    "contact_id": referrers[row.reward_id],
+                    "kind": "reward_paid",
+                    "reward_id": row.reward_id,
+                    "data": {
+                        "amount": Money(row.amount_minor, row.currency).format(),
+                        "rail": row.rail,
+                    },
+                }
+                for row in moved
+            ],
+            now,
+        )
+        return len(moved)
 
     # -- approvals -------------------------------------------------------------------
 
@@ -1620,6 +1647,14 @@ class SqlLedger(
                     .limit(limit)
                 ).mappings()
             ]
+
+
+def _by_payout(values: Mapping[str, str | None], column: Any) -> Any:
+    """``CASE payout_id WHEN ... THEN ...``: one value per payout in a single UPDATE."""
+    return case(
+        {payout_id: literal(value, column.type) for payout_id, value in values.items()},
+        value=T_PAYOUTS.c.payout_id,
+    )
 
 
 def _instruction(r: Mapping[Any, Any]) -> PayoutInstruction:

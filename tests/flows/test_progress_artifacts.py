@@ -117,6 +117,21 @@ def test_paying_rewards_shows_its_progress_and_ends_at_100(
     assert artifact.description == "5 of 5 payouts handled"
 
 
+def test_paying_one_reward_shows_no_progress(sqlite_ledger: SqlLedger) -> None:
+    # An approval run pays one reward: no "1 of 1" artifact, no API calls for it.
+    reward = seed_payable_reward(sqlite_ledger, contact("C1", "A1"), NOW)
+
+    @flow
+    def paying() -> PayoutReport:
+        rails = {PayoutRailKind.LEDGER_ONLY: LedgerOnlyRail()}
+        return submit_payouts(sqlite_ledger, rails, [reward], NOW)
+
+    report, artifacts = progress_artifacts(paying)
+
+    assert report.paid == 1
+    assert artifacts == []
+
+
 def test_a_failing_artifact_api_does_not_stop_the_send(
     sqlite_ledger: SqlLedger, program: Program, monkeypatch: pytest.MonkeyPatch
 ) -> None:
