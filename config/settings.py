@@ -17,6 +17,7 @@ from domain.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
+MIN_CONTACT_KEY_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -118,6 +119,27 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Rows per batch in every stage."
     )
+    registration_contact_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key (at least 32 characters, e.g. `openssl rand -hex 32`) of "
+        "the keyed hash (HMAC-SHA256) a partner registration's contact email is stored "
+        "as, so a leaked ledger cannot be matched against a list of addresses. Keep it "
+        "stable: a new key hashes the same address differently. When unset, a "
+        "registration naming its contact by email is refused (a CRM contact id works).",
+    )
+    hubspot_registration_partner_property: str | None = Field(
+        default=None,
+        description="HubSpot company property holding the contact id of the partner who "
+        "registered the company (with partner_registration_date, _contact and _evidence "
+        "beside it); when set, the cycle reads partner registrations from HubSpot too.",
+    )
+
+    @field_validator("registration_contact_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_CONTACT_KEY_CHARS:
+            raise ValueError(f"must be at least {MIN_CONTACT_KEY_CHARS} characters")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -13,6 +13,10 @@ position, asks :func:`decide_clawback`, and books what it says:
   refund claws back only what its new total adds; a late or repeated event adds nothing.
 * **Never more than was paid**: the share of a payment lost is capped at the whole
   payment, and all clawbacks of a reward together at what reached the referrer.
+* **The payment that earned it**: a reward follows the payment that earned it
+  (:func:`rewards_reached`). A conversion's rewards follow its first payment; a
+  recurring rule's reward for a later invoice follows that invoice, whose refund or
+  dispute takes it back by the same rules, measured from when the invoice was paid.
 
 Prorating uses exact integer arithmetic (:func:`domain.money.allocate`, the
 largest-remainder method): the amount taken back for a cumulative loss depends on that
@@ -25,7 +29,7 @@ reward's balance minus the debt, never below zero.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -90,6 +94,42 @@ class PaymentLoss:
     payment_key: str
     payment_minor: int | None
     lost_minor: int
+
+
+def rewards_reached(
+    cause: ClawbackCause,
+    of_conversions: Mapping[str, str],
+    earned_alone: Collection[str],
+    by_own_payment: Iterable[str],
+) -> dict[str, str | None]:
+    """Which rewards one loss reaches, and through which payment.
+
+    A conversion's rewards are earned by its first payment, except those a payment of
+    their own earned (a recurring rule's reward for one invoice): a refund or dispute
+    of the first payment leaves those alone, and one of a later invoice reaches only
+    the rewards that invoice earned. Churn ends the subscription, and with it every
+    reward of the conversion.
+
+    Args:
+        cause: refund, chargeback or churn.
+        of_conversions: reward id -> conversion id, for every reward of the
+            conversions whose first payment (for churn: whose customer) the loss names.
+        earned_alone: the rewards, among those, that a payment of their own earned.
+        by_own_payment: the rewards whose own payment the loss names.
+
+    Returns:
+        reward id -> the conversion whose first payment the loss reaches it through,
+        or ``None`` when it is reached through its own payment.
+    """
+    reached: dict[str, str | None] = {
+        reward_id: conversion_id
+        for reward_id, conversion_id in of_conversions.items()
+        if cause is ClawbackCause.CHURN or reward_id not in earned_alone
+    }
+    for reward_id in by_own_payment:
+        if cause is not ClawbackCause.CHURN or reward_id not in reached:
+            reached[reward_id] = None
+    return reached
 
 
 # -- deciding ---------------------------------------------------------------------------

@@ -62,6 +62,54 @@ class EventSource(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimRow:
+    """A partner's registration of a company as a source read it, not yet checked
+    (:func:`domain.registration.parse_claim` does, naming the wrong field).
+
+    Attributes:
+        record: where it was read (``registrations.csv:4``, ``hubspot:company:123``).
+        partner_id: the registering partner's contact id.
+        domain: the registered company's domain.
+        contact: the lead's CRM contact id, or an email address (stored only as a
+            keyed hash).
+        evidence: the qualification (a meeting booked, a discovery call, ...).
+        registered_at: when the partner made the claim: a claim read again is the
+            same registration.
+    """
+
+    record: str
+    partner_id: str | None
+    domain: str | None
+    contact: str | None
+    evidence: str | None
+    registered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimsRead:
+    """What one read of a source's partner registrations produced: the claims, the
+    rows refused before they could be claims (never with their raw text: it may hold
+    an address), and the next cursor."""
+
+    source: str
+    claims: Sequence[ClaimRow] = ()
+    rejected: Sequence[Rejected] = ()
+    cursor: str | None = None
+
+
+@runtime_checkable
+class RegistrationSource(Protocol):
+    """A source that also holds partner deal registrations (a file drop, a CRM
+    property), read incrementally from a cursor of their own."""
+
+    name: str
+
+    def fetch_registrations(self, cursor: str | None) -> ClaimsRead:
+        """The registrations new or changed since ``cursor`` (all when ``None``)."""
+        ...
+
+
 @runtime_checkable
 class EmailSender(Protocol):
     """Sends personalized emails; one result per message, in any order."""
@@ -83,6 +131,29 @@ class PaymentRail(Protocol):
     kind: PayoutRailKind
 
     def pay(self, instructions: Sequence[PayoutInstruction]) -> list[PayoutResult]: ...
+
+
+@runtime_checkable
+class PaymentCards(Protocol):
+    """Reads, from the payment provider, which card paid a payment (the same-card check).
+
+    Only the provider's opaque card fingerprint comes back: never a card number, its
+    last digits or its expiry.
+    """
+
+    def card_fingerprint(self, payment_ref: str) -> str | None:
+        """The fingerprint of the card that paid ``payment_ref`` (a charge id, or a
+        payment intent id whose latest charge is the payment).
+
+        Returns:
+            The fingerprint; ``None`` when it was no card payment, nothing was charged
+            yet, or the provider knows no such payment.
+
+        Raises:
+            domain.errors.RetryableIntegrationError: the provider cannot be read now.
+            domain.errors.PermanentIntegrationError: the provider refused the read.
+        """
+        ...
 
 
 @runtime_checkable

@@ -14,14 +14,23 @@ carrying no referral code, on an account whose domain a partner registered, is
 credited to that partner as if it carried the partner's code; the won deal converts the
 registration.
 
-Contacts are referenced by an id or by a SHA-256 hash of their address, never by the
-address itself, and addresses typed into the evidence are masked, so no email is ever
-stored with a registration.
+Contacts are referenced by an id or by a keyed hash (HMAC-SHA256, under the program's
+secret contact key) of their address, never by the address itself, and addresses typed
+into the evidence are masked, so no email is ever stored with a registration. The hash
+is keyed so that a leaked table cannot be matched against a list of addresses; without
+a key an address is refused (give the CRM contact id). Rows written before the hash was
+keyed hold ``sha256:<hex>`` (:data:`LEGACY_EMAIL_HASH_PREFIX`): they are kept as they
+are, and nothing compares an address with them (an address always hashes to
+``hmac-sha256:<hex>``).
+
+A claim made elsewhere and read later (a file drop, the CRM) carries the moment it was
+made; it is decided at that moment, against the registrations on record.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -57,17 +66,28 @@ _CONTACT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _EMAIL_IN_TEXT = re.compile(r"[^@\s<>()\[\],;:\"']+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _PARTNER_ID_RE = re.compile(r"^\S{1,128}$")
-EMAIL_HASH_PREFIX = "sha256:"
+EMAIL_HASH_PREFIX = "hmac-sha256:"
+# Unkeyed SHA-256 of an address: what registrations held before the hash was keyed.
+LEGACY_EMAIL_HASH_PREFIX = "sha256:"
+NO_KEY_REASON = (
+    "an email address is kept only as a keyed hash and no contact hash key is "
+    "configured: give the CRM contact id instead"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A partner's request to register a company, already normalized and checked."""
+    """A partner's request to register a company, already normalized and checked.
+
+    ``registered_at`` is when the claim was made, for a claim read after the fact (a
+    file drop, a CRM property); ``None``: it is made as it is decided.
+    """
 
     partner_id: str
     domain: str
     contact_ref: str
     evidence: str
+    registered_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,12 +190,25 @@ def normalize_domain(text: str | None, record: str = "claim", field: str = "doma
     return value
 
 
-def contact_reference(text: str | None, record: str = "claim", field: str = "contact") -> str:
+def email_reference(address: str, key: bytes) -> str:
+    """``hmac-sha256:<hex>`` of the trimmed, lowercased ``address`` under ``key``: the
+    only form an address is stored or compared in."""
+    normalized = address.strip().lower().encode("utf-8")
+    return EMAIL_HASH_PREFIX + hmac.new(key, normalized, hashlib.sha256).hexdigest()
+
+
+def contact_reference(
+    text: str | None,
+    record: str = "claim",
+    field: str = "contact",
+    key: bytes | None = None,
+) -> str:
     """The lead's contact as stored: a CRM contact id as given, or an email address
-    as ``sha256:<hex>`` of its lowercased form (the address itself is never kept).
+    as its keyed hash (:func:`email_reference`; the address itself is never kept).
 
     Raises:
-        InputRejected: missing, or neither a plausible id nor an email address.
+        InputRejected: missing, neither a plausible id nor an email address, or an
+            address while no ``key`` is given.
     """
     value = (text or "").strip()
     if not value:
@@ -183,8 +216,9 @@ def contact_reference(text: str | None, record: str = "claim", field: str = "con
     if "@" in value:
         if not _EMAIL_RE.match(value):
             raise InputRejected(record, field, "not a valid email address")
-        digest = hashlib.sha256(value.lower().encode("utf-8")).hexdigest()
-        return EMAIL_HASH_PREFIX + digest
+        if not key:
+            raise InputRejected(record, field, NO_KEY_REASON)
+        return email_reference(value, key)
     if not _CONTACT_ID_RE.match(value):
         raise InputRejected(
             record, field, "a contact id (letters, digits, _ . : -) or an email address"
@@ -217,8 +251,19 @@ def parse_claim(
     domain: str | None,
     contact: str | None,
     evidence: str | None,
+    *,
+    key: bytes | None = None,
+    registered_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> Claim:
     """A claim from what a partner typed or a batch row holds.
+
+    Args:
+        record: where the claim came from, named in a refusal.
+        partner_id, domain, contact, evidence: the claim's fields as given.
+        key: the contact hash key (an email contact needs it).
+        registered_at: when the claim was made, if before it is read.
+        now: the moment it is read: a claim cannot have been made after it.
 
     Raises:
         InputRejected: the first wrong field, by name.
@@ -228,11 +273,19 @@ def parse_claim(
         raise InputRejected(record, "partner_id", "missing")
     if not _PARTNER_ID_RE.match(partner):
         raise InputRejected(record, "partner_id", "not a contact id")
+    if registered_at is not None:
+        if registered_at.tzinfo is None:
+            raise InputRejected(record, "registered_at", "timestamp has no time zone")
+        if now is not None and registered_at > now:
+            raise InputRejected(
+                record, "registered_at", f"{registered_at.isoformat()} is in the future"
+            )
     return Claim(
         partner_id=partner,
         domain=normalize_domain(domain, record),
-        contact_ref=contact_reference(contact, record),
+        contact_ref=contact_reference(contact, record, key=key),
         evidence=clean_evidence(evidence, record),
+        registered_at=registered_at,
     )
 
 
@@ -248,7 +301,9 @@ def decide_claim(
         existing_active: the registration holding ``claim.domain`` in the ledger (status
             active or extended), if any; it may have lapsed without being expired yet.
         claim: the new claim.
-        now: when the claim is made; the registration is timestamped with it.
+        now: when the claim is decided; the registration is timestamped with it,
+            unless the claim says when it was made (``claim.registered_at``): then it
+            is decided, and timestamped, at that moment.
         rules: the program's registration rules.
 
     Returns:
@@ -257,6 +312,7 @@ def decide_claim(
     """
     if existing_active is not None and existing_active.domain != claim.domain:
         raise ValueError("the existing registration is for another domain")
+    now = claim.registered_at or now
     registration_id = Registration.derive_id(claim.partner_id, claim.domain, now)
     if existing_active is not None and existing_active.registration_id == registration_id:
         # The same claim at the same moment, replayed (a retried batch): the same answer.

@@ -528,3 +528,46 @@ def card_fingerprint(obj: Mapping[str, Any]) -> str | None:
         if isinstance(value, str) and _FINGERPRINT.match(value):
             return value
     return None
+
+
+# Stripe's prefixes of the objects a card payment can be read from: a Charge (``py_`` on
+# a connected account), and a PaymentIntent, whose latest charge is the payment.
+_CHARGE_PREFIXES = ("ch_", "py_")
+_INTENT_PREFIX = "pi_"
+
+
+def card_sources(obj: Mapping[str, Any], payment_refs: Sequence[str] = ()) -> tuple[str, ...]:
+    """Where to read the card that paid, when ``obj`` (an event's object) did not carry it.
+
+    An event names a payment's charge by id (``charge``, an expanded payment intent's
+    ``latest_charge``, an invoice's ``payments``), or only its payment intent; the
+    charge then has to be read from the provider. Charges come first (one read each),
+    then payment intents (whose latest charge is the payment).
+
+    Args:
+        obj: the ``data.object`` of the event the conversion was read from, or ``{}``.
+        payment_refs: the ids of the conversion's payment (``conversion_payments``),
+            which a payment link may have completed since.
+
+    Returns:
+        The charge and payment intent ids to read, each once; ``()`` when ``obj``
+        carries the fingerprint already, or nothing names a charge or a payment intent.
+    """
+    if card_fingerprint(obj) is not None:
+        return ()
+    intent = obj.get("payment_intent")
+    named: list[object] = [obj.get("charge"), obj.get("latest_charge"), *payment_refs]
+    intents: list[object] = [intent, *payment_refs]
+    if isinstance(intent, Mapping):
+        named.append(intent.get("latest_charge"))
+    payments = obj.get("payments")
+    listed = payments.get("data") if isinstance(payments, Mapping) else None
+    for item in listed if isinstance(listed, list) else []:
+        payment = item.get("payment") if isinstance(item, Mapping) else None
+        if isinstance(payment, Mapping):
+            named.append(payment.get("charge"))
+            intents.append(payment.get("payment_intent"))
+            if isinstance(payment.get("payment_intent"), Mapping):
+                named.append(payment["payment_intent"].get("latest_charge"))
+    charges = [i for i in _ids(*named) if i.startswith(_CHARGE_PREFIXES)]
+    return (*charges, *(i for i in _ids(*intents) if i.startswith(_INTENT_PREFIX)))

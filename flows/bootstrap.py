@@ -10,13 +10,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from config.program import load_program
 from config.settings import Settings, load_settings
 from domain.clawbacks import PaymentRecords
 from domain.errors import ConfigError
 from domain.models import PayoutRailKind
-from domain.ports import ApprovalRuns, EmailSender, EventSource, PaymentRail, RefereeDiscounts
+from domain.ports import (
+    ApprovalRuns,
+    EmailSender,
+    EventSource,
+    PaymentCards,
+    PaymentRail,
+    RefereeDiscounts,
+)
 from domain.program import Program
 from integrations.approvals.prefect_runs import PrefectApprovalRuns
 from integrations.email.outbox import OutboxEmailSender
@@ -25,9 +33,12 @@ from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.ledger_only import LedgerOnlyRail
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
-from integrations.payments.stripe_events import DEFAULT_TYPES, StripeEventFeed
 from integrations.prefect_limits import PrefectRateLimit
 from integrations.sources.files import FileSource
+
+if TYPE_CHECKING:
+    # Imports the ``stripe`` library: only with a Stripe key (see ``_stripe_readers``).
+    from integrations.payments.stripe_events import StripeEventFeed
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class App:
     # reader the reconciliation compares the ledger with.
     stripe_events: StripeEventFeed | None = None
     payment_records: PaymentRecords | None = None
+    # With a Stripe key: the charges read for the card behind a payment (fraud checks).
+    cards: PaymentCards | None = None
     # The referee's discount (two-sided rewards): Stripe promotion codes with a key,
     # ledger-only records without; None publishes nothing.
     discounts: RefereeDiscounts | None = None
@@ -77,6 +90,7 @@ def build_app(settings: Settings | None = None) -> App:
         approvals=PrefectApprovalRuns(settings.approval_deployment),
         stripe_events=feed,
         payment_records=records,
+        cards=records if isinstance(records, PaymentCards) else None,
         discounts=_discounts(settings),
     )
 
@@ -92,11 +106,15 @@ def _sources(settings: Settings) -> tuple[EventSource, ...]:
                 raise ConfigError(
                     "REFERRALS_HUBSPOT_ACCESS_TOKEN is not set (needed by the 'hubspot' source)"
                 )
-            from integrations.sources.hubspot import HubSpotSource
+            from integrations.sources.hubspot import HubSpotMapping, HubSpotSource
 
             sources.append(
                 HubSpotSource(
-                    settings.hubspot_access_token.get_secret_value(), settings.hubspot_api_base
+                    settings.hubspot_access_token.get_secret_value(),
+                    settings.hubspot_api_base,
+                    mapping=HubSpotMapping(
+                        registration_partner_property=settings.hubspot_registration_partner_property
+                    ),
                 )
             )
         elif name == "delighted":
@@ -169,6 +187,7 @@ def _discounts(settings: Settings) -> RefereeDiscounts:
 def _stripe_readers(settings: Settings) -> tuple[StripeEventFeed | None, PaymentRecords | None]:
     if settings.stripe_api_key is None:
         return None, None
+    from integrations.payments.stripe_events import DEFAULT_TYPES, StripeEventFeed
     from integrations.payments.stripe_rail import build_stripe_client
     from integrations.payments.stripe_reconcile import LOSS_EVENT_TYPES, StripeRecords
 

@@ -136,6 +136,11 @@ def _print_demo(app_: Any, result: Any, ui_url: str) -> None:
     echo(f"Detractors listed for follow-up (never asked): {summary['follow_ups']}")
     echo("Asks: " + _pairs(summary["asks"]))
     echo(f"Referred friends who used a code: {result.referrals}")
+    echo(
+        f"Partner registrations in the drop: {result.registrations}; per status: "
+        + _pairs(app_.ledger.registration_counts())
+        + " (converted: a won deal credited to the partner)"
+    )
     echo("Conversions per milestone: " + _pairs(summary["conversions"]))
     echo("Rewards per status: " + _pairs(summary["rewards"]))
     from domain.money import Money
@@ -355,11 +360,13 @@ def config_what_if(
     rewards, cost, approvals and ROI. Nothing is written, sent or paid."""
     from config.program import load_program
     from flows import bootstrap
-    from tasks.whatif import replay_rules, what_if_markdown
+    from tasks.whatif import attribution_label, replay_rules, what_if_markdown
 
     proposed = load_program(file)
     app_ = bootstrap.app()
-    typer.echo(what_if_markdown(replay_rules.fn(app_.ledger, app_.program, proposed)))
+    result = replay_rules.fn(app_.ledger, app_.program, proposed)
+    models = (attribution_label(app_.program), attribution_label(proposed))
+    typer.echo(what_if_markdown(result, models))
 
 
 @app.command()
@@ -453,7 +460,11 @@ def partners_register(
     partner_id: Annotated[str, typer.Option(help="The partner's contact id.")],
     domain: Annotated[str, typer.Option(help="The company's domain, e.g. acme.com.")],
     contact: Annotated[
-        str, typer.Option(help="The lead's CRM contact id, or email (only its hash is kept).")
+        str,
+        typer.Option(
+            help="The lead's CRM contact id, or email (only its keyed hash is kept: needs "
+            "REFERRALS_REGISTRATION_CONTACT_KEY)."
+        ),
     ],
     evidence: Annotated[
         str, typer.Option(help="The qualification: a meeting booked, a discovery call, ...")
@@ -469,7 +480,9 @@ def partners_register(
     now = datetime.now(UTC)
     claim = {"partner_id": partner_id, "domain": domain, "contact": contact}
     claim |= {"evidence": evidence, "record": f"cli {now.isoformat(timespec='seconds')}"}
-    batch = register_leads.fn(app_.ledger, app_.program, [claim], now, "cli")
+    batch = register_leads.fn(
+        app_.ledger, app_.program, [claim], now, "cli", app_.settings.registration_contact_key
+    )
     for refused in batch.quarantined:
         _fail(f"refused: {refused.field}: {refused.reason}")
     for decision in batch.accepted + batch.rejected:

@@ -16,6 +16,7 @@ from prefect import flow
 from flows import bootstrap
 from tasks.approvals import request_approvals
 from tasks.asks import decide_asks
+from tasks.cards import learn_card_fingerprints
 from tasks.clawbacks import apply_clawbacks
 from tasks.conversions import (
     link_stripe_payments,
@@ -27,7 +28,7 @@ from tasks.emails import send_ask_emails, send_notifications
 from tasks.ingest import ingest_sources
 from tasks.moments import detect_new_moments
 from tasks.payouts import submit_payouts
-from tasks.registrations import record_registered_conversions
+from tasks.registrations import intake_registrations, record_registered_conversions
 from tasks.reports import publish_cycle_report
 from tasks.rewards import compute_new_rewards, plan_routes
 from tasks.stripe_events import poll_stripe_events
@@ -86,19 +87,25 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
 
 @flow(name="check-conversions")
 def check_conversions() -> dict[str, Any]:
-    """Attribute new coded signups, deals and Stripe payments to referrers, credit
-    uncoded signups and deals on a partner's registered company to that partner, and
-    compute their rewards.
+    """Register the partner registrations the sources hold, attribute new coded
+    signups, deals and Stripe payments to referrers, credit uncoded signups and deals
+    on a partner's registered company to that partner, read from Stripe the card behind
+    payments whose events named it by id only, and compute their rewards.
 
     CRM conversions are recorded before Stripe's, so when both report the same deal the
     CRM's deal amount is the one kept.
 
     Returns:
-        Conversion and reward counts, with what was quarantined.
+        Registration, conversion and reward counts, with what was quarantined.
     """
     app = bootstrap.app()
     now = datetime.now(UTC)
     ingest_sources(app.sources, app.ledger, now)
+    # After the ingest, so a claim's partner is a known contact; before crediting, so
+    # a deal on a company registered in the same drop goes to its partner.
+    registrations = intake_registrations(
+        app.sources, app.ledger, app.program, now, app.settings.registration_contact_key
+    )
     polled = poll_stripe_events(app.stripe_events, app.ledger, now) if app.stripe_events else None
     conversions = record_new_conversions(app.ledger, app.program, now, app.settings.batch_size)
     # After the coded events: a code on the deal decides before a partner's registration.
@@ -107,11 +114,23 @@ def check_conversions() -> dict[str, Any]:
     )
     stripe = record_stripe_conversions(app.ledger, app.program, now, app.settings.batch_size)
     linked = link_stripe_payments(app.ledger, now, app.settings.batch_size)
+    # The same-card check needs the card behind each payment before the flags are set.
+    cards = (
+        learn_card_fingerprints(app.ledger, app.cards, now, app.settings.batch_size)
+        if app.cards
+        else None
+    )
     rewards = compute_new_rewards(app.ledger, app.program, now, app.settings.batch_size)
     return {
+        "registrations": registrations,
         "conversions": conversions,
         "registered": registered,
-        "stripe": {"polled": polled, "conversions": stripe, "payments_linked": linked},
+        "stripe": {
+            "polled": polled,
+            "conversions": stripe,
+            "payments_linked": linked,
+            "cards": cards,
+        },
         "rewards": rewards,
     }
 
@@ -210,6 +229,7 @@ def _brief(stages: dict[str, Any]) -> dict[str, str]:
             + (", ".join(f"{k} {v}" for k, v in asks["decisions"]["skipped"].items()) or "none")
         ),
         "check conversions": (
+            f"{_registrations_read(conv['registrations'])}"
             f"{conv['conversions']['conversions']} conversions, "
             f"{conv['registered']['conversions']} through partner registrations, "
             f"{conv['rewards']['rewards']} rewards, "
@@ -222,3 +242,18 @@ def _brief(stages: dict[str, Any]) -> dict[str, str]:
         ),
         "notify referrers": f"{notify['accepted']} notifications sent",
     }
+
+
+def _registrations_read(intake: dict[str, Any]) -> str:
+    """The partner registrations read from the sources, when there were any."""
+    total = {"accepted": 0, "rejected": 0, "quarantined": 0}
+    for counts in intake["sources"].values():
+        for key in total:
+            total[key] += counts[key]
+    if not any(total.values()):
+        return ""
+    return (
+        f"partner registrations read: {total['accepted']} accepted, "
+        f"{total['rejected']} rejected (company already registered), "
+        f"{total['quarantined']} quarantined; "
+    )

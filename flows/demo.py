@@ -2,9 +2,12 @@
 
 1. Generate (once) a sample company into the inbox folder.
 2. Run the cycle as of 30 days ago: moments are found and asks go out.
-3. Some asked referrers' friends sign up and buy with their codes.
-4. Run the cycle as of now: conversions, rewards, automatic payouts under the threshold,
-   and one paused approval run per large or flagged reward.
+3. Some asked referrers' friends sign up and buy with their codes; some partners'
+   deal registrations arrive in the drop, with their registered companies' signups and
+   deals (no code: the registration credits the partner).
+4. Run the cycle as of now: registrations (first to register wins; wrong rows
+   quarantined), conversions, rewards, automatic payouts under the threshold, and one
+   paused approval run per large or flagged reward.
 
 Every step is idempotent: running the demo again sends, rewards and pays nothing twice.
 """
@@ -15,9 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.models import ReferrerType
 from flows import bootstrap
 from flows.cycle import referral_cycle
-from integrations.sources.sample import Sample, load_or_generate, simulate_referrals
+from integrations.sources.sample import (
+    Sample,
+    load_or_generate,
+    simulate_partner_leads,
+    simulate_referrals,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class DemoResult:
     first: dict[str, Any]
     second: dict[str, Any]
     referrals: int
+    registrations: int = 0
 
 
 def run_demo(accounts: int = 300) -> DemoResult:
@@ -48,5 +58,7 @@ def run_demo(accounts: int = 300) -> DemoResult:
             for cid, c in contacts.items()
         },
     )
+    partners = [c for c, p in contacts.items() if p.referrer_type is ReferrerType.PARTNER]
+    registrations = simulate_partner_leads(sample, partners)
     second = referral_cycle(as_of=datetime.now(UTC))
-    return DemoResult(sample, first, second, referrals)
+    return DemoResult(sample, first, second, referrals, registrations)

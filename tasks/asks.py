@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 from domain.codes import new_referral_code, referral_link
 from domain.eligibility import decide
 from domain.models import Ask, Contact, EmailMessage, ReferrerType
-from domain.program import Program, RewardKind
+from domain.program import Program
+from domain.reward_wording import headline
 from integrations.email.render import render
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
@@ -64,32 +65,11 @@ def decide_asks(
 
 
 def reward_line(program: Program, referrer_type: ReferrerType) -> str:
-    """The concrete reward, in one sentence, for the ask email."""
-    rule = program.headline_reward(referrer_type)
-    if rule is None:
-        return "Every introduction helps us, and we are grateful for it."
-    if rule.kind is RewardKind.FLAT:
-        assert rule.amount is not None
-        return f"Get {program.money(rule.amount)} for each customer you refer."
-    cap = f" (up to {program.money(rule.cap)})" if rule.cap else ""
-    if rule.kind is RewardKind.PERCENT_OF_FIRST_PAYMENT:
-        return f"Earn {rule.percent}% of the first payment of every customer you refer{cap}."
-    if rule.kind is RewardKind.RECURRING:
-        return (
-            f"Earn {rule.percent}% of every invoice a customer you refer pays in their "
-            f"first {rule.months} months{cap}."
-        )
-    if rule.kind is RewardKind.TIERED:
-        assert rule.tiers
-        first, best = rule.tiers[0], rule.tiers[-1]
-        more = (
-            f", and {program.money(best.amount)} from your {best.from_}th referral "
-            f"in a {rule.tier_period.value}"
-            if len(rule.tiers) > 1
-            else ""
-        )
-        return f"Get {program.money(first.amount)} for each customer you refer{more}."
-    return f"Earn {rule.percent}% of the first-year value of every deal you refer{cap}."
+    """The concrete reward, in a sentence true to the rule's kind, for the ask email
+    (:func:`domain.reward_wording.headline`)."""
+    return headline(program, referrer_type) or (
+        "Every introduction helps us, and we are grateful for it."
+    )
 
 
 def compose_ask(ask: Ask, contact: Contact, detail: str, program: Program) -> EmailMessage:

@@ -30,7 +30,8 @@ class ClawbackReport:
         events: refund, dispute and churn events examined.
         applied: events applied (and marked processed).
         ignored: events that change nothing (switched off, or past the window).
-        waiting_for_payment: events whose payment no conversion has yet; retried later.
+        waiting_for_payment: events whose payment no conversion (nor a reward earned by
+            that payment alone, a renewal's) has yet; retried later.
         deferred: events waiting for a payout under way; retried later.
         given_up: events still unmatched a whole window after they happened.
         malformed: events quarantined.
@@ -70,7 +71,9 @@ def apply_clawbacks(
     pending reversal (new, or left by a crash) goes to its rail with that key; (3) the
     results are committed (``reversed`` entries). Running twice, or after a crash
     anywhere, takes nothing back twice. An event whose payment no conversion has yet
-    (a refund delivered before its payment) stays in the inbox for a later run.
+    (a refund delivered before its payment, or a renewal's before the recurring reward
+    it earned is computed) stays in the inbox for a later run. A later invoice's refund
+    or dispute reaches only the rewards that invoice earned.
 
     Args:
         ledger: the ledger (its clawback area, and the Stripe inbox).

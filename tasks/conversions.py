@@ -22,7 +22,8 @@ from domain.attribution import conversion_from_event
 from domain.codes import normalize_code
 from domain.errors import InputRejected
 from domain.models import Contact, Conversion, Milestone, ReferrerType, Rejected, derived_id
-from domain.program import Program, RewardKind
+from domain.program import Program
+from domain.reward_wording import rewards_to_come
 from domain.stripe_conversions import (
     CONVERSION_EVENT_TYPES,
     DEFAULT_CEILING_MAJOR,
@@ -338,20 +339,18 @@ def conversion_notices(
             "data": {
                 "milestone": conversion.milestone.value,
                 "code": conversion.referral_code,
-                "reward_line": reward_to_come(program, referrer.referrer_type),
+                "reward_line": reward_to_come(
+                    program, referrer.referrer_type, conversion.milestone
+                ),
             },
         }
     return notices
 
 
-def reward_to_come(program: Program, referrer_type: ReferrerType) -> str:
-    """The reward a referrer earns when the referee becomes a customer, in a sentence
-    (the program's headline rule for their type), or "" when there is none."""
-    rule = program.headline_reward(referrer_type)
-    if rule is None:
-        return ""
-    if rule.kind is RewardKind.FLAT:
-        assert rule.amount is not None
-        return f"When they become a customer, you earn {program.money(rule.amount)}."
-    cap = f" (up to {program.money(rule.cap)})" if rule.cap else ""
-    return f"When they become a customer, you earn {rule.percent}% of their first-year value{cap}."
+def reward_to_come(
+    program: Program, referrer_type: ReferrerType, after: Milestone = Milestone.LEAD
+) -> str:
+    """The rewards a referrer still earns once the referee, now at ``after``, goes on
+    (each later milestone's rules, worded true to their kind, with caps and sharing:
+    :func:`domain.reward_wording.rewards_to_come`), or "" when none is to come."""
+    return rewards_to_come(program, referrer_type, after)

@@ -1,11 +1,12 @@
 """Partner deal registration: claims on company domains, their expiry, and the deals
 credited through them.
 
-Three batch operations: registering a batch of claims (first to register wins; a
+Four batch operations: registering a batch of claims (first to register wins; a
 claim on a domain another partner holds is rejected with the owner and the expiry; a
-malformed claim is quarantined with its field), expiring the registrations whose
-window has passed, and crediting the signups and deals that carry no referral code
-but happened on a registered company to the registering partner.
+malformed claim is quarantined with its field), the same for the claims the sources
+hold (a file drop, CRM properties), expiring the registrations whose window has
+passed, and crediting the signups and deals that carry no referral code but happened
+on a registered company to the registering partner.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
 
 from domain.codes import new_referral_code
 from domain.errors import InputRejected
 from domain.models import ReferrerType, Rejected
+from domain.ports import ClaimRow, RegistrationSource
 from domain.program import Program
 from domain.registration import (
     CONVERTING_EVENT,
@@ -41,6 +44,8 @@ from tasks._support import run_logger
 from tasks.conversions import conversion_notices
 
 SOURCE = "partners"
+# A source's registrations keep a cursor of their own: "<source>:registrations".
+CURSOR_SUFFIX = ":registrations"
 QUARANTINE_STAGE = "registration"
 EXPIRED_BY = "expire-registrations"
 REPORT_KEY = "partner-registrations"
@@ -54,6 +59,8 @@ class RegistrationBatch:
     accepted: list[ClaimDecision] = field(default_factory=list)
     rejected: list[ClaimDecision] = field(default_factory=list)
     quarantined: list[Rejected] = field(default_factory=list)
+    # (record, decision) of each rejected claim: where it came from, for the report.
+    rejected_records: list[tuple[str, ClaimDecision]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -70,17 +77,18 @@ def register_leads(
     claims: Sequence[Mapping[str, Any]],
     now: datetime,
     source: str = SOURCE,
+    contact_key: SecretStr | None = None,
 ) -> RegistrationBatch:
     """Register a batch of partner leads; first to register a company wins.
 
     Each claim is a mapping with ``partner_id``, ``domain``, ``contact`` (a CRM
-    contact id, or an email address that is stored only as its hash) and
+    contact id, or an email address that is stored only as its keyed hash) and
     ``evidence`` (the qualification: a meeting booked, a discovery call, a budget
     conversation), and optionally ``record`` (where it came from, e.g. a file and
-    line). A malformed claim, or one by someone who is not a known partner, is
-    quarantined with its field and reason and the batch goes on. Partners without a
-    referral code get one, so what is credited through their registrations carries
-    it.
+    line) and ``registered_at`` (when it was made, if before now). A malformed claim,
+    or one by someone who is not a known partner, is quarantined with its field and
+    reason and the batch goes on. Partners without a referral code get one, so what
+    is credited through their registrations carries it.
 
     Args:
         ledger: where registrations are kept.
@@ -88,31 +96,129 @@ def register_leads(
         claims: the claims, in the order they were made (earlier wins a tie).
         now: when the claims are registered.
         source: the quarantine source of refused claims.
+        contact_key: the key of the contact email's hash (the setting
+            ``registration_contact_key``); without it, a claim naming its contact by
+            email is quarantined (a contact id needs none).
 
     Returns:
         The accepted claims (with their registrations), the rejected ones (with the
         partner holding the domain and until when), and those quarantined.
     """
+    rows = [
+        ClaimRow(
+            # The batch's moment makes a record unnamed by its source unique in quarantine.
+            record=str(raw.get("record") or f"claim {i} of {now.isoformat(timespec='seconds')}"),
+            partner_id=_text(raw.get("partner_id")),
+            domain=_text(raw.get("domain")),
+            contact=_text(raw.get("contact")),
+            evidence=_text(raw.get("evidence")),
+            registered_at=raw.get("registered_at"),
+        )
+        for i, raw in enumerate(claims, start=1)
+    ]
+    batch = _register(ledger, program, rows, now, source, _key(contact_key))
+    run_logger().info(
+        "registered partner leads: %s", ", ".join(f"{k}={v}" for k, v in batch.counts().items())
+    )
+    return batch
+
+
+@task(name="intake-registrations", cache_policy=NO_CACHE)
+def intake_registrations(
+    sources: Sequence[object],
+    ledger: SqlLedger,
+    program: Program,
+    now: datetime,
+    contact_key: SecretStr | None = None,
+) -> dict[str, Any]:
+    """Register the partner registrations the sources hold (a file drop's
+    ``registrations*`` files, a CRM's registration properties), new since each
+    source's registrations cursor.
+
+    Each claim is decided at the moment it says it was made, first to register wins,
+    as :func:`register_leads` does; a row that cannot be a claim, or a malformed or
+    unknown-partner claim, is quarantined naming record and field and the batch goes
+    on. The cursor moves in the transaction that records the registrations; a claim
+    read again (its file changed) is the registration it made, and writes nothing.
+    Sources without registrations are skipped.
+
+    Args:
+        sources: the cycle's sources; those with ``fetch_registrations`` are read.
+        ledger: where registrations, quarantined rows and cursors are kept.
+        program: the registration rules.
+        now: when the claims are read.
+        contact_key: the key of the contact email's hash (see :func:`register_leads`).
+
+    Returns:
+        Per source, the counts of claims accepted, rejected (another partner holds
+        the company) and quarantined; and each rejected claim's record with the owner
+        and expiry.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    refused: list[str] = []
+    key = _key(contact_key)
+    for source in sources:
+        if not isinstance(source, RegistrationSource):
+            continue
+        name = f"{source.name}{CURSOR_SUFFIX}"
+        read = source.fetch_registrations(ledger.cursor(name))
+        batch = _register(
+            ledger,
+            program,
+            read.claims,
+            now,
+            source.name,
+            key,
+            refused_rows=read.rejected,
+            cursor=(name, read.cursor) if read.cursor is not None else None,
+        )
+        counts[source.name] = batch.counts()
+        refused += [f"{record}: {d.message()}" for record, d in batch.rejected_records]
+    log = run_logger()
+    for line in refused:
+        log.info("partner registration %s", line)
+    log.info(
+        "partner registrations read: %s",
+        "; ".join(
+            f"{name} " + ", ".join(f"{k}={v}" for k, v in c.items()) for name, c in counts.items()
+        )
+        or "no source holds any",
+    )
+    return {"sources": counts, "rejected": refused}
+
+
+def _register(
+    ledger: SqlLedger,
+    program: Program,
+    rows: Sequence[ClaimRow],
+    now: datetime,
+    source: str,
+    key: bytes | None,
+    refused_rows: Sequence[Rejected] = (),
+    cursor: tuple[str, str] | None = None,
+) -> RegistrationBatch:
+    """Check ``rows``, quarantine what is wrong, register the rest (with ``cursor``)."""
     parsed: list[tuple[str, Claim]] = []
-    quarantined: list[Rejected] = []
-    for i, raw in enumerate(claims, start=1):
-        # The batch's moment makes a record unnamed by its source unique in quarantine.
-        record = str(raw.get("record") or f"claim {i} of {now.isoformat(timespec='seconds')}")
+    quarantined: list[Rejected] = list(refused_rows)
+    for row in rows:
         try:
             claim = parse_claim(
-                record,
-                _text(raw.get("partner_id")),
-                _text(raw.get("domain")),
-                _text(raw.get("contact")),
-                _text(raw.get("evidence")),
+                row.record,
+                row.partner_id,
+                row.domain,
+                row.contact,
+                row.evidence,
+                key=key,
+                registered_at=row.registered_at,
+                now=now,
             )
         except InputRejected as exc:
             # Never the raw row: it may hold the contact's address.
             quarantined.append(Rejected(source, exc.record, exc.field, exc.reason))
             continue
-        parsed.append((record, claim))
+        parsed.append((row.record, claim))
     partners = ledger.contacts(c.partner_id for _, c in parsed)
-    valid: list[Claim] = []
+    valid: list[tuple[str, Claim]] = []
     for record, claim in parsed:
         partner = partners.get(claim.partner_id)
         if partner is None:
@@ -127,21 +233,30 @@ def register_leads(
                 )
             )
         else:
-            valid.append(claim)
-    codes = ledger.codes_for(c.partner_id for c in valid)
-    new_codes = {c.partner_id: new_referral_code() for c in valid if c.partner_id not in codes}
-    decisions = ledger.register(valid, program.registration, now, new_codes) if valid else []
+            valid.append((record, claim))
+    # Quarantined before the cursor moves: a crash in between reads the rows again, and
+    # the quarantine keeps one row per record.
     if quarantined:
         ledger.quarantine(quarantined, QUARANTINE_STAGE, now)
-    batch = RegistrationBatch(
-        accepted=[d for d in decisions if d.accepted],
-        rejected=[d for d in decisions if not d.accepted],
+    claims = [c for _, c in valid]
+    codes = ledger.codes_for(c.partner_id for c in claims)
+    new_codes = {c.partner_id: new_referral_code() for c in claims if c.partner_id not in codes}
+    decisions = (
+        ledger.register(claims, program.registration, now, new_codes, cursor)
+        if claims or cursor
+        else []
+    )
+    paired = list(zip((r for r, _ in valid), decisions, strict=True))
+    return RegistrationBatch(
+        accepted=[d for _, d in paired if d.accepted],
+        rejected=[d for _, d in paired if not d.accepted],
         quarantined=quarantined,
+        rejected_records=[(r, d) for r, d in paired if not d.accepted],
     )
-    run_logger().info(
-        "registered partner leads: %s", ", ".join(f"{k}={v}" for k, v in batch.counts().items())
-    )
-    return batch
+
+
+def _key(contact_key: SecretStr | None) -> bytes | None:
+    return contact_key.get_secret_value().encode("utf-8") if contact_key is not None else None
 
 
 @task(name="expire-registrations", cache_policy=NO_CACHE)

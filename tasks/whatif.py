@@ -11,6 +11,7 @@ from domain.models import Contact, Conversion
 from domain.money import Money
 from domain.program import Program, RewardKind
 from domain.rewards import Invoice
+from domain.touchpoints import StoredTouchpoint
 from domain.whatif import WhatIf, compare
 from integrations.ledger.sql import SqlLedger
 
@@ -18,7 +19,8 @@ from integrations.ledger.sql import SqlLedger
 @task(name="replay-rules", cache_policy=NO_CACHE)
 def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> WhatIf:
     """Every stored conversion through the current and the proposed rules, with the
-    first payments and (for recurring rules) the invoices recorded for them.
+    first payments, (for recurring rules) the invoices and the touchpoints recorded
+    for them: each rules file splits credit by its own attribution model.
 
     Args:
         ledger: where the conversion history and referrers are read (never written).
@@ -26,12 +28,14 @@ def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> What
         proposed: the changed rules file, already validated.
 
     Returns:
-        Both outcomes (rewards, cost per referrer type, auto-pay vs approval, ROI).
+        Both outcomes (rewards, cost per referrer type and per referrer, auto-pay vs
+        approval, ROI).
     """
     conversions: list[Conversion] = []
     referrers: dict[str, Contact] = {}
     first_payments: dict[str, Money] = {}
     invoices: dict[str, list[Invoice]] = {}
+    touchpoints: dict[str, list[StoredTouchpoint]] = {}
     recurring = {
         r.milestone
         for program in (current, proposed)
@@ -40,18 +44,40 @@ def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> What
     }
     for page in ledger.conversion_history():
         conversions += page
-        referrers.update(ledger.contacts({c.referrer_id for c in page} - referrers.keys()))
+        touches = ledger.touchpoints_for(page)
+        touchpoints.update(touches)
+        # Everyone a touch names may be credited under one model or the other.
+        named = {c.referrer_id for c in page} | {
+            t.referrer_id for found in touches.values() for t in found
+        }
+        referrers.update(ledger.contacts(named - referrers.keys()))
         first_payments.update(ledger.first_payments(c.conversion_id for c in page))
         paying = [c for c in page if c.milestone in recurring]
         if paying:
             # Every invoice in the inbox: a replay looks at the whole history.
             found, _ = ledger.referee_invoices(paying, datetime.max.replace(tzinfo=UTC))
             invoices.update(found)
-    return compare(conversions, referrers, current, proposed, first_payments, invoices)
+    return compare(conversions, referrers, current, proposed, first_payments, invoices, touchpoints)
 
 
-def what_if_markdown(result: WhatIf) -> str:
-    """The comparison as a table revenue ops can read."""
+#: Referrers listed in the artifact: the largest moves; the rest are counted.
+REFERRER_ROWS = 25
+
+
+def attribution_label(program: Program) -> str:
+    """The program's attribution model, with its half-life when it has one."""
+    model = program.attribution.model
+    if model != "time_decay":
+        return model
+    return f"{model} (half-life {program.attribution.half_life_days.normalize():f} days)"
+
+
+def what_if_markdown(
+    result: WhatIf, attribution: tuple[str, str] | None = None, limit: int = REFERRER_ROWS
+) -> str:
+    """The comparison as a table revenue ops can read, then the referrers whose
+    rewards move (the ``limit`` largest moves), with the attribution model of each
+    rules file when ``attribution`` (current, proposed) is given."""
 
     def roi(value: object) -> str:
         return "n/a (nothing paid)" if value is None else f"{value:.2f}x"
@@ -77,4 +103,21 @@ def what_if_markdown(result: WhatIf) -> str:
         zero = (0, now.cost - now.cost)
         a, b = now.by_type.get(kind, zero), then.by_type.get(kind, zero)
         lines.append(f"| {kind}: rewards, cost | {a[0]}, {a[1]} | {b[0]}, {b[1]} | {b[1] - a[1]} |")
+    changes = result.referrer_changes()
+    lines += ["", "## Referrers whose rewards change", ""]
+    if attribution is not None:
+        lines += [f"Attribution: {attribution[0]} now, {attribution[1]} proposed.", ""]
+    if not changes:
+        lines.append("No referrer's rewards change.")
+        return "\n".join(lines)
+    lines += [
+        "| referrer | current: rewards, cost | proposed: rewards, cost | difference |",
+        "|---|---|---|---|",
+    ]
+    for change in changes[:limit]:
+        (n, cost), (m, other) = change.current, change.proposed
+        lines.append(f"| {change.referrer_id} | {n}, {cost} | {m}, {other} | {change.difference} |")
+    if len(changes) > limit:
+        more = len(changes) - limit
+        lines.append(f"| ... and {more} more referrer{'s' if more > 1 else ''} | | | |")
     return "\n".join(lines)

@@ -1,8 +1,13 @@
 """The clawback area of the ledger: refunds, chargebacks and churn taking rewards back.
 
 :class:`ClawbackLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase` meant
-to join :class:`~integrations.ledger.sql.SqlLedger`'s bases. What it books, per reward a
-provider event reaches (the rules are :func:`domain.clawbacks.decide_clawback`):
+to join :class:`~integrations.ledger.sql.SqlLedger`'s bases.
+
+The payment an event names reaches the rewards it earned: a conversion's first payment
+its rewards, a later invoice the recurring rewards that invoice earned
+(``reward_payments``, see :mod:`integrations.ledger.reward_payments`); churn reaches
+every reward of the conversion. What it books, per reward reached (the rules are
+:func:`domain.clawbacks.decide_clawback`):
 
 * an **unpaid** reward: a ``cancelled`` entry for what is left of it, and its status
   moves to cancelled;
@@ -46,6 +51,7 @@ from domain.clawbacks import (
     applies,
     decide_clawback,
     recoverable,
+    rewards_reached,
     within_window,
 )
 from domain.errors import DomainError
@@ -53,6 +59,7 @@ from domain.models import PayoutRailKind, RewardStatus, derived_id
 from domain.money import Money
 from domain.program import Clawbacks
 from integrations.ledger.base import T_ENTRIES, T_PAYOUTS, T_REWARDS, LedgerBase, chunks
+from integrations.ledger.reward_payments import OwnPayment, earned_alone, rewards_paid_by
 from integrations.ledger.schema import ApprovalRequestRow, ConversionPaymentRow, ConversionRow
 from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
 from integrations.ledger.schema_webhooks import StripeEventRow
@@ -88,7 +95,7 @@ class LossStatus(StrEnum):
 
     APPLIED = "applied"  # booked (maybe nothing left to take); the event is processed
     IGNORED = "ignored"  # the cause is switched off, or past every conversion's window
-    UNKNOWN_PAYMENT = "unknown_payment"  # no conversion has the payment yet: retry later
+    UNKNOWN_PAYMENT = "unknown_payment"  # no conversion or reward has the payment yet
     DEFERRED = "deferred"  # a payout under way, or rewards not computed yet: retry later
     ALREADY_PROCESSED = "already_processed"
 
@@ -253,9 +260,15 @@ def settle_by_netting(conn: Connection, reward_id: str, now: datetime) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Payment:
     conversion_id: str
-    conversion_at: datetime
+    made_at: datetime  # the conversion's time, or the invoice's: the window starts there
     amount_minor: int
     rewarded: bool  # the conversion's rewards are computed (maybe none)
+
+
+def _own(paid: OwnPayment, loss: PaymentLoss) -> _Payment:
+    """The payment that earned one reward alone (its rewards exist: it named them)."""
+    amount = loss.payment_minor if loss.payment_minor is not None else paid.amount_minor
+    return _Payment(paid.conversion_id, paid.paid_at, amount, True)
 
 
 class ClawbackLedger(LedgerBase):
@@ -288,12 +301,17 @@ class ClawbackLedger(LedgerBase):
         """Apply one refund, chargeback or churn to the rewards of its conversions.
 
         One transaction: the inbox row is locked (a racing run waits, then finds it
-        processed); the payment is looked up among the payments behind conversions;
-        if a conversion's rewards are not computed yet, or an affected reward has a
-        payout under way, the event waits for the next run (the payout's outcome
-        decides whether it is a cancel or a clawback); otherwise
-        each reward in the window gets its clawback row and entries, reversals are
-        queued, and the event is marked processed.
+        processed); the payment is looked up among the first payments behind
+        conversions and among the payments that earned a reward alone (a recurring
+        rule's later invoice), and :func:`~domain.clawbacks.rewards_reached` says which
+        rewards it reaches (a renewal's refund, its invoice's rewards only); if a
+        conversion's rewards are not computed yet, or an affected reward has a payout
+        under way, the event waits for the next run (the payout's outcome decides
+        whether it is a cancel or a clawback); a payment no conversion or reward has
+        yet (a renewal refunded before its reward is computed) waits too. Otherwise
+        each reward in the window (measured from its payment: the conversion, or the
+        invoice) gets its clawback row and entries, reversals are queued, and the
+        event is marked processed.
 
         Args:
             loss: the parsed event (see ``integrations.payments.stripe_reconcile``).
@@ -319,23 +337,40 @@ class ClawbackLedger(LedgerBase):
                 self._mark_processed(conn, loss.event_id, now)
                 return LossApplied(loss.event_id, LossStatus.IGNORED)
             payments = self._payments_of(conn, loss)
-            if not payments:
+            own = rewards_paid_by(conn, loss.payment_refs)
+            if not payments and not own:
                 return LossApplied(loss.event_id, LossStatus.UNKNOWN_PAYMENT)
             reachable = {
                 c: p
                 for c, p in payments.items()
-                if within_window(p.conversion_at, loss.occurred_at, rules)
+                if within_window(p.made_at, loss.occurred_at, rules)
             }
             if any(not p.rewarded for p in reachable.values()):
                 # Its rewards are not computed yet: the event waits for them.
                 return LossApplied(loss.event_id, LossStatus.DEFERRED)
             rewards = self._rewards_of(conn, sorted(payments))
-            late = sum(1 for _, conv in rewards.values() if conv not in reachable)
-            in_window = {r: conv for r, (_, conv) in rewards.items() if conv in reachable}
+            reached = rewards_reached(
+                loss.cause,
+                {r: conv for r, (_, conv) in rewards.items()},
+                earned_alone(conn, sorted(rewards)),
+                own,
+            )
+            through: dict[str, tuple[str, _Payment]] = {}
+            for reward_id, conversion_id in reached.items():
+                if conversion_id is not None:
+                    through[reward_id] = (rewards[reward_id][0], payments[conversion_id])
+                else:
+                    through[reward_id] = (own[reward_id].referrer_id, _own(own[reward_id], loss))
+            in_window = {
+                r: (referrer, p)
+                for r, (referrer, p) in through.items()
+                if within_window(p.made_at, loss.occurred_at, rules)
+            }
+            late = len(through) - len(in_window)
             if not in_window:
                 self._mark_processed(conn, loss.event_id, now)
                 return LossApplied(loss.event_id, LossStatus.IGNORED, outside_window=late)
-            lock_referrers(conn, (rewards[r][0] for r in in_window))
+            lock_referrers(conn, (referrer for referrer, _ in in_window.values()))
             if self._pending_payouts(conn, sorted(in_window)):
                 return LossApplied(loss.event_id, LossStatus.DEFERRED, outside_window=late)
             positions = self._positions(conn, sorted(in_window), loss.payment_key)
@@ -343,7 +378,7 @@ class ClawbackLedger(LedgerBase):
             reversals = 0
             for reward_id in sorted(in_window):
                 position = positions[reward_id]
-                payment = reachable[in_window[reward_id]]
+                payment = in_window[reward_id][1]
                 decision = decide_clawback(position, loss, payment.amount_minor)
                 reversals += self._book(conn, loss, position, decision, payment, now)
                 decisions.append(decision)

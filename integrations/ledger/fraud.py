@@ -7,25 +7,52 @@ compares the batch with: the referee contacts, the Stripe customers that paid ea
 conversion, the cards each referrer paid with, each referrer's recent conversions and
 the part of the referrer graph a cycle could go through. Emails are read from the
 contacts table as they are for sending, and only ever compared in memory.
+
+It also keeps what the same-card check learns from the payment provider: the
+conversions paid through Stripe whose card is not known yet
+(:meth:`FraudLedger.conversions_without_card`), and the fingerprint read for each
+(:meth:`FraudLedger.record_card_fingerprints`), before their rewards are computed.
+The fingerprint is the only card datum ever stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Table, or_, select
+from sqlalchemy import Connection, Table, exists, or_, select, update
 
 from domain.fraud import MAX_CYCLE_LENGTH, FraudHistory, ReferralEdge, party
 from domain.models import Contact, Conversion
 from domain.program import Fraud
-from domain.stripe_conversions import SOURCE
+from domain.stripe_conversions import SOURCE, event_object
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row
 from integrations.ledger.schema import ContactRow, ConversionPaymentRow, ConversionRow
+from integrations.ledger.schema_webhooks import StripeEventRow
 
 _C: Table = ConversionRow.__table__  # type: ignore[assignment]
 _P: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
 _K: Table = ContactRow.__table__  # type: ignore[assignment]
+_S: Table = StripeEventRow.__table__  # type: ignore[assignment]
+_STRIPE_RECORD = f"{SOURCE}:"
+
+
+@dataclass(frozen=True, slots=True)
+class CardLookup:
+    """A conversion paid through Stripe whose card is not known yet.
+
+    Attributes:
+        conversion_id: the conversion.
+        payment_refs: the ids of its payment (invoice, payment intent, charge...).
+        event_object: ``data.object`` of the Stripe event it was read from (``{}`` for
+            a CRM conversion that a Stripe payment joined).
+    """
+
+    conversion_id: str
+    payment_refs: tuple[str, ...]
+    event_object: Mapping[str, Any] = field(default_factory=dict)
 
 
 class FraudLedger(LedgerBase):
@@ -63,6 +90,84 @@ class FraudLedger(LedgerBase):
                 recent=self._recent(conn, conversions, timedelta(hours=rules.window_hours)),
                 edges=self._edges(conn, referrers.values()),
             )
+
+    def conversions_without_card(self, after: str, limit: int) -> list[CardLookup]:
+        """Conversions not rewarded yet, paid through Stripe, whose card is unknown.
+
+        Args:
+            after: the last conversion id of the previous page (``""`` to start).
+            limit: at most this many, by conversion id.
+
+        Returns:
+            Each with its payment ids and the object of the event it was read from.
+        """
+        paid = exists().where(_P.c.conversion_id == _C.c.conversion_id, _P.c.provider == SOURCE)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_C.c.conversion_id, _C.c.source_event)
+                .where(
+                    _C.c.rewarded_at.is_(None),
+                    _C.c.card_fingerprint.is_(None),
+                    _C.c.conversion_id > after,
+                    paid,
+                )
+                .order_by(_C.c.conversion_id)
+                .limit(limit)
+            ).all()
+            ids = [r.conversion_id for r in rows]
+            refs: dict[str, list[str]] = {}
+            for chunk in chunks(ids):
+                for conversion_id, ref in conn.execute(
+                    select(_P.c.conversion_id, _P.c.payment_ref)
+                    .where(_P.c.provider == SOURCE, _P.c.conversion_id.in_(chunk))
+                    .order_by(_P.c.created_at, _P.c.payment_ref)
+                ):
+                    refs.setdefault(conversion_id, []).append(ref)
+            events = {
+                r.source_event: r.source_event[len(_STRIPE_RECORD) :]
+                for r in rows
+                if r.source_event.startswith(_STRIPE_RECORD)
+            }
+            payloads: dict[str, Any] = {}
+            for chunk in chunks(sorted(set(events.values()))):
+                for event_id, payload in conn.execute(
+                    select(_S.c.event_id, _S.c.payload).where(_S.c.event_id.in_(chunk))
+                ):
+                    payloads[event_id] = payload
+        return [
+            CardLookup(
+                r.conversion_id,
+                tuple(refs.get(r.conversion_id, ())),
+                event_object(payloads.get(events.get(r.source_event, ""), {})),
+            )
+            for r in rows
+        ]
+
+    def record_card_fingerprints(self, found: Mapping[str, str]) -> int:
+        """Keep the fingerprint of the card each conversion was paid with.
+
+        Only on a conversion whose card is still unknown and whose rewards are not
+        computed yet: the flags of a reward already computed do not change under it.
+
+        Args:
+            found: conversion id -> fingerprint.
+
+        Returns:
+            How many conversions learned their card.
+        """
+        learned = 0
+        with self.engine.begin() as conn:
+            for conversion_id, fingerprint in sorted(found.items()):
+                learned += conn.execute(
+                    update(_C)
+                    .where(
+                        _C.c.conversion_id == conversion_id,
+                        _C.c.card_fingerprint.is_(None),
+                        _C.c.rewarded_at.is_(None),
+                    )
+                    .values(card_fingerprint=fingerprint[:64])
+                ).rowcount
+        return learned
 
     @staticmethod
     def _referee_customers(

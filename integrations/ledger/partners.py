@@ -48,7 +48,7 @@ from domain.registration import (
     decide_claim,
 )
 from integrations.ledger.base import T_EVENTS, chunks, event_from_row
-from integrations.ledger.schema import AccountRow, ReferralCodeRow
+from integrations.ledger.schema import AccountRow, ReferralCodeRow, SourceCursorRow
 from integrations.ledger.schema_partners import PartnerRegistrationRow
 from integrations.ledger.stripe_conversions import StripeConversionLedger, _Tally
 
@@ -195,6 +195,7 @@ class PartnerLedger(StripeConversionLedger):
         rules: RegistrationRules,
         now: datetime,
         new_codes: Mapping[str, str] | None = None,
+        cursor: tuple[str, str] | None = None,
     ) -> list[ClaimDecision]:
         """Decide and record ``claims`` in one transaction; first to register wins.
 
@@ -202,15 +203,19 @@ class PartnerLedger(StripeConversionLedger):
         expiry, including when that partner won a race by a moment; a lapsed holder is
         closed (``closed_by`` names the new claim) and the claim accepted. Two claims
         on one domain in the batch: the first listed wins. Replaying a batch with the
-        same ``now`` accepts the same registrations again and writes nothing new.
+        same ``now`` (or claims carrying the same ``registered_at``) accepts the same
+        registrations again and writes nothing new.
 
         Args:
             claims: normalized claims; every partner must be a known contact.
             rules: the program's registration rules.
-            now: when the claims are made, timezone-aware.
+            now: when the claims are made, timezone-aware; a claim that says when it
+                was made (``registered_at``) is decided and timestamped at that moment.
             new_codes: partner id -> a freshly minted referral code, for partners
                 without one (a code minted concurrently by another run wins): the
                 conversions credited through a registration carry the partner's code.
+            cursor: (source, cursor) of the read the claims came from, stored with
+                them: a crash keeps both or neither.
 
         Returns:
             One decision per claim, in the order given.
@@ -231,11 +236,26 @@ class PartnerLedger(StripeConversionLedger):
                 )
             for i in order:
                 decisions[i] = self._register_one(conn, claims[i], rules, now)
+            if cursor is not None:
+                self._upsert(
+                    conn,
+                    SourceCursorRow,
+                    [{"source": cursor[0], "cursor": cursor[1], "updated_at": now}],
+                    "source",
+                )
         return [decisions[i] for i in range(len(claims))]
 
     def _register_one(
         self, conn: Connection, claim: Claim, rules: RegistrationRules, now: datetime
     ) -> ClaimDecision:
+        made_at = claim.registered_at or now
+        # A claim read again (its file or CRM record changed since) is the registration
+        # it made, whatever became of it: accepted again, and nothing written.
+        recorded = self._registration(
+            conn, Registration.derive_id(claim.partner_id, claim.domain, made_at)
+        )
+        if recorded is not None:
+            return ClaimDecision(claim, registration=recorded)
         holder = self._holder(conn, claim.domain)
         decision = decide_claim(holder, claim, now, rules)
         new = decision.registration
@@ -248,7 +268,7 @@ class PartnerLedger(StripeConversionLedger):
                 RegistrationStatus.EXPIRED,
                 f"claim:{new.registration_id}",
                 now,
-                lapsed_by=now,
+                lapsed_by=made_at,
             )
         inserted = self._insert_ignore(
             conn, T_REGISTRATIONS, [registration_row(new, now)], T_REGISTRATIONS.c.registration_id
@@ -397,6 +417,16 @@ class PartnerLedger(StripeConversionLedger):
         )
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _registration(self, conn: Connection, registration_id: str) -> Registration | None:
+        row = (
+            conn.execute(
+                select(T_REGISTRATIONS).where(T_REGISTRATIONS.c.registration_id == registration_id)
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else registration_from_row(row)
 
     def _holder(self, conn: Connection, domain: str) -> Registration | None:
         row = (

@@ -24,6 +24,11 @@ they do not change what was earned), in the program currency. A reward is earned
 its ``reward_terms.earned_at`` (the invoice's time for a recurring reward), or, for a
 reward recorded before revision 0012, at its conversion.
 
+**Earned by an invoice.** A recurring rule's reward names the payment that earned it
+(``reward_payments``: the invoice, its payment intent and charge), in the transaction
+that records it, so a refund or dispute of that invoice finds it
+(:mod:`integrations.ledger.reward_payments`).
+
 **Capped to nothing.** A reward a cap took down to zero is recorded all the same, with
 its explanation, status ``cancelled``, no ledger entry and no "reward earned" notice:
 the referral stays visible, it only pays nothing.
@@ -41,7 +46,7 @@ from sqlalchemy import Connection, Table, and_, distinct, func, or_, select, upd
 from domain.errors import InvalidAmount
 from domain.models import Conversion, Milestone, Rejected, Reward, RewardStatus, derived_id
 from domain.money import Money
-from domain.program import CapScope, Program
+from domain.program import CapScope, Program, RewardKind
 from domain.rewards import Invoice, RewardBook
 from domain.stripe_conversions import INVOICE_PAID, SOURCE
 from integrations.ledger.base import (
@@ -53,6 +58,7 @@ from integrations.ledger.base import (
     reward_row,
 )
 from integrations.ledger.clawbacks import lock_referrers
+from integrations.ledger.reward_payments import record_reward_payments
 from integrations.ledger.schema import (
     ContactRow,
     ConversionPaymentRow,
@@ -391,6 +397,20 @@ class RewardRulesLedger(LedgerBase):
             T_TERMS,
             [_terms_row(book, r, now) for r in new if r.reward_id in book.terms],
             T_TERMS.c.reward_id,
+        )
+        # A recurring reward is earned by its invoice alone: name that payment, so its
+        # refund or dispute takes back this reward (and a first payment's does not).
+        record_reward_payments(
+            self,
+            conn,
+            [
+                (r.reward_id, terms.period, terms.earned_at)
+                for r in new
+                if (terms := book.terms.get(r.reward_id)) is not None
+                and terms.kind is RewardKind.RECURRING
+                and terms.period
+            ],
+            now,
         )
         self._queue_notifications(
             conn,

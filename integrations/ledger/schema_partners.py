@@ -38,7 +38,8 @@ class PartnerRegistrationRow(Base):
         String(128), ForeignKey("contacts.contact_id"), index=True
     )
     domain: Mapped[str] = mapped_column(String(DOMAIN_CHARS))
-    # A CRM contact id, or "sha256:<hex>" of an address: never the address.
+    # A CRM contact id, or "hmac-sha256:<hex>" (keyed) of an address: never the address.
+    # Rows from before the hash was keyed hold "sha256:<hex>" (unkeyed), left as they are.
     contact_ref: Mapped[str] = mapped_column(String(128))
     evidence: Mapped[str] = mapped_column(Text)
     registered_at: Mapped[datetime]

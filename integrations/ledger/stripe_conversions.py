@@ -32,8 +32,9 @@ full payment amount: look a refund up by the id it names, never sum a conversion
 rows. Since the 2025-03-31 API version an invoice no longer names its payment intent
 or charge; ``invoice_payment.paid`` events do, and :meth:`link_stripe_payments` adds
 them to the conversion owning the invoice (a link read before its conversion waits
-for it). A lead (a trial) owns its subscription and session with amount zero, so the
-payment that ends the trial finds the code given at signup.
+for it), and to the recurring rewards the invoice earned (``reward_payments``). A lead
+(a trial) owns its subscription and session with amount zero, so the payment that
+ends the trial finds the code given at signup.
 
 Stripe events are marked processed in the same transaction as what they produced, and
 only the types this stage reads are ever touched: a refund waiting in the inbox for
@@ -58,6 +59,7 @@ from domain.stripe_conversions import (
     StripeConversion,
 )
 from integrations.ledger.base import T_EVENTS, LedgerBase, chunks, contact_from_row
+from integrations.ledger.reward_payments import link_reward_payments
 from integrations.ledger.schema import (
     ContactRow,
     ConversionPaymentRow,
@@ -332,12 +334,15 @@ class StripeConversionLedger(LedgerBase):
         give_up_before: datetime,
         now: datetime,
     ) -> PaymentsLinked:
-        """Give the conversion owning each link's invoice the link's payment ids.
+        """Give the conversion owning each link's invoice the link's payment ids, and the
+        rewards the invoice earned by itself (a recurring rule's) the same ids.
 
-        A link whose invoice no conversion owns waits (unprocessed) for that conversion
-        to be recorded, unless its event was created before ``give_up_before``: then
-        it is the payment of an invoice no referral is behind, and it is marked
-        processed. A linked event is marked processed in the same transaction.
+        A link whose invoice neither a conversion nor a reward owns waits (unprocessed)
+        for that conversion to be recorded, unless its event was created before
+        ``give_up_before``: then it is the payment of an invoice no referral is behind,
+        and it is marked processed. A linked event is marked processed in the same
+        transaction. (A reward recorded after its invoice's link was closed finds the
+        link in the inbox all the same.)
 
         Args:
             links: the links read from the inbox.
@@ -364,6 +369,9 @@ class StripeConversionLedger(LedgerBase):
                     if link.refs
                     else None
                 )
+                # The rewards the invoice earned by itself (a recurring rule's) take the
+                # ids too: a renewal's refund names only them, and no conversion owns it.
+                earners = link_reward_payments(self, conn, link.refs, now)
                 if owner is not None:
                     self._insert_ignore(
                         conn,
@@ -382,6 +390,9 @@ class StripeConversionLedger(LedgerBase):
                         ],
                         T_PAYMENTS.c.payment_ref,
                     )
+                    linked += 1
+                    done.append(link.event_id)
+                elif earners:
                     linked += 1
                     done.append(link.event_id)
                 elif not link.refs or link.created_at < give_up_before:

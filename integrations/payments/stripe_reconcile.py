@@ -11,11 +11,14 @@ Two things live here, both translations from Stripe's shapes into the domain's:
 * :class:`StripeRecords` implements :class:`domain.clawbacks.PaymentRecords`: it pages
   through every transfer (with its reversals) and the balance transactions of the given
   customers, keeping those whose metadata carries a ``reward_id``, for the
-  reconciliation to compare with the ledger.
+  reconciliation to compare with the ledger. It also implements
+  :class:`domain.ports.PaymentCards`: the fingerprint of the card behind a charge or a
+  payment intent, for the same-card fraud check when an event names its charge by id.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -28,6 +31,7 @@ from domain.clawbacks import ClawbackCause, Movement, MovementKind, PaymentLoss
 from domain.errors import InputRejected, PermanentIntegrationError, RetryableIntegrationError
 from domain.models import PayoutOutcome
 from domain.money import Money
+from domain.stripe_conversions import card_fingerprint
 from integrations.payments.stripe_rail import (
     DEFAULT_TIMEOUT_SECONDS,
     build_stripe_client,
@@ -44,6 +48,20 @@ LOSS_EVENT_TYPES: dict[str, ClawbackCause] = {
 }
 _PAGE = 100
 _RECORD = "stripe"
+
+
+class _NoCardDetails(logging.Filter):
+    """Drops the ``stripe`` library's debug record of a response body that carries a
+    payment's card details (brand, last digits, expiry): reading a charge for its
+    fingerprint must not write the rest of the card into a log at DEBUG level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "payment_method_details" not in record.getMessage()
+
+
+_STRIPE_LOGGER = logging.getLogger("stripe")  # where the library logs requests and bodies
+if not any(isinstance(f, _NoCardDetails) for f in _STRIPE_LOGGER.filters):
+    _STRIPE_LOGGER.addFilter(_NoCardDetails())
 
 
 def _refuse(event_id: str, field: str, reason: str) -> InputRejected:
@@ -238,6 +256,47 @@ class StripeRecords:
                 raise RetryableIntegrationError(f"reading Stripe: {text}") from None
             raise PermanentIntegrationError(f"reading Stripe: {text}") from None
         return found
+
+    def card_fingerprint(self, payment_ref: str) -> str | None:
+        """The fingerprint of the card that paid ``payment_ref``: a
+        :class:`domain.ports.PaymentCards`, in one throttled request.
+
+        A charge (``ch_``, ``py_``) is read with ``GET /v1/charges/{id}``; a payment
+        intent (``pi_``) with ``GET /v1/payment_intents/{id}``, its latest charge
+        expanded. Only the fingerprint leaves this method: the card's brand, last
+        digits and expiry in the same answer are neither kept nor logged. The client's
+        own retries apply (network errors, 409, 5xx, ``Stripe-Should-Retry``).
+
+        Returns:
+            The fingerprint; ``None`` for another payment method (a bank debit), a
+            payment intent not charged yet, an id that names no charge or payment
+            intent, or one Stripe does not know (``resource_missing``).
+
+        Raises:
+            RetryableIntegrationError: Stripe could not be read now (network, 429, 5xx).
+            PermanentIntegrationError: Stripe refused the request (key, permissions).
+        """
+        if not payment_ref.startswith(("ch_", "py_", "pi_")):
+            return None
+        self._throttle(1)
+        try:
+            if payment_ref.startswith("pi_"):
+                intent = self._client.v1.payment_intents.retrieve(
+                    payment_ref, {"expand": ["latest_charge"]}
+                )
+                charge = intent.to_dict().get("latest_charge")
+            else:
+                charge = self._client.v1.charges.retrieve(payment_ref).to_dict()
+        except stripe.StripeError as exc:
+            if isinstance(exc, stripe.InvalidRequestError) and exc.code == "resource_missing":
+                return None  # not a payment of this account (or of this mode)
+            outcome, text = classify_stripe_error(exc)
+            error = f"reading Stripe payment {payment_ref}: {text}"
+            if outcome is PayoutOutcome.RETRYABLE:
+                raise RetryableIntegrationError(error) from None
+            raise PermanentIntegrationError(error) from None
+        # An intent not charged yet names no charge; one not expanded is only its id.
+        return card_fingerprint(charge) if isinstance(charge, Mapping) else None
 
     def _pages(self, first: Any) -> Iterable[Any]:
         """Every object of a list, one throttled request per page."""

@@ -9,6 +9,12 @@ This is how revenue ops feed the program from any CRM. Files are recognised by n
   currency, score, csat, priority, milestone, referral_code, deal_id, ticket_id,
   referee_email_domain``
 * ``nps*.csv|jsonl``: ``response_id, contact_id, account_id, score, responded_at``
+* ``registrations*.csv|jsonl``: ``partner_id, domain, contact, evidence,
+  registered_at``: partner deal registrations, read by :meth:`FileSource.fetch_registrations`
+  with a cursor of their own (the cycle registers them: first to register wins). The
+  contact is a CRM contact id or an email address (kept only as a keyed hash);
+  ``registered_at`` is when the partner made the claim, so reading the row again is the
+  same registration.
 
 The README documents every column. A file is read again only when its content changed
 (the cursor keeps each file's SHA-256); events already stored are ignored by event id,
@@ -30,11 +36,12 @@ from typing import Any, TypeVar
 from domain.errors import InputRejected, InvalidAmount
 from domain.models import Account, Contact, EventType, ReferrerType, Rejected, SourceEvent
 from domain.money import Money
-from domain.ports import SourceBatch
+from domain.ports import ClaimRow, ClaimsRead, SourceBatch
 
 SOURCE = "files"
 T = TypeVar("T")
 KINDS = ("accounts", "contacts", "events", "nps")
+REGISTRATIONS = "registrations"
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n", ""}
 
@@ -132,6 +139,52 @@ class FileSource:
             reference_only=len(accounts) + len(contacts),
             cursor=json.dumps(seen, sort_keys=True),
         )
+
+    def fetch_registrations(self, cursor: str | None) -> ClaimsRead:
+        """The partner registrations of every ``registrations*`` file new or changed
+        since ``cursor`` (each file's SHA-256, as :meth:`fetch` keeps). A row that
+        cannot be a claim (not JSON, not UTF-8, no time zone on ``registered_at``) is
+        refused naming file, line and field; its raw text is not kept (it may hold the
+        lead's address). The fields themselves are checked when the claim is made."""
+        seen: dict[str, str] = json.loads(cursor) if cursor else {}
+        claims: list[ClaimRow] = []
+        rejected: list[Rejected] = []
+        files = sorted(
+            p
+            for p in self.folder.glob(f"{REGISTRATIONS}*")
+            if p.is_file() and p.suffix in (".csv", ".jsonl")
+        )
+        for path in files:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if seen.get(path.name) == digest:
+                continue
+            for line, row, _raw in _rows(path):
+                record = f"{path.name}:{line}"
+                try:
+                    if "__error__" in row:
+                        raise InputRejected(record, None, row["__error__"])
+                    _refuse_bad_bytes(record, row)
+                    claims.append(_claim(record, row))
+                except InputRejected as exc:
+                    rejected.append(Rejected(SOURCE, exc.record, exc.field, exc.reason))
+            seen[path.name] = digest
+        return ClaimsRead(
+            source=SOURCE,
+            claims=claims,
+            rejected=rejected,
+            cursor=json.dumps(seen, sort_keys=True),
+        )
+
+
+def _claim(record: str, row: Mapping[str, Any]) -> ClaimRow:
+    return ClaimRow(
+        record=record,
+        partner_id=_text(row, "partner_id"),
+        domain=_text(row, "domain"),
+        contact=_text(row, "contact"),
+        evidence=_text(row, "evidence"),
+        registered_at=_timestamp(record, row, "registered_at"),
+    )
 
 
 def _printable(raw: str) -> str:

@@ -23,6 +23,14 @@ What is read, and what it becomes (every property name is configurable through
   once ``closed_date`` is set, ``ticket_resolved`` with a CSAT property (``csat_score``).
 * a usage-milestone property on contacts or companies (``usage_milestone``), when set,
   -> ``usage_milestone`` with that value.
+* **partner deal registrations** (:meth:`HubSpotSource.fetch_registrations`, only when
+  :attr:`HubSpotMapping.registration_partner_property` is set): a company whose
+  partner property holds the registering partner's contact id is a claim on the
+  company's ``domain``, made at ``partner_registration_date``, with the lead's contact
+  (``partner_registration_contact``: a contact id or an address, kept only as a keyed
+  hash) and the qualification evidence (``partner_registration_evidence``). They are
+  read by their own search (the partner property ``HAS_PROPERTY``) and cursor; a
+  company read again (modified since) is the same registration.
 
 Deals and tickets get their company and contact through the v4 associations API: the
 company labelled primary, else the lowest id; the contact with the lowest id (HubSpot
@@ -73,7 +81,7 @@ from domain.errors import (
 )
 from domain.models import Account, Contact, EventType, ReferrerType, Rejected, SourceEvent
 from domain.money import Money, exponent
-from domain.ports import SourceBatch
+from domain.ports import ClaimRow, ClaimsRead, SourceBatch
 from integrations.sources.http import JsonHttpClient, RetryPolicy, Sleep, mask_emails
 
 logger = logging.getLogger(__name__)
@@ -129,6 +137,14 @@ class HubSpotMapping:
             company became a customer.
         deal_primary_company_type_id: association type id of a deal's primary company.
         ticket_primary_company_type_id: association type id of a ticket's primary company.
+        registration_partner_property: company property holding the contact id of the
+            partner who registered the company, or ``None`` to read no registrations.
+        registration_date_property: company property holding when the partner
+            registered it (a date or a datetime).
+        registration_contact_property: company property naming the lead's contact (a
+            contact id or an email address).
+        registration_evidence_property: company property holding the qualification
+            evidence.
     """
 
     won_stages: tuple[str, ...] = ("closedwon",)
@@ -146,6 +162,10 @@ class HubSpotMapping:
     customer_since_properties: tuple[str, ...] = ("hs_lifecyclestage_customer_date", "closedate")
     deal_primary_company_type_id: int = 5
     ticket_primary_company_type_id: int = 26
+    registration_partner_property: str | None = None
+    registration_date_property: str = "partner_registration_date"
+    registration_contact_property: str = "partner_registration_contact"
+    registration_evidence_property: str = "partner_registration_evidence"
 
     def __post_init__(self) -> None:
         if not self.won_stages:
@@ -164,6 +184,7 @@ class HubSpotMapping:
                 "domain",
                 *self.customer_since_properties,
                 self.company_milestone_property,
+                *self.registration_properties(),
             ]
         elif object_type == "contacts":
             wanted = [
@@ -197,6 +218,18 @@ class HubSpotMapping:
             ]
         wanted.append(MODIFIED[object_type])
         return sorted({p for p in wanted if p})
+
+    def registration_properties(self) -> tuple[str, ...]:
+        """The company properties a partner registration is read from (none when
+        registrations are not read)."""
+        if self.registration_partner_property is None:
+            return ()
+        return (
+            self.registration_partner_property,
+            self.registration_date_property,
+            self.registration_contact_property,
+            self.registration_evidence_property,
+        )
 
 
 def _entered_properties(stage: str) -> tuple[str, str]:
@@ -297,6 +330,19 @@ class HubSpotSource:
     def __repr__(self) -> str:
         return f"HubSpotSource(api_base={self.api_base!r})"
 
+    def _http(self) -> JsonHttpClient:
+        """A client for one read: the token as the bearer, and masked in every error."""
+        return JsonHttpClient(
+            SOURCE,
+            self.api_base,
+            headers={"Authorization": f"Bearer {self._token}"},
+            secrets=(self._token,),
+            session=self._session,
+            timeout=self._timeout,
+            retry=self._retry,
+            sleep=self._sleep,
+        )
+
     def fetch(self, cursor: str | None) -> SourceBatch:
         """Everything changed since ``cursor`` (everything when ``None``).
 
@@ -308,16 +354,7 @@ class HubSpotSource:
         marks = _load_cursor(cursor)
         upper_ms = _ms(self._clock() - self._settle)
         collected = _Collected()
-        with JsonHttpClient(
-            SOURCE,
-            self.api_base,
-            headers={"Authorization": f"Bearer {self._token}"},
-            secrets=(self._token,),
-            session=self._session,
-            timeout=self._timeout,
-            retry=self._retry,
-            sleep=self._sleep,
-        ) as http:
+        with self._http() as http:
             reader = _Reader(http, self.mapping, self.page_size, upper_ms)
             domains: dict[str, str | None] = {}
             for object_type in OBJECT_TYPES:
@@ -343,6 +380,60 @@ class HubSpotSource:
             records_in=collected.records_in,
             reference_only=collected.reference_only,
             cursor=_dump_cursor(marks),
+        )
+
+    def fetch_registrations(self, cursor: str | None) -> ClaimsRead:
+        """The partner registrations of the companies changed since ``cursor`` whose
+        partner property is set (see the module docstring); nothing, and no request,
+        when :attr:`HubSpotMapping.registration_partner_property` is not set.
+
+        A company whose registration cannot be a claim (no id, no registration date,
+        a date that is no date) is refused naming the company and the property; the
+        reason never holds an address and no raw text is kept.
+
+        Raises:
+            RetryableIntegrationError: HubSpot kept failing (429, 5xx, network).
+            PermanentIntegrationError: HubSpot refused, or ``cursor`` is not one this
+                source wrote.
+        """
+        partner = self.mapping.registration_partner_property
+        if partner is None:
+            return ClaimsRead(source=SOURCE, cursor=cursor)
+        marks = _load_cursor(cursor)
+        upper_ms = _ms(self._clock() - self._settle)
+        with self._http() as http:
+            reader = _Reader(http, self.mapping, self.page_size, upper_ms)
+            registered = {"propertyName": partner, "operator": "HAS_PROPERTY"}
+            raws, marks["companies"] = reader.changed(
+                "companies", marks["companies"], extra=[registered]
+            )
+        logger.info("%s: %d registered companies changed", SOURCE, len(raws))
+        claims: list[ClaimRow] = []
+        rejected: list[Rejected] = []
+        for raw in raws:
+            try:
+                claims.append(self._registration(raw))
+            except InputRejected as exc:
+                rejected.append(Rejected(SOURCE, exc.record, exc.field, mask_emails(exc.reason)))
+        return ClaimsRead(
+            source=SOURCE, claims=claims, rejected=rejected, cursor=_dump_cursor(marks)
+        )
+
+    def _registration(self, raw: object) -> ClaimRow:
+        m = self.mapping
+        if not isinstance(raw, dict):
+            raise InputRejected(f"{SOURCE}:company:?", None, "not a JSON object")
+        object_id = _object_id(raw)
+        record = f"{SOURCE}:company:{object_id or '?'}"
+        if object_id is None:
+            raise InputRejected(record, "id", "missing")
+        return ClaimRow(
+            record=record,
+            partner_id=_prop(raw, m.registration_partner_property),
+            domain=_prop(raw, "domain"),
+            contact=_prop(raw, m.registration_contact_property),
+            evidence=_prop(raw, m.registration_evidence_property),
+            registered_at=_timestamp(record, raw, m.registration_date_property),
         )
 
     # -- mapping ------------------------------------------------------------------------
@@ -629,8 +720,11 @@ class _Reader:
         self._page_size = page_size
         self._upper_ms = upper_ms
 
-    def changed(self, object_type: str, mark: _Mark) -> tuple[list[object], _Mark]:
-        """Every record of ``object_type`` modified since ``mark``, and the new mark.
+    def changed(
+        self, object_type: str, mark: _Mark, extra: Sequence[JSON] = ()
+    ) -> tuple[list[object], _Mark]:
+        """Every record of ``object_type`` modified since ``mark`` (and matching the
+        ``extra`` filters), and the new mark.
 
         Each page starts where the previous one ended: at its newest modification time,
         skipping the ids already read at exactly that time. A full page that does not
@@ -643,7 +737,7 @@ class _Reader:
         strictly_after = False
         found: list[object] = []
         read: set[str] = set()
-        extra = self._filters(object_type)
+        extra = [*self._filters(object_type), *extra]
         while True:
             results = self._search(
                 object_type,

@@ -10,6 +10,9 @@ generating again reproduces the same files and a second demo run changes nothing
 
 :func:`simulate_referrals` plays the referred friends: after the first cycle has sent
 asks, some referrers' codes come back on signups, qualified deals and won deals.
+:func:`simulate_partner_leads` plays the partners: deal registrations in the drop
+(``registrations.csv``, a few of them wrong or too late), and the registered companies'
+signups and deals, which carry no code and are credited to the registering partner.
 Domains use the reserved ``.example`` TLD; no real person or company is named.
 """
 
@@ -542,3 +545,130 @@ def simulate_referrals(
     )
     _write_csv(sample.folder / "events-referrals.csv", EVENT_FIELDS, events)
     return len(chosen)
+
+
+REGISTRATION_FIELDS = ["partner_id", "domain", "contact", "evidence", "registered_at"]
+EVIDENCE = [
+    "Discovery call with the CFO, budget approved for next quarter",
+    "On-site demo booked for 40 seats, IT sponsor identified",
+    "Workshop held with the operations team, pilot scope agreed",
+    "Budget conversation with procurement, shortlist of two vendors",
+]
+
+
+def simulate_partner_leads(sample: Sample, partners: Sequence[str]) -> int:
+    """Write the partners' deal registrations and the leads they registered.
+
+    Up to six partners (of ``partners``, contact ids) each register a prospect company
+    (``partner-lead-<n>.example``) 5 to 20 days before the first cycle, with a CRM
+    contact id and qualification evidence, in ``registrations.csv``. The prospects
+    then sign up, qualify and mostly win, on their own accounts and without a referral
+    code (``accounts-partner-leads.csv``, ``events-partner-leads.csv``): the cycle
+    credits them to the registering partner. A second partner claims the first
+    prospect a few days after the first one did (rejected: the company is held), and
+    three rows are wrong (a free-mail domain, an unknown partner, evidence too thin to
+    be any): they are quarantined, and the rest goes on.
+
+    Its own random stream and files: the other files of the sample, and so the asks
+    and referrals, stay exactly as without it. Returns how many registrations were
+    written (the rival and the wrong rows not counted).
+    """
+    rng = random.Random(sample.seed * 15_485_863 + 3)
+    base = sample.first_cycle_at
+    chosen = sorted(partners)[:6]
+    registrations: list[dict[str, Any]] = []
+    accounts: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for n, partner in enumerate(chosen):
+        account, domain = f"PL{n:04d}", f"partner-lead-{n}.example"
+        registered = (base - timedelta(days=rng.uniform(5, 20))).replace(microsecond=0)
+        registrations.append(
+            {
+                "partner_id": partner,
+                "domain": domain,
+                "contact": f"PLC{n:04d}",
+                "evidence": rng.choice(EVIDENCE),
+                "registered_at": _iso(registered),
+            }
+        )
+        accounts.append(
+            {
+                "account_id": account,
+                "name": f"{rng.choice(WORDS)} {rng.choice(TRADES)} (partner lead)",
+                "domain": domain,
+                "customer_since": "",
+            }
+        )
+        signup = registered + timedelta(days=rng.uniform(1, 5))
+        qualified = signup + timedelta(days=rng.uniform(2, 6))
+        won = qualified + timedelta(days=rng.uniform(2, 10))
+        # No contact on the events: the prospect is nobody the program asks.
+        common = {"account_id": account, "deal_id": f"PLD{n:04d}"}
+        events.append(
+            {"event_id": f"PL-{n}-signup", "type": "signup", "occurred_at": _iso(signup), **common}
+        )
+        events.append(
+            {
+                "event_id": f"PL-{n}-qualified",
+                "type": "deal_qualified",
+                "occurred_at": _iso(qualified),
+                **common,
+            }
+        )
+        if rng.random() < 0.7 or n == 0:
+            events.append(
+                {
+                    "event_id": f"PL-{n}-won",
+                    "type": "deal_won",
+                    "occurred_at": _iso(won),
+                    "amount": f"{rng.randint(50, 600) * 100}.00",
+                    "currency": "EUR",
+                    **common,
+                }
+            )
+    written = len(registrations)
+    if len(chosen) > 1:
+        # Too late: the first partner holds this company.
+        registrations.append(
+            dict(
+                registrations[0],
+                partner_id=chosen[1],
+                contact="PLC9000",
+                registered_at=_iso(
+                    datetime.fromisoformat(registrations[0]["registered_at"]) + timedelta(days=2)
+                ),
+            )
+        )
+    if chosen:
+        at = _iso(base - timedelta(days=4))
+        registrations += [
+            {
+                "partner_id": chosen[0],
+                "domain": "gmail.com",
+                "contact": "PLC9001",
+                "evidence": EVIDENCE[0],
+                "registered_at": at,
+            },
+            {
+                "partner_id": "P-UNKNOWN",
+                "domain": "partner-lead-99.example",
+                "contact": "PLC9002",
+                "evidence": EVIDENCE[1],
+                "registered_at": at,
+            },
+            {
+                "partner_id": chosen[-1],
+                "domain": "partner-lead-98.example",
+                "contact": "PLC9003",
+                "evidence": "call",
+                "registered_at": at,
+            },
+        ]
+    _write_csv(sample.folder / "registrations.csv", REGISTRATION_FIELDS, registrations)
+    _write_csv(
+        sample.folder / "accounts-partner-leads.csv",
+        ["account_id", "name", "domain", "customer_since"],
+        accounts,
+    )
+    _write_csv(sample.folder / "events-partner-leads.csv", EVENT_FIELDS, events)
+    return written

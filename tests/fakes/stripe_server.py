@@ -47,6 +47,14 @@ mapping. What it reproduces of Stripe, and why it matters to payouts:
   reversal it cannot cover is refused with ``balance_insufficient`` (saved under the
   key, like any failure of an executing endpoint). :meth:`FakeStripe.set_account_balance`
   plays the referrer spending their money. Accounts added without one never run short.
+* **Charges and payment intents** (read back for the card that paid): added with
+  :meth:`FakeStripe.add_charge` / :meth:`FakeStripe.add_payment_intent`, served by
+  ``GET /v1/charges/{id}`` and ``GET /v1/payment_intents/{id}`` (``resource_missing``
+  404 for an unknown id). A card charge carries ``payment_method_details.card`` with
+  brand, last four digits, expiry and ``fingerprint``; a SEPA debit carries
+  ``sepa_debit`` (whose bank fingerprint is no card's). ``expand[]=latest_charge`` on a
+  payment intent and ``expand[]=payment_intent`` on a charge return the object instead
+  of its id; any other expansion is refused as Stripe refuses a field it cannot expand.
 * **Coupons and promotion codes** (the referee discount): ``POST``/``GET /v1/coupons``
   (a coupon's own ``id``, taken twice -> ``resource_already_exists``) and
   ``POST``/``GET /v1/promotion_codes`` (``promotion[coupon]``; one active code per
@@ -489,6 +497,8 @@ class FakeStripe:
         self._balance_txns = _Collection()
         self._coupons = _Collection()
         self._promotion_codes = _Collection()
+        self._charges = _Collection()
+        self._payment_intents = _Collection()
         self._events = _Collection()
         self._saved: dict[str, _Saved] = {}
         self._in_flight: set[str] = set()
@@ -597,6 +607,172 @@ class FakeStripe:
                 "currency": currency.lower() if currency else None,
             }
         return customer
+
+    def add_payment_intent(
+        self,
+        intent_id: str | None = None,
+        *,
+        amount: int,
+        currency: str = "eur",
+        customer: str | None = None,
+    ) -> JSON:
+        """Register a payment intent (not charged yet: see :meth:`add_charge`); returns it."""
+        intent = intent_id or _new_id("pi")
+        obj: JSON = {
+            "id": intent,
+            "object": "payment_intent",
+            "amount": amount,
+            "amount_capturable": 0,
+            "amount_received": 0,
+            "capture_method": "automatic_async",
+            "client_secret": f"{intent}_secret_{uuid.uuid4().hex[:24]}",
+            "confirmation_method": "automatic",
+            "created": self._created(),
+            "currency": currency.lower(),
+            "customer": customer,
+            "description": None,
+            "invoice": None,
+            "last_payment_error": None,
+            "latest_charge": None,
+            "livemode": False,
+            "metadata": {},
+            "payment_method": None,
+            "payment_method_types": ["card"],
+            "status": "requires_payment_method",
+        }
+        with self._lock:
+            self._payment_intents.add(obj)
+            return copy.deepcopy(obj)
+
+    def add_charge(
+        self,
+        charge_id: str | None = None,
+        *,
+        amount: int,
+        currency: str = "eur",
+        customer: str | None = None,
+        payment_intent: str | None = None,
+        fingerprint: str | None = None,
+        method: str = "card",
+    ) -> JSON:
+        """Register a succeeded charge; returns it.
+
+        Args:
+            charge_id: the id (default: a new ``ch_...``).
+            amount: in minor units.
+            currency: ISO code.
+            customer: the paying customer's id.
+            payment_intent: the intent it pays; that intent (added with
+                :meth:`add_payment_intent`) then has it as its ``latest_charge`` and
+                succeeds.
+            fingerprint: the card's fingerprint (default: a new one).
+            method: ``"card"`` or ``"sepa_debit"``.
+        """
+        if method not in ("card", "sepa_debit"):
+            raise ValueError(f"unknown payment method {method!r}")
+        charge = charge_id or _new_id("ch")
+        fingerprint = fingerprint or uuid.uuid4().hex[:16]
+        details: JSON = (
+            {
+                "type": "card",
+                "card": {
+                    "amount_authorized": amount,
+                    "brand": "visa",
+                    "checks": {
+                        "address_line1_check": None,
+                        "address_postal_code_check": None,
+                        "cvc_check": "pass",
+                    },
+                    "country": "US",
+                    "exp_month": 12,
+                    "exp_year": 2034,
+                    "fingerprint": fingerprint,
+                    "funding": "credit",
+                    "last4": "4242",
+                    "network": "visa",
+                    "three_d_secure": None,
+                    "wallet": None,
+                },
+            }
+            if method == "card"
+            else {
+                "type": "sepa_debit",
+                "sepa_debit": {
+                    "bank_code": "37040044",
+                    "branch_code": None,
+                    "country": "DE",
+                    "fingerprint": fingerprint,
+                    "last4": "3000",
+                    "mandate": _new_id("mandate"),
+                },
+            }
+        )
+        obj: JSON = {
+            "id": charge,
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": amount,
+            "amount_refunded": 0,
+            "balance_transaction": _new_id("txn"),
+            "billing_details": {
+                "address": {
+                    "city": None,
+                    "country": None,
+                    "line1": None,
+                    "line2": None,
+                    "postal_code": None,
+                    "state": None,
+                },
+                "email": None,
+                "name": None,
+                "phone": None,
+            },
+            "captured": True,
+            "created": self._created(),
+            "currency": currency.lower(),
+            "customer": customer,
+            "description": None,
+            "disputed": False,
+            "failure_code": None,
+            "failure_message": None,
+            "livemode": False,
+            "metadata": {},
+            "outcome": {
+                "network_status": "approved_by_network",
+                "reason": None,
+                "risk_level": "normal",
+                "seller_message": "Payment complete.",
+                "type": "authorized",
+            },
+            "paid": True,
+            "payment_intent": payment_intent,
+            "payment_method": _new_id("pm"),
+            "payment_method_details": details,
+            "receipt_url": None,
+            "refunded": False,
+            "refunds": {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "total_count": 0,
+                "url": f"/v1/charges/{charge}/refunds",
+            },
+            "status": "succeeded",
+        }
+        with self._lock:
+            intent = self._payment_intents.by_id.get(payment_intent or "")
+            if payment_intent is not None and intent is None:
+                raise ValueError(f"add the payment intent {payment_intent} first")
+            self._charges.add(obj)
+            if intent is not None:
+                intent |= {
+                    "amount_received": amount,
+                    "latest_charge": charge,
+                    "payment_method": obj["payment_method"],
+                    "payment_method_types": [method],
+                    "status": "succeeded",
+                }
+            return copy.deepcopy(obj)
 
     def script(self, route: str, faults: Sequence[Fault]) -> None:
         """Queue faults for requests matching ``route``, one consumed per request.
@@ -937,6 +1113,8 @@ class FakeStripe:
             ("POST", r"/v1/promotion_codes", self._create_promotion_code),
             ("GET", r"/v1/promotion_codes", self._list_promotion_codes),
             ("GET", rf"/v1/promotion_codes/{_PATH_ID}", self._get_promotion_code),
+            ("GET", rf"/v1/charges/{_PATH_ID}", self._get_charge),
+            ("GET", rf"/v1/payment_intents/{_PATH_ID}", self._get_payment_intent),
             ("GET", r"/v1/events", self._list_events),
         ]
         return [_Route(m, re.compile(p), f) for m, p, f in table]
@@ -1426,6 +1604,40 @@ class FakeStripe:
 
         return execute
 
+    def _get_charge(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(params, ())
+        expand = _expansions(params, ("payment_intent",))
+        (charge_id,) = args
+
+        def execute() -> JSON:
+            charge = self._charges.by_id.get(charge_id)
+            if charge is None:
+                raise _missing("charge", charge_id)
+            found = copy.deepcopy(charge)
+            intent = self._payment_intents.by_id.get(found["payment_intent"] or "")
+            if "payment_intent" in expand and intent is not None:
+                found["payment_intent"] = copy.deepcopy(intent)
+            return found
+
+        return execute
+
+    def _get_payment_intent(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(params, ("client_secret",))
+        expand = _expansions(params, ("latest_charge",))
+        (intent_id,) = args
+
+        def execute() -> JSON:
+            intent = self._payment_intents.by_id.get(intent_id)
+            if intent is None:
+                raise _missing("payment_intent", intent_id, param="intent")
+            found = copy.deepcopy(intent)
+            charge = self._charges.by_id.get(found["latest_charge"] or "")
+            if "latest_charge" in expand and charge is not None:
+                found["latest_charge"] = copy.deepcopy(charge)
+            return found
+
+        return execute
+
     def _list_events(self, params: JSON, args: tuple[str, ...]) -> Execute:
         _reject_unknown(
             params,
@@ -1460,6 +1672,20 @@ class FakeStripe:
             return _page(items, params, "/v1/events", "event")
 
         return execute
+
+
+def _expansions(params: JSON, expandable: Sequence[str]) -> set[str]:
+    """The ``expand[]`` fields asked for, each one the object can expand; Stripe refuses
+    any other (a nested path included) before executing."""
+    raw = params.get("expand")
+    if raw is None:
+        return set()
+    if not isinstance(raw, list) or not all(isinstance(f, str) for f in raw):
+        raise _invalid("Invalid array", param="expand")
+    for name in raw:
+        if name not in expandable:
+            raise _invalid(f"This property cannot be expanded ({name}).", param="expand")
+    return set(raw)
 
 
 class _DroppedConnectionError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,12 @@ from prefect.client.orchestration import get_client
 
 from config.settings import PROJECT_ROOT
 from domain.errors import ConfigError
+from domain.models import ReferrerType
+from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from flows.bootstrap import App
 from flows.whatif import what_if
+from integrations.ledger.touchpoints import Referee
+from tests.conftest import NOW, contact, people_batch
 from tests.flows.test_payout_approval import _reward_awaiting_approval
 
 
@@ -37,3 +42,48 @@ def test_a_wrong_rules_file_fails_the_run_naming_the_field(test_app: App, tmp_pa
     proposed.write_text("holding_days: -1\n")
     with pytest.raises(ConfigError, match="holding_days"):
         what_if(str(proposed))
+
+
+def test_a_proposed_attribution_model_shows_the_changed_split_per_referrer(
+    test_app: App, tmp_path: Path
+) -> None:
+    _reward_awaiting_approval(test_app, deal_minor=1_230_000)  # P1's code: 1,845.00 EUR
+    ledger = test_app.ledger
+    # P2, another partner, registered the referee's company before the deal.
+    ledger.record_batch(people_batch(contact("P2", "PB", kind=ReferrerType.PARTNER)), NOW)
+    registered = StoredTouchpoint(
+        "P2", NOW - timedelta(days=40), TouchpointKind.REGISTRATION, "reg-p2"
+    )
+    ledger.record_touchpoints([(registered, Referee("RA", "RC", None))], NOW)
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text(
+        (PROJECT_ROOT / "config/program.yaml")
+        .read_text()
+        .replace("model: last_touch", "model: linear")
+    )
+
+    result = what_if(str(proposed))
+
+    assert (result["current"]["attribution"], result["proposed"]["attribution"]) == (
+        "last_touch",
+        "linear",
+    )
+    assert result["current"]["cost"] == result["proposed"]["cost"] == "1,845.00 EUR"
+    assert "attribution" in result["changed_rules"]
+    assert result["referrers"] == [
+        {
+            "referrer_id": "P1",
+            "current": "1,845.00 EUR",
+            "proposed": "922.50 EUR",
+            "difference": "-922.50 EUR",
+        },
+        {
+            "referrer_id": "P2",
+            "current": "0.00 EUR",
+            "proposed": "922.50 EUR",
+            "difference": "922.50 EUR",
+        },
+    ]
+    with get_client(sync_client=True) as client:
+        texts = [str(a.data) for a in client.read_artifacts() if a.key == "what-if"]
+    assert any("| P2 | 0, 0.00 EUR | 1, 922.50 EUR | 922.50 EUR |" in t for t in texts)

@@ -68,3 +68,33 @@ def test_a_source_without_its_key_stops_the_start_naming_the_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=variable):
         build_app(load_settings(database_url=sqlite_url, inbox_dir=tmp_path, sources=(source,)))
+
+
+def test_the_registration_contact_key_never_prints_and_a_short_one_is_refused_by_name() -> None:
+    key = "k" * 32
+    settings = load_settings(registration_contact_key=key)
+
+    assert settings.registration_contact_key is not None
+    assert settings.registration_contact_key.get_secret_value() == key
+    assert key not in repr(settings)
+    assert load_settings().registration_contact_key is None
+    with pytest.raises(ConfigError, match=r"REFERRALS_REGISTRATION_CONTACT_KEY: .*32 characters"):
+        load_settings(registration_contact_key="too-short")
+
+
+def test_a_hubspot_registration_property_makes_the_source_read_registrations(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    app = build_app(
+        load_settings(
+            database_url=sqlite_url,
+            inbox_dir=tmp_path,
+            sources=("hubspot",),
+            hubspot_access_token="pat-test",
+            hubspot_registration_partner_property="registered_by_partner",
+        )
+    )
+    [source] = app.sources
+    assert isinstance(source, HubSpotSource)
+    assert source.mapping.registration_partner_property == "registered_by_partner"
+    app.ledger.engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from config.settings import load_settings
 from domain.models import PayoutRailKind, ReferrerType
 from domain.program import Program
-from domain.registration import Claim
+from domain.registration import Claim, email_reference
 from flows.bootstrap import App, use_app
 from flows.cli import app as cli
 from integrations.approvals.fake import RecordingApprovalRuns
@@ -129,3 +130,29 @@ def test_expire_closes_the_lapsed_registrations_and_says_how_many(partners_app: 
     assert "0 registration(s) expired" in second.output
     [closed] = [r for r in partners_app.ledger.registrations() if r.domain == "lapsed.example"]
     assert closed.closed_by == "cli"
+
+
+def test_an_email_contact_is_registered_as_its_keyed_hash_when_a_key_is_set(
+    partners_app: App, tmp_path: Path
+) -> None:
+    key = "cli-test-key-" + "2" * 32
+    keyed = replace(
+        partners_app, settings=load_settings(inbox_dir=tmp_path, registration_contact_key=key)
+    )
+    with use_app(keyed):
+        result = runner.invoke(cli, register("P1", "acme.example", "Jane@Acme.example"))
+
+    assert result.exit_code == 0, result.output
+    [registration] = partners_app.ledger.registrations()
+    assert registration.contact_ref == email_reference("jane@acme.example", key.encode())
+
+
+def test_an_email_contact_without_a_key_is_refused_naming_the_contact_field(
+    partners_app: App,
+) -> None:
+    result = runner.invoke(cli, register("P1", "acme.example", "jane@acme.example"))
+
+    assert result.exit_code == 2
+    assert "refused: contact: an email address is kept only as a keyed hash" in result.output
+    assert "jane@" not in result.output
+    assert partners_app.ledger.registrations() == []

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from domain.errors import PermanentIntegrationError, RetryableIntegrationError
 from domain.models import Account, Contact, EventType, ReferrerType, SourceEvent
 from domain.money import Money
-from domain.ports import EventSource, SourceBatch
+from domain.ports import ClaimRow, EventSource, RegistrationSource, SourceBatch
 from integrations.sources.http import EMAIL_PATTERN
 from integrations.sources.hubspot import HubSpotMapping, HubSpotSource
 from tests.fakes.hubspot_server import FakeHubSpot, iso
@@ -794,3 +794,82 @@ def test_counts_balance_over_a_mixed_portal(fake: FakeHubSpot, make_source: Sour
     # qualified; qualified deal; refused deal; closed ticket: 2; open ticket: 1.
     assert batch.records_in == 2 + 2 + 2 + 1 + 1 + 2 + 1
     assert (len(batch.events), len(batch.rejected), batch.reference_only) == (7, 2, 2)
+
+
+# -- partner registrations --------------------------------------------------------------
+
+REGISTERED = HubSpotMapping(registration_partner_property="partner_registration_partner")
+
+
+def registration(partner: str | None, **changes: object) -> dict[str, Any]:
+    return {
+        "partner_registration_partner": partner,
+        "partner_registration_date": "2026-10-20",
+        "partner_registration_contact": "lead@acme.example",
+        "partner_registration_evidence": "Discovery call with the CFO, budget approved",
+    } | changes
+
+
+def test_registered_companies_become_claims_read_by_their_own_search_and_cursor(
+    fake: FakeHubSpot, make_source: SourceFactory
+) -> None:
+    acme = fake.add_company(domain="acme.example", **registration("9001"))
+    fake.add_company(name="Not registered", domain="plain.example")
+    source = make_source(mapping=REGISTERED)
+
+    read = source.fetch_registrations(None)
+    nothing_new = source.fetch_registrations(read.cursor)
+    fake.advance(minutes=5)
+    fake.touch("companies", acme, partner_registration_evidence="Pilot signed for 40 seats")
+    changed = make_source(mapping=REGISTERED).fetch_registrations(read.cursor)
+
+    assert isinstance(source, RegistrationSource)
+    assert read.claims == [
+        ClaimRow(
+            record=f"hubspot:company:{acme}",
+            partner_id="9001",
+            domain="acme.example",
+            contact="lead@acme.example",
+            evidence="Discovery call with the CFO, budget approved",
+            registered_at=datetime(2026, 10, 20, tzinfo=UTC),
+        )
+    ]
+    assert (read.rejected, nothing_new.claims) == ([], [])
+    # The same registration again, with the same date: the ledger keeps it once.
+    assert [(c.record, c.registered_at) for c in changed.claims] == [
+        (f"hubspot:company:{acme}", datetime(2026, 10, 20, tzinfo=UTC))
+    ]
+    [body] = search_bodies(fake, "companies")[:1]
+    filters = body["filterGroups"][0]["filters"]
+    assert {"propertyName": "partner_registration_partner", "operator": "HAS_PROPERTY"} in filters
+
+
+def test_a_registration_without_a_date_is_refused_naming_the_company_and_property(
+    fake: FakeHubSpot, make_source: SourceFactory
+) -> None:
+    undated = fake.add_company(
+        domain="beta.example", **registration("9001", partner_registration_date=None)
+    )
+    garbled = fake.add_company(
+        domain="gamma.example", **registration("9002", partner_registration_date="soon")
+    )
+    fake.add_company(domain="delta.example", **registration("9003"))
+
+    read = make_source(mapping=REGISTERED).fetch_registrations(None)
+
+    assert [c.domain for c in read.claims] == ["delta.example"]
+    assert [(r.record, r.field, r.raw) for r in read.rejected] == [
+        (f"hubspot:company:{undated}", "partner_registration_date", ""),
+        (f"hubspot:company:{garbled}", "partner_registration_date", ""),
+    ]
+
+
+def test_without_a_partner_property_no_registration_is_read_and_nothing_is_asked(
+    fake: FakeHubSpot, make_source: SourceFactory
+) -> None:
+    fake.add_company(domain="acme.example", **registration("9001"))
+
+    read = make_source().fetch_registrations("previous")
+
+    assert (list(read.claims), list(read.rejected), read.cursor) == ([], [], "previous")
+    assert fake.requests == []

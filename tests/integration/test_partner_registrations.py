@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -232,6 +233,49 @@ def test_listing_shows_the_soonest_expiry_first_and_filters_by_status(
 
 
 # -- the database's own guards -------------------------------------------------------------
+
+
+def test_a_claim_read_late_is_registered_at_its_own_moment_with_the_cursor_it_came_with(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    given_partners(ledger, now, "P1", "P2")
+    made = now - timedelta(days=70)  # its 60-day window ended before it was read
+    late = replace(claim("P1"), registered_at=made)
+
+    [decision] = ledger.register([late], RULES, now, cursor=("files:registrations", "c1"))
+    # A lapsed claim holds nothing: the next partner's claim wins and closes it.
+    rival = register_one(ledger, claim("P2"), now)
+
+    assert decision.registration is not None
+    assert (decision.registration.registered_at, decision.registration.expires_at) == (
+        made,
+        made + timedelta(days=60),
+    )
+    assert ledger.cursor("files:registrations") == "c1"
+    assert rival.accepted
+    assert [(r["partner_id"], r["status"]) for r in rows(ledger.engine)] == [
+        ("P1", "expired"),
+        ("P2", "active"),
+    ]
+
+
+def test_a_claim_read_again_after_its_registration_closed_is_that_registration(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    given_partners(ledger, now, "P1", "P2")
+    late = replace(claim("P1"), registered_at=now - timedelta(days=70))
+    [first] = ledger.register([late], RULES, now)
+    register_one(ledger, claim("P2"), now)  # closes P1's lapsed claim, holds the company
+
+    [again] = ledger.register([late], RULES, now + timedelta(days=1), cursor=("f", "c2"))
+
+    # Not "rejected: held by P2": the file was read again, the claim was not made again.
+    assert again.accepted
+    assert again.registration is not None
+    assert first.registration is not None
+    assert again.registration.registration_id == first.registration.registration_id
+    assert again.registration.status is RegistrationStatus.EXPIRED
+    assert len(rows(ledger.engine)) == 2
 
 
 def test_the_database_refuses_a_second_holding_registration_of_a_domain(

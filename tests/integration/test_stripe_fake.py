@@ -340,6 +340,77 @@ def test_events_are_listed_by_created_gte_and_type_with_paging(
     assert first["data"][0]["data"]["object"] == {"id": "po_2"}
 
 
+# -- charges and payment intents -----------------------------------------------------------
+
+
+def test_a_charge_is_read_back_with_its_cards_details_and_fingerprint(
+    fake: FakeStripe, http: requests.Session
+) -> None:
+    fake.add_charge("ch_card1", amount=4990, customer="cus_1", fingerprint="fpAbc123")
+
+    charge = http.get(f"{fake.url}/v1/charges/ch_card1", timeout=5).json()
+
+    assert (charge["object"], charge["status"], charge["paid"]) == ("charge", "succeeded", True)
+    assert (charge["amount"], charge["currency"], charge["customer"]) == (4990, "eur", "cus_1")
+    details = charge["payment_method_details"]
+    assert details["type"] == "card"
+    assert (details["card"]["fingerprint"], details["card"]["last4"]) == ("fpAbc123", "4242")
+    assert charge["payment_intent"] is None
+
+
+def test_a_sepa_debit_charge_has_no_card(fake: FakeStripe, http: requests.Session) -> None:
+    fake.add_charge("ch_sepa1", amount=4990, method="sepa_debit")
+
+    charge = http.get(f"{fake.url}/v1/charges/ch_sepa1", timeout=5).json()
+
+    assert charge["payment_method_details"]["type"] == "sepa_debit"
+    assert "card" not in charge["payment_method_details"]
+
+
+def test_a_payment_intent_names_its_latest_charge_and_expands_it_when_asked(
+    fake: FakeStripe, http: requests.Session
+) -> None:
+    fake.add_payment_intent("pi_1", amount=4990)
+    unpaid = http.get(f"{fake.url}/v1/payment_intents/pi_1", timeout=5).json()
+    fake.add_charge("ch_1", amount=4990, payment_intent="pi_1", fingerprint="fpPI")
+
+    plain = http.get(f"{fake.url}/v1/payment_intents/pi_1", timeout=5).json()
+    expanded = http.get(
+        f"{fake.url}/v1/payment_intents/pi_1", params={"expand[0]": "latest_charge"}, timeout=5
+    ).json()
+    charge = http.get(
+        f"{fake.url}/v1/charges/ch_1", params={"expand[]": "payment_intent"}, timeout=5
+    ).json()
+
+    assert (unpaid["status"], unpaid["latest_charge"]) == ("requires_payment_method", None)
+    assert (plain["status"], plain["latest_charge"]) == ("succeeded", "ch_1")
+    assert expanded["latest_charge"]["payment_method_details"]["card"]["fingerprint"] == "fpPI"
+    assert charge["payment_intent"]["id"] == "pi_1"
+
+
+def test_an_expansion_the_object_does_not_have_is_refused(
+    fake: FakeStripe, http: requests.Session
+) -> None:
+    fake.add_charge("ch_1", amount=100)
+
+    response = http.get(
+        f"{fake.url}/v1/charges/ch_1", params={"expand[]": "customer.sources"}, timeout=5
+    )
+
+    assert response.status_code == 400
+    assert error_of(response)["message"] == "This property cannot be expanded (customer.sources)."
+
+
+@pytest.mark.parametrize("path", ["/v1/charges/ch_missing", "/v1/payment_intents/pi_missing"])
+def test_reading_an_unknown_charge_or_payment_intent_is_a_404_resource_missing(
+    fake: FakeStripe, http: requests.Session, path: str
+) -> None:
+    response = http.get(f"{fake.url}{path}", timeout=5)
+
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "resource_missing"
+
+
 def test_creating_a_transfer_emits_a_transfer_created_event(
     fake: FakeStripe, http: requests.Session, account: str
 ) -> None:

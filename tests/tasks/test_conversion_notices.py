@@ -140,3 +140,57 @@ def test_the_notices_are_queued_on_a_ledger_without_the_stripe_area_too(
     ((kind, who, data),) = notices(sqlite_ledger)
     assert (kind, who, counts["notices"]) == ("referral_qualified", "P1", 1)
     assert "15% of their first-year value" in data["reward_line"]
+
+
+def test_a_qualified_lead_notice_words_a_recurring_commission_and_the_caps_truly(
+    sqlite_ledger: SqlLedger, program: Program, now: datetime
+) -> None:
+    recurring = Program.model_validate(
+        {
+            **program.model_dump(mode="json", by_alias=True),
+            "reward_caps": [{"per": "referrer", "period": "year", "amount": "2000.00"}],
+            "rewards": [
+                {
+                    "id": "partner-recurring",
+                    "referrer_type": "partner",
+                    "milestone": "customer",
+                    "kind": "recurring",
+                    "percent": "10",
+                    "months": 12,
+                    "cap": "300.00",
+                }
+            ],
+        }
+    )
+    sqlite_ledger.record_batch(people_batch(contact("P1", "A-P1", kind=ReferrerType.PARTNER)), now)
+    sqlite_ledger.record_ask_decisions([], {"P1": CODE_B}, now, now)
+    step = crm_step(EventType.DEAL_QUALIFIED, 1, now, code=CODE_B)
+    sqlite_ledger.record_batch(events_batch(step), now)
+
+    record_new_conversions.fn(sqlite_ledger, recurring, now)
+
+    ((kind, _, data),) = notices(sqlite_ledger)
+    assert kind == "referral_qualified"
+    assert data["reward_line"] == (
+        "When they become a customer, you earn 10% of every invoice they pay in their "
+        "first 12 months (up to 300.00 EUR per invoice). Your rewards add up to at most "
+        "2,000.00 EUR per calendar year."
+    )
+    assert "first-year" not in data["reward_line"]
+
+
+def test_an_employees_new_lead_hears_of_the_qualified_and_the_customer_reward(
+    sqlite_ledger: SqlLedger, program: Program, now: datetime
+) -> None:
+    sqlite_ledger.record_batch(people_batch(contact("E1", "OURS", kind=ReferrerType.EMPLOYEE)), now)
+    sqlite_ledger.record_ask_decisions([], {"E1": CODE_B}, now, now)
+    sqlite_ledger.record_batch(events_batch(crm_step(EventType.SIGNUP, 1, now, code=CODE_B)), now)
+
+    record_new_conversions.fn(sqlite_ledger, program, now)
+
+    ((kind, _, data),) = notices(sqlite_ledger)
+    assert (kind, data["reward_line"]) == (
+        "referral_received",
+        "When they become a qualified lead, you earn 100.00 EUR. "
+        "When they become a customer, you earn 300.00 EUR.",
+    )

@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from domain.models import EventType, Milestone, ReferrerType, SourceEvent, derived_id
 from domain.money import Money
 from domain.program import Program
-from domain.registration import RegistrationStatus
+from domain.registration import RegistrationStatus, email_reference
 from integrations.ledger.schema import ConversionRow, QuarantineRow, RewardRow
 from integrations.ledger.sql import SqlLedger
 from tasks.conversions import record_new_conversions
@@ -28,6 +29,7 @@ from tests.conftest import contact, people_batch
 from tests.integration.test_ledger_flow import events_batch
 
 CUSTOMER_CODE = "R" + "C" * 20
+KEY = SecretStr("test-contact-key-" + "0" * 32)
 EVIDENCE = "Discovery call on Oct 28, budget owner in the room"
 
 
@@ -137,7 +139,7 @@ def test_a_batch_of_claims_is_accepted_rejected_with_the_owner_or_quarantined_by
     assert set(people.codes_for(["P1", "P2"])) == {"P1", "P2"}
 
 
-def test_a_contact_given_as_an_email_is_stored_only_as_its_hash(
+def test_a_contact_given_as_an_email_is_stored_only_as_its_keyed_hash(
     people: SqlLedger, program: Program, now: datetime
 ) -> None:
     address = "jane.doe@acme.example"
@@ -146,11 +148,14 @@ def test_a_contact_given_as_an_email_is_stored_only_as_its_hash(
         program,
         [lead("P1", "acme.example", contact=address, evidence=f"Met {address}, budget set")],
         now,
+        contact_key=KEY,
     )
 
     [accepted] = batch.accepted
     assert accepted.registration is not None
-    assert accepted.registration.contact_ref.startswith("sha256:")
+    assert accepted.registration.contact_ref == email_reference(
+        address, KEY.get_secret_value().encode()
+    )
     with people.engine.connect() as conn:
         dump = " ".join(
             str(v)
@@ -158,6 +163,20 @@ def test_a_contact_given_as_an_email_is_stored_only_as_its_hash(
             for v in row
         )
     assert "jane.doe" not in dump
+
+
+def test_an_email_contact_without_a_configured_key_is_quarantined_naming_the_field(
+    people: SqlLedger, program: Program, now: datetime
+) -> None:
+    claim = lead("P1", "acme.example", contact="jane.doe@acme.example", record="cli 1")
+
+    batch = register_leads.fn(people, program, [claim], now)
+
+    assert batch.accepted == batch.rejected == []
+    [(record, field, reason, raw)] = quarantined(people, "registration")
+    assert (record, field, raw) == ("cli 1", "contact", "")
+    assert "CRM contact id" in reason
+    assert "jane" not in reason
 
 
 def test_a_malformed_contact_is_quarantined_without_its_raw_text(

@@ -12,6 +12,7 @@ from domain.stripe_conversions import (
     CHECKOUT_COMPLETED,
     INVOICE_PAID,
     card_fingerprint,
+    card_sources,
     stripe_conversion_from_event,
 )
 from tests.stripe_conversion_events import CODE_A, event, invoice, session
@@ -68,3 +69,40 @@ def test_events_naming_their_payments_by_id_only_carry_no_fingerprint() -> None:
 @pytest.mark.parametrize("odd", [None, 42, "", "has spaces", "x" * 65, {"nested": 1}])
 def test_a_malformed_fingerprint_is_ignored(odd: object) -> None:
     assert card_fingerprint(charge(odd)) is None
+
+
+# -- where to read the card when the event did not carry it ---------------------------------
+
+
+def test_an_expanded_payment_intent_naming_its_latest_charge_by_id_reads_that_charge() -> None:
+    obj = session(payment_intent=None)
+    obj["payment_intent"] = {"id": "pi_1", "object": "payment_intent", "latest_charge": "ch_9"}
+
+    assert card_sources(obj) == ("ch_9", "pi_1")
+
+
+def test_an_invoice_naming_its_charge_by_id_reads_the_charge_before_its_payment_intent() -> None:
+    obj = invoice(legacy=True, charge="ch_7", payment_intent="pi_7")
+
+    assert card_sources(obj, ["in_1", "pi_7", "ch_7"]) == ("ch_7", "pi_7")
+
+
+def test_a_checkout_session_naming_only_its_payment_intent_reads_that_intent() -> None:
+    assert card_sources(session(payment_intent="pi_3", invoice=None), ["pi_3", "cs_1"]) == ("pi_3",)
+
+
+def test_the_payment_ids_a_payment_link_added_are_read_when_the_event_names_none() -> None:
+    # A basil invoice names no payment; its invoice payment gave the conversion pi_5.
+    assert card_sources(invoice(), ["in_1", "pi_5"]) == ("pi_5",)
+    assert card_sources({}, ["in_1", "ch_5", "py_6"]) == ("ch_5", "py_6")
+
+
+def test_an_event_carrying_the_fingerprint_needs_no_read() -> None:
+    obj = invoice(legacy=True)
+    obj["charge"] = charge()
+
+    assert card_sources(obj, ["in_1", "ch_1"]) == ()
+
+
+def test_a_trial_names_no_payment_to_read() -> None:
+    assert card_sources({"id": "sub_1", "object": "subscription"}, ["sub_1", "cs_1"]) == ()

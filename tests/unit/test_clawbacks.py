@@ -22,6 +22,7 @@ from domain.clawbacks import (
     net_against_debts,
     prorate,
     recoverable,
+    rewards_reached,
     within_window,
 )
 from domain.errors import ConfigError, InputRejected
@@ -188,6 +189,43 @@ def test_the_window_is_measured_from_the_conversion() -> None:
 
     assert within_window(T0, T0 + timedelta(days=90), rules)
     assert not within_window(T0, T0 + timedelta(days=90, seconds=1), rules)
+
+
+# -- which rewards a loss reaches -------------------------------------------------------------
+
+# The rewards of one conversion: a flat reward its first payment earned, and a recurring
+# rule's rewards for the first invoice (R-1) and for a renewal (R-2), each earned by
+# its own invoice.
+OF_CONVERSION = {"flat": "conv-1", "R-1": "conv-1", "R-2": "conv-1"}
+EARNED_ALONE = {"R-1", "R-2"}
+
+
+def test_a_refund_of_the_first_payment_leaves_the_rewards_of_later_invoices_alone() -> None:
+    # The first invoice is the conversion's payment, and R-1's own payment too.
+    reached = rewards_reached(ClawbackCause.REFUND, OF_CONVERSION, EARNED_ALONE, ["R-1"])
+
+    assert reached == {"flat": "conv-1", "R-1": None}
+
+
+@pytest.mark.parametrize("cause", [ClawbackCause.REFUND, ClawbackCause.CHARGEBACK])
+def test_a_refund_or_dispute_of_a_renewal_reaches_only_the_rewards_it_earned(
+    cause: ClawbackCause,
+) -> None:
+    # A renewal's charge is no payment of the conversion: only R-2 names it.
+    assert rewards_reached(cause, {}, set(), ["R-2"]) == {"R-2": None}
+
+
+def test_churn_reaches_every_reward_of_the_conversion_through_the_conversion() -> None:
+    reached = rewards_reached(ClawbackCause.CHURN, OF_CONVERSION, EARNED_ALONE, ["R-2"])
+
+    assert reached == {"flat": "conv-1", "R-1": "conv-1", "R-2": "conv-1"}
+
+
+def test_a_reward_without_a_payment_of_its_own_follows_its_conversion() -> None:
+    # Recorded before reward payments existed, or a flat rule's: the first payment's.
+    reached = rewards_reached(ClawbackCause.REFUND, {"old": "conv-9"}, set(), [])
+
+    assert reached == {"old": "conv-9"}
 
 
 # -- netting and reversals ------------------------------------------------------------------

@@ -3,6 +3,8 @@ extensions, and what a claim must hold to be registered at all."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +22,7 @@ from domain.registration import (
     clean_evidence,
     contact_reference,
     decide_claim,
+    email_reference,
     extended,
     normalize_domain,
     parse_claim,
@@ -206,12 +209,34 @@ def test_malformed_and_free_mail_domains_are_refused_naming_the_field(
     assert (refused.value.record, refused.value.field) == ("row 3", "domain")
 
 
-def test_an_email_contact_is_kept_only_as_its_hash() -> None:
-    ref = contact_reference(" Jane.Doe@Acme.com ")
+KEY = b"k" * 32
 
-    assert ref.startswith("sha256:")
+
+def test_an_email_contact_is_kept_only_as_its_keyed_hash() -> None:
+    ref = contact_reference(" Jane.Doe@Acme.com ", key=KEY)
+
+    expected = hmac.new(KEY, b"jane.doe@acme.com", hashlib.sha256).hexdigest()
+    assert ref == f"hmac-sha256:{expected}"
     assert "jane" not in ref.lower()
-    assert ref == contact_reference("jane.doe@acme.com")
+    assert ref == contact_reference("jane.doe@acme.com", key=KEY)
+
+
+def test_the_same_address_under_another_key_or_unkeyed_hashes_differently() -> None:
+    # Keyed: a table of hashes cannot be matched against a list of addresses without
+    # the key, and no new reference ever equals a legacy unkeyed one.
+    address = "jane.doe@acme.com"
+    legacy = "sha256:" + hashlib.sha256(address.encode()).hexdigest()
+
+    mine, other = contact_reference(address, key=KEY), contact_reference(address, key=b"o" * 32)
+
+    assert len({mine, other, legacy}) == 3
+    assert mine == email_reference(address, KEY)
+
+
+def test_an_email_contact_without_a_key_is_refused_naming_the_field() -> None:
+    with pytest.raises(InputRejected, match="keyed hash") as refused:
+        contact_reference("jane.doe@acme.com", "row 2")
+    assert (refused.value.record, refused.value.field) == ("row 2", "contact")
 
 
 def test_a_contact_id_is_kept_as_given() -> None:
@@ -294,3 +319,34 @@ def test_a_credited_deal_in_another_currency_is_refused_like_a_coded_one() -> No
     with pytest.raises(InputRejected) as refused:
         registered_conversion(usd, registered(), PARTNER, CODE, "EUR")
     assert refused.value.field == "amount"
+
+
+def test_a_claim_read_after_it_was_made_is_timestamped_and_decided_when_it_was_made() -> None:
+    made = NOW - timedelta(days=10)
+    earlier = replace(claim("P2"), registered_at=made)
+    # P1 registered after P2's claim was made, and holds the company now.
+    holder = registered("P1", NOW - timedelta(days=2))
+
+    decision = decide_claim(None, earlier, NOW, RULES)
+    against_holder = decide_claim(holder, earlier, NOW, RULES)
+
+    assert decision.registration is not None
+    assert decision.registration.registered_at == made
+    assert decision.registration.expires_at == made + timedelta(days=RULES.window_days)
+    assert decision.registration.registration_id == Registration.derive_id("P2", "acme.com", made)
+    # First recorded wins: a claim read late does not take over a registration on record.
+    assert (against_holder.accepted, against_holder.owner) == (False, "P1")
+
+
+def test_a_claim_dated_after_it_was_read_is_refused_naming_the_field() -> None:
+    with pytest.raises(InputRejected, match="in the future") as refused:
+        parse_claim(
+            "row 4",
+            "P1",
+            "acme.com",
+            "C1",
+            EVIDENCE,
+            registered_at=NOW + timedelta(hours=1),
+            now=NOW,
+        )
+    assert (refused.value.record, refused.value.field) == ("row 4", "registered_at")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from domain.models import Contact, Conversion, Milestone, ReferrerType, derived_id
 from domain.money import Money
 from domain.program import Program
+from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from domain.whatif import compare, outcome
 
 AT = datetime(2026, 9, 1, tzinfo=UTC)
@@ -111,3 +112,101 @@ def test_roi_is_undefined_when_nothing_would_be_paid() -> None:
 def test_a_conversion_whose_referrer_is_unknown_is_counted_not_rewarded() -> None:
     result = outcome([_conversion(9, "ghost", 1_000_000)], REFERRERS, CURRENT)
     assert (result.rewards, result.refused) == (0, 1)
+
+
+# -- attribution: the proposed model splits the stored touchpoints -------------------------
+
+PARTNERS = {
+    "first": Contact("first", "F1", "Fay", None, ReferrerType.PARTNER),
+    "last": Contact("last", "L1", "Lou", None, ReferrerType.PARTNER),
+}
+
+
+def _partner_deal(deal: int = 2_000_000) -> Conversion:
+    return _conversion(20, "last", deal)
+
+
+def _touch(referrer: str, days_before: int, ref: str) -> StoredTouchpoint:
+    return StoredTouchpoint(
+        referrer, AT - timedelta(days=days_before), TouchpointKind.REGISTRATION, ref
+    )
+
+
+def _with_model(model: str, half_life_days: int = 7) -> Program:
+    return _rules(
+        {
+            **CURRENT.model_dump(mode="json"),
+            "attribution": {"model": model, "half_life_days": half_life_days},
+        }
+    )
+
+
+def test_a_proposed_attribution_model_moves_the_credit_between_the_referrers_who_touched() -> None:
+    deal = _partner_deal()  # 15% of 20,000.00 EUR: 3,000.00 EUR to share
+    touches = {deal.conversion_id: [_touch("first", 10, "reg-1")]}
+
+    result = compare([deal], PARTNERS, CURRENT, _with_model("first_touch"), touchpoints=touches)
+
+    assert result.current.by_referrer == {"last": (1, Money(300_000, "EUR"))}
+    assert result.proposed.by_referrer == {"first": (1, Money(300_000, "EUR"))}
+    assert result.cost_difference.is_zero
+    assert result.changed_rules == ("attribution",)
+    assert [(c.referrer_id, c.difference) for c in result.referrer_changes()] == [
+        ("first", Money(300_000, "EUR")),
+        ("last", Money(-300_000, "EUR")),
+    ]
+
+
+def test_a_linear_model_splits_one_deal_exactly_between_its_three_referrers() -> None:
+    deal = _partner_deal(1_000_000)  # 1,500.00 EUR to share
+    touches = {
+        deal.conversion_id: [
+            _touch("first", 10, "reg-1"),
+            _touch("mid", 7, "click-0"),
+            _touch("first", 5, "click-1"),
+        ]
+    }
+    people = PARTNERS | {"mid": Contact("mid", "M1", "Mo", None, ReferrerType.PARTNER)}
+
+    result = outcome([deal], people, _with_model("linear"), touchpoints=touches)
+
+    # Four touches: "first" touched twice, so it earns half; the parts add up exactly.
+    assert result.by_referrer == {
+        "first": (1, Money(75_000, "EUR")),
+        "last": (1, Money(37_500, "EUR")),
+        "mid": (1, Money(37_500, "EUR")),
+    }
+    assert result.cost == Money(150_000, "EUR")
+
+
+def test_time_decay_replays_with_the_proposed_half_life() -> None:
+    deal = _partner_deal()
+    touches = {deal.conversion_id: [_touch("first", 7, "reg-1")]}
+
+    week = outcome([deal], PARTNERS, _with_model("time_decay", 7), touchpoints=touches)
+    month = outcome([deal], PARTNERS, _with_model("time_decay", 30), touchpoints=touches)
+
+    # A touch one half-life old weighs half of the code used at the conversion: 1/3.
+    assert week.by_referrer["first"] == (1, Money(100_000, "EUR"))
+    assert week.by_referrer["last"] == (1, Money(200_000, "EUR"))
+    # A longer half-life ages the older touch less, so it earns more.
+    assert month.by_referrer["first"][1] > week.by_referrer["first"][1]
+    assert month.cost == week.cost == Money(300_000, "EUR")
+
+
+def test_an_unknown_referrer_refuses_the_conversion_only_under_a_model_that_credits_it() -> None:
+    deal = _partner_deal()
+    touches = {deal.conversion_id: [_touch("ghost", 10, "reg-9")]}
+
+    now = outcome([deal], PARTNERS, CURRENT, touchpoints=touches)
+    then = outcome([deal], PARTNERS, _with_model("first_touch"), touchpoints=touches)
+
+    assert (now.rewards, now.refused) == (1, 0)  # last touch: the ghost earns nothing
+    assert (then.rewards, then.refused) == (0, 1)
+
+
+def test_without_stored_touchpoints_every_model_credits_the_code_owner() -> None:
+    deal = _partner_deal()
+    for model in ("first_touch", "linear", "time_decay", "position_based"):
+        result = outcome([deal], PARTNERS, _with_model(model))
+        assert result.by_referrer == {"last": (1, Money(300_000, "EUR"))}
