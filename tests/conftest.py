@@ -2,20 +2,21 @@
 
 ``REFERRALS_TEST_POSTGRES_URL`` (``.ci/run`` sets it to the machine's server) turns on
 the Postgres half of every test that takes the ``ledger`` fixture; each such test gets
-a schema of its own, so runs never see each other's rows.
+a migrated schema of its own, empty, so runs never see each other's rows.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from sqlalchemy import Engine
 
 from config.program import load_program
 from config.settings import PROJECT_ROOT
@@ -25,9 +26,65 @@ from domain.program import Program
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
+from tests.pg_schemas import SchemaPool
 
 POSTGRES_URL = os.environ.get("REFERRALS_TEST_POSTGRES_URL")
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+# Under ``make test`` (pytest-xdist) each test file goes to one worker whole (its module
+# fixtures run once), and the files of each group below run on one worker, one after
+# another. The flow tests share one Prefect test harness per worker: all of them on one
+# worker start it once. The tests that start Prefect servers of their own (a server, a
+# worker and deployments; the benchmarks' smoke tests) run one at a time: two of them
+# side by side on a 2-CPU machine starve each other.
+XDIST_GROUPS = {
+    "tests/flows/": "prefect-harness",
+    "tests/integration/test_approval_ui.py": "prefect-servers",
+    "tests/integration/test_cycle_on_server.py": "prefect-servers",
+    "tests/unit/test_bench_smoke.py": "prefect-servers",
+}
+
+
+class _XdistScheduling:
+    """A plugin for pytest-xdist's controller, registered only when xdist is active."""
+
+    @staticmethod
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        """``-n N`` alone (``--dist load``) schedules by file; another ``--dist`` as it says."""
+        if config.getvalue("dist") != "load":
+            return None
+        from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+        class ByFile(LoadScopeScheduling):  # type: ignore[misc]
+            """Whole test files to the workers, the files of a group in XDIST_GROUPS together."""
+
+            def _split_scope(self, nodeid: str) -> str:
+                path = nodeid.split("::", 1)[0]
+                for prefix, group in XDIST_GROUPS.items():
+                    if path.startswith(prefix):
+                        return group
+                return path
+
+        return ByFile(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistScheduling(), "referrals-xdist-scheduling")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_flow_run_heartbeats() -> Iterator[None]:
+    """Flow runs started by the tests themselves send no heartbeats.
+
+    At the end of every flow run Prefect (3.8.8) joins the run's heartbeat thread, which
+    sleeps in 1 s steps: up to a second per flow run, several seconds per cycle, for a
+    crash detection no test relies on. Flow runs in the server tests' worker processes
+    keep theirs.
+    """
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -47,26 +104,32 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated schema on the test Postgres server, dropped afterwards."""
+@pytest.fixture(scope="session")
+def postgres_schemas() -> Iterator[SchemaPool]:
+    """Migrated schemas on the test Postgres server, reused test after test."""
     if not POSTGRES_URL:
         pytest.skip("REFERRALS_TEST_POSTGRES_URL is not set")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    pool = SchemaPool(POSTGRES_URL)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_schemas: SchemaPool) -> Iterator[str]:
+    """A migrated schema of the test's own on the test Postgres server, empty.
+
+    Migrated once and emptied after each test rather than migrated per test (see
+    ``tests/pg_schemas.py``): no test ever sees another's rows, and a schema that a test
+    left different from what the migrations made (a downgrade not upgraded again, a
+    dropped trigger) is dropped afterwards, never reused.
+    """
+    url = postgres_schemas.acquire()
     try:
         yield url
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+        postgres_schemas.release(url)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

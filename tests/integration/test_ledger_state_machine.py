@@ -30,7 +30,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from domain.approvals import CheckedDecision
 from domain.clawbacks import ReversalInstruction, ReversalOutcome, ReversalResult
@@ -39,7 +39,7 @@ from domain.models import Decision, PayoutOutcome, PayoutRailKind, RewardStatus
 from domain.money import Money
 from domain.program import Program
 from integrations.ledger.engine import make_engine
-from integrations.ledger.schema import Base, LedgerEntryRow, PayoutRow, RewardRow
+from integrations.ledger.schema import LedgerEntryRow, PayoutRow, RewardRow
 from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
 from integrations.payments.fake import RecordingRail
 from tasks.clawbacks import apply_clawbacks
@@ -53,6 +53,7 @@ from tests.integration.clawback_helpers import (
     refund_event,
 )
 from tests.integration.test_ledger_flow import conversion_for, given_referrer, reward_for
+from tests.pg_schemas import SchemaPool
 
 LEDGER = PayoutRailKind.LEDGER_ONLY
 REFERRERS = ("C1", "C2")
@@ -454,30 +455,24 @@ def _sqlite_factory(template: Path, folder: Path) -> Iterator[Callable[[], str]]
 
 
 @contextmanager
-def _postgres_factory(url: str) -> Iterator[Callable[[], str]]:
-    """The test's migrated schema, emptied before each example."""
-    tables = ", ".join(reversed([t.name for t in Base.metadata.sorted_tables]))
-    engine = make_engine(url)
+def _postgres_factory(url: str, schemas: SchemaPool) -> Iterator[Callable[[], str]]:
+    """The test's migrated schema, emptied before each example (rows and identities)."""
 
     def fresh() -> str:
-        # TRUNCATE fires no row DELETE trigger: the append-only guards stay in place.
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        # Emptying lifts no guard for the example: see tests/pg_schemas.py.
+        schemas.empty(url)
         return url
 
-    try:
-        yield fresh
-    finally:
-        engine.dispose()
+    yield fresh
 
 
 def test_the_ledger_invariants_hold_whatever_happens_in_whatever_order(
-    ledger_url: str, sqlite_template: Path, tmp_path: Path
+    ledger_url: str, sqlite_template: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     factory = (
         _sqlite_factory(sqlite_template, tmp_path)
         if ledger_url.startswith("sqlite")
-        else _postgres_factory(ledger_url)
+        else _postgres_factory(ledger_url, request.getfixturevalue("postgres_schemas"))
     )
     with factory as fresh:
         run_state_machine_as_test(lambda: LedgerMachine(fresh), settings=MACHINE_SETTINGS)
