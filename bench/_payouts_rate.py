@@ -26,7 +26,7 @@ from integrations.ledger.engine import make_engine
 from integrations.ledger.schema import LedgerEntryRow, PayoutRow, RewardRow
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.stripe_rail import StripeTransferRail, build_stripe_client
-from integrations.prefect_limits import PrefectRateLimit
+from integrations.prefect_limits import StripeRateLimits
 from tasks.payouts import PayoutReport, submit_payouts
 from tests.fakes.stripe_server import FakeStripe, Fault
 
@@ -65,17 +65,17 @@ class TimedFakeStripe(FakeStripe):
 
 
 class TimedThrottle:
-    """The Prefect rate limit, with the time its callers spend blocked in it."""
+    """The Prefect rate limits, with the time their callers spend blocked in them."""
 
-    def __init__(self, limit: PrefectRateLimit) -> None:
+    def __init__(self, limit: StripeRateLimits) -> None:
         self.limit = limit
         self.seconds = 0.0
         self.calls = 0
 
-    def __call__(self, requests: int = 1) -> None:
+    def __call__(self, requests: int = 1, *, endpoint: str | None = None) -> None:
         start = time.perf_counter()
         try:
-            self.limit(requests)
+            self.limit(requests, endpoint=endpoint)
         finally:
             self.seconds += time.perf_counter() - start
             self.calls += 1
@@ -166,6 +166,7 @@ def _work(
     ledger_url: str,
     stripe_url: str,
     rate: float,
+    endpoint_rate: float | None,
     ids: list[str],
     start: Any,  # a threading or multiprocessing barrier
 ) -> WorkerStats:
@@ -173,7 +174,7 @@ def _work(
     stats = WorkerStats(worker=k, rewards=len(ids))
     engine = make_engine(ledger_url)
     session = requests.Session()
-    throttle = TimedThrottle(PrefectRateLimit(LIMIT_NAME, rate))
+    throttle = TimedThrottle(StripeRateLimits(LIMIT_NAME, rate, endpoint_rate))
     rail = TimedTransferRail(
         build_stripe_client(API_KEY, stripe_url, NETWORK_RETRIES, session=session),
         throttle=throttle,
@@ -211,6 +212,7 @@ def _process(
     ledger_url: str,
     stripe_url: str,
     rate: float,
+    endpoint_rate: float | None,
     ids: list[str],
     start: Any,
     results: Any,
@@ -221,7 +223,7 @@ def _process(
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api_url, PREFECT_HOME: home}):
-        stats = _work(k, ledger_url, stripe_url, rate, ids, start)
+        stats = _work(k, ledger_url, stripe_url, rate, endpoint_rate, ids, start)
     results.put(stats)
 
 
@@ -231,6 +233,7 @@ def pay_all(
     ids: Sequence[str],
     workers: int,
     rate: float,
+    endpoint_rate: float | None,
     overlap: bool,
     api_url: str,
     home: str,
@@ -247,7 +250,18 @@ def pay_all(
     procs = [
         spawn.Process(
             target=_process,
-            args=(k, ledger_url, fake.url, rate, sets[k], start, results, api_url, home),
+            args=(
+                k,
+                ledger_url,
+                fake.url,
+                rate,
+                endpoint_rate,
+                sets[k],
+                start,
+                results,
+                api_url,
+                home,
+            ),
             name=f"payout-worker-{k}",
         )
         for k in range(workers)

@@ -8,10 +8,11 @@ local Prefect server (``LocalStack``, server only) keeps the strict global rate 
 ``stripe-bench`` at ``--rate``/s. ``--workers`` (default 4) processes, each with its
 own engine, ledger, Stripe client and HTTP session, run the task as the flow does,
 ``submit_payouts.fn(ledger, {kind: StripeTransferRail(client, throttle=
-PrefectRateLimit("stripe-bench", rate))}, batch, now)``, in batches of 1,000, pass after
-pass until none of their rewards is left to pay (a payout answered 429 stays pending
-and goes again, same key, in the next call). The reward sets are disjoint (every K-th
-reward) unless ``--overlap`` gives every worker all rewards, each in its own order.
+StripeRateLimits("stripe-bench", rate, endpoint_rate))}, batch, now)``, in batches of
+1,000, pass after pass until none of their rewards is left to pay (a payout answered
+429 stays pending and goes again, same key, in the next call). The reward sets are
+disjoint (every K-th reward) unless ``--overlap`` gives every worker all rewards, each
+in its own order.
 
 Reports transfer creations per second while payments flow (first to last creation at
 the fake) as a share of the limit (target >= 95%), the 429s the fake answered, retries,
@@ -29,8 +30,13 @@ approval until the ledger (polled every 50 ms) has the payout committed as succe
 
 Everything started is stopped by PID and the temporary directory removed.
 
-    python -m bench.payouts [--n N] [--workers K] [--rate R] [--overlap]
-                            [--repeats R] [--skip-latency]
+``--endpoint-rate E`` also limits each endpoint, at the fake and in the fleet (a
+second Prefect limit, ``stripe-bench-post-v1-transfers``), as Stripe live does at 25/s
+by default; the share is then of the narrower of the two limits. Without it (the
+issue's benchmark) only the account's rate applies.
+
+    python -m bench.payouts [--n N] [--workers K] [--rate R] [--endpoint-rate E]
+                            [--overlap] [--repeats R] [--skip-latency]
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ from config.settings import PROJECT_ROOT
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
-from integrations.prefect_limits import PrefectRateLimit
+from integrations.payments.throttle import CREATE_TRANSFER
+from integrations.prefect_limits import PrefectRateLimit, StripeRateLimits
 from integrations.prefect_stack import LocalStack, free_port
 
 DEFAULT_N = 10_000
@@ -78,6 +85,7 @@ def run(
     overlap: bool = False,
     repeats: int = DEFAULT_REPEATS,
     skip_latency: bool = False,
+    endpoint_rate: float | None = None,
 ) -> dict[str, Any]:
     from bench import _payouts_latency
 
@@ -91,7 +99,7 @@ def run(
             began = time.perf_counter()
             stack.start_server()
             server_s = time.perf_counter() - began
-            figures = rate_part(stack, root, n, workers, rate, overlap)
+            figures = rate_part(stack, root, n, workers, rate, overlap, endpoint_rate)
             figures["server_start_s"] = server_s
             figures["latency"] = (
                 None if skip_latency else _payouts_latency.measure(stack, root, repeats)
@@ -109,7 +117,13 @@ def run(
 
 
 def rate_part(
-    stack: LocalStack, root: Path, n: int, workers: int, rate: float, overlap: bool
+    stack: LocalStack,
+    root: Path,
+    n: int,
+    workers: int,
+    rate: float,
+    overlap: bool,
+    endpoint_rate: float | None = None,
 ) -> dict[str, Any]:
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
@@ -120,13 +134,22 @@ def rate_part(
         ledger = SqlLedger(engine)
         with (
             temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_HOME: str(stack.home)}),
-            TimedFakeStripe(api_key=API_KEY, rate_limit_per_second=rate) as fake,
+            TimedFakeStripe(
+                api_key=API_KEY,
+                rate_limit_per_second=rate,
+                endpoint_rate_limit_per_second=endpoint_rate,
+            ) as fake,
         ):
             began = time.perf_counter()
             rewards = seed_payable_rewards(ledger, n, fake.add_account, datetime.now(UTC))
             seed_s = time.perf_counter() - began
             checkpoint(engine)
-            PrefectRateLimit(LIMIT_NAME, rate).ensure()  # once, before the race
+            # Once, before the race.
+            limits = StripeRateLimits(LIMIT_NAME, rate, endpoint_rate)
+            limits.overall.ensure()
+            if limits.endpoint_per_second is not None:
+                limits.endpoint_limit(CREATE_TRANSFER).ensure()
+            limits.close()
             try:
                 stats, wall = pay_all(
                     ledger_url,
@@ -134,6 +157,7 @@ def rate_part(
                     list(rewards),
                     workers,
                     rate,
+                    endpoint_rate,
                     overlap,
                     stack.api_url,
                     str(stack.home),
@@ -152,7 +176,9 @@ def rate_part(
     replays = sum(1 for _t, status, replayed, _k in posts if status == 200 and replayed)
     t429 = sum(1 for p in posts if p[1] == 429)
     t409 = sum(1 for p in posts if p[1] == 409)
-    share = window["created_per_s"] / rate
+    # Transfers can go no faster than the narrower of the account's and the endpoint's.
+    limit = min(rate, endpoint_rate or rate)
+    share = window["created_per_s"] / limit
     lost = checks["rewards_not_paid"] + checks["payouts_without_transfer"]
     busy = sum(s.seconds for s in stats)
     return {
@@ -162,6 +188,8 @@ def rate_part(
         "overlap": overlap,
         "reward_sets": "overlapping (all, own order)" if overlap else "disjoint (every K-th)",
         "rate_limit_per_s": rate,
+        "endpoint_rate_limit_per_s": endpoint_rate,
+        "transfer_limit_per_s": limit,
         "prefect_limit_capacity": PrefectRateLimit(LIMIT_NAME, rate).capacity,
         "batch_size": BATCH,
         "network_retries": NETWORK_RETRIES,
@@ -174,7 +202,7 @@ def rate_part(
         "rate_met": share >= TARGET_SHARE,
         "overall_per_s": _report.rate(n, wall),
         "middle_per_s": window["middle_per_s"],
-        "middle_share": window["middle_per_s"] / rate,
+        "middle_share": window["middle_per_s"] / limit,
         "busiest_second": window["busiest_second"],
         "per_second": window["per_second"],
         "transfer_posts": len(posts),
@@ -232,7 +260,7 @@ def _drain_prefect_services() -> None:
 def print_tables(f: dict[str, Any]) -> None:
     _report.title(
         f"Part A: paying {f['n']:,} rewards through the Stripe fake limited to "
-        f"{f['rate_limit_per_s']:g}/s ({f['workers']} workers, {f['reward_sets']})"
+        f"{f['rate_limit_per_s']:g}/s{_endpoint(f)} ({f['workers']} workers, {f['reward_sets']})"
     )
     pct = f"{100 * f['rate_share']:.1f}%"
     _report.table(
@@ -337,6 +365,11 @@ def print_tables(f: dict[str, Any]) -> None:
     )
 
 
+def _endpoint(f: dict[str, Any]) -> str:
+    rate = f["endpoint_rate_limit_per_s"]
+    return "" if rate is None else f" and {rate:g}/s per endpoint"
+
+
 def _triple(f: dict[str, Any]) -> str:
     return f"{f['payouts_succeeded']:,} / {f['payouts_pending']:,} / {f['payouts_failed']:,}"
 
@@ -381,11 +414,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=DEFAULT_REPEATS,
         help=f"approvals timed in part B (default {DEFAULT_REPEATS})",
     )
+    p.add_argument(
+        "--endpoint-rate",
+        type=float,
+        default=None,
+        help=(
+            "also limit each endpoint, at the fake and in the fleet (Stripe live: 25); "
+            "the share is then of the narrower limit (default: the account's limit only)"
+        ),
+    )
     p.add_argument("--skip-latency", action="store_true", help="leave part B out")
     args = p.parse_args(argv)
     if args.rate <= 0:
         p.error("--rate must be positive")
-    figures = run(args.n, args.workers, args.rate, args.overlap, args.repeats, args.skip_latency)
+    if args.endpoint_rate is not None and args.endpoint_rate <= 0:
+        p.error("--endpoint-rate must be positive")
+    figures = run(
+        args.n,
+        args.workers,
+        args.rate,
+        args.overlap,
+        args.repeats,
+        args.skip_latency,
+        args.endpoint_rate,
+    )
     _report.emit_json(figures)
     return figures
 

@@ -108,6 +108,15 @@ class Settings(BaseSettings):
         gt=0,
         description="Stripe calls per second across all workers (live 100, test 25).",
     )
+    stripe_endpoint_rate_limit_per_second: float = Field(
+        default=25.0,
+        gt=0,
+        description=(
+            "Stripe calls per second to any one endpoint (e.g. POST /v1/transfers) across "
+            "all workers: Stripe's default is 25; raise it when Stripe raised your account's. "
+            "At or above stripe_rate_limit_per_second it has no effect."
+        ),
+    )
     prefect_api_url: str = Field(
         default="http://127.0.0.1:4200/api",
         description="Prefect API the CLI talks to for approvals (PREFECT_API_URL wins).",

@@ -33,7 +33,7 @@ from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.ledger_only import LedgerOnlyRail
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
-from integrations.prefect_limits import PrefectRateLimit
+from integrations.prefect_limits import StripeRateLimits
 from integrations.sources.files import FileSource
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
         settings.stripe_max_network_retries,
     )
     # One limit for both rails: Stripe counts every request of the account.
-    throttle = PrefectRateLimit("stripe-api", settings.stripe_rate_limit_per_second)
+    throttle = _stripe_throttle(settings)
     return {
         PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client, throttle=throttle),
         PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client, throttle=throttle),
@@ -180,7 +180,7 @@ def _discounts(settings: Settings) -> RefereeDiscounts:
         settings.stripe_api_base,
         settings.stripe_max_network_retries,
     )
-    throttle = PrefectRateLimit("stripe-api", settings.stripe_rate_limit_per_second)
+    throttle = _stripe_throttle(settings)
     return StripeDiscounts(client, throttle=throttle)
 
 
@@ -196,9 +196,17 @@ def _stripe_readers(settings: Settings) -> tuple[StripeEventFeed | None, Payment
         settings.stripe_api_base,
         settings.stripe_max_network_retries,
     )
-    throttle = PrefectRateLimit("stripe-api", settings.stripe_rate_limit_per_second)
+    throttle = _stripe_throttle(settings)
     feed = StripeEventFeed(client, types=(*DEFAULT_TYPES, *LOSS_EVENT_TYPES), throttle=throttle)
     return feed, StripeRecords(client, throttle=throttle)
+
+
+def _stripe_throttle(settings: Settings) -> StripeRateLimits:
+    return StripeRateLimits(
+        "stripe-api",
+        settings.stripe_rate_limit_per_second,
+        settings.stripe_endpoint_rate_limit_per_second,
+    )
 
 
 _current: App | None = None

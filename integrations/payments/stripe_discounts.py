@@ -36,6 +36,14 @@ from domain.discounts import (
     PromotionCodeInstruction,
 )
 from integrations.payments.stripe_rail import KEY_LOOKUP_AFTER, classify_stripe_error
+from integrations.payments.throttle import (
+    CREATE_COUPON,
+    CREATE_PROMOTION_CODE,
+    LIST_PROMOTION_CODES,
+    RETRIEVE_COUPON,
+    Throttle,
+    no_throttle,
+)
 
 _ALREADY_EXISTS = "resource_already_exists"
 _LIST_PAGE = 100
@@ -68,12 +76,12 @@ class StripeDiscounts:
         *,
         clock: Callable[[], datetime] = _utc_now,
         key_lookup_after: timedelta = KEY_LOOKUP_AFTER,
-        throttle: Callable[[int], None] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
         self._key_lookup_after = key_lookup_after
-        self._throttle = throttle or (lambda _requests: None)
+        self._throttle: Throttle = throttle or no_throttle
 
     # -- coupon ------------------------------------------------------------------------
 
@@ -89,7 +97,7 @@ class StripeDiscounts:
                 found = self._existing_coupon(coupon)
                 if found is not None:
                     return found
-            self._throttle(1)
+            self._throttle(1, endpoint=CREATE_COUPON)
             created = self._client.v1.coupons.create(
                 self._coupon_params(coupon),
                 options={"idempotency_key": coupon.idempotency_key},
@@ -125,7 +133,7 @@ class StripeDiscounts:
 
     def _existing_coupon(self, coupon: CouponInstruction) -> DiscountResult | None:
         """The coupon already at Stripe under our id: ours when its terms match."""
-        self._throttle(1)
+        self._throttle(1, endpoint=RETRIEVE_COUPON)
         try:
             found = self._client.v1.coupons.retrieve(coupon.coupon_id)
         except stripe.InvalidRequestError as exc:
@@ -160,7 +168,7 @@ class StripeDiscounts:
                 found = self._existing_code(code)
                 if found is not None:
                     return found
-            self._throttle(1)
+            self._throttle(1, endpoint=CREATE_PROMOTION_CODE)
             promo = self._client.v1.promotion_codes.create(
                 {
                     "code": code.code,
@@ -183,7 +191,7 @@ class StripeDiscounts:
 
     def _existing_code(self, code: PromotionCodeInstruction) -> DiscountResult | None:
         """An active promotion code with this code: ours if it is of our coupon."""
-        self._throttle(1)
+        self._throttle(1, endpoint=LIST_PROMOTION_CODES)
         page = self._client.v1.promotion_codes.list(
             {"code": code.code, "active": True, "limit": _LIST_PAGE}
         )

@@ -11,7 +11,7 @@ Only ids and counts reach errors and logs: an event's object may hold an address
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import stripe
@@ -20,6 +20,11 @@ from domain.errors import PermanentIntegrationError, RetryableIntegrationError
 from domain.models import PayoutOutcome
 from domain.stripe_conversions import CONVERSION_EVENT_TYPES, LINK_EVENT_TYPES
 from integrations.payments.stripe_rail import classify_stripe_error
+from integrations.payments.throttle import (
+    LIST_EVENTS,
+    Throttle,
+    no_throttle,
+)
 
 # Stripe's limits: at most 100 objects per page, at most 20 names in ``types``.
 MAX_PAGE = 100
@@ -44,7 +49,7 @@ class StripeEventFeed:
         *,
         types: Sequence[str] = DEFAULT_TYPES,
         page_size: int = MAX_PAGE,
-        throttle: Callable[[int], None] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         """Wrap a client built by :func:`~integrations.payments.stripe_rail.build_stripe_client`.
 
@@ -67,7 +72,7 @@ class StripeEventFeed:
         self._client = client
         self.types = tuple(types)
         self._page_size = page_size
-        self._throttle = throttle or (lambda _requests: None)
+        self._throttle: Throttle = throttle or no_throttle
 
     def since(self, created_gte: int) -> Iterator[dict[str, Any]]:
         """Every event of the feed's types created at or after ``created_gte``.
@@ -96,7 +101,7 @@ class StripeEventFeed:
             }
             if after is not None:
                 params["starting_after"] = after
-            self._throttle(1)
+            self._throttle(1, endpoint=LIST_EVENTS)
             try:
                 page = self._client.v1.events.list(params)
             except stripe.StripeError as exc:

@@ -39,6 +39,16 @@ import stripe
 
 from domain.clawbacks import ReversalInstruction, ReversalOutcome, ReversalResult
 from domain.models import PayoutInstruction, PayoutOutcome, PayoutRailKind, PayoutResult
+from integrations.payments.throttle import (
+    CREATE_BALANCE_TRANSACTION,
+    CREATE_TRANSFER,
+    CREATE_TRANSFER_REVERSAL,
+    LIST_BALANCE_TRANSACTIONS,
+    LIST_TRANSFER_REVERSALS,
+    LIST_TRANSFERS,
+    Throttle,
+    no_throttle,
+)
 
 # Stripe prunes idempotency keys once they are at least 24 hours old. An hour of margin
 # covers clock skew and a run that started just before the limit.
@@ -151,6 +161,11 @@ class _StripeRail:
     kind: PayoutRailKind
     _destination_prefix: ClassVar[str]
     _destination_kind: ClassVar[str]
+    # The Stripe endpoint of each request, for the per-endpoint rate limit.
+    _create_endpoint: ClassVar[str]
+    _find_endpoint: ClassVar[str]
+    _reverse_endpoint: ClassVar[str]
+    _find_reversal_endpoint: ClassVar[str]
 
     def __init__(
         self,
@@ -159,7 +174,7 @@ class _StripeRail:
         clock: Callable[[], datetime] = _utc_now,
         key_lookup_after: timedelta = KEY_LOOKUP_AFTER,
         session: requests.Session | None = None,
-        throttle: Callable[[int], None] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         """Wrap a client built by :func:`build_stripe_client`.
 
@@ -168,15 +183,16 @@ class _StripeRail:
             clock: the current time, to tell how old an idempotency key is.
             key_lookup_after: from this key age on, look for an existing payment first.
             session: a session this rail owns and closes in :meth:`close`.
-            throttle: called with the number of requests about to be made, before each
-                Stripe request; blocks to keep every worker together under Stripe's
-                rate (e.g. a strict Prefect global rate limit).
+            throttle: called with the number of requests about to be made and their
+                endpoint, before each Stripe request; blocks to keep every worker
+                together under Stripe's rates (e.g. :class:`~integrations.prefect_limits.
+                StripeRateLimits`, strict Prefect global rate limits).
         """
         self._client = client
         self._clock = clock
         self._key_lookup_after = key_lookup_after
         self._session = session
-        self._throttle = throttle or (lambda _requests: None)
+        self._throttle: Throttle = throttle or no_throttle
 
     @classmethod
     def connect(
@@ -225,13 +241,13 @@ class _StripeRail:
             return PayoutResult(instruction.payout_id, PayoutOutcome.FAILED, error=refusal)
         try:
             if self._key_may_have_expired(instruction):
-                self._throttle(1)
+                self._throttle(1, endpoint=self._find_endpoint)
                 existing = self._find_existing(instruction)
                 if existing is not None:
                     return PayoutResult(
                         instruction.payout_id, PayoutOutcome.SUCCEEDED, provider_ref=existing
                     )
-            self._throttle(1)
+            self._throttle(1, endpoint=self._create_endpoint)
             return PayoutResult(
                 instruction.payout_id,
                 PayoutOutcome.SUCCEEDED,
@@ -249,7 +265,7 @@ class _StripeRail:
         self, instruction: PayoutInstruction, exc: stripe.IdempotencyError
     ) -> PayoutResult:
         try:
-            self._throttle(1)
+            self._throttle(1, endpoint=self._find_endpoint)
             existing = self._find_existing(instruction)
         except stripe.StripeError as lookup_exc:
             # Paid or not is unknown until a lookup works: keep the payout open.
@@ -328,13 +344,13 @@ class _StripeRail:
             return ReversalResult(instruction.reversal_id, ReversalOutcome.FAILED, error=refusal)
         try:
             if self._reversal_key_may_have_expired(instruction):
-                self._throttle(1)
+                self._throttle(1, endpoint=self._find_reversal_endpoint)
                 existing = self._find_reversal(instruction)
                 if existing is not None:
                     return ReversalResult(
                         instruction.reversal_id, ReversalOutcome.SUCCEEDED, provider_ref=existing
                     )
-            self._throttle(1)
+            self._throttle(1, endpoint=self._reverse_endpoint)
             return ReversalResult(
                 instruction.reversal_id,
                 ReversalOutcome.SUCCEEDED,
@@ -349,7 +365,7 @@ class _StripeRail:
         self, instruction: ReversalInstruction, exc: stripe.IdempotencyError
     ) -> ReversalResult:
         try:
-            self._throttle(1)
+            self._throttle(1, endpoint=self._find_reversal_endpoint)
             existing = self._find_reversal(instruction)
         except stripe.StripeError as lookup_exc:
             _, text = classify_stripe_error(lookup_exc)
@@ -450,6 +466,10 @@ class StripeTransferRail(_StripeRail):
     kind = PayoutRailKind.STRIPE_TRANSFER
     _destination_prefix = "acct_"
     _destination_kind = "connected account"
+    _create_endpoint = CREATE_TRANSFER
+    _find_endpoint = LIST_TRANSFERS
+    _reverse_endpoint = CREATE_TRANSFER_REVERSAL
+    _find_reversal_endpoint = LIST_TRANSFER_REVERSALS
 
     @staticmethod
     def transfer_group(reward_id: str) -> str:
@@ -518,6 +538,9 @@ class StripeBalanceRail(_StripeRail):
     kind = PayoutRailKind.STRIPE_BALANCE
     _destination_prefix = "cus_"
     _destination_kind = "Stripe customer"
+    # A debit that reverses a credit is one more balance transaction.
+    _create_endpoint = _reverse_endpoint = CREATE_BALANCE_TRANSACTION
+    _find_endpoint = _find_reversal_endpoint = LIST_BALANCE_TRANSACTIONS
 
     def _create(self, instruction: PayoutInstruction) -> str:
         assert instruction.destination is not None  # _check made sure

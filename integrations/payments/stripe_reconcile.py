@@ -19,7 +19,7 @@ Two things live here, both translations from Stripe's shapes into the domain's:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -36,6 +36,15 @@ from integrations.payments.stripe_rail import (
     DEFAULT_TIMEOUT_SECONDS,
     build_stripe_client,
     classify_stripe_error,
+)
+from integrations.payments.throttle import (
+    LIST_BALANCE_TRANSACTIONS,
+    LIST_TRANSFER_REVERSALS,
+    LIST_TRANSFERS,
+    RETRIEVE_CHARGE,
+    RETRIEVE_PAYMENT_INTENT,
+    Throttle,
+    no_throttle,
 )
 
 REFUNDED = "charge.refunded"
@@ -194,7 +203,7 @@ class StripeRecords:
         client: stripe.StripeClient,
         *,
         session: requests.Session | None = None,
-        throttle: Callable[[int], None] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         """Wrap a client built by :func:`~integrations.payments.stripe_rail.build_stripe_client`.
 
@@ -206,7 +215,7 @@ class StripeRecords:
         """
         self._client = client
         self._session = session
-        self._throttle = throttle or (lambda _requests: None)
+        self._throttle: Throttle = throttle or no_throttle
 
     @classmethod
     def connect(
@@ -278,9 +287,10 @@ class StripeRecords:
         """
         if not payment_ref.startswith(("ch_", "py_", "pi_")):
             return None
-        self._throttle(1)
+        intent_ref = payment_ref.startswith("pi_")
+        self._throttle(1, endpoint=RETRIEVE_PAYMENT_INTENT if intent_ref else RETRIEVE_CHARGE)
         try:
-            if payment_ref.startswith("pi_"):
+            if intent_ref:
                 intent = self._client.v1.payment_intents.retrieve(
                     payment_ref, {"expand": ["latest_charge"]}
                 )
@@ -298,19 +308,21 @@ class StripeRecords:
         # An intent not charged yet names no charge; one not expanded is only its id.
         return card_fingerprint(charge) if isinstance(charge, Mapping) else None
 
-    def _pages(self, first: Any) -> Iterable[Any]:
-        """Every object of a list, one throttled request per page."""
+    def _pages(self, first: Any, endpoint: str) -> Iterable[Any]:
+        """Every object of a list, one request to ``endpoint`` throttled per page."""
         page = first
         while True:
             yield from page.data
             if not page.has_more or not page.data:
                 return
-            self._throttle(1)
+            self._throttle(1, endpoint=endpoint)
             page = page.next_page()
 
     def _transfers(self) -> Iterable[Movement]:
-        self._throttle(1)
-        for transfer in self._pages(self._client.v1.transfers.list({"limit": _PAGE})):
+        self._throttle(1, endpoint=LIST_TRANSFERS)
+        for transfer in self._pages(
+            self._client.v1.transfers.list({"limit": _PAGE}), LIST_TRANSFERS
+        ):
             reward_id = _metadata_value(transfer, "reward_id")
             if reward_id is not None:
                 yield Movement(
@@ -335,16 +347,19 @@ class StripeRecords:
         embedded = transfer.reversals
         if embedded is not None and not embedded.has_more:
             return list(embedded.data)
-        self._throttle(1)
+        self._throttle(1, endpoint=LIST_TRANSFER_REVERSALS)
         return list(
-            self._pages(self._client.v1.transfers.reversals.list(transfer.id, {"limit": _PAGE}))
+            self._pages(
+                self._client.v1.transfers.reversals.list(transfer.id, {"limit": _PAGE}),
+                LIST_TRANSFER_REVERSALS,
+            )
         )
 
     def _balance_transactions(self, customer: str) -> list[Movement]:
-        self._throttle(1)
+        self._throttle(1, endpoint=LIST_BALANCE_TRANSACTIONS)
         listed = self._client.v1.customers.balance_transactions.list(customer, {"limit": _PAGE})
         found: list[Movement] = []
-        for txn in self._pages(listed):
+        for txn in self._pages(listed, LIST_BALANCE_TRANSACTIONS):
             reward_id = _metadata_value(txn, "reward_id")
             if reward_id is None or not txn.amount:
                 continue

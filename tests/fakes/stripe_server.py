@@ -41,7 +41,8 @@ mapping. What it reproduces of Stripe, and why it matters to payouts:
                          response is a 500 (a crash after the provider acted).
   ``"commit_then_drop"`` the same, with the connection dropped instead.
 
-* **Rate limit**: ``FakeStripe(rate_limit_per_second=...)`` answers 429 above that rate.
+* **Rate limits**: ``FakeStripe(rate_limit_per_second=...)`` answers 429 above that rate
+  for all requests, ``endpoint_rate_limit_per_second=...`` above that rate per endpoint.
 * **Connected balances**: an account added with ``add_account(balance={...})`` keeps an
   available balance per currency: transfers add to it, reversals take from it, and a
   reversal it cannot cover is refused with ``balance_insufficient`` (saved under the
@@ -463,6 +464,9 @@ class FakeStripe:
         api_key: the only secret key the fake accepts.
         rate_limit_per_second: when set, requests above this rate (sliding one-second
             window) are answered 429.
+        endpoint_rate_limit_per_second: when set, requests to one endpoint (method and
+            route, e.g. ``POST /v1/transfers``) above this rate are answered 429, as
+            Stripe's per-endpoint limiter does (25/s by default, live).
         slow_seconds: how long the ``"timeout"`` fault keeps a request executing.
         available_balance: platform balance per currency in minor units that transfers
             draw from (``balance_insufficient`` when short); ``None`` means unlimited.
@@ -474,12 +478,14 @@ class FakeStripe:
         *,
         api_key: str = "sk_test_fake",
         rate_limit_per_second: float | None = None,
+        endpoint_rate_limit_per_second: float | None = None,
         slow_seconds: float = 1.0,
         available_balance: Mapping[str, int] | None = None,
         start: datetime | None = None,
     ) -> None:
         self.api_key = api_key
         self.rate_limit_per_second = rate_limit_per_second
+        self.endpoint_rate_limit_per_second = endpoint_rate_limit_per_second
         self.slow_seconds = slow_seconds
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -505,6 +511,7 @@ class FakeStripe:
         self._scripts: list[tuple[str, deque[Fault]]] = []
         self._requests: list[RecordedRequest] = []
         self._recent: deque[float] = deque()
+        self._endpoint_recent: dict[tuple[str, str], deque[float]] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._routes = self._build_routes()
@@ -879,7 +886,9 @@ class FakeStripe:
                     "Idempotency keys must be between 1 and 255 characters long.",
                     param="Idempotency-Key",
                 )
-            prepare, args = self._match(method, path)
+            route, args = self._match(method, path)
+            prepare = route.prepare
+            self._endpoint_rate_limit(route)
             try:
                 text = (body.decode() if method == "POST" else "") or parts.query
                 pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
@@ -956,13 +965,19 @@ class FakeStripe:
     def _rate_limit(self) -> None:
         if self.rate_limit_per_second is None:
             return
-        now = time.monotonic()
         with self._lock:
-            while self._recent and now - self._recent[0] >= 1.0:
-                self._recent.popleft()
-            if len(self._recent) >= self.rate_limit_per_second:
-                raise _rate_limited()
-            self._recent.append(now)
+            _admit(self._recent, self.rate_limit_per_second)
+
+    def _endpoint_rate_limit(self, route: _Route) -> None:
+        """Stripe's second limiter: each named operation (method + path with ids) has
+        its own rate; a request it refuses still counted against the global one."""
+        if self.endpoint_rate_limit_per_second is None:
+            return
+        with self._lock:
+            recent = self._endpoint_recent.setdefault(
+                (route.method, route.pattern.pattern), deque()
+            )
+            _admit(recent, self.endpoint_rate_limit_per_second)
 
     def _next_fault(self, method: str, path: str) -> Fault:
         route = f"{method} {path}"
@@ -1004,12 +1019,12 @@ class FakeStripe:
         if fault == "drop":
             raise _DroppedConnectionError
 
-    def _match(self, method: str, path: str) -> tuple[Prepare, tuple[str, ...]]:
+    def _match(self, method: str, path: str) -> tuple[_Route, tuple[str, ...]]:
         for route in self._routes:
             if route.method == method:
                 found = route.pattern.fullmatch(path)
                 if found:
-                    return route.prepare, found.groups()
+                    return route, found.groups()
         raise _StripeError(
             404,
             "invalid_request_error",
@@ -1690,6 +1705,16 @@ def _expansions(params: JSON, expandable: Sequence[str]) -> set[str]:
 
 class _DroppedConnectionError(Exception):
     """Close the connection without answering."""
+
+
+def _admit(recent: deque[float], per_second: float) -> None:
+    """One more request in a sliding one-second window holding ``recent``, or a 429."""
+    now = time.monotonic()
+    while recent and now - recent[0] >= 1.0:
+        recent.popleft()
+    if len(recent) >= per_second:
+        raise _rate_limited()
+    recent.append(now)
 
 
 def _rate_limited() -> _StripeError:

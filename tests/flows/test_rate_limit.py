@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect.client.orchestration import get_client
 
-from integrations.prefect_limits import PrefectRateLimit
+from integrations.prefect_limits import PrefectRateLimit, StripeRateLimits
 
 
 def _limit(name: str) -> tuple[int, float, bool]:
@@ -36,3 +36,11 @@ def test_calls_past_the_capacity_wait_on_the_server_and_keep_to_the_rate() -> No
         throttle()
     # A lower bound, not a timing: 40 calls at 50/s cannot all go in under 39/50 s.
     assert time.monotonic() - began >= 39 / 50
+
+
+def test_an_endpoint_gets_its_own_limit_on_the_server_beside_the_accounts() -> None:
+    limits = StripeRateLimits("stripe-test-endpoints", per_second=100, endpoint_per_second=25)
+    limits(1, endpoint="POST /v1/transfers")
+    limits.close()
+    assert _limit("stripe-test-endpoints") == (2000, 10000.0, True)
+    assert _limit("stripe-test-endpoints-post-v1-transfers") == (600, 2500.0, True)

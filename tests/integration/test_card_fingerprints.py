@@ -10,10 +10,8 @@ the library's own rules, and gives back the fingerprint and nothing else of the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
-import stripe
 
 from domain.errors import PermanentIntegrationError, RetryableIntegrationError
 from domain.fraud import SAME_CARD
@@ -25,6 +23,7 @@ from tasks.cards import learn_card_fingerprints
 from tasks.rewards import compute_new_rewards
 from tests.conftest import NOW
 from tests.fakes.stripe_server import FakeStripe
+from tests.fakes.throttle import RecordingThrottle, endpoint_matches
 from tests.tasks.test_learn_card_fingerprints import (
     SHARED,
     cards_by_payment,
@@ -32,37 +31,19 @@ from tests.tasks.test_learn_card_fingerprints import (
     given_a_referrer_who_paid_with_the_card_a_friend_pays_with,
 )
 
-API_KEY = "sk_test_cards_4242"
 # What the fake's card charges carry beside the fingerprint: none of it may leave.
 CARD_DETAILS = ('"last4"', "exp_month", "exp_year", "visa", "cvc_check")
 
 
-@pytest.fixture(autouse=True)
-def fast_library_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe(api_key=API_KEY, start=NOW) as server:
-        yield server
-
-
-class Throttle:
-    """Counts the requests announced to the shared Stripe rate limit."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-
-    def __call__(self, requests: int) -> None:
-        self.requests += requests
-
-
 def records(
-    fake: FakeStripe, *, retries: int = 0, key: str = API_KEY, throttle: Throttle | None = None
+    fake: FakeStripe,
+    *,
+    retries: int = 0,
+    key: str | None = None,
+    throttle: RecordingThrottle | None = None,
 ) -> StripeRecords:
-    return StripeRecords(build_stripe_client(key, fake.url, retries), throttle=throttle)
+    client = build_stripe_client(key or fake.api_key, fake.url, retries)
+    return StripeRecords(client, throttle=throttle)
 
 
 # -- the reader ---------------------------------------------------------------------------
@@ -70,12 +51,13 @@ def records(
 
 def test_a_charge_named_by_id_is_read_once_for_its_cards_fingerprint(fake: FakeStripe) -> None:
     fake.add_charge("ch_1", amount=4990, fingerprint="fpOne")
-    throttle = Throttle()
+    throttle = RecordingThrottle()
 
     found = records(fake, throttle=throttle).card_fingerprint("ch_1")
 
     assert found == "fpOne"
     assert (throttle.requests, fake.count("GET /v1/charges/ch_1", status=200)) == (1, 1)
+    assert throttle.endpoints == ["GET /v1/charges/{id}"]
 
 
 def test_a_payment_intent_is_read_with_its_latest_charge_expanded_in_one_request(
@@ -83,12 +65,15 @@ def test_a_payment_intent_is_read_with_its_latest_charge_expanded_in_one_request
 ) -> None:
     fake.add_payment_intent("pi_1", amount=4990)
     fake.add_charge("ch_1", amount=4990, payment_intent="pi_1", fingerprint="fpIntent")
-    throttle = Throttle()
+    throttle = RecordingThrottle()
 
     found = records(fake, throttle=throttle).card_fingerprint("pi_1")
 
     assert found == "fpIntent"
     assert throttle.requests == 1
+    (request,) = fake.requests
+    assert endpoint_matches(throttle.endpoints[0], request.route)
+    assert throttle.endpoints == ["GET /v1/payment_intents/{id}"]
     assert (fake.count("GET /v1/payment_intents/pi_1"), fake.count("GET /v1/charges/*")) == (1, 0)
 
 
@@ -160,7 +145,7 @@ def test_a_friend_paying_with_the_referrers_card_is_flagged_once_stripe_is_read(
     fake.add_charge(
         "ch_F", amount=49_900, customer="cus_F", payment_intent="pi_F", fingerprint=SHARED
     )
-    throttle = Throttle()
+    throttle = RecordingThrottle()
     caplog.set_level(logging.DEBUG)
 
     counts = learn_card_fingerprints.fn(ledger, records(fake, throttle=throttle), NOW)

@@ -663,6 +663,27 @@ def test_the_rate_limiter_answers_429_above_the_configured_rate() -> None:
     assert 429 in statuses[3:]
 
 
+def test_the_endpoint_limiter_answers_429_per_endpoint_while_others_still_pass() -> None:
+    with (
+        FakeStripe(api_key=API_KEY, endpoint_rate_limit_per_second=3) as fake,
+        requests.Session() as http,
+    ):
+        http.headers["Authorization"] = f"Bearer {API_KEY}"
+        account = fake.add_account()
+        lists = [http.get(f"{fake.url}/v1/transfers", timeout=5).status_code for _ in range(4)]
+        # Another endpoint (and another id of one endpoint) has its own window.
+        balances = [
+            http.get(f"{fake.url}/v1/customers/{c}/balance_transactions", timeout=5).status_code
+            for c in (fake.add_customer(), fake.add_customer(), fake.add_customer())
+        ]
+        created = post(http, fake, "/v1/transfers", transfer_params(account), key="k-endpoint")
+
+    assert lists[:3] == [200, 200, 200]
+    assert lists[3] == 429
+    assert balances == [200, 200, 200]
+    assert created.status_code == 200
+
+
 def test_the_request_log_records_method_path_key_and_status(
     fake: FakeStripe, http: requests.Session, account: str
 ) -> None:
