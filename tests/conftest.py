@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stripe
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from sqlalchemy import Engine
 
@@ -213,3 +214,11 @@ def contact(
 
 def day(offset: int) -> date:
     return (NOW + timedelta(days=offset)).date()
+
+
+@pytest.fixture(autouse=True)
+def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stripe library sleeps 0.5-5 s between its own retries; tests need the
+    retries, never the wait."""
+    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
+    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)

@@ -7,12 +7,12 @@ as the webhook receiver stores them; ``apply_clawbacks`` runs as the flow runs i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-import stripe
+from sqlalchemy import insert
 
 from domain.clawbacks import ReversalInstruction, ReversalOutcome, ReversalResult
 from domain.models import PayoutRailKind, RewardStatus, derived_id
@@ -42,30 +42,9 @@ from tests.integration.clawback_helpers import (
 from tests.integration.test_ledger_flow import conversion_for, given_referrer, reward_for
 from tests.integration.test_payout_crashes import seed_payable_reward
 
-API_KEY = "sk_test_clawbacks_3131"
 PAID = 2500  # the reward, in cents
 CHARGE = "ch_referee_1"
 CONVERSION_AT = NOW - timedelta(days=60)  # seed_payable_reward's conversion time
-
-
-@pytest.fixture(autouse=True)
-def fast_library_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe(api_key=API_KEY, start=NOW) as server:
-        yield server
-
-
-@pytest.fixture
-def rail(fake: FakeStripe) -> Iterator[StripeTransferRail]:
-    with StripeTransferRail.connect(
-        API_KEY, api_base=fake.url, max_network_retries=0, clock=fake.now
-    ) as made:
-        yield made
 
 
 @pytest.fixture
@@ -309,7 +288,7 @@ def test_a_credit_paid_to_a_customer_balance_is_taken_back_as_a_debit(
     reward_id = seed_payable_reward(clawbacks, person, NOW, amount=Money(PAID, "EUR"))
     link_payment(clawbacks, reward_id, CHARGE, NOW)
     with StripeBalanceRail.connect(
-        API_KEY, api_base=fake.url, max_network_retries=0, clock=fake.now
+        fake.api_key, api_base=fake.url, max_network_retries=0, clock=fake.now
     ) as balance_rail:
         assert submit_payouts.fn(clawbacks, rails_of(balance_rail), [reward_id], NOW).paid == 1
         store(clawbacks, refund_event("evt_r1", CHARGE, NOW, refunded=60_000))
@@ -399,7 +378,7 @@ def test_an_event_waits_for_the_rewards_of_its_conversion_to_be_computed(
     reward = reward_for(conversion, PAID, NOW)
     with clawbacks.engine.begin() as conn:  # the payment is linked before any reward
         conn.execute(
-            ConversionPaymentRow.__table__.insert(),
+            insert(ConversionPaymentRow),
             {
                 "provider": "stripe",
                 "payment_ref": CHARGE,

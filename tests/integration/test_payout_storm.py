@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
-import stripe
 
 from domain.models import RewardStatus
 from domain.money import Money
@@ -48,13 +47,6 @@ FAULTS: list[Fault] = [
     "commit_then_drop",
 ]
 MAX_CALM_RUNS = 5
-
-
-@pytest.fixture(autouse=True)
-def fast_library_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The library sleeps 0.5-5 s between its retries; the storm needs the retries only."""
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
 
 
 @pytest.fixture

@@ -30,33 +30,12 @@ from tests.fakes.stripe_server import FakeStripe
 from tests.integration.clawback_helpers import Ledger, link_payment, refund_event
 from tests.integration.test_payout_crashes import seed_payable_reward
 
-API_KEY = "sk_test_reconcile_7373"
 TRANSFER = PayoutRailKind.STRIPE_TRANSFER
-
-
-@pytest.fixture(autouse=True)
-def fast_library_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe(api_key=API_KEY, start=NOW) as server:
-        yield server
-
-
-@pytest.fixture
-def rail(fake: FakeStripe) -> Iterator[StripeTransferRail]:
-    with StripeTransferRail.connect(
-        API_KEY, api_base=fake.url, max_network_retries=0, clock=fake.now
-    ) as made:
-        yield made
 
 
 @pytest.fixture
 def records(fake: FakeStripe) -> Iterator[StripeRecords]:
-    with StripeRecords.connect(API_KEY, api_base=fake.url, max_network_retries=0) as reader:
+    with StripeRecords.connect(fake.api_key, api_base=fake.url, max_network_retries=0) as reader:
         yield reader
 
 
@@ -64,7 +43,7 @@ def records(fake: FakeStripe) -> Iterator[StripeRecords]:
 def client(fake: FakeStripe) -> Iterator[stripe.StripeClient]:
     """Stripe as someone outside the ledger uses it (the dashboard, another script)."""
     with requests.Session() as session:
-        yield build_stripe_client(API_KEY, fake.url, 0, session=session)
+        yield build_stripe_client(fake.api_key, fake.url, 0, session=session)
 
 
 @pytest.fixture
@@ -102,7 +81,9 @@ def test_a_clean_ledger_has_no_mismatch(
 ) -> None:
     by_transfer = [reward(books, fake, n) for n in (1, 2)]
     by_credit = reward(books, fake, 3, stripe_customer_id=fake.add_customer("cus_3"))
-    with StripeBalanceRail.connect(API_KEY, api_base=fake.url, max_network_retries=0) as credits:
+    with StripeBalanceRail.connect(
+        fake.api_key, api_base=fake.url, max_network_retries=0
+    ) as credits:
         submit_payouts.fn(
             books, {rail.kind: rail, credits.kind: credits}, [*by_transfer, by_credit], NOW
         )

@@ -10,12 +10,10 @@ the fake Stripe, which also takes the reversals.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-import stripe
 from alembic import command
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
@@ -39,7 +37,6 @@ from tests.fakes.stripe_server import FakeStripe
 from tests.integration.clawback_helpers import balance, entries, refund_event, status
 from tests.stripe_conversion_events import CODE_A, event, invoice, invoice_payment
 
-API_KEY = "sk_test_renewals_4242"
 INVOICE = 10_000  # what the referee pays each month, in cents
 SHARE = 1_000  # the recurring rule's 10 % of it
 FLAT = 10_000  # the flat reward the first payment earns
@@ -61,26 +58,6 @@ FLAT_RULE = {
     "amount": "100.00",
 }
 FIRST, RENEWAL, ON_FIRST = "flat", "recurring@in_2", "recurring@in_1"
-
-
-@pytest.fixture(autouse=True)
-def fast_library_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe(api_key=API_KEY, start=NOW) as server:
-        yield server
-
-
-@pytest.fixture
-def rail(fake: FakeStripe) -> Iterator[StripeTransferRail]:
-    with StripeTransferRail.connect(
-        API_KEY, api_base=fake.url, max_network_retries=0, clock=fake.now
-    ) as made:
-        yield made
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import pytest
 import requests
-import stripe
 
 from domain.discounts import (
     CouponInstruction,
@@ -26,13 +25,6 @@ from tests.fakes.stripe_server import FakeStripe
 API_KEY = "sk_test_discounts_4242"
 CODE = "RABCDEFGHIJKLMNOPQRST"
 Factory = Callable[..., StripeDiscounts]
-
-
-@pytest.fixture(autouse=True)
-def fast_library_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The library sleeps 0.5-5 s between its retries; tests need the retries, not the wait."""
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
 
 
 @pytest.fixture

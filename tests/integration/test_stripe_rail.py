@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
-import stripe
 
 from domain.errors import InputRejected
 from domain.models import (
@@ -34,13 +33,6 @@ from tests.fakes.stripe_server import FakeStripe
 API_KEY = "sk_test_rail_secret_4242"
 WEBHOOK_SECRET = "whsec_test_signing_secret"
 RailFactory = Callable[..., StripeTransferRail | StripeBalanceRail]
-
-
-@pytest.fixture(autouse=True)
-def fast_library_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The library sleeps 0.5-5 s between its retries; tests need the retries, not the wait."""
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
 
 
 @pytest.fixture

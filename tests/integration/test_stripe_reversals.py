@@ -3,11 +3,9 @@ on the real ``stripe`` library, against the fake Stripe over HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-import stripe
 
 from domain.clawbacks import ReversalInstruction, ReversalOutcome, ReversalResult
 from domain.models import PayoutInstruction, PayoutOutcome, PayoutRailKind, derived_id
@@ -15,28 +13,13 @@ from domain.money import Money
 from integrations.payments.stripe_rail import StripeBalanceRail, StripeTransferRail
 from tests.fakes.stripe_server import FakeStripe
 
-API_KEY = "sk_test_reversals_6262"
 REWARD = "reward-1"
 
 
-@pytest.fixture(autouse=True)
-def fast_library_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
-
-
 @pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def transfers(fake: FakeStripe) -> Iterator[StripeTransferRail]:
-    with StripeTransferRail.connect(
-        API_KEY, api_base=fake.url, max_network_retries=0, clock=fake.now
-    ) as rail:
-        yield rail
+def transfers(rail: StripeTransferRail) -> StripeTransferRail:
+    """The shared transfer rail on the fake (tests/integration/conftest.py)."""
+    return rail
 
 
 def transfer(fake: FakeStripe, rail: StripeTransferRail, account: str, amount: int = 2500) -> str:
@@ -208,7 +191,7 @@ def test_a_balance_credit_is_taken_back_by_a_debit_on_the_customer_balance(
     customer = fake.add_customer("cus_referrer")
     instruction = reversal(None, rail=PayoutRailKind.STRIPE_BALANCE, destination=customer)
     with StripeBalanceRail.connect(
-        API_KEY, api_base=fake.url, max_network_retries=0, clock=fake.now
+        fake.api_key, api_base=fake.url, max_network_retries=0, clock=fake.now
     ) as rail:
         first = reverse_one(rail, instruction)
         again = reverse_one(rail, instruction)
