@@ -38,6 +38,11 @@ cycles, other work running beside it (seconds; generating the company not includ
     100,000          53.4    135          666              112    19.8    993  14.2 (1.4 %)
     100,000 (*)      52.8    139         70.6             35.6    14.4    316  12.5 (4.0 %)
     1,000,000 (*)     575  1,467          753              413     131  3,369  15.2 (0.5 %)
+    100,000 (**)     24.5   30.2         92.5              8.2     8.3    165   8.3 (5.0 %)
+
+(**) At commit 0e538b9 (decide-asks closing moments by the 500, below), idle machine:
+``decide-asks`` 23.2 s of the asks stage's 30.2 s. Part of the drop from 316 s is the
+idle machine; the 1,000,000 run has not been repeated.
 
 (*) Measured with three indexes on ``conversions`` that migration 0015 has added since
 (``referee_account_id``; ``referee_contact_id``; ``rewarded_at, occurred_at,
@@ -49,8 +54,13 @@ scans every conversion for each new one (``record-conversions`` 6.2 s at 10,000,
 0.5 s, then 49 s). At 1,000,000 the process peaks at 9.2 GB: the file source reads
 the whole drop (583 MB of CSV, 4.5M events) into memory and stores it in one
 transaction (ingest 542 s). The other stages are linear but go row by row in places
-(a statement per decided moment, per conversion, per payout): ``decide-asks`` is
-1,330 s of the 1,000,000 run.
+(a statement per conversion, per payout, and then per decided moment): ``decide-asks``
+is 1,330 s of the 1,000,000 run. It has since closed its moments with an ``UPDATE`` per
+outcome and 500 ids instead of one per moment. Measured since with a throwaway script,
+not this bench: ``decide_asks.fn`` on 80,000 pending moments (every skip reason among
+them), same machine, other work beside it, took 27-43 s before and 9-13 s after on
+SQLite (81,894 statements, then 2,667), 44-68 s and 15-26 s on PostgreSQL, with the
+same rows at the end. The 1,000,000 run has not been measured again.
 
 So ``make bench`` with the default sizes takes about an hour here, most of it the
 1,000,000 run: pass ``--n 10000,100000`` for a quick one.

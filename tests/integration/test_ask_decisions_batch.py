@@ -1,0 +1,162 @@
+"""Recording a batch of ask decisions is set-based, on SQLite and (with
+REFERRALS_TEST_POSTGRES_URL) Postgres.
+
+``decide-asks`` once closed each decided moment with a statement of its own, which was
+most of the stage's time at scale; these tests keep the statement count of a batch
+independent of its size, and its outcome what the row-by-row updates gave.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, select
+
+from domain.models import Ask, AskDecision, Moment, SkipReason, derived_id
+from integrations.ledger.base import CHUNK
+from integrations.ledger.schema import MomentRow
+from integrations.ledger.sql import SqlLedger
+from tests.integration.test_ledger_flow import given_moments
+
+OUTCOMES = (None, SkipReason.COOLDOWN, SkipReason.SUPPRESSED)
+
+
+def mixed(moments: Sequence[Moment]) -> list[AskDecision]:
+    """Asks and two kinds of skip, in turn."""
+    return [AskDecision(m, OUTCOMES[i % len(OUTCOMES)]) for i, m in enumerate(moments)]
+
+
+def record_counting(
+    ledger: SqlLedger, decisions: Sequence[AskDecision], at: datetime
+) -> tuple[list[Ask], int]:
+    """What ``record_ask_decisions`` returns, and how many statements it sent."""
+    statements = 0
+
+    def seen(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    codes = {d.moment.contact_id: f"CODE-{d.moment.contact_id}" for d in decisions if d.ask}
+    event.listen(ledger.engine, "before_cursor_execute", seen)
+    try:
+        asks = ledger.record_ask_decisions(decisions, codes, at, at)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", seen)
+    return asks, statements
+
+
+def closed(ledger: SqlLedger) -> dict[str, tuple[str, str | None, datetime | None]]:
+    with ledger.engine.connect() as conn:
+        return {
+            r.moment_id: (r.status, r.skip_reason, r.decided_at)
+            for r in conn.execute(
+                select(
+                    MomentRow.moment_id,
+                    MomentRow.status,
+                    MomentRow.skip_reason,
+                    MomentRow.decided_at,
+                )
+            )
+        }
+
+
+def test_a_batch_of_400_decisions_takes_as_many_statements_as_one_of_40(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    moments = given_moments(ledger, now, [f"C{i:03d}" for i in range(440)])
+    small, large = mixed(moments[:40]), mixed(moments[40:])
+
+    small_asks, small_statements = record_counting(ledger, small, now)
+    large_asks, large_statements = record_counting(ledger, large, now)
+
+    assert (len(small_asks), len(large_asks)) == (14, 134)
+    assert small_statements == large_statements
+    assert ledger.pending_moments(now, 10) == []
+
+
+def test_a_batch_closes_each_moment_with_its_first_decision_and_no_moment_twice(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    # More asks than fit one IN (...) list, so closing them takes more than one chunk.
+    moments = given_moments(ledger, now, [f"C{i:03d}" for i in range(CHUNK + 100)])
+    earlier, rest = moments[:50], moments[50:]
+    ledger.record_ask_decisions(
+        [AskDecision(m, SkipReason.NO_EMAIL) for m in earlier], {}, now, now
+    )
+    later = now + timedelta(hours=1)
+    decisions = [
+        *(AskDecision(m) for m in rest),
+        # Already closed by the earlier run: stays as that run left it.
+        *(AskDecision(m, SkipReason.COOLDOWN) for m in earlier),
+        # A second decision on a moment of this batch: the first one counts.
+        AskDecision(rest[0], SkipReason.COOLDOWN),
+    ]
+
+    asks, _ = record_counting(ledger, decisions, later)
+
+    assert [a.ask_id for a in asks] == [derived_id("ask", m.moment_id) for m in rest]
+    assert closed(ledger) == {
+        **{m.moment_id: ("skipped", "no_email", now) for m in earlier},
+        **{m.moment_id: ("asked", None, later) for m in rest},
+    }
+    assert ledger.pending_moments(later, 10) == []
+    summary = ledger.summary()
+    assert summary["asks"] == {"queued": len(rest)}
+    assert summary["skipped"] == {"no_email": len(earlier)}
+
+
+def test_each_outcome_of_a_mixed_batch_is_recorded_on_its_own_moments(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    moments = given_moments(ledger, now, [f"C{i:03d}" for i in range(30)])
+    decisions = mixed(moments)
+
+    asks, _ = record_counting(ledger, decisions, now)
+
+    assert [a.moment_id for a in asks] == [d.moment.moment_id for d in decisions if d.ask]
+    expected = {
+        d.moment.moment_id: (
+            "asked" if d.ask else "skipped",
+            d.reason.value if d.reason else None,
+            now,
+        )
+        for d in decisions
+    }
+    assert closed(ledger) == expected
+    assert Counter(status for status, _, _ in expected.values()) == {"asked": 10, "skipped": 20}
+
+
+def test_on_sqlite_closing_moments_looks_them_up_by_primary_key(
+    sqlite_ledger: SqlLedger, now: datetime
+) -> None:
+    """Not by ix_moments_status: without statistics SQLite prefers it for an IN list,
+    and then walks every pending moment for each chunk of each batch."""
+    moments = given_moments(sqlite_ledger, now, [f"C{i:03d}" for i in range(20)])
+    updates: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("UPDATE moments"):
+            updates.append((statement, parameters))
+
+    event.listen(sqlite_ledger.engine, "before_cursor_execute", seen)
+    try:
+        sqlite_ledger.record_ask_decisions(
+            mixed(moments), {m.contact_id: f"CODE-{m.contact_id}" for m in moments}, now, now
+        )
+    finally:
+        event.remove(sqlite_ledger.engine, "before_cursor_execute", seen)
+
+    assert len(updates) == len(OUTCOMES)
+    with sqlite_ledger.engine.connect() as conn:
+        for statement, parameters in updates:
+            plan = [
+                row[-1]
+                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            ]
+            # The wording of a plan varies between SQLite versions; the index used does not.
+            assert len(plan) == 1
+            assert "(moment_id=?)" in plan[0]
+            assert "ix_moments_status" not in plan[0]
