@@ -50,7 +50,7 @@ from domain.registration import (
 from integrations.ledger.base import T_EVENTS, chunks, event_from_row
 from integrations.ledger.schema import AccountRow, ReferralCodeRow, SourceCursorRow
 from integrations.ledger.schema_partners import PartnerRegistrationRow
-from integrations.ledger.stripe_conversions import StripeConversionLedger, _Tally
+from integrations.ledger.stripe_conversions import ConversionTally, StripeConversionLedger
 
 T_REGISTRATIONS: Table = PartnerRegistrationRow.__table__  # type: ignore[assignment]
 T_ACCOUNTS: Table = AccountRow.__table__  # type: ignore[assignment]
@@ -385,7 +385,7 @@ class PartnerLedger(StripeConversionLedger):
         """
         with self.engine.begin() as conn:
             self._lock(conn)
-            tally = _Tally(rejected=list(rejected))
+            tally = ConversionTally(rejected=list(rejected))
             for credit in credits:
                 self._place(conn, credit.conversion, None, tally, now)
             quarantined = self._quarantine_all(conn, tally.rejected, now)

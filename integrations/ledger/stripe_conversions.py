@@ -134,7 +134,9 @@ class PaymentsLinked:
 
 
 @dataclass(slots=True)
-class _Tally:
+class ConversionTally:
+    """What one batch of conversions came to: new ids, joined, duplicates, rejected."""
+
     new: list[str] = field(default_factory=list)
     joined: int = 0
     duplicates: int = 0
@@ -269,7 +271,7 @@ class StripeConversionLedger(LedgerBase):
         """
         with self.engine.begin() as conn:
             self._lock(conn)
-            tally = _Tally(rejected=list(rejected))
+            tally = ConversionTally(rejected=list(rejected))
             for item in conversions:
                 self._place(conn, item.conversion, item, tally, now)
             quarantined = self._quarantine_all(conn, tally.rejected, now)
@@ -312,7 +314,7 @@ class StripeConversionLedger(LedgerBase):
         """
         with self.engine.begin() as conn:
             self._lock(conn)
-            tally = _Tally(rejected=list(rejected))
+            tally = ConversionTally(rejected=list(rejected))
             for conversion in conversions:
                 self._place(conn, conversion, None, tally, now)
             quarantined = self._quarantine_all(conn, tally.rejected, now)
@@ -419,7 +421,7 @@ class StripeConversionLedger(LedgerBase):
         conn: Connection,
         conversion: Conversion,
         stripe: StripeConversion | None,
-        tally: _Tally,
+        tally: ConversionTally,
         now: datetime,
     ) -> None:
         """Insert ``conversion``, or join or refuse it by the rules of the module."""
