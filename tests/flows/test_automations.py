@@ -25,7 +25,7 @@ def test_failed_runs_and_overdue_approvals_notify_through_the_webhook_block() ->
     for automation in (failed, overdue):
         (action,) = automation.actions
         assert action.type == "send-notification"
-        assert "@" not in action.body  # type: ignore[union-attr]
+        assert "@" not in action.body
 
 
 def test_creating_the_automations_again_updates_them_instead_of_adding_more() -> None:

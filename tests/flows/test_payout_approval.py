@@ -42,7 +42,7 @@ class ScriptedApprover:
     asked: list[tuple[str, str]] = field(default_factory=list)
 
     def __call__(self, form: type[PayoutDecision], key: str, timeout: int) -> PayoutDecision:
-        self.asked.append((key, form._description or ""))  # type: ignore[attr-defined]
+        self.asked.append((key, form._description or ""))
         if key in self.answers:
             return self.answers[key]
         raise Suspended(key)
@@ -50,7 +50,7 @@ class ScriptedApprover:
     def answer(self, **decision: str) -> None:
         """Resume the pending question with ``decision``."""
         key = self.asked[-1][0]
-        self.answers[key] = PayoutDecision(**decision)  # type: ignore[arg-type]
+        self.answers[key] = PayoutDecision(**decision)
 
     @property
     def last_description(self) -> str:

@@ -40,7 +40,7 @@ def link_payment(
             select(RewardRow.conversion_id).where(RewardRow.reward_id == reward_id)
         ).scalar_one()
         conn.execute(
-            insert(ConversionPaymentRow.__table__),
+            insert(ConversionPaymentRow),
             {
                 "provider": "stripe",
                 "payment_ref": payment_ref,

@@ -127,7 +127,8 @@ def test_a_clawback_with_a_negative_amount_or_unknown_cause_is_refused(
     engine: Engine, history: dict[str, Any], now: datetime
 ) -> None:
     reward_id = history["clawback"]["reward_id"]
-    for n, changes in enumerate(({"clawed_back_minor": -1}, {"cause": "whim"})):
+    cases: tuple[dict[str, Any], ...] = ({"clawed_back_minor": -1}, {"cause": "whim"})
+    for n, changes in enumerate(cases):
         with pytest.raises(IntegrityError):
             write(
                 engine, ClawbackRow.__table__, clawback_row(reward_id, f"evt_x{n}", now, **changes)

@@ -105,6 +105,7 @@ def test_the_velocity_cap_counts_conversions_already_rewarded(
 
 
 def record_stripe(ledger: SqlLedger, conv: Conversion, customer: str, now: datetime) -> None:
+    assert conv.amount is not None  # a paid conversion
     paid = StripeConversion(
         f"evt_{conv.source_event}", conv, customer, (f"in_{conv.source_event}",), conv.amount, True
     )

@@ -8,6 +8,7 @@ overlaps.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -244,7 +245,7 @@ def test_racing_payout_workers_pay_each_reward_once(
     rewards.append(given_reward(setup, now, 5, status=RewardStatus.APPROVED))
     reward_ids = sorted(r.reward_id for r in rewards)
 
-    outcomes = race([lambda w=w: prepare_and_settle(w, reward_ids, now) for w in workers])
+    outcomes = race([functools.partial(prepare_and_settle, w, reward_ids, now) for w in workers])
 
     assert [o for o in outcomes if isinstance(o, BaseException)] == []
     assert sum(outcomes) == len(rewards)  # type: ignore[arg-type]
@@ -275,8 +276,8 @@ def test_racing_runs_offering_different_codes_mint_one_code_per_contact(
 
     outcomes = race(
         [
-            lambda run=run, i=i: run.record_ask_decisions(
-                [AskDecision(moments[i])], {"C1": f"CODE-{i}"}, now, now
+            functools.partial(
+                run.record_ask_decisions, [AskDecision(moments[i])], {"C1": f"CODE-{i}"}, now, now
             )
             for i, run in enumerate(runs)
         ]

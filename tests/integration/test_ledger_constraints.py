@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, insert, inspect, select, table, text, updat
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from domain.models import PayoutOutcome, RewardStatus
+from integrations.ledger.base import T_PAYOUTS, T_REWARDS
 from integrations.ledger.migrate import alembic_config, upgrade
 from integrations.ledger.schema import (
     NO_DELETE,
@@ -28,15 +29,11 @@ from integrations.ledger.schema import (
     ConversionPaymentRow,
     ConversionRow,
     LedgerEntryRow,
-    PayoutRow,
     ProviderEventRow,
-    RewardRow,
 )
 from integrations.ledger.sql import SqlLedger
 from tests.integration.test_ledger_flow import decide, given_reward, pay
 
-T_REWARDS = RewardRow.__table__
-T_PAYOUTS = PayoutRow.__table__
 T_DECISIONS = ApprovalDecisionRow.__table__
 T_ENTRIES = LedgerEntryRow.__table__
 T_PROVIDER_EVENTS = ProviderEventRow.__table__

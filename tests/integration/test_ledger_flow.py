@@ -43,6 +43,7 @@ from domain.models import (
 )
 from domain.money import Money
 from domain.ports import SourceBatch
+from integrations.ledger.base import MAX_PAYOUT_ATTEMPTS
 from integrations.ledger.schema import (
     ApprovalDecisionRow,
     ApprovalRequestRow,
@@ -53,7 +54,7 @@ from integrations.ledger.schema import (
     QuarantineRow,
     RewardRow,
 )
-from integrations.ledger.sql import MAX_PAYOUT_ATTEMPTS, DecisionConflict, SqlLedger
+from integrations.ledger.sql import DecisionConflict, SqlLedger
 from tests.conftest import contact, people_batch
 
 RULE = "customer-flat"

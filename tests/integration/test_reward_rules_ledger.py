@@ -101,7 +101,7 @@ def test_a_cancellation_in_the_ledger_gives_its_room_back(ledger: SqlLedger, now
     first = rewards_by_conversion(ledger)[conversion_for(code, "C1", 1, now).conversion_id]
     with ledger.engine.begin() as conn:
         conn.execute(
-            insert(LedgerEntryRow.__table__).values(
+            insert(LedgerEntryRow).values(
                 reward_id=first["reward_id"],
                 kind="cancelled",
                 amount_minor=-80_000,
@@ -267,7 +267,7 @@ def test_a_click_on_an_ask_carrying_the_code_is_a_touch_before_the_conversion(
     clicked = now - timedelta(days=3)
     with ledger.engine.begin() as conn:
         conn.execute(
-            insert(MomentRow.__table__).values(
+            insert(MomentRow).values(
                 moment_id="test:nps-1",
                 type="nps_promoter",
                 contact_id="C1",
@@ -279,7 +279,7 @@ def test_a_click_on_an_ask_carrying_the_code_is_a_touch_before_the_conversion(
             )
         )
         conn.execute(
-            insert(AskRow.__table__).values(
+            insert(AskRow).values(
                 ask_id="ask-1",
                 moment_id="test:nps-1",
                 contact_id="C1",

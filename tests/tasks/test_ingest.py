@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from domain.errors import PermanentIntegrationError, RetryableIntegrationError
@@ -46,8 +48,8 @@ def test_a_source_whose_counts_do_not_add_up_stops_the_run(sqlite_ledger: SqlLed
 
 
 def test_a_refusal_by_the_provider_is_not_retried_but_a_passing_failure_is() -> None:
-    refused = Failed(data=PermanentIntegrationError("401: bad token"))
-    passing = Failed(data=RetryableIntegrationError("503"))
+    refused: State[Any] = Failed(data=PermanentIntegrationError("401: bad token"))
+    passing: State[Any] = Failed(data=RetryableIntegrationError("503"))
     assert _worth_retrying(None, None, refused) is False
     assert _worth_retrying(None, None, passing) is True
     assert _worth_retrying(None, None, Completed()) is False

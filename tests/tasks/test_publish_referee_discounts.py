@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import requests
-import stripe
 from sqlalchemy import select
 
 from domain.discounts import (
@@ -248,9 +247,7 @@ def test_without_a_stripe_key_discounts_are_ledger_only_and_stripe_publishes_the
 
 
 @pytest.fixture
-def fake_stripe(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
-    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.02)
+def fake_stripe() -> Iterator[FakeStripe]:
     with FakeStripe(api_key="sk_test_discounts") as server:
         yield server
 

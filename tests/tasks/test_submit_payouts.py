@@ -18,7 +18,8 @@ from domain.models import (
     derived_id,
 )
 from domain.money import Money
-from integrations.ledger.sql import MAX_PAYOUT_ATTEMPTS, SqlLedger
+from integrations.ledger.base import MAX_PAYOUT_ATTEMPTS
+from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
 from integrations.payments.ledger_only import LedgerOnlyRail
 from tasks.payouts import PayoutReport, submit_payouts

@@ -108,13 +108,16 @@ def test_payouts_bench_pays_each_reward_once_and_reports_its_figures(
     """Part A only (a local Prefect server for the rate limit; no worker, no deploy)."""
     before = leftover_dirs("bench-payouts-")
 
-    payouts.main(["--n", "40", "--workers", "2", "--skip-latency"])
+    # With Stripe's second limiter too: each endpoint's own rate, at the fake and in the fleet.
+    payouts.main(["--n", "40", "--workers", "2", "--endpoint-rate", "60", "--skip-latency"])
 
     out = capsys.readouterr().out
     figures = last_json_line(out)
     assert "Part A: paying 40 rewards" in out
+    assert "100/s and 60/s per endpoint" in out
     assert figures["bench"] == "payouts"
     assert (figures["n"], figures["workers"], figures["rate_limit_per_s"]) == (40, 2, 100.0)
+    assert figures["endpoint_rate_limit_per_s"] == figures["transfer_limit_per_s"] == 60.0
     for key in (
         "wall_s",
         "window_s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def conversion(
     )
 
 
-def referee(email: str | None = "ana@newco.example", **kw: str) -> Contact:
+def referee(email: str | None = "ana@newco.example", **kw: Any) -> Contact:
     return contact("NEWC1", "NEW1", email=email, **kw)
 
 
