@@ -1,9 +1,10 @@
 """Part B of the payout benchmark: from an approver's resume to the payout in the ledger.
 
-A real local Prefect stack (server, deployments from prefect.yaml, process worker) runs
-the ``payout-approval`` deployment. Its worker sees the same SQLite ledger and the fake
-Stripe as this process (``REFERRALS_*`` in its environment). Each repeat seeds one
-1,845.00 EUR reward awaiting approval, starts its approval run with
+A real local Prefect stack (server, deployments from prefect.yaml, process worker on a
+pool whose command is this environment's ``python -m prefect.engine``, as ``referrals up``
+sets it) runs the ``payout-approval`` deployment. Its worker sees the same SQLite ledger
+and the fake Stripe as this process (``REFERRALS_*`` in its environment). Each repeat
+seeds one 1,845.00 EUR reward awaiting approval, starts its approval run with
 ``request_approvals`` and waits until the run is suspended (PAUSED); then the clock
 starts just before ``PrefectApprovalRuns.resume(...)`` with an approval and stops when
 this process, polling the ledger every 50 ms, sees the payout committed as succeeded.

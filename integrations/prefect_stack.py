@@ -8,7 +8,9 @@ into the user's ``~/.prefect``.
 
 from __future__ import annotations
 
+import copy
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -169,11 +172,41 @@ class LocalStack:
         return result.stdout
 
     def deploy(self) -> None:
-        """Create the process work pool (once) and register every deployment."""
-        pools = self.prefect("work-pool", "ls")
-        if WORK_POOL not in pools:
-            self.prefect("work-pool", "create", WORK_POOL, "--type", "process")
+        """Create or update the process work pool and register every deployment."""
+        self.ensure_work_pool()
         self.prefect("--no-prompt", "deploy", "--all")
+
+    def ensure_work_pool(self) -> None:
+        """The process work pool, its flow runs started by :func:`engine_command`.
+
+        An existing pool keeps whatever was set on it (in the UI or by an earlier
+        ``referrals up``), except a command that is unset or names a program this
+        machine no longer has (the project or its virtual environment moved).
+        """
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+        from prefect.exceptions import ObjectNotFound
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with (
+            temporary_settings({PREFECT_API_URL: self.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            try:
+                pool = client.read_work_pool(WORK_POOL)
+            except ObjectNotFound:
+                client.create_work_pool(
+                    WorkPoolCreate(
+                        name=WORK_POOL, type="process", base_job_template=work_pool_template()
+                    )
+                )
+                return
+            template = copy.deepcopy(pool.base_job_template)
+            command = template.get("variables", {}).get("properties", {}).get("command")
+            if command is None or not _stale(command.get("default")):
+                return
+            command["default"] = engine_command()
+            client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
 
     def start_worker(self) -> None:
         if self._running("worker"):
@@ -209,6 +242,34 @@ class LocalStack:
 
     def down(self) -> list[str]:
         return [name for name in ("worker", "server") if self.stop(name)]
+
+
+def engine_command() -> str:
+    """The command that runs one flow run: this environment's Python on prefect.engine.
+
+    Without a command, Prefect 3.8's process worker starts a workspace supervisor
+    process that imports Prefect and then starts the engine process, which imports it
+    again: about a second more between an approver's resume and the payout. The worker
+    runs from this environment, so the flow runs need no workspace resolution.
+    """
+    return shlex.join([sys.executable, "-m", "prefect.engine"])
+
+
+def _stale(command: str | None) -> bool:
+    """Whether a pool's command is unset or starts a program that is not here."""
+    if not command:
+        return True
+    program = shlex.split(command)[0]
+    return "/" in program and not Path(program).exists()
+
+
+def work_pool_template() -> dict[str, Any]:
+    """Prefect's process base job template with :func:`engine_command` as its default."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = engine_command()
+    return template
 
 
 def _prefect() -> str:

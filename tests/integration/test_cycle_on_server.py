@@ -7,7 +7,10 @@ paid exactly once at the (fake) Stripe over HTTP.
 
 from __future__ import annotations
 
+import copy
 import csv
+import shlex
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +19,7 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.objects import StateType
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
@@ -26,7 +30,7 @@ from domain.errors import PermanentIntegrationError
 from flows.bootstrap import App, build_app, use_app
 from flows.cycle import referral_cycle
 from integrations.ledger.schema import LedgerEntryRow, PayoutRow
-from integrations.prefect_stack import LocalStack, free_port
+from integrations.prefect_stack import WORK_POOL, LocalStack, engine_command, free_port
 from tests.fakes.stripe_server import FakeStripe
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -255,3 +259,43 @@ def test_a_large_reward_waits_in_a_suspended_run_and_is_paid_once_after_approval
     assert (
         len([t for t in stripe.transfers if t["metadata"]["reward_id"] == waiting.reward_id]) == 1
     )
+
+
+def _pool_template() -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        return client.read_work_pool(WORK_POOL).base_job_template
+
+
+def _set_pool(command: str | None, env: dict[str, str]) -> None:
+    template = copy.deepcopy(_pool_template())
+    template["variables"]["properties"]["command"]["default"] = command
+    template["variables"]["properties"]["env"]["default"] = env
+    with get_client(sync_client=True) as client:
+        client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
+
+
+def _pool_command_and_env() -> tuple[str | None, Any]:
+    properties = _pool_template()["variables"]["properties"]
+    return properties["command"]["default"], properties["env"].get("default")
+
+
+def test_the_work_pool_starts_runs_with_this_environments_engine_and_keeps_what_was_set_on_it(
+    stack: tuple[LocalStack, Path],
+) -> None:
+    local, _ = stack
+    command, _env = _pool_command_and_env()
+    assert command == engine_command()
+    assert command is not None
+    assert shlex.split(command)[0] == sys.executable
+
+    # An operator's choices survive the next `make up`: their command and their env.
+    _set_pool("python -m prefect.engine", {"TZ": "Europe/Paris"})
+    local.ensure_work_pool()
+    assert _pool_command_and_env() == ("python -m prefect.engine", {"TZ": "Europe/Paris"})
+
+    # A command naming a Python that is gone (the project moved) or none at all is
+    # replaced, and only it.
+    for lost in ("/nowhere/.venv/bin/python -m prefect.engine", None):
+        _set_pool(lost, {"TZ": "Europe/Paris"})
+        local.ensure_work_pool()
+        assert _pool_command_and_env() == (engine_command(), {"TZ": "Europe/Paris"})
