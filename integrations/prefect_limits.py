@@ -30,6 +30,11 @@ MAX_WAIT_S = 1.0
 GRANTED, LOCKED, BUSY = 200, 423, 503
 # A busy server is asked again after this, doubling up to MAX_WAIT_S.
 FIRST_BUSY_PAUSE_S = 0.01
+# A request that got no answer (timed out, connection dropped) is asked again until the
+# server has been unreachable this long. A Prefect server on SQLite holds a request up
+# to 60 s while another connection keeps its database locked (its busy_timeout), the
+# same as the client's read timeout, and such a spell must not fail a payout run.
+UNANSWERED_GIVE_UP_S = 300.0
 
 
 class PrefectRateLimit:
@@ -149,8 +154,20 @@ class PrefectRateLimit:
         client = self._connected()
         slots = self.block * SLOTS_PER_CALL
         busy_pause = FIRST_BUSY_PAUSE_S
+        unanswered_since: float | None = None
         while True:
-            status = self._ask(client, slots)
+            asked_at = time.monotonic()
+            try:
+                status = self._ask(client, slots)
+            except _Unanswered as failure:
+                unanswered_since = unanswered_since or asked_at
+                if time.monotonic() - unanswered_since >= UNANSWERED_GIVE_UP_S:
+                    raise failure.error from None
+                # Slots the lost request may have taken are not counted here: at
+                # worst this worker runs below the rate for a moment, never above.
+                status = BUSY
+            else:
+                unanswered_since = None
             if status == GRANTED:
                 return self.block
             if status == BUSY:
@@ -179,7 +196,12 @@ class PrefectRateLimit:
             "/v2/concurrency_limits/increment",
             json={"names": [self.name], "slots": slots, "mode": "rate_limit"},
         )
-        response = httpx.Client.send(http, request)
+        try:
+            response = httpx.Client.send(http, request)
+        except httpx.TransportError as error:
+            # What the Prefect client would have retried (read timeouts, dropped and
+            # reset connections); bypassing it must not make them fatal.
+            raise _Unanswered(error) from error
         if response.status_code not in (GRANTED, LOCKED, BUSY):
             response.raise_for_status()
         return response.status_code
@@ -195,6 +217,14 @@ class PrefectRateLimit:
             # Also closed when the throttle is collected: callers rarely close it.
             self._closing = weakref.finalize(self, _close_client, client)
         return self._client
+
+
+class _Unanswered(Exception):
+    """The server was asked for slots and no answer came back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def wait_for_slots(occupied: int, limit: int, wanted: int, decay_per_second: float) -> float:

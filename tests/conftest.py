@@ -75,6 +75,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistScheduling(), "referrals-xdist-scheduling")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failing test that ran against a local Prefect stack carries the end of its
+    server's and worker's logs: in CI they are gone with the machine, and a stalled or
+    failed server call says little without them."""
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and stack is not None:
+        local = stack[0] if isinstance(stack, tuple) else stack
+        for name in ("server", "worker"):
+            log = Path(local.run_dir) / f"{name}.log"
+            if log.exists():
+                tail = log.read_text(errors="replace").splitlines()[-120:]
+                report.sections.append((f"Prefect {name} log (last lines)", "\n".join(tail)))
+    return report
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_flow_run_heartbeats() -> Iterator[None]:
     """Flow runs started by the tests themselves send no heartbeats.

@@ -168,3 +168,56 @@ def test_only_a_grant_a_refusal_or_a_busy_server_is_waited_on_anything_else_is_r
         assert throttle._ask(answering(status), 1000) == status
     with pytest.raises(httpx.HTTPStatusError):
         throttle._ask(answering(404), 1000)
+
+
+def _answering_then_granting(failures: list[Exception]) -> Any:
+    """A Prefect server whose first answers are lost (``failures``), then grants."""
+
+    def send(request: httpx.Request) -> httpx.Response:
+        if failures:
+            raise failures.pop(0)
+        return httpx.Response(200, request=request)
+
+    http = httpx.Client(base_url="http://prefect.test/api", transport=httpx.MockTransport(send))
+    return SimpleNamespace(_client=http)
+
+
+def test_a_request_that_timed_out_or_lost_its_connection_is_asked_again_not_fatal(
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Prefect client retries these itself; the throttle sends past it, so it must.
+    throttle = PrefectRateLimit("stripe", per_second=100)
+    throttle._ready = True
+    server = _answering_then_granting(
+        [
+            httpx.ReadTimeout("timed out"),
+            httpx.RemoteProtocolError("Server disconnected without sending a response."),
+            httpx.ReadError("connection reset"),
+        ]
+    )
+    monkeypatch.setattr(throttle, "_connected", lambda: server)
+
+    throttle()
+
+    assert throttle._left == throttle.block - 1
+
+
+def test_a_server_that_never_answers_fails_the_call_after_five_minutes_with_its_error(
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    throttle = PrefectRateLimit("stripe", per_second=100)
+    throttle._ready = True
+    began = clock[0]
+
+    def send(request: httpx.Request) -> httpx.Response:
+        clock[0] += 60  # each attempt waits out the client's read timeout
+        raise httpx.ReadTimeout("timed out")
+
+    http = httpx.Client(base_url="http://prefect.test/api", transport=httpx.MockTransport(send))
+    monkeypatch.setattr(throttle, "_connected", lambda: SimpleNamespace(_client=http))
+
+    with pytest.raises(httpx.ReadTimeout):
+        throttle()
+
+    # Five attempts a minute apart, their short pauses between: then the error is raised.
+    assert 300 <= clock[0] - began < 302
