@@ -135,6 +135,9 @@ def test_workers_racing_one_slow_transfer_make_one_transfer_and_book_it_once(
     referrer = contact("C1", stripe_account_id=fake.add_account())
     reward_id = seed_payable_reward(ledger, referrer, now)
     # The first create is slow and holds the key: the others meet it in flight (409).
+    # Held well past the clients' 0.2 s timeout and their retries: with the fixture's
+    # 0.3 s a retry on a loaded machine could arrive after it was done (seen once).
+    fake.slow_seconds = 1.5
     fake.script("POST /v1/transfers", ["timeout"])
     start = threading.Barrier(8)
 
