@@ -120,7 +120,9 @@ def _browser_page() -> Iterator[Page]:
         try:
             # Tall enough that the whole Resume dialog (description and form) shows.
             context = browser.new_context(viewport={"width": 1280, "height": 1500})
-            context.set_default_timeout(20_000)
+            # Longer than the minute Prefect's SQLite server can stall for (README,
+            # "Scale beyond one machine"): a bound for failures, not a wait.
+            context.set_default_timeout(90_000)
             yield context.new_page()
         finally:
             browser.close()
@@ -160,7 +162,7 @@ def _reward_awaiting_approval(app: App, now: datetime) -> str:
     return reward.reward_id
 
 
-def _wait_for(what: str, check: Callable[[], T | None], timeout: float = 60) -> T:
+def _wait_for(what: str, check: Callable[[], T | None], timeout: float = 150) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
