@@ -474,6 +474,8 @@ def test_a_second_request_while_the_first_with_its_key_is_executing_gets_409(
     fake: FakeStripe, http: requests.Session, account: str
 ) -> None:
     fake.script("POST /v1/transfers", ["timeout"])  # the first request runs slowly
+    # Slow enough that the second request surely lands while it runs, on a busy machine too.
+    fake.slow_seconds = 2.0
     outcome: dict[str, requests.Response] = {}
 
     def first_request() -> None:
