@@ -128,6 +128,14 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Rows per batch in every stage."
     )
+    ingest_page_records: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Rows of a file drop read and stored at a time (each page one "
+        "transaction; the drop's cursor moves with the last page). Bounds the memory "
+        "ingest needs whatever the drop's size.",
+    )
     registration_contact_key: SecretStr | None = Field(
         default=None,
         description="Secret key (at least 32 characters, e.g. `openssl rand -hex 32`) of "

@@ -366,6 +366,19 @@ class IngestReport:
             == self.new_events + self.already_seen + self.quarantined + self.reference_rows
         )
 
+    def plus(self, other: IngestReport) -> IngestReport:
+        """The two reads of one source counted as one (the pages of a paged read)."""
+        if other.source != self.source:
+            raise ValueError(f"cannot add {other.source}'s report to {self.source}'s")
+        return IngestReport(
+            source=self.source,
+            records_in=self.records_in + other.records_in,
+            new_events=self.new_events + other.new_events,
+            already_seen=self.already_seen + other.already_seen,
+            quarantined=self.quarantined + other.quarantined,
+            reference_rows=self.reference_rows + other.reference_rows,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RewardView:

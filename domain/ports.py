@@ -6,7 +6,7 @@ Each outside system has one Protocol here, one real adapter and one recording fa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -59,6 +59,26 @@ class EventSource(Protocol):
 
     def fetch(self, cursor: str | None) -> SourceBatch:
         """Everything new since ``cursor`` (everything when ``None``), with the next cursor."""
+        ...
+
+
+@runtime_checkable
+class PagedEventSource(EventSource, Protocol):
+    """A source whose one read can be too large to hold at once (a file drop of a
+    million customers), delivered a page at a time.
+
+    The pages together are what :meth:`fetch` returns. Only the last page carries the
+    next cursor, so pages stored one after another move the cursor only once all of
+    them are stored: a read cut short is read again, and the events already stored are
+    ignored by id.
+    """
+
+    def pages(self, cursor: str | None, page_records: int) -> Iterator[SourceBatch]:
+        """What :meth:`fetch` returns, in pages of about ``page_records`` records.
+
+        Every page satisfies :class:`SourceBatch`'s count invariant on its own; the
+        last one (there is always one) carries the cursor.
+        """
         ...
 
 

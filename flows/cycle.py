@@ -50,7 +50,7 @@ def detect_moments() -> dict[str, Any]:
     """
     app = bootstrap.app()
     now = datetime.now(UTC)
-    reports = ingest_sources(app.sources, app.ledger, now)
+    reports = ingest_sources(app.sources, app.ledger, now, app.settings.ingest_page_records)
     detection = detect_new_moments(app.ledger, app.program, now)
     return {"ingest": [asdict(r) for r in reports], "detection": asdict(detection)}
 
@@ -100,7 +100,7 @@ def check_conversions() -> dict[str, Any]:
     """
     app = bootstrap.app()
     now = datetime.now(UTC)
-    ingest_sources(app.sources, app.ledger, now)
+    ingest_sources(app.sources, app.ledger, now, app.settings.ingest_page_records)
     # After the ingest, so a claim's partner is a known contact; before crediting, so
     # a deal on a company registered in the same drop goes to its partner.
     registrations = intake_registrations(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,9 +12,13 @@ from prefect.client.schemas.objects import State
 
 from domain.errors import PermanentIntegrationError, ReferralError
 from domain.models import IngestReport
-from domain.ports import EventSource
+from domain.ports import EventSource, PagedEventSource, SourceBatch
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
+
+# A page of a file drop: 10,000 rows are a few tens of MB as Python objects, and a
+# transaction per page costs little next to storing them.
+PAGE_RECORDS = 10_000
 
 
 class UnbalancedIngest(ReferralError):
@@ -42,16 +46,23 @@ def _worth_retrying(_task: object, _run: object, state: State[Any]) -> bool:
     retry_condition_fn=_worth_retrying,
 )
 def ingest_sources(
-    sources: Sequence[EventSource], ledger: SqlLedger, now: datetime
+    sources: Sequence[EventSource],
+    ledger: SqlLedger,
+    now: datetime,
+    page_records: int = PAGE_RECORDS,
 ) -> list[IngestReport]:
     """Read every source from its stored cursor and store what is new.
 
-    Each source's events, rejects and next cursor are committed together.
+    A source read in pages (the file drop) is stored a page at a time, each page in a
+    transaction of its own, and its cursor moves with the last page: a run cut short
+    reads the drop again and finds the events it stored already seen. Any other
+    source's events, rejects and next cursor are committed together.
 
     Args:
         sources: the CRM and NPS sources to read, in order.
         ledger: the ledger to store events and quarantined rows in.
         now: the time recorded as ingestion time.
+        page_records: records held in memory at once from a paged source.
 
     Returns:
         One report per source: records in, new, already seen, quarantined.
@@ -62,10 +73,20 @@ def ingest_sources(
     log = run_logger()
     reports = []
     for source in sources:
-        batch = source.fetch(ledger.cursor(source.name))
-        report = ledger.record_batch(batch, now)
-        if not report.balanced:
-            raise UnbalancedIngest(f"{source.name}: {report} does not add up")
+        cursor = ledger.cursor(source.name)
+        batches: Iterable[SourceBatch] = (
+            source.pages(cursor, page_records)
+            if isinstance(source, PagedEventSource)
+            else [source.fetch(cursor)]
+        )
+        report: IngestReport | None = None
+        for batch in batches:
+            stored = ledger.record_batch(batch, now)
+            if not stored.balanced:
+                raise UnbalancedIngest(f"{source.name}: {stored} does not add up")
+            report = stored if report is None else report.plus(stored)
+        if report is None:
+            raise UnbalancedIngest(f"{source.name}: a paged read gave no page, not its cursor")
         log.info(
             "source %s: %d records, %d new events, %d already seen, %d quarantined",
             source.name,

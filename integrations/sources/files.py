@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,31 +54,65 @@ def _kind_of(path: Path) -> str | None:
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
-    """(line number, row, raw text) per record; bytes that are not UTF-8 survive as
-    surrogates so the row can be refused by name instead of failing the file."""
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
-    if path.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
+    """(line number, row, raw text) per record, read from disk as they are asked for;
+    bytes that are not UTF-8 survive as surrogates so the row can be refused by name
+    instead of failing the file."""
+    # utf-8-sig drops a byte order mark; newline="" leaves line ends to the readers
+    # (csv needs it for quoted newlines; JSONL lines end at \n, \r\n or \r only,
+    # never inside a JSON string at a U+2028 the way str.splitlines() would cut it).
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        if path.suffix == ".jsonl":
+            for number, ended in enumerate(handle, start=1):
+                line = ended.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield number, {"__error__": f"not valid JSON: {exc.msg}"}, line
+                    continue
+                if not isinstance(row, dict):
+                    yield number, {"__error__": "a JSONL line must be an object"}, line
+                    continue
+                yield number, row, line
+            return
+        reader = csv.DictReader(handle)
+        for row in reader:
+            # The header is line 1; a record's line is where it ends (quoted newlines).
+            raw = ",".join("" if v is None else str(v) for v in row.values())
+            if None in row:
+                yield reader.line_num, {"__error__": "more fields than the header names"}, raw
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, {"__error__": f"not valid JSON: {exc.msg}"}, line
-                continue
-            if not isinstance(row, dict):
-                yield number, {"__error__": "a JSONL line must be an object"}, line
-                continue
-            yield number, row, line
-        return
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    for row in reader:
-        # The header is line 1; a record's line is where it ends (quoted newlines).
-        raw = ",".join("" if v is None else str(v) for v in row.values())
-        if None in row:
-            yield reader.line_num, {"__error__": "more fields than the header names"}, raw
-            continue
-        yield reader.line_num, dict(row), raw
+            yield reader.line_num, dict(row), raw
+
+
+@dataclass
+class _Page:
+    """The rows of one page of a drop, as they are read."""
+
+    accounts: list[Account] = dataclass_field(default_factory=list)
+    contacts: list[Contact] = dataclass_field(default_factory=list)
+    events: list[SourceEvent] = dataclass_field(default_factory=list)
+    rejected: list[Rejected] = dataclass_field(default_factory=list)
+    records_in: int = 0
+
+    def batch(self, cursor: str | None) -> SourceBatch:
+        return SourceBatch(
+            source=SOURCE,
+            accounts=self.accounts,
+            contacts=self.contacts,
+            events=self.events,
+            rejected=self.rejected,
+            records_in=self.records_in,
+            reference_only=len(self.accounts) + len(self.contacts),
+            cursor=cursor,
+        )
+
+
+def _digest(path: Path) -> str:
+    """The file's SHA-256, read in blocks (a drop's event file can be GBs)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class FileSource:
@@ -89,32 +124,47 @@ class FileSource:
         self.folder = folder
 
     def fetch(self, cursor: str | None) -> SourceBatch:
+        """Every row of the files new or changed since ``cursor``, in one batch."""
+        pages = list(self.pages(cursor, page_records=0))
+        return SourceBatch(
+            source=SOURCE,
+            accounts=[a for page in pages for a in page.accounts],
+            contacts=[c for page in pages for c in page.contacts],
+            events=[e for page in pages for e in page.events],
+            rejected=[r for page in pages for r in page.rejected],
+            records_in=sum(page.records_in for page in pages),
+            reference_only=sum(page.reference_only for page in pages),
+            cursor=pages[-1].cursor,
+        )
+
+    def pages(self, cursor: str | None, page_records: int) -> Iterator[SourceBatch]:
+        """The rows of the files new or changed since ``cursor``, ``page_records`` at a
+        time (all in one page when 0), read from disk as they are needed: a drop of a
+        million customers is never in memory whole. The last page carries the cursor
+        (each file's SHA-256)."""
         seen: dict[str, str] = json.loads(cursor) if cursor else {}
-        accounts: list[Account] = []
-        contacts: list[Contact] = []
-        events: list[SourceEvent] = []
-        rejected: list[Rejected] = []
-        records_in = 0
+        page = _Page()
+        # Across pages, so a second row of one event id is refused wherever it is.
         first_line: dict[str, str] = {}
         files = sorted(p for p in self.folder.glob("*") if p.is_file() and _kind_of(p))
         # Reference data first, so events of the same drop can name those contacts.
         files.sort(key=lambda p: KINDS.index(_kind_of(p) or "events"))
         for path in files:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = _digest(path)
             if seen.get(path.name) == digest:
                 continue
             kind = _kind_of(path)
             for line, row, raw in _rows(path):
-                records_in += 1
+                page.records_in += 1
                 record = f"{path.name}:{line}"
                 try:
                     if "__error__" in row:
                         raise InputRejected(record, None, row["__error__"])
                     _refuse_bad_bytes(record, row)
                     if kind == "accounts":
-                        accounts.append(_account(record, row))
+                        page.accounts.append(_account(record, row))
                     elif kind == "contacts":
-                        contacts.append(_contact(record, row))
+                        page.contacts.append(_contact(record, row))
                     else:
                         event = _event(record, row) if kind == "events" else _nps(record, row)
                         earlier = first_line.get(event.event_id)
@@ -123,22 +173,16 @@ class FileSource:
                                 record, "event_id", f"duplicate of {earlier} in this drop"
                             )
                         first_line[event.event_id] = record
-                        events.append(event)
+                        page.events.append(event)
                 except InputRejected as exc:
-                    rejected.append(
+                    page.rejected.append(
                         Rejected(SOURCE, exc.record, exc.field, exc.reason, _printable(raw))
                     )
+                if page_records and page.records_in >= page_records:
+                    yield page.batch(cursor=None)
+                    page = _Page()
             seen[path.name] = digest
-        return SourceBatch(
-            source=SOURCE,
-            accounts=accounts,
-            contacts=contacts,
-            events=events,
-            rejected=rejected,
-            records_in=records_in,
-            reference_only=len(accounts) + len(contacts),
-            cursor=json.dumps(seen, sort_keys=True),
-        )
+        yield page.batch(cursor=json.dumps(seen, sort_keys=True))
 
     def fetch_registrations(self, cursor: str | None) -> ClaimsRead:
         """The partner registrations of every ``registrations*`` file new or changed
@@ -155,7 +199,7 @@ class FileSource:
             if p.is_file() and p.suffix in (".csv", ".jsonl")
         )
         for path in files:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = _digest(path)
             if seen.get(path.name) == digest:
                 continue
             for line, row, _raw in _rows(path):
