@@ -51,10 +51,16 @@ clicked asks). Without them recording conversions was quadratic: ``_same_referee
 scans every conversion for each new one (``record-conversions`` 6.2 s at 10,000,
 614 s at 100,000, about 17 hours extrapolated at 1,000,000), and each batch of
 ``conversions_to_reward`` sorts every unrewarded conversion (``compute-rewards``
-0.5 s, then 49 s). At 1,000,000 the process peaks at 9.2 GB: the file source reads
-the whole drop (583 MB of CSV, 4.5M events) into memory and stores it in one
-transaction (ingest 542 s). The other stages are linear but go row by row in places
-(a statement per conversion, per payout, and then per decided moment): ``decide-asks``
+0.5 s, then 49 s). At 1,000,000 the process peaked at 9.2 GB: the file source read
+the whole drop (583 MB of CSV, 4.5M events) into memory and stored it in one
+transaction (ingest 542 s). It now reads and stores 10,000 rows at a time
+(``REFERRALS_INGEST_PAGE_RECORDS``): at 100,000, at commit 6f521db, the peak fell from
+1,103 MB to 507 MB with the same events, moments, conversions and rewards (other work
+beside it). ``python -m bench.ingest`` measures the ingest alone: at 1,000,000,
+9,553 MB whole, 834 MB in pages, in the same time.
+
+The other stages are linear but go row by row in places (a statement per
+conversion, per payout, and then per decided moment): ``decide-asks``
 is 1,330 s of the 1,000,000 run. It has since closed its moments with an ``UPDATE`` per
 outcome and 500 ids instead of one per moment. Measured since with a throwaway script,
 not this bench: ``decide_asks.fn`` on 80,000 pending moments (every skip reason among

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import cycle, detection, payouts, send_asks
+from bench import cycle, detection, ingest, payouts, send_asks
 
 N = 2000
 
@@ -190,3 +190,23 @@ def test_cycle_bench_refuses_a_size_below_one(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         cycle.main(["--n", "10,0"])
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_ingest_bench_reads_the_drop_whole_and_in_pages_and_both_count_the_same(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = leftover_dirs("bench-ingest-")
+
+    ingest.main(["--n", "300", "--page-records", "500"])
+
+    out = capsys.readouterr().out
+    figures = last_json_line(out)
+    assert "File drop ingest: 300 customer accounts" in out
+    assert figures["bench"] == "ingest"
+    assert [r["mode"] for r in figures["runs"]] == ["baseline", "whole", "paged"]
+    whole, paged = figures["runs"][1:]
+    assert whole["records_in"] == paged["records_in"] > 500  # more than one page
+    assert whole["balanced"] is paged["balanced"] is True
+    assert figures["same_counts"] is True
+    assert all(r["max_rss_mb"] > 0 for r in figures["runs"])
+    assert leftover_dirs("bench-ingest-") == before
