@@ -388,6 +388,7 @@ class PartnerLedger(StripeConversionLedger):
             tally = ConversionTally(rejected=list(rejected))
             for credit in credits:
                 self._place(conn, credit.conversion, None, tally, now)
+            self._placed(conn, tally, now)
             quarantined = self._quarantine_all(conn, tally.rejected, now)
             queued = self._queue_for(conn, tally.new, notices, now)
             # Extend before converting: a deal qualified then won in one batch keeps

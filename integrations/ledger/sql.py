@@ -118,7 +118,7 @@ from integrations.ledger.schema import (
     SuppressionRow,
 )
 from integrations.ledger.stripe_conversions import StripeConversionLedger
-from integrations.ledger.touchpoints import TouchpointLedger, record_conversion_touches
+from integrations.ledger.touchpoints import TouchpointLedger, record_conversions_touches
 from integrations.ledger.webhooks import WebhookLedger
 
 _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTES}
@@ -755,9 +755,9 @@ class SqlLedger(
                 ConversionRow.conversion_id,
             )
             inserted = set(new)
-            for c in conversions:
-                if c.conversion_id in inserted:
-                    record_conversion_touches(self, conn, c, None, now)
+            record_conversions_touches(
+                self, conn, [(c, None) for c in conversions if c.conversion_id in inserted], now
+            )
             self._insert_ignore(
                 conn,
                 QuarantineRow,

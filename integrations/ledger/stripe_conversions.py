@@ -68,7 +68,7 @@ from integrations.ledger.schema import (
     SourceCursorRow,
 )
 from integrations.ledger.schema_webhooks import StripeEventRow
-from integrations.ledger.touchpoints import record_conversion_touches
+from integrations.ledger.touchpoints import record_conversions_touches
 from integrations.ledger.webhooks import StoredStripeEvent, read_unprocessed_stripe_events
 
 QUARANTINE_STAGE = "conversion"
@@ -141,6 +141,9 @@ class ConversionTally:
     joined: int = 0
     duplicates: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+    # The new conversions with their Stripe customer: their touches are stored for the
+    # whole batch at once, by :meth:`StripeConversionLedger._placed`.
+    touching: list[tuple[Conversion, str | None]] = field(default_factory=list)
 
 
 class StripeConversionLedger(LedgerBase):
@@ -274,6 +277,7 @@ class StripeConversionLedger(LedgerBase):
             tally = ConversionTally(rejected=list(rejected))
             for item in conversions:
                 self._place(conn, item.conversion, item, tally, now)
+            self._placed(conn, tally, now)
             quarantined = self._quarantine_all(conn, tally.rejected, now)
             queued = self._queue_for(conn, tally.new, notices, now)
             marked = 0
@@ -317,6 +321,7 @@ class StripeConversionLedger(LedgerBase):
             tally = ConversionTally(rejected=list(rejected))
             for conversion in conversions:
                 self._place(conn, conversion, None, tally, now)
+            self._placed(conn, tally, now)
             quarantined = self._quarantine_all(conn, tally.rejected, now)
             queued = self._queue_for(conn, tally.new, notices, now)
             marked = 0
@@ -479,7 +484,13 @@ class StripeConversionLedger(LedgerBase):
         tally.new.append(conversion.conversion_id)
         if stripe is not None:
             self._add_payments(conn, conversion.conversion_id, stripe, now)
-        record_conversion_touches(self, conn, conversion, customer, now)
+        tally.touching.append((conversion, customer))
+
+    def _placed(self, conn: Connection, tally: ConversionTally, now: datetime) -> None:
+        """Store the touches of the conversions a batch of :meth:`_place` calls added.
+        Right after the batch, in its transaction, before anything else changes."""
+        record_conversions_touches(self, conn, tally.touching, now)
+        tally.touching.clear()
 
     def _same_referee(
         self, conn: Connection, conversion: Conversion, customer: str | None
