@@ -39,6 +39,11 @@ cycles, other work running beside it (seconds; generating the company not includ
     100,000 (*)      52.8    139         70.6             35.6    14.4    316  12.5 (4.0 %)
     1,000,000 (*)     575  1,467          753              413     131  3,369  15.2 (0.5 %)
     100,000 (**)     24.5   30.2         92.5              8.2     8.3    165   8.3 (5.0 %)
+    100,000 (***)    26.6   35.6         57.4              9.3     8.2    140  11.3 (8.1 %)
+
+(***) At commit 3ab6fa5, idle: a batch's touchpoints found and stored once at its end,
+not with four statements per conversion (``record-conversions`` 76 s -> 33 s), and
+the drop read a page at a time (peak memory 1,103 MB -> 508 MB).
 
 (**) At commit 0e538b9 (decide-asks closing moments by the 500, below), idle machine:
 ``decide-asks`` 23.2 s of the asks stage's 30.2 s. Part of the drop from 316 s is the
