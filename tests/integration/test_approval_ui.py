@@ -121,10 +121,14 @@ def _browser_page() -> Iterator[Page]:
             # Tall enough that the whole Resume dialog (description and form) shows.
             context = browser.new_context(viewport={"width": 1280, "height": 1500})
             # Longer than the minute Prefect's SQLite server can stall for (README,
-            # "Scale beyond one machine"): a bound for failures, not a wait.
+            # "Scale beyond one machine"), for actions and for assertions alike: in
+            # such a minute the UI, waiting on the server, can leave the Resume form
+            # open after Close (seen once in CI). A bound for failures, not a wait.
             context.set_default_timeout(90_000)
+            expect.set_options(timeout=90_000)
             yield context.new_page()
         finally:
+            expect.set_options(timeout=5_000)
             browser.close()
 
 
