@@ -15,6 +15,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
@@ -159,10 +161,12 @@ class PrefectRateLimit:
             asked_at = time.monotonic()
             try:
                 status = self._ask(client, slots)
-            except _Unanswered as failure:
+            except httpx.TransportError:
+                # What the Prefect client would have retried (read timeouts, dropped
+                # and reset connections); bypassing it must not make them fatal.
                 unanswered_since = unanswered_since or asked_at
                 if time.monotonic() - unanswered_since >= UNANSWERED_GIVE_UP_S:
-                    raise failure.error from None
+                    raise
                 # Slots the lost request may have taken are not counted here: at
                 # worst this worker runs below the rate for a moment, never above.
                 status = BUSY
@@ -188,20 +192,13 @@ class PrefectRateLimit:
         (even with PREFECT_CLIENT_MAX_RETRIES=0, once). That was most of the time from
         an approval to its payout (measured: 1.7-2.5 s in half the runs).
         """
-        import httpx
-
         http = client._client  # the plain httpx client under Prefect's retrying one
         request = http.build_request(
             "POST",
             "/v2/concurrency_limits/increment",
             json={"names": [self.name], "slots": slots, "mode": "rate_limit"},
         )
-        try:
-            response = httpx.Client.send(http, request)
-        except httpx.TransportError as error:
-            # What the Prefect client would have retried (read timeouts, dropped and
-            # reset connections); bypassing it must not make them fatal.
-            raise _Unanswered(error) from error
+        response = httpx.Client.send(http, request)
         if response.status_code not in (GRANTED, LOCKED, BUSY):
             response.raise_for_status()
         return response.status_code
@@ -217,14 +214,6 @@ class PrefectRateLimit:
             # Also closed when the throttle is collected: callers rarely close it.
             self._closing = weakref.finalize(self, _close_client, client)
         return self._client
-
-
-class _Unanswered(Exception):
-    """The server was asked for slots and no answer came back."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def wait_for_slots(occupied: int, limit: int, wanted: int, decay_per_second: float) -> float:

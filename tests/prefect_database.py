@@ -1,4 +1,5 @@
-"""A database of its own on PostgreSQL for a test's Prefect server, when there is one.
+"""A Prefect stack of a test's own, with a database of its own on PostgreSQL when
+there is one.
 
 Prefect 3.8.8's server on SQLite now and then stops for a minute (README, "Scale beyond
 one machine": its event loop, collecting garbage, waits on a connection that waits on
@@ -12,11 +13,35 @@ on SQLite, as ``make demo`` does.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from config.settings import PROJECT_ROOT
+from integrations.prefect_stack import LocalStack, free_port
+from tests.conftest import POSTGRES_URL
+
+
+@contextmanager
+def running_stack(root: Path, env: Mapping[str, str]) -> Iterator[LocalStack]:
+    """A server, a worker and the deployments under ``root``, their processes seeing
+    ``env``; on PostgreSQL when ``REFERRALS_TEST_POSTGRES_URL`` is set. Stopped after."""
+    with prefect_server_database(POSTGRES_URL) as server_database:
+        stack = LocalStack(
+            PROJECT_ROOT,
+            port=free_port(),  # LocalStack.env points PREFECT_UI_API_URL at this port too
+            home=root / "prefect",
+            run_dir=root / "run",
+            extra_env={**env, **server_database},
+        )
+        try:
+            stack.up()
+            yield stack
+        finally:
+            stack.down()
 
 
 @contextmanager

@@ -44,11 +44,11 @@ from domain.money import Money
 from domain.rewards import compute_rewards
 from flows.bootstrap import App, build_app, use_app
 from integrations.ledger.schema import LedgerEntryRow, PayoutRow
-from integrations.prefect_stack import LocalStack, free_port
+from integrations.prefect_stack import LocalStack
 from tasks.approvals import request_approvals
-from tests.conftest import POSTGRES_URL, people_batch
+from tests.conftest import people_batch
 from tests.integration.browser import chromium_missing, launch_chromium
-from tests.prefect_database import prefect_server_database
+from tests.prefect_database import running_stack
 
 _MISSING = chromium_missing()
 pytestmark = [
@@ -71,24 +71,13 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Path]]:
     root = tmp_path_factory.mktemp("ui-server")
-    with prefect_server_database(POSTGRES_URL) as server_database:
-        stack = LocalStack(
-            PROJECT_ROOT,
-            port=free_port(),  # LocalStack.env points PREFECT_UI_API_URL at this port too
-            home=root / "prefect",
-            run_dir=root / "run",
-            extra_env={
-                # The worker's flow runs see the test's ledger; no Stripe key: ledger-only.
-                "REFERRALS_DATABASE_URL": f"sqlite:///{root / 'ledger.db'}",
-                "REFERRALS_INBOX_DIR": str(root / "inbox"),
-                **server_database,
-            },
-        )
-        try:
-            stack.up()
-            yield stack, root
-        finally:
-            stack.down()
+    # The worker's flow runs see the test's ledger; no Stripe key: ledger-only.
+    env = {
+        "REFERRALS_DATABASE_URL": f"sqlite:///{root / 'ledger.db'}",
+        "REFERRALS_INBOX_DIR": str(root / "inbox"),
+    }
+    with running_stack(root, env) as stack:
+        yield stack, root
 
 
 @pytest.fixture(scope="module")

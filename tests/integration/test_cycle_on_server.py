@@ -25,15 +25,14 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from sqlalchemy import func, select
 
-from config.settings import PROJECT_ROOT, load_settings
+from config.settings import load_settings
 from domain.errors import PermanentIntegrationError
 from flows.bootstrap import App, build_app, use_app
 from flows.cycle import referral_cycle
 from integrations.ledger.schema import LedgerEntryRow, PayoutRow
-from integrations.prefect_stack import WORK_POOL, LocalStack, engine_command, free_port
-from tests.conftest import POSTGRES_URL
+from integrations.prefect_stack import WORK_POOL, LocalStack, engine_command
 from tests.fakes.stripe_server import FakeStripe
-from tests.prefect_database import prefect_server_database
+from tests.prefect_database import running_stack
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 API_KEY = "sk_test_server"
@@ -60,27 +59,16 @@ def stack(
     root = tmp_path_factory.mktemp("server")
     inbox = root / "inbox"
     inbox.mkdir()
-    with prefect_server_database(POSTGRES_URL) as server_database:
-        stack = LocalStack(
-            PROJECT_ROOT,
-            port=free_port(),
-            home=root / "prefect",
-            run_dir=root / "run",
-            extra_env={
-                # The worker's flow runs must see the same ledger and providers as the test.
-                "REFERRALS_DATABASE_URL": f"sqlite:///{root / 'ledger.db'}",
-                "REFERRALS_INBOX_DIR": str(inbox),
-                "REFERRALS_STRIPE_API_KEY": API_KEY,
-                "REFERRALS_STRIPE_API_BASE": stripe.url,
-                "REFERRALS_STRIPE_MAX_NETWORK_RETRIES": "1",
-                **server_database,
-            },
-        )
-        try:
-            stack.up()
-            yield stack, root
-        finally:
-            stack.down()
+    # The worker's flow runs must see the same ledger and providers as the test.
+    env = {
+        "REFERRALS_DATABASE_URL": f"sqlite:///{root / 'ledger.db'}",
+        "REFERRALS_INBOX_DIR": str(inbox),
+        "REFERRALS_STRIPE_API_KEY": API_KEY,
+        "REFERRALS_STRIPE_API_BASE": stripe.url,
+        "REFERRALS_STRIPE_MAX_NETWORK_RETRIES": "1",
+    }
+    with running_stack(root, env) as stack:
+        yield stack, root
 
 
 @pytest.fixture(scope="module")
