@@ -109,7 +109,7 @@ from config.program import load_program
 from config.settings import load_settings
 from domain.models import PayoutRailKind
 from flows import cycle as cycle_flows
-from flows.bootstrap import App, use_app
+from flows.bootstrap import App, approver_adapters, use_app
 from integrations.approvals.fake import RecordingApprovalRuns
 from integrations.email.outbox import OutboxEmailSender
 from integrations.ledger.engine import make_engine
@@ -257,6 +257,7 @@ def ledger_database(database_url: str | None) -> Iterator[tuple[Engine, str, Pat
 def make_app(ledger: SqlLedger, url: str, inbox: Path) -> App:
     """The demo's local adapters (outbox, ledger-only rail), recorded approval runs."""
     settings = load_settings(database_url=url, inbox_dir=inbox, sources=("files",))
+    approvers, codes = approver_adapters(ledger.engine, settings)
     return App(
         settings=settings,
         program=load_program(settings.program_file),
@@ -265,6 +266,8 @@ def make_app(ledger: SqlLedger, url: str, inbox: Path) -> App:
         email=OutboxEmailSender(ledger),
         rails={PayoutRailKind.LEDGER_ONLY: LedgerOnlyRail()},
         approvals=RecordingApprovalRuns(),
+        approvers=approvers,
+        codes=codes,
     )
 
 

@@ -121,6 +121,18 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:4200/api",
         description="Prefect API the CLI talks to for approvals (PREFECT_API_URL wins).",
     )
+    approver_secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key (urlsafe base64 of 32 bytes) the approvers' one-time-code "
+        "secrets are encrypted with in the ledger; from a secret store in production "
+        "(`referrals approvers new-key` makes one). Unset: the key in "
+        "REFERRALS_APPROVER_KEY_FILE, generated there (owner-only) on first use.",
+    )
+    approver_key_file: Path = Field(
+        default=DATA_DIR / "approver-secret.key",
+        description="Where the approvers' secret key is kept when "
+        "REFERRALS_APPROVER_SECRET_KEY is unset (the demo's way; readable by its owner only).",
+    )
     approval_deployment: str = Field(
         default="payout-approval/payout-approval",
         description="Deployment (flow/deployment) that runs one paused approval per reward.",

@@ -1,10 +1,16 @@
-"""Approval rules for rewards at or above the threshold, or flagged."""
+"""Approval rules for rewards at or above the threshold, or flagged.
+
+Who may decide is in :mod:`domain.approvers`; this module says what a decision must
+satisfy to count, everything but the one-time code, which the use case verifies last
+(so a refused decision spends no code).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from domain.approvers import Approver, Identity
 from domain.errors import InvalidDecision
 from domain.models import Decision
 from domain.money import Money
@@ -18,7 +24,10 @@ def approvals_needed(amount: Money, program: Program) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CheckedDecision:
+    """A decision that passed every rule but the one-time code (checked last)."""
+
     decision: Decision
+    approver_id: str
     approver: str
     reason: str
     amount: Money
@@ -27,32 +36,55 @@ class CheckedDecision:
 def check_decision(
     *,
     decision: Decision,
-    approver: str,
+    approver: Approver | None,
+    approver_identity: Identity,
+    claimed_id: str,
     reason: str,
     adjusted_amount: str | None,
     reward_amount: Money,
-    earlier_approvers: Collection[str],
-    conflicted: Collection[str],
+    parties: Mapping[str, Identity],
+    earlier_approver_ids: Collection[str],
 ) -> CheckedDecision:
-    """Validate one approver's decision on one reward.
+    """Validate one decision on one reward, everything but the one-time code.
+
+    Args:
+        decision: approve or reject.
+        approver: the registered approver the decision is made under, or None when the
+            id names nobody.
+        approver_identity: the approver's contact, email and account.
+        claimed_id: the id as given, for the message when it names nobody.
+        reason: why; required.
+        adjusted_amount: a lower amount to pay, or None.
+        reward_amount: the most this decision may release (the reward's balance, or
+            less if an earlier approver lowered it).
+        parties: "referrer" and "referee" to their identities.
+        earlier_approver_ids: who already approved this reward.
 
     Raises:
-        InvalidDecision: no approver, a rejection without a reason, an amount that is
-            not above zero or is above the reward, an approver who already approved
-            this reward, or one who is the referrer or referee of it.
+        InvalidDecision: naming the rule broken.
     """
-    who = approver.strip()
-    if not who:
-        raise InvalidDecision("approver is required")
-    if decision is Decision.REJECT and not reason.strip():
-        raise InvalidDecision("a rejection needs a reason")
-    if who.casefold() in {c.casefold() for c in conflicted}:
-        raise InvalidDecision(f"{who} is party to this referral and may not decide on it")
-    if who.casefold() in {a.casefold() for a in earlier_approvers}:
-        raise InvalidDecision(f"{who} already approved this reward; a second approver is needed")
+    if approver is None:
+        raise InvalidDecision(f"no registered approver has the id {claimed_id!r}")
+    if not approver.active:
+        raise InvalidDecision(f"approver {approver.approver_id} is disabled")
+    if not approver.enrolled:
+        raise InvalidDecision(f"approver {approver.approver_id} has no one-time code enrolled")
+    if not reason.strip():
+        raise InvalidDecision("a decision needs a reason")
+    for role, identity in parties.items():
+        shared = approver_identity.shared_with(identity)
+        if shared:
+            raise InvalidDecision(
+                f"approver {approver.approver_id} is party to this reward "
+                f"(same {shared} as the {role}) and may not decide on it"
+            )
+    if approver.approver_id in earlier_approver_ids:
+        raise InvalidDecision(
+            f"approver {approver.approver_id} already approved this reward; "
+            "a second, different approver is needed"
+        )
     amount = reward_amount
-    if adjusted_amount not in (None, ""):
-        assert adjusted_amount is not None
+    if adjusted_amount:
         try:
             amount = Money.parse(adjusted_amount, reward_amount.currency)
         except ValueError as exc:
@@ -61,4 +93,20 @@ def check_decision(
             raise InvalidDecision("adjusted amount must be above zero")
         if amount > reward_amount:
             raise InvalidDecision(f"adjusted amount {amount} is above the reward {reward_amount}")
-    return CheckedDecision(decision=decision, approver=who, reason=reason.strip(), amount=amount)
+    if decision is Decision.APPROVE:
+        if approver.limit.currency != amount.currency:
+            raise InvalidDecision(
+                f"approver {approver.approver_id} has no limit in {amount.currency}"
+            )
+        if amount > approver.limit:
+            raise InvalidDecision(
+                f"{amount} is above the limit of approver {approver.approver_id} "
+                f"({approver.limit}); approve a lower amount or ask another approver"
+            )
+    return CheckedDecision(
+        decision=decision,
+        approver_id=approver.approver_id,
+        approver=approver.display_name,
+        reason=reason.strip(),
+        amount=amount,
+    )

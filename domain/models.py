@@ -397,6 +397,8 @@ class DecisionRecord:
     reason: str
     amount: Money
     decided_at: datetime
+    # The registered approver; None on decisions recorded before the registry.
+    approver_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,6 +414,8 @@ class ApprovalView:
     referrer_paid_count: int
     referrer_paid_total: Money
     referrer_rewards_count: int
+    # The referee's account id (``referee_account`` is its name, for people to read).
+    referee_account_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

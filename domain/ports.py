@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from domain.approvers import Approver, CodeCheck, Identity
 from domain.discounts import (
     CouponInstruction,
     DiscountRail,
@@ -180,8 +181,11 @@ class PaymentCards(Protocol):
 class ApprovalRuns(Protocol):
     """Where a person decides on a reward: a paused Prefect flow run per reward."""
 
-    def start(self, requests: Mapping[str, str]) -> dict[str, str]:
-        """Start one waiting run per approval request (request id -> reward id).
+    def start(
+        self, requests: Mapping[str, str], names: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """Start one waiting run per approval request (request id -> reward id), named
+        by ``names`` (request id -> run name: the amount, never an email).
 
         Starting the same request again returns the run already started for it (the
         request id is the run's idempotency key). Returns request id -> run id.
@@ -202,7 +206,47 @@ class ApprovalRuns(Protocol):
         (or finished) meanwhile, in which case it must be left to finish."""
         ...
 
+    def resumable(self, run_ids: list[str]) -> set[str]:
+        """The runs among ``run_ids`` that wait suspended, ready for a decision."""
+        ...
+
     def ui_url(self, run_id: str) -> str: ...
+
+
+class ApproverRegistry(Protocol):
+    """The registered approvers, as the approval use case reads them."""
+
+    def get(self, approver_id: str) -> Approver | None: ...
+
+    def identities(
+        self, approver: Approver, parties: Mapping[str, str | None]
+    ) -> tuple[Identity, dict[str, Identity]]:
+        """The approver's identity and each party's (role -> CRM contact id)."""
+        ...
+
+    def record_refusal(
+        self,
+        reward_id: str,
+        claimed_approver_id: str,
+        reason: str,
+        wrong_code: bool,
+        flow_run_id: str | None,
+        now: datetime,
+    ) -> None: ...
+
+    def wrong_codes_since(self, approver_id: str, since: datetime) -> int: ...
+
+
+class OneTimeCodes(Protocol):
+    """Proof that the approver is who the form says: an RFC 6238 code, spent once."""
+
+    def verify(self, approver_id: str, code: str, now: datetime) -> CodeCheck:
+        """Check the code and, if it is good, spend it."""
+        ...
+
+    def check(self, approver_id: str, code: str, now: datetime) -> CodeCheck:
+        """Check the code without spending it."""
+        ...
 
 
 @runtime_checkable

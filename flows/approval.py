@@ -10,16 +10,18 @@ that is still open. Rewards at or above the second threshold need two approvers.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import cast
 
 from prefect import flow
 from prefect.context import get_run_context
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
+from prefect.states import Completed
 from pydantic import Field
 
 from domain.models import RewardStatus
 from flows import bootstrap
+from integrations.approvals.suspend import suspend_with_message
 from tasks.approvals import (
     apply_decision,
     describe_for_approver,
@@ -35,13 +37,28 @@ MAX_REFUSED_DECISIONS = 20
 
 
 class PayoutDecision(RunInput):
-    """The approver's decision. Every field without a default is required in the form."""
+    """The approver's decision, as the Resume form asks it.
 
-    decision: Literal["approve", "reject"] = Field(
-        description="approve: the reward is paid. reject: it is closed and not paid."
+    No select box: the Prefect UI's select does not open on a mouse click inside the
+    Resume dialog (Chromium), so the decision is two switches and the rest is typed.
+    Identity is the approver id plus the one-time code from their authenticator app;
+    a name proves nothing and is not asked.
+    """
+
+    approver_id: str = Field(
+        title="Approver ID",
+        min_length=1,
+        max_length=64,
+        description="Your approver id (`referrals approvers list` shows them).",
     )
-    approver: str = Field(
-        min_length=1, max_length=200, description="Your name, as it goes into the ledger."
+    code: str = Field(
+        title="One-time code",
+        pattern=r"^[0-9]{6}$",
+        description="The 6-digit code your authenticator app shows now.",
+    )
+    approve: bool = Field(default=False, title="Approve", description="Pay the reward.")
+    reject: bool = Field(
+        default=False, title="Reject", description="Close the reward unpaid (say why)."
     )
     reason: str = Field(
         min_length=1, max_length=2000, description="Why you decided so (shown to auditors)."
@@ -50,18 +67,28 @@ class PayoutDecision(RunInput):
     # approver must flip first. Empty means "pay the reward as it is".
     adjusted_amount: str = Field(
         default="",
-        pattern=r"^(\d+(\.\d{1,2})?)?$",
+        max_length=20,
+        pattern=r"^(\d{1,12}(\.\d{1,2})?)?$",
         description="To pay less than the reward, e.g. 450.00 (never more). "
         "Leave empty to pay the reward.",
     )
 
 
-def wait_for_decision(form: type[PayoutDecision], key: str, timeout: int) -> PayoutDecision:
+FORM_FIELDS = {"approver_id", "code", "approve", "reject", "reason", "adjusted_amount"}
+
+
+def wait_for_decision(
+    form: type[PayoutDecision], key: str, timeout: int, message: str | None = None
+) -> PayoutDecision:
     """Suspend this run until someone resumes it with the form filled in.
 
+    As Prefect's ``suspend_flow_run`` does, with a state message: after a refused
+    decision the suspended run says why, in the run list and on the run page.
     Tests replace this function to script decisions without a Prefect server.
     """
-    return suspend_flow_run(wait_for_input=form, key=key, timeout=timeout)
+    if message is None:
+        return suspend_flow_run(wait_for_input=form, key=key, timeout=timeout)
+    return suspend_with_message(form, key, timeout, message)
 
 
 def _run_id() -> str | None:
@@ -72,13 +99,15 @@ def _run_id() -> str | None:
 
 @flow(name="payout-approval", persist_result=True)
 def payout_approval(reward_id: str) -> str:
-    """Wait for a person to approve or reject one reward, then pay or close it.
+    """Wait for a registered approver to approve or reject one reward, then pay or close it.
 
     Args:
         reward_id: the reward awaiting approval.
 
     Returns:
-        The reward's status at the end: paid, approved (payout pending), or rejected.
+        A final state named for the outcome: Completed ("paid" or "approved", payout
+        pending) or Rejected (a Completed state an on-call person tells apart at a
+        glance), its result the reward's status.
     """
     app = bootstrap.app()
     timeout = app.program.approvals.expire_after_hours * 3600
@@ -92,12 +121,19 @@ def payout_approval(reward_id: str) -> str:
         )
         # The key names the question asked; a run replayed after a resume meets the
         # same keys in the same order and gets back the answers already given.
-        decision = wait_for_decision(form, key=f"stage-{stage}-try-{refused}", timeout=timeout)
+        decision = wait_for_decision(
+            form,
+            key=f"stage-{stage}-try-{refused}",
+            timeout=timeout,
+            message=f"decision refused: {error}" if error else None,
+        )
         outcome = apply_decision(
             app.ledger,
+            app.approvers,
+            app.codes,
             app.program,
             reward_id,
-            decision.model_dump(include={"decision", "approver", "reason", "adjusted_amount"}),
+            decision.model_dump(include=FORM_FIELDS),
             _run_id(),
             datetime.now(UTC),
         )
@@ -109,7 +145,17 @@ def payout_approval(reward_id: str) -> str:
     if view.reward.status is RewardStatus.APPROVED:
         submit_payouts(app.ledger, app.rails, [reward_id], datetime.now(UTC))
     send_notifications(app.ledger, app.email, app.program, datetime.now(UTC))
-    return load_approval(app.ledger, reward_id).reward.status.value
+    status = load_approval(app.ledger, reward_id).reward.status
+    # Prefect makes a returned State the run's final state, and its data the call's
+    # result: the status, as the annotation says.
+    if status is RewardStatus.REJECTED:
+        return cast(
+            str,
+            Completed(
+                name="Rejected", message=f"reward {reward_id} rejected, not paid", data=status.value
+            ),
+        )
+    return cast(str, Completed(message=f"reward {reward_id} {status.value}", data=status.value))
 
 
 @flow(name="approval-sla")

@@ -7,10 +7,13 @@ put their own :class:`App` in place with :func:`use_app`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
 
 from config.program import load_program
 from config.settings import Settings, load_settings
@@ -27,7 +30,9 @@ from domain.ports import (
 )
 from domain.program import Program
 from integrations.approvals.prefect_runs import PrefectApprovalRuns
+from integrations.approvers.totp import TotpCodes, new_key
 from integrations.email.outbox import OutboxEmailSender
+from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
@@ -52,6 +57,9 @@ class App:
     email: EmailSender
     rails: dict[PayoutRailKind, PaymentRail]
     approvals: ApprovalRuns
+    # Who may decide on rewards, and the one-time codes that prove it.
+    approvers: SqlApprovers
+    codes: TotpCodes
     # With a Stripe key: the events feed (polling fallback of the webhook) and the
     # reader the reconciliation compares the ledger with.
     stripe_events: StripeEventFeed | None = None
@@ -79,6 +87,7 @@ def build_app(settings: Settings | None = None) -> App:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     ledger = SqlLedger(engine)
+    approvers, codes = approver_adapters(engine, settings)
     feed, records = _stripe_readers(settings)
     return App(
         settings=settings,
@@ -88,11 +97,38 @@ def build_app(settings: Settings | None = None) -> App:
         email=_email(settings, ledger),
         rails=_rails(settings),
         approvals=PrefectApprovalRuns(settings.approval_deployment),
+        approvers=approvers,
+        codes=codes,
         stripe_events=feed,
         payment_records=records,
         cards=records if isinstance(records, PaymentCards) else None,
         discounts=_discounts(settings),
     )
+
+
+def approver_adapters(engine: Engine, settings: Settings) -> tuple[SqlApprovers, TotpCodes]:
+    """The approvers' store on the ledger's engine, and their one-time codes."""
+    approvers = SqlApprovers(engine)
+    return approvers, TotpCodes(approvers, approver_key(settings))
+
+
+def approver_key(settings: Settings) -> str:
+    """The key the approvers' secrets are encrypted with: from settings, or else from
+    the key file, made (readable by its owner only) the first time it is needed."""
+    if settings.approver_secret_key is not None:
+        return settings.approver_secret_key.get_secret_value()
+    path = settings.approver_key_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting at once never write two different keys.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(new_key())
+    return path.read_text().strip()
 
 
 def _sources(settings: Settings) -> tuple[EventSource, ...]:

@@ -6,6 +6,7 @@
     referrals approvals list            rewards waiting for a person, oldest first
     referrals approvals approve ID ...  resume the paused run with an approval
     referrals approvals reject ID ...   resume it with a rejection
+    referrals approvers add|list|...    who may decide: registry and one-time codes
     referrals config check [FILE]       validate program rules before they apply
     referrals config what-if FILE       the stored history under other rules (pays nothing)
     referrals outbox                    emails kept by the local outbox backend
@@ -34,6 +35,7 @@ import typer
 
 from config.settings import PROJECT_ROOT, load_settings
 from domain.errors import ConfigError, IntegrationError, ReferralError
+from flows.cli_approvers import approvers_app
 from flows.cli_report import report_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
@@ -48,6 +50,7 @@ app.add_typer(webhooks_app, name="webhooks")
 automations_app = typer.Typer(no_args_is_help=True, help="Prefect automations for on-call.")
 app.add_typer(automations_app, name="automations")
 app.add_typer(report_app, name="report")
+app.add_typer(approvers_app, name="approvers")
 clawbacks_app = typer.Typer(no_args_is_help=True, help="Rewards taken back.")
 app.add_typer(clawbacks_app, name="clawbacks")
 partners_app = typer.Typer(no_args_is_help=True, help="Partner deal registration.")
@@ -67,6 +70,10 @@ def _prefect_env() -> None:
     settings_url = os.environ.get("REFERRALS_PREFECT_API_URL")
     os.environ.setdefault("PREFECT_API_URL", settings_url or stack.api_url)
     os.environ.setdefault("PREFECT_UI_API_URL", os.environ["PREFECT_API_URL"])
+    # The local stack's server takes no unauthenticated call: use its secret, unless
+    # the user points at another API with credentials of their own.
+    if os.environ["PREFECT_API_URL"] == stack.api_url and stack.auth_file.exists():
+        os.environ.setdefault("PREFECT_API_AUTH_STRING", stack.auth_string)
 
 
 def _stack() -> Any:
@@ -81,11 +88,33 @@ def _fail(message: str) -> None:
 
 
 @app.command()
-def up() -> None:
-    """Start the local Prefect server, register the deployments, start a worker."""
-    stack = _stack()
-    stack.up()
+def up(
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Interface the Prefect server listens on; anything but loopback needs "
+            "its basic auth (always on here) and TLS in front (README, Production)."
+        ),
+    ] = "127.0.0.1",
+) -> None:
+    """Start the local Prefect server (basic auth on), register the deployments, start a
+    worker."""
+    from integrations.prefect_stack import LocalStack, StackError
+
+    stack = LocalStack(PROJECT_ROOT, port=_port(), host=host)
+    try:
+        stack.up()
+    except StackError as exc:
+        _fail(str(exc))
     typer.echo(f"Prefect UI: {stack.ui_url}   (stop with `make down`)")
+    typer.echo(_login_hint(stack))
+
+
+def _login_hint(stack: Any) -> str:
+    return (
+        "The UI asks for a password: paste the whole line of "
+        f"{stack.auth_file} (user:password); the CLI and the worker read it themselves."
+    )
 
 
 @app.command()
@@ -108,10 +137,33 @@ def demo(
     from flows.demo import run_demo
 
     result = run_demo(accounts=accounts)
-    _print_demo(bootstrap.app(), result, stack.ui_url)
+    app_ = bootstrap.app()
+    _wait_until_resumable(app_)
+    _print_demo(app_, result, stack)
 
 
-def _print_demo(app_: Any, result: Any, ui_url: str) -> None:
+def _wait_until_resumable(app_: Any, timeout: float = 600) -> None:
+    """Wait until every approval run is suspended (its Resume button shown): a link
+    printed earlier would open a run still starting, with nothing to click."""
+    runs = [w.flow_run_id for w in app_.ledger.waiting_approvals() if w.flow_run_id]
+    deadline = time.monotonic() + timeout
+    ready: set[str] = set()
+    while time.monotonic() < deadline:
+        ready = app_.approvals.resumable(runs)
+        if len(ready) == len(runs):
+            return
+        typer.echo(f"  approval runs ready for a decision: {len(ready)} of {len(runs)}…")
+        time.sleep(3)
+    typer.secho(
+        f"{len(runs) - len(ready)} approval runs are not suspended yet (is the worker "
+        "running?); their links work once they are.",
+        fg="yellow",
+        err=True,
+    )
+
+
+def _print_demo(app_: Any, result: Any, stack: Any) -> None:
+    ui_url = stack.ui_url
     summary = app_.ledger.summary()
     echo = typer.echo
     echo("")
@@ -155,19 +207,29 @@ def _print_demo(app_: Any, result: Any, ui_url: str) -> None:
         flags = f"  flags: {', '.join(w.flags)}" if w.flags else ""
         echo(f"  {w.amount.format():>14}  {w.referrer_name:<22} {link}{flags}")
     if waiting:
+        from flows.demo import DEMO_APPROVERS
+
         first = waiting[0]
-        echo("")
-        echo("Approve in the UI: open a link above, click Resume, fill in the form.")
-        echo("Or from the command line (a reward id or run id, or their first characters):")
         env = "" if _port() == 4200 else f"REFERRALS_PREFECT_PORT={_port()} "
+        demo_ids = " and ".join(a[0] for a in DEMO_APPROVERS)
+        echo("")
+        echo(f"Log in to the UI: {_login_hint(stack)}")
+        echo(
+            "Approve in the UI: open a link above, click Resume, enter an approver id and "
+            "its one-time code, turn on Approve or Reject, give a reason, submit."
+        )
+        echo(
+            f"The demo's approvers are {demo_ids} (no phone needed: "
+            "their current code, valid for 30 s, comes from"
+        )
+        echo(f"  {env}.venv/bin/referrals approvers demo-code maya.chen")
+        echo("Or from the command line (a reward id or run id, or their first characters):")
         echo(
             f"  {env}.venv/bin/referrals approvals approve {first.reward_id[:8]} "
-            "--approver 'Your Name' --reason 'checked the deal'"
+            "--approver-id maya.chen --code $(.venv/bin/referrals approvers demo-code "
+            "maya.chen) --reason 'checked the deal'"
         )
-        echo(
-            f"  {env}.venv/bin/referrals approvals reject {first.reward_id[:8]} "
-            "--approver 'Your Name' --reason 'not a real referral'"
-        )
+        echo("Rewards of 5,000.00 EUR or more need a second, different approver (sam.okafor).")
     outbox = app_.ledger.outbox(limit=1)
     if outbox:
         echo("-" * 78)
@@ -231,65 +293,106 @@ def approvals_list() -> None:
 
 
 def _decide(
-    decision: str, reward_or_run: str, approver: str, reason: str, amount: str | None, wait: int
+    approve: bool,
+    reward_or_run: str,
+    approver_id: str,
+    code: str | None,
+    reason: str,
+    amount: str | None,
+    wait: int,
 ) -> None:
     _prefect_env()
+    from domain.errors import InvalidDecision
     from flows import bootstrap
+    from tasks.approvals import DecisionRefused, refuse, vet_decision
 
     app_ = bootstrap.app()
     waiting = _waiting(reward_or_run)
     if waiting.flow_run_id is None:
         _fail("its approval run has not started yet; run a cycle first")
-    form: dict[str, object] = {"decision": decision, "approver": approver, "reason": reason}
-    if amount:
-        form["adjusted_amount"] = amount
+    if code is None:
+        code = typer.prompt("One-time code (from your authenticator app)")
+    form: dict[str, object] = {
+        "approver_id": approver_id,
+        "code": code,
+        "approve": approve,
+        "reject": not approve,
+        "reason": reason,
+        "adjusted_amount": amount or "",
+    }
+    # The same rules the run applies, checked here first (the code is checked, not
+    # spent: the run spends it) so a refusal is answered at once, not after a resume.
+    now = datetime.now(UTC)
+    view = app_.ledger.approval_view(waiting.reward_id)
+    try:
+        vet_decision(view, app_.approvers, app_.codes, form, now, spend_code=False)
+    except DecisionRefused as exc:
+        refuse(app_.approvers, waiting.reward_id, form, exc, None, now)
+        _refused(str(exc))
+    except InvalidDecision as exc:
+        _refused(str(exc))
+    refusals_before = len(app_.approvers.refusals(waiting.reward_id))
     try:
         app_.approvals.resume(waiting.flow_run_id, form)
     except IntegrationError as exc:
         _fail(str(exc))
-    typer.echo(
-        f"Resumed {app_.approvals.ui_url(waiting.flow_run_id)} with: {decision} by {approver}"
-    )
+    typer.echo(f"Resumed {app_.approvals.ui_url(waiting.flow_run_id)}; waiting for the run…")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         view = app_.ledger.approval_view(waiting.reward_id)
         if len(view.decisions) > waiting.stages_done or view.reward.status.value in (
             "paid",
             "rejected",
+            "approved",
         ):
             typer.echo(f"Reward {waiting.reward_id} is now {view.reward.status.value}.")
             return
-        time.sleep(1)
-    if wait:
-        typer.echo(
-            "The run was resumed; the worker has not recorded the decision yet "
-            "(is `make up` running?)."
-        )
+        refusals = app_.approvers.refusals(waiting.reward_id)
+        if len(refusals) > refusals_before:
+            _refused(refusals[-1]["reason"])
+        time.sleep(0.5)
+    _fail(
+        "The run was resumed but has not recorded the decision yet: is the worker "
+        "running (`make up`)? `referrals approvals list` shows whether it still waits."
+    )
+
+
+def _refused(reason: str) -> None:
+    typer.secho(f"refused: {reason}. Nothing was recorded or paid.", fg="red", err=True)
+    raise typer.Exit(code=1)
+
+
+_APPROVER = typer.Option("--approver-id", help="Your approver id (`referrals approvers list`).")
+_CODE = typer.Option(help="The 6-digit one-time code; asked for when not given.")
 
 
 @approvals_app.command("approve")
 def approvals_approve(
     reward: Annotated[str, typer.Argument(help="Reward id (or its start), or flow run id.")],
-    approver: Annotated[str, typer.Option(help="Who decides; recorded in the ledger.")],
+    approver_id: Annotated[str, _APPROVER],
     reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")],
+    code: Annotated[str | None, _CODE] = None,
     amount: Annotated[
         str | None, typer.Option(help="Pay less than the reward, e.g. 450.00.")
     ] = None,
     wait: Annotated[int, typer.Option(help="Seconds to wait for the outcome.")] = 60,
 ) -> None:
-    """Approve a reward: resumes its paused run, which records the decision and pays."""
-    _decide("approve", reward, approver, reason, amount, wait)
+    """Approve a reward: resumes its paused run, which records the decision and pays.
+    Exit 1 when the decision is refused (the reason is printed)."""
+    _decide(True, reward, approver_id, code, reason, amount, wait)
 
 
 @approvals_app.command("reject")
 def approvals_reject(
     reward: Annotated[str, typer.Argument(help="Reward id (or its start), or flow run id.")],
-    approver: Annotated[str, typer.Option(help="Who decides; recorded in the ledger.")],
+    approver_id: Annotated[str, _APPROVER],
     reason: Annotated[str, typer.Option(help="Why; told to the referrer.")],
+    code: Annotated[str | None, _CODE] = None,
     wait: Annotated[int, typer.Option(help="Seconds to wait for the outcome.")] = 60,
 ) -> None:
-    """Reject a reward: resumes its paused run, which closes the reward unpaid."""
-    _decide("reject", reward, approver, reason, None, wait)
+    """Reject a reward: resumes its paused run, which closes the reward unpaid.
+    Exit 1 when the decision is refused."""
+    _decide(False, reward, approver_id, code, reason, None, wait)
 
 
 @config_app.command("check")

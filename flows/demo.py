@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.approvers import make_approver
 from domain.models import ReferrerType
+from domain.money import Money
 from flows import bootstrap
 from flows.cycle import referral_cycle
 from integrations.sources.sample import (
@@ -38,8 +40,36 @@ class DemoResult:
     registrations: int = 0
 
 
+# The demo's approvers: newcomers have no authenticator app, so their codes can be
+# shown by `referrals approvers demo-code` (which refuses every other approver).
+DEMO_APPROVERS = (
+    ("maya.chen", "Maya Chen", "maya.chen@approvers.example"),
+    ("sam.okafor", "Sam Okafor", "sam.okafor@approvers.example"),
+)
+DEMO_LIMIT = Money(2_000_000, "EUR")
+
+
+def enrol_demo_approvers(app: bootstrap.App, now: datetime) -> list[str]:
+    """Register and enrol the demo approvers once; their ids."""
+    for approver_id, name, email in DEMO_APPROVERS:
+        if app.approvers.get(approver_id) is None:
+            approver = make_approver(
+                approver_id=approver_id,
+                display_name=name,
+                email=email,
+                contact_id=None,
+                limit=DEMO_LIMIT,
+                demo=True,
+            )
+            app.approvers.add(approver, "referrals demo", now)
+        if not app.approvers.get(approver_id).enrolled:  # type: ignore[union-attr]
+            app.codes.enrol(approver_id, "referrals demo", now)
+    return [approver_id for approver_id, _, _ in DEMO_APPROVERS]
+
+
 def run_demo(accounts: int = 300) -> DemoResult:
     app = bootstrap.app()
+    enrol_demo_approvers(app, datetime.now(UTC))
     sample = load_or_generate(app.settings.inbox_dir, accounts=accounts)
     first = referral_cycle(as_of=sample.first_cycle_at)
     # Only referrers asked by the first cycle: later cycles mint more codes, and the

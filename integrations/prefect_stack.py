@@ -1,15 +1,21 @@
 """A local Prefect stack: server, process work pool, deployments and a worker.
 
 Started in the background with PID files under ``run_dir`` and stopped by those PIDs;
-``make up``/``make down``, the demo and the server tests all use this. The server binds
-127.0.0.1 only. Every child gets ``PREFECT_HOME`` inside the project so nothing leaks
-into the user's ``~/.prefect``.
+``make up``/``make down``, the demo and the server tests all use this. The server is
+never open: it requires Prefect's basic auth (``PREFECT_SERVER_API_AUTH_STRING``), with
+a secret generated on first start into ``<home>/api-auth`` (readable by its owner only),
+and every process of the stack and the CLI authenticate with it
+(``PREFECT_API_AUTH_STRING``). It binds 127.0.0.1 unless told otherwise, and refuses a
+non-loopback address without auth. Every child gets ``PREFECT_HOME`` inside the project
+so nothing leaks into the user's ``~/.prefect``.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -28,6 +34,53 @@ WORK_POOL = "referrals"
 
 class StackError(RuntimeError):
     """The local Prefect stack could not be started or reached."""
+
+
+AUTH_USER = "referrals"
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, auth_string: str | None) -> None:
+    """Refuse to serve the Prefect API beyond this machine without authentication.
+
+    Anyone who reaches an open Prefect API can resume a paused approval run.
+
+    Raises:
+        StackError: ``host`` is not a loopback address and there is no auth string.
+    """
+    if not loopback(host) and not auth_string:
+        raise StackError(
+            f"refusing to serve the Prefect API on {host} without authentication: "
+            "set PREFECT_SERVER_API_AUTH_STRING (from a secret store) or bind 127.0.0.1"
+        )
+
+
+def read_or_make_secret(path: Path, make: Any) -> str:
+    """The secret kept in ``path``, made by ``make()`` (owner-only) if there is none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting at once never write two different secrets.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(make())
+    deadline = time.monotonic() + 5
+    while not (value := path.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the process that made it is still writing
+    if not value:
+        raise StackError(f"{path} is empty: remove it and start again")
+    return value
 
 
 def free_port() -> int:
@@ -58,6 +111,7 @@ class LocalStack:
 
     project_dir: Path
     port: int = 4200
+    host: str = "127.0.0.1"
     home: Path | None = None
     run_dir: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -70,6 +124,29 @@ class LocalStack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def auth_file(self) -> Path:
+        assert self.home is not None
+        return self.home / "api-auth"
+
+    @property
+    def auth_string(self) -> str:
+        """``user:password`` of the server's basic auth: PREFECT_SERVER_API_AUTH_STRING
+        when set (from a secret store), else the stack's generated one."""
+        given = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
+        if given:
+            return given
+        return read_or_make_secret(
+            self.auth_file, lambda: f"{AUTH_USER}:{secrets.token_urlsafe(24)}"
+        )
+
+    def client_settings(self) -> dict[Any, Any]:
+        """Prefect settings that point a client at this stack, authenticated
+        (for ``prefect.settings.temporary_settings``)."""
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+        return {PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: self.auth_string}
 
     @property
     def ui_url(self) -> str:
@@ -85,7 +162,9 @@ class LocalStack:
                 # On any port but 4200 the UI would otherwise call 4200.
                 "PREFECT_UI_API_URL": self.api_url,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                "PREFECT_SERVER_API_HOST": self.host,
+                "PREFECT_SERVER_API_AUTH_STRING": self.auth_string,
+                "PREFECT_API_AUTH_STRING": self.auth_string,
                 "PREFECT_SERVER_API_PORT": str(self.port),
                 "PREFECT_WORKER_QUERY_SECONDS": "1",
                 "PREFECT_RUNNER_POLL_FREQUENCY": "2",
@@ -142,9 +221,10 @@ class LocalStack:
                 f"something else already answers on port {self.port}; stop it or choose "
                 "another port (PORT=4300 make demo)"
             )
+        check_exposure(self.host, self.auth_string)
         self._spawn(
             "server",
-            [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            [_prefect(), "server", "start", "--host", self.host, "--port", str(self.port)],
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -186,10 +266,10 @@ class LocalStack:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
         from prefect.exceptions import ObjectNotFound
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import temporary_settings
 
         with (
-            temporary_settings({PREFECT_API_URL: self.api_url}),
+            temporary_settings(self.client_settings()),
             get_client(sync_client=True) as client,
         ):
             try:

@@ -9,10 +9,20 @@ from datetime import datetime, timedelta
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.approvals import approvals_needed, check_decision
+from domain.approvals import CheckedDecision, approvals_needed, check_decision
+from domain.approvers import (
+    LOCKOUT,
+    Approver,
+    CodeCheck,
+    Identity,
+    locked_out,
+    lockout_since,
+    normalise_approver_id,
+)
 from domain.errors import InvalidDecision
 from domain.models import ApprovalView, Decision, RewardStatus
-from domain.ports import ApprovalRuns
+from domain.money import Money
+from domain.ports import ApprovalRuns, ApproverRegistry, OneTimeCodes
 from domain.program import Program
 from integrations.ledger.sql import DecisionConflict, SqlLedger
 from tasks._support import run_logger
@@ -42,7 +52,7 @@ def request_approvals(
     wanted = list(dict.fromkeys([*reward_ids, *ledger.awaiting_without_request(1000)]))
     requests = ledger.open_approval_requests(wanted, now)
     to_start = {req: reward for reward, (req, run) in requests.items() if run is None}
-    started = runs.start(to_start) if to_start else {}
+    started = runs.start(to_start, _run_names(ledger, to_start)) if to_start else {}
     ledger.attach_flow_runs(started)
     by_reward = {reward: run for reward, (_, run) in requests.items() if run}
     by_reward.update({to_start[req]: run for req, run in started.items()})
@@ -50,6 +60,19 @@ def request_approvals(
         "%d rewards wait for approval (%d runs started now)", len(by_reward), len(started)
     )
     return by_reward
+
+
+def approval_run_name(amount: Money, reward_id: str) -> str:
+    """What the approval run is called in the UI: the amount first, never a person."""
+    return f"approve {amount.format()} · reward {reward_id[:8]}"
+
+
+def _run_names(ledger: SqlLedger, requests: Mapping[str, str]) -> dict[str, str]:
+    # One look-up per run started; each start is an API call of its own anyway.
+    return {
+        request: approval_run_name(ledger.approval_view(reward).reward.balance, reward)
+        for request, reward in requests.items()
+    }
 
 
 @task(name="load-approval", cache_policy=NO_CACHE)
@@ -64,27 +87,140 @@ class DecisionOutcome:
     error: str | None = None
 
 
+# What a one-time code that did not verify tells the approver (and the auditors).
+_CODE_REFUSALS = {
+    CodeCheck.WRONG: "the one-time code is wrong or expired",
+    CodeCheck.REPLAYED: "that one-time code was already used: wait for the next one",
+    CodeCheck.NOT_ENROLLED: "the approver has no one-time code enrolled",
+}
+
+
+class DecisionRefused(InvalidDecision):
+    """A decision that does not count; ``wrong_code`` when its code did not verify."""
+
+    def __init__(self, reason: str, wrong_code: bool = False) -> None:
+        super().__init__(reason)
+        self.wrong_code = wrong_code
+
+
+def vet_decision(
+    view: ApprovalView,
+    approvers: ApproverRegistry,
+    codes: OneTimeCodes,
+    form: Mapping[str, object],
+    now: datetime,
+    *,
+    spend_code: bool,
+) -> CheckedDecision:
+    """Every rule a decision must meet to count, the one-time code last.
+
+    The decision counts only if the approver id names a registered, active approver
+    who is not locked out by wrong codes; the approver is not party to the reward (by
+    contact, email or account, never by name), has not approved it already, and the
+    amount is within their limit; and their one-time code verifies and was never used
+    (checked last, so a decision refused for another reason spends no code).
+
+    Args:
+        view: the reward as the approver sees it.
+        approvers: the registered approvers.
+        codes: verifies one-time codes.
+        form: approver_id, code, approve, reject, reason, adjusted_amount.
+        now: the time the code is checked at.
+        spend_code: spend the code (the approval run), or only check it (the CLI,
+            before it resumes the run, to answer at once).
+
+    Raises:
+        DecisionRefused: naming the rule the decision breaks.
+    """
+    claimed = str(form.get("approver_id") or "").strip()
+    try:
+        decision = _decision(form)
+        approver = _registered(approvers, claimed)
+        if approver is not None and locked_out(
+            approvers.wrong_codes_since(approver.approver_id, lockout_since(now))
+        ):
+            raise DecisionRefused(
+                f"too many wrong codes for approver {approver.approver_id}: "
+                f"try again in {LOCKOUT.seconds // 60} minutes"
+            )
+        own, parties = (
+            approvers.identities(
+                approver,
+                {"referrer": view.referrer.contact_id, "referee": view.referee_contact},
+            )
+            if approver is not None
+            else (Identity(), {})
+        )
+        if "referee" in parties and view.referee_account_id:
+            referee = parties["referee"]
+            parties["referee"] = Identity(
+                referee.contact_ids, referee.emails, referee.accounts | {view.referee_account_id}
+            )
+        checked = check_decision(
+            decision=decision,
+            approver=approver,
+            approver_identity=own,
+            claimed_id=claimed[:64],
+            reason=str(form.get("reason") or ""),
+            adjusted_amount=str(form.get("adjusted_amount") or "") or None,
+            # A later approver can lower the amount further, never raise it back.
+            reward_amount=min(
+                [view.reward.balance]
+                + [d.amount for d in view.decisions if d.decision is Decision.APPROVE]
+            ),
+            parties=parties,
+            earlier_approver_ids=[d.approver_id for d in view.decisions if d.approver_id],
+        )
+    except DecisionRefused:
+        raise
+    except (InvalidDecision, ValueError) as exc:
+        raise DecisionRefused(str(exc)) from None
+    code = str(form.get("code") or "")
+    proof = (codes.verify if spend_code else codes.check)(checked.approver_id, code, now)
+    if proof is not CodeCheck.OK:
+        raise DecisionRefused(_CODE_REFUSALS[proof], wrong_code=proof is CodeCheck.WRONG)
+    return checked
+
+
+def refuse(
+    approvers: ApproverRegistry,
+    reward_id: str,
+    form: Mapping[str, object],
+    refusal: DecisionRefused,
+    flow_run_id: str | None,
+    now: datetime,
+) -> None:
+    """Keep a refused decision among the attempts (auditors, the wrong-code lockout)."""
+    claimed = str(form.get("approver_id") or "").strip() or "-"
+    approvers.record_refusal(reward_id, claimed, str(refusal), refusal.wrong_code, flow_run_id, now)
+
+
 @task(name="apply-decision", cache_policy=NO_CACHE)
 def apply_decision(
     ledger: SqlLedger,
+    approvers: ApproverRegistry,
+    codes: OneTimeCodes,
     program: Program,
     reward_id: str,
-    decision: Mapping[str, object],
+    form: Mapping[str, object],
     flow_run_id: str | None,
     now: datetime,
 ) -> DecisionOutcome:
-    """Check one approver's decision against the rules and record it.
+    """Check one decision against every rule (:func:`vet_decision`) and record it.
 
-    A decision that breaks a rule (an amount above the reward, a conflicted or repeated
-    approver, a rejection without a reason) is not recorded; the outcome carries the
-    error so the run can ask again. Replaying a decision already recorded for its
-    stage (the run re-executes after each resume) records nothing new.
+    A refused decision records no decision and pays nothing: it is kept among the
+    refused attempts, logged as a WARNING, and its reason returned so the run asks
+    again saying why. Five wrong codes within 15 minutes refuse that approver's
+    decisions for a while.
 
     Args:
         ledger: where the decision is recorded.
+        approvers: the registered approvers.
+        codes: verifies (and spends) one-time codes.
         program: the approval thresholds.
         reward_id: the reward decided on.
-        decision: the approver's form: decision, approver, reason, adjusted_amount.
+        form: the Resume form: approver_id, code, approve, reject, reason,
+            adjusted_amount (the CLI sends the same fields).
         flow_run_id: the run that received the decision, kept with it.
         now: when the decision is recorded.
 
@@ -96,35 +232,44 @@ def apply_decision(
         return DecisionOutcome(view.reward.status)
     stage = len(view.decisions) + 1
     needed = approvals_needed(view.reward.reward.amount, program)
-    referrer = view.referrer
-    conflicted = [
-        c for c in (referrer.contact_id, referrer.email, referrer.name, view.referee_contact) if c
-    ]
     try:
-        checked = check_decision(
-            decision=Decision(str(decision.get("decision"))),
-            approver=str(decision.get("approver") or ""),
-            reason=str(decision.get("reason") or ""),
-            adjusted_amount=(
-                str(decision["adjusted_amount"]) if decision.get("adjusted_amount") else None
-            ),
-            # A later approver can lower the amount further, never raise it back.
-            reward_amount=min(
-                [view.reward.balance]
-                + [d.amount for d in view.decisions if d.decision is Decision.APPROVE]
-            ),
-            earlier_approvers=[d.approver for d in view.decisions],
-            conflicted=conflicted,
-        )
+        checked = vet_decision(view, approvers, codes, form, now, spend_code=True)
         status = ledger.record_decision(reward_id, stage, checked, needed, flow_run_id, now)
     except DecisionConflict as exc:
         # Someone else decided this stage first; their decision stands.
         current = ledger.approval_view(reward_id).reward.status
         return DecisionOutcome(current, error=str(exc))
-    except (InvalidDecision, ValueError) as exc:
+    except DecisionRefused as exc:
+        refuse(approvers, reward_id, form, exc, flow_run_id, now)
+        run_logger().warning("reward %s: decision refused: %s", reward_id, exc)
         return DecisionOutcome(view.reward.status, error=str(exc))
-    run_logger().info("reward %s: stage %d/%d %s", reward_id, stage, needed, checked.decision)
+    except InvalidDecision as exc:
+        # The reward stopped awaiting approval between the read and the write.
+        return DecisionOutcome(ledger.approval_view(reward_id).reward.status, error=str(exc))
+    run_logger().info(
+        "reward %s: stage %d/%d %s by approver %s",
+        reward_id,
+        stage,
+        needed,
+        checked.decision,
+        checked.approver_id,
+    )
     return DecisionOutcome(status)
+
+
+def _decision(form: Mapping[str, object]) -> Decision:
+    """Approve or reject, from the form's two switches."""
+    approve, reject = form.get("approve") is True, form.get("reject") is True
+    if approve == reject:
+        raise InvalidDecision("turn on exactly one of Approve and Reject")
+    return Decision.APPROVE if approve else Decision.REJECT
+
+
+def _registered(approvers: ApproverRegistry, claimed: str) -> Approver | None:
+    try:
+        return approvers.get(normalise_approver_id(claimed))
+    except ValueError:
+        return None
 
 
 def describe_for_approver(view: ApprovalView, program: Program, error: str | None) -> str:
@@ -164,13 +309,13 @@ def describe_for_approver(view: ApprovalView, program: Program, error: str | Non
         f"| Reward id | `{reward.reward_id}` |",
     ]
     for d in view.decisions:
-        lines.append(
-            f"| Approval {d.stage} | {d.decision.value} {d.amount} by {d.approver}: {d.reason} |"
-        )
+        by = f"{d.approver} (`{d.approver_id}`)" if d.approver_id else d.approver
+        lines.append(f"| Approval {d.stage} | {d.decision.value} {d.amount} by {by}: {d.reason} |")
     lines += [
         "",
-        "Choose **approve** or **reject**, give your name and a reason. To pay less than "
-        f"the reward, enter an amount in {reward.amount.currency} (e.g. 450.00).",
+        "Enter your **approver id** and the **6-digit code** your authenticator app shows, "
+        "turn on **Approve** or **Reject**, and give a reason. To pay less than the reward, "
+        f"enter an amount in {reward.amount.currency} (e.g. 450.00).",
     ]
     return "\n".join(lines)
 

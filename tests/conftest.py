@@ -31,6 +31,19 @@ from tests.pg_schemas import SchemaPool
 
 POSTGRES_URL = os.environ.get("REFERRALS_TEST_POSTGRES_URL")
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+# The approvers' secrets are encrypted with this key in every test (and in the workers
+# the server tests start, which inherit the environment): never the key file in data/.
+TEST_APPROVER_KEY = "bGVkZ2VyLXRlc3QtYXBwcm92ZXItc2VjcmV0LWtleSE="
+os.environ["REFERRALS_APPROVER_SECRET_KEY"] = TEST_APPROVER_KEY
+
+
+def approver_ports(engine: Engine) -> dict[str, Any]:
+    """The ``approvers`` and ``codes`` fields of an App on ``engine``."""
+    from integrations.approvers.totp import TotpCodes
+    from integrations.ledger.approvers import SqlApprovers
+
+    approvers = SqlApprovers(engine)
+    return {"approvers": approvers, "codes": TotpCodes(approvers, TEST_APPROVER_KEY)}
 
 
 # Under ``make test`` (pytest-xdist) each test file goes to one worker whole (its module

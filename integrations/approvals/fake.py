@@ -20,13 +20,17 @@ class RecordingApprovalRuns:
     rewards: dict[str, str] = field(default_factory=dict)
     resumed: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
     on_resume: Callable[[str, dict[str, object]], None] | None = None
 
-    def start(self, requests: Mapping[str, str]) -> dict[str, str]:
+    def start(
+        self, requests: Mapping[str, str], names: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         out = {}
         for request_id, reward_id in requests.items():
             run_id = self.started.setdefault(request_id, f"run-{request_id}")
             self.rewards[run_id] = reward_id
+            self.names.setdefault(run_id, (names or {}).get(request_id, run_id))
             out[request_id] = run_id
         return out
 
@@ -43,6 +47,10 @@ class RecordingApprovalRuns:
             self.cancelled.append(run_id)
             return True
         return False
+
+    def resumable(self, run_ids: list[str]) -> set[str]:
+        resumed = {r for r, _ in self.resumed}
+        return {r for r in run_ids if r in self.rewards and r not in resumed | set(self.cancelled)}
 
     def ui_url(self, run_id: str) -> str:
         return f"http://ui.invalid/runs/flow-run/{run_id}"

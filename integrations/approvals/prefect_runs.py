@@ -25,7 +25,9 @@ class PrefectApprovalRuns:
         self.deployment = deployment
         self._ui_url = ui_url
 
-    def start(self, requests: Mapping[str, str]) -> dict[str, str]:
+    def start(
+        self, requests: Mapping[str, str], names: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         from prefect.deployments import run_deployment
         from prefect.exceptions import ObjectNotFound
 
@@ -40,7 +42,8 @@ class PrefectApprovalRuns:
                     # subflows, and run_deployment links to the caller by default.
                     as_subflow=False,
                     idempotency_key=f"approval:{request_id}",
-                    flow_run_name=f"approve-reward-{reward_id[:8]}",
+                    flow_run_name=(names or {}).get(request_id)
+                    or f"approve-reward-{reward_id[:8]}",
                     tags=["approval", "payout"],
                 )
             except ObjectNotFound:
@@ -83,6 +86,21 @@ class PrefectApprovalRuns:
             client.set_flow_run_state(UUID(run_id), Cancelled(message=reason))
             after = client.read_flow_run(UUID(run_id)).state
         return after is not None and after.is_final() and not after.is_completed()
+
+    def resumable(self, run_ids: list[str]) -> set[str]:
+        """The runs among ``run_ids`` that are suspended, so a Resume would reach them
+        (a run just started is still scheduled or starting, with no Resume button)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        if not run_ids:
+            return set()
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(r) for r in run_ids])),
+                limit=len(run_ids),
+            )
+        return {str(r.id) for r in runs if r.state is not None and r.state.is_paused()}
 
     def ui_url(self, run_id: str) -> str:
         return f"{self.ui_base()}/runs/flow-run/{run_id}"

@@ -377,6 +377,9 @@ class ApprovalDecisionRow(Base):
     stage: Mapped[int] = mapped_column(Integer)
     decision: Mapped[str] = mapped_column(String(8))
     approver: Mapped[str] = mapped_column(String(256))
+    # The registered approver (revision 0018); None on decisions recorded before the
+    # registry, which named their approver by a typed name only.
+    approver_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))

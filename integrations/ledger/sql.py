@@ -1301,6 +1301,7 @@ class SqlLedger(
                     reason=d["reason"],
                     amount=Money(d["amount_minor"], d["currency"]),
                     decided_at=d["decided_at"],
+                    approver_id=d["approver_id"],
                 )
                 for d in conn.execute(
                     select(ApprovalDecisionRow.__table__)
@@ -1330,6 +1331,7 @@ class SqlLedger(
             referrer_paid_count=int(history[1] or 0),
             referrer_paid_total=Money(int(paid_total), view.reward.amount.currency),
             referrer_rewards_count=int(history[0]),
+            referee_account_id=conversion["referee_account_id"],
         )
 
     def record_decision(
@@ -1365,6 +1367,7 @@ class SqlLedger(
                         "stage": stage,
                         "decision": checked.decision.value,
                         "approver": checked.approver,
+                        "approver_id": checked.approver_id,
                         "reason": checked.reason,
                         "amount_minor": checked.amount.amount_minor,
                         "currency": checked.amount.currency,

@@ -17,6 +17,7 @@ from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
 from integrations.sources.files import FileSource
+from tests.conftest import approver_ports
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,6 +48,7 @@ def make_app(ledger: SqlLedger, program: Program, inbox: Path) -> App:
         email=RecordingEmailSender(),
         rails={PayoutRailKind.LEDGER_ONLY: RecordingRail(PayoutRailKind.LEDGER_ONLY)},
         approvals=RecordingApprovalRuns(),
+        **approver_ports(ledger.engine),
     )
 
 

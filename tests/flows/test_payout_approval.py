@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 
+from domain.approvers import make_approver
 from domain.models import (
     Conversion,
     Milestone,
@@ -41,16 +42,21 @@ class ScriptedApprover:
     answers: dict[str, PayoutDecision] = field(default_factory=dict)
     asked: list[tuple[str, str]] = field(default_factory=list)
 
-    def __call__(self, form: type[PayoutDecision], key: str, timeout: int) -> PayoutDecision:
+    messages: list[str | None] = field(default_factory=list)
+
+    def __call__(
+        self, form: type[PayoutDecision], key: str, timeout: int, message: str | None = None
+    ) -> PayoutDecision:
         self.asked.append((key, form._description or ""))
+        self.messages.append(message)
         if key in self.answers:
             return self.answers[key]
         raise Suspended(key)
 
-    def answer(self, **decision: str) -> None:
+    def answer(self, **decision: object) -> None:
         """Resume the pending question with ``decision``."""
         key = self.asked[-1][0]
-        self.answers[key] = PayoutDecision(**decision)
+        self.answers[key] = PayoutDecision(**decision)  # type: ignore[arg-type]
 
     @property
     def last_description(self) -> str:
@@ -64,15 +70,15 @@ def approver(monkeypatch: pytest.MonkeyPatch) -> ScriptedApprover:
     return scripted
 
 
-def _reward_awaiting_approval(app: App, deal_minor: int) -> str:
+def _reward_awaiting_approval(app: App, deal_minor: int, deal: str = "deal-1") -> str:
     """A partner's reward (15% of the deal) that routing sent to approval."""
     ledger, program = app.ledger, app.program
     partner = contact("P1", "PA", kind=ReferrerType.PARTNER, stripe_account_id="acct_p1")
     ledger.record_batch(people_batch(partner), NOW)
     ledger.record_ask_decisions([], {"P1": CODE}, NOW, NOW)
     conversion = Conversion(
-        conversion_id=derived_id("conversion", "test:deal-1"),
-        source_event="test:deal-1",
+        conversion_id=derived_id("conversion", f"test:{deal}"),
+        source_event=f"test:{deal}",
         referral_code=CODE,
         referrer_id="P1",
         referee_account_id="RA",
@@ -126,32 +132,106 @@ def test_the_run_waits_with_a_description_carrying_everything_needed_to_decide(
     assert _paid(test_app) == []
 
 
+# -- registered approvers and their codes -------------------------------------------------
+
+APPROVERS = {
+    "maya": ("Maya Chen", "maya.chen@corp.example", "20000.00", None),
+    "sam": ("Sam Okoye", "sam.okoye@corp.example", "20000.00", None),
+    "lou": ("Lou Low", "lou@corp.example", "1000.00", None),
+    # Registered with the referrer's own CRM contact: the referrer, as an approver.
+    "pat": ("Pat Partner", "pat.private@mail.example", "20000.00", "P1"),
+    # The referee's colleague: another contact, at the referee's account RA.
+    "rita": ("Rita Referee", "rita@ra.example", "20000.00", "RC2"),
+}
+
+
+@pytest.fixture
+def approvers(test_app: App) -> dict[str, str]:
+    """Every approver above, registered and enrolled; id -> display name."""
+    test_app.ledger.record_batch(people_batch(contact("RC2", "RA")), NOW)
+    for approver_id, (name, email, limit, contact_id) in APPROVERS.items():
+        approver = make_approver(
+            approver_id=approver_id,
+            display_name=name,
+            email=email,
+            contact_id=contact_id,
+            limit=Money.parse(limit, "EUR"),
+        )
+        test_app.approvers.add(approver, "test", NOW)
+        test_app.codes.enrol(approver_id, "test", NOW)
+    return {k: v[0] for k, v in APPROVERS.items()}
+
+
+def code_of(app: App, approver_id: str) -> str:
+    """What the approver's authenticator app shows now."""
+    totp = app.codes._totp(approver_id)
+    assert totp is not None
+    return totp.now()
+
+
+def decide(
+    scripted: ScriptedApprover,
+    app: App,
+    approver_id: str,
+    *,
+    approve: bool = True,
+    reason: str = "checked the deal",
+    code: str | None = None,
+    **extra: object,
+) -> None:
+    scripted.answer(
+        approver_id=approver_id,
+        code=code or code_of(app, approver_id),
+        approve=approve,
+        reject=not approve,
+        reason=reason,
+        **extra,
+    )
+
+
+def refused_once(reward_id: str, scripted: ScriptedApprover, app: App, why: str) -> None:
+    """The run asks again, says why in its description and state message, pays nothing,
+    records no decision and keeps the refusal."""
+    paid_before = _paid(app)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    assert why in scripted.last_description
+    assert why in (scripted.messages[-1] or "")
+    assert _paid(app) == paid_before
+    assert app.ledger.approval_view(reward_id).decisions == ()
+    assert why in app.approvers.refusals(reward_id)[-1]["reason"]
+
+
 def test_an_approval_pays_the_reward_once_and_records_who_decided_and_why(
-    test_app: App, approver: ScriptedApprover
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
 ) -> None:
     reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
     with pytest.raises(Suspended):
         payout_approval(reward_id)
 
-    approver.answer(decision="approve", approver="Maya Chen", reason="contract signed")
+    decide(approver, test_app, "maya", reason="contract signed")
     assert payout_approval(reward_id) == "paid"
 
     assert _paid(test_app) == [Money(184_500, "EUR")]
     view = test_app.ledger.approval_view(reward_id)
     (decision,) = view.decisions
-    assert (decision.approver, decision.reason) == ("Maya Chen", "contract signed")
+    assert (decision.approver_id, decision.approver, decision.reason) == (
+        "maya",
+        "Maya Chen",
+        "contract signed",
+    )
     assert view.reward.balance.is_zero
     assert test_app.ledger.waiting_approvals() == []
 
 
 def test_a_rejection_closes_the_reward_unpaid_and_tells_the_referrer_why(
-    test_app: App, approver: ScriptedApprover
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
 ) -> None:
     reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
     with pytest.raises(Suspended):
         payout_approval(reward_id)
 
-    approver.answer(decision="reject", approver="Maya Chen", reason="the lead was ours already")
+    decide(approver, test_app, "maya", approve=False, reason="the lead was ours already")
     assert payout_approval(reward_id) == "rejected"
 
     assert _paid(test_app) == []
@@ -160,81 +240,187 @@ def test_a_rejection_closes_the_reward_unpaid_and_tells_the_referrer_why(
     assert [m.data["reason"] for m in notices] == ["the lead was ours already"]
 
 
-def test_an_approver_may_pay_less_than_the_reward_but_never_more(
-    test_app: App, approver: ScriptedApprover
+def test_a_rejected_rewards_run_ends_in_a_state_named_rejected(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
 ) -> None:
     reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
     with pytest.raises(Suspended):
         payout_approval(reward_id)
-    approver.answer(decision="approve", approver="Maya", reason="ok", adjusted_amount="2000.00")
+    decide(approver, test_app, "maya", approve=False, reason="not a real referral")
 
-    # Too much: the run asks again, saying why, and pays nothing.
+    state = payout_approval(reward_id, return_state=True)  # type: ignore[call-overload]
+    assert (state.type.value, state.name) == ("COMPLETED", "Rejected")
+    assert state.result() == "rejected"
+
+
+def test_an_approver_may_pay_less_than_the_reward_but_never_more(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
     with pytest.raises(Suspended):
         payout_approval(reward_id)
-    assert "above the reward" in approver.last_description
-    assert _paid(test_app) == []
+    decide(approver, test_app, "maya", adjusted_amount="2000.00")
+    refused_once(reward_id, approver, test_app, "above the reward")
 
-    approver.answer(decision="approve", approver="Maya", reason="partial", adjusted_amount="1500")
+    decide(approver, test_app, "maya", reason="partial", adjusted_amount="1500")
     assert payout_approval(reward_id) == "paid"
     assert _paid(test_app) == [Money(150_000, "EUR")]
 
 
-def test_large_rewards_need_two_different_approvers(
-    test_app: App, approver: ScriptedApprover
+def test_large_rewards_need_two_different_approvers_by_id(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
 ) -> None:
     reward_id = _reward_awaiting_approval(test_app, deal_minor=4_000_000)  # 6,000.00 EUR
     with pytest.raises(Suspended):
         payout_approval(reward_id)
     assert "Approval 1 of 2" in approver.last_description
 
-    approver.answer(decision="approve", approver="Maya Chen", reason="checked")
+    decide(approver, test_app, "maya", reason="checked")
     with pytest.raises(Suspended):
         payout_approval(reward_id)
     assert "Approval 2 of 2" in approver.last_description
     assert _paid(test_app) == []
 
-    approver.answer(decision="approve", approver="MAYA CHEN", reason="me again")
+    # The same person again, however the id is typed.
+    decide(approver, test_app, " MAYA ", reason="me again", code="000000")
     with pytest.raises(Suspended):
         payout_approval(reward_id)
     assert "already approved" in approver.last_description
 
-    approver.answer(decision="approve", approver="Sam Okoye", reason="second pair of eyes")
+    decide(approver, test_app, "sam", reason="second pair of eyes")
     assert payout_approval(reward_id) == "paid"
     assert _paid(test_app) == [Money(600_000, "EUR")]
-    assert [d.approver for d in test_app.ledger.approval_view(reward_id).decisions] == [
-        "Maya Chen",
-        "Sam Okoye",
+    assert [d.approver_id for d in test_app.ledger.approval_view(reward_id).decisions] == [
+        "maya",
+        "sam",
     ]
 
 
-def test_the_referrer_cannot_approve_their_own_reward(
-    test_app: App, approver: ScriptedApprover
+@pytest.mark.parametrize(
+    ("approver_id", "why"),
+    [
+        ("maya chen", "no registered approver"),
+        ("Maya  Chen", "no registered approver"),
+        ("maya\u00a0chen", "no registered approver"),
+        ("person p1", "no registered approver"),
+        ("pat", "same contact as the referrer"),
+        ("rita", "same account as the referee"),
+    ],
+)
+def test_names_and_parties_cannot_approve(
+    test_app: App,
+    approver: ScriptedApprover,
+    approvers: dict[str, str],
+    approver_id: str,
+    why: str,
 ) -> None:
     reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
     with pytest.raises(Suspended):
         payout_approval(reward_id)
-    approver.answer(decision="approve", approver="person p1", reason="looks fine to me")
+    decide(approver, test_app, approver_id, code="123456")
+    refused_once(reward_id, approver, test_app, why)
 
+
+def test_a_wrong_code_is_refused_and_pays_nothing(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
     with pytest.raises(Suspended):
         payout_approval(reward_id)
-    assert "party to this referral" in approver.last_description
-    assert test_app.ledger.approval_view(reward_id).decisions == ()
+    right = code_of(test_app, "maya")
+    decide(approver, test_app, "maya", code=f"{(int(right) + 1) % 1_000_000:06d}")
+    refused_once(reward_id, approver, test_app, "one-time code is wrong")
+
+
+def test_a_code_already_used_is_refused(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    first = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(first)
+    used = code_of(test_app, "maya")
+    decide(approver, test_app, "maya", code=used)
+    assert payout_approval(first) == "paid"
+
+    # The same code, replayed on another reward in the same 30 seconds.
+    second = _reward_awaiting_approval(test_app, deal_minor=1_230_000, deal="deal-2")
+    approver.answers.clear()
+    with pytest.raises(Suspended):
+        payout_approval(second)
+    decide(approver, test_app, "maya", code=used)
+    refused_once(second, approver, test_app, "already used")
+
+
+def test_an_approval_above_the_approvers_limit_is_refused(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)  # 1,845.00 EUR
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    decide(approver, test_app, "lou")
+    refused_once(reward_id, approver, test_app, "above the limit of approver lou")
+
+    decide(approver, test_app, "lou", reason="reduced", adjusted_amount="1000.00")
+    assert payout_approval(reward_id) == "paid"
+    assert _paid(test_app) == [Money(100_000, "EUR")]
+
+
+def test_a_disabled_approver_cannot_decide(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    test_app.approvers.set_active("maya", False, "test", NOW)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    decide(approver, test_app, "maya")
+    refused_once(reward_id, approver, test_app, "disabled")
+
+
+def test_five_wrong_codes_lock_the_approver_out_even_with_the_right_one(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    right = code_of(test_app, "maya")
+    wrong = f"{(int(right) + 500_000) % 1_000_000:06d}"
+    for _ in range(5):
+        decide(approver, test_app, "maya", code=wrong)
+        refused_once(reward_id, approver, test_app, "wrong")
+    decide(approver, test_app, "maya")
+    refused_once(reward_id, approver, test_app, "too many wrong codes")
+
+
+def test_neither_or_both_switches_is_refused(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    approver.answer(approver_id="maya", code=code_of(test_app, "maya"), reason="hm")
+    refused_once(reward_id, approver, test_app, "exactly one of Approve and Reject")
+    approver.answer(
+        approver_id="maya", code=code_of(test_app, "maya"), approve=True, reject=True, reason="x"
+    )
+    refused_once(reward_id, approver, test_app, "exactly one of Approve and Reject")
 
 
 def test_resuming_a_finished_approval_again_pays_nothing_more(
-    test_app: App, approver: ScriptedApprover
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
 ) -> None:
     reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
     with pytest.raises(Suspended):
         payout_approval(reward_id)
-    approver.answer(decision="approve", approver="Maya", reason="ok")
+    decide(approver, test_app, "maya")
     assert payout_approval(reward_id) == "paid"
 
     assert payout_approval(reward_id) == "paid"
     assert len(_paid(test_app)) == 1
 
 
-def test_the_decision_form_requires_a_decision_an_approver_and_a_reason() -> None:
+def test_the_decision_form_asks_for_an_approver_id_a_code_and_a_reason() -> None:
     schema = PayoutDecision.model_json_schema()
-    assert set(schema["required"]) == {"decision", "approver", "reason"}
-    assert schema["properties"]["decision"]["enum"] == ["approve", "reject"]
+    assert set(schema["required"]) == {"approver_id", "code", "reason"}
+    assert schema["properties"]["approve"]["type"] == "boolean"
+    assert schema["properties"]["reject"]["type"] == "boolean"
+    assert "enum" not in str(schema), "no select box: it does not open on a click"

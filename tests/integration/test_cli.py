@@ -29,7 +29,7 @@ from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
 from tasks.approvals import request_approvals
-from tests.conftest import NOW, contact, people_batch
+from tests.conftest import NOW, approver_ports, contact, people_batch
 
 runner = CliRunner()
 CODE = "R" + "B" * 20
@@ -50,6 +50,7 @@ def cli_app(
         email=RecordingEmailSender(),
         rails={PayoutRailKind.LEDGER_ONLY: RecordingRail(PayoutRailKind.LEDGER_ONLY)},
         approvals=RecordingApprovalRuns(),
+        **approver_ports(sqlite_ledger.engine),
     )
     with use_app(app):
         yield app

@@ -20,7 +20,7 @@ from integrations.approvals.fake import RecordingApprovalRuns
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
-from tests.conftest import contact, people_batch
+from tests.conftest import approver_ports, contact, people_batch
 
 runner = CliRunner()
 EVIDENCE = "Discovery call booked for Nov 4 with the CTO"
@@ -47,6 +47,7 @@ def partners_app(
         email=RecordingEmailSender(),
         rails={PayoutRailKind.LEDGER_ONLY: RecordingRail(PayoutRailKind.LEDGER_ONLY)},
         approvals=RecordingApprovalRuns(),
+        **approver_ports(sqlite_ledger.engine),
     )
     with use_app(app):
         yield app

@@ -19,6 +19,7 @@ from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
 from tasks.metrics import CHARTS
+from tests.conftest import approver_ports
 from tests.integration.test_ledger_metrics import given_program_history
 
 runner = CliRunner()
@@ -48,6 +49,7 @@ def report_ledger(
         email=RecordingEmailSender(),
         rails={PayoutRailKind.LEDGER_ONLY: RecordingRail(PayoutRailKind.LEDGER_ONLY)},
         approvals=RecordingApprovalRuns(),
+        **approver_ports(sqlite_ledger.engine),
     )
     with use_app(app):
         yield sqlite_ledger

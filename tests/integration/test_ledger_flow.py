@@ -177,7 +177,11 @@ def decide(
     reason: str = "looks right",
 ) -> CheckedDecision:
     return CheckedDecision(
-        decision=decision, approver=approver, reason=reason, amount=Money(amount_minor, "EUR")
+        decision=decision,
+        approver_id=approver.lower().replace(" ", "."),
+        approver=approver,
+        reason=reason,
+        amount=Money(amount_minor, "EUR"),
     )
 
 

@@ -216,6 +216,7 @@ class LedgerMachine(RuleBasedStateMachine):
             amount = max(amount - cut, 0)
         checked = CheckedDecision(
             decision=Decision.REJECT if decision == "reject" else Decision.APPROVE,
+            approver_id="ann",
             approver="Ann Approver",
             reason="state machine",
             amount=Money(max(amount, 0), "EUR"),

@@ -2,36 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import replace
 
 import pytest
 
 from domain.approvals import CheckedDecision, approvals_needed, check_decision
+from domain.approvers import Approver, Identity, make_approver, normalise_email
 from domain.errors import InvalidDecision
 from domain.models import Decision
 from domain.money import Money
 from domain.program import Program
 
 REWARD = Money.parse("800.00", "EUR")
+ALICE = replace(
+    make_approver(
+        approver_id="alice",
+        display_name="Alice Martin",
+        email="alice@company.example",
+        contact_id=None,
+        limit=Money.parse("10000.00", "EUR"),
+    ),
+    enrolled=True,
+)
+REFERRER = Identity.of(["C1"], ["jane.doe@acme.example"], ["ACME"])
+REFEREE = Identity.of(["C2"], ["new@newco.example"], ["NEWCO"])
 
 
 def decide(
     decision: Decision = Decision.APPROVE,
-    approver: str = "alice@company.example",
+    approver: Approver | None = ALICE,
+    identity: Identity | None = None,
     reason: str = "looks right",
     adjusted_amount: str | None = None,
     reward_amount: Money = REWARD,
-    earlier_approvers: Collection[str] = (),
-    conflicted: Collection[str] = (),
+    earlier: Collection[str] = (),
+    parties: Mapping[str, Identity] | None = None,
 ) -> CheckedDecision:
     return check_decision(
         decision=decision,
         approver=approver,
+        approver_identity=identity or Identity.of([], [approver.email if approver else None]),
+        claimed_id=approver.approver_id if approver else "nobody",
         reason=reason,
         adjusted_amount=adjusted_amount,
         reward_amount=reward_amount,
-        earlier_approvers=earlier_approvers,
-        conflicted=conflicted,
+        parties={"referrer": REFERRER, "referee": REFEREE} if parties is None else parties,
+        earlier_approver_ids=earlier,
     )
 
 
@@ -53,14 +70,92 @@ def test_two_approvers_are_needed_above_the_second_threshold(program: Program) -
     assert approvals_needed(above, program) == 2
 
 
-# --- check_decision --------------------------------------------------------------------
+# --- check_decision: who decides ------------------------------------------------------
 
 
-def test_a_valid_approval_without_adjustment_keeps_the_reward_amount() -> None:
+def test_a_valid_approval_names_the_registered_approver_and_keeps_the_amount() -> None:
     checked = decide()
-    assert checked.decision is Decision.APPROVE
-    assert checked.approver == "alice@company.example"
+    assert (checked.decision, checked.approver_id, checked.approver) == (
+        Decision.APPROVE,
+        "alice",
+        "Alice Martin",
+    )
     assert checked.amount == REWARD
+
+
+def test_an_id_that_names_no_registered_approver_is_refused() -> None:
+    with pytest.raises(InvalidDecision, match="no registered approver has the id 'nobody'"):
+        decide(approver=None)
+
+
+def test_a_disabled_approver_is_refused() -> None:
+    with pytest.raises(InvalidDecision, match="disabled"):
+        decide(approver=replace(ALICE, active=False))
+
+
+def test_an_approver_without_an_enrolled_code_is_refused() -> None:
+    with pytest.raises(InvalidDecision, match="no one-time code enrolled"):
+        decide(approver=replace(ALICE, enrolled=False))
+
+
+@pytest.mark.parametrize("reason", ["", "  \n"])
+@pytest.mark.parametrize("decision", list(Decision))
+def test_every_decision_needs_a_reason(decision: Decision, reason: str) -> None:
+    with pytest.raises(InvalidDecision, match="needs a reason"):
+        decide(decision=decision, reason=reason)
+
+
+def test_the_reason_is_trimmed() -> None:
+    assert decide(reason="  fine\n").reason == "fine"
+
+
+# --- check_decision: conflicts of interest, by identity only ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("identity", "shared", "role"),
+    [
+        (Identity.of(["C1"]), "contact", "referrer"),
+        (Identity.of([], ["Jane.Doe@ACME.example"]), "email", "referrer"),
+        (Identity.of([], ["jane.doe+approvals@acme.example"]), "email", "referrer"),
+        (Identity.of([], ["\uff4aane.doe@acme.example"]), "email", "referrer"),  # fullwidth j
+        (Identity.of([], [], ["ACME"]), "account", "referrer"),
+        (Identity.of(["C2"]), "contact", "referee"),
+        (Identity.of([], ["NEW@newco.example "]), "email", "referee"),
+        (Identity.of(["X9"], [], ["NEWCO"]), "account", "referee"),
+    ],
+)
+def test_an_approver_who_shares_an_identity_with_a_party_is_refused(
+    identity: Identity, shared: str, role: str
+) -> None:
+    with pytest.raises(InvalidDecision, match=f"same {shared} as the {role}"):
+        decide(identity=identity)
+
+
+@pytest.mark.parametrize("decision", list(Decision))
+def test_a_conflicted_approver_can_neither_approve_nor_reject(decision: Decision) -> None:
+    with pytest.raises(InvalidDecision, match="party to this reward"):
+        decide(decision=decision, identity=Identity.of(["C1"]))
+
+
+def test_names_are_never_compared_only_identities() -> None:
+    # The referrer's own name as the approver's display name proves nothing either way:
+    # an approver named like the referrer but with another identity may decide.
+    namesake = replace(ALICE, display_name="Jane Doe")
+    assert decide(approver=namesake).approver == "Jane Doe"
+
+
+@pytest.mark.parametrize("earlier", [{"alice"}, {"bob", "alice"}])
+def test_the_same_approver_id_cannot_approve_twice(earlier: set[str]) -> None:
+    with pytest.raises(InvalidDecision, match="already approved"):
+        decide(earlier=earlier)
+
+
+def test_a_different_second_approver_is_accepted() -> None:
+    assert decide(earlier={"bob"}).approver_id == "alice"
+
+
+# --- check_decision: amounts and limits ------------------------------------------------
 
 
 @pytest.mark.parametrize("adjusted", ["", None])
@@ -69,40 +164,11 @@ def test_an_empty_adjustment_means_no_adjustment(adjusted: str | None) -> None:
 
 
 def test_a_valid_approval_with_a_lower_amount_returns_the_adjusted_money() -> None:
-    checked = decide(adjusted_amount="650.50")
-    assert checked.amount == Money(65050, "EUR")
+    assert decide(adjusted_amount="650.50").amount == Money(65050, "EUR")
 
 
 def test_an_adjustment_equal_to_the_reward_is_allowed() -> None:
     assert decide(adjusted_amount="800.00").amount == REWARD
-
-
-def test_the_approver_and_reason_are_trimmed() -> None:
-    checked = decide(approver="  bob@company.example ", reason="  fine\n")
-    assert checked.approver == "bob@company.example"
-    assert checked.reason == "fine"
-
-
-@pytest.mark.parametrize("approver", ["", "   "])
-def test_an_approver_is_required(approver: str) -> None:
-    with pytest.raises(InvalidDecision, match="approver is required"):
-        decide(approver=approver)
-
-
-@pytest.mark.parametrize("reason", ["", "  \n"])
-def test_a_rejection_needs_a_reason(reason: str) -> None:
-    with pytest.raises(InvalidDecision, match="rejection needs a reason"):
-        decide(decision=Decision.REJECT, reason=reason)
-
-
-def test_a_rejection_with_a_reason_is_accepted() -> None:
-    checked = decide(decision=Decision.REJECT, reason="self-referral")
-    assert checked.decision is Decision.REJECT
-    assert checked.reason == "self-referral"
-
-
-def test_an_approval_needs_no_reason() -> None:
-    assert decide(reason="").decision is Decision.APPROVE
 
 
 def test_an_adjusted_amount_above_the_reward_is_refused() -> None:
@@ -122,37 +188,71 @@ def test_a_malformed_adjusted_amount_is_refused(adjusted: str) -> None:
         decide(adjusted_amount=adjusted)
 
 
-def test_an_adjusted_amount_is_read_in_the_rewards_currency() -> None:
-    yen = Money(10000, "JPY")
-    assert decide(adjusted_amount="9000", reward_amount=yen).amount == Money(9000, "JPY")
-    with pytest.raises(InvalidDecision):
-        decide(adjusted_amount="9000.50", reward_amount=yen)
+def test_an_approval_above_the_approvers_limit_is_refused() -> None:
+    big = Money.parse("10000.01", "EUR")
+    with pytest.raises(InvalidDecision, match="above the limit of approver alice"):
+        decide(reward_amount=big)
+
+
+def test_a_reduced_amount_within_the_limit_is_accepted() -> None:
+    big = Money.parse("12000.00", "EUR")
+    assert decide(reward_amount=big, adjusted_amount="10000.00").amount == Money(1_000_000, "EUR")
+
+
+def test_a_reduced_amount_still_above_the_limit_is_refused() -> None:
+    big = Money.parse("12000.00", "EUR")
+    with pytest.raises(InvalidDecision, match="above the limit"):
+        decide(reward_amount=big, adjusted_amount="10000.01")
+
+
+def test_an_approver_has_no_limit_in_another_currency() -> None:
+    with pytest.raises(InvalidDecision, match="no limit in JPY"):
+        decide(reward_amount=Money(10000, "JPY"))
+
+
+def test_a_rejection_is_not_bound_by_the_limit() -> None:
+    big = Money.parse("50000.00", "EUR")
+    assert decide(decision=Decision.REJECT, reward_amount=big).decision is Decision.REJECT
+
+
+# --- registering approvers -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "approver", ["jane@acme.example", "JANE@ACME.EXAMPLE", " Jane@Acme.Example "]
+    ("raw", "expected"),
+    [
+        (" Maya.Chen@Corp.Example ", "maya.chen@corp.example"),
+        ("maya.chen+approvals@corp.example", "maya.chen@corp.example"),
+        ("\uff4daya@corp.example", "maya@corp.example"),
+    ],
 )
-def test_an_approver_who_is_party_to_the_referral_is_refused(approver: str) -> None:
-    with pytest.raises(InvalidDecision, match="party to this referral"):
-        decide(approver=approver, conflicted={"jane@acme.example", "new@newco.example"})
+def test_an_email_has_one_normal_spelling(raw: str, expected: str) -> None:
+    assert normalise_email(raw) == expected
 
 
-def test_a_rejection_by_a_conflicted_approver_is_refused_too() -> None:
-    with pytest.raises(InvalidDecision, match="party to this referral"):
-        decide(
-            decision=Decision.REJECT,
-            reason="no",
-            approver="Jane@acme.example",
-            conflicted={"jane@acme.example"},
-        )
+@pytest.mark.parametrize("raw", ["a@b@c.com", "maya", "maya@corp", "ma ya@corp.example", "@x.io"])
+def test_a_malformed_email_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="email"):
+        normalise_email(raw)
 
 
-@pytest.mark.parametrize("approver", ["alice@company.example", "ALICE@Company.Example"])
-def test_the_same_approver_cannot_approve_twice(approver: str) -> None:
-    with pytest.raises(InvalidDecision, match="already approved"):
-        decide(approver=approver, earlier_approvers={"alice@company.example"})
-
-
-def test_a_different_second_approver_is_accepted() -> None:
-    checked = decide(approver="bob@company.example", earlier_approvers={"alice@company.example"})
-    assert checked.approver == "bob@company.example"
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("approver_id", "Maya Chen", "id:"),
+        ("approver_id", "m", "id:"),
+        ("email", "maya", "email:"),
+        ("display_name", "   ", "name:"),
+    ],
+)
+def test_a_new_approver_is_validated_field_by_field(field: str, value: str, message: str) -> None:
+    fields: dict[str, object] = {
+        "approver_id": "maya.chen",
+        "display_name": "Maya Chen",
+        "email": "maya.chen@corp.example",
+        "contact_id": None,
+        "limit": Money.parse("500.00", "EUR"),
+    }
+    fields[field] = value
+    with pytest.raises(ValueError, match=message):
+        make_approver(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,296 @@
+"""The approvers' store: the registry, its change log, spent codes and refused decisions.
+
+A store of its own, bound to the ledger's engine (not another mixin of ``SqlLedger``):
+every change to an approver and its change-log entry are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from domain.approvers import Approver, ApproverAction, Identity
+from domain.money import Money
+from integrations.ledger.schema import ContactRow
+from integrations.ledger.schema_approvers import (
+    ApprovalAttemptRow,
+    ApproverCodeRow,
+    ApproverEventRow,
+    ApproverRow,
+)
+
+_APPROVERS = cast(Table, ApproverRow.__table__)
+_EVENTS = cast(Table, ApproverEventRow.__table__)
+_CODES = cast(Table, ApproverCodeRow.__table__)
+_ATTEMPTS = cast(Table, ApprovalAttemptRow.__table__)
+
+
+class ApproverExists(ValueError):
+    """An approver with this id or this email is already registered."""
+
+
+class UnknownApprover(LookupError):
+    """No approver has this id."""
+
+
+class SqlApprovers:
+    """Approvers in the ledger database.
+
+    Args:
+        engine: the ledger's engine (migrated to revision 0018 or later).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- the registry ------------------------------------------------------------------
+
+    def add(self, approver: Approver, actor: str, now: datetime) -> None:
+        """Register an approver (not yet enrolled), logged as ``added``.
+
+        Raises:
+            ApproverExists: the id or the email is taken.
+        """
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(_APPROVERS).values(
+                        approver_id=approver.approver_id,
+                        display_name=approver.display_name,
+                        email=approver.email,
+                        contact_id=approver.contact_id,
+                        limit_minor=approver.limit.amount_minor,
+                        limit_currency=approver.limit.currency,
+                        active=approver.active,
+                        demo=approver.demo,
+                        secret_encrypted=None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                self._log(
+                    conn,
+                    approver.approver_id,
+                    ApproverAction.ADDED,
+                    actor,
+                    {
+                        "display_name": approver.display_name,
+                        "contact_id": approver.contact_id,
+                        "limit": approver.limit.format(),
+                        "demo": approver.demo,
+                    },
+                    now,
+                )
+        except IntegrityError:
+            raise ApproverExists(
+                f"an approver with the id {approver.approver_id!r} or that email exists"
+            ) from None
+
+    def enrol(self, approver_id: str, secret_encrypted: str, actor: str, now: datetime) -> None:
+        """Store a new (encrypted) one-time-code secret; earlier codes stop working."""
+        self._change(
+            approver_id,
+            {"secret_encrypted": secret_encrypted},
+            ApproverAction.ENROLLED,
+            actor,
+            {},
+            now,
+        )
+
+    def set_active(self, approver_id: str, active: bool, actor: str, now: datetime) -> None:
+        """Disable (or enable again) an approver, logged."""
+        action = ApproverAction.ENABLED if active else ApproverAction.DISABLED
+        self._change(approver_id, {"active": active}, action, actor, {}, now)
+
+    def get(self, approver_id: str) -> Approver | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(_APPROVERS).where(_APPROVERS.c.approver_id == approver_id))
+                .mappings()
+                .first()
+            )
+        return _approver(row) if row else None
+
+    def all(self) -> list[Approver]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_APPROVERS).order_by(_APPROVERS.c.approver_id))
+            return [_approver(row) for row in rows.mappings()]
+
+    def history(self, approver_id: str) -> list[dict[str, Any]]:
+        """The approver's change log, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_EVENTS.c.action, _EVENTS.c.actor, _EVENTS.c.details, _EVENTS.c.at)
+                .where(_EVENTS.c.approver_id == approver_id)
+                .order_by(_EVENTS.c.at, _EVENTS.c.event_id)
+            ).mappings()
+            return [dict(row) | {"details": json.loads(row["details"])} for row in rows]
+
+    def secret(self, approver_id: str) -> str | None:
+        """The encrypted one-time-code secret, or None when not enrolled."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(_APPROVERS.c.secret_encrypted).where(_APPROVERS.c.approver_id == approver_id)
+            ).scalar_one_or_none()
+        return str(value) if value else None
+
+    # -- identities --------------------------------------------------------------------
+
+    def identities(
+        self, approver: Approver, parties: Mapping[str, str | None]
+    ) -> tuple[Identity, dict[str, Identity]]:
+        """The approver's identity and each party's (role -> contact id), from the CRM
+        contacts in the ledger: contact ids, email addresses and accounts."""
+        wanted = {c for c in [approver.contact_id, *parties.values()] if c}
+        with self.engine.connect() as conn:
+            known = {
+                row.contact_id: row
+                for row in conn.execute(
+                    select(ContactRow.contact_id, ContactRow.email, ContactRow.account_id).where(
+                        ContactRow.contact_id.in_(sorted(wanted))
+                    )
+                )
+            }
+
+        def of(contact_id: str | None, *emails: str | None) -> Identity:
+            row = known.get(contact_id) if contact_id else None
+            return Identity.of(
+                [contact_id],
+                [*emails, row.email if row else None],
+                [row.account_id if row else None],
+            )
+
+        return of(approver.contact_id, approver.email), {
+            role: of(contact_id) for role, contact_id in parties.items()
+        }
+
+    # -- one-time codes and refusals -----------------------------------------------------
+
+    def last_step(self, approver_id: str) -> int | None:
+        """The latest time step of a code this approver spent."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.max(_CODES.c.time_step)).where(_CODES.c.approver_id == approver_id)
+            ).scalar_one_or_none()
+        return int(value) if value is not None else None
+
+    def spend(self, approver_id: str, time_step: int, now: datetime) -> bool:
+        """Mark a code's time step spent; False if it was spent already (a replay)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(_CODES).values(approver_id=approver_id, time_step=time_step, used_at=now)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def record_refusal(
+        self,
+        reward_id: str,
+        claimed_approver_id: str,
+        reason: str,
+        wrong_code: bool,
+        flow_run_id: str | None,
+        now: datetime,
+    ) -> None:
+        """Keep a refused decision for the auditors (and the wrong-code lockout)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(_ATTEMPTS).values(
+                    attempt_id=str(uuid.uuid4()),
+                    reward_id=reward_id,
+                    claimed_approver_id=claimed_approver_id[:64],
+                    wrong_code=wrong_code,
+                    reason=reason,
+                    flow_run_id=flow_run_id,
+                    at=now,
+                )
+            )
+
+    def wrong_codes_since(self, approver_id: str, since: datetime) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        _ATTEMPTS.c.claimed_approver_id == approver_id,
+                        _ATTEMPTS.c.wrong_code.is_(True),
+                        _ATTEMPTS.c.at >= since,
+                    )
+                ).scalar_one()
+            )
+
+    def refusals(self, reward_id: str) -> list[dict[str, Any]]:
+        """The refused decisions on one reward, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    _ATTEMPTS.c.claimed_approver_id,
+                    _ATTEMPTS.c.reason,
+                    _ATTEMPTS.c.wrong_code,
+                    _ATTEMPTS.c.at,
+                )
+                .where(_ATTEMPTS.c.reward_id == reward_id)
+                .order_by(_ATTEMPTS.c.at)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _change(
+        self,
+        approver_id: str,
+        values: Mapping[str, Any],
+        action: ApproverAction,
+        actor: str,
+        details: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                update(_APPROVERS)
+                .where(_APPROVERS.c.approver_id == approver_id)
+                .values(**values, updated_at=now)
+            ).rowcount
+            if moved != 1:
+                raise UnknownApprover(f"no approver has the id {approver_id!r}")
+            self._log(conn, approver_id, action, actor, details, now)
+
+    @staticmethod
+    def _log(
+        conn: Any,
+        approver_id: str,
+        action: ApproverAction,
+        actor: str,
+        details: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            insert(_EVENTS).values(
+                event_id=str(uuid.uuid4()),
+                approver_id=approver_id,
+                action=action.value,
+                actor=actor[:200],
+                details=json.dumps(dict(details), sort_keys=True),
+                at=now,
+            )
+        )
+
+
+def _approver(row: Any) -> Approver:
+    return Approver(
+        approver_id=row["approver_id"],
+        display_name=row["display_name"],
+        email=row["email"],
+        contact_id=row["contact_id"],
+        limit=Money(int(row["limit_minor"]), row["limit_currency"]),
+        active=bool(row["active"]),
+        demo=bool(row["demo"]),
+        enrolled=row["secret_encrypted"] is not None,
+    )
