@@ -30,9 +30,13 @@ from sqlalchemy import select
 from bench._payouts_seed import seed_awaiting_approval
 from config.program import load_program
 from config.settings import PROJECT_ROOT
+from domain.approvers import make_approver
 from domain.models import PayoutInstruction, PayoutRailKind
+from domain.money import Money
 from domain.program import Program
 from integrations.approvals.prefect_runs import PrefectApprovalRuns
+from integrations.approvers.totp import TotpCodes, new_key
+from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
 from integrations.ledger.schema import PayoutRow
@@ -199,9 +203,10 @@ def _phases(
 
 def measure(stack: LocalStack, root: Path, repeats: int) -> dict[str, Any]:
     """Deploy and start the worker on ``stack``, then time ``repeats`` approvals."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import PREFECT_HOME, temporary_settings
 
     db_url = f"sqlite:///{root / 'latency-ledger.db'}"
+    key = new_key()
     engine = make_engine(db_url)
     upgrade(engine)
     ledger = SqlLedger(engine)
@@ -217,18 +222,18 @@ def measure(stack: LocalStack, root: Path, repeats: int) -> dict[str, Any]:
                 "REFERRALS_STRIPE_API_KEY": API_KEY,
                 "REFERRALS_STRIPE_API_BASE": fake.url,
                 "REFERRALS_STRIPE_MAX_NETWORK_RETRIES": "1",
+                "REFERRALS_APPROVER_SECRET_KEY": key,
             }
+            codes = TotpCodes(SqlApprovers(engine), key)
             began = time.perf_counter()
             stack.deploy()
             setup["deploy_s"] = time.perf_counter() - began
-            with temporary_settings(
-                {PREFECT_API_URL: stack.api_url, PREFECT_HOME: str(stack.home)}
-            ):
+            with temporary_settings({**stack.client_settings(), PREFECT_HOME: str(stack.home)}):
                 paused = _pause_scheduled_deployments()
                 stack.start_worker()
                 runs = PrefectApprovalRuns(DEPLOYMENT, ui_url=stack.ui_url)
                 for i in range(repeats):
-                    samples.append(_one(ledger, runs, program, fake, i, setup))
+                    samples.append(_one(ledger, runs, program, fake, i, setup, codes))
     finally:
         engine.dispose()
     totals = [s.seconds for s in samples]
@@ -266,8 +271,26 @@ def _one(
     fake: TimedFakeStripe,
     i: int,
     setup: dict[str, float],
+    codes: TotpCodes,
 ) -> Sample:
     now = datetime.now(UTC)
+    # An approver of its own per sample: a code is spent once, and samples come faster
+    # than the 30 s a code lives.
+    approver_id = f"bench-{now:%H%M%S}-{i}"
+    codes.store.add(
+        make_approver(
+            approver_id=approver_id,
+            display_name=f"Bench Approver {i}",
+            email=f"{approver_id}@bench.example",
+            contact_id=None,
+            limit=Money.parse("1000000.00", "EUR"),
+        ),
+        "bench",
+        now,
+    )
+    codes.enrol(approver_id, "bench", now)
+    totp = codes._totp(approver_id)
+    assert totp is not None
     reward_id, _amount = seed_awaiting_approval(
         ledger, program, f"r{i}-{now:%H%M%S}", fake.add_account(), now
     )
@@ -281,7 +304,16 @@ def _one(
 
     resumed_wall = datetime.now(UTC)
     t0 = time.monotonic()
-    runs.resume(run_id, {"decision": "approve", "approver": "Maya Chen", "reason": "bench"})
+    runs.resume(
+        run_id,
+        {
+            "approver_id": approver_id,
+            "code": totp.now(),
+            "approve": True,
+            "reject": False,
+            "reason": "bench",
+        },
+    )
     call_s = time.monotonic() - t0
 
     def committed() -> float | None:

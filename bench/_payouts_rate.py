@@ -217,12 +217,19 @@ def _process(
     start: Any,
     results: Any,
     api_url: str,
+    auth: str,
     home: str,
 ) -> None:
     """A worker process: its own interpreter, as a deployed worker would be."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        temporary_settings,
+    )
 
-    with temporary_settings({PREFECT_API_URL: api_url, PREFECT_HOME: home}):
+    settings = {PREFECT_API_URL: api_url, PREFECT_API_AUTH_STRING: auth, PREFECT_HOME: home}
+    with temporary_settings(settings):
         stats = _work(k, ledger_url, stripe_url, rate, endpoint_rate, ids, start)
     results.put(stats)
 
@@ -236,6 +243,7 @@ def pay_all(
     endpoint_rate: float | None,
     overlap: bool,
     api_url: str,
+    auth: str,
     home: str,
 ) -> tuple[list[WorkerStats], float]:
     """Run the workers to the end; their stats and the wall time from the start line.
@@ -260,6 +268,7 @@ def pay_all(
                 start,
                 results,
                 api_url,
+                auth,
                 home,
             ),
             name=f"payout-worker-{k}",

@@ -125,7 +125,7 @@ def rate_part(
     overlap: bool,
     endpoint_rate: float | None = None,
 ) -> dict[str, Any]:
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import PREFECT_HOME, temporary_settings
 
     ledger_url = f"sqlite:///{root / 'rate-ledger.db'}"
     engine = make_engine(ledger_url)
@@ -133,7 +133,7 @@ def rate_part(
         upgrade(engine)
         ledger = SqlLedger(engine)
         with (
-            temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_HOME: str(stack.home)}),
+            temporary_settings({**stack.client_settings(), PREFECT_HOME: str(stack.home)}),
             TimedFakeStripe(
                 api_key=API_KEY,
                 rate_limit_per_second=rate,
@@ -160,6 +160,7 @@ def rate_part(
                     endpoint_rate,
                     overlap,
                     stack.api_url,
+                    stack.auth_string,
                     str(stack.home),
                 )
             finally:

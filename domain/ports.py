@@ -226,6 +226,7 @@ class ApproverRegistry(Protocol):
 
     def record_refusal(
         self,
+        attempt_id: str,
         reward_id: str,
         claimed_approver_id: str,
         reason: str,
@@ -235,6 +236,10 @@ class ApproverRegistry(Protocol):
     ) -> None: ...
 
     def wrong_codes_since(self, approver_id: str, since: datetime) -> int: ...
+
+    def refusal(self, attempt_id: str) -> str | None:
+        """The reason an attempt was refused, if it was."""
+        ...
 
 
 class OneTimeCodes(Protocol):

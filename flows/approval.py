@@ -21,8 +21,9 @@ from pydantic import Field
 
 from domain.models import RewardStatus
 from flows import bootstrap
-from integrations.approvals.suspend import suspend_with_message
+from integrations.approvals.suspend import received_at, suspend_with_message
 from tasks.approvals import (
+    Question,
     apply_decision,
     describe_for_approver,
     expire_stale_approvals,
@@ -91,6 +92,11 @@ def wait_for_decision(
     return suspend_with_message(form, key, timeout, message)
 
 
+def decision_received_at(key: str) -> datetime | None:
+    """When the answer to ``key`` reached the server (tests replace this)."""
+    return received_at(key)
+
+
 def _run_id() -> str | None:
     context = get_run_context()
     flow_run = getattr(context, "flow_run", None)
@@ -121,12 +127,14 @@ def payout_approval(reward_id: str) -> str:
         )
         # The key names the question asked; a run replayed after a resume meets the
         # same keys in the same order and gets back the answers already given.
+        key = f"stage-{stage}-try-{refused}"
         decision = wait_for_decision(
             form,
-            key=f"stage-{stage}-try-{refused}",
+            key=key,
             timeout=timeout,
             message=f"decision refused: {error}" if error else None,
         )
+        now = datetime.now(UTC)
         outcome = apply_decision(
             app.ledger,
             app.approvers,
@@ -134,8 +142,8 @@ def payout_approval(reward_id: str) -> str:
             app.program,
             reward_id,
             decision.model_dump(include=FORM_FIELDS),
-            _run_id(),
-            datetime.now(UTC),
+            Question(_run_id(), key, min(decision_received_at(key) or now, now)),
+            now,
         )
         error = outcome.error
         refused = refused + 1 if error else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from domain.approvers import (
     normalise_approver_id,
 )
 from domain.errors import InvalidDecision
-from domain.models import ApprovalView, Decision, RewardStatus
+from domain.models import ApprovalView, Decision, RewardStatus, derived_id
 from domain.money import Money
 from domain.ports import ApprovalRuns, ApproverRegistry, OneTimeCodes
 from domain.program import Program
@@ -189,10 +190,38 @@ def refuse(
     refusal: DecisionRefused,
     flow_run_id: str | None,
     now: datetime,
+    attempt_id: str | None = None,
 ) -> None:
     """Keep a refused decision among the attempts (auditors, the wrong-code lockout)."""
     claimed = str(form.get("approver_id") or "").strip() or "-"
-    approvers.record_refusal(reward_id, claimed, str(refusal), refusal.wrong_code, flow_run_id, now)
+    approvers.record_refusal(
+        attempt_id or str(uuid.uuid4()),
+        reward_id,
+        claimed,
+        str(refusal),
+        refusal.wrong_code,
+        flow_run_id,
+        now,
+    )
+
+
+def refusal_id(reward_id: str, question: Question) -> str:
+    """The id a refused answer to one question of one run is kept under."""
+    return derived_id("refusal", reward_id, question.flow_run_id or "-", question.key)
+
+
+@dataclass(frozen=True)
+class Question:
+    """Which question of which run an answer is to, and when it was submitted.
+
+    A run replays from the top after each resume and meets its earlier questions
+    again with their answers: an answer already refused stays refused (it is not
+    judged again, nor counted again towards the wrong-code lockout).
+    """
+
+    flow_run_id: str | None
+    key: str
+    submitted_at: datetime
 
 
 @task(name="apply-decision", cache_policy=NO_CACHE)
@@ -203,7 +232,7 @@ def apply_decision(
     program: Program,
     reward_id: str,
     form: Mapping[str, object],
-    flow_run_id: str | None,
+    question: Question,
     now: datetime,
 ) -> DecisionOutcome:
     """Check one decision against every rule (:func:`vet_decision`) and record it.
@@ -221,7 +250,8 @@ def apply_decision(
         reward_id: the reward decided on.
         form: the Resume form: approver_id, code, approve, reject, reason,
             adjusted_amount (the CLI sends the same fields).
-        flow_run_id: the run that received the decision, kept with it.
+        question: the run and question answered, and when the answer was submitted
+            (the one-time code is checked at that time).
         now: when the decision is recorded.
 
     Returns:
@@ -232,15 +262,20 @@ def apply_decision(
         return DecisionOutcome(view.reward.status)
     stage = len(view.decisions) + 1
     needed = approvals_needed(view.reward.reward.amount, program)
+    flow_run_id = question.flow_run_id
+    attempt = refusal_id(reward_id, question)
+    earlier = approvers.refusal(attempt)
+    if earlier is not None:
+        return DecisionOutcome(view.reward.status, error=earlier)
     try:
-        checked = vet_decision(view, approvers, codes, form, now, spend_code=True)
+        checked = vet_decision(view, approvers, codes, form, question.submitted_at, spend_code=True)
         status = ledger.record_decision(reward_id, stage, checked, needed, flow_run_id, now)
     except DecisionConflict as exc:
         # Someone else decided this stage first; their decision stands.
         current = ledger.approval_view(reward_id).reward.status
         return DecisionOutcome(current, error=str(exc))
     except DecisionRefused as exc:
-        refuse(approvers, reward_id, form, exc, flow_run_id, now)
+        refuse(approvers, reward_id, form, exc, flow_run_id, now, attempt)
         run_logger().warning("reward %s: decision refused: %s", reward_id, exc)
         return DecisionOutcome(view.reward.status, error=str(exc))
     except InvalidDecision as exc:

@@ -9,6 +9,7 @@ to the Prefect version in pyproject.toml, whose internals it names.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from prefect._flow_run_suspension import mark_flow_run_suspension_requested
@@ -16,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.exceptions import Abort, Pause
 from prefect.input import RunInput, keyset_from_paused_state
-from prefect.input.run_input import run_input_subclass_from_type
+from prefect.input.run_input import keyset_from_base_key, run_input_subclass_from_type
 from prefect.states import Suspended
 from prefect.utilities.engine import propose_state_sync
 
@@ -51,3 +52,21 @@ def suspend_with_message(form: type[T], key: str, timeout: int, message: str) ->
         model.save(keyset)
     mark_flow_run_suspension_requested(flow_run_id, state)
     raise Pause(state=state)
+
+
+def received_at(key: str) -> datetime | None:
+    """When the current run's answer to the question ``key`` reached the server.
+
+    The server stamps a run input when it stores it (the resume), so this is the time
+    the approver submitted the form, whatever the worker's delay in running the flow
+    again: a one-time code is checked at that time, not minutes later. None outside a
+    run or when there is no answer.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    response = keyset_from_base_key(f"suspended-{key}")["response"]
+    with get_client(sync_client=True) as client:
+        found = client.filter_flow_run_input(context.flow_run.id, response, 1, set())
+    stamped = [i.created for i in found if i.key == response and i.created is not None]
+    return stamped[0] if stamped else None

@@ -193,6 +193,7 @@ class SqlApprovers:
 
     def record_refusal(
         self,
+        attempt_id: str,
         reward_id: str,
         claimed_approver_id: str,
         reason: str,
@@ -200,11 +201,14 @@ class SqlApprovers:
         flow_run_id: str | None,
         now: datetime,
     ) -> None:
-        """Keep a refused decision for the auditors (and the wrong-code lockout)."""
+        """Keep a refused decision for the auditors (and the wrong-code lockout); an
+        attempt already kept under ``attempt_id`` is not kept twice."""
+        if self.refusal(attempt_id) is not None:
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 insert(_ATTEMPTS).values(
-                    attempt_id=str(uuid.uuid4()),
+                    attempt_id=attempt_id,
                     reward_id=reward_id,
                     claimed_approver_id=claimed_approver_id[:64],
                     wrong_code=wrong_code,
@@ -213,6 +217,13 @@ class SqlApprovers:
                     at=now,
                 )
             )
+
+    def refusal(self, attempt_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            reason = conn.execute(
+                select(_ATTEMPTS.c.reason).where(_ATTEMPTS.c.attempt_id == attempt_id)
+            ).scalar_one_or_none()
+        return str(reason) if reason is not None else None
 
     def wrong_codes_since(self, approver_id: str, since: datetime) -> int:
         with self.engine.connect() as conn:

@@ -56,7 +56,7 @@ class ScriptedApprover:
     def answer(self, **decision: object) -> None:
         """Resume the pending question with ``decision``."""
         key = self.asked[-1][0]
-        self.answers[key] = PayoutDecision(**decision)  # type: ignore[arg-type]
+        self.answers[key] = PayoutDecision(**decision)
 
     @property
     def last_description(self) -> str:
@@ -248,7 +248,7 @@ def test_a_rejected_rewards_run_ends_in_a_state_named_rejected(
         payout_approval(reward_id)
     decide(approver, test_app, "maya", approve=False, reason="not a real referral")
 
-    state = payout_approval(reward_id, return_state=True)  # type: ignore[call-overload]
+    state = payout_approval(reward_id, return_state=True)
     assert (state.type.value, state.name) == ("COMPLETED", "Rejected")
     assert state.result() == "rejected"
 

@@ -1,11 +1,14 @@
 """An approver resumes a suspended payout-approval run in the Prefect UI, in a browser.
 
-A real local Prefect server, worker and deployments (as in test_cycle_on_server) with
-the ledger-only rail; one 1,845.00 EUR reward waits in its suspended approval run.
-Headless Chromium opens the run page, clicks Resume, finds the reward described and
-the PayoutDecision form (decision, approver, reason required; adjusted amount
-optional), fills it in, keeps a screenshot in test-output/ and submits. The worker runs
-the flow again and the reward is paid exactly once, with the decision in the ledger.
+A real local Prefect server (basic auth on), worker and deployments (as in
+test_cycle_on_server) with the ledger-only rail; one 1,845.00 EUR reward waits in its
+suspended approval run, named for its amount. Headless Chromium, driven by mouse clicks
+and typing only, logs in with the server's password, opens the run page, clicks Resume,
+finds the reward described and the PayoutDecision form (approver id, one-time code and
+reason required; Approve and Reject switches; adjusted amount optional), fills it in
+with a registered approver's current code, keeps a screenshot in test-output/ and
+submits. The worker runs the flow again and the reward is paid exactly once, with the
+decision under the approver's id in the ledger.
 
 Selectors are roles and visible text. The UI's field labels are not tied to their
 inputs (``<label for>`` names no element id), so a field is found as the innermost
@@ -28,10 +31,11 @@ from playwright.sync_api import Locator, Page, expect, sync_playwright
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+from prefect.settings import PREFECT_HOME, temporary_settings
 from sqlalchemy import func, select
 
 from config.settings import PROJECT_ROOT, load_settings
+from domain.approvers import make_approver
 from domain.models import (
     Contact,
     Conversion,
@@ -61,8 +65,9 @@ pytestmark = [
 SCREENSHOT = PROJECT_ROOT / "test-output" / "approval-form.png"
 REFERRER = "Pat Partner"
 APPROVER = "Maya Chen"
+APPROVER_ID = "maya.chen"
 REASON = "verified in the CRM"
-REQUIRED = ("Decision", "Approver", "Reason")
+REQUIRED = ("Approver ID", "One-time code", "Reason")
 OPTIONAL = "Adjusted Amount"
 ADJUSTED = "1500.00"
 T = TypeVar("T")
@@ -88,7 +93,7 @@ def app(stack: tuple[LocalStack, Path]) -> Iterator[App]:
     )
     assert settings.stripe_api_key is None, "this test pays on the ledger-only rail"
     with (
-        temporary_settings({PREFECT_API_URL: local.api_url, PREFECT_HOME: str(root / "prefect")}),
+        temporary_settings({**local.client_settings(), PREFECT_HOME: str(root / "prefect")}),
         use_app(build_app(settings)) as built,
     ):
         try:
@@ -192,20 +197,27 @@ def _open_resume_form(page: Page) -> Locator:
     return dialog
 
 
-def _choose(page: Page, select_control: Locator, option: str) -> None:
-    """Pick an option of the UI's select.
-
-    Opened from the keyboard: a mouse click opens the list, which then focuses its
-    search box outside the dialog; the dialog's focus trap takes focus back and the
-    list closes at once (Prefect 3.8.8 UI, Chromium 156).
-    """
-    select_control.focus()
-    select_control.press("Space")
-    page.get_by_role("option", name=option, exact=True).click()
-    expect(select_control).to_have_text(option)
+def _type_into(field: Locator, text: str) -> None:
+    """Click a text box and type, as a person does."""
+    box = field.get_by_role("textbox")
+    box.click()
+    box.press_sequentially(text)
 
 
-def _check_and_fill_the_form(page: Page, run_id: str, reward_id: str) -> None:
+def _log_in(page: Page, ui_url: str, auth_string: str) -> None:
+    """The UI asks for the server's password first: typed in, the Login button clicked."""
+    page.goto(ui_url)
+    password = page.locator("input[type=password]")
+    expect(password).to_be_visible()
+    password.click()
+    password.press_sequentially(auth_string)
+    page.get_by_role("button", name=re.compile("log ?in", re.IGNORECASE)).click()
+    expect(password).to_be_hidden()
+
+
+def _check_and_fill_the_form(
+    page: Page, run_id: str, reward_id: str, code: Callable[[], str]
+) -> None:
     dialog = _open_resume_form(page)
 
     # The description: what is approved, for whom.
@@ -214,7 +226,7 @@ def _check_and_fill_the_form(page: Page, run_id: str, reward_id: str) -> None:
     expect(dialog).to_contain_text(reward_id)
     expect(dialog).not_to_contain_text("@")  # no email address goes into Prefect
 
-    # The form: three required fields and one optional; the UI labels only the latter.
+    # The form: required fields and the optional amount, which alone the UI labels so.
     for label in REQUIRED:
         expect(_field(dialog, label)).to_be_visible()
         expect(_field(dialog, label)).not_to_contain_text("Optional")
@@ -234,13 +246,17 @@ def _check_and_fill_the_form(page: Page, run_id: str, reward_id: str) -> None:
     dialog = _open_resume_form(page)
     expect(dialog).not_to_contain_text(re.compile("required", re.IGNORECASE))
 
-    _choose(page, _field(dialog, "Decision").get_by_role("group").get_by_role("button"), "approve")
-    _field(dialog, "Approver").get_by_role("textbox").fill(APPROVER)
-    _field(dialog, "Reason").get_by_role("textbox").fill(REASON)
+    _type_into(_field(dialog, "Approver ID"), APPROVER_ID)
+    # Read off the authenticator app at the moment it is typed, as a person does.
+    _type_into(_field(dialog, "One-time code"), code())
+    switch = _field(dialog, "Approve").get_by_role("switch")
+    switch.click()
+    expect(switch).to_be_checked()
+    _type_into(_field(dialog, "Reason"), REASON)
     # The optional amount is a plain text box, empty until the approver pays less.
     amount = _field(dialog, OPTIONAL).get_by_role("textbox")
     expect(amount).to_have_value("")
-    amount.fill(ADJUSTED)
+    _type_into(_field(dialog, OPTIONAL), ADJUSTED)
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
@@ -255,13 +271,28 @@ def test_an_approver_resumes_the_suspended_run_in_the_ui_and_the_reward_is_paid_
     local = stack[0]
     now = datetime.now(UTC)
     reward_id = _reward_awaiting_approval(app, now)
+    approver = make_approver(
+        approver_id=APPROVER_ID,
+        display_name=APPROVER,
+        email="maya.chen@approvers.example",
+        contact_id=None,
+        limit=Money.parse("20000.00", "EUR"),
+    )
+    app.approvers.add(approver, "test", now)
+    app.codes.enrol(APPROVER_ID, "test", now)
     run_id = request_approvals.fn(app.ledger, app.approvals, [reward_id], now)[reward_id]
     _wait_for("the approval run to suspend", lambda: _state(run_id) == StateType.PAUSED)
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(run_id).name  # type: ignore[arg-type]
+    assert name.startswith("approve 1,845.00 EUR"), name
 
     with _browser_page() as page:
+        _log_in(page, local.ui_url, local.auth_string)
         page.goto(f"{local.ui_url}/runs/flow-run/{run_id}")
         expect(page.get_by_text("Suspended", exact=True).first).to_be_visible()
-        _check_and_fill_the_form(page, run_id, reward_id)
+        totp = app.codes._totp(APPROVER_ID)
+        assert totp is not None
+        _check_and_fill_the_form(page, run_id, reward_id, totp.now)
 
         _wait_for("the approval run to finish", lambda: _state(run_id) == StateType.COMPLETED)
         page.reload()
@@ -272,8 +303,9 @@ def test_an_approver_resumes_the_suspended_run_in_the_ui_and_the_reward_is_paid_
     assert view.reward.status is RewardStatus.PAID
     assert view.reward.balance.is_zero
     assert [
-        (d.decision.value, d.approver, d.reason, d.amount.format()) for d in view.decisions
-    ] == [("approve", APPROVER, REASON, "1,500.00 EUR")]
+        (d.decision.value, d.approver_id, d.approver, d.reason, d.amount.format())
+        for d in view.decisions
+    ] == [("approve", APPROVER_ID, APPROVER, REASON, "1,500.00 EUR")]
     with app.ledger.engine.connect() as conn:
         payouts = conn.execute(
             select(func.count()).where(PayoutRow.reward_id == reward_id)

@@ -17,16 +17,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.objects import StateType
 from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+from prefect.settings import PREFECT_HOME, temporary_settings
 from sqlalchemy import func, select
 
 from config.settings import load_settings
+from domain.approvers import make_approver
 from domain.errors import PermanentIntegrationError
+from domain.money import Money
 from flows.bootstrap import App, build_app, use_app
 from flows.cycle import referral_cycle
 from integrations.ledger.schema import LedgerEntryRow, PayoutRow
@@ -82,7 +85,7 @@ def app(stack: tuple[LocalStack, Path]) -> Iterator[App]:
         stripe_max_network_retries=1,
     )
     with (
-        temporary_settings({PREFECT_API_URL: local.api_url, PREFECT_HOME: str(root / "prefect")}),
+        temporary_settings({**local.client_settings(), PREFECT_HOME: str(root / "prefect")}),
         use_app(build_app(settings)) as built,
     ):
         yield built
@@ -203,6 +206,59 @@ def _state(run_id: str) -> StateType | None:
     return state.type if state else None
 
 
+def _state_message(run_id: str) -> str:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state  # type: ignore[arg-type]
+    return (state.message or "") if state and state.type == StateType.PAUSED else ""
+
+
+def local_api(stack: tuple[LocalStack, Path]) -> str:
+    return stack[0].api_url
+
+
+def _register(app: App, approver_id: str, name: str, limit: str) -> None:
+    approver = make_approver(
+        approver_id=approver_id,
+        display_name=name,
+        email=f"{approver_id}@approvers.example",
+        contact_id=None,
+        limit=Money.parse(limit, "EUR"),
+    )
+    app.approvers.add(approver, "test", datetime.now(UTC))
+    app.codes.enrol(approver_id, "test", datetime.now(UTC))
+
+
+def _code(app: App, approver_id: str) -> str:
+    totp = app.codes._totp(approver_id)
+    assert totp is not None
+    return totp.now()
+
+
+def _form(approver_id: str, code: str, **extra: object) -> dict[str, object]:
+    form: dict[str, object] = {
+        "approver_id": approver_id,
+        "code": code,
+        "approve": True,
+        "reject": False,
+        "reason": "deal verified",
+    }
+    return form | extra
+
+
+def _resume_and_see_refused(
+    app: App, run_id: str, reward_id: str, form: dict[str, object], why: str
+) -> None:
+    """Resume through the authenticated API; the run refuses, suspends again saying why."""
+    before = len(app.approvers.refusals(reward_id))
+    app.approvals.resume(run_id, form)
+    _wait_for(
+        f"the run to refuse ({why})",
+        lambda: len(app.approvers.refusals(reward_id)) > before and why in _state_message(run_id),
+        timeout=180,
+    )
+    assert why in app.approvers.refusals(reward_id)[-1]["reason"]
+
+
 def test_a_large_reward_waits_in_a_suspended_run_and_is_paid_once_after_approval(
     app: App, stack: tuple[LocalStack, Path], stripe: FakeStripe
 ) -> None:
@@ -222,14 +278,36 @@ def test_a_large_reward_waits_in_a_suspended_run_and_is_paid_once_after_approval
     _wait_for("the approval run to suspend", lambda: _state(run_id) == StateType.PAUSED)
     assert stripe.transfers == [], "nothing is paid before a person decides"
 
-    app.approvals.resume(
-        run_id, {"decision": "approve", "approver": "Maya Chen", "reason": "deal verified"}
-    )
+    # Nobody without the server's credentials reaches the API at all.
+    anonymous = httpx.post(f"{local_api(stack)}/flow_runs/{run_id}/resume", json={}, timeout=10)
+    assert anonymous.status_code == 401
+    assert httpx.get(f"{local_api(stack)}/flow_runs/{run_id}", timeout=10).status_code == 401
 
+    # With them, a resume still releases nothing unless a registered approver proves it.
+    _register(app, "maya", "Maya Chen", "20000.00")
+    _register(app, "lou", "Lou Low", "1000.00")
+    right = _code(app, "maya")
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    spent = _code(app, "lou")
+    assert app.codes.verify("lou", spent, datetime.now(UTC)).value == "ok"  # used elsewhere
+    for form, why in [
+        (_form("maya.chen", right), "no registered approver"),
+        (_form("Maya Chen", right), "no registered approver"),
+        (_form("maya", wrong), "one-time code is wrong"),
+        (_form("lou", spent, adjusted_amount="900.00"), "already used"),
+        (_form("lou", "123456"), "above the limit of approver lou"),
+    ]:
+        _resume_and_see_refused(app, run_id, waiting.reward_id, form, why)
+    assert stripe.transfers == [], "no refused decision pays"
+    assert app.ledger.approval_view(waiting.reward_id).decisions == ()
+
+    app.approvals.resume(run_id, _form("maya", _code(app, "maya"), reason="deal verified"))
     _wait_for("the approval run to finish", lambda: _state(run_id) == StateType.COMPLETED)
     view = app.ledger.approval_view(waiting.reward_id)
     assert view.reward.status.value == "paid"
-    assert [(d.approver, d.reason) for d in view.decisions] == [("Maya Chen", "deal verified")]
+    assert [(d.approver_id, d.approver, d.reason) for d in view.decisions] == [
+        ("maya", "Maya Chen", "deal verified")
+    ]
     transfers = [t for t in stripe.transfers if t["metadata"]["reward_id"] == waiting.reward_id]
     assert len(transfers) == 1
     assert transfers[0]["amount"] == 300_000
@@ -246,7 +324,7 @@ def test_a_large_reward_waits_in_a_suspended_run_and_is_paid_once_after_approval
 
     # A second resume (a double click, a second approver late) is refused: still one payout.
     with pytest.raises(PermanentIntegrationError):
-        app.approvals.resume(run_id, {"decision": "approve", "approver": "Sam", "reason": "x"})
+        app.approvals.resume(run_id, _form("lou", _code(app, "lou")))
     referral_cycle(as_of=datetime.now(UTC))
     assert (
         len([t for t in stripe.transfers if t["metadata"]["reward_id"] == waiting.reward_id]) == 1
