@@ -115,10 +115,25 @@ def quarantine_excerpt(raw: str, limit: int = EXCERPT_CHARS) -> str:
         # The cut may fall inside an address: drop what follows the last separator
         # rather than keep half an address unmasked.
         scanned = scanned[: max(scanned.rfind(c) for c in _SEPARATORS) + 1]
-    # Lone surrogates (bytes that were not UTF-8) cannot be stored as text.
-    text = scanned.encode("utf-8", "backslashreplace").decode("utf-8")
-    text = _CONTROL.sub(lambda m: ascii(m.group(0))[1:-1], mask_personal_data(text))
-    if len(text) <= limit and len(raw) <= _SCAN_CHARS:
+    return storable(mask_personal_data(scanned), limit, cut=len(raw) > _SCAN_CHARS)
+
+
+def storable(text: str, limit: int, cut: bool = False) -> str:
+    """``text`` as any database stores it: bytes that were not UTF-8 (lone surrogates)
+    and control characters but tab and newline written as escapes (``\\x00``), at
+    most ``limit`` characters (a cut text ends with ``…``).
+
+    Args:
+        text: the text to store.
+        limit: the column's length.
+        cut: ``text`` is already a part of something longer (it ends with ``…``).
+
+    Returns:
+        The text to store.
+    """
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _CONTROL.sub(lambda m: ascii(m.group(0))[1:-1], text)
+    if len(text) <= limit and not cut:
         return text
     return text[: limit - 1] + "…"
 
