@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domain.approvals import approvals_needed, check_decision
 from domain.errors import InvalidDecision
+from domain.fraud import PAYOUT_DESTINATION_CHANGED
 from domain.models import ApprovalView, Decision, RewardStatus
 from domain.ports import ApprovalRuns
 from domain.program import Program
@@ -58,6 +59,12 @@ def load_approval(ledger: SqlLedger, reward_id: str) -> ApprovalView:
     return ledger.approval_view(reward_id)
 
 
+DESTINATION_CHANGED_SINCE_ASKED = (
+    "the referrer's payout destination changed after this reward was sent for approval "
+    f"(flag {PAYOUT_DESTINATION_CHANGED}): check it, then decide again"
+)
+
+
 @dataclass(frozen=True)
 class DecisionOutcome:
     status: RewardStatus
@@ -77,8 +84,11 @@ def apply_decision(
 
     A decision that breaks a rule (an amount above the reward, a conflicted or repeated
     approver, a rejection without a reason) is not recorded; the outcome carries the
-    error so the run can ask again. Replaying a decision already recorded for its
-    stage (the run re-executes after each resume) records nothing new.
+    error so the run can ask again. So is an approval of a reward whose referrer's
+    payout destination changed after it was sent for approval: the reward is flagged
+    ``payout_destination_changed`` first, so the question asked again shows it.
+    Replaying a decision already recorded for its stage (the run re-executes after each
+    resume) records nothing new.
 
     Args:
         ledger: where the decision is recorded.
@@ -97,6 +107,15 @@ def apply_decision(
     stage = len(view.decisions) + 1
     needed = approvals_needed(view.reward.reward.amount, program)
     referrer = view.referrer
+    if (
+        str(decision.get("decision")) == Decision.APPROVE.value
+        and PAYOUT_DESTINATION_CHANGED not in view.reward.reward.flags
+        and ledger.referrers_with_changed_destination([referrer.contact_id])
+    ):
+        # The form was shown before the change: an approval now would pay a destination
+        # the approver never saw. Flag the reward and ask again, the flag now shown.
+        ledger.add_reward_flag([reward_id], PAYOUT_DESTINATION_CHANGED, now)
+        return DecisionOutcome(view.reward.status, error=DESTINATION_CHANGED_SINCE_ASKED)
     conflicted = [
         c for c in (referrer.contact_id, referrer.email, referrer.name, view.referee_contact) if c
     ]

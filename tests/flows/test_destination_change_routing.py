@@ -16,6 +16,7 @@ from flows.bootstrap import App
 from flows.cycle import route_rewards
 from flows.quarantine import purge_quarantine
 from integrations.payments.fake import RecordingRail
+from tasks.approvals import DESTINATION_CHANGED_SINCE_ASKED
 from tests.conftest import contact, people_batch
 from tests.flows.test_payout_approval import ScriptedApprover, Suspended
 from tests.integration.test_ledger_flow import given_reward
@@ -59,6 +60,27 @@ def test_a_small_reward_after_a_destination_change_waits_for_a_person_who_sees_w
     following = given_reward(ledger, now, 2, amount_minor=2_000, status=RewardStatus.HOLDING)
     route_rewards(as_of=now + timedelta(minutes=1))
     assert ledger.rewards([following.reward_id])[following.reward_id].status is (RewardStatus.PAID)
+
+
+def test_an_approval_asked_before_a_destination_change_is_asked_again_showing_the_flag(
+    test_app: App, approver: ScriptedApprover
+) -> None:
+    ledger, now = test_app.ledger, datetime.now(UTC)
+    waiting = given_reward(ledger, now, 1, status=RewardStatus.AWAITING_APPROVAL)
+    with pytest.raises(Suspended):
+        payout_approval(waiting.reward_id)
+    assert "| Fraud flags | none |" in approver.last_description
+    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now)
+
+    approver.answer(decision="approve", approver="Maya Chen", reason="looks right")
+    with pytest.raises(Suspended):
+        payout_approval(waiting.reward_id)
+
+    assert DESTINATION_CHANGED_SINCE_ASKED in approver.last_description
+    assert f"| Fraud flags | {PAYOUT_DESTINATION_CHANGED} |" in approver.last_description
+    assert test_app.ledger.approval_view(waiting.reward_id).decisions == ()
+    approver.answer(decision="approve", approver="Maya Chen", reason="new account confirmed")
+    assert payout_approval(waiting.reward_id) == "paid"
 
 
 def test_the_purge_flow_empties_excerpts_older_than_the_configured_retention(
