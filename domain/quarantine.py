@@ -216,7 +216,8 @@ def _split(
         refused += [
             Rejected(
                 source=source,
-                record=f"{kind}:{row_id}:{_fingerprint(row)}",
+                # The id cut so the fingerprint always fits the record column.
+                record=f"{kind}:{str(row_id)[:400]}:{_fingerprint(row)}",
                 field=differing[:128],
                 reason=CONFLICTING_ROWS,
                 raw=_describe(row),
