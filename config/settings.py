@@ -148,6 +148,14 @@ class Settings(BaseSettings):
         "transaction; the drop's cursor moves with the last page). Bounds the memory "
         "ingest needs whatever the drop's size.",
     )
+    quarantine_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Days a quarantined record's excerpt (at most 500 characters, emails "
+        "and phone numbers masked) is kept; the daily purge-quarantine flow then empties "
+        "it. The quarantine row itself, with its source, record, field and reason, stays.",
+    )
     registration_contact_key: SecretStr | None = Field(
         default=None,
         description="Secret key (at least 32 characters, e.g. `openssl rand -hex 32`) of "

@@ -18,6 +18,10 @@ shown, instead of paying it automatically. The flags:
   within ``h`` hours (this one and the ones before it);
 * ``referral_cycle``: the referrer was, directly or through a chain, referred by this
   referee.
+* ``payout_destination_changed``: the referrer's payout destination (Stripe connected
+  account or customer id) changed since a person last approved one of their rewards
+  (:func:`destination_changes` finds the changes; the ledger adds the flag when it
+  routes the reward, whatever its amount).
 
 Flags are fixed words and numbers: never an address, a name or a fingerprint. Email
 addresses are compared normalized, in memory, and never kept.
@@ -125,6 +129,54 @@ def normalize_email(email: str | None) -> str | None:
     if not local or not domain:
         return None
     return f"{local}@{domain}"
+
+
+PAYOUT_DESTINATION_CHANGED = "payout_destination_changed"
+# The contact fields a payout is sent to (domain.rewards.choose_rail).
+DESTINATION_FIELDS = ("stripe_account_id", "stripe_customer_id")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationChange:
+    """One payout destination field of a known contact, read with another value.
+
+    ``old`` is ``None`` when the contact had no such destination yet: a first
+    destination on an existing referrer is a change too (it can redirect their payouts
+    from a balance credit to a transfer to someone's account).
+    """
+
+    contact_id: str
+    field: str
+    old: str | None
+    new: str
+
+
+def destination_changes(
+    stored: Mapping[str, Contact], incoming: Iterable[Contact]
+) -> list[DestinationChange]:
+    """The payout destination changes ``incoming`` rows make to ``stored`` contacts.
+
+    A contact not stored yet changes nothing (it has no payouts to redirect); a row
+    without a destination keeps the stored one (the ledger keeps ids another source
+    set), so it changes nothing either.
+
+    Args:
+        stored: the contacts as the ledger has them, by contact id.
+        incoming: the rows about to be stored.
+
+    Returns:
+        One change per (contact, field) whose value differs, in the order read.
+    """
+    changes: list[DestinationChange] = []
+    for row in incoming:
+        before = stored.get(row.contact_id)
+        if before is None:
+            continue
+        for name in DESTINATION_FIELDS:
+            new, old = getattr(row, name), getattr(before, name)
+            if new is not None and new != old:
+                changes.append(DestinationChange(row.contact_id, name, old, new))
+    return changes
 
 
 def velocity_flag(rules: Fraud) -> str:

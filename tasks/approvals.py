@@ -21,6 +21,7 @@ from domain.approvers import (
     normalise_approver_id,
 )
 from domain.errors import InvalidDecision
+from domain.fraud import PAYOUT_DESTINATION_CHANGED
 from domain.models import ApprovalView, Decision, RewardStatus, derived_id
 from domain.money import Money
 from domain.ports import ApprovalRuns, ApproverRegistry, OneTimeCodes
@@ -80,6 +81,12 @@ def _run_names(ledger: SqlLedger, requests: Mapping[str, str]) -> dict[str, str]
 def load_approval(ledger: SqlLedger, reward_id: str) -> ApprovalView:
     """Everything an approver needs about one reward, read from the ledger."""
     return ledger.approval_view(reward_id)
+
+
+DESTINATION_CHANGED_SINCE_ASKED = (
+    "the referrer's payout destination changed after this reward was sent for approval "
+    f"(flag {PAYOUT_DESTINATION_CHANGED}): check it, then decide again"
+)
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,9 @@ def apply_decision(
     refused attempts, logged as a WARNING, and its reason returned so the run asks
     again saying why. Five wrong codes within 15 minutes refuse that approver's
     decisions for a while.
+    An approval of a reward whose referrer's payout destination changed after it was
+    sent for approval is refused once too: the reward is flagged
+    ``payout_destination_changed`` first, so the question asked again shows it.
 
     Args:
         ledger: where the decision is recorded.
@@ -267,6 +277,15 @@ def apply_decision(
     earlier = approvers.refusal(attempt)
     if earlier is not None:
         return DecisionOutcome(view.reward.status, error=earlier)
+    if (
+        form.get("approve") is True
+        and PAYOUT_DESTINATION_CHANGED not in view.reward.reward.flags
+        and ledger.referrers_with_changed_destination([view.referrer.contact_id])
+    ):
+        # The form was shown before the change: an approval now would pay a destination
+        # the approver never saw. Flag the reward and ask again, the flag now shown.
+        ledger.add_reward_flag([reward_id], PAYOUT_DESTINATION_CHANGED, now)
+        return DecisionOutcome(view.reward.status, error=DESTINATION_CHANGED_SINCE_ASKED)
     try:
         checked = vet_decision(view, approvers, codes, form, question.submitted_at, spend_code=True)
         status = ledger.record_decision(reward_id, stage, checked, needed, flow_run_id, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from prefect.client.schemas.objects import State
 from domain.errors import PermanentIntegrationError, ReferralError
 from domain.models import IngestReport
 from domain.ports import EventSource, PagedEventSource, SourceBatch
+from domain.quarantine import split_conflicts
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
 
@@ -23,6 +25,29 @@ PAGE_RECORDS = 10_000
 
 class UnbalancedIngest(ReferralError):
     """A source's counts do not add up: records would be lost silently."""
+
+
+def without_conflicts(batch: SourceBatch) -> SourceBatch:
+    """``batch`` with every row of a contact or account whose rows disagree moved to its
+    rejects (reason ``conflicting_rows``), and rows said twice kept once.
+
+    A second row for one contact in one read (another email, referrer type or payout
+    destination) is refused with the first, not stored over it: the last row never
+    silently wins. Counts still add up: a refused row leaves the reference rows for the
+    rejects. Within a page: a paged drop's rows for one contact on two pages are
+    stored in turn, and a destination change between them is recorded and flagged as
+    any change between drops is.
+    """
+    split = split_conflicts(batch.source, batch.accounts, batch.contacts)
+    if not split.rejected and not split.duplicates:
+        return batch
+    return replace(
+        batch,
+        accounts=split.accounts,
+        contacts=split.contacts,
+        rejected=(*batch.rejected, *split.rejected),
+        reference_only=batch.reference_only - len(split.rejected),
+    )
 
 
 def _worth_retrying(_task: object, _run: object, state: State[Any]) -> bool:
@@ -56,7 +81,9 @@ def ingest_sources(
     A source read in pages (the file drop) is stored a page at a time, each page in a
     transaction of its own, and its cursor moves with the last page: a run cut short
     reads the drop again and finds the events it stored already seen. Any other
-    source's events, rejects and next cursor are committed together.
+    source's events, rejects and next cursor are committed together. Rows of one
+    contact or account that disagree within a page are quarantined, not stored
+    (:func:`without_conflicts`).
 
     Args:
         sources: the CRM and NPS sources to read, in order.
@@ -81,7 +108,7 @@ def ingest_sources(
         )
         report: IngestReport | None = None
         for batch in batches:
-            stored = ledger.record_batch(batch, now)
+            stored = ledger.record_batch(without_conflicts(batch), now)
             if not stored.balanced:
                 raise UnbalancedIngest(f"{source.name}: {stored} does not add up")
             report = stored if report is None else report.plus(stored)

@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domain.errors import InputRejected
-from domain.fraud import flags_for_batch
+from domain.fraud import PAYOUT_DESTINATION_CHANGED, flags_for_batch
 from domain.models import Contact, Conversion, Rejected, Reward, RewardStatus, Route
 from domain.money import Money
 from domain.program import Program, RewardKind
@@ -277,7 +277,9 @@ def plan_routes(
     """Send each reward past its holding period to automatic payout or to a person.
 
     Under the threshold and unflagged: payable, paid automatically. At or above the
-    threshold, or with any fraud flag: awaiting approval.
+    threshold, or with any fraud flag: awaiting approval. A referrer whose payout
+    destination changed has every reward routed flagged ``payout_destination_changed``
+    (payable ones again too) until a person approves one so flagged.
 
     Args:
         ledger: where rewards are read and moved.
@@ -302,6 +304,15 @@ def plan_routes(
                 auto.append(reward.reward_id)
             elif where is Route.APPROVAL:
                 approval.append(reward.reward_id)
+        # The ledger adds this flag on reading (the referrer's payout destination
+        # changed); stored before the move, so the approver sees why it waits.
+        routed = set(approval)
+        changed = [
+            v.reward.reward_id
+            for v in views
+            if PAYOUT_DESTINATION_CHANGED in v.reward.flags and v.reward.reward_id in routed
+        ]
+        ledger.add_reward_flag(changed, PAYOUT_DESTINATION_CHANGED, now)
         waiting = [RewardStatus.HOLDING, RewardStatus.PAYABLE]
         plan.auto_pay.extend(ledger.move_rewards(auto, waiting, RewardStatus.PAYABLE, now))
         plan.approval.extend(

@@ -38,6 +38,7 @@ from domain.models import (
     SourceEvent,
 )
 from domain.money import Money
+from domain.quarantine import quarantine_excerpt, storable
 from integrations.ledger.schema import (
     AskRow,
     LedgerEntryRow,
@@ -108,13 +109,15 @@ class LedgerBase:
     def _quarantine_rows(
         rejected: Iterable[Rejected], stage: str, now: datetime
     ) -> list[dict[str, Any]]:
+        # The raw text is kept as a masked, capped excerpt (no personal data beyond
+        # what an operator needs); the reason may quote a value, so it is masked too.
         return [
             {
                 "source": r.source,
-                "record": r.record[:512],
-                "field": r.field,
-                "reason": r.reason[:512],
-                "raw": r.raw,
+                "record": storable(r.record, 512),
+                "field": None if r.field is None else storable(r.field, 128),
+                "reason": quarantine_excerpt(r.reason, 512),
+                "raw": quarantine_excerpt(r.raw),
                 "stage": stage,
                 "created_at": now,
             }

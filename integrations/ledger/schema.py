@@ -150,7 +150,13 @@ class SourceCursorRow(Base):
 
 
 class QuarantineRow(Base):
-    """Input refused with its reason; nothing is dropped silently."""
+    """Input refused with its reason; nothing is dropped silently.
+
+    ``raw`` is an excerpt (domain.quarantine.quarantine_excerpt: at most 500 characters,
+    emails and phone numbers masked), emptied once the retention period has passed
+    (``purged_at`` says when); the row itself, with its reason, is kept. Triggers
+    (revision 0019) refuse DELETE and any UPDATE but that purge.
+    """
 
     __tablename__ = "quarantine"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -161,7 +167,11 @@ class QuarantineRow(Base):
     raw: Mapped[str] = mapped_column(Text, default="")
     stage: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
-    __table_args__ = (UniqueConstraint("source", "record", "stage"),)
+    purged_at: Mapped[datetime | None]
+    __table_args__ = (
+        UniqueConstraint("source", "record", "stage"),
+        Index("ix_quarantine_created_at", "created_at"),
+    )
 
 
 class MomentRow(Base):

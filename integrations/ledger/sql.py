@@ -9,6 +9,7 @@ cannot both move it. Money only ever enters through ``ledger_entries`` inserts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from domain.approvals import CheckedDecision
 from domain.clawbacks import net_against_debts
 from domain.errors import InvalidDecision
+from domain.fraud import PAYOUT_DESTINATION_CHANGED
 from domain.models import (
     ApprovalView,
     Ask,
@@ -88,6 +90,7 @@ from integrations.ledger.clawbacks import (
     referrers_of,
     settle_by_netting,
 )
+from integrations.ledger.destinations import DestinationLedger, record_destination_changes
 from integrations.ledger.detection import DetectionLedger
 from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.fraud import FraudLedger
@@ -141,6 +144,7 @@ class SqlLedger(
     DiscountLedger,
     RewardRulesLedger,
     TouchpointLedger,
+    DestinationLedger,
     LedgerBase,
 ):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
@@ -162,6 +166,8 @@ class SqlLedger(
 
         The cursor moves in the same transaction as the events it covers, so a crash
         either keeps both or neither: the next run re-reads, and duplicates are ignored.
+        A contact stored with another payout destination than before gets its
+        ``payout_destination_changes`` rows in the same transaction.
         """
         with self.engine.begin() as conn:
             self._upsert(
@@ -179,6 +185,7 @@ class SqlLedger(
                 ],
                 "account_id",
             )
+            record_destination_changes(conn, batch.contacts, batch.source, now)
             self._upsert_contacts(conn, [contact_row(c, now) for c in batch.contacts])
             inserted = self._insert_ignore(
                 conn, SourceEventRow, [event_row(e, now) for e in batch.events], SourceEventRow.id
@@ -860,9 +867,14 @@ class SqlLedger(
 
     def rewards_to_route(self, as_of: datetime, after: str, limit: int) -> list[RewardView]:
         """Rewards whose holding period is over and that are not yet on their way, by id
-        after ``after`` (so one pass visits each once, even those that stay payable)."""
+        after ``after`` (so one pass visits each once, even those that stay payable).
+
+        The reward of a referrer whose payout destination changed since a person last
+        approved one of their rewards so flagged carries ``payout_destination_changed``
+        (see :meth:`referrers_with_changed_destination`), already payable ones too:
+        they would be paid to the new destination."""
         with self.engine.connect() as conn:
-            return self._reward_views(
+            views = self._reward_views(
                 conn,
                 and_(
                     T_REWARDS.c.status.in_(
@@ -874,6 +886,15 @@ class SqlLedger(
                 limit,
                 order_by_id=True,
             )
+        changed = self.referrers_with_changed_destination(v.reward.referrer_id for v in views)
+        return [
+            replace(
+                v, reward=replace(v.reward, flags=(*v.reward.flags, PAYOUT_DESTINATION_CHANGED))
+            )
+            if v.reward.referrer_id in changed and PAYOUT_DESTINATION_CHANGED not in v.reward.flags
+            else v
+            for v in views
+        ]
 
     def move_rewards(
         self,

@@ -1,0 +1,162 @@
+"""The quarantine's retention and the payout destination changes, in the ledger.
+
+* :meth:`DestinationLedger.purge_quarantine`: empties the excerpts of quarantine rows
+  older than the retention period; the rows, with their reasons, stay.
+* :func:`record_destination_changes`: run inside ``record_batch``'s transaction, so a
+  contact is never stored with a new payout destination without its audit row.
+* :meth:`DestinationLedger.referrers_with_changed_destination`: the referrers whose
+  payouts wait for a person (a change seen after the last approval of one of their
+  rewards flagged ``payout_destination_changed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, Table, and_, case, exists, select, update
+
+from domain.fraud import PAYOUT_DESTINATION_CHANGED, destination_changes
+from domain.models import Contact
+from integrations.ledger.base import T_REWARDS, LedgerBase, chunks, contact_from_row
+from integrations.ledger.schema import ApprovalDecisionRow, ContactRow, QuarantineRow
+from integrations.ledger.schema_destinations import PayoutDestinationChangeRow
+
+T_CHANGES: Table = PayoutDestinationChangeRow.__table__  # type: ignore[assignment]
+T_QUARANTINE: Table = QuarantineRow.__table__  # type: ignore[assignment]
+T_DECISIONS: Table = ApprovalDecisionRow.__table__  # type: ignore[assignment]
+T_CONTACTS: Table = ContactRow.__table__  # type: ignore[assignment]
+# Rows purged per transaction: a first purge of a large quarantine holds no long lock.
+PURGE_CHUNK = 5_000
+
+
+def record_destination_changes(
+    conn: Connection, contacts: Sequence[Contact], source: str, now: datetime
+) -> int:
+    """Write one ``payout_destination_changes`` row per destination field that
+    ``contacts`` (about to be stored) change on a contact already stored.
+
+    Args:
+        conn: the transaction that stores the contacts.
+        contacts: the rows about to be stored.
+        source: the source they were read from.
+        now: when the change was seen.
+
+    Returns:
+        How many changes were recorded.
+    """
+    # Only a row that names a destination can change one (none keeps the stored one).
+    naming = [c for c in contacts if c.stripe_account_id or c.stripe_customer_id]
+    stored: dict[str, Contact] = {}
+    for chunk in chunks(sorted({c.contact_id for c in naming})):
+        stored.update(
+            (row["contact_id"], contact_from_row(row))
+            for row in conn.execute(
+                select(T_CONTACTS).where(T_CONTACTS.c.contact_id.in_(chunk))
+            ).mappings()
+        )
+    rows = [
+        {
+            "contact_id": change.contact_id,
+            "field": change.field,
+            "old_value": change.old,
+            "new_value": change.new,
+            "source": source,
+            "seen_at": now,
+        }
+        for change in destination_changes(stored, naming)
+    ]
+    if rows:
+        conn.execute(T_CHANGES.insert(), rows)
+    return len(rows)
+
+
+class DestinationLedger(LedgerBase):
+    """The quarantine's purge and the payout destination changes."""
+
+    def purge_quarantine(self, created_before: datetime, now: datetime) -> int:
+        """Empty the excerpt of every quarantine row created before ``created_before``
+        and not purged yet, keeping the row and its reason; returns how many."""
+        purged = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = list(
+                    conn.execute(
+                        select(T_QUARANTINE.c.id)
+                        .where(
+                            T_QUARANTINE.c.created_at < created_before,
+                            T_QUARANTINE.c.purged_at.is_(None),
+                        )
+                        .order_by(T_QUARANTINE.c.id)
+                        .limit(PURGE_CHUNK)
+                    ).scalars()
+                )
+                for chunk in chunks(ids):
+                    conn.execute(
+                        update(T_QUARANTINE)
+                        .where(T_QUARANTINE.c.id.in_(chunk), T_QUARANTINE.c.purged_at.is_(None))
+                        .values(raw="", purged_at=now)
+                    )
+            purged += len(ids)
+            if len(ids) < PURGE_CHUNK:
+                return purged
+
+    def destination_changes_of(self, contact_id: str) -> list[dict[str, object]]:
+        """The recorded payout destination changes of one contact, oldest first."""
+        with self.engine.connect() as conn:
+            return [
+                dict(row)
+                for row in conn.execute(
+                    select(T_CHANGES)
+                    .where(T_CHANGES.c.contact_id == contact_id)
+                    .order_by(T_CHANGES.c.seen_at, T_CHANGES.c.id)
+                ).mappings()
+            ]
+
+    def referrers_with_changed_destination(self, referrer_ids: Iterable[str]) -> set[str]:
+        """Those of ``referrer_ids`` with a payout destination change not yet seen by a
+        person: no reward of theirs flagged ``payout_destination_changed`` was approved
+        since the change (a decision at any stage counts)."""
+        wanted = sorted(set(referrer_ids))
+        acknowledged = exists().where(
+            T_DECISIONS.c.reward_id == T_REWARDS.c.reward_id,
+            T_DECISIONS.c.decision == "approve",
+            T_DECISIONS.c.decided_at >= T_CHANGES.c.seen_at,
+            T_REWARDS.c.referrer_id == T_CHANGES.c.contact_id,
+            T_REWARDS.c.flags.contains(PAYOUT_DESTINATION_CHANGED, autoescape=True),
+        )
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in chunks(wanted):
+                found.update(
+                    conn.execute(
+                        select(T_CHANGES.c.contact_id)
+                        .where(T_CHANGES.c.contact_id.in_(chunk), ~acknowledged)
+                        .distinct()
+                    ).scalars()
+                )
+        return found
+
+    def add_reward_flag(self, reward_ids: Sequence[str], flag: str, now: datetime) -> int:
+        """Add ``flag`` to the stored flags of ``reward_ids`` not yet carrying it, so
+        the approver, the reports and the audit trail show why a reward waited."""
+        flagged = 0
+        with self.engine.begin() as conn:
+            for chunk in chunks(reward_ids):
+                flagged += conn.execute(
+                    update(T_REWARDS)
+                    .where(
+                        and_(
+                            T_REWARDS.c.reward_id.in_(chunk),
+                            ~T_REWARDS.c.flags.contains(flag, autoescape=True),
+                        )
+                    )
+                    .values(
+                        flags=case(
+                            (T_REWARDS.c.flags == "", flag),
+                            else_=T_REWARDS.c.flags + "," + flag,
+                        ),
+                        updated_at=now,
+                    )
+                ).rowcount
+        return flagged
