@@ -23,10 +23,12 @@ from domain.models import (
     AskDecision,
     Contact,
     ContactHistory,
+    EventType,
     Moment,
     NpsAnswer,
     ReferrerType,
     SkipReason,
+    SourceEvent,
 )
 from domain.moments import DETRACTOR_MAX_SCORE
 from domain.program import Program
@@ -124,6 +126,14 @@ def nps_answers_since(program: Program, as_of: datetime) -> datetime:
     ``max_age_days`` old still does.
     """
     return as_of - timedelta(days=program.eligibility.detractor_window_days)
+
+
+def nps_answer(event: SourceEvent) -> NpsAnswer | None:
+    """The NPS answer ``event`` is: an NPS response that carries a score (one without a
+    score says nothing about the contact). The ledger reads the same events in SQL."""
+    if event.type is not EventType.NPS_RESPONSE or event.score is None:
+        return None
+    return NpsAnswer(event.score, event.occurred_at)
 
 
 def latest_nps_answer(
