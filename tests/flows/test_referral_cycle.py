@@ -28,7 +28,11 @@ Cycled = tuple[App, dict[str, Any], dict[str, Any]]
 
 
 def _run_sample_cycle(app: App) -> tuple[Sample, dict[str, Any], dict[str, Any]]:
-    sample = generate(app.settings.inbox_dir, datetime.now(UTC), accounts=60, seed=11)
+    # Seed 12: among its few referrers a partner wins a deal large enough to wait for
+    # approval, and one customer is a recent detractor. Which asked contacts refer is
+    # drawn over the asked ones, so each skip shifts it (seed 11 lost its partner deal
+    # when a detractor stopped being asked).
+    sample = generate(app.settings.inbox_dir, datetime.now(UTC), accounts=60, seed=12)
     first = referral_cycle(as_of=sample.first_cycle_at)
     asked = app.ledger.asked_contacts(until=sample.first_cycle_at)
     codes = app.ledger.codes_for(asked)
