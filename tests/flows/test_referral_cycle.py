@@ -97,6 +97,14 @@ def test_the_cycle_asks_rewards_pays_small_rewards_and_pauses_large_ones(cycled:
     assert {w.flow_run_id for w in waiting} == set(runs.rewards)
 
 
+def test_a_recent_detractor_is_counted_among_the_skips_of_the_cycle_summary(
+    cycled: Cycled,
+) -> None:
+    test_app, first, _ = cycled
+    assert first["stages"]["send asks"]["decisions"]["skipped"]["recent_detractor"] >= 1
+    assert test_app.ledger.summary()["skipped"]["recent_detractor"] >= 1
+
+
 def test_running_the_cycle_again_sends_rewards_and_pays_nothing_twice(test_app: App) -> None:
     _run_sample_cycle(test_app)
     rail = test_app.rails[next(iter(test_app.rails))]
