@@ -2,8 +2,15 @@
 
 Every moment gets exactly one decision: ask, or skip with a :class:`SkipReason` the
 operator sees counted in the run's artifact. Nobody is asked twice in a run, nobody who
-opted out or is on the suppression list, nobody inside the cooldown, nobody whose
-account has an open high-priority ticket, and no customer before the minimum tenure.
+opted out or is on the suppression list, no recent detractor, nobody inside the
+cooldown, nobody whose account has an open high-priority ticket, and no customer
+before the minimum tenure.
+
+A recent detractor is a contact whose latest NPS answer, as of the decision, is 0-6
+and at most ``eligibility.detractor_window_days`` old: they are asked for no moment at
+all, whatever the moment is. A later answer of 7-10 ends it, and so does time. This is
+the rule's one definition (:func:`recent_detractor`); the ledger only gathers the
+answers (:func:`nps_answers_since` gives it the oldest one that can count).
 """
 
 from __future__ import annotations
@@ -16,10 +23,14 @@ from domain.models import (
     AskDecision,
     Contact,
     ContactHistory,
+    EventType,
     Moment,
+    NpsAnswer,
     ReferrerType,
     SkipReason,
+    SourceEvent,
 )
+from domain.moments import DETRACTOR_MAX_SCORE
 from domain.program import Program
 
 _NO_HISTORY = ContactHistory()
@@ -42,6 +53,7 @@ def decide(
     max_age = timedelta(days=rules.max_age_days)
     cooldown = timedelta(days=program.eligibility.cooldown_days)
     min_tenure = timedelta(days=program.eligibility.min_tenure_days)
+    nps_since = nps_answers_since(program, as_of)
     rank = {moment_type: i for i, moment_type in enumerate(rules.priority)}
 
     decisions: list[AskDecision] = []
@@ -50,7 +62,7 @@ def decide(
         if moment.occurred_at > as_of:
             continue
         reason = _skip_reason(
-            moment, contacts, history, program, as_of, max_age, cooldown, min_tenure
+            moment, contacts, history, program, as_of, max_age, cooldown, min_tenure, nps_since
         )
         if reason is None and moment.contact_id in asked_this_run:
             reason = SkipReason.ANOTHER_MOMENT_THIS_RUN
@@ -78,6 +90,7 @@ def _skip_reason(
     max_age: timedelta,
     cooldown: timedelta,
     min_tenure: timedelta,
+    nps_since: datetime,
 ) -> SkipReason | None:
     if not program.moments.enabled(moment.type):
         return SkipReason.MOMENT_DISABLED
@@ -91,6 +104,8 @@ def _skip_reason(
     past = history.get(contact.contact_id, _NO_HISTORY)
     if past.suppressed:
         return SkipReason.SUPPRESSED
+    if recent_detractor(past.nps_answers, nps_since, as_of):
+        return SkipReason.RECENT_DETRACTOR
     if not contact.email:
         return SkipReason.NO_EMAIL
     if contact.referrer_type is ReferrerType.CUSTOMER and (
@@ -102,6 +117,48 @@ def _skip_reason(
     if past.last_asked_at is not None and as_of - past.last_asked_at < cooldown:
         return SkipReason.COOLDOWN
     return None
+
+
+def nps_answers_since(program: Program, as_of: datetime) -> datetime:
+    """The oldest time an NPS answer may have and still count as of ``as_of``.
+
+    An answer exactly ``detractor_window_days`` old still counts, as a moment exactly
+    ``max_age_days`` old still does.
+    """
+    return as_of - timedelta(days=program.eligibility.detractor_window_days)
+
+
+def nps_answer(event: SourceEvent) -> NpsAnswer | None:
+    """The NPS answer ``event`` is: an NPS response that carries a score (one without a
+    score says nothing about the contact). The ledger reads the same events in SQL."""
+    if event.type is not EventType.NPS_RESPONSE or event.score is None:
+        return None
+    return NpsAnswer(event.score, event.occurred_at)
+
+
+def latest_nps_answer(
+    answers: Iterable[NpsAnswer], since: datetime, as_of: datetime
+) -> NpsAnswer | None:
+    """The answer that speaks for the contact: the latest one from ``since`` to ``as_of``.
+
+    Answers after ``as_of`` have not happened yet for this decision. Of answers given at
+    the same time the lowest score counts: nothing tells which came last, and asking
+    a detractor is the worse mistake than missing a promoter.
+    """
+    counted = [a for a in answers if since <= a.answered_at <= as_of]
+    if not counted:
+        return None
+    return max(counted, key=lambda a: (a.answered_at, -a.score))
+
+
+def recent_detractor(answers: Iterable[NpsAnswer], since: datetime, as_of: datetime) -> bool:
+    """Whether the latest answer from ``since`` to ``as_of`` is a detractor's (0-6).
+
+    With no answer in that time there is nothing against asking: the latest answer
+    may be older (it no longer counts) or there may be none.
+    """
+    latest = latest_nps_answer(answers, since, as_of)
+    return latest is not None and latest.score <= DETRACTOR_MAX_SCORE
 
 
 def skip_counts(decisions: Iterable[AskDecision]) -> dict[str, int]:

@@ -76,6 +76,7 @@ class SkipReason(StrEnum):
     MOMENT_TOO_OLD = "moment_too_old"
     UNKNOWN_CONTACT = "unknown_contact"
     MOMENT_DISABLED = "moment_disabled"
+    RECENT_DETRACTOR = "recent_detractor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +163,27 @@ class Moment:
 
 
 @dataclass(frozen=True, slots=True)
+class NpsAnswer:
+    """One NPS score a contact gave, and when (the event's ``occurred_at``)."""
+
+    score: int
+    answered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ContactHistory:
-    """What eligibility needs to know about a contact beyond the contact itself."""
+    """What eligibility needs to know about a contact beyond the contact itself.
+
+    ``nps_answers`` holds the contact's NPS answers up to the decision's ``as_of``, at
+    least those inside the detractor window (older ones may be left out: they no longer
+    count); :func:`domain.eligibility.latest_nps_answer` picks the one that counts.
+    """
 
     last_asked_at: datetime | None = None
     suppressed: bool = False
     open_high_priority_tickets: int = 0
     customer_since: date | None = None
+    nps_answers: tuple[NpsAnswer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,14 @@ class Eligibility(_Rules):
         ("high", "urgent"),
         description="An open ticket of one of these priorities on the account blocks asks.",
     )
+    detractor_window_days: int = Field(
+        90,
+        ge=1,
+        le=730,
+        description="A contact whose latest NPS answer is a detractor's (0-6) and at most "
+        "this many days old is asked for no moment at all; a later answer of 7-10, or "
+        "the answer growing older than this, ends it.",
+    )
 
 
 class RewardKind(StrEnum):

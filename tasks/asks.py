@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domain.codes import new_referral_code, referral_link
-from domain.eligibility import decide
+from domain.eligibility import decide, nps_answers_since
 from domain.models import Ask, Contact, EmailMessage, ReferrerType
 from domain.program import Program
 from domain.reward_wording import headline
@@ -36,7 +36,7 @@ def decide_asks(
 
     Args:
         ledger: where moments, contacts and their history are read and asks queued.
-        program: eligibility rules (cooldown, tenure, moment priority).
+        program: eligibility rules (cooldown, tenure, detractor window, moment priority).
         as_of: the moment of decision; moments after it wait for a later run.
         now: when decisions are recorded.
         batch_size: moments per batch.
@@ -51,7 +51,10 @@ def decide_asks(
         contact_ids = {m.contact_id for m in moments}
         contacts = ledger.contacts(contact_ids)
         history = ledger.histories(
-            contact_ids, as_of, program.eligibility.blocking_ticket_priorities
+            contact_ids,
+            as_of,
+            program.eligibility.blocking_ticket_priorities,
+            nps_since=nps_answers_since(program, as_of),
         )
         decisions = decide(moments, contacts, history, program, as_of, asked_this_run=asked)
         to_ask = {d.moment.contact_id for d in decisions if d.ask}

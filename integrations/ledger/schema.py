@@ -106,6 +106,10 @@ class ContactRow(Base):
     )
 
 
+# The partial index's condition; a query matches it only with the literal type.
+NPS_ANSWERS_WHERE = "type = 'nps_response'"
+
+
 class SourceEventRow(Base):
     """Every canonical event ever read, once per (source, event id)."""
 
@@ -139,6 +143,15 @@ class SourceEventRow(Base):
         UniqueConstraint("source", "event_id"),
         Index("ix_source_events_undetected", "detected_at", "id"),
         Index("ix_source_events_ticket", "account_id", "ticket_id"),
+        # A contact's NPS answers by time, for the detractor rule (migration 0020).
+        # Queries must name the type as a literal (NPS_ANSWERS_WHERE) to use it.
+        Index(
+            "ix_source_events_nps_answers",
+            "contact_id",
+            "occurred_at",
+            sqlite_where=text(NPS_ANSWERS_WHERE),
+            postgresql_where=text(NPS_ANSWERS_WHERE),
+        ),
     )
 
 

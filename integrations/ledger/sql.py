@@ -22,6 +22,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     true,
@@ -48,6 +49,7 @@ from domain.models import (
     IngestReport,
     Moment,
     MomentType,
+    NpsAnswer,
     PayoutInstruction,
     PayoutOutcome,
     PayoutRailKind,
@@ -327,13 +329,28 @@ class SqlLedger(
         return found
 
     def histories(
-        self, contact_ids: Iterable[str], as_of: datetime, blocking_priorities: Sequence[str]
+        self,
+        contact_ids: Iterable[str],
+        as_of: datetime,
+        blocking_priorities: Sequence[str],
+        nps_since: datetime | None = None,
     ) -> dict[str, ContactHistory]:
-        """Last ask, suppression, open blocking tickets and tenure, per contact."""
+        """Last ask, suppression, open blocking tickets, tenure and NPS answers, per contact.
+
+        Args:
+            contact_ids: the contacts.
+            as_of: the decision's time: later tickets and answers have not happened yet.
+            blocking_priorities: ticket priorities that block an ask while open.
+            nps_since: the oldest NPS answer worth reading
+                (``domain.eligibility.nps_answers_since``); None reads every answer up
+                to ``as_of``. Which answer counts is the domain's to decide, so this
+                only ever narrows what is read, never what the rule sees inside it.
+        """
         ids = sorted(set(contact_ids))
         result: dict[str, ContactHistory] = {}
         with self.engine.connect() as conn:
             for chunk in chunks(ids):
+                answers = self._nps_answers(conn, chunk, as_of, nps_since)
                 last_asked = pairs(
                     conn,
                     select(AskRow.contact_id, func.max(AskRow.created_at))
@@ -386,8 +403,37 @@ class SqlLedger(
                         suppressed=contact_id in suppressed,
                         open_high_priority_tickets=open_tickets.get(account, 0) if account else 0,
                         customer_since=since.get(account) if account else None,
+                        nps_answers=tuple(answers.get(contact_id, ())),
                     )
         return result
+
+    @staticmethod
+    def _nps_answers(
+        conn: Connection, contact_ids: Sequence[str], as_of: datetime, since: datetime | None
+    ) -> dict[str, list[NpsAnswer]]:
+        """The NPS answers of ``contact_ids`` from ``since`` to ``as_of``: the events
+        ``domain.eligibility.nps_answer`` reads as answers (scored NPS responses).
+
+        Every answer in the span, not only the latest: picking the one that counts
+        (latest, and at equal times the lowest score) is the domain's rule.
+        ``tests/integration/test_detractor_asks.py`` checks on random answers that the
+        decisions made on these are the domain's on every event.
+        """
+        e = T_EVENTS.c
+        query = select(e.contact_id, e.score, e.occurred_at).where(
+            e.contact_id.in_(contact_ids),
+            # A literal, not a parameter: only then do SQLite and PostgreSQL see that
+            # the partial index ix_source_events_nps_answers holds every row asked for.
+            e.type == literal_column(f"'{EventType.NPS_RESPONSE.value}'"),
+            e.score.is_not(None),
+            e.occurred_at <= as_of,
+        )
+        if since is not None:
+            query = query.where(e.occurred_at >= since)
+        found: dict[str, list[NpsAnswer]] = {}
+        for contact_id, score, answered_at in conn.execute(query):
+            found.setdefault(contact_id, []).append(NpsAnswer(score, answered_at))
+        return found
 
     def codes_for(self, contact_ids: Iterable[str]) -> dict[str, str]:
         ids = sorted(set(contact_ids))

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
+from random import Random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.program import parse_program
-from domain.eligibility import decide, skip_counts
+from domain.eligibility import (
+    decide,
+    latest_nps_answer,
+    nps_answers_since,
+    recent_detractor,
+    skip_counts,
+)
 from domain.models import (
     AskDecision,
     Contact,
     ContactHistory,
     Moment,
     MomentType,
+    NpsAnswer,
     ReferrerType,
     SkipReason,
     derived_id,
@@ -304,3 +312,179 @@ def test_every_past_moment_gets_exactly_one_decision_and_each_contact_at_most_on
     assert all(n == 1 for n in asks.values())
     assert not set(asks) & already
     assert "GHOST" not in asks
+
+
+# --- recent detractors are asked for no moment at all ------------------------------------
+
+DAY = timedelta(days=1)
+
+
+def answered(score: int, age: timedelta) -> NpsAnswer:
+    """An NPS answer of ``score`` given ``age`` before NOW."""
+    return NpsAnswer(score, NOW - age)
+
+
+def with_answers(*answers: NpsAnswer) -> ContactHistory:
+    return ContactHistory(customer_since=TENURED.customer_since, nps_answers=answers)
+
+
+def reason_for(
+    program: Program, *answers: NpsAnswer, type_: MomentType = MomentType.DEAL_WON
+) -> SkipReason | None:
+    return decide_one(
+        program, history=with_answers(*answers), the_moment=moment(type_=type_)
+    ).reason
+
+
+@pytest.mark.parametrize("type_", list(MomentType))
+def test_a_contact_who_scored_3_yesterday_is_asked_for_no_moment_of_any_type(
+    type_: MomentType, program: Program
+) -> None:
+    assert reason_for(program, answered(3, DAY), type_=type_) is SkipReason.RECENT_DETRACTOR
+
+
+@pytest.mark.parametrize("type_", list(MomentType))
+@pytest.mark.parametrize(
+    ("score", "reason"),
+    [(0, SkipReason.RECENT_DETRACTOR), (6, SkipReason.RECENT_DETRACTOR), (7, None), (10, None)],
+)
+def test_a_score_of_6_or_less_keeps_the_contact_out_and_7_or_more_does_not(
+    type_: MomentType, score: int, reason: SkipReason | None, program: Program
+) -> None:
+    assert reason_for(program, answered(score, 5 * DAY), type_=type_) is reason
+
+
+@pytest.mark.parametrize("type_", list(MomentType))
+def test_a_detractor_answer_exactly_90_days_old_still_counts(
+    type_: MomentType, program: Program
+) -> None:
+    assert program.eligibility.detractor_window_days == 90
+    assert reason_for(program, answered(2, 90 * DAY), type_=type_) is SkipReason.RECENT_DETRACTOR
+
+
+@pytest.mark.parametrize("type_", list(MomentType))
+@pytest.mark.parametrize(
+    "age", [91 * DAY, 90 * DAY + timedelta(microseconds=1)], ids=["day 91", "just past day 90"]
+)
+def test_a_detractor_answer_older_than_90_days_no_longer_counts(
+    type_: MomentType, age: timedelta, program: Program
+) -> None:
+    assert reason_for(program, answered(2, age), type_=type_) is None
+
+
+@pytest.mark.parametrize("type_", list(MomentType))
+@pytest.mark.parametrize("later", [9, 7], ids=["promoter", "passive"])
+def test_a_later_answer_of_7_or_more_ends_a_detractors_exclusion(
+    type_: MomentType, later: int, program: Program
+) -> None:
+    answers = (answered(3, 10 * DAY), answered(later, 2 * DAY))
+    assert reason_for(program, *answers, type_=type_) is None
+    assert reason_for(program, *reversed(answers), type_=type_) is None
+
+
+@pytest.mark.parametrize("type_", list(MomentType))
+def test_a_promoter_who_later_scores_4_is_a_recent_detractor(
+    type_: MomentType, program: Program
+) -> None:
+    answers = (answered(10, 10 * DAY), answered(4, 2 * DAY))
+    assert reason_for(program, *answers, type_=type_) is SkipReason.RECENT_DETRACTOR
+
+
+@pytest.mark.parametrize("type_", list(MomentType))
+def test_at_equal_times_the_lower_score_counts(type_: MomentType, program: Program) -> None:
+    same_time = (answered(9, 2 * DAY), answered(5, 2 * DAY))
+    assert reason_for(program, *same_time, type_=type_) is SkipReason.RECENT_DETRACTOR
+    assert reason_for(program, *reversed(same_time), type_=type_) is SkipReason.RECENT_DETRACTOR
+
+
+def test_an_answer_older_than_the_window_neither_keeps_a_contact_out_nor_lets_one_in(
+    program: Program,
+) -> None:
+    # The latest answer inside the window decides; one before it is not weighed at all.
+    assert reason_for(program, answered(2, 100 * DAY), answered(9, 80 * DAY)) is None
+    assert (
+        reason_for(program, answered(9, 100 * DAY), answered(2, 80 * DAY))
+        is SkipReason.RECENT_DETRACTOR
+    )
+    assert reason_for(program, answered(2, 95 * DAY), answered(1, 92 * DAY)) is None
+
+
+def test_a_detractor_answer_after_as_of_has_not_happened_yet(program: Program) -> None:
+    assert reason_for(program, answered(1, -DAY)) is None
+
+
+def test_a_promoter_answer_after_as_of_does_not_yet_end_a_detractors_exclusion(
+    program: Program,
+) -> None:
+    answers = (answered(1, 3 * DAY), answered(10, -DAY))
+    assert reason_for(program, *answers) is SkipReason.RECENT_DETRACTOR
+
+
+def test_a_detractor_answer_given_after_the_moment_still_keeps_the_contact_out(
+    program: Program,
+) -> None:
+    # The deal was won three days ago, the 3 came yesterday: no congratulations.
+    the_moment = moment(type_=MomentType.DEAL_WON, age=3 * DAY)
+    decision = decide_one(program, history=with_answers(answered(3, DAY)), the_moment=the_moment)
+    assert decision.reason is SkipReason.RECENT_DETRACTOR
+
+
+def test_the_detractor_window_comes_from_the_program() -> None:
+    program = parse_program({"eligibility": {"detractor_window_days": 30}})
+    assert reason_for(program, answered(0, 30 * DAY)) is SkipReason.RECENT_DETRACTOR
+    assert reason_for(program, answered(0, 31 * DAY)) is None
+
+
+def test_a_contact_who_never_answered_the_survey_is_asked(program: Program) -> None:
+    assert reason_for(program) is None
+
+
+def test_recent_detractors_are_counted_in_the_skip_counts(program: Program) -> None:
+    people = {c: contact(c, f"A-{c}") for c in ("D1", "D2", "P1")}
+    history = {
+        "D1": with_answers(answered(3, DAY)),
+        "D2": with_answers(answered(6, 60 * DAY)),
+        "P1": with_answers(answered(9, DAY)),
+    }
+    moments = [moment("D1"), moment("D1", MomentType.USAGE_MILESTONE), moment("D2"), moment("P1")]
+    decisions = decide(moments, people, history, program, NOW)
+    assert skip_counts(decisions) == {SkipReason.RECENT_DETRACTOR.value: 3}
+    assert [d.moment.contact_id for d in decisions if d.ask] == ["P1"]
+
+
+def test_the_window_starts_detractor_window_days_before_as_of(program: Program) -> None:
+    assert nps_answers_since(program, NOW) == NOW - 90 * DAY
+
+
+def test_the_latest_answer_is_none_when_none_falls_inside_the_window() -> None:
+    since = NOW - 90 * DAY
+    assert latest_nps_answer([answered(3, 91 * DAY), answered(9, -DAY)], since, NOW) is None
+
+
+# --- property: the rule is the latest answer in the window, whatever the order ------------
+
+answers_strategy = st.lists(
+    st.builds(
+        answered,
+        st.integers(min_value=0, max_value=10),
+        # ages around both ends of the window, in hours; negative = after as_of
+        st.integers(min_value=-48, max_value=95 * 24).map(lambda h: timedelta(hours=h)),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(answers=answers_strategy, order=st.randoms(use_true_random=False))
+def test_whether_a_contact_is_a_recent_detractor_does_not_depend_on_the_order_of_answers(
+    answers: list[NpsAnswer], order: Random, program: Program
+) -> None:
+    shuffled = list(answers)
+    order.shuffle(shuffled)
+    since = nps_answers_since(program, NOW)
+    assert recent_detractor(answers, since, NOW) == recent_detractor(shuffled, since, NOW)
+    counted = [a for a in answers if since <= a.answered_at <= NOW]
+    if all(a.score <= 6 for a in counted) and counted:
+        assert recent_detractor(answers, since, NOW)
+    if all(a.score >= 7 for a in counted):
+        assert not recent_detractor(answers, since, NOW)

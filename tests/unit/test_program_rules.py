@@ -333,3 +333,39 @@ def test_without_keys_email_goes_to_the_outbox_and_payouts_to_the_ledger(
     settings = load_settings()
     assert settings.email_backend == "outbox"
     assert settings.payout_backend == "ledger_only"
+
+
+# --- the detractor window ------------------------------------------------------------------
+
+
+def test_the_shipped_rules_keep_detractors_out_for_90_days() -> None:
+    assert load_program(SHIPPED).eligibility.detractor_window_days == 90
+
+
+def test_the_detractor_window_defaults_to_90_days_when_the_file_leaves_it_out() -> None:
+    assert (
+        parse_program({"eligibility": {"cooldown_days": 30}}).eligibility.detractor_window_days
+        == 90
+    )
+
+
+def test_a_detractor_window_read_from_the_file_is_used() -> None:
+    program = parse_program({"eligibility": {"detractor_window_days": 180}})
+    assert program.eligibility.detractor_window_days == 180
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (0, "greater than or equal to 1"),
+        (-5, "greater than or equal to 1"),
+        (731, "less than or equal to 730"),
+        ("ninety", "valid integer"),
+    ],
+)
+def test_a_detractor_window_out_of_range_or_not_a_number_is_refused_naming_the_field(
+    value: object, reason: str
+) -> None:
+    message = refused(lambda raw: raw["eligibility"].__setitem__("detractor_window_days", value))
+    assert "eligibility.detractor_window_days" in message
+    assert reason in message
