@@ -8,7 +8,7 @@ table. The queries that use it name the type as a literal, not a bound parameter
 or the planners cannot match it to the index's WHERE.
 
 Revision ID: 0020
-Revises: 0016a
+Revises: 0019
 Create Date: 2026-12-06
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0016a"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
