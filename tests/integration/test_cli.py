@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from config.settings import PROJECT_ROOT, load_settings
+from domain.approvers import make_approver
 from domain.models import (
     Conversion,
     Milestone,
@@ -24,11 +26,12 @@ from domain.program import Program
 from domain.rewards import compute_rewards
 from flows.bootstrap import App, use_app
 from flows.cli import app as cli
+from flows.demo import enrol_demo_approvers
 from integrations.approvals.fake import RecordingApprovalRuns
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
-from tasks.approvals import request_approvals
+from tasks.approvals import Question, apply_decision, request_approvals
 from tests.conftest import NOW, approver_ports, contact, people_batch
 
 runner = CliRunner()
@@ -117,58 +120,208 @@ def test_approvals_list_shows_each_waiting_reward_with_its_run_link(cli_app: App
     assert run_id in result.output
 
 
-def test_approve_resumes_the_waiting_run_with_the_typed_decision(cli_app: App) -> None:
+def _register(app: App, approver_id: str, limit: str = "20000.00", **extra: object) -> str:
+    """Register and enrol an approver; their current code."""
+    fields: dict[str, object] = {
+        "approver_id": approver_id,
+        "display_name": approver_id.title(),
+        "email": f"{approver_id}@corp.example",
+        "contact_id": None,
+        "limit": Money.parse(limit, "EUR"),
+    }
+    app.approvers.add(make_approver(**fields | extra), "test", NOW)  # type: ignore[arg-type]
+    app.codes.enrol(approver_id, "test", NOW)
+    return _code(app, approver_id)
+
+
+def _code(app: App, approver_id: str) -> str:
+    totp = app.codes._totp(approver_id)
+    assert totp is not None
+    return totp.now()
+
+
+def _the_run_decides(app: App, spend_first: bool = False) -> None:
+    """Play the approval run in-process when the CLI resumes it, as the worker would."""
+    runs = app.approvals
+    assert isinstance(runs, RecordingApprovalRuns)
+
+    def run(reward_id: str, form: dict[str, object]) -> None:
+        now = datetime.now(UTC)
+        if spend_first:  # the code was used elsewhere between the CLI's check and the run
+            app.codes.verify(str(form["approver_id"]), str(form["code"]), now)
+        apply_decision.fn(
+            app.ledger,
+            app.approvers,
+            app.codes,
+            app.program,
+            reward_id,
+            form,
+            Question("run-1", "stage-1-try-0", now),
+            now,
+        )
+
+    runs.on_resume = run
+
+
+def _approve(reward: str, approver_id: str, code: str, *extra: str) -> Any:
+    args = ["approvals", "approve", reward, "--approver-id", approver_id, "--code", code]
+    return runner.invoke(cli, [*args, "--reason", "deal verified", "--wait", "5", *extra])
+
+
+def test_approve_resumes_the_run_which_records_the_decision_and_the_cli_says_so(
+    cli_app: App,
+) -> None:
     reward_id, run_id = _waiting_reward(cli_app)
-    result = runner.invoke(
-        cli,
-        [
-            "approvals",
-            "approve",
-            reward_id[:8],
-            "--approver",
-            "Maya Chen",
-            "--reason",
-            "deal verified",
-            "--amount",
-            "1500.00",
-            "--wait",
-            "0",
-        ],
-    )
+    code = _register(cli_app, "maya")
+    _the_run_decides(cli_app)
+
+    result = _approve(reward_id[:8], "maya", code, "--amount", "1500.00")
+
     assert result.exit_code == 0, result.output
+    assert f"Reward {reward_id} is now approved" in result.output
     runs = cli_app.approvals
     assert isinstance(runs, RecordingApprovalRuns)
     assert runs.resumed == [
         (
             run_id,
             {
-                "decision": "approve",
-                "approver": "Maya Chen",
+                "approver_id": "maya",
+                "code": code,
+                "approve": True,
+                "reject": False,
                 "reason": "deal verified",
                 "adjusted_amount": "1500.00",
             },
         )
     ]
+    (decision,) = cli_app.ledger.approval_view(reward_id).decisions
+    assert (decision.approver_id, decision.amount.format()) == ("maya", "1,500.00 EUR")
+
+
+@pytest.mark.parametrize(
+    ("approver_id", "code", "why"),
+    [
+        ("Maya Chen", None, "no registered approver"),
+        ("maya", "000000", "one-time code is wrong"),
+        ("pat", None, "same contact as the referrer"),
+        ("lou", None, "above the limit of approver lou"),
+    ],
+)
+def test_a_refused_decision_is_answered_at_once_with_its_reason_and_nothing_is_resumed(
+    cli_app: App, approver_id: str, code: str | None, why: str
+) -> None:
+    reward_id, _ = _waiting_reward(cli_app)
+    codes = {
+        "maya": _register(cli_app, "maya"),
+        "pat": _register(cli_app, "pat", contact_id="P9"),
+        "lou": _register(cli_app, "lou", limit="1000.00"),
+    }
+    if code == "000000" and codes["maya"] == code:
+        code = "000001"
+
+    result = _approve(reward_id[:8], approver_id, code or codes.get(approver_id, "123456"))
+
+    assert result.exit_code == 1
+    assert why in result.output
+    assert "Nothing was recorded or paid" in result.output
+    runs = cli_app.approvals
+    assert isinstance(runs, RecordingApprovalRuns)
+    assert runs.resumed == []
+    assert why in cli_app.approvers.refusals(reward_id)[-1]["reason"]
+
+
+def test_a_decision_the_run_refuses_is_reported_with_its_reason(cli_app: App) -> None:
+    reward_id, _ = _waiting_reward(cli_app)
+    code = _register(cli_app, "maya")
+    _the_run_decides(cli_app, spend_first=True)
+
+    result = _approve(reward_id[:8], "maya", code)
+
+    assert result.exit_code == 1
+    assert "already used" in result.output
+    assert cli_app.ledger.approval_view(reward_id).decisions == ()
 
 
 def test_reject_accepts_the_start_of_the_run_id_from_the_ui_link(cli_app: App) -> None:
-    _, run_id = _waiting_reward(cli_app)
+    reward_id, run_id = _waiting_reward(cli_app)
+    code = _register(cli_app, "maya")
+    _the_run_decides(cli_app)
     result = runner.invoke(
         cli,
-        ["approvals", "reject", run_id[:12], "--approver", "Maya", "--reason", "no", "--wait", "0"],
+        [
+            *["approvals", "reject", run_id[:12], "--approver-id", "maya", "--code", code],
+            *["--reason", "no", "--wait", "5"],
+        ],
     )
     assert result.exit_code == 0, result.output
-    runs = cli_app.approvals
-    assert isinstance(runs, RecordingApprovalRuns)
-    assert runs.resumed[0][1]["decision"] == "reject"
+    assert f"Reward {reward_id} is now rejected" in result.output
+
+
+def test_a_run_that_never_answers_is_reported_in_one_line_exit_2(cli_app: App) -> None:
+    reward_id, _ = _waiting_reward(cli_app)
+    code = _register(cli_app, "maya")
+    result = _approve(reward_id[:8], "maya", code, "--wait", "1")
+    assert result.exit_code == 2
+    assert "is the worker running" in result.output
 
 
 def test_an_id_matching_no_waiting_reward_is_refused(cli_app: App) -> None:
     result = runner.invoke(
-        cli, ["approvals", "approve", "ffff", "--approver", "A", "--reason", "B", "--wait", "0"]
+        cli,
+        ["approvals", "approve", "ffff", "--approver-id", "a", "--code", "1", "--reason", "B"],
     )
     assert result.exit_code == 2
     assert "no reward waiting" in result.output
+
+
+def test_approvers_are_added_listed_disabled_with_a_change_log(
+    cli_app: App, tmp_path: Path
+) -> None:
+    added = runner.invoke(
+        cli,
+        [
+            *["approvers", "add", "maya.chen", "--name", "Maya Chen"],
+            *["--email", "Maya@Corp.example", "--limit", "20000.00 EUR", "--qr-dir", str(tmp_path)],
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    assert "otpauth://totp/" in added.output
+    png = tmp_path / "approver-maya.chen.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert png.stat().st_mode & 0o077 == 0, "the QR code is readable by its owner only"
+
+    again = runner.invoke(
+        cli,
+        [
+            *["approvers", "add", "maya2", "--name", "M", "--email", "maya+x@corp.example"],
+            *["--limit", "1.00 EUR", "--no-enrol"],
+        ],
+    )
+    assert again.exit_code == 2, "one mailbox, one approver"
+
+    assert runner.invoke(cli, ["approvers", "disable", "maya.chen"]).exit_code == 0
+    listed = runner.invoke(cli, ["approvers", "list"])
+    assert "maya.chen" in listed.output
+    assert "DISABLED" in listed.output
+    assert "@" not in listed.output
+    history = runner.invoke(cli, ["approvers", "history", "maya.chen"])
+    assert [line.split()[2] for line in history.output.splitlines()] == [
+        "added",
+        "enrolled",
+        "disabled",
+    ]
+
+
+def test_demo_codes_are_shown_for_demo_approvers_only(cli_app: App) -> None:
+    enrol_demo_approvers(cli_app, NOW)
+    _register(cli_app, "maya")
+
+    demo = runner.invoke(cli, ["approvers", "demo-code", "maya.chen"])
+    assert demo.exit_code == 0
+    assert demo.output.strip() == _code(cli_app, "maya.chen")
+    real = runner.invoke(cli, ["approvers", "demo-code", "maya"])
+    assert real.exit_code == 2
+    assert "authenticator app only" in real.output
 
 
 def test_asks_preview_renders_the_personal_ask_for_a_moment_and_referrer_type() -> None:
