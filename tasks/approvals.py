@@ -348,18 +348,20 @@ def describe_for_approver(view: ApprovalView, program: Program, error: str | Non
         )
         + ".",
         "",
+        # What decides first, at the top; no long code span (it would not wrap, and the
+        # row would scroll sideways inside the Resume dialog).
         "| | About this reward |",
         "|---|---|",
+        f"| Amount | **{view.reward.balance}** ({reward.amount} for {reward.milestone.value}) |",
         f"| Referrer | {view.referrer.name} (`{view.referrer.contact_id}`, "
         f"{view.referrer.referrer_type.value}) |",
-        f"| Referee | {view.referee_account or '-'} (`{view.referee_contact or '-'}`) |",
-        f"| Reward | {reward.amount} for {reward.milestone.value}, rule `{reward.rule_id}`: "
-        f"{reward.explanation} |",
-        f"| Deal | {view.conversion_amount or '-'} |",
-        f"| Attribution | {reward.attribution_model} |",
+        f"| Rule | {reward.rule_id}: {reward.explanation} |",
         f"| Fraud flags | {', '.join(reward.flags) or 'none'} |",
         f"| Referrer history | {_count(view.referrer_rewards_count, 'reward')}, "
         f"{view.referrer_paid_count} paid, {view.referrer_paid_total} in total |",
+        f"| Referee | {view.referee_account or '-'} (`{view.referee_contact or '-'}`) |",
+        f"| Deal | {view.conversion_amount or '-'} |",
+        f"| Attribution | {reward.attribution_model} |",
         f"| Reward id | `{reward.reward_id}` |",
     ]
     for d in view.decisions:
