@@ -107,13 +107,13 @@ def up(
     except StackError as exc:
         _fail(str(exc))
     typer.echo(f"Prefect UI: {stack.ui_url}   (stop with `make down`)")
-    typer.echo(_login_hint(stack))
+    typer.echo("To log in: " + _login_hint(stack))
 
 
 def _login_hint(stack: Any) -> str:
     return (
-        "The UI asks for a password: paste the whole line of "
-        f"{stack.auth_file} (user:password); the CLI and the worker read it themselves."
+        f"the UI asks for a password: paste the whole line of {stack.auth_file} "
+        "(user:password); the CLI and the worker read it themselves."
     )
 
 
@@ -345,7 +345,14 @@ def _decide(
             "rejected",
             "approved",
         ):
-            typer.echo(f"Reward {waiting.reward_id} is now {view.reward.status.value}.")
+            status = view.reward.status.value
+            if status == "awaiting_approval":
+                typer.echo(
+                    f"Recorded: approval {len(view.decisions)} by {approver_id}. Reward "
+                    f"{waiting.reward_id} now waits for a second, different approver."
+                )
+            else:
+                typer.echo(f"Reward {waiting.reward_id} is now {status}.")
             return
         refusals = app_.approvers.refusals(waiting.reward_id)
         if len(refusals) > refusals_before:
