@@ -8,13 +8,13 @@ PORT ?= 4200
 STACK := REFERRALS_PREFECT_PORT=$(PORT) PREFECT_HOME=$(CURDIR)/.prefect \
 	PREFECT_API_URL=http://127.0.0.1:$(PORT)/api PREFECT_UI_API_URL=http://127.0.0.1:$(PORT)/api
 
-.PHONY: help install demo up down test test-postgres lint format typecheck bench clean clean-demo
+.PHONY: help install demo up down test test-postgres lint lint-imports format typecheck bench clean clean-demo
 
 help:
 	@echo "make demo      create .venv, start a local Prefect server + worker, run the sample cycle"
 	@echo "make test      the whole suite (SQLite, plus Postgres when REFERRALS_TEST_POSTGRES_URL is set)"
 	@echo "make up/down   start/stop the local Prefect server and worker (by PID)"
-	@echo "make lint format typecheck bench clean clean-demo"
+	@echo "make lint lint-imports format typecheck bench clean clean-demo"
 
 $(BIN)/referrals: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,13 @@ TEST_WORKERS ?= 2
 test: install
 	env -u PREFECT_API_URL -u PREFECT_HOME $(BIN)/pytest -q -n $(TEST_WORKERS)
 
-lint: install
+lint: install lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The layers contract in pyproject.toml ([tool.importlinter]).
+lint-imports: install
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .
