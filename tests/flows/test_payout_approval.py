@@ -302,7 +302,9 @@ def test_large_rewards_need_two_different_approvers_by_id(
         ("maya chen", "no registered approver"),
         ("Maya  Chen", "no registered approver"),
         ("maya\u00a0chen", "no registered approver"),
-        ("person p1", "no registered approver"),
+        ("M. Chen", "no registered approver"),
+        ("person p1", "no registered approver"),  # the referrer's name
+        ("Person RC", "no registered approver"),  # the referee's name
         ("pat", "same contact as the referrer"),
         ("rita", "same account as the referee"),
     ],
