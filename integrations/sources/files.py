@@ -77,7 +77,7 @@ _NAME_CHARS = 200
 # column it is stored in (tests/unit/test_file_source_bounds.py holds them to the
 # schema), or for text parsed into something else, far more than a valid value needs.
 # Fields not named here are never read.
-_FIELDS: dict[str, dict[str, int]] = {
+FIELD_CHARS: dict[str, dict[str, int]] = {
     "accounts": {"account_id": 128, "name": 256, "domain": 256, "customer_since": 32},
     "contacts": {
         "contact_id": 128,
@@ -568,7 +568,7 @@ def _fields(record: str, row: Mapping[Any, Any], kind: str) -> dict[str, str | N
             not UTF-8, holds a control character, or is longer than its column.
     """
     clean: dict[str, str | None] = {}
-    for field, limit in _FIELDS[kind].items():
+    for field, limit in FIELD_CHARS[kind].items():
         value = row.get(field)
         if value is None:
             clean[field] = None
