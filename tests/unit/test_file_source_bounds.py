@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import String
 
+from config.settings import load_settings
+from domain.errors import ConfigError
 from domain.inputs import InputBounds, excerpt, is_email, json_depth_exceeds, plain_digits
 from domain.models import Rejected
 from integrations.ledger.schema import AccountRow, ContactRow, SourceEventRow
@@ -243,3 +245,23 @@ def test_json_nesting_is_measured_without_parsing_and_brackets_in_strings_do_not
 def test_an_excerpt_escapes_nul_and_bytes_that_are_not_utf8_and_is_capped() -> None:
     assert excerpt("a\x00b\udce9c") == "a\\x00b\\udce9c"
     assert len(excerpt("x" * 5_000)) == 1_000
+
+
+def test_the_bounds_are_read_from_settings() -> None:
+    settings = load_settings(
+        input_max_record_chars=4_096,
+        input_max_json_depth=3,
+        input_max_amount_minor=500,
+        input_earliest_date="2010-01-01",
+        input_max_future_days=0,
+    )
+
+    assert settings.input_bounds == InputBounds(
+        max_record_chars=4_096,
+        max_json_depth=3,
+        max_amount_minor=500,
+        earliest_date=date(2010, 1, 1),
+        max_future=timedelta(0),
+    )
+    with pytest.raises(ConfigError, match="REFERRALS_INPUT_MAX_AMOUNT_MINOR"):
+        load_settings(input_max_amount_minor=10**16)
