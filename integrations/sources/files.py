@@ -157,8 +157,9 @@ def _is_registrations(name: str) -> bool:
 
 
 def _label(name: str) -> str:
-    """A file name fit to name a record: escaped and capped."""
-    return excerpt(name, _NAME_CHARS)
+    """A file name fit to name a record: escaped, then capped (an escape is longer
+    than the byte it stands for)."""
+    return excerpt(name, _NAME_CHARS)[:_NAME_CHARS]
 
 
 class _FileRefused(Exception):

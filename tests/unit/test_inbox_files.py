@@ -181,3 +181,16 @@ def test_a_file_failing_midway_keeps_the_records_read_before_and_is_read_again(
     assert _reasons(batch) == {"events.csv": "file_unreadable: EIO"}
     assert batch.records_in == 2
     assert "events.csv" not in json.loads(batch.cursor or "{}")
+
+
+def test_a_long_file_name_of_bytes_that_are_not_utf8_still_fits_the_record_column(
+    inbox: Path,
+) -> None:
+    name = os.fsencode(inbox) + b"/events_" + b"\xe9" * 240 + b".csv"
+    with open(name, "wb") as handle:
+        handle.write(b"event_id,type,occurred_at,contact_id,score\nE5,nps_response,bad,C1,9\n")
+
+    (refused,) = _read(inbox).rejected
+
+    assert refused.record.startswith("events_\\udce9")
+    assert len(refused.record) <= 200 + len(":2")
