@@ -10,7 +10,13 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from domain.errors import PermanentIntegrationError, ReferralError
@@ -29,9 +35,18 @@ class UnbalancedIngest(ReferralError):
     """A source's counts do not add up: records would be lost silently."""
 
 
-# The database itself failing (gone, locked, out of connections) is no record's fault:
-# the task fails and is retried, nothing is quarantined for it.
-_PASSING = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout, ConnectionError)
+# The database itself failing (gone, locked, out of connections) or refusing the
+# statement whatever its rows (a table missing, a migration not run) is no record's
+# fault: the task fails and is retried, nothing is quarantined for it.
+_PASSING = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeout,
+    ConnectionError,
+    ProgrammingError,
+    InternalError,
+)
 
 Row = Account | Contact | SourceEvent
 

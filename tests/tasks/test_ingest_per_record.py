@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from domain.models import EventType, IngestReport, Rejected, SourceEvent
 from domain.money import Money
@@ -94,13 +94,20 @@ def test_a_page_read_again_after_a_partial_store_counts_its_stored_rows_as_seen(
     assert again.balanced
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OperationalError("INSERT", {}, ConnectionError("server closed the connection")),
+        ProgrammingError("INSERT", {}, Exception('relation "source_events" does not exist')),
+    ],
+)
 def test_the_database_failing_fails_the_ingest_instead_of_quarantining_every_row(
-    ledger: SqlLedger, now: datetime, monkeypatch: pytest.MonkeyPatch
+    ledger: SqlLedger, now: datetime, monkeypatch: pytest.MonkeyPatch, failure: Exception
 ) -> None:
-    def gone(*_args: object) -> IngestReport:
-        raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
+    def failing(*_args: object) -> IngestReport:
+        raise failure
 
-    monkeypatch.setattr(ledger, "record_batch", gone)
+    monkeypatch.setattr(ledger, "record_batch", failing)
 
-    with pytest.raises(OperationalError):
+    with pytest.raises(type(failure)):
         store_batch(ledger, _page(now, _event("a", now)), now)
