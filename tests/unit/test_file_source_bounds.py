@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import String
@@ -15,6 +16,7 @@ from domain.inputs import InputBounds, excerpt, is_email, json_depth_exceeds, pl
 from domain.models import Rejected
 from integrations.ledger.schema import AccountRow, ContactRow, SourceEventRow
 from integrations.ledger.schema_partners import PartnerRegistrationRow
+from integrations.sources import files
 from integrations.sources.files import FIELD_CHARS, FileSource
 from tests.hostile_inputs import CLASSES, build, write
 
@@ -265,3 +267,25 @@ def test_the_bounds_are_read_from_settings() -> None:
     )
     with pytest.raises(ConfigError, match="REFERRALS_INPUT_MAX_AMOUNT_MINOR"):
         load_settings(input_max_amount_minor=10**16)
+
+
+def test_an_exception_no_check_foresaw_refuses_its_record_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_event = files._event
+
+    def fragile(record: str, fields: Any, bounds: Any, window: Any) -> Any:
+        if fields["event_id"] == "E2":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_event(record, fields, bounds, window)
+
+    monkeypatch.setattr(files, "_event", fragile)
+    (tmp_path / "events.csv").write_text(
+        HEADER + "".join(f"E{i},nps_response,2026-10-01T10:00:00Z,C1,,,9\n" for i in (1, 2, 3))
+    )
+
+    batch = _source(tmp_path).fetch(None)
+
+    assert [e.event_id for e in batch.events] == ["E1", "E3"]
+    (refused,) = batch.rejected
+    assert (refused.record, refused.reason) == ("events.csv:3", "unexpected_error: RecursionError")
