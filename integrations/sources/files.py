@@ -740,7 +740,7 @@ def _contact(record: str, fields: Mapping[str, str | None]) -> Contact:
             "email",
             refusal(
                 Refusal.NOT_AN_EMAIL,
-                "not an email address (one @, a domain with a dot, no spaces)",
+                "not an email address (exactly one at-sign, a domain with a dot, no spaces)",
             ),
         )
     kind = (fields["referrer_type"] or "customer").lower()
