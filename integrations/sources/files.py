@@ -63,6 +63,7 @@ from domain.models import Account, Contact, EventType, ReferrerType, Rejected, S
 from domain.money import Money
 from domain.ports import ClaimRow, ClaimsRead, SourceBatch, origin_key
 from domain.registration import MAX_EVIDENCE_CHARS
+from integrations.sources.http import mask_emails
 
 SOURCE = "files"
 KINDS = ("accounts", "contacts", "events", "nps")
@@ -479,9 +480,7 @@ class FileSource:
                         page.events.append(event)
                         page.origins[origin_key(event)] = record
                 except InputRejected as exc:
-                    page.rejected.append(
-                        Rejected(SOURCE, exc.record, exc.field, exc.reason, excerpt(raw))
-                    )
+                    page.rejected.append(_rejected(exc, raw))
                 except Exception as exc:
                     # Whatever no check foresaw: still this record's failure alone.
                     page.rejected.append(_unforeseen(record, exc, raw))
@@ -541,7 +540,7 @@ class FileSource:
                         raise InputRejected(record, row.field, row.reason)
                     claims.append(_claim(record, _fields(record, row, REGISTRATIONS), window))
                 except InputRejected as exc:
-                    rejected.append(Rejected(SOURCE, exc.record, exc.field, exc.reason))
+                    rejected.append(_rejected(exc, ""))
                 except Exception as exc:
                     # Whatever no check foresaw: still this record's failure alone.
                     rejected.append(_unforeseen(record, exc, ""))
@@ -551,6 +550,13 @@ class FileSource:
             rejected=rejected,
             cursor=json.dumps(seen, sort_keys=True),
         )
+
+
+def _rejected(exc: InputRejected, raw: str) -> Rejected:
+    """The refusal as the ledger keeps it. A reason may quote the value it refused
+    (a timestamp field holding an address): addresses in it are masked, since reasons
+    are shown in artifacts and the CLI."""
+    return Rejected(SOURCE, exc.record, exc.field, mask_emails(exc.reason), excerpt(raw))
 
 
 def _unforeseen(record: str, exc: Exception, raw: str) -> Rejected:

@@ -289,3 +289,11 @@ def test_an_exception_no_check_foresaw_refuses_its_record_alone(
     assert [e.event_id for e in batch.events] == ["E1", "E3"]
     (refused,) = batch.rejected
     assert (refused.record, refused.reason) == ("events.csv:3", "unexpected_error: RecursionError")
+
+
+def test_a_reason_quoting_the_refused_value_masks_an_address_in_it(tmp_path: Path) -> None:
+    (tmp_path / "events.csv").write_text(HEADER + "E1,nps_response,jane@acme.example,C1,,,9\n")
+
+    (refused,) = _refused(tmp_path).values()
+
+    assert refused.reason == "'<email>' is not an ISO 8601 timestamp"
