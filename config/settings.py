@@ -7,6 +7,7 @@ Stripe key payouts go to the ledger-only rail, which moves no money and says so.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,14 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.errors import ConfigError
+from domain.inputs import (
+    DEFAULT_EARLIEST_DATE,
+    DEFAULT_MAX_AMOUNT_MINOR,
+    DEFAULT_MAX_FUTURE,
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_RECORD_CHARS,
+    InputBounds,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
@@ -156,6 +165,41 @@ class Settings(BaseSettings):
         "and phone numbers masked) is kept; the daily purge-quarantine flow then empties "
         "it. The quarantine row itself, with its source, record, field and reason, stays.",
     )
+    input_max_record_chars: int = Field(
+        default=DEFAULT_MAX_RECORD_CHARS,
+        ge=1_024,
+        le=16_777_216,
+        description="Longest record the file source reads, in characters (a JSONL line, "
+        "a CSV line, and the CSV field size limit). A longer one is quarantined as "
+        "record_too_large (or csv_field_too_large), unread; the drop goes on.",
+    )
+    input_max_json_depth: int = Field(
+        default=DEFAULT_MAX_JSON_DEPTH,
+        ge=1,
+        le=64,
+        description="Deepest nesting of arrays and objects in a JSONL record; deeper is "
+        "quarantined as json_too_deep before it is parsed.",
+    )
+    input_max_amount_minor: int = Field(
+        default=DEFAULT_MAX_AMOUNT_MINOR,
+        ge=1,
+        le=10**15,
+        description="Largest event amount accepted, in minor units of its currency "
+        "(default 1,000,000,000: 10,000,000.00 EUR); above it, amount_too_large.",
+    )
+    input_earliest_date: date = Field(
+        default=DEFAULT_EARLIEST_DATE,
+        description="Earliest date or timestamp accepted in an input record (event "
+        "times, NPS answers, registrations, customer_since); before it, "
+        "date_out_of_range.",
+    )
+    input_max_future_days: int = Field(
+        default=DEFAULT_MAX_FUTURE.days,
+        ge=0,
+        le=366,
+        description="How many days past the time of reading an input date may lie (clock "
+        "skew between systems); later, date_out_of_range.",
+    )
     registration_contact_key: SecretStr | None = Field(
         default=None,
         description="Secret key (at least 32 characters, e.g. `openssl rand -hex 32`) of "
@@ -184,6 +228,17 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("only sqlite:// and postgresql+psycopg:// ledgers are supported")
         return value
+
+    @property
+    def input_bounds(self) -> InputBounds:
+        """The bounds every file-drop record is checked against."""
+        return InputBounds(
+            max_record_chars=self.input_max_record_chars,
+            max_json_depth=self.input_max_json_depth,
+            max_amount_minor=self.input_max_amount_minor,
+            earliest_date=self.input_earliest_date,
+            max_future=timedelta(days=self.input_max_future_days),
+        )
 
     @property
     def email_backend(self) -> str:

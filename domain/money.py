@@ -7,12 +7,21 @@ remainder by the largest-remainder method so the parts always add up to the whol
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 
 from domain.errors import CurrencyMismatch, InvalidAmount
+
+# The longest amount text parsed, and the most digits or the largest exponent of an
+# amount given as a number: far above any real amount, far below what costs time.
+MAX_AMOUNT_CHARS = 64
+# Plain ASCII digits (re.ASCII: no other script's digits), an optional sign and point,
+# and an exponent of at most two digits. No "_", no "NaN", no "Infinity".
+_AMOUNT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?", re.ASCII)
+_LONG_EXPONENT = re.compile(r"[0-9.][eE][+-]?[0-9]{3}")
 
 # Minor-unit exponents for the currencies a program may run in. A currency missing
 # here is refused rather than guessed: paying 100x too much is the failure to avoid.
@@ -62,18 +71,44 @@ class Money:
     def parse(cls, value: str | int | Decimal, currency: str) -> Money:
         """Parse a major-unit amount such as ``"500.00"`` or ``500`` exactly.
 
+        Text is plain ASCII digits with an optional sign, decimal point and an
+        exponent of at most two digits (``"1.5e3"``), at most
+        :data:`MAX_AMOUNT_CHARS` characters: it is checked before any arithmetic, so
+        the work is linear in its length (``"1E10000000"`` is refused at once instead
+        of building a ten-million-digit number), and ``"1_000"`` or other scripts'
+        digits, which ``Decimal`` would accept, are refused.
+
         Raises:
-            InvalidAmount: the value is not a number, or has more decimals than the
-                currency's minor unit (``"1.005"`` EUR would need rounding).
+            InvalidAmount: the value is not a number in that form, is too long or its
+                exponent too large, or has more decimals than the currency's minor
+                unit (``"1.005"`` EUR would need rounding).
         """
         if isinstance(value, float):
             raise InvalidAmount("amounts are never floats; write them as strings")
-        try:
-            major = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise InvalidAmount(f"{value!r} is not an amount") from None
-        if not major.is_finite():
-            raise InvalidAmount(f"{value!r} is not a finite amount")
+        if isinstance(value, bool):
+            raise InvalidAmount(f"{value!r} is not an amount")
+        if isinstance(value, int):
+            if abs(value) >= 10**MAX_AMOUNT_CHARS:
+                raise InvalidAmount(f"amount has more than {MAX_AMOUNT_CHARS} digits")
+            value = str(value)
+        if isinstance(value, Decimal):
+            if not value.is_finite():
+                raise InvalidAmount(f"{value!r} is not a finite amount")
+            _, digit_tuple, power = value.as_tuple()
+            assert isinstance(power, int)  # finite, checked above
+            if len(digit_tuple) > MAX_AMOUNT_CHARS or abs(power) > MAX_AMOUNT_CHARS:
+                raise InvalidAmount(f"amount has more than {MAX_AMOUNT_CHARS} digits")
+            major = value
+        else:
+            text = value.strip()
+            if len(text) > MAX_AMOUNT_CHARS:
+                raise InvalidAmount(f"amount is longer than {MAX_AMOUNT_CHARS} characters")
+            if _AMOUNT.fullmatch(text) is None:
+                if _LONG_EXPONENT.search(text):
+                    raise InvalidAmount("amount has an exponent of more than two digits")
+                shown = text if len(text) <= 24 else text[:24] + "..."
+                raise InvalidAmount(f"{shown!r} is not an amount")
+            major = Decimal(text)
         # Integer arithmetic on the decimal's digits: Decimal operations would round
         # silently past 28 significant digits and accept what must be refused.
         sign, digits, power = major.as_tuple()
@@ -86,7 +121,7 @@ class Money:
             minor, rest = divmod(coefficient, 10**-shift)
             if rest:
                 raise InvalidAmount(
-                    f"{value!r} has more decimals than {currency} allows ({exponent(currency)})"
+                    f"{major} has more decimals than {currency} allows ({exponent(currency)})"
                 )
         return cls(-minor if sign else minor, currency)
 

@@ -7,7 +7,7 @@ Each outside system has one Protocol here, one real adapter and one recording fa
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -40,6 +40,10 @@ class SourceBatch:
     ``records_in`` counts every input record read; the invariant the ingest checks is
     ``records_in == len(events) + len(rejected) + len(reference_only)`` (contacts and
     accounts rows are counted in ``reference_only``).
+
+    ``origins`` names where a row was read (``events.csv:17``) by its key
+    (:func:`origin_key`), when the source knows: a row the ledger then refuses to
+    store is quarantined under that name.
     """
 
     source: str
@@ -50,6 +54,16 @@ class SourceBatch:
     records_in: int = 0
     reference_only: int = 0
     cursor: str | None = None
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+
+def origin_key(row: Account | Contact | SourceEvent) -> str:
+    """The key of ``row`` in :attr:`SourceBatch.origins`: its kind and its id."""
+    if isinstance(row, Account):
+        return f"account:{row.account_id}"
+    if isinstance(row, Contact):
+        return f"contact:{row.contact_id}"
+    return f"event:{row.event_id}"
 
 
 @runtime_checkable

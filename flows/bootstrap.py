@@ -136,7 +136,7 @@ def _sources(settings: Settings) -> tuple[EventSource, ...]:
     for name in settings.sources:
         if name == "files":
             settings.inbox_dir.mkdir(parents=True, exist_ok=True)
-            sources.append(FileSource(settings.inbox_dir))
+            sources.append(FileSource(settings.inbox_dir, settings.input_bounds))
         elif name == "hubspot":
             if settings.hubspot_access_token is None:
                 raise ConfigError(

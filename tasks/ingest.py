@@ -10,10 +10,19 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from domain.errors import PermanentIntegrationError, ReferralError
-from domain.models import IngestReport
-from domain.ports import EventSource, PagedEventSource, SourceBatch
+from domain.inputs import Refusal, excerpt, refusal
+from domain.models import Account, Contact, IngestReport, Rejected, SourceEvent
+from domain.ports import EventSource, PagedEventSource, SourceBatch, origin_key
 from domain.quarantine import split_conflicts
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
@@ -50,6 +59,133 @@ def without_conflicts(batch: SourceBatch) -> SourceBatch:
     )
 
 
+# The database itself failing (gone, locked, out of connections) or refusing the
+# statement whatever its rows (a table missing, a migration not run) is no record's
+# fault: the task fails and is retried, nothing is quarantined for it.
+_PASSING = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeout,
+    ConnectionError,
+    ProgrammingError,
+    InternalError,
+)
+
+Row = Account | Contact | SourceEvent
+
+
+def store_batch(ledger: SqlLedger, batch: SourceBatch, now: datetime) -> IngestReport:
+    """Store ``batch``; when the ledger refuses it, store every row it will take and
+    quarantine the ones it will not, so one bad row never loses its page.
+
+    The sources check each row against the ledger's bounds first, so a refusal here is
+    what no check foresaw (a value PostgreSQL will not hold, an integer SQLite cannot
+    bind). The refused batch is split in halves, each stored in a transaction of its
+    own, down to the single rows that fail: those become rejects named by where the
+    source read them (``events.csv:17``) with reason ``not_storable``. The batch's own
+    rejects and its cursor are stored last, so the cursor moves only once every row is
+    stored or quarantined (a run cut short re-reads the page; stored rows are then
+    already seen).
+
+    Raises:
+        Exception: the database failing for a passing reason (connection, lock,
+            timeout) is raised as it is, for the task to retry.
+    """
+    try:
+        return ledger.record_batch(batch, now)
+    except _PASSING:
+        raise
+    except Exception as exc:
+        # The class only: the database's message quotes the rows.
+        run_logger().warning(
+            "source %s: the ledger refused a page (%s); storing it row by row",
+            batch.source,
+            type(exc).__name__,
+        )
+    rows: list[Row] = [*batch.accounts, *batch.contacts, *batch.events]
+    reports: list[IngestReport] = []
+    refused: list[Rejected] = []
+    _store_rows(ledger, batch, rows, now, reports, refused)
+    # Records the source counted with the reference rows beyond its accounts and
+    # contacts (an object that held no fact), kept in the last report.
+    extra = batch.reference_only - len(batch.accounts) - len(batch.contacts)
+    rejects = [*batch.rejected, *refused]
+    last = SourceBatch(
+        source=batch.source,
+        rejected=rejects,
+        records_in=len(rejects) + extra,
+        reference_only=extra,
+        cursor=batch.cursor,
+    )
+    try:
+        reports.append(ledger.record_batch(last, now))
+    except _PASSING:
+        raise
+    except Exception:
+        # A reject the ledger cannot hold as the source wrote it: kept escaped.
+        reports.append(ledger.record_batch(replace(last, rejected=_escaped(rejects)), now))
+    total = reports[0]
+    for report in reports[1:]:
+        total = total.plus(report)
+    return total
+
+
+def _store_rows(
+    ledger: SqlLedger,
+    batch: SourceBatch,
+    rows: Sequence[Row],
+    now: datetime,
+    reports: list[IngestReport],
+    refused: list[Rejected],
+) -> None:
+    """Store ``rows`` in halves until each part is stored or is one refused row."""
+    if not rows:
+        return
+    part = SourceBatch(
+        source=batch.source,
+        accounts=[r for r in rows if isinstance(r, Account)],
+        contacts=[r for r in rows if isinstance(r, Contact)],
+        events=[r for r in rows if isinstance(r, SourceEvent)],
+        records_in=len(rows),
+        reference_only=sum(1 for r in rows if not isinstance(r, SourceEvent)),
+    )
+    try:
+        reports.append(ledger.record_batch(part, now))
+        return
+    except _PASSING:
+        raise
+    except Exception as exc:
+        if len(rows) == 1:
+            refused.append(_not_storable(batch, rows[0], exc))
+            return
+    middle = len(rows) // 2
+    _store_rows(ledger, batch, rows[:middle], now, reports, refused)
+    _store_rows(ledger, batch, rows[middle:], now, reports, refused)
+
+
+def _not_storable(batch: SourceBatch, row: Row, exc: Exception) -> Rejected:
+    key = origin_key(row)
+    # The exception's class, never its message: the database's message quotes the
+    # statement and its values (addresses among them).
+    reason = refusal(Refusal.NOT_STORABLE, f"the ledger refused it ({type(exc).__name__})")
+    return Rejected(batch.source, batch.origins.get(key) or excerpt(key, 256), None, reason)
+
+
+def _escaped(rejects: Sequence[Rejected]) -> list[Rejected]:
+    """Rejects with every text escaped and capped to the quarantine's columns."""
+    return [
+        Rejected(
+            r.source,
+            excerpt(r.record, 500),
+            None if r.field is None else excerpt(r.field, 128),
+            excerpt(r.reason, 500),
+            excerpt(r.raw),
+        )
+        for r in rejects
+    ]
+
+
 def _worth_retrying(_task: object, _run: object, state: State[Any]) -> bool:
     """Retry a source that failed for a passing reason, not one that refused us."""
     if not state.is_failed():
@@ -83,7 +219,9 @@ def ingest_sources(
     reads the drop again and finds the events it stored already seen. Any other
     source's events, rejects and next cursor are committed together. Rows of one
     contact or account that disagree within a page are quarantined, not stored
-    (:func:`without_conflicts`).
+    (:func:`without_conflicts`). A page the ledger refuses is stored row by row where
+    it must (:func:`store_batch`): a row it cannot hold is quarantined, never the page
+    lost.
 
     Args:
         sources: the CRM and NPS sources to read, in order.
@@ -108,7 +246,7 @@ def ingest_sources(
         )
         report: IngestReport | None = None
         for batch in batches:
-            stored = ledger.record_batch(without_conflicts(batch), now)
+            stored = store_batch(ledger, without_conflicts(batch), now)
             if not stored.balanced:
                 raise UnbalancedIngest(f"{source.name}: {stored} does not add up")
             report = stored if report is None else report.plus(stored)

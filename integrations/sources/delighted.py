@@ -38,6 +38,7 @@ from typing import Any
 import requests
 
 from domain.errors import InputRejected, PermanentIntegrationError, RetryableIntegrationError
+from domain.inputs import plain_digits
 from domain.models import EventType, Rejected, SourceEvent
 from domain.ports import SourceBatch
 from integrations.sources.http import JsonHttpClient, Params, RetryPolicy, Sleep, mask_emails
@@ -233,7 +234,8 @@ class DelightedSource:
                 record, "survey_type", f"{str(survey_type)[:20]!r} is not an NPS survey"
             )
         score = raw.get("score")
-        if isinstance(score, str) and score.strip().isdigit():
+        # Plain ASCII digits only: str.isdigit() is true of other scripts' digits too.
+        if isinstance(score, str) and plain_digits(score.strip()):
             score = int(score)
         if score is None:
             raise InputRejected(record, "score", "missing")

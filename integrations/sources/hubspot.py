@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ from domain.errors import (
     PermanentIntegrationError,
     RetryableIntegrationError,
 )
+from domain.inputs import is_email
 from domain.models import Account, Contact, EventType, ReferrerType, Rejected, SourceEvent
 from domain.money import Money, exponent
 from domain.ports import ClaimRow, ClaimsRead, SourceBatch
@@ -107,6 +109,8 @@ MAX_RAW_CHARS = 2000
 _CURSOR_VERSION = 1
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
+# A whole number as HubSpot returns one ("4", "4.0"): plain ASCII digits, a few of them.
+_WHOLE = re.compile(r"[0-9]{1,6}(?:\.0*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +539,7 @@ class HubSpotSource:
     def _contact(self, raw: JSON, contact_id: str, record: str) -> list[Output]:
         m = self.mapping
         email = _prop(raw, "email")
-        if email is not None and ("@" not in email or any(c.isspace() for c in email)):
+        if email is not None and not is_email(email):
             raise InputRejected(record, "email", "not an email address")
         kind = (_prop(raw, m.referrer_type_property) or ReferrerType.CUSTOMER.value).lower()
         if kind not in {t.value for t in ReferrerType}:
@@ -671,13 +675,17 @@ class HubSpotSource:
         csat: int | None = None
         if csat_text is not None:
             try:
-                # Number properties may come back as "4" or "4.0".
+                # Number properties may come back as "4" or "4.0". Checked as text
+                # first: int(Decimal("1E100000000")) would build a 100-million-digit int.
+                if _WHOLE.fullmatch(csat_text) is None:
+                    raise InvalidOperation
                 exact = Decimal(csat_text)
                 if not exact.is_finite() or exact != exact.to_integral_value():
                     raise InvalidOperation
             except InvalidOperation:
+                shown = csat_text if len(csat_text) <= 24 else csat_text[:24] + "..."
                 raise InputRejected(
-                    record, csat_property, f"{csat_text!r} is not a whole number"
+                    record, csat_property, f"{shown!r} is not a whole number"
                 ) from None
             csat = int(exact)
             if not 1 <= csat <= 5:

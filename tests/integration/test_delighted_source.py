@@ -304,6 +304,8 @@ MALFORMED: list[tuple[dict[str, Any], str, str]] = [
     ({"score": -1}, "score", "-1 is outside 0-10"),
     ({"score": "nine"}, "score", "'nine' is not a whole number"),
     ({"score": 8.5}, "score", "'8.5' is not a whole number"),
+    ({"score": "\u0669"}, "score", "'\u0669' is not a whole number"),
+    ({"score": True}, "score", "'True' is not a whole number"),
     ({"score": None}, "score", "missing"),
     ({"created_at": "yesterday"}, "created_at", "missing or not a Unix timestamp"),
     ({"survey_type": "csat"}, "survey_type", "'csat' is not an NPS survey"),

@@ -689,11 +689,24 @@ MALFORMED: list[tuple[str, Callable[[FakeHubSpot], str], str, str]] = [
     ("ticket", lambda f: f.add_ticket(csat="4.5"), "csat_score", "'4.5' is not a whole number"),
     (
         "ticket",
+        lambda f: f.add_ticket(csat="1E100000000"),
+        "csat_score",
+        "'1E100000000' is not a whole number",
+    ),
+    (
+        "ticket",
+        lambda f: f.add_ticket(csat="\u0664"),
+        "csat_score",
+        "'\u0664' is not a whole number",
+    ),
+    (
+        "ticket",
         lambda f: _with(f, "tickets", f.add_ticket(), createdate="soon"),
         "createdate",
         "'soon' is not a date or time",
     ),
     ("contact", lambda f: f.add_contact(email="ada at acme"), "email", "not an email address"),
+    ("contact", lambda f: f.add_contact(email="a@b@c.com"), "email", "not an email address"),
     (
         "contact",
         lambda f: f.add_contact(referrer_type="vendor"),

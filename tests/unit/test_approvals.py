@@ -171,6 +171,23 @@ def test_an_adjustment_equal_to_the_reward_is_allowed() -> None:
     assert decide(adjusted_amount="800.00").amount == REWARD
 
 
+@pytest.mark.parametrize(
+    ("adjusted", "why"),
+    [
+        ("1E100000000", "exponent of more than two digits"),
+        ("1_000", "is not an amount"),
+        ("\u0666\u0665\u0660", "is not an amount"),
+    ],
+)
+def test_an_adjusted_amount_the_parser_refuses_is_an_invalid_decision_at_once(
+    adjusted: str, why: str
+) -> None:
+    # The approval form's amount goes through Money.parse: a huge exponent is refused
+    # from its text, never expanded.
+    with pytest.raises(InvalidDecision, match=why):
+        decide(adjusted_amount=adjusted)
+
+
 def test_an_adjusted_amount_above_the_reward_is_refused() -> None:
     with pytest.raises(InvalidDecision, match="above the reward"):
         decide(adjusted_amount="800.01")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.errors import CurrencyMismatch, InvalidAmount
-from domain.money import Money, allocate
+from domain.money import MAX_AMOUNT_CHARS, Money, allocate
 
 # --- parsing ---------------------------------------------------------------------------
 
@@ -75,6 +75,49 @@ def test_an_unknown_currency_is_refused_rather_than_guessed() -> None:
 def test_money_holds_only_integer_minor_units(value: object) -> None:
     with pytest.raises(InvalidAmount):
         Money(value, "EUR")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["1E10000000", "1E100000000", "1e-100000000", "5E+999"])
+def test_an_exponent_of_more_than_two_digits_is_refused_before_any_arithmetic(
+    value: str,
+) -> None:
+    # Decimal would build a number of 10**8 digits first; the parser refuses the text.
+    with pytest.raises(InvalidAmount, match="exponent of more than two digits"):
+        Money.parse(value, "EUR")
+
+
+def test_a_two_digit_exponent_is_still_an_amount() -> None:
+    assert Money.parse("1.5e3", "EUR") == Money(150000, "EUR")
+    assert Money.parse("1e30", "EUR") == Money(10**32, "EUR")
+
+
+def test_amount_text_longer_than_the_bound_is_refused_whatever_it_holds() -> None:
+    with pytest.raises(InvalidAmount, match=f"longer than {MAX_AMOUNT_CHARS} characters"):
+        Money.parse("1" * (MAX_AMOUNT_CHARS + 1), "EUR")
+    assert Money.parse("1" * (MAX_AMOUNT_CHARS - 3) + ".00", "EUR").amount_minor > 0
+
+
+def test_numbers_with_more_digits_or_a_larger_exponent_than_the_bound_are_refused() -> None:
+    with pytest.raises(InvalidAmount, match="more than 64 digits"):
+        Money.parse(10**MAX_AMOUNT_CHARS, "EUR")
+    with pytest.raises(InvalidAmount, match="more than 64 digits"):
+        Money.parse(Decimal("1E+100000000"), "EUR")
+    with pytest.raises(InvalidAmount, match="more than 64 digits"):
+        Money.parse(Decimal("1" * 100), "EUR")
+
+
+@pytest.mark.parametrize(
+    "value", ["1_000", "\u0661\u0660\u0660", "\uff11\uff10", "1 000", "0x10", "1e", "e5", "."]
+)
+def test_only_plain_ascii_digits_are_an_amount(value: str) -> None:
+    # Decimal() itself accepts "1_000" and Arabic-Indic or full-width digits.
+    with pytest.raises(InvalidAmount, match="is not an amount"):
+        Money.parse(value, "EUR")
+
+
+def test_a_boolean_is_not_an_amount() -> None:
+    with pytest.raises(InvalidAmount):
+        Money.parse(True, "EUR")
 
 
 # --- arithmetic ------------------------------------------------------------------------
