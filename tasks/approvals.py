@@ -348,25 +348,23 @@ def describe_for_approver(view: ApprovalView, program: Program, error: str | Non
         )
         + ".",
         "",
-        # What decides first, at the top; no long code span (it would not wrap, and the
-        # row would scroll sideways inside the Resume dialog).
-        "| | About this reward |",
-        "|---|---|",
-        f"| Amount | **{view.reward.balance}** ({reward.amount} for {reward.milestone.value}) |",
-        f"| Referrer | {view.referrer.name} (`{view.referrer.contact_id}`, "
-        f"{view.referrer.referrer_type.value}) |",
-        f"| Rule | {reward.rule_id}: {reward.explanation} |",
-        f"| Fraud flags | {', '.join(reward.flags) or 'none'} |",
-        f"| Referrer history | {_count(view.referrer_rewards_count, 'reward')}, "
-        f"{view.referrer_paid_count} paid, {view.referrer_paid_total} in total |",
-        f"| Referee | {view.referee_account or '-'} (`{view.referee_contact or '-'}`) |",
-        f"| Deal | {view.conversion_amount or '-'} |",
-        f"| Attribution | {reward.attribution_model} |",
-        f"| Reward id | `{reward.reward_id}` |",
+        # What decides first, as a list: the UI renders table cells unwrapped, so a
+        # long rule or two fraud flags made a table row scroll sideways in the dialog.
+        f"- **Amount:** **{view.reward.balance}** ({reward.amount} for {reward.milestone.value})",
+        f"- **Referrer:** {view.referrer.name} (`{view.referrer.contact_id}`, "
+        f"{view.referrer.referrer_type.value})",
+        f"- **Rule:** {reward.rule_id}: {reward.explanation}",
+        f"- **Fraud flags:** {', '.join(reward.flags) or 'none'}",
+        f"- **Referrer history:** {_count(view.referrer_rewards_count, 'reward')}, "
+        f"{view.referrer_paid_count} paid, {view.referrer_paid_total} in total",
+        f"- **Referee:** {view.referee_account or '-'} (`{view.referee_contact or '-'}`)",
+        f"- **Deal:** {view.conversion_amount or '-'}",
+        f"- **Attribution:** {reward.attribution_model}",
+        f"- **Reward id:** `{reward.reward_id}`",
     ]
     for d in view.decisions:
         by = f"{d.approver} (`{d.approver_id}`)" if d.approver_id else d.approver
-        lines.append(f"| Approval {d.stage} | {d.decision.value} {d.amount} by {by}: {d.reason} |")
+        lines.append(f"- **Approval {d.stage}:** {d.decision.value} {d.amount} by {by}: {d.reason}")
     lines += [
         "",
         "Enter your **approver id** and the **6-digit code** your authenticator app shows, "

@@ -58,7 +58,7 @@ def test_a_small_reward_after_a_destination_change_waits_for_a_person_who_sees_w
     assert view.reward.flags == (PAYOUT_DESTINATION_CHANGED,)
     with pytest.raises(Suspended):
         payout_approval(changed.reward_id)
-    assert f"| Fraud flags | {PAYOUT_DESTINATION_CHANGED} |" in approver.last_description
+    assert f"**Fraud flags:** {PAYOUT_DESTINATION_CHANGED}\n" in approver.last_description
 
     decide(approver, test_app, "maya", reason="new account confirmed")
     assert payout_approval(changed.reward_id) == "paid"
@@ -76,7 +76,7 @@ def test_an_approval_asked_before_a_destination_change_is_asked_again_showing_th
     waiting = given_reward(ledger, now, 1, status=RewardStatus.AWAITING_APPROVAL)
     with pytest.raises(Suspended):
         payout_approval(waiting.reward_id)
-    assert "| Fraud flags | none |" in approver.last_description
+    assert "**Fraud flags:** none\n" in approver.last_description
     ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now)
 
     decide(approver, test_app, "maya", reason="looks right")
@@ -84,7 +84,7 @@ def test_an_approval_asked_before_a_destination_change_is_asked_again_showing_th
         payout_approval(waiting.reward_id)
 
     assert DESTINATION_CHANGED_SINCE_ASKED in approver.last_description
-    assert f"| Fraud flags | {PAYOUT_DESTINATION_CHANGED} |" in approver.last_description
+    assert f"**Fraud flags:** {PAYOUT_DESTINATION_CHANGED}\n" in approver.last_description
     assert test_app.ledger.approval_view(waiting.reward_id).decisions == ()
     decide(approver, test_app, "maya", reason="new account confirmed")
     assert payout_approval(waiting.reward_id) == "paid"

@@ -87,6 +87,6 @@ def test_a_small_self_referral_goes_to_approval_with_its_flag_shown_and_is_not_p
     with pytest.raises(Suspended):
         payout_approval(flagged.reward.reward_id)
     text = approver.last_description
-    assert f"| Fraud flags | {SAME_EMAIL} |" in text
+    assert f"**Fraud flags:** {SAME_EMAIL}\n" in text
     assert "@" not in text
     assert "fred" not in text.lower()

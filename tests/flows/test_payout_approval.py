@@ -121,10 +121,10 @@ def test_the_run_waits_with_a_description_carrying_everything_needed_to_decide(
         "Person P1",
         "`P1`",
         "partner",
-        "| Referee | RA",
+        "**Referee:** RA",
         "partner-first-year",
         "last_touch",
-        "Fraud flags | none",
+        "**Fraud flags:** none",
         reward_id,
     ):
         assert expected in text

@@ -42,7 +42,7 @@ def _add(codes: TotpCodes, approver_id: str, now: datetime, **extra: object) -> 
         "limit": Money.parse("5000.00", "EUR"),
     }
     codes.store.add(make_approver(**fields | extra), "ops@host", now)  # type: ignore[arg-type]
-    enrolment = codes.enrol(approver_id, "ops@host", now)
+    enrolment = codes.enrol(approver_id, "ops@host", now + timedelta(seconds=1))
     return pyotp.parse_uri(enrolment.uri)  # type: ignore[return-value]
 
 
