@@ -135,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         upgrade(engine)
         grant_app_role(engine, args.app_role)
+    except (UnsafeAppRoleError, ValueError) as exc:
+        raise SystemExit(f"not granted: {exc}") from exc
     finally:
         engine.dispose()
     print(f"ledger migrated; {args.app_role} may read, insert and update its rows")  # noqa: T201
