@@ -535,6 +535,23 @@ def test_the_legitimate_lifecycle_still_works_under_the_guards(
 # -- PostgreSQL: the application role cannot lift the guards -------------------------------
 
 
+def test_a_payout_that_succeeds_after_its_reward_went_to_approval_is_still_recorded(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    """Money that moved is recorded: a reward routed to approval while its payout was on
+    its way (a crash, then a stricter rule) becomes paid when that payout succeeds."""
+    reward = given_reward(ledger, now, 30)
+    [payout] = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
+    assert ledger.move_rewards(
+        [reward.reward_id], [RewardStatus.PAYABLE], RewardStatus.AWAITING_APPROVAL, now
+    ) == [reward.reward_id]
+
+    success = PayoutResult(payout.payout_id, PayoutOutcome.SUCCEEDED, "ref-late", None)
+    assert ledger.record_payout_results([success], now) == 1
+
+    assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
+
+
 def _app_engine(roles: Roles) -> Engine:
     return make_engine(roles.app_url)
 

@@ -112,6 +112,18 @@ MOVES: dict[str, tuple[tuple[str, str], ...]] = {
         ("approved", "cancelled"),
     ),
 }
+# A move allowed only with evidence: a reward routed to approval while its payout was
+# already on its way (a crash, then a stricter rule) is still marked paid when that
+# payout succeeds. Money that moved is always recorded; the payout's success is
+# written first, in the same transaction (record_payout_results).
+MOVES_WITH_EVIDENCE: dict[str, tuple[str, str, str]] = {
+    "rewards": (
+        "awaiting_approval",
+        "paid",
+        "EXISTS (SELECT 1 FROM payouts p WHERE p.reward_id = NEW.reward_id"
+        " AND p.status = 'succeeded')",
+    ),
+}
 # Settled rows whose provider reference is the proof of what happened at the provider.
 SETTLED_REF = ("payouts", "reversals")
 NO_UPDATE = ("conversion_payments",)
@@ -162,6 +174,19 @@ def _pairs_sql(table: str) -> str:
     return ", ".join(f"'{a}>{b}'" for a, b in MOVES[table])
 
 
+def _illegal_move(table: str, distinct: str = "IS DISTINCT FROM") -> str:
+    """The condition (on OLD and NEW) of a status move ``table`` does not allow;
+    ``distinct`` is the dialect's null-safe inequality."""
+    illegal = (
+        f"NEW.status {distinct} OLD.status "
+        f"AND (OLD.status || '>' || NEW.status) NOT IN ({_pairs_sql(table)})"
+    )
+    if table in MOVES_WITH_EVIDENCE:
+        before, after, evidence = MOVES_WITH_EVIDENCE[table]
+        illegal += f" AND NOT (OLD.status = '{before}' AND NEW.status = '{after}' AND {evidence})"
+    return illegal
+
+
 def _in(values: tuple[str, ...]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
@@ -205,8 +230,7 @@ def _sqlite_triggers() -> list[str]:
             f"{table}_status_moves",
             "BEFORE UPDATE OF status",
             table,
-            f"NEW.status IS NOT OLD.status "
-            f"AND (OLD.status || '>' || NEW.status) NOT IN ({_pairs_sql(table)})",
+            _illegal_move(table, "IS NOT"),
             f"{table}: illegal status move ({MOVES_SAID[table]})",
         )
     # Approved or rejected only by a decision written first, in the same transaction
@@ -301,8 +325,7 @@ def _pg_guard_body(table: str) -> str:
         ]
     if table in MOVES:
         lines += [
-            "  IF NEW.status IS DISTINCT FROM OLD.status",
-            f"     AND (OLD.status || '>' || NEW.status) NOT IN ({_pairs_sql(table)}) THEN",
+            f"  IF {_illegal_move(table)} THEN",
             "    "
             + _pg_raise(
                 f"{table}: illegal status move % -> % ({MOVES_SAID[table]})",
