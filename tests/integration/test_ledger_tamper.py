@@ -17,13 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from domain.models import Decision, PayoutOutcome, PayoutResult, RewardStatus
 from integrations.ledger.engine import make_engine
-from integrations.ledger.migrate import upgrade
+from integrations.ledger.migrate import alembic_config, upgrade
 from integrations.ledger.roles import UnsafeAppRoleError, grant_app_role
 from integrations.ledger.schema import Base, ConversionPaymentRow
 from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
@@ -495,6 +496,51 @@ def test_sqlite_guards_every_integer_money_column(sqlite_url: str) -> None:
     ]
     assert len(columns) >= 15
     assert unguarded == []
+
+
+def guards(engine: Engine) -> set[str]:
+    """The names of the triggers (and, on PostgreSQL, trigger functions) in the ledger."""
+    if engine.dialect.name == "sqlite":
+        found = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        found = (
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+            " UNION SELECT p.proname || '()' FROM pg_proc p"
+            " WHERE p.pronamespace = current_schema()::regnamespace"
+        )
+    with engine.connect() as conn:
+        return set(conn.execute(text(found)).scalars())
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_downgrading_0017_removes_its_guards_and_upgrading_restores_them(
+    request: pytest.FixtureRequest, database: str
+) -> None:
+    # The superuser's migrated schema of the other tests: the app role cannot migrate.
+    engine = make_engine(request.getfixturevalue(f"{database}_url"))
+    try:
+        made = guards(engine)
+        config = alembic_config(engine.url.render_as_string(hide_password=False))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0016a")
+        before_0017 = guards(engine)
+        upgrade(engine)
+
+        assert guards(engine) == made
+    finally:
+        engine.dispose()
+    added = made - before_0017
+    assert before_0017 < made
+    assert {"payouts_fixed", "rewards_status_moves"} <= added or {
+        "payouts_guard",
+        "payouts_guard()",
+        "rewards_guard",
+    } <= added
+    assert "rewards_amount_fixed" in before_0017  # revision 0001's guards stay
 
 
 # -- what the ledger itself does still works -----------------------------------------------

@@ -151,7 +151,17 @@ MINOR: dict[str, tuple[str, ...]] = {
 
 GUARDED_TABLES = ("payouts", "reversals", "rewards", "conversions")
 
-# Trusted text (no input reaches it): the decided reward is awaiting approval.
+# Trusted text (no input reaches it): a reward becoming approved without an approving
+# decision (or despite a rejecting one), or rejected without a rejecting decision.
+UNDECIDED = (
+    "((NEW.status = 'approved' AND (NOT EXISTS (SELECT 1 FROM approval_decisions d"
+    " WHERE d.reward_id = NEW.reward_id AND d.decision = 'approve')"
+    " OR EXISTS (SELECT 1 FROM approval_decisions d"
+    " WHERE d.reward_id = NEW.reward_id AND d.decision = 'reject')))"
+    " OR (NEW.status = 'rejected' AND NOT EXISTS (SELECT 1 FROM approval_decisions d"
+    " WHERE d.reward_id = NEW.reward_id AND d.decision = 'reject')))"
+)
+# The decided reward is awaiting approval.
 AWAITING = (
     "EXISTS (SELECT 1 FROM rewards r WHERE r.reward_id = NEW.reward_id"
     " AND r.status = 'awaiting_approval')"
@@ -194,19 +204,18 @@ def _in(values: tuple[str, ...]) -> str:
 # -- SQLite --------------------------------------------------------------------------------
 
 
-def _sqlite_trigger(name: str, when: str, table: str, condition: str, message: str) -> None:
-    op.execute(
-        f"CREATE TRIGGER {name} {when} ON {table} WHEN {condition} "
-        f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
-    )
-
-
-def _sqlite_triggers() -> list[str]:
-    names: list[str] = []
+def _sqlite_triggers() -> list[tuple[str, str]]:
+    """(name, CREATE TRIGGER statement) of every SQLite guard."""
+    made: list[tuple[str, str]] = []
 
     def add(name: str, when: str, table: str, condition: str, message: str) -> None:
-        _sqlite_trigger(name, when, table, condition, message)
-        names.append(name)
+        made.append(
+            (
+                name,
+                f"CREATE TRIGGER {name} {when} ON {table} WHEN {condition} "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END",
+            )
+        )
 
     for table, columns in FIXED.items():
         changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in columns)
@@ -239,13 +248,7 @@ def _sqlite_triggers() -> list[str]:
         "rewards_decided",
         "BEFORE UPDATE OF status",
         "rewards",
-        "NEW.status IS NOT OLD.status AND ("
-        "(NEW.status = 'approved' AND (NOT EXISTS (SELECT 1 FROM approval_decisions d"
-        " WHERE d.reward_id = NEW.reward_id AND d.decision = 'approve')"
-        " OR EXISTS (SELECT 1 FROM approval_decisions d"
-        " WHERE d.reward_id = NEW.reward_id AND d.decision = 'reject')))"
-        " OR (NEW.status = 'rejected' AND NOT EXISTS (SELECT 1 FROM approval_decisions d"
-        " WHERE d.reward_id = NEW.reward_id AND d.decision = 'reject')))",
+        f"NEW.status IS NOT OLD.status AND {UNDECIDED}",
         "rewards: approved or rejected only by a recorded approval decision",
     )
     add(
@@ -289,7 +292,7 @@ def _sqlite_triggers() -> list[str]:
             wrong,
             message,
         )
-    return names
+    return made
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------
@@ -343,15 +346,7 @@ def _pg_guard_body(table: str) -> str:
         ]
     if table == "rewards":
         lines += [
-            "  IF NEW.status IS DISTINCT FROM OLD.status AND (",
-            "      (NEW.status = 'approved' AND (",
-            "        NOT EXISTS (SELECT 1 FROM approval_decisions d",
-            "                    WHERE d.reward_id = NEW.reward_id AND d.decision = 'approve')",
-            "        OR EXISTS (SELECT 1 FROM approval_decisions d",
-            "                   WHERE d.reward_id = NEW.reward_id AND d.decision = 'reject')))",
-            "      OR (NEW.status = 'rejected' AND NOT EXISTS (",
-            "        SELECT 1 FROM approval_decisions d",
-            "         WHERE d.reward_id = NEW.reward_id AND d.decision = 'reject'))) THEN",
+            f"  IF NEW.status IS DISTINCT FROM OLD.status AND {UNDECIDED} THEN",
             "    "
             + _pg_raise("rewards: approved or rejected only by a recorded approval decision"),
             "  END IF;",
@@ -396,20 +391,11 @@ def _postgres_triggers() -> None:
     # No integer triggers: BIGINT columns refuse text and fractions by type.
 
 
-def _sqlite_names() -> list[str]:
-    names = [f"{t}_fixed" for t in FIXED] + [f"{t}_born" for t in BORN]
-    names += [f"{t}_status_moves" for t in MOVES]
-    names += ["rewards_decided", "approval_decisions_awaiting", "conversions_card_known"]
-    names += [f"{t}_ref_settled" for t in SETTLED_REF] + [f"{t}_no_update" for t in NO_UPDATE]
-    for table in MINOR:
-        names += [f"{table}_minor_integer_insert", f"{table}_minor_integer_update"]
-    return names
-
-
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
-        _sqlite_triggers()
+        for _, create in _sqlite_triggers():
+            op.execute(create)
     elif dialect == "postgresql":
         _postgres_triggers()
     else:
@@ -418,7 +404,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        for name in _sqlite_names():
+        for name, _ in _sqlite_triggers():
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
         return
     for table in NO_UPDATE:
