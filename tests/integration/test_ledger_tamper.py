@@ -144,11 +144,16 @@ def ids(ledger: SqlLedger, now: datetime) -> dict[str, str]:
     awaiting = given_reward(ledger, now, 5, status=RewardStatus.AWAITING_APPROVAL)
     holding = given_reward(ledger, now, 6, status=RewardStatus.HOLDING)
     cancelled = given_reward(ledger, now, 7, status=RewardStatus.CANCELLED)
-    clawbacks = [clawback_row(paid.reward_id, f"evt_{n}", now) for n in (1, 2)]
-    reversals = [reversal_row(c, paid_payout.payout_id, now) for c in clawbacks]
-    for clawback, reversal in zip(clawbacks, reversals, strict=True):
-        insert_rows(ledger.engine, ClawbackRow.__table__, clawback)
-        insert_rows(ledger.engine, ReversalRow.__table__, reversal)
+    # Three refunds of 10.00 each clawed back after payout: two reversals asked, the
+    # third refund's not yet.
+    clawbacks = [
+        clawback_row(paid.reward_id, f"evt_{n}", now, clawed_back_minor=1_000) for n in (1, 2, 3)
+    ]
+    reversals = [
+        reversal_row(c, paid_payout.payout_id, now, amount_minor=1_000) for c in clawbacks[:2]
+    ]
+    insert_rows(ledger.engine, ClawbackRow.__table__, *clawbacks)
+    insert_rows(ledger.engine, ReversalRow.__table__, *reversals)
     payment = {
         "provider": "stripe",
         "payment_ref": "ch_1",
@@ -174,6 +179,7 @@ def ids(ledger: SqlLedger, now: datetime) -> dict[str, str]:
         "pending_reversal": reversals[0]["reversal_id"],
         "settled_reversal": reversals[1]["reversal_id"],
         "clawback": clawbacks[0]["clawback_id"],
+        "free_clawback": clawbacks[2]["clawback_id"],
         "now": now.strftime("%Y-%m-%d %H:%M:%S"),
     }
     # The legitimate settling of a reversal and learning of a card, which the guards
@@ -234,6 +240,13 @@ _REVERSAL_INSERT = (
     " ('forged', '{clawback}', '{paid}', '{paid_payout}', 'ledger_only', 100, 'EUR',"
     " 'forged:key', 'succeeded', 0, '{now}', '{now}')"
 )
+# A reversal for the third clawback, as the ledger would queue it.
+_NEW_REVERSAL = (
+    "INSERT INTO reversals (reversal_id, clawback_id, reward_id, payout_id, rail, destination,"
+    " amount_minor, currency, idempotency_key, status, tries, created_at, updated_at) VALUES"
+    " ('forged', '{free_clawback}', '{paid}', '{paid_payout}', 'ledger_only', NULL, 1000,"
+    " 'EUR', 'forged:key', 'pending', 0, '{now}', '{now}')"
+)
 _REWARD_INSERT = (
     "INSERT INTO rewards (reward_id, conversion_id, rule_id, referrer_id, amount_minor,"
     " currency, milestone, attribution_model, explanation, flags, payable_at, status,"
@@ -284,6 +297,19 @@ FORBIDDEN = {
     "succeeded payout's provider reference": (
         "UPDATE payouts SET provider_ref = 'tr_attacker' WHERE payout_id = '{paid_payout}'"
     ),
+    "payout larger than its reward's balance": _PAYOUT_INSERT.replace(
+        "{status}", "pending"
+    ).replace("{amount}", "10001"),
+    "payout of a reward awaiting approval": _PAYOUT_INSERT.replace("{payable}", "{awaiting}")
+    .replace("{status}", "pending")
+    .replace("{amount}", "100"),
+    "payout of a paid reward": _PAYOUT_INSERT.replace("{payable}", "{paid}")
+    .replace(", 1, 'ledger_only'", ", 3, 'ledger_only'")
+    .replace("{status}", "pending")
+    .replace("{amount}", "100"),
+    "payout in another currency": _PAYOUT_INSERT.replace("{status}", "pending")
+    .replace("{amount}", "100")
+    .replace("'EUR'", "'USD'"),
     "payout written succeeded": _PAYOUT_INSERT.replace("{status}", "succeeded").replace(
         "{amount}", "100"
     ),
@@ -354,6 +380,10 @@ FORBIDDEN = {
         "UPDATE reversals SET provider_ref = 'attacker' WHERE reversal_id = '{settled_reversal}'"
     ),
     "reversal written succeeded": _REVERSAL_INSERT,
+    "reversal to another destination": _NEW_REVERSAL.replace("NULL", "'acct_attacker'"),
+    "reversal larger than its clawback": _NEW_REVERSAL.replace(" 1000,", " 1001,"),
+    "reversal of a failed payout": _NEW_REVERSAL.replace("{paid_payout}", "{failed_payout}"),
+    "reversal of another reward's payout": _NEW_REVERSAL.replace("'{paid}'", "'{payable}'"),
     # what rewards are computed from
     "conversion referrer": (
         "UPDATE conversions SET referrer_id = 'attacker' WHERE conversion_id = '{conversion}'"
@@ -404,6 +434,12 @@ REASONS = (
     ("provider reference", "a settled row keeps its provider reference"),
     ("card fingerprint", "a card fingerprint once known never changes"),
     ("without", DECIDED),
+    ("payout larger", "a payout pays a payable or approved reward"),
+    ("payout of a", "a payout pays a payable or approved reward"),
+    ("payout in another", "a payout pays a payable or approved reward"),
+    ("reversal to", "a reversal takes back from its clawback's succeeded payout"),
+    ("reversal larger", "a reversal takes back from its clawback's succeeded payout"),
+    ("reversal of", "a reversal takes back from its clawback's succeeded payout"),
     ("rejected reward approved", DECIDED),
     ("decision for", "only a reward awaiting approval is decided"),
     ("reward amount", "a reward amount never changes"),

@@ -6,12 +6,16 @@ PostgreSQL alike
 * statuses move only along the moves the code makes: a payout or reversal is written
   pending and settles once; a reward is written holding (or cancelled when it is worth
   nothing) and a paid, rejected or cancelled reward never moves again;
+* a new payout pays a payable or approved reward, in its currency, no more than its
+  balance; a new reversal takes back from its clawback's succeeded payout, to the same
+  destination, no more than was clawed back or paid;
 * a reward is approved or rejected only by a recorded approval decision, and a
   decision is recorded only for a reward awaiting approval;
 * a settled payout's or reversal's provider reference, and a conversion's card
   fingerprint once known, never change; ``conversion_payments`` is never updated;
 * on SQLite, every ``*_minor`` money column holds an integer (``typeof``): SQLite
-  would store ``'lots'`` or ``1.5`` in a BIGINT column; PostgreSQL refuses them by type.
+  would store ``'lots'`` or ``1.5`` in a BIGINT column; PostgreSQL refuses text by type
+  (and rounds a fraction cast to BIGINT, which no trigger can see).
 
 Revision ID: 0017
 Revises: 0016a
@@ -161,6 +165,35 @@ UNDECIDED = (
     " OR (NEW.status = 'rejected' AND NOT EXISTS (SELECT 1 FROM approval_decisions d"
     " WHERE d.reward_id = NEW.reward_id AND d.decision = 'reject')))"
 )
+# What a new row must agree with, by table (refused when the condition is false): a
+# payout pays a payable or approved reward, in its currency, no more than its balance
+# (prepare_payouts books any netting first); a reversal takes back from the succeeded
+# payout of its clawback's reward, by the payout's rail and destination, no more than
+# the clawback took nor than what is left of the payout. {same} is the dialect's
+# null-safe equality.
+AGREES: dict[str, tuple[str, str]] = {
+    "payouts": (
+        "EXISTS (SELECT 1 FROM rewards r WHERE r.reward_id = NEW.reward_id"
+        " AND r.status IN ('payable', 'approved') AND r.currency = NEW.currency)"
+        " AND NEW.amount_minor <= (SELECT coalesce(sum(e.amount_minor), 0)"
+        " FROM ledger_entries e WHERE e.reward_id = NEW.reward_id)",
+        "payouts: a payout pays a payable or approved reward, in its currency,"
+        " no more than its balance",
+    ),
+    "reversals": (
+        "EXISTS (SELECT 1 FROM payouts p JOIN clawbacks c ON c.clawback_id = NEW.clawback_id"
+        " WHERE p.payout_id = NEW.payout_id AND p.reward_id = NEW.reward_id"
+        " AND c.reward_id = NEW.reward_id AND p.status = 'succeeded'"
+        " AND p.currency = NEW.currency AND p.rail = NEW.rail"
+        " AND p.destination {same} NEW.destination"
+        " AND NEW.amount_minor <= c.clawed_back_minor"
+        " AND NEW.amount_minor + (SELECT coalesce(sum(v.amount_minor), 0) FROM reversals v"
+        " WHERE v.payout_id = NEW.payout_id AND v.status IN ('pending', 'succeeded'))"
+        " <= p.amount_minor)",
+        "reversals: a reversal takes back from its clawback's succeeded payout, to the"
+        " same destination, no more than was clawed back or paid",
+    ),
+}
 # The decided reward is awaiting approval.
 AWAITING = (
     "EXISTS (SELECT 1 FROM rewards r WHERE r.reward_id = NEW.reward_id"
@@ -213,7 +246,7 @@ def _sqlite_triggers() -> list[tuple[str, str]]:
             (
                 name,
                 f"CREATE TRIGGER {name} {when} ON {table} WHEN {condition} "
-                f"BEGIN SELECT RAISE(ABORT, '{message}'); END",
+                "BEGIN SELECT RAISE(ABORT, '" + message.replace("'", "''") + "'); END",
             )
         )
 
@@ -281,6 +314,14 @@ def _sqlite_triggers() -> list[tuple[str, str]]:
             "1",
             f"{table} is append-only: UPDATE refused",
         )
+    for table, (agrees, message) in AGREES.items():
+        add(
+            f"{table}_agrees",
+            "BEFORE INSERT",
+            table,
+            f"NOT ({agrees.format(same='IS')})",
+            message,
+        )
     for table, columns in MINOR.items():
         wrong = " OR ".join(f"typeof(NEW.{c}) NOT IN ('integer', 'null')" for c in columns)
         message = f"{table}: {', '.join(columns)} must be integer minor units"
@@ -315,6 +356,13 @@ def _pg_guard_body(table: str) -> str:
             + _pg_raise(
                 f"{table}: a row is written {' or '.join(BORN[table])}, not %", "NEW.status"
             ),
+            "END IF;",
+        ]
+    if table in AGREES:
+        agrees, message = AGREES[table]
+        lines += [
+            f"IF TG_OP = 'INSERT' AND NOT ({agrees.format(same='IS NOT DISTINCT FROM')}) THEN",
+            "  " + _pg_raise(message),
             "END IF;",
         ]
     lines.append("IF TG_OP = 'UPDATE' THEN")
