@@ -110,6 +110,16 @@ def insert_rows(engine: Engine, table: Any, *rows: dict[str, Any]) -> None:
             conn.execute(insert(table).values(**row))
 
 
+def insert_settled(engine: Engine, row: dict[str, Any], status: str) -> None:
+    """Write a payout as the ledger does: pending first (the database refuses any other
+    status at insert), then settled."""
+    insert_rows(engine, T_PAYOUTS, row)
+    with engine.begin() as conn:
+        conn.execute(
+            update(T_PAYOUTS).where(T_PAYOUTS.c.payout_id == row["payout_id"]).values(status=status)
+        )
+
+
 def run(engine: Engine, sql: str) -> int:
     with engine.begin() as conn:
         return conn.execute(text(sql)).rowcount
@@ -178,14 +188,12 @@ def test_two_succeeded_payouts_for_one_reward_are_impossible(
     engine: Engine, ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now)
-    failed = payout_row(reward.reward_id, now, attempt=1, status="failed")
-    insert_rows(engine, T_PAYOUTS, failed)
-    insert_rows(engine, T_PAYOUTS, payout_row(reward.reward_id, now, attempt=2, status="succeeded"))
+    failed = payout_row(reward.reward_id, now, attempt=1)
+    insert_settled(engine, failed, "failed")
+    insert_settled(engine, payout_row(reward.reward_id, now, attempt=2), "succeeded")
 
     with pytest.raises(IntegrityError):
-        insert_rows(
-            engine, T_PAYOUTS, payout_row(reward.reward_id, now, attempt=3, status="succeeded")
-        )
+        insert_rows(engine, T_PAYOUTS, payout_row(reward.reward_id, now, attempt=3))
     # Nor can the failed attempt be turned into a second success afterwards.
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(
@@ -203,12 +211,8 @@ def test_one_payout_per_idempotency_key(engine: Engine, ledger: SqlLedger, now: 
     insert_rows(engine, T_PAYOUTS, payout_row(one.reward_id, now, idempotency_key="reward:k"))
 
     with pytest.raises(IntegrityError):
-        # Another reward, and failed (so outside the live-payout index): the key alone decides.
-        insert_rows(
-            engine,
-            T_PAYOUTS,
-            payout_row(two.reward_id, now, idempotency_key="reward:k", status="failed"),
-        )
+        # Another reward (so outside the first one's live payout): the key alone decides.
+        insert_rows(engine, T_PAYOUTS, payout_row(two.reward_id, now, idempotency_key="reward:k"))
 
     assert count(engine, T_PAYOUTS) == 1
 
@@ -217,7 +221,7 @@ def test_one_payout_per_reward_and_attempt_number(
     engine: Engine, ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now)
-    insert_rows(engine, T_PAYOUTS, payout_row(reward.reward_id, now, attempt=1, status="failed"))
+    insert_settled(engine, payout_row(reward.reward_id, now, attempt=1), "failed")
 
     with pytest.raises(IntegrityError):
         insert_rows(engine, T_PAYOUTS, payout_row(reward.reward_id, now, attempt=1))
@@ -328,7 +332,7 @@ def test_a_rewards_amount_and_currency_cannot_be_changed(
         "UPDATE rewards SET amount_minor = amount_minor + 1",
         "UPDATE rewards SET amount_minor = 0",
         "UPDATE rewards SET currency = 'USD'",
-        "UPDATE rewards SET amount_minor = 1, status = 'payable'",
+        "UPDATE rewards SET amount_minor = 1, status = 'paid'",
     ]
 
     refusals = {sql: refusal(engine, sql) for sql in changes}
@@ -345,15 +349,21 @@ def test_a_rewards_amount_and_currency_cannot_be_changed(
         assert tuple(row.one()) == (10_000, "EUR", "paid")
 
 
-def test_a_rewards_status_can_still_change(engine: Engine, history: SqlLedger) -> None:
-    assert run(engine, "UPDATE rewards SET status = 'cancelled'") == 1
+def test_a_rewards_status_can_still_change(
+    engine: Engine, history: SqlLedger, now: datetime
+) -> None:
+    # A legal move (a payable reward cancelled); the paid one can no longer move.
+    payable = given_reward(history, now, 2)
+    cancel = f"UPDATE rewards SET status = 'cancelled' WHERE reward_id = '{payable.reward_id}'"
+    assert run(engine, cancel) == 1
     # Writing amount and currency back unchanged (as a full-row update would) is allowed.
-    assert run(engine, "UPDATE rewards SET amount_minor = amount_minor, currency = currency") == 1
+    assert run(engine, "UPDATE rewards SET amount_minor = amount_minor, currency = currency") == 2
     # Payouts are settled by UPDATE, so they stay updatable.
     assert run(engine, "UPDATE payouts SET error = 'checked by ops'") == 2
 
     with engine.connect() as conn:
-        assert conn.execute(select(T_REWARDS.c.status)).scalar_one() == "cancelled"
+        statuses = conn.execute(select(T_REWARDS.c.status).order_by(T_REWARDS.c.status))
+        assert list(statuses.scalars()) == ["cancelled", "paid"]
 
 
 # -- check constraints ---------------------------------------------------------------------

@@ -147,9 +147,24 @@ def given_reward(
     ledger.record_conversions([], [conv], [], now)
     reward = reward_for(conv, amount_minor, now)
     ledger.record_rewards([conv.conversion_id], [reward], [], now)
-    if status is not RewardStatus.HOLDING:
+    if status in DECIDED:
+        # The database moves a reward to approved or rejected only on a recorded
+        # decision, as the approval flow does: awaiting approval first, then decided.
+        ledger.move_rewards(
+            [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
+        )
+        checked = decide(DECIDED[status], amount_minor=amount_minor)
+        ledger.record_decision(reward.reward_id, 1, checked, 1, None, now)
+    elif status is RewardStatus.PAID:
+        # Paid from payable (as a balance netted away entirely is), never from holding.
+        ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
+        ledger.move_rewards([reward.reward_id], [RewardStatus.PAYABLE], status, now)
+    elif status is not RewardStatus.HOLDING:
         ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], status, now)
     return reward
+
+
+DECIDED = {RewardStatus.APPROVED: Decision.APPROVE, RewardStatus.REJECTED: Decision.REJECT}
 
 
 def pay(

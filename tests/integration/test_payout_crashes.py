@@ -21,9 +21,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from domain.approvals import CheckedDecision
 from domain.models import (
     Contact,
     Conversion,
+    Decision,
     Milestone,
     PayoutInstruction,
     PayoutRailKind,
@@ -91,7 +93,16 @@ def seed_payable_reward(
         explanation="flat reward for a customer",
     )
     assert ledger.record_rewards([conversion.conversion_id], [reward], [], now) == 1
-    if status is not RewardStatus.HOLDING:
+    if status in (RewardStatus.APPROVED, RewardStatus.REJECTED):
+        # The database moves a reward to approved or rejected only on a recorded
+        # decision, as the approval flow does: awaiting approval first, then decided.
+        ledger.move_rewards(
+            [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
+        )
+        verdict = Decision.APPROVE if status is RewardStatus.APPROVED else Decision.REJECT
+        checked = CheckedDecision(verdict, "Ann Approver", "looks right", amount)
+        assert ledger.record_decision(reward.reward_id, 1, checked, 1, None, now) is status
+    elif status is not RewardStatus.HOLDING:
         assert ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], status, now) == [
             reward.reward_id
         ]
