@@ -2,7 +2,7 @@
 codes spent, the refused decisions; approval decisions name their approver's id
 
 Revision ID: 0018
-Revises: 0016a
+Revises: 0017
 Create Date: 2026-12-06
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0016a"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
@@ -124,6 +124,14 @@ def upgrade() -> None:
         "created_at",
     )
     if dialect == "sqlite":
+        # Integer minor units only, as 0017 does for every money column.
+        wrong = "typeof(NEW.limit_minor) NOT IN ('integer', 'null')"
+        for verb, event in (("insert", "INSERT"), ("update", "UPDATE OF limit_minor")):
+            op.execute(
+                f"CREATE TRIGGER approvers_minor_integer_{verb} BEFORE {event} ON approvers "
+                f"WHEN {wrong} BEGIN SELECT RAISE(ABORT, 'approvers: limit_minor must be "
+                "integer minor units'); END"
+            )
         changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in fixed)
         op.execute(
             f"CREATE TRIGGER approvers_fixed BEFORE UPDATE ON approvers WHEN {changed} "
@@ -156,18 +164,14 @@ def downgrade() -> None:
         on = f" ON {table}" if postgres else ""
         op.execute(f"DROP TRIGGER IF EXISTS {table}_no_{verb.lower()}{on}")
     op.execute(f"DROP TRIGGER IF EXISTS approvers_fixed{' ON approvers' if postgres else ''}")
+    if not postgres:
+        for verb in ("insert", "update"):
+            op.execute(f"DROP TRIGGER IF EXISTS approvers_minor_integer_{verb}")
     if postgres:
         op.execute("DROP FUNCTION IF EXISTS approvers_fixed()")
-    with op.batch_alter_table("approval_decisions", schema=None) as batch_op:
-        batch_op.drop_column("approver_id")
-    if not postgres:
-        # SQLite drops a column by rebuilding the table, which drops its triggers.
-        for verb in ("DELETE", "UPDATE"):
-            op.execute(
-                f"CREATE TRIGGER IF NOT EXISTS approval_decisions_no_{verb.lower()} BEFORE "
-                f"{verb} ON approval_decisions BEGIN SELECT RAISE(ABORT, "
-                f"'approval_decisions is append-only: {verb} refused'); END"
-            )
+    # A plain DROP COLUMN (SQLite 3.35+ too): a batch rebuild would drop the table's
+    # triggers, those of 0001 and 0017 alike.
+    op.execute("ALTER TABLE approval_decisions DROP COLUMN approver_id")
     with op.batch_alter_table("approval_attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_approval_attempts_claimed_at")
     op.drop_table("approval_attempts")
