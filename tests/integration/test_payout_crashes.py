@@ -100,7 +100,7 @@ def seed_payable_reward(
             [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
         )
         verdict = Decision.APPROVE if status is RewardStatus.APPROVED else Decision.REJECT
-        checked = CheckedDecision(verdict, "Ann Approver", "looks right", amount)
+        checked = CheckedDecision(verdict, "ann", "Ann Approver", "looks right", amount)
         assert ledger.record_decision(reward.reward_id, 1, checked, 1, None, now) is status
     elif status is not RewardStatus.HOLDING:
         assert ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], status, now) == [
