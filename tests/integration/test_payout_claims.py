@@ -76,8 +76,9 @@ def test_two_concurrent_workers_split_one_batch_and_send_every_payout_exactly_on
     assert len(provider.calls) == REWARDS  # not one payout sent twice, not even replayed
     assert len(provider.paid) == REWARDS
     assert sum(r.paid for r in reports) == REWARDS
-    # What one worker sent, the other counted as held by another worker.
-    assert sum(r.claimed_elsewhere for r in reports) == REWARDS
+    # What one worker sent, the other counted as held by another worker, unless it read
+    # the batch only after those were paid (a busy machine): then it saw them paid.
+    assert 0 < sum(r.claimed_elsewhere for r in reports) <= REWARDS
     assert ledger.pending_payouts() == []
 
 
