@@ -7,7 +7,6 @@ put their own :class:`App` in place with :func:`use_app`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
 from integrations.ledger.sql import SqlLedger
+from integrations.local_secrets import read_or_make_secret
 from integrations.payments.ledger_only import LedgerOnlyRail
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
 from integrations.prefect_limits import StripeRateLimits
@@ -117,18 +117,7 @@ def approver_key(settings: Settings) -> str:
     the key file, made (readable by its owner only) the first time it is needed."""
     if settings.approver_secret_key is not None:
         return settings.approver_secret_key.get_secret_value()
-    path = settings.approver_key_file
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once never write two different keys.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(new_key())
-    return path.read_text().strip()
+    return read_or_make_secret(settings.approver_key_file, new_key)
 
 
 def _sources(settings: Settings) -> tuple[EventSource, ...]:

@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from integrations.local_secrets import read_or_make_secret
+
 WORK_POOL = "referrals"
 
 
@@ -62,25 +64,6 @@ def check_exposure(host: str, auth_string: str | None) -> None:
             f"refusing to serve the Prefect API on {host} without authentication: "
             "set PREFECT_SERVER_API_AUTH_STRING (from a secret store) or bind 127.0.0.1"
         )
-
-
-def read_or_make_secret(path: Path, make: Any) -> str:
-    """The secret kept in ``path``, made by ``make()`` (owner-only) if there is none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: two processes starting at once never write two different secrets.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as out:
-            out.write(make())
-    deadline = time.monotonic() + 5
-    while not (value := path.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the process that made it is still writing
-    if not value:
-        raise StackError(f"{path} is empty: remove it and start again")
-    return value
 
 
 def free_port() -> int:
