@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from domain.approvers import Approver, Identity
 from domain.errors import InvalidDecision
-from domain.models import Decision
+from domain.models import Decision, RewardStatus
 from domain.money import Money
 from domain.program import Program
 
@@ -20,6 +20,22 @@ from domain.program import Program
 def approvals_needed(amount: Money, program: Program) -> int:
     """Two different approvers at or above the second threshold, one otherwise."""
     return 2 if amount >= program.second_approver_threshold else 1
+
+
+def status_after(decision: Decision, stage: int, stages_needed: int) -> RewardStatus:
+    """Where a reward stands after the decision of ``stage``: a rejection at any stage
+    closes it; an approval is final at the last stage needed, else the reward waits for
+    the next approver."""
+    if decision is Decision.REJECT:
+        return RewardStatus.REJECTED
+    return RewardStatus.APPROVED if stage >= stages_needed else RewardStatus.AWAITING_APPROVAL
+
+
+def agreed_amount(balance: Money, approved: Collection[Money]) -> Money:
+    """What a fully approved reward pays: no more than every approver agreed to (an
+    earlier stage's reduction stands even if a later approver left the amount blank),
+    never more than its balance."""
+    return min([balance, *approved])
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from domain.approvals import CheckedDecision
+from domain.approvals import CheckedDecision, agreed_amount, status_after
 from domain.clawbacks import net_against_debts
 from domain.errors import InvalidDecision
 from domain.fraud import PAYOUT_DESTINATION_CHANGED
@@ -1442,10 +1442,9 @@ class SqlLedger(
                         "decided_at": now,
                     },
                 )
-                final = checked.decision is Decision.REJECT or stage >= stages_needed
-                status = RewardStatus.AWAITING_APPROVAL
-                if checked.decision is Decision.REJECT:
-                    status = RewardStatus.REJECTED
+                status = status_after(checked.decision, stage, stages_needed)
+                final = status is not RewardStatus.AWAITING_APPROVAL
+                if status is RewardStatus.REJECTED:
                     self._entry(
                         conn,
                         reward_id,
@@ -1455,17 +1454,17 @@ class SqlLedger(
                         decision_id,
                         now,
                     )
-                elif final:
-                    status = RewardStatus.APPROVED
-                    # Pay no more than every approver agreed to: an earlier stage's
-                    # reduction stands even if a later approver left the amount blank.
-                    agreed = conn.execute(
-                        select(func.min(ApprovalDecisionRow.amount_minor)).where(
+                elif status is RewardStatus.APPROVED:
+                    approved = conn.execute(
+                        select(ApprovalDecisionRow.amount_minor).where(
                             ApprovalDecisionRow.reward_id == reward_id,
                             ApprovalDecisionRow.decision == Decision.APPROVE.value,
                         )
-                    ).scalar_one()
-                    reduction = view.balance.amount_minor - int(agreed)
+                    ).scalars()
+                    agreed = agreed_amount(
+                        view.balance, [Money(int(a), view.balance.currency) for a in approved]
+                    )
+                    reduction = view.balance.amount_minor - agreed.amount_minor
                     if reduction > 0:
                         self._entry(
                             conn,

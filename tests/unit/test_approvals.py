@@ -7,10 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from domain.approvals import CheckedDecision, approvals_needed, check_decision
+from domain.approvals import (
+    CheckedDecision,
+    agreed_amount,
+    approvals_needed,
+    check_decision,
+    status_after,
+)
 from domain.approvers import Approver, Identity, make_approver, normalise_email
 from domain.errors import InvalidDecision
-from domain.models import Decision
+from domain.models import Decision, RewardStatus
 from domain.money import Money
 from domain.program import Program
 
@@ -273,3 +279,30 @@ def test_a_new_approver_is_validated_field_by_field(field: str, value: str, mess
     fields[field] = value
     with pytest.raises(ValueError, match=message):
         make_approver(**fields)  # type: ignore[arg-type]
+
+
+# --- what a decision does to the reward --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("decision", "stage", "needed", "status"),
+    [
+        (Decision.APPROVE, 1, 1, RewardStatus.APPROVED),
+        (Decision.APPROVE, 1, 2, RewardStatus.AWAITING_APPROVAL),
+        (Decision.APPROVE, 2, 2, RewardStatus.APPROVED),
+        (Decision.REJECT, 1, 2, RewardStatus.REJECTED),
+        (Decision.REJECT, 2, 2, RewardStatus.REJECTED),
+    ],
+)
+def test_a_decision_closes_the_reward_only_at_the_last_stage_or_by_rejection(
+    decision: Decision, stage: int, needed: int, status: RewardStatus
+) -> None:
+    assert status_after(decision, stage, needed) is status
+
+
+def test_a_fully_approved_reward_pays_the_least_any_approver_agreed_to() -> None:
+    balance = Money.parse("6000.00", "EUR")
+    lowered = Money.parse("5500.00", "EUR")
+    assert agreed_amount(balance, [lowered, balance]) == lowered
+    assert agreed_amount(balance, [balance, lowered]) == lowered
+    assert agreed_amount(balance, []) == balance
