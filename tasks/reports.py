@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from domain.models import WaitingApproval
 from domain.money import Money
+from domain.plain_words import age_words, flags_in_words
 from domain.ports import ApprovalRuns
 from integrations.ledger.sql import SqlLedger
 
@@ -17,6 +20,9 @@ from integrations.ledger.sql import SqlLedger
 #: 1,000,000 customers (bench/cycle.py) 21,000 waiting rewards made one of 6.6 MB, too
 #: big for it. The oldest are the ones to act on; the CLI lists them all.
 APPROVALS_SHOWN = 500
+#: The one waiting-approvals artifact, rewritten by the cycle, after every recorded
+#: decision and when an approval run expires: the UI shows its latest version.
+APPROVALS_KEY = "approvals-waiting"
 
 
 def _money(totals: Mapping[str, int]) -> str:
@@ -81,29 +87,7 @@ def publish_cycle_report(
         markdown=cycle_markdown(stages, summary),
         description="Counts per stage, skipped by reason, quarantined, money paid and pending",
     )
-    waiting = ledger.waiting_approvals()
-    shown = waiting[:APPROVALS_SHOWN]
-    create_table_artifact(
-        key="approvals-waiting",
-        table=[
-            {
-                "reward": w.reward_id,
-                "referrer": f"{w.referrer_name} ({w.referrer_id})",
-                "amount": w.amount.format(),
-                "flags": ", ".join(w.flags) or "-",
-                "approvals done": w.stages_done,
-                "waiting since": w.waiting_since.isoformat(timespec="minutes"),
-                "run": runs.ui_url(w.flow_run_id) if w.flow_run_id else "not started",
-            }
-            for w in shown
-        ],
-        description=(
-            "Rewards waiting for a person, oldest first"
-            if len(shown) == len(waiting)
-            else f"The oldest {len(shown):,} of {len(waiting):,} rewards waiting for a person;"
-            " `referrals approvals list` shows them all"
-        ),
-    )
+    publish_waiting_approvals.fn(ledger, runs, datetime.now(UTC))
     create_table_artifact(
         key="quarantined-input",
         table=[
@@ -113,3 +97,61 @@ def publish_cycle_report(
         description="Input refused with its reason (raw rows stay in the ledger)",
     )
     return summary
+
+
+class RunLinks(Protocol):
+    """What the table needs of the approval runs: the UI address of one."""
+
+    def ui_url(self, run_id: str) -> str: ...
+
+
+def waiting_rows(
+    waiting: Sequence[WaitingApproval], runs: RunLinks, now: datetime
+) -> list[dict[str, str]]:
+    """The rows of the waiting-approvals table, as an approver reads them.
+
+    The run link is a markdown link with short text: the raw URL made the column too
+    wide to show whole. Flags are in words, and "none" rather than "-", which the UI
+    renders as a bullet.
+    """
+    return [
+        {
+            "amount": w.amount.format(),
+            "waiting": age_words(now - w.waiting_since),
+            "referrer": f"{w.referrer_name} ({w.referrer_id})",
+            "flags": flags_in_words(w.flags),
+            "approvals done": str(w.stages_done),
+            "run": f"[open]({runs.ui_url(w.flow_run_id)})" if w.flow_run_id else "not started",
+            "reward": w.reward_id,
+            "waiting since": w.waiting_since.strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        for w in waiting
+    ]
+
+
+@task(name="publish-waiting-approvals", cache_policy=NO_CACHE)
+def publish_waiting_approvals(ledger: SqlLedger, runs: ApprovalRuns, now: datetime) -> int:
+    """Rewrite the waiting-approvals table from the ledger as it is now.
+
+    Args:
+        ledger: where the waiting rewards are read.
+        runs: to link each waiting reward to its run in the UI.
+        now: the ages are measured from it.
+
+    Returns:
+        How many rewards wait in all.
+    """
+    waiting = ledger.waiting_approvals()
+    shown = waiting[:APPROVALS_SHOWN]
+    at = now.strftime("%Y-%m-%d %H:%M UTC")
+    create_table_artifact(
+        key=APPROVALS_KEY,
+        table=waiting_rows(shown, runs, now),
+        description=(
+            f"Rewards waiting for a person, oldest first (as of {at})"
+            if len(shown) == len(waiting)
+            else f"The oldest {len(shown):,} of {len(waiting):,} rewards waiting for a person"
+            f" (as of {at}); `referrals approvals list` shows them all"
+        ),
+    )
+    return len(waiting)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,4 +78,29 @@ def test_a_short_approvals_table_is_shown_whole(tables: dict[str, dict[str, Any]
 
     shown = tables["approvals-waiting"]
     assert len(shown["rows"]) == 3
-    assert shown["description"] == "Rewards waiting for a person, oldest first"
+    assert shown["description"].startswith("Rewards waiting for a person, oldest first (as of ")
+
+
+def test_a_waiting_row_shows_amount_age_referrer_flags_in_words_and_a_short_link() -> None:
+    waiting = replace(
+        Ledger(1).waiting[0],
+        flags=("self_referral:same_email_domain", "velocity:over_5_per_24h"),
+        flow_run_id="run-1",
+    )
+
+    (row,) = reports.waiting_rows([waiting], Runs(), SINCE + timedelta(hours=26, minutes=3))
+
+    assert row["amount"] == "600.00 EUR"
+    assert row["waiting"] == "1 day 2 h"
+    assert row["referrer"] == "Referrer 0 (contact-0)"
+    assert row["flags"] == (
+        "self-referral: same email domain; velocity: more than 5 conversions in 24 h"
+    )
+    assert row["run"] == "[open](http://127.0.0.1:4200/runs/flow-run/run-1)"
+    assert row["waiting since"] == "2026-11-01 00:00 UTC"
+
+
+def test_a_reward_without_flags_or_run_says_so_in_words() -> None:
+    (row,) = reports.waiting_rows(Ledger(1).waiting, Runs(), SINCE)
+
+    assert (row["flags"], row["run"]) == ("none", "not started")
