@@ -29,6 +29,68 @@ def _money(totals: Mapping[str, int]) -> str:
     return ", ".join(Money(v, c).format() for c, v in sorted(totals.items())) or "0"
 
 
+def _paid_between(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    return {c: after[c] - before.get(c, 0) for c in after if after[c] != before.get(c, 0)}
+
+
+def plain_summary(
+    stages: Mapping[str, Any], before: Mapping[str, Any], after: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a cycle run did, beside the ledger totals, in words and formatted money.
+
+    Counts of this run come from its stages. The money paid now is the ledger's paid
+    total after the run less the total before it, so it also holds what approval runs
+    paid meanwhile: money that left while this run ran, all the same.
+
+    Args:
+        stages: what each stage of the run reported (``referral_cycle``'s stages).
+        before: the ledger summary when the run started.
+        after: the ledger summary when it ended.
+
+    Returns:
+        ``this run`` and ``totals``, ready to print as JSON.
+    """
+    asks, conv = stages["send asks"], stages["check conversions"]
+    route = stages["route rewards"]
+    stripe = (conv.get("stripe") or {}).get("conversions") or {}
+    paid_now = _paid_between(before.get("paid") or {}, after.get("paid") or {})
+    payouts = route["payouts"]["paid"]
+    pending: dict[str, str] = {}
+    for currency, by_status in sorted((after.get("reward_amounts") or {}).items()):
+        for status in ("holding", "payable", "awaiting_approval", "approved"):
+            if by_status.get(status):
+                pending[status] = _join(pending.get(status), Money(by_status[status], currency))
+    return {
+        "this run": {
+            "new asks": asks["decisions"]["queued"],
+            "new conversions": conv["conversions"]["conversions"]
+            + conv["registered"]["conversions"]
+            + stripe.get("conversions", 0),
+            "new rewards": conv["rewards"]["rewards"],
+            "paid now": (
+                f"{payouts} payout{'' if payouts == 1 else 's'}, {_money(paid_now)}"
+                if payouts or paid_now
+                else "nothing"
+            ),
+            "sent for approval": len(route["approvals"]),
+        },
+        "totals": {
+            "events read": after.get("events", 0),
+            "asks": dict(sorted((after.get("asks") or {}).items())),
+            "conversions": dict(sorted((after.get("conversions") or {}).items())),
+            "rewards": dict(sorted((after.get("rewards") or {}).items())),
+            "paid": _money(after.get("paid") or {}) if after.get("paid") else "nothing",
+            "pending": pending or "nothing",
+            "detractors to follow up": after.get("follow_ups", 0),
+            "quarantined": sum((after.get("quarantine") or {}).values()),
+        },
+    }
+
+
+def _join(shown: str | None, amount: Money) -> str:
+    return amount.format() if shown is None else f"{shown}, {amount.format()}"
+
+
 def cycle_markdown(stages: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     """The run summary: counts per stage, skips per reason, quarantine, money."""
     lines = ["# Referral cycle", "", "## This run", "", "| stage | result |", "|---|---|"]
