@@ -135,9 +135,14 @@ def _warn_if_settings_differ(stack: Any) -> None:
 
 
 def _stack() -> Any:
-    from integrations.prefect_stack import LocalStack
+    """The stack the CLI talks to: on its port, with the Prefect home `up` recorded for
+    it (where its auth secret is), else the project's."""
+    from integrations.prefect_stack import LocalStack, read_record
 
-    return LocalStack(PROJECT_ROOT, port=_port(), run_dir=RUN_DIR)
+    port = _port()
+    record = read_record(RUN_DIR) or {}
+    home = record.get("prefect_home") if record.get("port") == port else None
+    return LocalStack(PROJECT_ROOT, port=port, run_dir=RUN_DIR, home=Path(home) if home else None)
 
 
 def _fail(message: str) -> None:
@@ -332,7 +337,11 @@ def status() -> None:
     runs: Any = "the server does not answer"
     if server.up and server.authenticated:
         try:
-            runs = cli_status.read_runs(now - timedelta(days=1))
+            runs = cli_status.read_runs(
+                now - timedelta(days=1),
+                os.environ["PREFECT_API_URL"],
+                os.environ.get("PREFECT_API_AUTH_STRING"),
+            )
         except Exception as exc:  # a status line, not a traceback: say what failed
             runs = f"could not read the runs: {type(exc).__name__}"
     waiting: Any

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from domain.models import WaitingApproval
 from domain.plain_words import age_words
@@ -66,9 +67,10 @@ def probe_server(api_url: str, auth_string: str | None) -> Server:
     return Server(api_url, True, answer.status_code == 200)
 
 
-def read_runs(since: datetime) -> Runs:
+def read_runs(since: datetime, api_url: str, auth_string: str | None) -> Runs:
     """The last referral-cycle run and the runs that failed or crashed after ``since``,
-    from the Prefect API the environment points at."""
+    from the Prefect API at ``api_url`` (named here: Prefect may have read its settings
+    before the CLI found the stack)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -76,15 +78,22 @@ def read_runs(since: datetime) -> Runs:
         FlowFilterName,
         FlowRunFilter,
         FlowRunFilterEndTime,
+        FlowRunFilterStartTime,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with get_client(sync_client=True) as client:
+    settings: dict[Any, Any] = {PREFECT_API_URL: api_url}
+    if auth_string:
+        settings[PREFECT_API_AUTH_STRING] = auth_string
+    with temporary_settings(settings), get_client(sync_client=True) as client:
         cycles = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[CYCLE_FLOW])),
+            # Started ones only: the schedule keeps the next runs waiting as Scheduled.
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
             sort=FlowRunSort.START_TIME_DESC,
             limit=1,
         )

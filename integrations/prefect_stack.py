@@ -380,6 +380,7 @@ class LocalStack:
                 "api_url": self.api_url,
                 "ui_url": self.ui_url,
                 "project_dir": str(self.project_dir),
+                "prefect_home": str(self.home),
                 "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
         )

@@ -28,7 +28,7 @@ def test_status_reads_the_last_cycle_and_the_runs_that_failed_in_the_last_day() 
     with pytest.raises(RuntimeError):
         breaks()
 
-    runs = read_runs(started - timedelta(seconds=1))
+    runs = read_runs(started - timedelta(seconds=1), str(PREFECT_API_URL.value()), None)
 
     assert runs.last_cycle is not None
     assert runs.last_cycle.state == "Completed"
@@ -42,7 +42,7 @@ def test_runs_that_failed_before_the_window_are_not_counted() -> None:
     with pytest.raises(RuntimeError):
         breaks()
 
-    runs = read_runs(datetime.now(UTC) + timedelta(minutes=1))
+    runs = read_runs(datetime.now(UTC) + timedelta(minutes=1), str(PREFECT_API_URL.value()), None)
 
     assert runs.failed == []
 

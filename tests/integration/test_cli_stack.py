@@ -181,7 +181,7 @@ def _status(
     monkeypatch: pytest.MonkeyPatch, server: cli_status.Server, runs: cli_status.Runs
 ) -> Any:
     monkeypatch.setattr(cli_status, "probe_server", lambda url, auth: server)
-    monkeypatch.setattr(cli_status, "read_runs", lambda since: runs)
+    monkeypatch.setattr(cli_status, "read_runs", lambda since, url, auth: runs)
     return runner.invoke(cli_app_, ["status"])
 
 
