@@ -126,9 +126,9 @@ def _warn_if_settings_differ(stack: Any) -> None:
     names = differing_settings(worker.get("settings") or {}, os.environ, stack.settings_key)
     if names:
         typer.secho(
-            f"warning: {', '.join(names)} differ from the settings the worker started with "
+            f"warning: {', '.join(names)} changed since the worker started "
             f"({worker.get('started_at', '?')}); runs on the worker (approved payouts, "
-            "schedules) do not see them until `make down && make up`.",
+            "schedules) do not see the change until `make down && make up`.",
             fg=typer.colors.YELLOW,
             err=True,
         )
