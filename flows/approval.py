@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import cast
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
@@ -33,6 +33,7 @@ from tasks.approvals import (
 )
 from tasks.emails import send_notifications
 from tasks.payouts import submit_payouts
+from tasks.reports import publish_waiting_approvals
 
 MAX_REFUSED_DECISIONS = 20
 
@@ -97,6 +98,23 @@ def decision_received_at(key: str) -> datetime | None:
     return received_at(key)
 
 
+def _refresh_waiting_table(app: bootstrap.App, now: datetime) -> None:
+    """Rewrite the waiting-approvals artifact so it no longer lists what was just decided.
+
+    The decision is already in the ledger: a table that cannot be written now (the
+    server busy) is written by the next decision, expiry or cycle, and never holds
+    back the payout.
+    """
+    try:
+        publish_waiting_approvals(app.ledger, app.approvals, now)
+    except Exception as exc:  # a view, not the money: go on and pay
+        get_run_logger().warning(
+            "the waiting-approvals table was not rewritten (%s); the next decision, "
+            "expiry or cycle rewrites it",
+            type(exc).__name__,
+        )
+
+
 def _run_id() -> str | None:
     context = get_run_context()
     flow_run = getattr(context, "flow_run", None)
@@ -146,6 +164,8 @@ def payout_approval(reward_id: str) -> str:
             now,
         )
         error = outcome.error
+        if error is None:
+            _refresh_waiting_table(app, now)
         refused = refused + 1 if error else 0
         if refused > MAX_REFUSED_DECISIONS:
             raise RuntimeError(f"reward {reward_id}: too many refused decisions; last: {error}")
@@ -179,4 +199,7 @@ def approval_sla() -> dict[str, list[str]]:
     reminded = remind_overdue_approvals(app.ledger, app.approvals, app.program, now)
     expired = expire_stale_approvals(app.ledger, app.approvals, app.program, now)
     restarted = request_approvals(app.ledger, app.approvals, [], now)
+    # Hourly: the table drops the expired runs' links for the fresh ones, and its
+    # waiting times stay current.
+    publish_waiting_approvals(app.ledger, app.approvals, now)
     return {"reminded": reminded, "expired": expired, "waiting": sorted(restarted)}

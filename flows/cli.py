@@ -2,6 +2,7 @@
 
     referrals up | down                 local Prefect server + worker + deployments
     referrals demo                      the sample company through the whole cycle
+    referrals status                    server, worker, last cycle, approvals, failures
     referrals cycle [--as-of ISO]       run one cycle now
     referrals approvals list            rewards waiting for a person, oldest first
     referrals approvals approve ID ...  resume the paused run with an approval
@@ -35,6 +36,7 @@ import typer
 
 from config.settings import PROJECT_ROOT, load_settings
 from domain.errors import ConfigError, IntegrationError, ReferralError
+from domain.plain_words import flags_in_words
 from flows.cli_approvers import approvers_app
 from flows.cli_report import report_app
 
@@ -57,29 +59,90 @@ partners_app = typer.Typer(no_args_is_help=True, help="Partner deal registration
 app.add_typer(partners_app, name="partners")
 
 
+#: Where ``referrals up`` keeps its PID files and the record of the stack it started.
+RUN_DIR = PROJECT_ROOT / ".run"
+
+
 def _port() -> int:
-    return int(os.environ.get("REFERRALS_PREFECT_PORT", "4200"))
+    """REFERRALS_PREFECT_PORT when set, else the port ``up`` recorded, else 4200."""
+    given = os.environ.get("REFERRALS_PREFECT_PORT")
+    if given:
+        return int(given)
+    from integrations.prefect_stack import read_record
+
+    recorded = (read_record(RUN_DIR) or {}).get("port")
+    return recorded if isinstance(recorded, int) else 4200
 
 
-def _prefect_env() -> None:
-    """Point Prefect at the local stack unless the user chose another API."""
-    from integrations.prefect_stack import LocalStack
+def _prefect_env(need_api: bool = False) -> None:
+    """Point Prefect at the local stack unless the user chose another API.
 
-    stack = LocalStack(PROJECT_ROOT, port=_port())
+    Args:
+        need_api: the command talks to the API: without one answering, say so in one
+            line and exit 2 (rather than Prefect's long traceback).
+    """
+    stack = _stack()
     os.environ.setdefault("PREFECT_HOME", str(stack.home))
     settings_url = os.environ.get("REFERRALS_PREFECT_API_URL")
     os.environ.setdefault("PREFECT_API_URL", settings_url or stack.api_url)
     os.environ.setdefault("PREFECT_UI_API_URL", os.environ["PREFECT_API_URL"])
+    local = os.environ["PREFECT_API_URL"] == stack.api_url
     # The local stack's server takes no unauthenticated call: use its secret, unless
     # the user points at another API with credentials of their own.
-    if os.environ["PREFECT_API_URL"] == stack.api_url and stack.auth_file.exists():
+    if local and stack.auth_file.exists():
         os.environ.setdefault("PREFECT_API_AUTH_STRING", stack.auth_string)
+    if local:
+        _warn_if_settings_differ(stack)
+    if need_api and not _api_answers(os.environ["PREFECT_API_URL"]):
+        if local:
+            _fail(
+                f"No Prefect stack is running on port {stack.port}: start it with "
+                "`make up` (PORT=... for another port), then try again."
+            )
+        _fail(
+            f"No Prefect API answers at {os.environ['PREFECT_API_URL']} "
+            "(PREFECT_API_URL / REFERRALS_PREFECT_API_URL): check the address or start it."
+        )
+
+
+def _api_answers(api_url: str) -> bool:
+    """Whether a Prefect API answers its (unauthenticated) health check."""
+    import httpx
+
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _warn_if_settings_differ(stack: Any) -> None:
+    """One line when the REFERRALS_* settings here differ from those the worker started
+    with: approved payouts and scheduled runs run on the worker, with its settings."""
+    from integrations.prefect_stack import differing_settings, read_record
+
+    worker = (read_record(stack.run_dir) or {}).get("worker")
+    if not isinstance(worker, dict) or stack.running("worker") is None:
+        return
+    names = differing_settings(worker.get("settings") or {}, os.environ, stack.settings_key)
+    if names:
+        typer.secho(
+            f"warning: {', '.join(names)} changed since the worker started "
+            f"({worker.get('started_at', '?')}); runs on the worker (approved payouts, "
+            "schedules) do not see the change until `make down && make up`.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 def _stack() -> Any:
-    from integrations.prefect_stack import LocalStack
+    """The stack the CLI talks to: on its port, with the Prefect home `up` recorded for
+    it (where its auth secret is), else the project's."""
+    from integrations.prefect_stack import LocalStack, read_record
 
-    return LocalStack(PROJECT_ROOT, port=_port())
+    port = _port()
+    record = read_record(RUN_DIR) or {}
+    home = record.get("prefect_home") if record.get("port") == port else None
+    return LocalStack(PROJECT_ROOT, port=port, run_dir=RUN_DIR, home=Path(home) if home else None)
 
 
 def _fail(message: str) -> None:
@@ -204,13 +267,12 @@ def _print_demo(app_: Any, result: Any, stack: Any) -> None:
     echo(f"Rewards waiting for approval: {len(waiting)} (each in its own paused Prefect run)")
     for w in waiting:
         link = app_.approvals.ui_url(w.flow_run_id) if w.flow_run_id else "(run not started)"
-        flags = f"  flags: {', '.join(w.flags)}" if w.flags else ""
+        flags = f"  flags: {flags_in_words(w.flags)}" if w.flags else ""
         echo(f"  {w.amount.format():>14}  {w.referrer_name:<22} {link}{flags}")
     if waiting:
         from flows.demo import DEMO_APPROVERS
 
         first = waiting[0]
-        env = "" if _port() == 4200 else f"REFERRALS_PREFECT_PORT={_port()} "
         demo_ids = " and ".join(a[0] for a in DEMO_APPROVERS)
         echo("")
         echo(f"Log in to the UI: {_login_hint(stack)}")
@@ -222,10 +284,10 @@ def _print_demo(app_: Any, result: Any, stack: Any) -> None:
             f"The demo's approvers are {demo_ids} (no phone needed: "
             "their current code, valid for 30 s, comes from"
         )
-        echo(f"  {env}.venv/bin/referrals approvers demo-code maya.chen")
+        echo("  .venv/bin/referrals approvers demo-code maya.chen")
         echo("Or from the command line (a reward id or run id, or their first characters):")
         echo(
-            f"  {env}.venv/bin/referrals approvals approve {first.reward_id[:8]} "
+            f"  .venv/bin/referrals approvals approve {first.reward_id[:8]} "
             "--approver-id maya.chen --code $(.venv/bin/referrals approvers demo-code "
             "maya.chen) --reason 'checked the deal'"
         )
@@ -250,11 +312,52 @@ def cycle(
     ] = None,
 ) -> None:
     """Run one referral cycle now, against the configured Prefect API."""
-    _prefect_env()
+    _prefect_env(need_api=True)
     from flows.cycle import referral_cycle
 
     result = referral_cycle(as_of=as_of)
-    typer.echo(json.dumps(result["summary"], indent=2, default=str))
+    typer.echo(json.dumps(result["report"], indent=2, default=str))
+
+
+@app.command()
+def status() -> None:
+    """The stack's health, one line each: server, worker, last cycle, waiting approvals,
+    failed runs in the last day. Exit 1 when the server or the worker is not running."""
+    _prefect_env()
+    from datetime import timedelta
+
+    from flows import cli_status
+
+    stack = _stack()
+    now = datetime.now(UTC)
+    local = os.environ["PREFECT_API_URL"] == stack.api_url
+    server = cli_status.probe_server(
+        os.environ["PREFECT_API_URL"], os.environ.get("PREFECT_API_AUTH_STRING")
+    )
+    runs: Any = "the server does not answer"
+    if server.up and server.authenticated:
+        try:
+            runs = cli_status.read_runs(
+                now - timedelta(days=1),
+                os.environ["PREFECT_API_URL"],
+                os.environ.get("PREFECT_API_AUTH_STRING"),
+            )
+        except Exception as exc:  # a status line, not a traceback: say what failed
+            runs = f"could not read the runs: {type(exc).__name__}"
+    waiting: Any
+    try:
+        from flows import bootstrap
+
+        waiting = bootstrap.app().ledger.waiting_approvals()
+    except Exception as exc:  # the ledger unreachable is itself a status
+        waiting = f"could not read the ledger: {type(exc).__name__}"
+    worker = stack.running("worker") if local else None
+    for line in cli_status.status_lines(
+        server, worker, stack.recorded_pid("worker") if local else None, runs, waiting, now
+    ):
+        typer.echo(line)
+    if not cli_status.healthy(server, worker, local):
+        raise typer.Exit(code=1)
 
 
 def _waiting(reward_or_run: str) -> Any:
@@ -288,7 +391,7 @@ def approvals_list() -> None:
         typer.echo(
             f"{w.reward_id}  {w.amount.format():>14}  {w.referrer_name:<24} "
             f"waiting since {w.waiting_since:%Y-%m-%d %H:%M}  approvals done: {w.stages_done}"
-            f"{'  flags: ' + ', '.join(w.flags) if w.flags else ''}\n    {link}"
+            f"{'  flags: ' + flags_in_words(w.flags) if w.flags else ''}\n    {link}"
         )
 
 
@@ -301,7 +404,7 @@ def _decide(
     amount: str | None,
     wait: int,
 ) -> None:
-    _prefect_env()
+    _prefect_env(need_api=True)
     from domain.errors import InvalidDecision
     from flows import bootstrap
     from tasks.approvals import DecisionRefused, refuse, vet_decision
@@ -528,7 +631,7 @@ def automations_create(
 ) -> None:
     """Notify a webhook when a referral run fails or crashes, and when an approval waits
     past its SLA. Run again to change the URL: the automations are updated in place."""
-    _prefect_env()
+    _prefect_env(need_api=True)
     from integrations.prefect_automations import ensure_automations
 
     for name, automation_id in ensure_automations(webhook_url).items():
@@ -538,7 +641,7 @@ def automations_create(
 @clawbacks_app.command("apply")
 def clawbacks_apply() -> None:
     """Apply the refunds, chargebacks and churn waiting in the Stripe inbox, once each."""
-    _prefect_env()
+    _prefect_env(need_api=True)
     from flows.reconcile import apply_clawbacks
 
     typer.echo(json.dumps(apply_clawbacks(), indent=2, default=str))

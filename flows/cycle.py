@@ -29,7 +29,7 @@ from tasks.ingest import ingest_sources
 from tasks.moments import detect_new_moments
 from tasks.payouts import submit_payouts
 from tasks.registrations import intake_registrations, record_registered_conversions
-from tasks.reports import publish_cycle_report
+from tasks.reports import plain_summary, publish_cycle_report
 from tasks.rewards import compute_new_rewards, plan_routes
 from tasks.stripe_events import poll_stripe_events
 
@@ -195,9 +195,12 @@ def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
             day; nothing is sent, rewarded or paid twice either way.
 
     Returns:
-        What each stage reported, and the ledger totals after the run.
+        What each stage reported, the ledger totals after the run (``summary``, money
+        in minor units) and ``report``: what this run did beside the totals, money
+        formatted (what ``referrals cycle`` prints).
     """
     app = bootstrap.app()
+    before = app.ledger.summary()
     stages = {
         "detect moments": detect_moments(),
         "send asks": send_asks(as_of),
@@ -206,7 +209,11 @@ def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
         "notify referrers": notify_referrers(),
     }
     summary = publish_cycle_report(app.ledger, app.approvals, _brief(stages))
-    return {"stages": stages, "summary": summary}
+    return {
+        "stages": stages,
+        "summary": summary,
+        "report": plain_summary(stages, before, summary),
+    }
 
 
 def _brief(stages: dict[str, Any]) -> dict[str, str]:

@@ -13,7 +13,10 @@ so nothing leaks into the user's ``~/.prefect``.
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import ipaddress
+import json
 import os
 import secrets
 import shlex
@@ -24,6 +27,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,43 @@ def check_exposure(host: str, auth_string: str | None) -> None:
             f"refusing to serve the Prefect API on {host} without authentication: "
             "set PREFECT_SERVER_API_AUTH_STRING (from a secret store) or bind 127.0.0.1"
         )
+
+
+#: What ``up`` records of the stack it started, in its run directory (owner-only): the
+#: port, the addresses, and the REFERRALS_* names the worker started with, each with a
+#: keyed hash of its value (never the value).
+STACK_RECORD = "stack.json"
+#: The key of those hashes, beside the record (owner-only): without it, a hash of a
+#: guessable value (a weak database password) could be tried offline.
+SETTINGS_KEY = "settings-key"
+#: Set by the stack for its own processes, not chosen by the user.
+_STACK_SET = frozenset(
+    {"REFERRALS_PREFECT_API_URL", "REFERRALS_PROJECT_DIR", "REFERRALS_PREFECT_PORT"}
+)
+
+
+def settings_fingerprint(env: Mapping[str, str], key: str) -> dict[str, str]:
+    """Each user-chosen REFERRALS_* name of ``env`` with a keyed hash of its value."""
+    return {
+        name: hmac.new(key.encode(), f"{name}={value}".encode(), hashlib.sha256).hexdigest()[:32]
+        for name, value in sorted(env.items())
+        if name.startswith("REFERRALS_") and name not in _STACK_SET
+    }
+
+
+def differing_settings(recorded: Mapping[str, str], env: Mapping[str, str], key: str) -> list[str]:
+    """The REFERRALS_* names set, unset or changed in ``env`` since ``recorded``."""
+    seen = settings_fingerprint(env, key)
+    return sorted(n for n in recorded.keys() | seen.keys() if recorded.get(n) != seen.get(n))
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """What ``up`` recorded in ``run_dir``; None when there is nothing readable."""
+    try:
+        record = json.loads((run_dir / STACK_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def free_port() -> int:
@@ -271,17 +312,73 @@ class LocalStack:
             command["default"] = engine_command()
             client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
 
-    def start_worker(self) -> None:
+    def start_worker(self) -> bool:
+        """Start the worker unless it runs; whether it was started now."""
         if self._running("worker"):
-            return
+            return False
         self._spawn(
             "worker", [_prefect(), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
         )
+        return True
 
     def up(self) -> None:
         self.start_server()
         self.deploy()
-        self.start_worker()
+        started = self.start_worker()
+        # A worker already running keeps the settings recorded when it started.
+        self.write_record(self.env() if started else None)
+
+    def running(self, name: str) -> int | None:
+        """The PID of our process ``name`` (server or worker) when it is alive."""
+        return self._running(name)
+
+    def recorded_pid(self, name: str) -> int | None:
+        """The PID recorded for ``name``, alive or not."""
+        try:
+            return int(self._pid_file(name).read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def record_file(self) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / STACK_RECORD
+
+    @property
+    def settings_key(self) -> str:
+        """The key of the recorded settings' hashes (made on first use, owner-only)."""
+        assert self.run_dir is not None
+        return read_or_make_secret(self.run_dir / SETTINGS_KEY, lambda: secrets.token_hex(32))
+
+    def write_record(self, worker_env: Mapping[str, str] | None) -> None:
+        """Record where this stack answers, and with ``worker_env`` the REFERRALS_*
+        settings its worker started with (names and keyed hashes only)."""
+        assert self.run_dir is not None
+        record = read_record(self.run_dir) or {}
+        if record.get("port") != self.port:
+            record.pop("worker", None)  # another stack's worker
+        record.update(
+            {
+                "port": self.port,
+                "api_url": self.api_url,
+                "ui_url": self.ui_url,
+                "project_dir": str(self.project_dir),
+                "prefect_home": str(self.home),
+                "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+        if worker_env is not None:
+            record["worker"] = {
+                "pid": self.running("worker"),
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "settings": settings_fingerprint(worker_env, self.settings_key),
+            }
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        partial = self.record_file.with_suffix(".tmp")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(record, out, indent=2)
+        partial.replace(self.record_file)  # readers never see half a record
 
     def stop(self, name: str, grace: float = 15) -> bool:
         """Stop one of our processes (and its children) by its PID file."""
@@ -304,7 +401,13 @@ class LocalStack:
         return True
 
     def down(self) -> list[str]:
-        return [name for name in ("worker", "server") if self.stop(name)]
+        stopped = [name for name in ("worker", "server") if self.stop(name)]
+        # Nothing runs any more: the CLI must not look for a stack on that port.
+        assert self.run_dir is not None
+        record = read_record(self.run_dir)
+        if record is not None and record.get("port") == self.port:
+            self.record_file.unlink(missing_ok=True)
+        return stopped
 
 
 def engine_command() -> str:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from domain.models import WaitingApproval
 from domain.money import Money
+from domain.plain_words import age_words, flags_in_words
 from domain.ports import ApprovalRuns
 from integrations.ledger.sql import SqlLedger
 
@@ -17,10 +20,75 @@ from integrations.ledger.sql import SqlLedger
 #: 1,000,000 customers (bench/cycle.py) 21,000 waiting rewards made one of 6.6 MB, too
 #: big for it. The oldest are the ones to act on; the CLI lists them all.
 APPROVALS_SHOWN = 500
+#: The one waiting-approvals artifact, rewritten by the cycle, after every recorded
+#: decision and when an approval run expires: the UI shows its latest version.
+APPROVALS_KEY = "approvals-waiting"
 
 
 def _money(totals: Mapping[str, int]) -> str:
     return ", ".join(Money(v, c).format() for c, v in sorted(totals.items())) or "0"
+
+
+def _paid_between(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    return {c: after[c] - before.get(c, 0) for c in after if after[c] != before.get(c, 0)}
+
+
+def plain_summary(
+    stages: Mapping[str, Any], before: Mapping[str, Any], after: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a cycle run did, beside the ledger totals, in words and formatted money.
+
+    Counts of this run come from its stages. The money paid now is the ledger's paid
+    total after the run less the total before it, so it also holds what approval runs
+    paid meanwhile: money that left while this run ran, all the same.
+
+    Args:
+        stages: what each stage of the run reported (``referral_cycle``'s stages).
+        before: the ledger summary when the run started.
+        after: the ledger summary when it ended.
+
+    Returns:
+        ``this run`` and ``totals``, ready to print as JSON.
+    """
+    asks, conv = stages["send asks"], stages["check conversions"]
+    route = stages["route rewards"]
+    stripe = (conv.get("stripe") or {}).get("conversions") or {}
+    paid_now = _paid_between(before.get("paid") or {}, after.get("paid") or {})
+    payouts = route["payouts"]["paid"]
+    pending: dict[str, str] = {}
+    for currency, by_status in sorted((after.get("reward_amounts") or {}).items()):
+        for status in ("holding", "payable", "awaiting_approval", "approved"):
+            if by_status.get(status):
+                pending[status] = _join(pending.get(status), Money(by_status[status], currency))
+    return {
+        "this run": {
+            "new asks": asks["decisions"]["queued"],
+            "new conversions": conv["conversions"]["conversions"]
+            + conv["registered"]["conversions"]
+            + stripe.get("conversions", 0),
+            "new rewards": conv["rewards"]["rewards"],
+            "paid now": (
+                f"{payouts} payout{'' if payouts == 1 else 's'}, {_money(paid_now)}"
+                if payouts or paid_now
+                else "nothing"
+            ),
+            "sent for approval": len(route["approvals"]),
+        },
+        "totals": {
+            "events read": after.get("events", 0),
+            "asks": dict(sorted((after.get("asks") or {}).items())),
+            "conversions": dict(sorted((after.get("conversions") or {}).items())),
+            "rewards": dict(sorted((after.get("rewards") or {}).items())),
+            "paid": _money(after.get("paid") or {}) if after.get("paid") else "nothing",
+            "pending": pending or "nothing",
+            "detractors to follow up": after.get("follow_ups", 0),
+            "quarantined": sum((after.get("quarantine") or {}).values()),
+        },
+    }
+
+
+def _join(shown: str | None, amount: Money) -> str:
+    return amount.format() if shown is None else f"{shown}, {amount.format()}"
 
 
 def cycle_markdown(stages: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
@@ -81,29 +149,7 @@ def publish_cycle_report(
         markdown=cycle_markdown(stages, summary),
         description="Counts per stage, skipped by reason, quarantined, money paid and pending",
     )
-    waiting = ledger.waiting_approvals()
-    shown = waiting[:APPROVALS_SHOWN]
-    create_table_artifact(
-        key="approvals-waiting",
-        table=[
-            {
-                "reward": w.reward_id,
-                "referrer": f"{w.referrer_name} ({w.referrer_id})",
-                "amount": w.amount.format(),
-                "flags": ", ".join(w.flags) or "-",
-                "approvals done": w.stages_done,
-                "waiting since": w.waiting_since.isoformat(timespec="minutes"),
-                "run": runs.ui_url(w.flow_run_id) if w.flow_run_id else "not started",
-            }
-            for w in shown
-        ],
-        description=(
-            "Rewards waiting for a person, oldest first"
-            if len(shown) == len(waiting)
-            else f"The oldest {len(shown):,} of {len(waiting):,} rewards waiting for a person;"
-            " `referrals approvals list` shows them all"
-        ),
-    )
+    publish_waiting_approvals.fn(ledger, runs, datetime.now(UTC))
     create_table_artifact(
         key="quarantined-input",
         table=[
@@ -113,3 +159,61 @@ def publish_cycle_report(
         description="Input refused with its reason (raw rows stay in the ledger)",
     )
     return summary
+
+
+class RunLinks(Protocol):
+    """What the table needs of the approval runs: the UI address of one."""
+
+    def ui_url(self, run_id: str) -> str: ...
+
+
+def waiting_rows(
+    waiting: Sequence[WaitingApproval], runs: RunLinks, now: datetime
+) -> list[dict[str, str]]:
+    """The rows of the waiting-approvals table, as an approver reads them.
+
+    The run link is a markdown link with short text: the raw URL made the column too
+    wide to show whole. Flags are in words, and "none" rather than "-", which the UI
+    renders as a bullet.
+    """
+    return [
+        {
+            "amount": w.amount.format(),
+            "waiting": age_words(now - w.waiting_since),
+            "referrer": f"{w.referrer_name} ({w.referrer_id})",
+            "flags": flags_in_words(w.flags),
+            "approvals done": str(w.stages_done),
+            "run": f"[open]({runs.ui_url(w.flow_run_id)})" if w.flow_run_id else "not started",
+            "reward": w.reward_id,
+            "waiting since": w.waiting_since.strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        for w in waiting
+    ]
+
+
+@task(name="publish-waiting-approvals", cache_policy=NO_CACHE)
+def publish_waiting_approvals(ledger: SqlLedger, runs: ApprovalRuns, now: datetime) -> int:
+    """Rewrite the waiting-approvals table from the ledger as it is now.
+
+    Args:
+        ledger: where the waiting rewards are read.
+        runs: to link each waiting reward to its run in the UI.
+        now: the ages are measured from it.
+
+    Returns:
+        How many rewards wait in all.
+    """
+    waiting = ledger.waiting_approvals()
+    shown = waiting[:APPROVALS_SHOWN]
+    at = now.strftime("%Y-%m-%d %H:%M UTC")
+    create_table_artifact(
+        key=APPROVALS_KEY,
+        table=waiting_rows(shown, runs, now),
+        description=(
+            f"Rewards waiting for a person, oldest first (as of {at})"
+            if len(shown) == len(waiting)
+            else f"The oldest {len(shown):,} of {len(waiting):,} rewards waiting for a person"
+            f" (as of {at}); `referrals approvals list` shows them all"
+        ),
+    )
+    return len(waiting)

@@ -19,7 +19,7 @@ from tasks.approvals import (
     remind_overdue_approvals,
     request_approvals,
 )
-from tests.flows.test_payout_approval import _reward_awaiting_approval
+from tests.flows.test_payout_approval import _reward_awaiting_approval, _waiting_table
 
 
 def _runs(app: App) -> RecordingApprovalRuns:
@@ -94,6 +94,24 @@ def test_an_expired_run_is_cancelled_and_replaced_and_the_reward_still_waits(
     assert test_app.ledger.rewards([reward_id])[reward_id].status is (
         RewardStatus.AWAITING_APPROVAL
     )
+
+
+def test_an_expired_run_leaves_the_waiting_approvals_table_linking_its_replacement(
+    test_app: App,
+) -> None:
+    now = datetime.now(UTC)
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    first_run = request_approvals.fn(
+        test_app.ledger, test_app.approvals, [reward_id], now - timedelta(hours=200)
+    )[reward_id]
+
+    approval_sla()
+
+    (row,) = _waiting_table()
+    (waiting,) = test_app.ledger.waiting_approvals()
+    assert row["reward"] == reward_id
+    assert row["run"] == f"[open]({test_app.approvals.ui_url(str(waiting.flow_run_id))})"
+    assert first_run not in row["run"]
 
 
 def test_a_run_resumed_meanwhile_is_not_expired(test_app: App) -> None:

@@ -7,11 +7,17 @@ flow again from the top, and every question already answered gets its answer bac
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from prefect import flow, get_client
+from prefect.client.schemas.filters import (
+    ArtifactCollectionFilter,
+    ArtifactCollectionFilterKey,
+)
 
 from domain.approvers import make_approver
 from domain.models import (
@@ -28,6 +34,8 @@ from flows import approval
 from flows.approval import PayoutDecision, payout_approval
 from flows.bootstrap import App
 from integrations.payments.fake import RecordingRail
+from tasks.approvals import request_approvals
+from tasks.reports import APPROVALS_KEY, publish_waiting_approvals
 from tests.conftest import NOW, contact, people_batch
 
 CODE = "R" + "A" * 20
@@ -426,3 +434,67 @@ def test_the_decision_form_asks_for_an_approver_id_a_code_and_a_reason() -> None
     assert schema["properties"]["approve"]["type"] == "boolean"
     assert schema["properties"]["reject"]["type"] == "boolean"
     assert "enum" not in str(schema), "no select box: it does not open on a click"
+
+
+# -- the live waiting-approvals table ------------------------------------------------------
+
+
+def _waiting_table() -> list[dict[str, str]]:
+    """The rows of the latest version of the keyed waiting-approvals artifact."""
+    with get_client(sync_client=True) as client:
+        (latest,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(
+                key=ArtifactCollectionFilterKey(any_=[APPROVALS_KEY])
+            )
+        )
+    data = latest.data
+    rows = json.loads(data) if isinstance(data, str) else data
+    assert isinstance(rows, list)
+    return rows
+
+
+def _publish_as_the_cycle_does(app: App) -> None:
+    @flow
+    def cycle_report() -> None:
+        publish_waiting_approvals(app.ledger, app.approvals, NOW)
+
+    cycle_report()
+
+
+def test_a_recorded_decision_rewrites_the_waiting_approvals_table_without_that_reward(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    decided = _reward_awaiting_approval(test_app, deal_minor=1_230_000, deal="deal-1")
+    still = _reward_awaiting_approval(test_app, deal_minor=1_000_000, deal="deal-2")
+    test_app.ledger.add_reward_flag([still], "self_referral:same_email_domain", NOW)
+    runs = request_approvals.fn(test_app.ledger, test_app.approvals, [still], NOW)
+    _publish_as_the_cycle_does(test_app)
+    assert {r["reward"] for r in _waiting_table()} == {decided, still}
+
+    with pytest.raises(Suspended):
+        payout_approval(decided)
+    decide(approver, test_app, "maya", reason="contract signed")
+    assert payout_approval(decided) == "paid"
+
+    (row,) = _waiting_table()
+    assert row["reward"] == still
+    assert row["amount"] == "1,500.00 EUR"
+    assert row["flags"] == "self-referral: same email domain"
+    assert row["run"] == f"[open]({test_app.approvals.ui_url(runs[still])})"
+    assert row["referrer"].startswith("Person P1")
+
+
+def test_a_refused_decision_leaves_the_waiting_approvals_table_as_it_was(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str]
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    request_approvals.fn(test_app.ledger, test_app.approvals, [reward_id], NOW)
+    _publish_as_the_cycle_does(test_app)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+
+    decide(approver, test_app, "maya", code="000000")
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+
+    assert [r["reward"] for r in _waiting_table()] == [reward_id]

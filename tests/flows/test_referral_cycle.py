@@ -13,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.logging.handlers import APILogWorker
 
 from domain.models import EmailMessage, RewardStatus
+from domain.money import Money
 from domain.program import Program
 from flows.bootstrap import App, use_app
 from flows.cycle import referral_cycle
@@ -121,6 +122,26 @@ def test_running_the_cycle_again_sends_rewards_and_pays_nothing_twice(test_app: 
     assert runs.started == started
     assert test_app.ledger.summary() == summary
     assert again["stages"]["route rewards"]["payouts"]["paid"] == 0
+    assert again["report"]["this run"] == {
+        "new asks": 0,
+        "new conversions": 0,
+        "new rewards": 0,
+        "paid now": "nothing",
+        "sent for approval": 0,
+    }
+    assert again["report"]["totals"]["asks"] == summary["asks"]
+
+
+def test_the_cycle_report_shows_what_the_run_paid_in_formatted_money(cycled: Cycled) -> None:
+    test_app, _, second = cycled
+    rail = test_app.rails[next(iter(test_app.rails))]
+    assert isinstance(rail, RecordingRail)
+    paid = sum(i.amount.amount_minor for i in rail.paid)
+
+    shown = second["report"]["this run"]["paid now"]
+
+    assert shown == f"{len(rail.paid)} payouts, {Money(paid, 'EUR').format()}"
+    assert second["report"]["totals"]["paid"] == Money(paid, "EUR").format()
 
 
 def test_bad_input_is_quarantined_with_its_reason_and_the_batch_goes_on(cycled: Cycled) -> None:
