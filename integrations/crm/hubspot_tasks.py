@@ -44,7 +44,9 @@ def task_properties(
 ) -> dict[str, str]:
     """The task's HubSpot properties: due now, high priority, not started."""
     properties = {
-        "hs_timestamp": due.astimezone(UTC).isoformat(timespec="milliseconds"),
+        "hs_timestamp": due.astimezone(UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
         "hs_task_subject": f"Follow up with a detractor: {follow_up.who}, NPS {follow_up.score}",
         "hs_task_body": (
             f"{follow_up.who} gave an NPS score of {follow_up.score} on "
