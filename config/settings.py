@@ -22,6 +22,7 @@ from domain.inputs import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_RECORD_CHARS,
     InputBounds,
+    is_email,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -214,6 +215,31 @@ class Settings(BaseSettings):
         "registered the company (with partner_registration_date, _contact and _evidence "
         "beside it); when set, the cycle reads partner registrations from HubSpot too.",
     )
+    detractor_owner_email: str | None = Field(
+        default=None,
+        description="Who is told of each new detractor (NPS 0-6): one email per "
+        "detractor follow-up, to this address (through SendGrid with a key, else the "
+        "local outbox). When unset, detractors are only listed, counted as not handed "
+        "on, and handed on once an address is set.",
+    )
+    detractor_hubspot_tasks: bool = Field(
+        default=True,
+        description="With a HubSpot access token and an owner address set, also create a "
+        "HubSpot task on each detractor's contact (the token then needs the "
+        "crm.objects.contacts.write scope).",
+    )
+    detractor_hubspot_owner_id: str | None = Field(
+        default=None,
+        description="HubSpot owner id the detractor tasks are assigned to; unassigned when unset.",
+    )
+
+    @field_validator("detractor_owner_email")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        if value is not None and not is_email(value):
+            # The value itself is not repeated: it may be someone's address, mistyped.
+            raise ValueError("not an email address")
+        return value
 
     @field_validator("registration_contact_key")
     @classmethod

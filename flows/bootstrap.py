@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from config.program import load_program
 from config.settings import Settings, load_settings
 from domain.clawbacks import PaymentRecords
+from domain.detractors import CrmTasks
 from domain.errors import ConfigError
 from domain.models import PayoutRailKind
 from domain.ports import (
@@ -69,6 +70,8 @@ class App:
     # The referee's discount (two-sided rewards): Stripe promotion codes with a key,
     # ledger-only records without; None publishes nothing.
     discounts: RefereeDiscounts | None = None
+    # With HubSpot and a detractor owner: the tasks detractors are handed on as.
+    detractor_tasks: CrmTasks | None = None
 
     def describe(self) -> dict[str, str]:
         """Which backend serves each port (safe to log: no secrets)."""
@@ -103,6 +106,7 @@ def build_app(settings: Settings | None = None) -> App:
         payment_records=records,
         cards=records if isinstance(records, PaymentCards) else None,
         discounts=_discounts(settings),
+        detractor_tasks=_detractor_tasks(settings),
     )
 
 
@@ -155,6 +159,22 @@ def _sources(settings: Settings) -> tuple[EventSource, ...]:
                 )
             )
     return tuple(sources)
+
+
+def _detractor_tasks(settings: Settings) -> CrmTasks | None:
+    """HubSpot tasks for detractors: with a token, an owner address, and not turned off."""
+    token = settings.hubspot_access_token
+    if token is None or settings.detractor_owner_email is None:
+        return None
+    if not settings.detractor_hubspot_tasks:
+        return None
+    from integrations.crm.hubspot_tasks import HubSpotTasks
+
+    return HubSpotTasks(
+        token.get_secret_value(),
+        settings.hubspot_api_base,
+        owner_id=settings.detractor_hubspot_owner_id,
+    )
 
 
 def _email(settings: Settings, ledger: SqlLedger) -> EmailSender:

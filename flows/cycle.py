@@ -23,6 +23,7 @@ from tasks.conversions import (
     record_new_conversions,
     record_stripe_conversions,
 )
+from tasks.detractors import hand_on_detractors
 from tasks.discounts import publish_referee_discounts
 from tasks.emails import send_ask_emails, send_notifications
 from tasks.ingest import ingest_sources
@@ -174,16 +175,25 @@ def route_rewards(as_of: datetime | None = None) -> dict[str, Any]:
 
 @flow(name="notify-referrers")
 def notify_referrers() -> dict[str, Any]:
-    """Tell referrers what happened to their referrals and rewards (earned, paid, rejected).
+    """Tell referrers what happened to their referrals and rewards (earned, paid, rejected),
+    and hand each new detractor on to a person (the owner's email, a CRM task).
 
     Returns:
-        Delivery counts.
+        Delivery counts, and the detractor hand-offs under ``detractors``.
     """
     app = bootstrap.app()
-    delivery = send_notifications(
-        app.ledger, app.email, app.program, datetime.now(UTC), app.settings.batch_size
+    now = datetime.now(UTC)
+    delivery = send_notifications(app.ledger, app.email, app.program, now, app.settings.batch_size)
+    detractors = hand_on_detractors(
+        app.ledger,
+        app.email,
+        app.detractor_tasks,
+        app.settings.detractor_owner_email,
+        app.program,
+        now,
+        app.settings.batch_size,
     )
-    return asdict(delivery)
+    return {**asdict(delivery), "detractors": asdict(detractors)}
 
 
 @flow(name="referral-cycle")
@@ -247,7 +257,11 @@ def _brief(stages: dict[str, Any]) -> dict[str, str]:
             f"{len(route['approvals'])} waiting for approval, "
             f"{len(route['payouts']['no_rail'])} without a payout rail"
         ),
-        "notify referrers": f"{notify['accepted']} notifications sent",
+        "notify referrers": (
+            f"{notify['accepted']} notifications sent; "
+            f"{notify['detractors']['handed_on']} detractors handed on"
+            + _not_handed_on(notify["detractors"])
+        ),
     }
 
 
@@ -264,3 +278,9 @@ def _registrations_read(intake: dict[str, Any]) -> str:
         f"{total['rejected']} rejected (company already registered), "
         f"{total['quarantined']} quarantined; "
     )
+
+
+def _not_handed_on(handoffs: dict[str, int]) -> str:
+    """The detractors still waiting for a person, when there are any."""
+    waiting = handoffs["not_handed_on"]
+    return f", {waiting} not handed on (no owner address set)" if waiting else ""

@@ -111,6 +111,12 @@ def cycle_markdown(stages: Mapping[str, Any], summary: Mapping[str, Any]) -> str
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(values.items())) or "none"
         lines.append(f"| {label} | {shown} |")
     lines.append(f"| detractors to follow up | {summary.get('follow_ups', 0)} |")
+    handed = summary.get("detractors_handed_on") or {}
+    lines.append(
+        "| detractors handed on (owner emails by status) | "
+        + (", ".join(f"{k}: {v}" for k, v in sorted(handed.items())) or "none")
+        + " |"
+    )
     lines.append(f"| money paid | {_money(summary.get('paid') or {})} |")
     for currency, by_status in sorted((summary.get("reward_amounts") or {}).items()):
         waiting = {

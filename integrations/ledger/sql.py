@@ -96,6 +96,7 @@ from integrations.ledger.destinations import DestinationLedger, record_destinati
 from integrations.ledger.detection import DetectionLedger
 from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.fraud import FraudLedger
+from integrations.ledger.handoffs import HandoffLedger
 from integrations.ledger.history import HistoryLedger
 from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.partners import PartnerLedger
@@ -122,6 +123,7 @@ from integrations.ledger.schema import (
     SourceEventRow,
     SuppressionRow,
 )
+from integrations.ledger.schema_handoffs import DetractorHandoffRow
 from integrations.ledger.stripe_conversions import StripeConversionLedger
 from integrations.ledger.touchpoints import TouchpointLedger, record_conversions_touches
 from integrations.ledger.webhooks import WebhookLedger
@@ -147,6 +149,7 @@ class SqlLedger(
     RewardRulesLedger,
     TouchpointLedger,
     DestinationLedger,
+    HandoffLedger,
     LedgerBase,
 ):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
@@ -1714,6 +1717,8 @@ class SqlLedger(
                 "paid": paid,
                 "notifications": grouped(NotificationRow.status),
                 "quarantine": grouped(QuarantineRow.stage),
+                # Detractor hand-offs: the owner's emails per status (HandoffLedger).
+                "detractors_handed_on": grouped(DetractorHandoffRow.email_status),
             }
 
     def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:

@@ -14,6 +14,10 @@ server) what HubSpot documents for:
   "to": [{"toObjectId", "associationTypes": [{"category", "typeId", "label"}]}]}]}``,
   207 with ``errors`` when some ids have no associations.
 * ``POST /crm/v3/objects/contacts/batch/read``: contacts by id with the asked properties.
+* ``POST /crm/v3/objects/tasks``: creates a task (``properties`` with the required
+  ``hs_timestamp``; ``associations`` to existing contacts, HubSpot-defined type 204),
+  answered 201 with the task; an association to a missing contact is a 400. Created
+  tasks are kept in :attr:`FakeHubSpot.tasks`.
 
 Records carry HubSpot's default properties (``hs_object_id``, ``createdate``, and the
 modification time: ``lastmodifieddate`` on contacts, ``hs_lastmodifieddate`` elsewhere)
@@ -88,6 +92,9 @@ DEAL_TO_CONTACT = 3
 TICKET_TO_PRIMARY_COMPANY = 26
 TICKET_TO_COMPANY = 339
 TICKET_TO_CONTACT = 16
+TASK_TO_CONTACT = 204
+TASK_STATUSES = frozenset({"NOT_STARTED", "COMPLETED"})
+TASK_PRIORITIES = frozenset({"LOW", "MEDIUM", "HIGH"})
 
 
 # -- the shared machinery ---------------------------------------------------------------
@@ -454,6 +461,8 @@ class FakeHubSpot(LocalHTTPFake):
         self._associations: dict[tuple[str, str, str], list[tuple[str, list[int]]]] = {}
         self._order = 0
         self._next_id = 101
+        # Tasks created through the API, in order (``id``, ``properties``, ``contacts``).
+        self.tasks: list[JSON] = []
 
     # -- seeding --------------------------------------------------------------------
 
@@ -707,6 +716,8 @@ class FakeHubSpot(LocalHTTPFake):
                 return Reply.json(200, self._search(object_type, body))
         if method == "POST" and path == "/crm/v3/objects/contacts/batch/read":
             return self._batch_read("contacts", body)
+        if method == "POST" and path == "/crm/v3/objects/tasks":
+            return self._create_task(body)
         if (
             method == "POST"
             and parts[:3] == ["crm", "v4", "associations"]
@@ -715,6 +726,46 @@ class FakeHubSpot(LocalHTTPFake):
         ):
             return self._associations_read(parts[3], parts[4], body)
         raise FakeHTTPError(404, self.error_body(404, f"No route for {method} {path}"))
+
+    def _create_task(self, body: Any) -> Reply:
+        """``POST /crm/v3/objects/tasks``: validated as HubSpot documents, then kept."""
+        properties = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(properties, dict) or not properties.get("hs_timestamp"):
+            raise self._invalid("Property values were not valid: hs_timestamp is required")
+        if properties.get("hs_task_status", "NOT_STARTED") not in TASK_STATUSES:
+            raise self._invalid("Property values were not valid: hs_task_status")
+        if properties.get("hs_task_priority", "LOW") not in TASK_PRIORITIES:
+            raise self._invalid("Property values were not valid: hs_task_priority")
+        contacts: list[str] = []
+        for association in body.get("associations") or []:
+            to = association.get("to") if isinstance(association, dict) else None
+            types = association.get("types") if isinstance(association, dict) else None
+            if not isinstance(to, dict) or not isinstance(types, list) or not types:
+                raise self._invalid("Each association needs 'to' and 'types'")
+            if any(
+                t.get("associationCategory") != "HUBSPOT_DEFINED"
+                or t.get("associationTypeId") != TASK_TO_CONTACT
+                for t in types
+            ):
+                raise self._invalid("Unsupported association type for task to contact")
+            contact_id = str(to.get("id"))
+            if contact_id not in self._stored["contacts"]:
+                raise self._invalid(f"One or more associations are invalid: {contact_id}")
+            contacts.append(contact_id)
+        task_id = str(self._next_id)
+        self._next_id += 1
+        stamp = iso(self.now)
+        self.tasks.append({"id": task_id, "properties": dict(properties), "contacts": contacts})
+        return Reply.json(
+            201,
+            {
+                "id": task_id,
+                "properties": {**properties, "hs_object_id": task_id, "hs_createdate": stamp},
+                "createdAt": stamp,
+                "updatedAt": stamp,
+                "archived": False,
+            },
+        )
 
     def _invalid(self, message: str) -> FakeHTTPError:
         return FakeHTTPError(400, self.error_body(400, message))
