@@ -97,6 +97,7 @@ from integrations.ledger.detection import DetectionLedger
 from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.fraud import FraudLedger
 from integrations.ledger.history import HistoryLedger
+from integrations.ledger.links import LinkLedger
 from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.partners import PartnerLedger
 from integrations.ledger.reconcile import ReconcileLedger
@@ -147,6 +148,7 @@ class SqlLedger(
     RewardRulesLedger,
     TouchpointLedger,
     DestinationLedger,
+    LinkLedger,
     LedgerBase,
 ):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
