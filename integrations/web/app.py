@@ -314,16 +314,15 @@ def create_app(
         visitor_key: the key of the visitor id's keyed hash.
         flush_clicks: clicks per stored batch, at most.
         flush_seconds: longest a click waits before it is stored.
-        clock: the current time, timezone-aware (tests pin it).
+        clock: the time of a click, timezone-aware (tests pin it).
         code_cache_seconds: how long a code's owner (or its absence) is remembered: a
             revoked code's link stops within this time.
 
     Returns:
         The ASGI app; its lifespan starts the recorder and stores what is left at stop.
     """
-    recorder = ClickRecorder(
-        store, flush_clicks=flush_clicks, flush_seconds=flush_seconds, clock=clock
-    )
+    # The batches' created_at is the real time of the write, whatever ``clock`` says.
+    recorder = ClickRecorder(store, flush_clicks=flush_clicks, flush_seconds=flush_seconds)
     codes = _CodeCache(store, landing, code_cache_seconds, CODE_CACHE_ENTRIES)
 
     async def healthz(request: Request) -> Response:
