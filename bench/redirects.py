@@ -108,11 +108,21 @@ def _stored(database: Path) -> list[tuple[str, str]]:
 class Server:
     """``referrals web serve`` in a subprocess."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], port: int, log: Path, workers: int = 1) -> None:
         self.port = port
         self._log = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "web", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "web",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -126,6 +136,7 @@ class Server:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the link server did not start; see {log}") from None
                 time.sleep(0.1)
+        self.started_cpu = _process_cpu(self.process.pid)
 
     def stop(self) -> int:
         """SIGTERM, then wait for the graceful stop; the exit code."""
@@ -140,6 +151,22 @@ class Server:
         return code
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far (0 where /proc is absent)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return 0.0
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def _client(port: int, codes: list[str], first: int, n: int, concurrency: int) -> dict[str, Any]:
     """Run ``n`` clicks in another process; what it answered."""
     spec = json.dumps(
@@ -151,6 +178,11 @@ def _client(port: int, codes: list[str], first: int, n: int, concurrency: int) -
 class _ClientRun:
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process
+
+    def started(self) -> None:
+        """Wait until the client has its first answer."""
+        assert self.process.stdout is not None
+        self.process.stdout.readline()
 
     def result(self) -> dict[str, Any]:
         out, _ = self.process.communicate(timeout=3600)
@@ -176,6 +208,8 @@ def visitor_id(i: int) -> str:
 
 async def _fire(spec: dict[str, Any]) -> dict[str, Any]:
     """The client: ``n`` clicks over ``concurrency`` keep-alive connections."""
+    import resource
+
     codes: list[str] = spec["codes"]
     numbers = iter(range(spec["first"], spec["first"] + spec["n"]))
     answered: list[int] = []
@@ -210,6 +244,8 @@ async def _fire(spec: dict[str, Any]) -> dict[str, Any]:
                     await reader.readexactly(length)
                 latencies.append(time.perf_counter() - began)
                 if head.startswith(b"HTTP/1.1 302"):
+                    if not answered:
+                        print("started", flush=True)  # the SIGTERM run waits for this
                     answered.append(i)
                 else:
                     errors += 1
@@ -230,7 +266,9 @@ async def _fire(spec: dict[str, Any]) -> dict[str, Any]:
             return 0.0
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
+    used = resource.getrusage(resource.RUSAGE_SELF)
     return {
+        "cpu_s": used.ru_utime + used.ru_stime,
         "sent": sent,
         "answered": answered,
         "errors": errors,
@@ -264,7 +302,7 @@ def _check(
     }
 
 
-def run(n: int, concurrency: int, codes_count: int) -> dict[str, Any]:
+def run(n: int, concurrency: int, codes_count: int, workers: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-redirects-") as tmp:
         root = Path(tmp)
         database = root / "links.db"
@@ -278,14 +316,18 @@ def run(n: int, concurrency: int, codes_count: int) -> dict[str, Any]:
         }
         log = root / "server.log"
 
-        server = Server(env, _free_port(), log)
+        server = Server(env, _free_port(), log, workers)
         steady = _client(server.port, codes, 0, n, concurrency)
+        # The server's CPU for the run: all it used (its workers' too, once reaped),
+        # less what the serving process had used when it was ready.
+        before = _children_cpu()
         steady_exit = server.stop()
+        server_cpu = _children_cpu() - before - server.started_cpu
         steady_check = _check(key.encode(), database, steady["sent"], steady["answered"])
         rate = _report.rate(len(steady["answered"]), steady["seconds"])
 
         stop_n = max(n // 5, 100)
-        server = Server(env, _free_port(), log)
+        server = Server(env, _free_port(), log, workers)
         client = _start_client(
             json.dumps(
                 {
@@ -298,6 +340,7 @@ def run(n: int, concurrency: int, codes_count: int) -> dict[str, Any]:
             )
         )
         # SIGTERM about halfway through the run, at the steady run's pace.
+        client.started()
         time.sleep(min(30.0, 0.5 * stop_n / rate) if rate > 0 else 0.5)
         sigterm_exit = server.stop()
         stopped = client.result()
@@ -314,10 +357,13 @@ def run(n: int, concurrency: int, codes_count: int) -> dict[str, Any]:
         "n": n,
         "concurrency": concurrency,
         "codes": codes_count,
+        "workers": workers,
         "redirects_per_s": rate,
         "p50_ms": steady["p50_ms"],
         "p99_ms": steady["p99_ms"],
         "max_ms": steady["max_ms"],
+        "server_cpu_us_per_click": server_cpu / n * 1e6,
+        "client_cpu_us_per_click": steady["cpu_s"] / n * 1e6,
         "steady": {
             "answered": len(steady["answered"]),
             "errors": steady["errors"],
@@ -359,7 +405,7 @@ def run(n: int, concurrency: int, codes_count: int) -> dict[str, Any]:
 def print_tables(f: dict[str, Any]) -> None:
     _report.title(
         f"Tracked link: {f['n']:,} clicks over {f['concurrency']} keep-alive connections, "
-        f"{f['codes']} codes, SQLite"
+        f"{f['codes']} codes, {f['workers']} server worker(s), SQLite"
     )
     s, t = f["steady"], f["sigterm"]
     _report.table(
@@ -372,6 +418,11 @@ def print_tables(f: dict[str, Any]) -> None:
              "-", "-", "-"],
         ],
     )  # fmt: skip
+    print(
+        f"CPU per click: server {f['server_cpu_us_per_click']:.0f} us (one core answers at "
+        f"most {1e6 / max(f['server_cpu_us_per_click'], 1):,.0f}/s), client "
+        f"{f['client_cpu_us_per_click']:.0f} us"
+    )
     print(
         f"target {f['target_per_s']:,} redirects/s, p99 < {f['target_p99_ms']:.0f} ms, "
         f"no click lost: {_report.fmt(f['target_met'])} "
@@ -401,8 +452,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=DEFAULT_CODES,
         help=f"referrers (codes) the clicks are spread over (default {DEFAULT_CODES})",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (`referrals web serve --workers`; default 1, the default)",
+    )
     parsed = p.parse_args(args)
-    figures = run(parsed.n, parsed.concurrency, parsed.codes)
+    figures = run(parsed.n, parsed.concurrency, parsed.codes, parsed.workers)
     print_tables(figures)
     _report.emit_json(figures)
     return figures

@@ -523,12 +523,33 @@ def webhooks_serve(
     uvicorn.run(receiver, host=host, port=port, ws="none", lifespan="off", log_level="info")
 
 
+def web_links_app() -> Any:
+    """The link app from the settings (each uvicorn worker builds its own: its clicks
+    queue and its database connections)."""
+    from integrations.ledger.engine import make_engine
+    from integrations.ledger.sql import SqlLedger
+    from integrations.web import create_app
+    from integrations.web.keys import visitor_key
+
+    settings = load_settings()
+    return create_app(
+        SqlLedger(make_engine(settings.database_url)),
+        landing=settings.landing_url,
+        visitor_key=visitor_key(settings.visitor_key, settings.visitor_key_file),
+        flush_clicks=settings.link_flush_clicks,
+        flush_seconds=settings.link_flush_ms / 1000,
+    )
+
+
 @web_app.command("serve")
 def web_serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (put TLS in front).")] = (
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes answering (one per core at most).")
+    ] = 1,
 ) -> None:
     """Serve the referrers' tracked links: redirect, set the visitor cookie, store the
     click (until Ctrl-C or SIGTERM, which store every click answered)."""
@@ -536,25 +557,19 @@ def web_serve(
 
     from integrations.ledger.engine import make_engine
     from integrations.ledger.migrate import upgrade
-    from integrations.ledger.sql import SqlLedger
-    from integrations.web import create_app
     from integrations.web.keys import visitor_key
 
     settings = load_settings()
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    links = create_app(
-        SqlLedger(engine),
-        landing=settings.landing_url,
-        visitor_key=visitor_key(settings.visitor_key, settings.visitor_key_file),
-        flush_clicks=settings.link_flush_clicks,
-        flush_seconds=settings.link_flush_ms / 1000,
-    )
+    # Once, before any worker starts: the schema, and the visitor key file if it is used.
+    upgrade(make_engine(settings.database_url))
+    visitor_key(settings.visitor_key, settings.visitor_key_file)
     typer.echo(f"Links on http://{host}:{port}/r/<code>, landing on {settings.landing_url}")
     # No access log: it prints each client's address, which the link never keeps.
-    # The lifespan stores the clicks still in memory at a graceful stop.
+    # The lifespan stores the clicks still in memory at a graceful stop (each worker's).
     uvicorn.run(
-        links,
+        "flows.cli:web_links_app",
+        factory=True,
+        workers=workers,
         host=host,
         port=port,
         ws="none",
