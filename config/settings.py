@@ -241,7 +241,44 @@ class Settings(BaseSettings):
             raise ValueError("not an email address")
         return value
 
-    @field_validator("registration_contact_key")
+    landing_url: str = Field(
+        default="https://example.com/",
+        pattern=r"^https?://",
+        description="Where a click on a referrer's tracked link (GET /r/<code>, `referrals "
+        "web serve`) lands: the company's sign-up or landing page, given the code as "
+        "?ref=<code>. The links themselves are the program's referral_link_base "
+        "(config/program.yaml) followed by the code: point it at this app's /r/ route.",
+    )
+    visitor_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key (at least 32 characters, e.g. `openssl rand -hex 32`) of "
+        "the keyed hash (HMAC-SHA256) a link visitor's cookie is stored as: the ledger "
+        "keeps no IP address, no user agent and no visitor id. Keep it stable (a self-"
+        "referral check compares hashes). Unset: the key in REFERRALS_VISITOR_KEY_FILE, "
+        "generated there (owner-only) on first use.",
+    )
+    visitor_key_file: Path = Field(
+        default=DATA_DIR / "visitor.key",
+        description="Where the link visitors' hash key is kept when REFERRALS_VISITOR_KEY "
+        "is unset (the demo's way; readable by its owner only).",
+    )
+    link_flush_clicks: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="The link app stores clicks in batches, one transaction each: a batch "
+        "is written when it holds this many clicks, or after link_flush_ms, whichever is "
+        "first (and on a graceful stop).",
+    )
+    link_flush_ms: int = Field(
+        default=200,
+        ge=1,
+        le=60_000,
+        description="Longest a click waits in the link app's memory before it is stored, "
+        "in milliseconds (a hard kill loses at most this much; a graceful stop, nothing).",
+    )
+
+    @field_validator("registration_contact_key", "visitor_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_CONTACT_KEY_CHARS:

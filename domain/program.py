@@ -416,7 +416,9 @@ class Program(_Rules):
     referral_link_base: str = Field(
         "https://example.com/r/",
         pattern=r"^https?://",
-        description="Referral links are this base followed by the referrer's code.",
+        description="Referral links are this base followed by the referrer's code: the "
+        "tracked link route (/r/) of `referrals web serve`, which counts the click and "
+        "redirects to REFERRALS_LANDING_URL.",
     )
     unsubscribe_url: str = Field(
         "https://example.com/unsubscribe",

@@ -3,11 +3,12 @@ each referrer gets for the conversion under the program's attribution model.
 
 A touch is one of: the referral code used at a conversion (the lead's signup, the
 qualified deal, the customer's payment), a click on an ask (a SendGrid click event on
-an ask carrying the code the referee later used), or a partner's registration of the
-referee's company. The conversion's own code always counts as a touch at the moment
-of the conversion, whether or not it was stored (conversions recorded before
-touchpoints were), so under ``last_touch`` the code the referee converted with wins,
-as it always did.
+an ask carrying the code the referee later used, or the last person's click on the
+referrer's tracked link before the conversion: :mod:`domain.links`), or a partner's
+registration of the referee's company. The conversion's own code always counts as a
+touch at the moment of the conversion, whether or not it was stored (conversions
+recorded before touchpoints were), so under ``last_touch`` the code the referee
+converted with wins, as it always did.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class StoredTouchpoint:
         referrer_id: who touched.
         at: when.
         kind: see :class:`TouchpointKind`.
-        ref: what it was: the conversion id (code), the SendGrid event id (click),
+        ref: what it was: the conversion id (code), the SendGrid event id or
+            ``link:<click id>`` (click),
             the registration id (registration). One touch per (kind, ref, referrer).
     """
 

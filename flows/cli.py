@@ -15,6 +15,7 @@
     referrals clawbacks apply           refunds, chargebacks, churn: take rewards back
     referrals reconcile                 ledger payouts against Stripe, both ways
     referrals webhooks serve            receive SendGrid and Stripe webhooks
+    referrals web serve                 the referrers' tracked links (GET /r/<code>)
     referrals automations create URL    alert a webhook on failed runs and overdue approvals
     referrals partners register ...     register a partner's lead (first to register wins)
     referrals partners list | expire    registrations holding a company; expire lapsed ones
@@ -49,6 +50,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(asks_app, name="asks")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Inbound SendGrid and Stripe webhooks.")
 app.add_typer(webhooks_app, name="webhooks")
+web_app = typer.Typer(no_args_is_help=True, help="The referrers' web app: tracked links.")
+app.add_typer(web_app, name="web")
 automations_app = typer.Typer(no_args_is_help=True, help="Prefect automations for on-call.")
 app.add_typer(automations_app, name="automations")
 app.add_typer(report_app, name="report")
@@ -621,6 +624,63 @@ def webhooks_serve(
     typer.echo(f"Webhooks on http://{host}:{port}/webhooks/sendgrid and /webhooks/stripe")
     # No websockets and no lifespan: plain POSTs only. Access logs carry paths, never bodies.
     uvicorn.run(receiver, host=host, port=port, ws="none", lifespan="off", log_level="info")
+
+
+def web_links_app() -> Any:
+    """The link app from the settings (each uvicorn worker builds its own: its clicks
+    queue and its database connections)."""
+    from integrations.ledger.engine import make_engine
+    from integrations.ledger.sql import SqlLedger
+    from integrations.web import create_app
+    from integrations.web.keys import visitor_key
+
+    settings = load_settings()
+    return create_app(
+        SqlLedger(make_engine(settings.database_url)),
+        landing=settings.landing_url,
+        visitor_key=visitor_key(settings.visitor_key, settings.visitor_key_file),
+        flush_clicks=settings.link_flush_clicks,
+        flush_seconds=settings.link_flush_ms / 1000,
+    )
+
+
+@web_app.command("serve")
+def web_serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (put TLS in front).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes answering (one per core at most).")
+    ] = 1,
+) -> None:
+    """Serve the referrers' tracked links: redirect, set the visitor cookie, store the
+    click (until Ctrl-C or SIGTERM, which store every click answered)."""
+    import uvicorn
+
+    from integrations.ledger.engine import make_engine
+    from integrations.ledger.migrate import upgrade
+    from integrations.web.keys import visitor_key
+
+    settings = load_settings()
+    # Once, before any worker starts: the schema, and the visitor key file if it is used.
+    upgrade(make_engine(settings.database_url))
+    visitor_key(settings.visitor_key, settings.visitor_key_file)
+    typer.echo(f"Links on http://{host}:{port}/r/<code>, landing on {settings.landing_url}")
+    # No access log: it prints each client's address, which the link never keeps.
+    # The lifespan stores the clicks still in memory at a graceful stop (each worker's).
+    uvicorn.run(
+        "flows.cli:web_links_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        ws="none",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
 
 
 @automations_app.command("create")

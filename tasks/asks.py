@@ -9,8 +9,9 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.codes import new_referral_code, referral_link
+from domain.codes import new_referral_code
 from domain.eligibility import decide, nps_answers_since
+from domain.links import tracked_link
 from domain.models import Ask, Contact, EmailMessage, ReferrerType
 from domain.program import Program
 from domain.reward_wording import headline
@@ -76,13 +77,15 @@ def reward_line(program: Program, referrer_type: ReferrerType) -> str:
 
 
 def compose_ask(ask: Ask, contact: Contact, detail: str, program: Program) -> EmailMessage:
-    """The personalized ask: name, moment, concrete reward, one-click link."""
+    """The personalized ask: name, moment, concrete reward, one-click link (the tracked
+    link ``<referral_link_base>/<code>`` served by ``referrals web serve``, which
+    counts its clicks; the code itself is shown too, for those who type it)."""
     data = {
         "first_name": contact.first_name,
         "moment": ask.moment_type.value,
         "moment_detail": detail,
         "code": ask.referral_code,
-        "link": referral_link(program.referral_link_base, ask.referral_code),
+        "link": tracked_link(program.referral_link_base, ask.referral_code),
         "reward_line": reward_line(program, contact.referrer_type),
         "program_name": program.name,
         "unsubscribe_link": f"{program.unsubscribe_url}?m={ask.ask_id}",
@@ -101,10 +104,19 @@ def compose_ask(ask: Ask, contact: Contact, detail: str, program: Program) -> Em
 
 
 def compose_notice(
-    notification_id: str, kind: str, contact: Contact, data: dict[str, str], program: Program
+    notification_id: str,
+    kind: str,
+    contact: Contact,
+    data: dict[str, str],
+    program: Program,
+    code: str | None = None,
 ) -> EmailMessage:
-    """A message to a referrer about their referral or reward."""
+    """A message to a referrer about their referral or reward; with the referrer's
+    ``code``, it carries their tracked link (and the code) to share again."""
     values = {**data, "first_name": contact.first_name, "program_name": program.name}
+    if code is not None:
+        values["link"] = tracked_link(program.referral_link_base, code)
+        values.setdefault("code", code)
     template = f"notice_{kind}"
     subject, text = render(template, values)
     return EmailMessage(

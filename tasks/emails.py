@@ -143,9 +143,12 @@ def send_notifications(
     """
 
     def page(after: str) -> list[EmailMessage]:
+        rows = ledger.notifications_to_send(after, batch_size)
+        # Every notice carries the referrer's tracked link, not a bare code.
+        codes = ledger.codes_for(contact.contact_id for _, _, contact, _ in rows)
         return [
-            compose_notice(nid, kind, contact, data, program)
-            for nid, kind, contact, data in ledger.notifications_to_send(after, batch_size)
+            compose_notice(nid, kind, contact, data, program, codes.get(contact.contact_id))
+            for nid, kind, contact, data in rows
         ]
 
     return _deliver("notification", page, ledger, sender, now)

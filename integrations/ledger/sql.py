@@ -98,6 +98,7 @@ from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.fraud import FraudLedger
 from integrations.ledger.handoffs import HandoffLedger
 from integrations.ledger.history import HistoryLedger
+from integrations.ledger.links import LinkLedger
 from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.partners import PartnerLedger
 from integrations.ledger.reconcile import ReconcileLedger
@@ -150,6 +151,7 @@ class SqlLedger(
     TouchpointLedger,
     DestinationLedger,
     HandoffLedger,
+    LinkLedger,
     LedgerBase,
 ):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).

@@ -11,6 +11,14 @@ For a new conversion it stores:
   at or before the conversion: the email with the code was opened and followed. SendGrid
   reports the click of whoever opened the message, so a click is tied to a referee only
   through the code the referee then used;
+* the last counted click on the referrer's tracked link (``GET /r/<code>``, a person's,
+  not a bot's or a prefetch) at or before the conversion: the referee followed the
+  link. A click is tied to a referee only through the code the referee then used, as
+  an ask's click is; one touch stands for the link (the last click before the
+  conversion), since counting every click of a widely shared link would let one
+  referrer's link outweigh every other touch under the linear and decay models. It is
+  stored as an ``ask_click`` touch (the link is what every ask carries) whose ref is
+  ``link:<click id>``;
 * partner registrations of the referee's company domain (its email domain, or its CRM
   account's domain) made before the conversion and still holding at it, when the
   registrations table exists.
@@ -33,6 +41,7 @@ from domain.models import Conversion, derived_id
 from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from integrations.ledger.base import T_ASKS, LedgerBase, chunks
 from integrations.ledger.schema import AccountRow, Base, ConversionPaymentRow
+from integrations.ledger.schema_links import LinkClickRow
 from integrations.ledger.schema_touchpoints import TouchpointRow
 from integrations.ledger.schema_webhooks import EmailEventRow
 
@@ -40,8 +49,11 @@ T_TOUCHPOINTS: Table = TouchpointRow.__table__  # type: ignore[assignment]
 T_EMAIL_EVENTS: Table = EmailEventRow.__table__  # type: ignore[assignment]
 T_PAYMENTS: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
 T_ACCOUNTS: Table = AccountRow.__table__  # type: ignore[assignment]
+T_LINK_CLICKS: Table = LinkClickRow.__table__  # type: ignore[assignment]
 
 _CLICK = "click"
+_PERSON = "person"
+LINK_CLICK_REF = "link:"
 _REGISTRATIONS = "partner_registrations"
 _HOLDING = ("active", "extended", "converted")
 
@@ -103,6 +115,7 @@ def record_conversions_touches(
         return 0
     clicks = _clicks_by_code(conn, {c.referral_code for c, _ in known})
     registrations = _registrations_by_conversion(conn, [c for c, _ in known])
+    link_clicks = _link_clicks_by_code(conn, [c for c, _ in known])
     rows: list[dict[str, Any]] = []
     for conversion, referee in known:
         touches = [
@@ -118,6 +131,9 @@ def record_conversions_touches(
             for event_id, at, contact_id in clicks.get(conversion.referral_code, ())
             if at <= conversion.occurred_at
         ]
+        last_click = _last_click_before(link_clicks.get(conversion.referral_code, ()), conversion)
+        if last_click is not None:
+            touches.append(last_click)
         touches += registrations.get(conversion.conversion_id, [])
         rows += [touch_row(t, referee, now) for t in touches]
     return len(ledger._insert_ignore(conn, T_TOUCHPOINTS, rows, T_TOUCHPOINTS.c.touchpoint_id))
@@ -143,6 +159,46 @@ def _clicks_by_code(
         for code, event_id, at, contact_id in rows:
             found.setdefault(code, []).append((event_id, at, contact_id))
     return found
+
+
+def _link_clicks_by_code(
+    conn: Connection, conversions: Sequence[Conversion]
+) -> dict[str, list[StoredTouchpoint]]:
+    """Referral code -> the counted clicks on its tracked link up to the latest of the
+    batch's conversions made with it, in time order, as touches of the code's owner."""
+    latest: dict[str, datetime] = {}
+    for c in conversions:
+        latest[c.referral_code] = max(c.occurred_at, latest.get(c.referral_code, c.occurred_at))
+    found: dict[str, list[StoredTouchpoint]] = {}
+    for chunk in chunks(sorted(latest)):
+        rows = conn.execute(
+            select(
+                T_LINK_CLICKS.c.code,
+                T_LINK_CLICKS.c.click_id,
+                T_LINK_CLICKS.c.clicked_at,
+                T_LINK_CLICKS.c.referrer_id,
+            )
+            .where(
+                T_LINK_CLICKS.c.code.in_(chunk),
+                T_LINK_CLICKS.c.visitor_kind == _PERSON,
+                T_LINK_CLICKS.c.clicked_at <= max(latest[code] for code in chunk),
+            )
+            .order_by(T_LINK_CLICKS.c.clicked_at, T_LINK_CLICKS.c.click_id)
+        )
+        for code, click_id, at, referrer_id in rows:
+            found.setdefault(code, []).append(
+                StoredTouchpoint(
+                    referrer_id, at, TouchpointKind.ASK_CLICK, LINK_CLICK_REF + click_id
+                )
+            )
+    return found
+
+
+def _last_click_before(
+    clicks: Sequence[StoredTouchpoint], conversion: Conversion
+) -> StoredTouchpoint | None:
+    before = [t for t in clicks if t.at <= conversion.occurred_at]
+    return before[-1] if before else None
 
 
 def _registrations_by_conversion(

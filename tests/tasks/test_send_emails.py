@@ -123,3 +123,55 @@ def test_notifications_reach_referrers_even_after_they_unsubscribed_from_asks(
 
     assert delivery.accepted == 1
     assert "200.00 EUR" in sender.sent[0].subject
+
+
+def test_asks_and_notices_carry_the_referrers_tracked_link_and_show_the_code(
+    sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
+) -> None:
+    _queue_asks(sqlite_ledger, program, "C1")
+    code = sqlite_ledger.codes_for(["C1"])["C1"]
+    sqlite_ledger.queue_notifications(
+        [
+            {
+                "notification_id": derived_id("notice", "r1", "paid"),
+                "contact_id": "C1",
+                "kind": "reward_paid",
+                "reward_id": None,
+                "data": {"amount": "200.00 EUR", "rail": "ledger_only"},
+            }
+        ],
+        NOW,
+    )
+
+    send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
+    send_notifications.fn(sqlite_ledger, sender, program, NOW)
+
+    link = f"https://example.com/r/{code}"
+    ask, notice = sender.sent
+    for message in (ask, notice):
+        assert message.data["link"] == link
+        assert link in message.data["text"]
+        assert f"code: {code}" in message.data["text"] or f"code is {code}" in message.data["text"]
+
+
+def test_a_notice_to_someone_without_a_code_has_no_link_line(
+    sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
+) -> None:
+    sqlite_ledger.record_batch(people_batch(contact("C1", "A1")), NOW)
+    sqlite_ledger.queue_notifications(
+        [
+            {
+                "notification_id": derived_id("notice", "r1", "paid"),
+                "contact_id": "C1",
+                "kind": "reward_paid",
+                "reward_id": None,
+                "data": {"amount": "200.00 EUR", "rail": "ledger_only"},
+            }
+        ],
+        NOW,
+    )
+
+    send_notifications.fn(sqlite_ledger, sender, program, NOW)
+
+    assert "link" not in sender.sent[0].data
+    assert "Your link" not in sender.sent[0].data["text"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import cycle, detection, ingest, payouts, send_asks
+from bench import cycle, detection, ingest, payouts, redirects, send_asks
 
 N = 2000
 
@@ -210,3 +210,27 @@ def test_ingest_bench_reads_the_drop_whole_and_in_pages_and_both_count_the_same(
     assert figures["same_counts"] is True
     assert all(r["max_rss_mb"] > 0 for r in figures["runs"])
     assert leftover_dirs("bench-ingest-") == before
+
+
+def test_redirects_bench_stores_every_answered_click_once_also_across_a_sigterm(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = leftover_dirs("bench-redirects-")
+
+    redirects.main(["--n", "400", "--concurrency", "4", "--codes", "5"])
+
+    out = capsys.readouterr().out
+    figures = last_json_line(out)
+    assert "Tracked link: 400 clicks over 4 keep-alive connections" in out
+    assert figures["bench"] == "redirects"
+    steady, stopped = figures["steady"], figures["sigterm"]
+    assert steady["answered"] == steady["stored"] == 400
+    assert steady["stored_bots"] == 400 // redirects.BOT_EVERY
+    assert (steady["lost"], steady["duplicates"], steady["unknown"]) == (0, 0, 0)
+    assert stopped["lost"] == stopped["duplicates"] == stopped["unknown"] == 0
+    assert stopped["stored"] >= stopped["answered"]
+    assert figures["no_click_lost"] is True
+    assert positive_rate(figures["redirects_per_s"])
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    assert isinstance(figures["target_met"], bool)
+    assert leftover_dirs("bench-redirects-") == before

@@ -4,7 +4,7 @@ stored before this revision are marked ``skipped`` so the owner is not flooded w
 detractors the day it ships (they stay listed in follow_ups)
 
 Revision ID: 0022
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-06
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022"
-down_revision = "0020"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,60 @@
+"""The tracked link in the ledger: whose a code is, and its clicks stored once each.
+
+A mixin of :class:`~integrations.ledger.sql.SqlLedger`. The link app
+(:mod:`integrations.web`) asks :meth:`LinkLedger.live_referrer` which referrer a code
+belongs to (cached there), and stores clicks in batches with
+:meth:`LinkLedger.record_link_clicks`: one transaction per batch, each click once by
+its id, so a batch written again after a failure adds nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, select
+
+from domain.links import LinkClick
+from integrations.ledger.base import LedgerBase
+from integrations.ledger.schema import ContactRow, ReferralCodeRow
+from integrations.ledger.schema_links import LinkClickRow
+
+T_LINK_CLICKS: Table = LinkClickRow.__table__  # type: ignore[assignment]
+
+
+def click_row(click: LinkClick, now: datetime) -> dict[str, Any]:
+    return {
+        "click_id": click.click_id,
+        "code": click.code,
+        "referrer_id": click.referrer_id,
+        "clicked_at": click.clicked_at,
+        "visitor_hash": click.visitor_hash,
+        "visitor_kind": click.kind.value,
+        "created_at": now,
+    }
+
+
+class LinkLedger(LedgerBase):
+    """Codes and clicks of the tracked link."""
+
+    def live_referrer(self, code: str) -> str | None:
+        """The owner of ``code`` if its link is live: ``None`` for an unknown code and
+        for a revoked one (its owner opted out of the program). Both answers take one
+        and the same query, so neither is told from the other by its timing."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(ReferralCodeRow.contact_id, ContactRow.opted_out)
+                .outerjoin(ContactRow, ContactRow.contact_id == ReferralCodeRow.contact_id)
+                .where(ReferralCodeRow.code == code)
+            ).first()
+        if row is None or row.opted_out:
+            return None
+        return str(row.contact_id)
+
+    def record_link_clicks(self, clicks: Sequence[LinkClick], now: datetime) -> int:
+        """Store ``clicks`` in one transaction; those already stored are left as they
+        are. Returns how many were new."""
+        rows = [click_row(c, now) for c in clicks]
+        with self.engine.begin() as conn:
+            return len(self._insert_ignore(conn, T_LINK_CLICKS, rows, T_LINK_CLICKS.c.click_id))

@@ -1,0 +1,49 @@
+"""The tracked link's clicks: one row per request for a referrer's link.
+
+Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so the table
+joins ``Base.metadata``; revision ``0021`` creates it, with its append-only guards.
+
+``link_clicks`` keeps, per click: the code and its owner, when, the keyed hash of the
+visitor's cookie (``domain.links.visitor_hash``) and what kind of visitor it looked
+like (a person, a bot or link previewer, a browser prefetch: only a person's click
+counts). No IP address and no user agent: the table tells who was clicked, not who
+clicked. Rows are written in batches by the link app (``integrations.web``), each
+click once by its id; a conversion made with the code then takes the last counted
+click before it as a touch (``integrations.ledger.touchpoints``). Never updated, never
+deleted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from integrations.ledger.schema import Base
+
+
+class LinkClickRow(Base):
+    """One request for a referrer's tracked link."""
+
+    __tablename__ = "link_clicks"
+    click_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), ForeignKey("referral_codes.code"))
+    referrer_id: Mapped[str] = mapped_column(String(128))
+    clicked_at: Mapped[datetime]
+    # HMAC-SHA256 (hex) of the visitor cookie, under the link app's visitor key.
+    visitor_hash: Mapped[str] = mapped_column(String(64), index=True)
+    visitor_kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    __table_args__ = (
+        CheckConstraint("visitor_kind in ('person', 'bot', 'prefetch')", name="visitor_kind"),
+        CheckConstraint("length(visitor_hash) = 64", name="visitor_hash_hex"),
+        # A conversion's last click before it, by its code.
+        Index("ix_link_clicks_code_clicked_at", "code", "clicked_at"),
+        # A referrer's clicks (their page, later).
+        Index("ix_link_clicks_referrer_id_clicked_at", "referrer_id", "clicked_at"),
+    )
+
+
+NO_DELETE = ("link_clicks",)
+NO_UPDATE = ("link_clicks",)
