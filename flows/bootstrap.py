@@ -335,7 +335,10 @@ class TracebackOnce(logging.Filter):
 
 def _same_failure(one: BaseException, other: BaseException) -> bool:
     """Whether ``other`` is ``one`` read back from a task's state (a copy)."""
-    return type(one) is type(other) and one.args == other.args
+    try:
+        return type(one) is type(other) and bool(one.args == other.args)
+    except Exception:  # odd args (e.g. arrays) must never break logging
+        return False
 
 
 def log_tracebacks_once() -> None:
