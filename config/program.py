@@ -26,7 +26,7 @@ def load_program(path: Path) -> Program:
     try:
         raw: Any = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     return parse_program(raw, str(path))
 
 
@@ -36,7 +36,7 @@ def parse_program(raw: Any, origin: str = "program rules") -> Program:
     try:
         return Program.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: invalid program rules:\n  " + _explain(exc)) from None
+        raise ConfigError(f"{origin}: invalid program rules: " + _explain(exc)) from None
 
 
 def _explain(exc: ValidationError) -> str:
@@ -47,4 +47,14 @@ def _explain(exc: ValidationError) -> str:
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
         lines.append(f"{path}: {message}{shown}")
-    return "\n  ".join(lines)
+    # One line: it becomes the failed run's state message and the alert's text.
+    return "; ".join(lines)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint in one line, with where it is in the file."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return where + exc.problem
+    return " ".join(str(exc).split())

@@ -322,7 +322,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = [
-            f"REFERRALS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            f"REFERRALS_{'_'.join(str(p) for p in err['loc']).upper()}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         ]
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+        # One line: it becomes the failed run's state message and the alert's text.
+        raise ConfigError("invalid settings: " + "; ".join(lines)) from None

@@ -7,12 +7,16 @@ put their own :class:`App` in place with :func:`use_app`.
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 
 from config.program import load_program
 from config.settings import Settings, load_settings
@@ -84,10 +88,16 @@ class App:
 
 
 def build_app(settings: Settings | None = None) -> App:
-    """Build the adapters that ``settings`` ask for, migrating the ledger first."""
+    """Build the adapters that ``settings`` ask for, migrating the ledger first.
+
+    Raises:
+        ConfigError: a setting, the program file or the environment they name is
+            wrong; the message is one line naming the setting or file and what is
+            wrong (it is the failed run's state message and the alert's text).
+    """
     settings = settings or load_settings()
     program = load_program(settings.program_file)
-    engine = make_engine(settings.database_url)
+    engine = ledger_engine(settings)
     upgrade(engine)
     ledger = SqlLedger(engine)
     approvers, codes = approver_adapters(engine, settings)
@@ -110,6 +120,56 @@ def build_app(settings: Settings | None = None) -> App:
     )
 
 
+def ledger_engine(settings: Settings) -> Engine:
+    """An engine on ``settings.database_url`` that has connected once.
+
+    Raises:
+        ConfigError: the URL is not one SQLAlchemy can use, or its database cannot be
+            reached; named as REFERRALS_DATABASE_URL, its password hidden.
+    """
+    variable = "REFERRALS_DATABASE_URL"
+    try:
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        raise ConfigError(
+            f"{variable} is not a database URL (expected dialect+driver://user@host/name)"
+        ) from None
+    try:
+        engine = make_engine(settings.database_url)
+    except NoSuchModuleError as exc:
+        raise ConfigError(f"{variable} ({shown}) names an unknown database driver: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{variable} ({shown}): cannot create the database's folder: {exc.strerror}"
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except (OperationalError, InterfaceError) as exc:
+        engine.dispose()
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise ConfigError(f"{variable} ({shown}) cannot be reached: {reason}") from None
+    return engine
+
+
+def inbox_dir(settings: Settings) -> Path:
+    """The inbox folder of the file source, made if missing.
+
+    Raises:
+        ConfigError: the path is not a folder or cannot be made; named as
+            REFERRALS_INBOX_DIR.
+    """
+    path = settings.inbox_dir
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"REFERRALS_INBOX_DIR ({path}) is not a folder: it is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # e.g. a parent is a file, or the folder is not writable by this user.
+        raise ConfigError(f"REFERRALS_INBOX_DIR ({path}) cannot be made: {exc.strerror}") from None
+    return path
+
+
 def approver_adapters(engine: Engine, settings: Settings) -> tuple[SqlApprovers, TotpCodes]:
     """The approvers' store on the ledger's engine, and their one-time codes."""
     approvers = SqlApprovers(engine)
@@ -128,8 +188,7 @@ def _sources(settings: Settings) -> tuple[EventSource, ...]:
     sources: list[EventSource] = []
     for name in settings.sources:
         if name == "files":
-            settings.inbox_dir.mkdir(parents=True, exist_ok=True)
-            sources.append(FileSource(settings.inbox_dir, settings.input_bounds))
+            sources.append(FileSource(inbox_dir(settings), settings.input_bounds))
         elif name == "hubspot":
             if settings.hubspot_access_token is None:
                 raise ConfigError(
@@ -253,6 +312,55 @@ def _stripe_throttle(settings: Settings) -> StripeRateLimits:
         settings.stripe_endpoint_rate_limit_per_second,
     )
 
+
+class TracebackOnce(logging.Filter):
+    """Lets a failure's traceback through once per run; later records keep their line.
+
+    Prefect logs a failing run's exception with its traceback up to three times: the
+    task engine ("Task run failed with exception"), the flow engine ("Encountered
+    exception during execution") and, in a worker's flow run process, ``run_flow``'s
+    error logger ("Engine execution exited with unexpected exception"). The first is
+    kept; the others lose the traceback and say where it is.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Strong references (exceptions take no weak ones), a few: runs fail rarely.
+        self._seen: deque[tuple[object, BaseException]] = deque(maxlen=32)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or record.exc_info[1] is None:
+            return True
+        exc = record.exc_info[1]
+        run = getattr(record, "flow_run_id", None)
+        if any(seen is exc or _same_failure(seen, exc) for key, seen in self._seen if key == run):
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = f"{record.msg} ({type(exc).__name__}: traceback logged above)"
+        else:
+            self._seen.append((run, exc))
+        return True
+
+
+def _same_failure(one: BaseException, other: BaseException) -> bool:
+    """Whether ``other`` is ``one`` read back from a task's state (a copy)."""
+    try:
+        return type(one) is type(other) and bool(one.args == other.args)
+    except Exception:  # odd args (e.g. arrays) must never break logging
+        return False
+
+
+def log_tracebacks_once() -> None:
+    """Install :class:`TracebackOnce` on Prefect's run loggers (once per process)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, TracebackOnce) for existing in logger.filters):
+            logger.addFilter(_TRACEBACK_ONCE)
+
+
+_TRACEBACK_ONCE = TracebackOnce()
+# Every flow imports this module before it runs, so its failures log one traceback.
+log_tracebacks_once()
 
 _current: App | None = None
 

@@ -162,16 +162,26 @@ def up(
             "its basic auth (always on here) and TLS in front (README, Production)."
         ),
     ] = "127.0.0.1",
+    reset_schedules: Annotated[
+        bool,
+        typer.Option(
+            "--reset-schedules",
+            help="Put prefect.yaml's schedules, paused flags and parameters back over "
+            "the ones changed in the UI (by default those are kept and listed).",
+        ),
+    ] = False,
 ) -> None:
     """Start the local Prefect server (basic auth on), register the deployments, start a
-    worker."""
+    worker. Schedules, paused flags and parameters changed in the UI stay."""
     from integrations.prefect_stack import LocalStack, StackError
 
-    stack = LocalStack(PROJECT_ROOT, port=_port(), host=host)
+    stack = LocalStack(PROJECT_ROOT, port=_port(), host=host, reset_schedules=reset_schedules)
     try:
-        stack.up()
+        drifts = stack.up()
     except StackError as exc:
         _fail(str(exc))
+    for drift in drifts:
+        typer.echo(str(drift))
     typer.echo(f"Prefect UI: {stack.ui_url}   (stop with `make down`)")
     typer.echo("To log in: " + _login_hint(stack))
 

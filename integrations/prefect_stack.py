@@ -25,13 +25,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from integrations.local_secrets import read_or_make_secret
 
@@ -40,6 +41,137 @@ WORK_POOL = "referrals"
 
 class StackError(RuntimeError):
     """The local Prefect stack could not be started or reached."""
+
+
+_DEPLOY_FILE_HEADER = (
+    "# Written by `referrals up` from prefect.yaml, with the schedules, paused flags\n"
+    "# and parameters kept from the server (changed in the UI). Not to be edited.\n"
+)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One way a deployment on the server differs from prefect.yaml."""
+
+    deployment: str
+    item: str  # "schedules", "paused" or "parameters"
+    server: str
+    prefect_yaml: str
+    kept: bool
+
+    def __str__(self) -> str:
+        outcome = (
+            "kept (referrals up --reset-schedules puts prefect.yaml's back)"
+            if self.kept
+            else "put back to prefect.yaml's"
+        )
+        return (
+            f"{self.deployment}: {self.item} on the server {self.server}, "
+            f"in prefect.yaml {self.prefect_yaml}: {outcome}"
+        )
+
+
+def load_deploy_config(path: Path) -> dict[str, Any]:
+    """prefect.yaml as plain data (its YAML anchors expanded)."""
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(loaded, dict):
+        raise StackError(f"{path} is not a mapping of deployments")
+    return loaded
+
+
+def schedule_config(deployment_schedule: Any) -> dict[str, Any]:
+    """A server's deployment schedule as a prefect.yaml ``schedules`` entry."""
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    schedule = deployment_schedule.schedule
+    entry: dict[str, Any]
+    if isinstance(schedule, CronSchedule):
+        entry = {"cron": schedule.cron, "timezone": schedule.timezone, "day_or": schedule.day_or}
+    elif isinstance(schedule, IntervalSchedule):
+        entry = {
+            "interval": schedule.interval.total_seconds(),
+            "anchor_date": schedule.anchor_date.isoformat() if schedule.anchor_date else None,
+            "timezone": schedule.timezone,
+        }
+    else:
+        entry = {"rrule": schedule.rrule, "timezone": schedule.timezone}
+    entry["active"] = deployment_schedule.active
+    if deployment_schedule.parameters:
+        entry["parameters"] = dict(deployment_schedule.parameters)
+    if deployment_schedule.slug:
+        entry["slug"] = deployment_schedule.slug
+    return {key: value for key, value in entry.items() if value is not None}
+
+
+def _schedule_key(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes two schedules run the same flow at the same times the same way.
+
+    An interval's anchor date is left out: the server fills one in when none is given.
+    """
+    if "cron" in entry:
+        what: tuple[Any, ...] = ("cron", entry["cron"], bool(entry.get("day_or", True)))
+    elif "interval" in entry:
+        what = ("interval", float(entry["interval"]))
+    else:
+        what = ("rrule", entry.get("rrule"))
+    return (
+        *what,
+        entry.get("timezone") or "UTC",
+        bool(entry.get("active", True)),
+        repr(sorted((entry.get("parameters") or {}).items())),
+    )
+
+
+def describe_schedules(entries: Sequence[Mapping[str, Any]]) -> str:
+    """Schedules in a few words, e.g. ``[cron '0 7 * * 1-5' Europe/Paris, active]``."""
+    if not entries:
+        return "[none]"
+    words = []
+    for entry in entries:
+        kind = next(key for key in ("cron", "interval", "rrule") if key in entry)
+        state = "active" if entry.get("active", True) else "inactive"
+        tz = entry.get("timezone") or "UTC"
+        words.append(f"{kind} {entry[kind]!r} {tz}, {state}")
+    return "[" + "; ".join(words) + "]"
+
+
+def compare_deployment(spec: Mapping[str, Any], current: Any) -> list[tuple[str, str, str]]:
+    """How ``current`` (a deployment read from the server) differs from its
+    prefect.yaml entry ``spec``: (item, server's value, prefect.yaml's value)."""
+    found: list[tuple[str, str, str]] = []
+    wanted_schedules = list(spec.get("schedules") or [])
+    server_schedules = [schedule_config(item) for item in current.schedules]
+    if sorted(map(_schedule_key, wanted_schedules)) != sorted(map(_schedule_key, server_schedules)):
+        found.append(
+            (
+                "schedules",
+                describe_schedules(server_schedules),
+                describe_schedules(wanted_schedules),
+            )
+        )
+    wanted_paused = bool(spec.get("paused", False))
+    if bool(current.paused) != wanted_paused:
+        found.append(("paused", str(bool(current.paused)), str(wanted_paused)))
+    wanted_parameters = dict(spec.get("parameters") or {})
+    if dict(current.parameters or {}) != wanted_parameters:
+        found.append(("parameters", repr(current.parameters), repr(wanted_parameters)))
+    return found
+
+
+def keep_or_reset(spec: dict[str, Any], current: Any, *, reset: bool) -> None:
+    """Make prefect.yaml's entry ``spec`` carry what deploying it must leave in force.
+
+    ``prefect deploy`` unpauses a deployment whose entry says nothing of ``paused``,
+    so the flag is always written; with ``reset`` it is prefect.yaml's (unpaused by
+    default) and so are the parameters.
+    """
+    if reset:
+        spec["paused"] = bool(spec.get("paused", False))
+        spec["parameters"] = dict(spec.get("parameters") or {})
+        return
+    spec["schedules"] = [schedule_config(item) for item in current.schedules]
+    spec["paused"] = bool(current.paused)
+    spec["parameters"] = dict(current.parameters or {})
 
 
 AUTH_USER = "referrals"
@@ -139,6 +271,8 @@ class LocalStack:
     home: Path | None = None
     run_dir: Path | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Put prefect.yaml's schedules, paused flags and parameters back over the UI's.
+    reset_schedules: bool = False
 
     def __post_init__(self) -> None:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -275,10 +409,80 @@ class LocalStack:
             raise StackError(f"prefect {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
         return result.stdout
 
-    def deploy(self) -> None:
-        """Create or update the process work pool and register every deployment."""
+    def deploy(self, reset_schedules: bool | None = None) -> list[Drift]:
+        """Create or update the process work pool and register every deployment.
+
+        What revenue ops changed in the UI stays: for a deployment that already exists,
+        its schedules (cron, timezone, active flag), paused state and parameters are the
+        server's, not prefect.yaml's, unless ``reset_schedules`` (default: the stack's
+        ``reset_schedules``). Everything else (entrypoint, description, tags, pool,
+        concurrency, pull steps) comes from prefect.yaml. The kept values are written
+        into the deploy file itself, so no moment exists where prefect.yaml's schedule
+        is in force.
+
+        Returns:
+            The differences between the server and prefect.yaml, one per deployment
+            and field: kept, or put back to prefect.yaml's when resetting.
+        """
+        reset = self.reset_schedules if reset_schedules is None else reset_schedules
         self.ensure_work_pool()
-        self.prefect("--no-prompt", "deploy", "--all")
+        config = load_deploy_config(self.project_dir / "prefect.yaml")
+        existing = self._read_deployments()
+        drifts: list[Drift] = []
+        for spec in config.get("deployments", []):
+            current = existing.get(spec["name"])
+            if current is None:
+                continue
+            found = compare_deployment(spec, current)
+            drifts.extend(
+                Drift(spec["name"], item, server, wanted, kept=not reset)
+                for item, server, wanted in found
+            )
+            keep_or_reset(spec, current, reset=reset)
+        assert self.run_dir is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        deploy_file = self.run_dir / "prefect.deploy.yaml"
+        deploy_file.write_text(_DEPLOY_FILE_HEADER + yaml.safe_dump(config, sort_keys=False))
+        self.prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(deploy_file))
+        if reset:
+            self._drop_schedules_prefect_yaml_lacks(config, existing)
+        return drifts
+
+    def _read_deployments(self) -> dict[str, Any]:
+        """The deployments of this project's work pool on the server, by name."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+        from prefect.settings import temporary_settings
+
+        with (
+            temporary_settings(self.client_settings()),
+            get_client(sync_client=True) as client,
+        ):
+            found = client.read_deployments(
+                work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[WORK_POOL]))
+            )
+        return {deployment.name: deployment for deployment in found}
+
+    def _drop_schedules_prefect_yaml_lacks(
+        self, config: Mapping[str, Any], before: Mapping[str, Any]
+    ) -> None:
+        """Remove schedules added in the UI to a deployment prefect.yaml gives none:
+        ``prefect deploy`` leaves a deployment's schedules alone when it has none."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import temporary_settings
+
+        bare = [
+            before[spec["name"]]
+            for spec in config.get("deployments", [])
+            if not spec.get("schedules") and spec["name"] in before
+        ]
+        with (
+            temporary_settings(self.client_settings()),
+            get_client(sync_client=True) as client,
+        ):
+            for deployment in bare:
+                for schedule in client.read_deployment_schedules(deployment.id):
+                    client.delete_deployment_schedule(deployment.id, schedule.id)
 
     def ensure_work_pool(self) -> None:
         """The process work pool, its flow runs started by :func:`engine_command`.
@@ -321,12 +525,18 @@ class LocalStack:
         )
         return True
 
-    def up(self) -> None:
+    def up(self) -> list[Drift]:
+        """Start the server, register the deployments and start a worker.
+
+        Returns:
+            Where the server's deployments differ from prefect.yaml (see :meth:`deploy`).
+        """
         self.start_server()
-        self.deploy()
+        drifts = self.deploy()
         started = self.start_worker()
         # A worker already running keeps the settings recorded when it started.
         self.write_record(self.env() if started else None)
+        return drifts
 
     def running(self, name: str) -> int | None:
         """The PID of our process ``name`` (server or worker) when it is alive."""
