@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from pydantic import SecretStr
+
+from integrations.local_secrets import read_or_make_secret
 
 
 def visitor_key(configured: SecretStr | None, key_file: Path) -> bytes:
@@ -22,14 +23,4 @@ def visitor_key(configured: SecretStr | None, key_file: Path) -> bytes:
     """
     if configured is not None:
         return configured.get_secret_value().encode("utf-8")
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once never write two different keys.
-        try:
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
-    return key_file.read_text().strip().encode("utf-8")
+    return read_or_make_secret(key_file, lambda: secrets.token_hex(32)).encode("utf-8")
