@@ -3,16 +3,20 @@
 A schedule's cron, a schedule's active flag, a paused deployment, a parameter and a
 schedule added to an unscheduled deployment are changed through the API (as the UI
 does); deploying again keeps each and reports it; with ``reset_schedules`` prefect.yaml's
-values are back.
+values are back. And in the UI itself, by mouse: a schedule switched off on the deployment
+page stays off after `referrals up`.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate
 from prefect.client.schemas.schedules import CronSchedule
@@ -21,9 +25,11 @@ from prefect.settings import temporary_settings
 from config.settings import PROJECT_ROOT
 from integrations.prefect_stack import Drift, LocalStack, free_port
 from tests.conftest import POSTGRES_URL
+from tests.integration.browser import chromium_missing, launch_chromium
 from tests.prefect_database import prefect_server_database
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
+SCREENSHOT = PROJECT_ROOT / "test-output" / "schedule-switched-off.png"
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +156,50 @@ def test_up_keeps_and_reports_ui_changes_and_reset_puts_prefect_yaml_back(
     assert not any(drift.kept for drift in put_back)
     assert _state(stack) == PREFECT_YAML
     assert stack.deploy() == []
+
+
+def _schedule_active(stack: LocalStack, name: str) -> list[bool]:
+    with temporary_settings(stack.client_settings()), get_client(sync_client=True) as client:
+        return [s.active for s in _deployment(client, name).schedules]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or "")
+def test_a_schedule_switched_off_in_the_ui_by_mouse_stays_off_after_up(stack: LocalStack) -> None:
+    name = "expire-registrations"
+    with temporary_settings(stack.client_settings()), get_client(sync_client=True) as client:
+        deployment_id = _deployment(client, name).id
+    assert _schedule_active(stack, name) == [True]
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+            # Longer than the minute Prefect's SQLite server can stall for (README).
+            page.set_default_timeout(90_000)
+            page.goto(stack.ui_url)
+            password = page.locator("input[type=password]")
+            password.click()
+            password.press_sequentially(stack.auth_string)
+            page.get_by_role("button", name=re.compile("log ?in", re.IGNORECASE)).click()
+            expect(password).to_be_hidden(timeout=90_000)
+            page.goto(f"{stack.ui_url}/deployments/deployment/{deployment_id}")
+            switch = page.get_by_role("switch").first
+            expect(switch).to_be_checked(timeout=90_000)
+            switch.click()
+            expect(switch).not_to_be_checked(timeout=90_000)
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT))
+        finally:
+            browser.close()
+    deadline = time.monotonic() + 90
+    while _schedule_active(stack, name) != [False] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _schedule_active(stack, name) == [False]
+
+    drifts = stack.deploy()  # what `referrals up` does
+
+    assert _schedule_active(stack, name) == [False], "the UI's change stays"
+    assert [(d.deployment, d.item, d.kept) for d in drifts if d.deployment == name] == [
+        (name, "schedules", True)
+    ]
