@@ -31,7 +31,6 @@ def payment_records(app: bootstrap.App) -> PaymentRecords | None:
 
 
 @flow(name="apply-clawbacks")
-@bootstrap.one_line_failure
 def apply_clawbacks() -> dict[str, Any]:
     """Take rewards back for the referees' refunds, chargebacks and churn, exactly once.
 
@@ -52,7 +51,6 @@ def apply_clawbacks() -> dict[str, Any]:
 
 
 @flow(name="reconcile-payouts")
-@bootstrap.one_line_failure
 def reconcile_payouts() -> dict[str, Any]:
     """Compare the ledger's payouts and reversals with Stripe's, and publish mismatches.
 
