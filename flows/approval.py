@@ -122,6 +122,7 @@ def _run_id() -> str | None:
 
 
 @flow(name="payout-approval", persist_result=True)
+@bootstrap.one_line_failure
 def payout_approval(reward_id: str) -> str:
     """Wait for a registered approver to approve or reject one reward, then pay or close it.
 
@@ -187,6 +188,7 @@ def payout_approval(reward_id: str) -> str:
 
 
 @flow(name="approval-sla")
+@bootstrap.one_line_failure
 def approval_sla() -> dict[str, list[str]]:
     """Keep approvals moving: remind when a decision is overdue, and replace a run that
     waited past its expiry with a fresh one (the reward is never paid or dropped).

@@ -7,13 +7,14 @@ put their own :class:`App` in place with :func:`use_app`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
@@ -332,6 +333,14 @@ class TracebackOnce(logging.Filter):
         if not record.exc_info or record.exc_info[1] is None:
             return True
         exc = record.exc_info[1]
+        if type(exc).__name__ == "FailedRun":
+            # Raised by the engine for a run whose flow returned a Failed state (see
+            # one_line_failure): its traceback shows only the engine; the cause is
+            # logged already, and the line is the state's message.
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = f"{record.msg} (FailedRun: {exc})"
+            return True
         run = getattr(record, "flow_run_id", None)
         if any(seen is exc or _same_failure(seen, exc) for key, seen in self._seen if key == run):
             record.exc_info = None
@@ -356,6 +365,55 @@ def log_tracebacks_once() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(existing, TracebackOnce) for existing in logger.filters):
             logger.addFilter(_TRACEBACK_ONCE)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The key of the artifact a flow that cannot start leaves (latest version per key).
+STARTUP_ERROR_ARTIFACT = "startup-error"
+
+
+def one_line_failure(fn: Callable[P, R]) -> Callable[P, R]:
+    """A flow that cannot start fails with its cause in one line, and says so.
+
+    A :class:`ConfigError` (a setting, a file, a database that cannot be reached) ends the
+    run in a Failed state whose message is the error's one line, and so the failure
+    alert's text (Prefect's own message would prefix it with "Flow run encountered an
+    exception"); the line is logged at ERROR, its traceback at DEBUG, and kept as the
+    ``startup-error`` artifact, where on-call looks first. Put it under ``@flow``.
+    """
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            from prefect.logging import get_run_logger
+            from prefect.states import Failed
+
+            log = get_run_logger()
+            log.error("cannot start: %s", line)
+            log.debug("cannot start: the traceback", exc_info=True)
+            _startup_artifact(line)
+            # Prefect makes a returned State the run's final state.
+            return cast(R, Failed(message=line))
+
+    return run
+
+
+def _startup_artifact(line: str) -> None:
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(
+            key=STARTUP_ERROR_ARTIFACT,
+            markdown=f"## The run could not start\n\n{line}\n",
+            description="Why the last run of this flow could not start",
+        )
+    except Exception as exc:  # the API down too: the state and the log still say it
+        logging.getLogger(__name__).warning("startup-error artifact not written: %s", exc)
 
 
 _TRACEBACK_ONCE = TracebackOnce()

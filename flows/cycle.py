@@ -43,6 +43,7 @@ def _moment(as_of: datetime | None) -> datetime:
 
 
 @flow(name="detect-moments")
+@bootstrap.one_line_failure
 def detect_moments() -> dict[str, Any]:
     """Read new CRM and NPS events from every source and find the referral moments.
 
@@ -57,6 +58,7 @@ def detect_moments() -> dict[str, Any]:
 
 
 @flow(name="send-asks")
+@bootstrap.one_line_failure
 def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
     """Decide who to ask for each pending moment, then send the personalized asks.
 
@@ -87,6 +89,7 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
 
 
 @flow(name="check-conversions")
+@bootstrap.one_line_failure
 def check_conversions() -> dict[str, Any]:
     """Register the partner registrations the sources hold, attribute new coded
     signups, deals and Stripe payments to referrers, credit uncoded signups and deals
@@ -137,6 +140,7 @@ def check_conversions() -> dict[str, Any]:
 
 
 @flow(name="poll-stripe-events")
+@bootstrap.one_line_failure
 def poll_stripe() -> dict[str, Any]:
     """Fetch recent Stripe events into the inbox, so nothing is missed while the webhook
     endpoint is down (events already received are ignored by id).
@@ -151,6 +155,7 @@ def poll_stripe() -> dict[str, Any]:
 
 
 @flow(name="route-rewards")
+@bootstrap.one_line_failure
 def route_rewards(as_of: datetime | None = None) -> dict[str, Any]:
     """Pay rewards under the threshold now; start a paused approval run for the others.
 
@@ -174,6 +179,7 @@ def route_rewards(as_of: datetime | None = None) -> dict[str, Any]:
 
 
 @flow(name="notify-referrers")
+@bootstrap.one_line_failure
 def notify_referrers() -> dict[str, Any]:
     """Tell referrers what happened to their referrals and rewards (earned, paid, rejected),
     and hand each new detractor on to a person (the owner's email, a CRM task).
@@ -197,6 +203,7 @@ def notify_referrers() -> dict[str, Any]:
 
 
 @flow(name="referral-cycle")
+@bootstrap.one_line_failure
 def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
     """The whole cycle: moments, asks, conversions, rewards, payouts and approvals.
 

@@ -27,6 +27,7 @@ def as_of_or_now(as_of: datetime | None) -> datetime:
 
 
 @flow(name="program-metrics")
+@bootstrap.one_line_failure
 def program_metrics(
     period: PeriodKind = PeriodKind.MONTH,
     as_of: datetime | None = None,

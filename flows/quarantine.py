@@ -16,6 +16,7 @@ from tasks.quarantine import purge_quarantine_excerpts
 
 
 @flow(name="purge-quarantine")
+@bootstrap.one_line_failure
 def purge_quarantine(as_of: datetime | None = None) -> dict[str, int]:
     """Empty the excerpts of quarantine rows older than the retention period.
 

@@ -31,6 +31,7 @@ def payment_records(app: bootstrap.App) -> PaymentRecords | None:
 
 
 @flow(name="apply-clawbacks")
+@bootstrap.one_line_failure
 def apply_clawbacks() -> dict[str, Any]:
     """Take rewards back for the referees' refunds, chargebacks and churn, exactly once.
 
@@ -51,6 +52,7 @@ def apply_clawbacks() -> dict[str, Any]:
 
 
 @flow(name="reconcile-payouts")
+@bootstrap.one_line_failure
 def reconcile_payouts() -> dict[str, Any]:
     """Compare the ledger's payouts and reversals with Stripe's, and publish mismatches.
 

@@ -29,6 +29,7 @@ def _moment(as_of: datetime | None) -> datetime:
 
 
 @flow(name="expire-registrations")
+@bootstrap.one_line_failure
 def expire_partner_registrations(
     as_of: datetime | None = None, expiring_within_days: int = 7
 ) -> dict[str, Any]:

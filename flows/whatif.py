@@ -14,6 +14,7 @@ from tasks.whatif import REFERRER_ROWS, attribution_label, replay_rules, what_if
 
 
 @flow(name="what-if")
+@bootstrap.one_line_failure
 def what_if(rules_file: str) -> dict[str, Any]:
     """Replay every stored conversion under ``rules_file`` and compare with the rules in
     force: rewards, cost, automatic payouts vs approvals, ROI, and (each rules file

@@ -13,10 +13,15 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactCollectionFilter,
+    ArtifactCollectionFilterKey,
+)
 from prefect.flow_engine import run_flow
 from prefect.logging.loggers import flow_run_logger
 
 from flows import bootstrap
+from flows.bootstrap import STARTUP_ERROR_ARTIFACT as KEY
 from flows.cycle import detect_moments
 
 
@@ -43,11 +48,14 @@ def inbox_is_a_file(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def run_logs() -> Iterator[list[logging.LogRecord]]:
     handler = _Records()
     loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
     yield handler.records
-    for logger in loggers:
+    for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def test_a_flow_that_cannot_start_fails_with_the_one_line_cause_as_its_message(
@@ -56,7 +64,13 @@ def test_a_flow_that_cannot_start_fails_with_the_one_line_cause_as_its_message(
     state = detect_moments(return_state=True)
 
     assert state.is_failed()
-    assert state.message == f"Flow run encountered an exception: ConfigError: {inbox_is_a_file}"
+    assert state.message == inbox_is_a_file
+    # On-call finds the same line as the flow's latest startup-error artifact.
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[KEY]))
+        )
+    assert inbox_is_a_file in str(artifact.data)
 
 
 def test_a_flow_run_by_a_worker_that_fails_logs_its_traceback_once(
@@ -70,8 +84,10 @@ def test_a_flow_run_by_a_worker_that_fails_logs_its_traceback_once(
     with pytest.raises(Exception, match="is not a folder"):
         run_flow(detect_moments, flow_run=flow_run, error_logger=error_logger)
 
-    with_traceback = [record for record in run_logs if record.exc_info]
-    assert len(with_traceback) == 1
-    assert inbox_is_a_file in with_traceback[0].getMessage()
-    # The engine's own later line is still there, pointing at the traceback above.
-    assert any("traceback logged above" in record.getMessage() for record in run_logs)
+    # The cause once at ERROR, in one line; its traceback once, at DEBUG.
+    errors = [r for r in run_logs if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors if "cannot start" in r.getMessage()] == [
+        f"cannot start: {inbox_is_a_file}"
+    ]
+    with_traceback = [r for r in run_logs if r.exc_info]
+    assert [r.levelno for r in with_traceback] == [logging.DEBUG]

@@ -67,3 +67,20 @@ def test_exceptions_whose_arguments_cannot_be_compared_never_break_logging() -> 
 
     assert dedup.filter(later)
     assert later.exc_info is not None
+
+
+def test_the_engines_failed_run_keeps_its_line_but_not_its_engine_only_traceback() -> None:
+    from prefect.exceptions import FailedRun
+
+    record = _record(
+        "Engine execution exited with unexpected exception",
+        FailedRun("REFERRALS_INBOX_DIR (/x) is not a folder: it is a file"),
+    )
+
+    assert TracebackOnce().filter(record)
+
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "Engine execution exited with unexpected exception "
+        "(FailedRun: REFERRALS_INBOX_DIR (/x) is not a folder: it is a file)"
+    )
