@@ -8,7 +8,9 @@ put their own :class:`App` in place with :func:`use_app`.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import typing
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -382,6 +384,11 @@ def one_line_failure(fn: Callable[P, R]) -> Callable[P, R]:
     alert's text (Prefect's own message would prefix it with "Flow run encountered an
     exception"); the line is logged at ERROR, its traceback at DEBUG, and kept as the
     ``startup-error`` artifact, where on-call looks first. Put it under ``@flow``.
+
+    The wrapper carries the flow's signature with its annotations evaluated in the flow's
+    own module: Prefect builds the parameters' model from the signature, and the flow
+    modules' ``from __future__ import annotations`` strings (``datetime | None``) would
+    otherwise be resolved in this module, where those names are not.
     """
 
     @functools.wraps(fn)
@@ -400,6 +407,8 @@ def one_line_failure(fn: Callable[P, R]) -> Callable[P, R]:
             # Prefect makes a returned State the run's final state.
             return cast(R, Failed(message=line))
 
+    run.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+    run.__annotations__ = typing.get_type_hints(fn)
     return run
 
 

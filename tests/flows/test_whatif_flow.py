@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from prefect.client.orchestration import get_client
 
 from config.settings import PROJECT_ROOT
-from domain.errors import ConfigError
 from domain.models import ReferrerType
 from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from flows.bootstrap import App
@@ -40,8 +38,11 @@ def test_the_comparison_is_published_as_an_artifact(test_app: App, tmp_path: Pat
 def test_a_wrong_rules_file_fails_the_run_naming_the_field(test_app: App, tmp_path: Path) -> None:
     proposed = tmp_path / "proposed.yaml"
     proposed.write_text("holding_days: -1\n")
-    with pytest.raises(ConfigError, match="holding_days"):
-        what_if(str(proposed))
+    state = what_if(str(proposed), return_state=True)
+
+    assert state.is_failed()
+    # The whole state message is the one line naming the field: the alert's text.
+    assert (state.message or "").startswith(f"{proposed}: invalid program rules: holding_days")
 
 
 def test_a_proposed_attribution_model_shows_the_changed_split_per_referrer(
