@@ -39,8 +39,8 @@ from integrations.approvers.totp import TotpCodes, new_key
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
-from integrations.ledger.schema import PayoutRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import PayoutRow
 from integrations.prefect_stack import LocalStack
 from tasks.approvals import request_approvals
 

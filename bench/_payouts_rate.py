@@ -23,8 +23,8 @@ from sqlalchemy import Engine, func, select
 from domain.models import PayoutInstruction, PayoutResult, RewardStatus
 from domain.money import Money
 from integrations.ledger.engine import make_engine
-from integrations.ledger.schema import LedgerEntryRow, PayoutRow, RewardRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import LedgerEntryRow, PayoutRow, RewardRow
 from integrations.payments.stripe_rail import StripeTransferRail, build_stripe_client
 from integrations.prefect_limits import StripeRateLimits
 from tasks.payouts import PayoutReport, submit_payouts

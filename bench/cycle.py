@@ -114,8 +114,8 @@ from integrations.approvals.fake import RecordingApprovalRuns
 from integrations.email.outbox import OutboxEmailSender
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import upgrade
-from integrations.ledger.schema import ContactRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import ContactRow
 from integrations.payments.ledger_only import LedgerOnlyRail
 from integrations.sources.files import FileSource
 from integrations.sources.sample import generate, simulate_referrals

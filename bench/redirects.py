@@ -73,7 +73,7 @@ def _seed(database: Path, codes: int) -> list[str]:
     from domain.codes import new_referral_code
     from integrations.ledger.engine import make_engine
     from integrations.ledger.migrate import upgrade
-    from integrations.ledger.schema import ContactRow, ReferralCodeRow
+    from integrations.ledger.tables import ContactRow, ReferralCodeRow
 
     engine = make_engine(f"sqlite:///{database}")
     upgrade(engine)

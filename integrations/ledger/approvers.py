@@ -12,17 +12,18 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.approvers import Approver, ApproverAction, Identity
 from domain.money import Money
-from integrations.ledger.schema import ContactRow
-from integrations.ledger.schema_approvers import (
+from integrations.ledger.base import LedgerBase
+from integrations.ledger.tables import (
     ApprovalAttemptRow,
     ApproverCodeRow,
     ApproverEventRow,
     ApproverRow,
+    ContactRow,
 )
 
 _APPROVERS = cast(Table, ApproverRow.__table__)
@@ -39,15 +40,13 @@ class UnknownApprover(LookupError):
     """No approver has this id."""
 
 
-class SqlApprovers:
-    """Approvers in the ledger database.
+class SqlApprovers(LedgerBase):
+    """Approvers in the ledger database (the ``approvers`` store).
 
     Args:
         engine: the ledger's engine (migrated to revision 0018 or later).
+        conn: the unit of work's connection, when bound to one.
     """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     # -- the registry ------------------------------------------------------------------
 
@@ -58,7 +57,7 @@ class SqlApprovers:
             ApproverExists: the id or the email is taken.
         """
         try:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(
                     insert(_APPROVERS).values(
                         approver_id=approver.approver_id,
@@ -109,7 +108,7 @@ class SqlApprovers:
         self._change(approver_id, {"active": active}, action, actor, {}, now)
 
     def get(self, approver_id: str) -> Approver | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = (
                 conn.execute(select(_APPROVERS).where(_APPROVERS.c.approver_id == approver_id))
                 .mappings()
@@ -118,13 +117,13 @@ class SqlApprovers:
         return _approver(row) if row else None
 
     def all(self) -> list[Approver]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(_APPROVERS).order_by(_APPROVERS.c.approver_id))
             return [_approver(row) for row in rows.mappings()]
 
     def history(self, approver_id: str) -> list[dict[str, Any]]:
         """The approver's change log, oldest first."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(_EVENTS.c.action, _EVENTS.c.actor, _EVENTS.c.details, _EVENTS.c.at)
                 .where(_EVENTS.c.approver_id == approver_id)
@@ -134,7 +133,7 @@ class SqlApprovers:
 
     def secret(self, approver_id: str) -> str | None:
         """The encrypted one-time-code secret, or None when not enrolled."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             value = conn.execute(
                 select(_APPROVERS.c.secret_encrypted).where(_APPROVERS.c.approver_id == approver_id)
             ).scalar_one_or_none()
@@ -148,7 +147,7 @@ class SqlApprovers:
         """The approver's identity and each party's (role -> contact id), from the CRM
         contacts in the ledger: contact ids, email addresses and accounts."""
         wanted = {c for c in [approver.contact_id, *parties.values()] if c}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             known = {
                 row.contact_id: row
                 for row in conn.execute(
@@ -174,7 +173,7 @@ class SqlApprovers:
 
     def last_step(self, approver_id: str) -> int | None:
         """The latest time step of a code this approver spent."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             value = conn.execute(
                 select(func.max(_CODES.c.time_step)).where(_CODES.c.approver_id == approver_id)
             ).scalar_one_or_none()
@@ -183,7 +182,7 @@ class SqlApprovers:
     def spend(self, approver_id: str, time_step: int, now: datetime) -> bool:
         """Mark a code's time step spent; False if it was spent already (a replay)."""
         try:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(
                     insert(_CODES).values(approver_id=approver_id, time_step=time_step, used_at=now)
                 )
@@ -205,7 +204,7 @@ class SqlApprovers:
         attempt already kept under ``attempt_id`` is not kept twice."""
         if self.refusal(attempt_id) is not None:
             return
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 insert(_ATTEMPTS).values(
                     attempt_id=attempt_id,
@@ -219,14 +218,14 @@ class SqlApprovers:
             )
 
     def refusal(self, attempt_id: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             reason = conn.execute(
                 select(_ATTEMPTS.c.reason).where(_ATTEMPTS.c.attempt_id == attempt_id)
             ).scalar_one_or_none()
         return str(reason) if reason is not None else None
 
     def wrong_codes_since(self, approver_id: str, since: datetime) -> int:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(
                 conn.execute(
                     select(func.count()).where(
@@ -239,7 +238,7 @@ class SqlApprovers:
 
     def refusals(self, reward_id: str) -> list[dict[str, Any]]:
         """The refused decisions on one reward, oldest first."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(
                     _ATTEMPTS.c.claimed_approver_id,
@@ -263,7 +262,7 @@ class SqlApprovers:
         details: Mapping[str, Any],
         now: datetime,
     ) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             moved = conn.execute(
                 update(_APPROVERS)
                 .where(_APPROVERS.c.approver_id == approver_id)

@@ -3,7 +3,7 @@
 The ledger on SQLAlchemy: every stage's reads and writes, each write one transaction.
 
 Writes are idempotent: inserts ignore rows that already exist (the unique constraints
-in :mod:`integrations.ledger.schema` decide what "already" means), and status changes
+in :mod:`integrations.ledger.tables` decide what "already" means), and status changes
 are conditional (``... WHERE status IN (expected)``) so two runs racing on the same row
 cannot both move it. Money only ever enters through ``ledger_entries`` inserts.
 """
@@ -11,13 +11,13 @@ cannot both move it. Money only ever enters through ``ledger_entries`` inserts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     func,
     select,
 )
@@ -39,27 +39,15 @@ from domain.models import (
 )
 from domain.money import Money
 from domain.quarantine import quarantine_excerpt, storable
-from integrations.ledger.schema import (
-    AskRow,
-    LedgerEntryRow,
-    MomentRow,
+from integrations.ledger.tables import (
+    T_LEDGER_ENTRIES,
+    T_REWARDS,
     NotificationRow,
-    PayoutRow,
     QuarantineRow,
-    RewardRow,
-    SourceEventRow,
 )
 
 CHUNK = 500  # ids per IN (...) list: far under every backend's parameter limit
 MAX_PAYOUT_ATTEMPTS = 3
-
-T_EVENTS: Table = SourceEventRow.__table__  # type: ignore[assignment]
-T_MOMENTS: Table = MomentRow.__table__  # type: ignore[assignment]
-T_ASKS: Table = AskRow.__table__  # type: ignore[assignment]
-T_NOTES: Table = NotificationRow.__table__  # type: ignore[assignment]
-T_REWARDS: Table = RewardRow.__table__  # type: ignore[assignment]
-T_PAYOUTS: Table = PayoutRow.__table__  # type: ignore[assignment]
-T_ENTRIES: Table = LedgerEntryRow.__table__  # type: ignore[assignment]
 
 
 def pairs(conn: Connection, stmt: Any) -> dict[Any, Any]:
@@ -75,9 +63,31 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 class LedgerBase:
     """The engine and the idempotent-write helpers every ledger area uses."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, conn: Connection | None = None) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        # Bound to a unit of work's connection, every method runs inside that one
+        # transaction (the unit of work commits or rolls back); unbound, each method
+        # is its own transaction, as a standalone store.
+        self._conn = conn
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A connection in a transaction: the unit of work's, or a new one committed on exit."""
+        if self._conn is not None:
+            yield self._conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A connection to read with: the unit of work's, or a new one."""
+        if self._conn is not None:
+            yield self._conn
+        else:
+            with self.engine.connect() as conn:
+                yield conn
 
     # -- helpers -------------------------------------------------------------------
 
@@ -126,7 +136,7 @@ class LedgerBase:
 
     def quarantine(self, rejected: Sequence[Rejected], stage: str, now: datetime) -> int:
         """Keep refused input with its reason; returns how many were new."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return len(
                 self._insert_ignore(
                     conn,
@@ -152,8 +162,8 @@ class LedgerBase:
         self, conn: Connection, where: Any, limit: int | None, order_by_id: bool = False
     ) -> list[RewardView]:
         balance = (
-            select(func.coalesce(func.sum(T_ENTRIES.c.amount_minor), 0))
-            .where(T_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
+            select(func.coalesce(func.sum(T_LEDGER_ENTRIES.c.amount_minor), 0))
+            .where(T_LEDGER_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
             .scalar_subquery()
         )
         order = (
@@ -186,7 +196,7 @@ class LedgerBase:
         if amount_minor == 0:
             return
         conn.execute(
-            self._insert(T_ENTRIES),
+            self._insert(T_LEDGER_ENTRIES),
             {
                 "reward_id": reward_id,
                 "kind": kind,

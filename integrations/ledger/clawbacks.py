@@ -38,7 +38,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, func, or_, select, text, update
+from sqlalchemy import Connection, case, func, or_, select, text, update
 
 from domain.clawbacks import (
     ClawbackCause,
@@ -58,24 +58,28 @@ from domain.errors import DomainError
 from domain.models import PayoutRailKind, RewardStatus, derived_id
 from domain.money import Money
 from domain.program import Clawbacks
-from integrations.ledger.base import T_ENTRIES, T_PAYOUTS, T_REWARDS, LedgerBase, chunks
+from integrations.ledger.base import (
+    LedgerBase,
+    chunks,
+)
 from integrations.ledger.reward_payments import OwnPayment, earned_alone, rewards_paid_by
-from integrations.ledger.schema import ApprovalRequestRow, ConversionPaymentRow, ConversionRow
-from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
-from integrations.ledger.schema_webhooks import StripeEventRow
+from integrations.ledger.tables import (
+    T_APPROVAL_REQUESTS,
+    T_CLAWBACKS,
+    T_CONVERSION_PAYMENTS,
+    T_CONVERSIONS,
+    T_LEDGER_ENTRIES,
+    T_PAYOUTS,
+    T_REVERSALS,
+    T_REWARDS,
+    T_STRIPE_EVENTS,
+)
 from integrations.ledger.webhooks import (
     STRIPE,
     StoredStripeEvent,
     mark_stripe_events,
     read_unprocessed_stripe_events,
 )
-
-T_CLAWBACKS: Table = ClawbackRow.__table__  # type: ignore[assignment]
-T_REVERSALS: Table = ReversalRow.__table__  # type: ignore[assignment]
-T_STRIPE_EVENTS: Table = StripeEventRow.__table__  # type: ignore[assignment]
-T_PAYMENTS: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
-T_CONVERSIONS: Table = ConversionRow.__table__  # type: ignore[assignment]
-T_APPROVAL_REQUESTS: Table = ApprovalRequestRow.__table__  # type: ignore[assignment]
 
 _LIVE_PAYOUT = ("pending", "succeeded")
 _REVERSAL_STATUS = {
@@ -183,7 +187,7 @@ def nettable_debts(
     ids = sorted(set(referrer_ids))
     debts: dict[str, list[tuple[str, Money]]] = {}
     for chunk in chunks(ids):
-        balance = func.sum(T_ENTRIES.c.amount_minor)
+        balance = func.sum(T_LEDGER_ENTRIES.c.amount_minor)
         rows = conn.execute(
             select(
                 T_REWARDS.c.reward_id,
@@ -191,7 +195,11 @@ def nettable_debts(
                 T_REWARDS.c.currency,
                 balance.label("balance"),
             )
-            .select_from(T_REWARDS.join(T_ENTRIES, T_ENTRIES.c.reward_id == T_REWARDS.c.reward_id))
+            .select_from(
+                T_REWARDS.join(
+                    T_LEDGER_ENTRIES, T_LEDGER_ENTRIES.c.reward_id == T_REWARDS.c.reward_id
+                )
+            )
             .where(T_REWARDS.c.referrer_id.in_(chunk))
             .group_by(
                 T_REWARDS.c.reward_id,
@@ -287,12 +295,12 @@ class ClawbackLedger(LedgerBase):
                 events left unprocessed (payment not known yet) never block the queue.
             limit: at most this many.
         """
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return read_unprocessed_stripe_events(conn, types, after, limit)
 
     def close_clawback_events(self, event_ids: Sequence[str], now: datetime) -> int:
         """Mark events processed without applying them (malformed, or given up on)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return mark_stripe_events(conn, event_ids, now)
 
     # -- applying ---------------------------------------------------------------------
@@ -325,7 +333,7 @@ class ClawbackLedger(LedgerBase):
             ClawbackConflict: a reward changed status meanwhile; nothing was written
                 and the event stays unprocessed.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             state = conn.execute(
                 select(T_STRIPE_EVENTS.c.processed_at)
                 .where(T_STRIPE_EVENTS.c.event_id == loss.event_id)
@@ -399,21 +407,24 @@ class ClawbackLedger(LedgerBase):
         time), through ``conversion_payments`` (by payment ids; by customer for churn)."""
         matches: list[Any] = []
         if loss.payment_refs:
-            matches.append(T_PAYMENTS.c.payment_ref.in_(list(loss.payment_refs)))
+            matches.append(T_CONVERSION_PAYMENTS.c.payment_ref.in_(list(loss.payment_refs)))
         if loss.cause is ClawbackCause.CHURN and loss.customer_ref:
-            matches.append(T_PAYMENTS.c.customer_ref == loss.customer_ref)
+            matches.append(T_CONVERSION_PAYMENTS.c.customer_ref == loss.customer_ref)
         if not matches:
             return {}
         rows = conn.execute(
             select(
-                T_PAYMENTS.c.conversion_id,
-                T_PAYMENTS.c.amount_minor,
+                T_CONVERSION_PAYMENTS.c.conversion_id,
+                T_CONVERSION_PAYMENTS.c.amount_minor,
                 T_CONVERSIONS.c.occurred_at,
                 T_CONVERSIONS.c.rewarded_at,
             )
-            .join(T_CONVERSIONS, T_CONVERSIONS.c.conversion_id == T_PAYMENTS.c.conversion_id)
-            .where(T_PAYMENTS.c.provider == STRIPE, or_(*matches))
-            .order_by(T_PAYMENTS.c.conversion_id, T_PAYMENTS.c.payment_ref)
+            .join(
+                T_CONVERSIONS,
+                T_CONVERSIONS.c.conversion_id == T_CONVERSION_PAYMENTS.c.conversion_id,
+            )
+            .where(T_CONVERSION_PAYMENTS.c.provider == STRIPE, or_(*matches))
+            .order_by(T_CONVERSION_PAYMENTS.c.conversion_id, T_CONVERSION_PAYMENTS.c.payment_ref)
         ).all()
         found: dict[str, _Payment] = {}
         for r in rows:
@@ -466,16 +477,18 @@ class ClawbackLedger(LedgerBase):
                 )
             }
             sums: dict[str, dict[str, tuple[int, int]]] = {}
-            negative = case((T_ENTRIES.c.amount_minor < 0, T_ENTRIES.c.amount_minor), else_=0)
+            negative = case(
+                (T_LEDGER_ENTRIES.c.amount_minor < 0, T_LEDGER_ENTRIES.c.amount_minor), else_=0
+            )
             for reward_id, kind, total, out in conn.execute(
                 select(
-                    T_ENTRIES.c.reward_id,
-                    T_ENTRIES.c.kind,
-                    func.sum(T_ENTRIES.c.amount_minor),
+                    T_LEDGER_ENTRIES.c.reward_id,
+                    T_LEDGER_ENTRIES.c.kind,
+                    func.sum(T_LEDGER_ENTRIES.c.amount_minor),
                     func.sum(negative),
                 )
-                .where(T_ENTRIES.c.reward_id.in_(chunk))
-                .group_by(T_ENTRIES.c.reward_id, T_ENTRIES.c.kind)
+                .where(T_LEDGER_ENTRIES.c.reward_id.in_(chunk))
+                .group_by(T_LEDGER_ENTRIES.c.reward_id, T_LEDGER_ENTRIES.c.kind)
             ):
                 sums.setdefault(reward_id, {})[kind] = (int(total), int(out))
             payment: dict[str, tuple[int, int, int]] = {}
@@ -680,7 +693,7 @@ class ClawbackLedger(LedgerBase):
         )
         if limit is not None:
             stmt = stmt.limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [
                 ReversalInstruction(
                     reversal_id=r["reversal_id"],
@@ -710,7 +723,7 @@ class ClawbackLedger(LedgerBase):
             stay pending to be sent again (``retry_later``).
         """
         counts: dict[str, int] = {}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for result in results:
                 status = _REVERSAL_STATUS[result.outcome]
                 row = conn.execute(
@@ -750,7 +763,7 @@ class ClawbackLedger(LedgerBase):
 
     def debts(self, referrer_ids: Iterable[str]) -> dict[str, Money]:
         """What each referrer owes and will have netted from their next payout."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             owed = nettable_debts(conn, referrer_ids)
         totals: dict[str, Money] = {}
         for referrer, parts in owed.items():
@@ -763,7 +776,7 @@ class ClawbackLedger(LedgerBase):
         """The clawback rows of rewards, oldest first (ids, causes and amounts)."""
         ids = sorted(set(reward_ids))
         found: list[dict[str, Any]] = []
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(ids):
                 found += [
                     dict(r)
@@ -780,7 +793,7 @@ class ClawbackLedger(LedgerBase):
     def waiting_requests_of_closed_rewards(self, limit: int) -> list[tuple[str, str, str | None]]:
         """Approval requests still waiting for a reward that was cancelled meanwhile:
         (request id, reward id, flow run id)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [
                 (r.request_id, r.reward_id, r.flow_run_id)
                 for r in conn.execute(
@@ -802,7 +815,7 @@ class ClawbackLedger(LedgerBase):
     def close_approval_requests(self, request_ids: Sequence[str], now: datetime) -> int:
         """Close waiting requests whose reward needs no decision any more."""
         closed = 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(request_ids):
                 closed += conn.execute(
                     update(T_APPROVAL_REQUESTS)

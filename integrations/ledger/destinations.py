@@ -14,18 +14,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, and_, case, exists, select, update
+from sqlalchemy import Connection, and_, case, exists, select, update
 
 from domain.fraud import PAYOUT_DESTINATION_CHANGED, destination_changes
 from domain.models import Contact
-from integrations.ledger.base import T_REWARDS, LedgerBase, chunks, contact_from_row
-from integrations.ledger.schema import ApprovalDecisionRow, ContactRow, QuarantineRow
-from integrations.ledger.schema_destinations import PayoutDestinationChangeRow
+from integrations.ledger.base import (
+    LedgerBase,
+    chunks,
+    contact_from_row,
+)
+from integrations.ledger.tables import (
+    T_APPROVAL_DECISIONS,
+    T_CONTACTS,
+    T_PAYOUT_DESTINATION_CHANGES,
+    T_QUARANTINE,
+    T_REWARDS,
+)
 
-T_CHANGES: Table = PayoutDestinationChangeRow.__table__  # type: ignore[assignment]
-T_QUARANTINE: Table = QuarantineRow.__table__  # type: ignore[assignment]
-T_DECISIONS: Table = ApprovalDecisionRow.__table__  # type: ignore[assignment]
-T_CONTACTS: Table = ContactRow.__table__  # type: ignore[assignment]
 # Rows purged per transaction: a first purge of a large quarantine holds no long lock.
 PURGE_CHUNK = 5_000
 
@@ -67,7 +72,7 @@ def record_destination_changes(
         for change in destination_changes(stored, naming)
     ]
     if rows:
-        conn.execute(T_CHANGES.insert(), rows)
+        conn.execute(T_PAYOUT_DESTINATION_CHANGES.insert(), rows)
     return len(rows)
 
 
@@ -79,7 +84,7 @@ class DestinationLedger(LedgerBase):
         and not purged yet, keeping the row and its reason; returns how many."""
         purged = 0
         while True:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 ids = list(
                     conn.execute(
                         select(T_QUARANTINE.c.id)
@@ -103,13 +108,15 @@ class DestinationLedger(LedgerBase):
 
     def destination_changes_of(self, contact_id: str) -> list[dict[str, object]]:
         """The recorded payout destination changes of one contact, oldest first."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [
                 dict(row)
                 for row in conn.execute(
-                    select(T_CHANGES)
-                    .where(T_CHANGES.c.contact_id == contact_id)
-                    .order_by(T_CHANGES.c.seen_at, T_CHANGES.c.id)
+                    select(T_PAYOUT_DESTINATION_CHANGES)
+                    .where(T_PAYOUT_DESTINATION_CHANGES.c.contact_id == contact_id)
+                    .order_by(
+                        T_PAYOUT_DESTINATION_CHANGES.c.seen_at, T_PAYOUT_DESTINATION_CHANGES.c.id
+                    )
                 ).mappings()
             ]
 
@@ -119,19 +126,19 @@ class DestinationLedger(LedgerBase):
         since the change (a decision at any stage counts)."""
         wanted = sorted(set(referrer_ids))
         acknowledged = exists().where(
-            T_DECISIONS.c.reward_id == T_REWARDS.c.reward_id,
-            T_DECISIONS.c.decision == "approve",
-            T_DECISIONS.c.decided_at >= T_CHANGES.c.seen_at,
-            T_REWARDS.c.referrer_id == T_CHANGES.c.contact_id,
+            T_APPROVAL_DECISIONS.c.reward_id == T_REWARDS.c.reward_id,
+            T_APPROVAL_DECISIONS.c.decision == "approve",
+            T_APPROVAL_DECISIONS.c.decided_at >= T_PAYOUT_DESTINATION_CHANGES.c.seen_at,
+            T_REWARDS.c.referrer_id == T_PAYOUT_DESTINATION_CHANGES.c.contact_id,
             T_REWARDS.c.flags.contains(PAYOUT_DESTINATION_CHANGED, autoescape=True),
         )
         found: set[str] = set()
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(wanted):
                 found.update(
                     conn.execute(
-                        select(T_CHANGES.c.contact_id)
-                        .where(T_CHANGES.c.contact_id.in_(chunk), ~acknowledged)
+                        select(T_PAYOUT_DESTINATION_CHANGES.c.contact_id)
+                        .where(T_PAYOUT_DESTINATION_CHANGES.c.contact_id.in_(chunk), ~acknowledged)
                         .distinct()
                     ).scalars()
                 )
@@ -141,7 +148,7 @@ class DestinationLedger(LedgerBase):
         """Add ``flag`` to the stored flags of ``reward_ids`` not yet carrying it, so
         the approver, the reports and the audit trail show why a reward waited."""
         flagged = 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(reward_ids):
                 flagged += conn.execute(
                     update(T_REWARDS)

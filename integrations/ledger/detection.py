@@ -63,8 +63,15 @@ from domain.moments import (
     EventRule,
     OneOf,
 )
-from integrations.ledger.base import T_EVENTS, T_MOMENTS, LedgerBase
-from integrations.ledger.schema import FollowUpRow, SourceCursorRow
+from integrations.ledger.base import (
+    LedgerBase,
+)
+from integrations.ledger.tables import (
+    T_MOMENTS,
+    T_SOURCE_EVENTS,
+    FollowUpRow,
+    SourceCursorRow,
+)
 
 # The source_cursors row that holds the highest event id detection has examined.
 # Sources are named after systems (crm, nps, hubspot, ...), never like this.
@@ -79,7 +86,7 @@ DEFAULT_CHUNK = 200_000
 # re-reads their pages on every chunk. Restored when detection ends.
 SQLITE_CACHE_KIB = 65_536
 
-_E = T_EVENTS.c
+_E = T_SOURCE_EVENTS.c
 _FIELDS = {
     EventField.SCORE: _E.score,
     EventField.CSAT: _E.csat,
@@ -237,7 +244,7 @@ class _Statements:
         )
         # Counted apart: SQLite answers the first from the (detected_at, id) index
         # alone, and the second reads only the few rows it filters for.
-        examined = select(func.count()).select_from(T_EVENTS).where(chunk)
+        examined = select(func.count()).select_from(T_SOURCE_EVENTS).where(chunk)
         no_contact = and_(_E.contact_id.is_(None), moment)
         leftovers = select(
             func.count(case((no_contact, 1))), func.count(case((detractor, 1)))
@@ -273,7 +280,7 @@ class DetectionLedger(LedgerBase):
         statements = _Statements.build(spec, self._insert)
         examined = moments = detractors = without_contact = chunks = 0
         end: int | None = None
-        with self.engine.connect() as conn, self._tuned_for_detection(conn):
+        with self._connect() as conn, self._tuned_for_detection(conn):
             while True:
                 with conn.begin():
                     self._hold_off_new_events(conn)
@@ -302,17 +309,17 @@ class DetectionLedger(LedgerBase):
 
     def detection_watermark(self) -> int:
         """The highest event id detection has examined (0 before the first run)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return self._watermark(conn)
 
     def events_to_detect(self) -> int:
         """How many stored events detection has not examined yet."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             low = self._watermark(conn)
             return int(
                 conn.execute(
                     select(func.count())
-                    .select_from(T_EVENTS)
+                    .select_from(T_SOURCE_EVENTS)
                     .where(_E.id > low, _E.detected_at.is_(None))
                 ).scalar_one()
             )
@@ -330,7 +337,7 @@ class DetectionLedger(LedgerBase):
         """Make sure no event can commit under the watermark while the chunk runs (SQLite:
         ``BEGIN IMMEDIATE`` already did; PostgreSQL: see the module docstring)."""
         if self._dialect == "postgresql":
-            conn.execute(text(f"LOCK TABLE {T_EVENTS.name} IN SHARE ROW EXCLUSIVE MODE"))
+            conn.execute(text(f"LOCK TABLE {T_SOURCE_EVENTS.name} IN SHARE ROW EXCLUSIVE MODE"))
 
     @contextmanager
     def _tuned_for_detection(self, conn: Connection) -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""The referee-discount outbox of the ledger (tables in ``schema_discounts``).
+"""The referee-discount outbox of the ledger (tables in ``tables.discounts``).
 
 :class:`DiscountLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase`, one
 of :class:`~integrations.ledger.sql.SqlLedger`'s bases. As for payouts, every write
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Table, exists, func, literal, select, update
+from sqlalchemy import exists, func, literal, select, update
 
 from domain.discounts import (
     CouponInstruction,
@@ -25,12 +25,12 @@ from domain.discounts import (
     PromotionCodeInstruction,
 )
 from integrations.ledger.base import LedgerBase
-from integrations.ledger.schema import ReferralCodeRow
-from integrations.ledger.schema_discounts import DiscountCouponRow, RefereeDiscountRow
+from integrations.ledger.tables import (
+    T_DISCOUNT_COUPONS,
+    T_REFEREE_DISCOUNTS,
+    T_REFERRAL_CODES,
+)
 
-_COUPONS: Table = DiscountCouponRow.__table__  # type: ignore[assignment]
-_CODES: Table = RefereeDiscountRow.__table__  # type: ignore[assignment]
-_REFERRAL_CODES: Table = ReferralCodeRow.__table__  # type: ignore[assignment]
 _MAX_ERROR = 512
 
 
@@ -56,10 +56,10 @@ class DiscountLedger(LedgerBase):
             differ from ``coupon``'s: a person must then give a new coupon id), and the
             instruction to send, with the key's creation time.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._insert_ignore(
                 conn,
-                _COUPONS,
+                T_DISCOUNT_COUPONS,
                 [
                     {
                         "coupon_id": coupon.coupon_id,
@@ -72,13 +72,13 @@ class DiscountLedger(LedgerBase):
                         "updated_at": now,
                     }
                 ],
-                _COUPONS.c.idempotency_key,
+                T_DISCOUNT_COUPONS.c.idempotency_key,
             )
             row = (
                 conn.execute(
-                    select(_COUPONS).where(
-                        _COUPONS.c.coupon_id == coupon.coupon_id,
-                        _COUPONS.c.rail == coupon.rail.value,
+                    select(T_DISCOUNT_COUPONS).where(
+                        T_DISCOUNT_COUPONS.c.coupon_id == coupon.coupon_id,
+                        T_DISCOUNT_COUPONS.c.rail == coupon.rail.value,
                     )
                 )
                 .mappings()
@@ -101,24 +101,26 @@ class DiscountLedger(LedgerBase):
     ) -> None:
         """Settle a pending coupon with the provider's answer (``RETRYABLE`` keeps it
         pending, with the error and one more try counted)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
-                update(_COUPONS)
+                update(T_DISCOUNT_COUPONS)
                 .where(
-                    _COUPONS.c.coupon_id == coupon.coupon_id,
-                    _COUPONS.c.rail == coupon.rail.value,
-                    _COUPONS.c.status == "pending",
+                    T_DISCOUNT_COUPONS.c.coupon_id == coupon.coupon_id,
+                    T_DISCOUNT_COUPONS.c.rail == coupon.rail.value,
+                    T_DISCOUNT_COUPONS.c.status == "pending",
                 )
-                .values(tries=_COUPONS.c.tries + 1, **_settled(result, now))
+                .values(tries=T_DISCOUNT_COUPONS.c.tries + 1, **_settled(result, now))
             )
 
     def queue_promotion_codes(self, coupon_id: str, rail: DiscountRail, now: datetime) -> int:
         """Store a pending promotion code, with its idempotency key, for every referral
         code not yet published at ``rail``; how many were stored."""
-        rc = _REFERRAL_CODES
+        rc = T_REFERRAL_CODES
         # The key is computed by the database, from the domain's own format.
         prefix, suffix = PromotionCodeInstruction.key_for("\x00", rail).split("\x00")
-        published = exists().where(_CODES.c.code == rc.c.code, _CODES.c.rail == rail.value)
+        published = exists().where(
+            T_REFEREE_DISCOUNTS.c.code == rc.c.code, T_REFEREE_DISCOUNTS.c.rail == rail.value
+        )
         source = select(
             rc.c.code,
             literal(rail.value),
@@ -127,8 +129,8 @@ class DiscountLedger(LedgerBase):
             literal(prefix) + rc.c.code + literal(suffix),
             literal("pending"),
             literal(0),
-            literal(now, type_=_CODES.c.created_at.type),
-            literal(now, type_=_CODES.c.updated_at.type),
+            literal(now, type_=T_REFEREE_DISCOUNTS.c.created_at.type),
+            literal(now, type_=T_REFEREE_DISCOUNTS.c.updated_at.type),
         ).where(~published)
         columns = [
             "code",
@@ -141,12 +143,12 @@ class DiscountLedger(LedgerBase):
             "created_at",
             "updated_at",
         ]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             stmt = (
-                self._insert(_CODES)
+                self._insert(T_REFEREE_DISCOUNTS)
                 .from_select(columns, source)
                 .on_conflict_do_nothing()
-                .returning(_CODES.c.code)
+                .returning(T_REFEREE_DISCOUNTS.c.code)
             )
             return len(conn.execute(stmt).all())
 
@@ -154,8 +156,8 @@ class DiscountLedger(LedgerBase):
         self, rail: DiscountRail, after: str, limit: int
     ) -> list[PromotionCodeInstruction]:
         """Pending promotion codes at ``rail`` after the code ``after``, by code."""
-        t = _CODES
-        with self.engine.connect() as conn:
+        t = T_REFEREE_DISCOUNTS
+        with self._connect() as conn:
             rows = conn.execute(
                 select(t.c.code, t.c.coupon_id, t.c.idempotency_key, t.c.created_at)
                 .where(t.c.rail == rail.value, t.c.status == "pending", t.c.code > after)
@@ -178,27 +180,27 @@ class DiscountLedger(LedgerBase):
     ) -> None:
         """Settle pending promotion codes with the provider's answers, in one
         transaction."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for result in results:
                 conn.execute(
-                    update(_CODES)
+                    update(T_REFEREE_DISCOUNTS)
                     .where(
-                        _CODES.c.code == result.ref,
-                        _CODES.c.rail == rail.value,
-                        _CODES.c.status == "pending",
+                        T_REFEREE_DISCOUNTS.c.code == result.ref,
+                        T_REFEREE_DISCOUNTS.c.rail == rail.value,
+                        T_REFEREE_DISCOUNTS.c.status == "pending",
                     )
-                    .values(tries=_CODES.c.tries + 1, **_settled(result, now))
+                    .values(tries=T_REFEREE_DISCOUNTS.c.tries + 1, **_settled(result, now))
                 )
 
     def referee_discounts(self, rail: DiscountRail) -> dict[str, int]:
         """How many codes are pending, published and failed at ``rail``."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             counts: dict[str, int] = {
                 status: int(n)
                 for status, n in conn.execute(
-                    select(_CODES.c.status, func.count())
-                    .where(_CODES.c.rail == rail.value)
-                    .group_by(_CODES.c.status)
+                    select(T_REFEREE_DISCOUNTS.c.status, func.count())
+                    .where(T_REFEREE_DISCOUNTS.c.rail == rail.value)
+                    .group_by(T_REFEREE_DISCOUNTS.c.status)
                 )
             }
         return {s: counts.get(s, 0) for s in ("pending", "succeeded", "failed")}

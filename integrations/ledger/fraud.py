@@ -22,20 +22,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, exists, or_, select, update
+from sqlalchemy import Connection, exists, or_, select, update
 
 from domain.fraud import MAX_CYCLE_LENGTH, FraudHistory, ReferralEdge, party
 from domain.models import Contact, Conversion
 from domain.program import Fraud
 from domain.stripe_conversions import SOURCE, event_object
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row
-from integrations.ledger.schema import ContactRow, ConversionPaymentRow, ConversionRow
-from integrations.ledger.schema_webhooks import StripeEventRow
+from integrations.ledger.tables import (
+    T_CONTACTS,
+    T_CONVERSION_PAYMENTS,
+    T_CONVERSIONS,
+    T_STRIPE_EVENTS,
+)
 
-_C: Table = ConversionRow.__table__  # type: ignore[assignment]
-_P: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
-_K: Table = ContactRow.__table__  # type: ignore[assignment]
-_S: Table = StripeEventRow.__table__  # type: ignore[assignment]
 _STRIPE_RECORD = f"{SOURCE}:"
 
 
@@ -76,12 +76,14 @@ class FraudLedger(LedgerBase):
         """
         if not conversions:
             return FraudHistory()
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             referee_ids = sorted({c.referee_contact_id or "" for c in conversions} - {""})
             referees = {
                 r["contact_id"]: contact_from_row(r)
                 for chunk in chunks(referee_ids)
-                for r in conn.execute(select(_K).where(_K.c.contact_id.in_(chunk))).mappings()
+                for r in conn.execute(
+                    select(T_CONTACTS).where(T_CONTACTS.c.contact_id.in_(chunk))
+                ).mappings()
             }
             return FraudHistory(
                 referees=referees,
@@ -101,26 +103,36 @@ class FraudLedger(LedgerBase):
         Returns:
             Each with its payment ids and the object of the event it was read from.
         """
-        paid = exists().where(_P.c.conversion_id == _C.c.conversion_id, _P.c.provider == SOURCE)
-        with self.engine.connect() as conn:
+        paid = exists().where(
+            T_CONVERSION_PAYMENTS.c.conversion_id == T_CONVERSIONS.c.conversion_id,
+            T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+        )
+        with self._connect() as conn:
             rows = conn.execute(
-                select(_C.c.conversion_id, _C.c.source_event)
+                select(T_CONVERSIONS.c.conversion_id, T_CONVERSIONS.c.source_event)
                 .where(
-                    _C.c.rewarded_at.is_(None),
-                    _C.c.card_fingerprint.is_(None),
-                    _C.c.conversion_id > after,
+                    T_CONVERSIONS.c.rewarded_at.is_(None),
+                    T_CONVERSIONS.c.card_fingerprint.is_(None),
+                    T_CONVERSIONS.c.conversion_id > after,
                     paid,
                 )
-                .order_by(_C.c.conversion_id)
+                .order_by(T_CONVERSIONS.c.conversion_id)
                 .limit(limit)
             ).all()
             ids = [r.conversion_id for r in rows]
             refs: dict[str, list[str]] = {}
             for chunk in chunks(ids):
                 for conversion_id, ref in conn.execute(
-                    select(_P.c.conversion_id, _P.c.payment_ref)
-                    .where(_P.c.provider == SOURCE, _P.c.conversion_id.in_(chunk))
-                    .order_by(_P.c.created_at, _P.c.payment_ref)
+                    select(
+                        T_CONVERSION_PAYMENTS.c.conversion_id, T_CONVERSION_PAYMENTS.c.payment_ref
+                    )
+                    .where(
+                        T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+                        T_CONVERSION_PAYMENTS.c.conversion_id.in_(chunk),
+                    )
+                    .order_by(
+                        T_CONVERSION_PAYMENTS.c.created_at, T_CONVERSION_PAYMENTS.c.payment_ref
+                    )
                 ):
                     refs.setdefault(conversion_id, []).append(ref)
             events = {
@@ -131,7 +143,9 @@ class FraudLedger(LedgerBase):
             payloads: dict[str, Any] = {}
             for chunk in chunks(sorted(set(events.values()))):
                 for event_id, payload in conn.execute(
-                    select(_S.c.event_id, _S.c.payload).where(_S.c.event_id.in_(chunk))
+                    select(T_STRIPE_EVENTS.c.event_id, T_STRIPE_EVENTS.c.payload).where(
+                        T_STRIPE_EVENTS.c.event_id.in_(chunk)
+                    )
                 ):
                     payloads[event_id] = payload
         return [
@@ -156,14 +170,14 @@ class FraudLedger(LedgerBase):
             How many conversions learned their card.
         """
         learned = 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for conversion_id, fingerprint in sorted(found.items()):
                 learned += conn.execute(
-                    update(_C)
+                    update(T_CONVERSIONS)
                     .where(
-                        _C.c.conversion_id == conversion_id,
-                        _C.c.card_fingerprint.is_(None),
-                        _C.c.rewarded_at.is_(None),
+                        T_CONVERSIONS.c.conversion_id == conversion_id,
+                        T_CONVERSIONS.c.card_fingerprint.is_(None),
+                        T_CONVERSIONS.c.rewarded_at.is_(None),
                     )
                     .values(card_fingerprint=fingerprint[:64])
                 ).rowcount
@@ -176,10 +190,12 @@ class FraudLedger(LedgerBase):
         found: dict[str, set[str]] = {}
         for chunk in chunks(sorted({c.conversion_id for c in conversions})):
             for conversion_id, customer in conn.execute(
-                select(_P.c.conversion_id, _P.c.customer_ref).where(
-                    _P.c.provider == SOURCE,
-                    _P.c.conversion_id.in_(chunk),
-                    _P.c.customer_ref.is_not(None),
+                select(
+                    T_CONVERSION_PAYMENTS.c.conversion_id, T_CONVERSION_PAYMENTS.c.customer_ref
+                ).where(
+                    T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+                    T_CONVERSION_PAYMENTS.c.conversion_id.in_(chunk),
+                    T_CONVERSION_PAYMENTS.c.customer_ref.is_not(None),
                 )
             ):
                 found.setdefault(conversion_id, set()).add(customer)
@@ -196,19 +212,23 @@ class FraudLedger(LedgerBase):
         by_customer.pop(None, None)
         for chunk in chunks(sorted(referrers)):
             for contact_id, card in conn.execute(
-                select(_C.c.referee_contact_id, _C.c.card_fingerprint).where(
-                    _C.c.referee_contact_id.in_(chunk), _C.c.card_fingerprint.is_not(None)
+                select(T_CONVERSIONS.c.referee_contact_id, T_CONVERSIONS.c.card_fingerprint).where(
+                    T_CONVERSIONS.c.referee_contact_id.in_(chunk),
+                    T_CONVERSIONS.c.card_fingerprint.is_not(None),
                 )
             ):
                 cards.setdefault(contact_id, set()).add(card)
         for chunk in chunks(sorted(c for c in by_customer if c)):
             for customer, card in conn.execute(
-                select(_P.c.customer_ref, _C.c.card_fingerprint)
-                .join(_C, _C.c.conversion_id == _P.c.conversion_id)
+                select(T_CONVERSION_PAYMENTS.c.customer_ref, T_CONVERSIONS.c.card_fingerprint)
+                .join(
+                    T_CONVERSIONS,
+                    T_CONVERSIONS.c.conversion_id == T_CONVERSION_PAYMENTS.c.conversion_id,
+                )
                 .where(
-                    _P.c.provider == SOURCE,
-                    _P.c.customer_ref.in_(chunk),
-                    _C.c.card_fingerprint.is_not(None),
+                    T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+                    T_CONVERSION_PAYMENTS.c.customer_ref.in_(chunk),
+                    T_CONVERSIONS.c.card_fingerprint.is_not(None),
                 )
             ):
                 cards.setdefault(by_customer[customer], set()).add(card)
@@ -223,10 +243,14 @@ class FraudLedger(LedgerBase):
         recent: dict[str, dict[str, datetime]] = {}
         for chunk in chunks(sorted({c.referrer_id for c in conversions})):
             for referrer_id, conversion_id, occurred_at in conn.execute(
-                select(_C.c.referrer_id, _C.c.conversion_id, _C.c.occurred_at).where(
-                    _C.c.referrer_id.in_(chunk),
-                    _C.c.occurred_at > since,
-                    _C.c.occurred_at <= until,
+                select(
+                    T_CONVERSIONS.c.referrer_id,
+                    T_CONVERSIONS.c.conversion_id,
+                    T_CONVERSIONS.c.occurred_at,
+                ).where(
+                    T_CONVERSIONS.c.referrer_id.in_(chunk),
+                    T_CONVERSIONS.c.occurred_at > since,
+                    T_CONVERSIONS.c.occurred_at <= until,
                 )
             ):
                 recent.setdefault(referrer_id, {})[conversion_id] = occurred_at
@@ -239,8 +263,8 @@ class FraudLedger(LedgerBase):
         frontier = {p for r in referrers if (p := party(r.account_id, r.contact_id))}
         seen = set(frontier)
         found: dict[str, ReferralEdge] = {}
-        referee_contact = _K.alias("referee_contact")
-        referrer_contact = _K.alias("referrer_contact")
+        referee_contact = T_CONTACTS.alias("referee_contact")
+        referrer_contact = T_CONTACTS.alias("referrer_contact")
         for _ in range(MAX_CYCLE_LENGTH):
             if not frontier:
                 break
@@ -251,27 +275,27 @@ class FraudLedger(LedgerBase):
                 for chunk in chunks(ids):
                     if kind == "account":
                         where = or_(
-                            _C.c.referee_account_id.in_(chunk),
+                            T_CONVERSIONS.c.referee_account_id.in_(chunk),
                             referee_contact.c.account_id.in_(chunk),
                         )
                     else:
-                        where = _C.c.referee_contact_id.in_(chunk)
+                        where = T_CONVERSIONS.c.referee_contact_id.in_(chunk)
                     stmt = (
                         select(
-                            _C.c.conversion_id,
-                            _C.c.referee_account_id,
-                            _C.c.referee_contact_id,
+                            T_CONVERSIONS.c.conversion_id,
+                            T_CONVERSIONS.c.referee_account_id,
+                            T_CONVERSIONS.c.referee_contact_id,
                             referee_contact.c.account_id.label("referee_contact_account"),
-                            _C.c.referrer_id,
+                            T_CONVERSIONS.c.referrer_id,
                             referrer_contact.c.account_id.label("referrer_account"),
                         )
                         .select_from(
-                            _C.outerjoin(
+                            T_CONVERSIONS.outerjoin(
                                 referee_contact,
-                                referee_contact.c.contact_id == _C.c.referee_contact_id,
+                                referee_contact.c.contact_id == T_CONVERSIONS.c.referee_contact_id,
                             ).outerjoin(
                                 referrer_contact,
-                                referrer_contact.c.contact_id == _C.c.referrer_id,
+                                referrer_contact.c.contact_id == T_CONVERSIONS.c.referrer_id,
                             )
                         )
                         .where(where)

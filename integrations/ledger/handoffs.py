@@ -1,4 +1,4 @@
-"""The ledger's side of detractor hand-offs (see :mod:`integrations.ledger.schema_handoffs`).
+"""The ledger's side of detractor hand-offs (see :mod:`integrations.ledger.tables`).
 
 Exactly once, as asks and notifications: a hand-off row is written (``queued``) before
 anything is sent, claimed (``sending``) by a conditional UPDATE before the call, and
@@ -13,15 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Table, and_, bindparam, func, literal, null, select, update
+from sqlalchemy import and_, bindparam, func, literal, null, select, update
 
 from domain.detractors import DetractorFollowUp
 from integrations.ledger.base import LedgerBase, chunks
-from integrations.ledger.schema import AccountRow, ContactRow, FollowUpRow
-from integrations.ledger.schema_handoffs import DetractorHandoffRow
+from integrations.ledger.tables import (
+    T_DETRACTOR_HANDOFFS,
+    AccountRow,
+    ContactRow,
+    FollowUpRow,
+)
 
 Channel = Literal["email", "crm"]
-T_HANDOFFS: Table = DetractorHandoffRow.__table__  # type: ignore[assignment]
 # The status a channel ends in when the provider took it.
 DONE: dict[Channel, str] = {"email": "accepted", "crm": "created"}
 
@@ -39,7 +42,7 @@ class HandoffResult:
 
 def _columns(channel: Channel) -> tuple[Any, Any, Any, Any]:
     """The channel's status, ref, error and time columns."""
-    c = T_HANDOFFS.c
+    c = T_DETRACTOR_HANDOFFS.c
     return c[f"{channel}_status"], c[f"{channel}_ref"], c[f"{channel}_error"], c[f"{channel}_at"]
 
 
@@ -48,7 +51,7 @@ class HandoffLedger(LedgerBase):
 
     def detractors_not_handed_on(self) -> int:
         """Follow-ups with no hand-off row yet (none was opened: no owner configured)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(
                 conn.execute(
                     select(func.count())
@@ -61,28 +64,30 @@ class HandoffLedger(LedgerBase):
         """Write a hand-off (email ``queued``; CRM ``queued`` when ``with_crm``, else
         none) for every follow-up that has none, in one statement; the number written."""
         stmt = (
-            self._insert(T_HANDOFFS)
+            self._insert(T_DETRACTOR_HANDOFFS)
             .from_select(
                 ["source_event", "contact_id", "created_at", "email_status", "crm_status"],
                 select(
                     FollowUpRow.source_event,
                     FollowUpRow.contact_id,
-                    literal(now, T_HANDOFFS.c.created_at.type),
-                    literal("queued", T_HANDOFFS.c.email_status.type),
-                    literal("queued", T_HANDOFFS.c.crm_status.type) if with_crm else null(),
+                    literal(now, T_DETRACTOR_HANDOFFS.c.created_at.type),
+                    literal("queued", T_DETRACTOR_HANDOFFS.c.email_status.type),
+                    literal("queued", T_DETRACTOR_HANDOFFS.c.crm_status.type)
+                    if with_crm
+                    else null(),
                 ).where(~self._handed_on(FollowUpRow.source_event)),
             )
             .on_conflict_do_nothing()
             .execution_options(preserve_rowcount=True)
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return max(conn.execute(stmt).rowcount, 0)
 
     def handoffs_to_send(self, channel: Channel, after: str, limit: int) -> list[DetractorFollowUp]:
         """The ``queued`` hand-offs of ``channel``, by key after ``after``."""
         status = _columns(channel)[0]
-        h, f = T_HANDOFFS.c, FollowUpRow
-        with self.engine.connect() as conn:
+        h, f = T_DETRACTOR_HANDOFFS.c, FollowUpRow
+        with self._connect() as conn:
             rows = conn.execute(
                 select(
                     h.source_event,
@@ -94,7 +99,7 @@ class HandoffLedger(LedgerBase):
                     f.occurred_at,
                 )
                 .select_from(
-                    T_HANDOFFS.join(f, f.source_event == h.source_event)
+                    T_DETRACTOR_HANDOFFS.join(f, f.source_event == h.source_event)
                     .outerjoin(ContactRow, ContactRow.contact_id == f.contact_id)
                     .outerjoin(AccountRow, AccountRow.account_id == f.account_id)
                 )
@@ -106,10 +111,10 @@ class HandoffLedger(LedgerBase):
 
     def queued_handoffs(self, channel: Channel) -> int:
         status = _columns(channel)[0]
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(T_HANDOFFS).where(status == "queued")
+                    select(func.count()).select_from(T_DETRACTOR_HANDOFFS).where(status == "queued")
                 ).scalar_one()
             )
 
@@ -117,13 +122,13 @@ class HandoffLedger(LedgerBase):
         """Move ``queued`` hand-offs of ``channel`` to ``sending``; the keys this caller
         claimed (another run may have taken some)."""
         status, _, _, at = _columns(channel)
-        key = T_HANDOFFS.c.source_event
+        key = T_DETRACTOR_HANDOFFS.c.source_event
         claimed: list[str] = []
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(keys):
                 claimed += (
                     conn.execute(
-                        update(T_HANDOFFS)
+                        update(T_DETRACTOR_HANDOFFS)
                         .where(key.in_(chunk), status == "queued")
                         .values({status: "sending", at: now})
                         .returning(key)
@@ -137,9 +142,9 @@ class HandoffLedger(LedgerBase):
         """Mark ``unknown`` the claims of ``channel`` older than ``claimed_before``:
         their sender died between the call and the record, so it may have gone out."""
         status, _, _, at = _columns(channel)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return conn.execute(
-                update(T_HANDOFFS)
+                update(T_DETRACTOR_HANDOFFS)
                 .where(status == "sending", at < claimed_before)
                 .values({status: "unknown"})
             ).rowcount
@@ -155,8 +160,10 @@ class HandoffLedger(LedgerBase):
             raise ValueError(f"not a {channel} hand-off result: {sorted(wrong)}")
         status, ref, error, at = _columns(channel)
         stmt = (
-            update(T_HANDOFFS)
-            .where(and_(T_HANDOFFS.c.source_event == bindparam("h_key"), status == "sending"))
+            update(T_DETRACTOR_HANDOFFS)
+            .where(
+                and_(T_DETRACTOR_HANDOFFS.c.source_event == bindparam("h_key"), status == "sending")
+            )
             .values(
                 {
                     status: bindparam("h_status"),
@@ -177,12 +184,12 @@ class HandoffLedger(LedgerBase):
             }
             for r in results
         ]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(stmt, rows)
 
     def handoff_counts(self) -> dict[str, dict[str, int]]:
         """Hand-offs per status of each channel (CRM: only rows that have one)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             counts: dict[str, dict[str, int]] = {}
             for channel in ("email", "crm"):
                 status = _columns(channel)[0]
@@ -197,7 +204,7 @@ class HandoffLedger(LedgerBase):
     @staticmethod
     def _handed_on(source_event: Any) -> Any:
         return (
-            select(T_HANDOFFS.c.source_event)
-            .where(T_HANDOFFS.c.source_event == source_event)
+            select(T_DETRACTOR_HANDOFFS.c.source_event)
+            .where(T_DETRACTOR_HANDOFFS.c.source_event == source_event)
             .exists()
         )

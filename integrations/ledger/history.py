@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from domain.models import Conversion
 from integrations.ledger.base import LedgerBase, conversion_from_row
-from integrations.ledger.schema import ConversionRow
+from integrations.ledger.tables import ConversionRow
 
 
 class HistoryLedger(LedgerBase):
@@ -17,7 +17,7 @@ class HistoryLedger(LedgerBase):
     def conversion_history(self, page_size: int = 5000) -> Iterator[list[Conversion]]:
         after = ""
         while True:
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 rows = (
                     conn.execute(
                         select(ConversionRow.__table__)

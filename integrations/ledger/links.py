@@ -13,14 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from domain.links import LinkClick
 from integrations.ledger.base import LedgerBase
-from integrations.ledger.schema import ContactRow, ReferralCodeRow
-from integrations.ledger.schema_links import LinkClickRow
-
-T_LINK_CLICKS: Table = LinkClickRow.__table__  # type: ignore[assignment]
+from integrations.ledger.tables import T_LINK_CLICKS, ContactRow, ReferralCodeRow
 
 
 def click_row(click: LinkClick, now: datetime) -> dict[str, Any]:
@@ -42,7 +39,7 @@ class LinkLedger(LedgerBase):
         """The owner of ``code`` if its link is live: ``None`` for an unknown code and
         for a revoked one (its owner opted out of the program). Both answers take one
         and the same query, so neither is told from the other by its timing."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(
                 select(ReferralCodeRow.contact_id, ContactRow.opted_out)
                 .outerjoin(ContactRow, ContactRow.contact_id == ReferralCodeRow.contact_id)
@@ -56,5 +53,5 @@ class LinkLedger(LedgerBase):
         """Store ``clicks`` in one transaction; those already stored are left as they
         are. Returns how many were new."""
         rows = [click_row(c, now) for c in clicks]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return len(self._insert_ignore(conn, T_LINK_CLICKS, rows, T_LINK_CLICKS.c.click_id))

@@ -29,8 +29,16 @@ from domain.metrics import (
 )
 from domain.models import EventType, Milestone, ReferrerType
 from domain.money import Money
-from integrations.ledger.base import T_ENTRIES, T_EVENTS, T_REWARDS, LedgerBase
-from integrations.ledger.schema import ContactRow, ConversionRow
+from integrations.ledger.base import (
+    LedgerBase,
+)
+from integrations.ledger.tables import (
+    T_LEDGER_ENTRIES,
+    T_REWARDS,
+    T_SOURCE_EVENTS,
+    ContactRow,
+    ConversionRow,
+)
 
 _C = ConversionRow.__table__.c
 _P = ContactRow.__table__.c
@@ -70,7 +78,7 @@ class MetricsLedger(LedgerBase):
 
     def metric_contact_counts(self) -> dict[ReferrerType, int]:
         """Contacts the ledger holds, per referrer type (as they are now)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(_P.referrer_type, func.count()).group_by(_P.referrer_type)
             ).all()
@@ -85,7 +93,7 @@ class MetricsLedger(LedgerBase):
         is the first ``deal_won`` of the same account (or deal) at or after the signup
         and before ``until``.
         """
-        e = T_EVENTS
+        e = T_SOURCE_EVENTS
         key = _lead_key(e)
         signups = (
             select(
@@ -97,7 +105,7 @@ class MetricsLedger(LedgerBase):
             .group_by(key)
             .cte("signups")
         )
-        w = T_EVENTS.alias("w")
+        w = T_SOURCE_EVENTS.alias("w")
         w_key = _lead_key(w)
         wins = (
             select(
@@ -118,7 +126,7 @@ class MetricsLedger(LedgerBase):
             .where(w.c.type == EventType.DEAL_WON.value, w.c.occurred_at < until)
             .cte("wins")
         )
-        s = T_EVENTS.alias("s")
+        s = T_SOURCE_EVENTS.alias("s")
         s_key = _lead_key(s)
         credited = (
             select(
@@ -154,7 +162,7 @@ class MetricsLedger(LedgerBase):
             .where(or_(signups.c.signed_up_at >= since, wins.c.won_at >= since))
             .order_by(signups.c.signed_up_at, signups.c.lead)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(stmt).mappings().all()
         return [
             LeadRecord(
@@ -184,7 +192,7 @@ class MetricsLedger(LedgerBase):
             .where(_C.occurred_at >= since, _C.occurred_at < until)
             .order_by(_C.occurred_at, _C.conversion_id)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(stmt).mappings().all()
         return [
             ConversionRecord(
@@ -211,7 +219,7 @@ class MetricsLedger(LedgerBase):
             .group_by(_C.referrer_id, _P.referrer_type, referee)
             .having(first >= since)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(stmt).mappings().all()
         records = [
             ReferralRecord(
@@ -226,7 +234,7 @@ class MetricsLedger(LedgerBase):
 
     def metric_paid_rewards(self, since: datetime, until: datetime) -> list[PaidRewardRecord]:
         """Rewards first paid in ``[since, until)``, with their conversion's time."""
-        paid_at = func.min(T_ENTRIES.c.created_at)
+        paid_at = func.min(T_LEDGER_ENTRIES.c.created_at)
         stmt = (
             select(
                 T_REWARDS.c.reward_id,
@@ -236,17 +244,19 @@ class MetricsLedger(LedgerBase):
                 paid_at.label("paid_at"),
             )
             .select_from(
-                T_ENTRIES.join(T_REWARDS, T_REWARDS.c.reward_id == T_ENTRIES.c.reward_id)
+                T_LEDGER_ENTRIES.join(
+                    T_REWARDS, T_REWARDS.c.reward_id == T_LEDGER_ENTRIES.c.reward_id
+                )
                 .join(ConversionRow, _C.conversion_id == T_REWARDS.c.conversion_id)
                 .join(ContactRow, _P.contact_id == T_REWARDS.c.referrer_id)
             )
-            .where(T_ENTRIES.c.kind == "paid", T_ENTRIES.c.created_at < until)
+            .where(T_LEDGER_ENTRIES.c.kind == "paid", T_LEDGER_ENTRIES.c.created_at < until)
             .group_by(
                 T_REWARDS.c.reward_id, _P.referrer_type, T_REWARDS.c.milestone, _C.occurred_at
             )
             .having(paid_at >= since)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(stmt).mappings().all()
         records = [
             PaidRewardRecord(
@@ -272,29 +282,30 @@ class MetricsLedger(LedgerBase):
         if not periods:
             return []
         bucket = case(
-            *((T_ENTRIES.c.created_at < p.end, literal(i)) for i, p in enumerate(periods))
+            *((T_LEDGER_ENTRIES.c.created_at < p.end, literal(i)) for i, p in enumerate(periods))
         )
         entries = (
             select(
                 bucket.label("bucket"),
                 _P.referrer_type,
-                case((T_ENTRIES.c.kind == "paid", -T_ENTRIES.c.amount_minor), else_=0).label(
-                    "paid"
-                ),
-                case((T_ENTRIES.c.kind == "reversed", T_ENTRIES.c.amount_minor), else_=0).label(
-                    "reversed"
-                ),
+                case(
+                    (T_LEDGER_ENTRIES.c.kind == "paid", -T_LEDGER_ENTRIES.c.amount_minor), else_=0
+                ).label("paid"),
+                case(
+                    (T_LEDGER_ENTRIES.c.kind == "reversed", T_LEDGER_ENTRIES.c.amount_minor),
+                    else_=0,
+                ).label("reversed"),
             )
             .select_from(
-                T_ENTRIES.join(T_REWARDS, T_REWARDS.c.reward_id == T_ENTRIES.c.reward_id).join(
-                    ContactRow, _P.contact_id == T_REWARDS.c.referrer_id
-                )
+                T_LEDGER_ENTRIES.join(
+                    T_REWARDS, T_REWARDS.c.reward_id == T_LEDGER_ENTRIES.c.reward_id
+                ).join(ContactRow, _P.contact_id == T_REWARDS.c.referrer_id)
             )
             .where(
-                T_ENTRIES.c.kind.in_(["paid", "reversed"]),
-                T_ENTRIES.c.currency == currency,
-                T_ENTRIES.c.created_at >= periods[0].start,
-                T_ENTRIES.c.created_at < min(until, periods[-1].end),
+                T_LEDGER_ENTRIES.c.kind.in_(["paid", "reversed"]),
+                T_LEDGER_ENTRIES.c.currency == currency,
+                T_LEDGER_ENTRIES.c.created_at >= periods[0].start,
+                T_LEDGER_ENTRIES.c.created_at < min(until, periods[-1].end),
             )
             .subquery()
         )
@@ -306,7 +317,7 @@ class MetricsLedger(LedgerBase):
             func.sum(entries.c.paid),
             func.sum(entries.c.reversed),
         ).group_by(entries.c.bucket, entries.c.referrer_type)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(stmt).all()
         records = [
             CostRecord(

@@ -8,7 +8,7 @@ expiry, and the conversions credited through them.
 * **First to register wins, even in a race.** A claim is decided inside the
   transaction that writes it, against the registration holding the domain; the insert
   is ``ON CONFLICT DO NOTHING`` against the partial unique index of
-  :mod:`integrations.ledger.schema_partners` (one active or extended registration per
+  :mod:`integrations.ledger.tables` (one active or extended registration per
   domain). When two partners register one company at the same moment, the second
   insert waits for the first, finds the conflict, and the loser reads the winner back
   to report its owner and expiry. Claims of a batch are written in domain order, so
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, literal, or_, select, update
+from sqlalchemy import Connection, func, literal, or_, select, update
 from sqlalchemy.engine import RowMapping
 
 from domain.models import Conversion, Milestone, Rejected, SourceEvent
@@ -47,13 +47,19 @@ from domain.registration import (
     RegistrationStatus,
     decide_claim,
 )
-from integrations.ledger.base import T_EVENTS, chunks, event_from_row
-from integrations.ledger.schema import AccountRow, ReferralCodeRow, SourceCursorRow
-from integrations.ledger.schema_partners import PartnerRegistrationRow
+from integrations.ledger.base import (
+    chunks,
+    event_from_row,
+)
 from integrations.ledger.stripe_conversions import ConversionTally, StripeConversionLedger
+from integrations.ledger.tables import (
+    T_ACCOUNTS,
+    T_PARTNER_REGISTRATIONS,
+    T_SOURCE_EVENTS,
+    ReferralCodeRow,
+    SourceCursorRow,
+)
 
-T_REGISTRATIONS: Table = PartnerRegistrationRow.__table__  # type: ignore[assignment]
-T_ACCOUNTS: Table = AccountRow.__table__  # type: ignore[assignment]
 _HOLDING = [s.value for s in HOLDING]
 # Registrations an event can still be credited through: a won deal closes one for good.
 _CREDITABLE = [*_HOLDING, RegistrationStatus.EXPIRED.value]
@@ -104,12 +110,12 @@ class PartnerLedger(StripeConversionLedger):
         :meth:`Registration.holds`."""
         wanted = sorted(set(domains))
         found: dict[str, Registration] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(wanted):
                 for row in conn.execute(
-                    select(T_REGISTRATIONS).where(
-                        T_REGISTRATIONS.c.domain.in_(chunk),
-                        T_REGISTRATIONS.c.status.in_(_HOLDING),
+                    select(T_PARTNER_REGISTRATIONS).where(
+                        T_PARTNER_REGISTRATIONS.c.domain.in_(chunk),
+                        T_PARTNER_REGISTRATIONS.c.status.in_(_HOLDING),
                     )
                 ).mappings():
                     found[row["domain"]] = registration_from_row(row)
@@ -123,24 +129,26 @@ class PartnerLedger(StripeConversionLedger):
     ) -> list[Registration]:
         """Registrations, soonest expiry first, optionally only those of ``statuses``
         or expiring before a moment."""
-        stmt = select(T_REGISTRATIONS).order_by(
-            T_REGISTRATIONS.c.expires_at, T_REGISTRATIONS.c.registration_id
+        stmt = select(T_PARTNER_REGISTRATIONS).order_by(
+            T_PARTNER_REGISTRATIONS.c.expires_at, T_PARTNER_REGISTRATIONS.c.registration_id
         )
         if statuses is not None:
-            stmt = stmt.where(T_REGISTRATIONS.c.status.in_([s.value for s in statuses]))
+            stmt = stmt.where(T_PARTNER_REGISTRATIONS.c.status.in_([s.value for s in statuses]))
         if expiring_before is not None:
-            stmt = stmt.where(T_REGISTRATIONS.c.expires_at < expiring_before)
+            stmt = stmt.where(T_PARTNER_REGISTRATIONS.c.expires_at < expiring_before)
         if limit is not None:
             stmt = stmt.limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [registration_from_row(r) for r in conn.execute(stmt).mappings()]
 
     def registration_counts(self) -> dict[str, int]:
         """Registrations per status (every status listed, zero included)."""
         counts = dict.fromkeys((s.value for s in RegistrationStatus), 0)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for status, n in conn.execute(
-                select(T_REGISTRATIONS.c.status, func.count()).group_by(T_REGISTRATIONS.c.status)
+                select(T_PARTNER_REGISTRATIONS.c.status, func.count()).group_by(
+                    T_PARTNER_REGISTRATIONS.c.status
+                )
             ):
                 counts[status] = int(n)
         return counts
@@ -153,36 +161,36 @@ class PartnerLedger(StripeConversionLedger):
         window; with the registration. Events with a code never appear here."""
         account_domain = T_ACCOUNTS.c.domain
         rows = (
-            select(T_EVENTS, *[c.label(f"reg_{c.name}") for c in T_REGISTRATIONS.c])
-            .join(T_ACCOUNTS, T_ACCOUNTS.c.account_id == T_EVENTS.c.account_id)
+            select(T_SOURCE_EVENTS, *[c.label(f"reg_{c.name}") for c in T_PARTNER_REGISTRATIONS.c])
+            .join(T_ACCOUNTS, T_ACCOUNTS.c.account_id == T_SOURCE_EVENTS.c.account_id)
             .join(
-                T_REGISTRATIONS,
+                T_PARTNER_REGISTRATIONS,
                 or_(
-                    account_domain == T_REGISTRATIONS.c.domain,
-                    account_domain == literal("www.") + T_REGISTRATIONS.c.domain,
+                    account_domain == T_PARTNER_REGISTRATIONS.c.domain,
+                    account_domain == literal("www.") + T_PARTNER_REGISTRATIONS.c.domain,
                 ),
             )
             .where(
-                T_EVENTS.c.id > after_id,
-                T_EVENTS.c.converted_at.is_(None),
-                T_EVENTS.c.referral_code.is_(None),
-                T_EVENTS.c.type.in_([t.value for t in CREDITED_EVENTS]),
-                T_REGISTRATIONS.c.status.in_(_CREDITABLE),
-                T_EVENTS.c.occurred_at >= T_REGISTRATIONS.c.registered_at,
-                T_EVENTS.c.occurred_at < T_REGISTRATIONS.c.expires_at,
+                T_SOURCE_EVENTS.c.id > after_id,
+                T_SOURCE_EVENTS.c.converted_at.is_(None),
+                T_SOURCE_EVENTS.c.referral_code.is_(None),
+                T_SOURCE_EVENTS.c.type.in_([t.value for t in CREDITED_EVENTS]),
+                T_PARTNER_REGISTRATIONS.c.status.in_(_CREDITABLE),
+                T_SOURCE_EVENTS.c.occurred_at >= T_PARTNER_REGISTRATIONS.c.registered_at,
+                T_SOURCE_EVENTS.c.occurred_at < T_PARTNER_REGISTRATIONS.c.expires_at,
             )
-            .order_by(T_EVENTS.c.id, T_REGISTRATIONS.c.registered_at)
+            .order_by(T_SOURCE_EVENTS.c.id, T_PARTNER_REGISTRATIONS.c.registered_at)
             .limit(limit)
         )
         found: list[tuple[int, SourceEvent, Registration]] = []
         seen: set[int] = set()
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for row in conn.execute(rows).mappings():
                 if row["id"] in seen:
                     continue
                 seen.add(row["id"])
                 registration = registration_from_row(
-                    {c.name: row[f"reg_{c.name}"] for c in T_REGISTRATIONS.c}
+                    {c.name: row[f"reg_{c.name}"] for c in T_PARTNER_REGISTRATIONS.c}
                 )
                 found.append((row["id"], event_from_row(row), registration))
         return found
@@ -223,7 +231,7 @@ class PartnerLedger(StripeConversionLedger):
         decisions: dict[int, ClaimDecision] = {}
         # Domain order: two batches racing lock index entries in the same order.
         order = sorted(range(len(claims)), key=lambda i: (claims[i].domain, i))
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             if new_codes:
                 self._insert_ignore(
                     conn,
@@ -271,15 +279,18 @@ class PartnerLedger(StripeConversionLedger):
                 lapsed_by=made_at,
             )
         inserted = self._insert_ignore(
-            conn, T_REGISTRATIONS, [registration_row(new, now)], T_REGISTRATIONS.c.registration_id
+            conn,
+            T_PARTNER_REGISTRATIONS,
+            [registration_row(new, now)],
+            T_PARTNER_REGISTRATIONS.c.registration_id,
         )
         if inserted:
             return decision
         # Lost a race, or this very claim was recorded by an earlier run of the batch.
         same = (
             conn.execute(
-                select(T_REGISTRATIONS).where(
-                    T_REGISTRATIONS.c.registration_id == new.registration_id
+                select(T_PARTNER_REGISTRATIONS).where(
+                    T_PARTNER_REGISTRATIONS.c.registration_id == new.registration_id
                 )
             )
             .mappings()
@@ -299,18 +310,18 @@ class PartnerLedger(StripeConversionLedger):
         Returns:
             Whether the registration was extended.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return self._extend(conn, extended, now)
 
     def _extend(self, conn: Connection, extended: Registration, now: datetime) -> bool:
         return bool(
             conn.execute(
-                update(T_REGISTRATIONS)
+                update(T_PARTNER_REGISTRATIONS)
                 .where(
-                    T_REGISTRATIONS.c.registration_id == extended.registration_id,
-                    T_REGISTRATIONS.c.status.in_(_HOLDING),
-                    T_REGISTRATIONS.c.expires_at > now,
-                    T_REGISTRATIONS.c.expires_at < extended.expires_at,
+                    T_PARTNER_REGISTRATIONS.c.registration_id == extended.registration_id,
+                    T_PARTNER_REGISTRATIONS.c.status.in_(_HOLDING),
+                    T_PARTNER_REGISTRATIONS.c.expires_at > now,
+                    T_PARTNER_REGISTRATIONS.c.expires_at < extended.expires_at,
                 )
                 .values(
                     expires_at=extended.expires_at,
@@ -329,15 +340,15 @@ class PartnerLedger(StripeConversionLedger):
         Returns:
             The registrations this call expired, soonest expiry first.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             due = list(
                 conn.execute(
-                    select(T_REGISTRATIONS.c.registration_id)
+                    select(T_PARTNER_REGISTRATIONS.c.registration_id)
                     .where(
-                        T_REGISTRATIONS.c.status.in_(_HOLDING),
-                        T_REGISTRATIONS.c.expires_at <= now,
+                        T_PARTNER_REGISTRATIONS.c.status.in_(_HOLDING),
+                        T_PARTNER_REGISTRATIONS.c.expires_at <= now,
                     )
-                    .order_by(T_REGISTRATIONS.c.registration_id)
+                    .order_by(T_PARTNER_REGISTRATIONS.c.registration_id)
                 ).scalars()
             )
             expired = self._close(conn, due, RegistrationStatus.EXPIRED, by, now, lapsed_by=now)
@@ -348,7 +359,9 @@ class PartnerLedger(StripeConversionLedger):
                 rows += [
                     registration_from_row(r)
                     for r in conn.execute(
-                        select(T_REGISTRATIONS).where(T_REGISTRATIONS.c.registration_id.in_(chunk))
+                        select(T_PARTNER_REGISTRATIONS).where(
+                            T_PARTNER_REGISTRATIONS.c.registration_id.in_(chunk)
+                        )
                     ).mappings()
                 ]
         return sorted(rows, key=lambda r: (r.expires_at, r.registration_id))
@@ -383,7 +396,7 @@ class PartnerLedger(StripeConversionLedger):
         Returns:
             What was recorded.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._lock(conn)
             tally = ConversionTally(rejected=list(rejected))
             for credit in credits:
@@ -403,8 +416,8 @@ class PartnerLedger(StripeConversionLedger):
             marked = 0
             for ids in chunks(sorted(set(event_ids))):
                 marked += conn.execute(
-                    update(T_EVENTS)
-                    .where(T_EVENTS.c.id.in_(ids), T_EVENTS.c.converted_at.is_(None))
+                    update(T_SOURCE_EVENTS)
+                    .where(T_SOURCE_EVENTS.c.id.in_(ids), T_SOURCE_EVENTS.c.converted_at.is_(None))
                     .values(converted_at=now)
                 ).rowcount
         return RegisteredConversions(
@@ -422,7 +435,9 @@ class PartnerLedger(StripeConversionLedger):
     def _registration(self, conn: Connection, registration_id: str) -> Registration | None:
         row = (
             conn.execute(
-                select(T_REGISTRATIONS).where(T_REGISTRATIONS.c.registration_id == registration_id)
+                select(T_PARTNER_REGISTRATIONS).where(
+                    T_PARTNER_REGISTRATIONS.c.registration_id == registration_id
+                )
             )
             .mappings()
             .first()
@@ -432,8 +447,9 @@ class PartnerLedger(StripeConversionLedger):
     def _holder(self, conn: Connection, domain: str) -> Registration | None:
         row = (
             conn.execute(
-                select(T_REGISTRATIONS).where(
-                    T_REGISTRATIONS.c.domain == domain, T_REGISTRATIONS.c.status.in_(_HOLDING)
+                select(T_PARTNER_REGISTRATIONS).where(
+                    T_PARTNER_REGISTRATIONS.c.domain == domain,
+                    T_PARTNER_REGISTRATIONS.c.status.in_(_HOLDING),
                 )
             )
             .mappings()
@@ -455,14 +471,14 @@ class PartnerLedger(StripeConversionLedger):
         closed: list[str] = []
         for chunk in chunks(sorted(set(registration_ids))):
             stmt = (
-                update(T_REGISTRATIONS)
+                update(T_PARTNER_REGISTRATIONS)
                 .where(
-                    T_REGISTRATIONS.c.registration_id.in_(chunk),
-                    T_REGISTRATIONS.c.status.in_(_HOLDING),
-                    T_REGISTRATIONS.c.expires_at <= lapsed_by,
+                    T_PARTNER_REGISTRATIONS.c.registration_id.in_(chunk),
+                    T_PARTNER_REGISTRATIONS.c.status.in_(_HOLDING),
+                    T_PARTNER_REGISTRATIONS.c.expires_at <= lapsed_by,
                 )
                 .values(status=status.value, closed_at=now, closed_by=by[:128], updated_at=now)
-                .returning(T_REGISTRATIONS.c.registration_id)
+                .returning(T_PARTNER_REGISTRATIONS.c.registration_id)
             )
             closed += list(conn.execute(stmt).scalars())
         return closed
@@ -472,11 +488,11 @@ class PartnerLedger(StripeConversionLedger):
     ) -> int:
         return int(
             conn.execute(
-                update(T_REGISTRATIONS)
+                update(T_PARTNER_REGISTRATIONS)
                 .where(
-                    T_REGISTRATIONS.c.registration_id == registration_id,
-                    T_REGISTRATIONS.c.status.in_(_CREDITABLE),
-                    T_REGISTRATIONS.c.conversion_id.is_(None),
+                    T_PARTNER_REGISTRATIONS.c.registration_id == registration_id,
+                    T_PARTNER_REGISTRATIONS.c.status.in_(_CREDITABLE),
+                    T_PARTNER_REGISTRATIONS.c.conversion_id.is_(None),
                 )
                 .values(
                     status=RegistrationStatus.CONVERTED.value,

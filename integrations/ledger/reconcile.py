@@ -10,17 +10,19 @@ compares them with what :class:`~domain.clawbacks.PaymentRecords` reads from Str
 
 from __future__ import annotations
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from domain.clawbacks import Movement, MovementKind
 from domain.models import PayoutRailKind
 from domain.money import Money
-from integrations.ledger.base import T_PAYOUTS, LedgerBase
-from integrations.ledger.schema import ContactRow
-from integrations.ledger.schema_clawbacks import ReversalRow
-
-T_REVERSALS: Table = ReversalRow.__table__  # type: ignore[assignment]
-T_CONTACTS: Table = ContactRow.__table__  # type: ignore[assignment]
+from integrations.ledger.base import (
+    LedgerBase,
+)
+from integrations.ledger.tables import (
+    T_CONTACTS,
+    T_PAYOUTS,
+    T_REVERSALS,
+)
 
 STRIPE_RAILS = (PayoutRailKind.STRIPE_TRANSFER.value, PayoutRailKind.STRIPE_BALANCE.value)
 
@@ -34,7 +36,7 @@ class ReconcileLedger(LedgerBase):
         Payouts: ``ref`` is the transfer or balance transaction id stored when the
         payout succeeded (None before). Reversals: the reversal or debit id.
         """
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             payouts = [
                 Movement(
                     MovementKind.PAYOUT,
@@ -84,7 +86,7 @@ class ReconcileLedger(LedgerBase):
     def stripe_customer_ids(self) -> list[str]:
         """Customers that balance credits went (or may have gone) to: the destinations
         of balance-rail payouts and every contact's Stripe customer id."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             paid = set(
                 conn.execute(
                     select(T_PAYOUTS.c.destination).where(

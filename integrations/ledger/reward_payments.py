@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, func, select
 
 from domain.stripe_conversions import (
     INVOICE_PAID,
@@ -28,12 +28,16 @@ from domain.stripe_conversions import (
     event_object,
     invoice_payment_refs,
 )
-from integrations.ledger.base import T_REWARDS, LedgerBase, chunks
-from integrations.ledger.schema_reward_payments import RewardPaymentRow
-from integrations.ledger.schema_webhooks import StripeEventRow
+from integrations.ledger.base import (
+    LedgerBase,
+    chunks,
+)
+from integrations.ledger.tables import (
+    T_REWARD_PAYMENTS,
+    T_REWARDS,
+    T_STRIPE_EVENTS,
+)
 
-T_REWARD_PAYMENTS: Table = RewardPaymentRow.__table__  # type: ignore[assignment]
-T_STRIPE: Table = StripeEventRow.__table__  # type: ignore[assignment]
 _REF_CHARS = 128
 
 
@@ -82,18 +86,18 @@ def record_reward_payments(
     amounts: dict[str, tuple[int, str]] = {}
     refs: dict[str, list[str]] = {invoice: [invoice] for invoice in wanted}
     invoice_of = func.coalesce(
-        T_STRIPE.c.payload[("data", "object", "invoice", "id")].as_string(),
-        T_STRIPE.c.payload[("data", "object", "invoice")].as_string(),
+        T_STRIPE_EVENTS.c.payload[("data", "object", "invoice", "id")].as_string(),
+        T_STRIPE_EVENTS.c.payload[("data", "object", "invoice")].as_string(),
     )
     for chunk in chunks(wanted):
-        by_invoice = select(T_STRIPE.c.payload).where(
-            T_STRIPE.c.type == INVOICE_PAID, T_STRIPE.c.object_id.in_(chunk)
+        by_invoice = select(T_STRIPE_EVENTS.c.payload).where(
+            T_STRIPE_EVENTS.c.type == INVOICE_PAID, T_STRIPE_EVENTS.c.object_id.in_(chunk)
         )
-        by_link = select(T_STRIPE.c.payload).where(
-            T_STRIPE.c.type == INVOICE_PAYMENT_PAID, invoice_of.in_(chunk)
+        by_link = select(T_STRIPE_EVENTS.c.payload).where(
+            T_STRIPE_EVENTS.c.type == INVOICE_PAYMENT_PAID, invoice_of.in_(chunk)
         )
         for stmt in (by_invoice, by_link):
-            for payload in conn.execute(stmt.order_by(T_STRIPE.c.event_id)).scalars():
+            for payload in conn.execute(stmt.order_by(T_STRIPE_EVENTS.c.event_id)).scalars():
                 named = invoice_payment_refs(payload)
                 if not named or named[0] not in refs:
                     continue

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, distinct, func, or_, select, update
+from sqlalchemy import Connection, and_, distinct, func, or_, select, update
 
 from domain.errors import InvalidAmount
 from domain.models import Conversion, Milestone, Rejected, Reward, RewardStatus, derived_id
@@ -50,8 +50,6 @@ from domain.program import CapScope, Program, RewardKind
 from domain.rewards import Invoice, RewardBook
 from domain.stripe_conversions import INVOICE_PAID, SOURCE
 from integrations.ledger.base import (
-    T_ENTRIES,
-    T_REWARDS,
     LedgerBase,
     chunks,
     conversion_from_row,
@@ -59,21 +57,18 @@ from integrations.ledger.base import (
 )
 from integrations.ledger.clawbacks import lock_referrers
 from integrations.ledger.reward_payments import record_reward_payments
-from integrations.ledger.schema import (
+from integrations.ledger.tables import (
+    T_CONVERSION_PAYMENTS,
+    T_CONVERSIONS,
+    T_LEDGER_ENTRIES,
+    T_REWARD_TERMS,
+    T_REWARDS,
+    T_STRIPE_EVENTS,
     ContactRow,
-    ConversionPaymentRow,
-    ConversionRow,
     LedgerEntryRow,
     QuarantineRow,
     RewardRow,
 )
-from integrations.ledger.schema_touchpoints import RewardTermsRow
-from integrations.ledger.schema_webhooks import StripeEventRow
-
-T_CONVERSIONS: Table = ConversionRow.__table__  # type: ignore[assignment]
-T_PAYMENTS: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
-T_TERMS: Table = RewardTermsRow.__table__  # type: ignore[assignment]
-T_STRIPE: Table = StripeEventRow.__table__  # type: ignore[assignment]
 
 # Locked beside the referrers when a program-wide cap exists (lock_referrers hashes it
 # into the same key space, so it is taken in the same global order).
@@ -126,7 +121,7 @@ class LedgerRewardHistory:
         return [(at, conversion_id) for conversion_id, at in self._conn.execute(stmt)]
 
     def earned(self, referrer_id: str | None, start: datetime, end: datetime) -> Money:
-        r, e, c, t = T_REWARDS, T_ENTRIES, T_CONVERSIONS, T_TERMS
+        r, e, c, t = T_REWARDS, T_LEDGER_ENTRIES, T_CONVERSIONS, T_REWARD_TERMS
         earned_at = func.coalesce(t.c.earned_at, c.c.occurred_at)
         stmt = (
             select(func.coalesce(func.sum(e.c.amount_minor), 0))
@@ -155,16 +150,18 @@ class RewardRulesLedger(LedgerBase):
         """Conversion id -> the payment recorded with it (its first Stripe payment; the
         rows of one conversion are aliases of that payment, each with its amount)."""
         found: dict[str, Money] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(sorted(set(conversion_ids))):
                 for conversion_id, amount, currency in conn.execute(
                     select(
-                        T_PAYMENTS.c.conversion_id,
-                        T_PAYMENTS.c.amount_minor,
-                        T_PAYMENTS.c.currency,
+                        T_CONVERSION_PAYMENTS.c.conversion_id,
+                        T_CONVERSION_PAYMENTS.c.amount_minor,
+                        T_CONVERSION_PAYMENTS.c.currency,
                     )
-                    .where(T_PAYMENTS.c.conversion_id.in_(chunk))
-                    .order_by(T_PAYMENTS.c.created_at, T_PAYMENTS.c.payment_ref)
+                    .where(T_CONVERSION_PAYMENTS.c.conversion_id.in_(chunk))
+                    .order_by(
+                        T_CONVERSION_PAYMENTS.c.created_at, T_CONVERSION_PAYMENTS.c.payment_ref
+                    )
                 ):
                     found.setdefault(conversion_id, Money(amount, currency))
         return found
@@ -193,7 +190,7 @@ class RewardRulesLedger(LedgerBase):
                 )
             )
         stmt = stmt.order_by(c.c.occurred_at, c.c.conversion_id).limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [conversion_from_row(r) for r in conn.execute(stmt).mappings()]
 
     def referee_invoices(
@@ -212,14 +209,17 @@ class RewardRulesLedger(LedgerBase):
         ids = [c.conversion_id for c in conversions]
         customers: dict[str, set[str]] = {}
         own: dict[str, set[str]] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(ids):
                 for conversion_id, ref, customer in conn.execute(
                     select(
-                        T_PAYMENTS.c.conversion_id,
-                        T_PAYMENTS.c.payment_ref,
-                        T_PAYMENTS.c.customer_ref,
-                    ).where(T_PAYMENTS.c.conversion_id.in_(chunk), T_PAYMENTS.c.provider == SOURCE)
+                        T_CONVERSION_PAYMENTS.c.conversion_id,
+                        T_CONVERSION_PAYMENTS.c.payment_ref,
+                        T_CONVERSION_PAYMENTS.c.customer_ref,
+                    ).where(
+                        T_CONVERSION_PAYMENTS.c.conversion_id.in_(chunk),
+                        T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+                    )
                 ):
                     own.setdefault(conversion_id, set()).add(ref)
                     if customer:
@@ -241,7 +241,7 @@ class RewardRulesLedger(LedgerBase):
                     )
             wanted = sorted(set().union(*customers.values())) if customers else []
             earliest = min(c.occurred_at for c in conversions) - _FIRST_INVOICE_SLACK
-            payload = T_STRIPE.c.payload
+            payload = T_STRIPE_EVENTS.c.payload
             customer_of = func.coalesce(
                 payload[("data", "object", "customer", "id")].as_string(),
                 payload[("data", "object", "customer")].as_string(),
@@ -249,14 +249,19 @@ class RewardRulesLedger(LedgerBase):
             events: dict[str, list[dict[str, Any]]] = {}
             for chunk in chunks(wanted):
                 for event_id, created_at, customer, body in conn.execute(
-                    select(T_STRIPE.c.event_id, T_STRIPE.c.created_at, customer_of, payload)
+                    select(
+                        T_STRIPE_EVENTS.c.event_id,
+                        T_STRIPE_EVENTS.c.created_at,
+                        customer_of,
+                        payload,
+                    )
                     .where(
-                        T_STRIPE.c.type == INVOICE_PAID,
-                        T_STRIPE.c.created_at >= earliest,
-                        T_STRIPE.c.created_at < until,
+                        T_STRIPE_EVENTS.c.type == INVOICE_PAID,
+                        T_STRIPE_EVENTS.c.created_at >= earliest,
+                        T_STRIPE_EVENTS.c.created_at < until,
                         customer_of.in_(chunk),
                     )
-                    .order_by(T_STRIPE.c.created_at, T_STRIPE.c.event_id)
+                    .order_by(T_STRIPE_EVENTS.c.created_at, T_STRIPE_EVENTS.c.event_id)
                 ):
                     events.setdefault(customer, []).append(
                         {"id": event_id, "created_at": created_at, "payload": body}
@@ -310,7 +315,7 @@ class RewardRulesLedger(LedgerBase):
         locks = set(referrer_ids)
         if any(cap.per is CapScope.PROGRAM for cap in program.reward_caps):
             locks.add(PROGRAM_BUDGET_LOCK)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             lock_referrers(conn, locks)
             unrewarded: set[str] = set()
             recorded: set[str] = set()
@@ -394,9 +399,9 @@ class RewardRulesLedger(LedgerBase):
         )
         self._insert_ignore(
             conn,
-            T_TERMS,
+            T_REWARD_TERMS,
             [_terms_row(book, r, now) for r in new if r.reward_id in book.terms],
-            T_TERMS.c.reward_id,
+            T_REWARD_TERMS.c.reward_id,
         )
         # A recurring reward is earned by its invoice alone: name that payment, so its
         # refund or dispute takes back this reward (and a first payment's does not).
@@ -436,10 +441,10 @@ class RewardRulesLedger(LedgerBase):
     def reward_terms(self, reward_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
         """Reward id -> its terms row (earned at, tier count, uncapped amount, cap)."""
         found: dict[str, Mapping[str, Any]] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(sorted(set(reward_ids))):
                 for row in conn.execute(
-                    select(T_TERMS).where(T_TERMS.c.reward_id.in_(chunk))
+                    select(T_REWARD_TERMS).where(T_REWARD_TERMS.c.reward_id.in_(chunk))
                 ).mappings():
                     found[row["reward_id"]] = dict(row)
         return found

@@ -1,20 +1,22 @@
 """The ledger on SQLAlchemy: every stage's reads and writes, each write one transaction.
 
 Writes are idempotent: inserts ignore rows that already exist (the unique constraints
-in :mod:`integrations.ledger.schema` decide what "already" means), and status changes
+in :mod:`integrations.ledger.tables` decide what "already" means), and status changes
 are conditional (``... WHERE status IN (expected)``) so two runs racing on the same row
 cannot both move it. Money only ever enters through ``ledger_entries`` inserts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Table,
     and_,
     bindparam,
@@ -66,13 +68,6 @@ from domain.money import Money
 from domain.ports import SourceBatch
 from integrations.ledger.base import (
     MAX_PAYOUT_ATTEMPTS,
-    T_ASKS,
-    T_ENTRIES,
-    T_EVENTS,
-    T_MOMENTS,
-    T_NOTES,
-    T_PAYOUTS,
-    T_REWARDS,
     LedgerBase,
     chunks,
     contact_from_row,
@@ -103,13 +98,22 @@ from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.partners import PartnerLedger
 from integrations.ledger.reconcile import ReconcileLedger
 from integrations.ledger.reward_rules import RewardRulesLedger
-from integrations.ledger.schema import (
+from integrations.ledger.stripe_conversions import StripeConversionLedger
+from integrations.ledger.tables import (
+    T_ASKS,
+    T_LEDGER_ENTRIES,
+    T_MOMENTS,
+    T_NOTIFICATIONS,
+    T_PAYOUTS,
+    T_REWARDS,
+    T_SOURCE_EVENTS,
     AccountRow,
     ApprovalDecisionRow,
     ApprovalRequestRow,
     AskRow,
     ContactRow,
     ConversionRow,
+    DetractorHandoffRow,
     EmailOutboxRow,
     FollowUpRow,
     LedgerEntryRow,
@@ -124,12 +128,11 @@ from integrations.ledger.schema import (
     SourceEventRow,
     SuppressionRow,
 )
-from integrations.ledger.schema_handoffs import DetractorHandoffRow
-from integrations.ledger.stripe_conversions import StripeConversionLedger
 from integrations.ledger.touchpoints import TouchpointLedger, record_conversions_touches
+from integrations.ledger.uow import SqlStores
 from integrations.ledger.webhooks import WebhookLedger
 
-_MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTES}
+_MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTIFICATIONS}
 
 
 class DecisionConflict(InvalidDecision):
@@ -137,6 +140,7 @@ class DecisionConflict(InvalidDecision):
 
 
 class SqlLedger(
+    SqlStores,
     PartnerLedger,
     DetectionLedger,
     HistoryLedger,
@@ -156,14 +160,27 @@ class SqlLedger(
 ):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).
 
-    Areas added later live in their own modules as mixins of :class:`LedgerBase`
-    and join this class's bases.
+    The ledger is becoming a factory of area stores (:mod:`domain.stores`): each store
+    is an attribute (``ledger.approvers``), each call its own transaction, and
+    :meth:`transaction` yields the same stores bound to one transaction. The areas not
+    yet moved into stores are still mixins of :class:`LedgerBase` among the bases.
     """
+
+    def __init__(self, engine: Engine) -> None:
+        LedgerBase.__init__(self, engine)
+        SqlStores.__init__(self, engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlStores]:
+        """One unit of work: the stores it yields share one transaction, committed when
+        the block ends, rolled back when it raises."""
+        with self.engine.begin() as conn:
+            yield SqlStores(self.engine, conn)
 
     # -- ingest ----------------------------------------------------------------------
 
     def cursor(self, source: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return conn.execute(
                 select(SourceCursorRow.cursor).where(SourceCursorRow.source == source)
             ).scalar_one_or_none()
@@ -176,7 +193,7 @@ class SqlLedger(
         A contact stored with another payout destination than before gets its
         ``payout_destination_changes`` rows in the same transaction.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._upsert(
                 conn,
                 AccountRow,
@@ -244,11 +261,11 @@ class SqlLedger(
     # -- detection -------------------------------------------------------------------
 
     def undetected_events(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
-                select(T_EVENTS)
-                .where(T_EVENTS.c.detected_at.is_(None), T_EVENTS.c.id > after_id)
-                .order_by(T_EVENTS.c.id)
+                select(T_SOURCE_EVENTS)
+                .where(T_SOURCE_EVENTS.c.detected_at.is_(None), T_SOURCE_EVENTS.c.id > after_id)
+                .order_by(T_SOURCE_EVENTS.c.id)
                 .limit(limit)
             ).mappings()
             return [(row["id"], event_from_row(row)) for row in rows]
@@ -261,7 +278,7 @@ class SqlLedger(
         now: datetime,
     ) -> int:
         """Store moments and detractor follow-ups; mark the events examined."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             new = self._insert_ignore(
                 conn,
                 MomentRow,
@@ -296,13 +313,17 @@ class SqlLedger(
                 FollowUpRow.source_event,
             )
             for ids in chunks(event_ids):
-                conn.execute(update(T_EVENTS).where(T_EVENTS.c.id.in_(ids)).values(detected_at=now))
+                conn.execute(
+                    update(T_SOURCE_EVENTS)
+                    .where(T_SOURCE_EVENTS.c.id.in_(ids))
+                    .values(detected_at=now)
+                )
         return len(new)
 
     # -- asks ------------------------------------------------------------------------
 
     def pending_moments(self, as_of: datetime, limit: int) -> list[Moment]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(T_MOMENTS)
                 .where(T_MOMENTS.c.status == "new", T_MOMENTS.c.occurred_at <= as_of)
@@ -325,7 +346,7 @@ class SqlLedger(
     def contacts(self, contact_ids: Iterable[str]) -> dict[str, Contact]:
         ids = sorted(set(contact_ids))
         found: dict[str, Contact] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(ids):
                 for row in conn.execute(
                     select(ContactRow.__table__).where(ContactRow.contact_id.in_(chunk))
@@ -353,7 +374,7 @@ class SqlLedger(
         """
         ids = sorted(set(contact_ids))
         result: dict[str, ContactHistory] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(ids):
                 answers = self._nps_answers(conn, chunk, as_of, nps_since)
                 last_asked = pairs(
@@ -382,8 +403,8 @@ class SqlLedger(
                         AccountRow.account_id.in_(account_ids)
                     ),
                 )
-                opened = T_EVENTS.alias("opened")
-                resolved = T_EVENTS.alias("resolved")
+                opened = T_SOURCE_EVENTS.alias("opened")
+                resolved = T_SOURCE_EVENTS.alias("resolved")
                 open_tickets = pairs(
                     conn,
                     select(opened.c.account_id, func.count())
@@ -424,7 +445,7 @@ class SqlLedger(
         ``tests/integration/test_detractor_asks.py`` checks on random answers that the
         decisions made on these are the domain's on every event.
         """
-        e = T_EVENTS.c
+        e = T_SOURCE_EVENTS.c
         query = select(e.contact_id, e.score, e.occurred_at).where(
             e.contact_id.in_(contact_ids),
             # A literal, not a parameter: only then do SQLite and PostgreSQL see that
@@ -443,7 +464,7 @@ class SqlLedger(
     def codes_for(self, contact_ids: Iterable[str]) -> dict[str, str]:
         ids = sorted(set(contact_ids))
         codes: dict[str, str] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(ids):
                 codes.update(
                     pairs(
@@ -457,7 +478,7 @@ class SqlLedger(
 
     def asked_contacts(self, until: datetime) -> list[str]:
         """Contacts asked at or before ``until`` (asks are dated by their decision time)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return list(
                 conn.execute(
                     select(AskRow.contact_id)
@@ -470,7 +491,7 @@ class SqlLedger(
     def account_domains(self, account_ids: Iterable[str]) -> dict[str, str]:
         ids = sorted(set(account_ids))
         found: dict[str, str] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(ids):
                 for account_id, domain in conn.execute(
                     select(AccountRow.account_id, AccountRow.domain).where(
@@ -493,7 +514,7 @@ class SqlLedger(
         A code minted concurrently by another run wins (one code per contact); the asks
         use whatever code the ledger holds after the insert.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._insert_ignore(
                 conn,
                 ReferralCodeRow,
@@ -573,7 +594,7 @@ class SqlLedger(
         Paging by id lets one pass visit each queued ask once even when some go back
         to ``queued`` for a retry in a later run.
         """
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(AskRow.__table__, ContactRow.__table__, MomentRow.detail)
                 .join(ContactRow, ContactRow.contact_id == AskRow.contact_id)
@@ -601,11 +622,11 @@ class SqlLedger(
 
     def write_outbox(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """The local email backend: keep each message once, by its message id."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return len(self._insert_ignore(conn, EmailOutboxRow, rows, EmailOutboxRow.message_id))
 
     def outbox(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [
                 dict(r)
                 for r in conn.execute(
@@ -632,7 +653,7 @@ class SqlLedger(
         table = _MESSAGE_TABLES[kind]
         pk = table.primary_key.columns.values()[0]
         claimed: list[str] = []
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(message_ids):
                 claimed += (
                     conn.execute(
@@ -650,7 +671,7 @@ class SqlLedger(
         """Mark ``unknown`` the messages claimed before ``claimed_before`` and never
         settled: their sender died between the call and the commit."""
         table = _MESSAGE_TABLES[kind]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return conn.execute(
                 update(table)
                 .where(table.c.status == "sending", table.c.sent_at < claimed_before)
@@ -690,18 +711,18 @@ class SqlLedger(
             }
             for r in results
         ]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(stmt, rows)
 
     def queue_notifications(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> int:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return self._queue_notifications(conn, rows, now)
 
     def notifications_to_send(
         self, after: str, limit: int
     ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
         """Queued notifications (id, kind, contact, data), by id after ``after``."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(NotificationRow.__table__, ContactRow.__table__)
                 .join(ContactRow, ContactRow.contact_id == NotificationRow.contact_id)
@@ -720,7 +741,7 @@ class SqlLedger(
     def queued_emails(self, kind: str) -> int:
         """How many asks (``kind`` ``"ask"``) or notifications (any other) wait to be sent."""
         row = AskRow if kind == "ask" else NotificationRow
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(
                 conn.execute(
                     select(func.count()).select_from(row).where(row.status == "queued")
@@ -731,7 +752,7 @@ class SqlLedger(
         """Those of ``contact_ids`` on the suppression list."""
         ids = sorted(set(contact_ids))
         found: set[str] = set()
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(ids):
                 found.update(
                     conn.execute(
@@ -743,7 +764,7 @@ class SqlLedger(
         return found
 
     def suppress(self, contact_ids: Sequence[str], reason: str, now: datetime) -> int:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return len(
                 self._insert_ignore(
                     conn,
@@ -756,15 +777,15 @@ class SqlLedger(
     # -- conversions -----------------------------------------------------------------
 
     def events_to_convert(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
-                select(T_EVENTS)
+                select(T_SOURCE_EVENTS)
                 .where(
-                    T_EVENTS.c.converted_at.is_(None),
-                    T_EVENTS.c.referral_code.is_not(None),
-                    T_EVENTS.c.id > after_id,
+                    T_SOURCE_EVENTS.c.converted_at.is_(None),
+                    T_SOURCE_EVENTS.c.referral_code.is_not(None),
+                    T_SOURCE_EVENTS.c.id > after_id,
                 )
-                .order_by(T_EVENTS.c.id)
+                .order_by(T_SOURCE_EVENTS.c.id)
                 .limit(limit)
             ).mappings()
             return [(row["id"], event_from_row(row)) for row in rows]
@@ -772,7 +793,7 @@ class SqlLedger(
     def code_owners(self, codes: Iterable[str]) -> dict[str, Contact]:
         wanted = sorted(set(codes))
         owners: dict[str, Contact] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(wanted):
                 for row in conn.execute(
                     select(ReferralCodeRow.code, ContactRow.__table__)
@@ -789,7 +810,7 @@ class SqlLedger(
         rejected: Sequence[Rejected],
         now: datetime,
     ) -> int:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             new = self._insert_ignore(
                 conn,
                 ConversionRow,
@@ -824,14 +845,16 @@ class SqlLedger(
             )
             for ids in chunks(event_ids):
                 conn.execute(
-                    update(T_EVENTS).where(T_EVENTS.c.id.in_(ids)).values(converted_at=now)
+                    update(T_SOURCE_EVENTS)
+                    .where(T_SOURCE_EVENTS.c.id.in_(ids))
+                    .values(converted_at=now)
                 )
         return len(new)
 
     # -- rewards ---------------------------------------------------------------------
 
     def conversions_to_reward(self, limit: int) -> list[Conversion]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(ConversionRow.__table__)
                 .where(ConversionRow.rewarded_at.is_(None))
@@ -848,7 +871,7 @@ class SqlLedger(
         now: datetime,
     ) -> int:
         """Store new rewards with their accrual entries; mark the conversions rewarded."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             inserted = set(
                 self._insert_ignore(
                     conn,
@@ -910,7 +933,7 @@ class SqlLedger(
     def rewards(self, reward_ids: Iterable[str]) -> dict[str, RewardView]:
         ids = sorted(set(reward_ids))
         found: dict[str, RewardView] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(ids):
                 for view in self._reward_views(conn, T_REWARDS.c.reward_id.in_(chunk), None):
                     found[view.reward.reward_id] = view
@@ -924,7 +947,7 @@ class SqlLedger(
         approved one of their rewards so flagged carries ``payout_destination_changed``
         (see :meth:`referrers_with_changed_destination`), already payable ones too:
         they would be paid to the new destination."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             views = self._reward_views(
                 conn,
                 and_(
@@ -956,7 +979,7 @@ class SqlLedger(
     ) -> list[str]:
         """Move rewards that are still in one of ``from_statuses``; returns those moved."""
         moved: list[str] = []
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(reward_ids):
                 moved += (
                     conn.execute(
@@ -997,7 +1020,7 @@ class SqlLedger(
         a debt is netted once and no payout starts for a reward being clawed back.
         """
         reward_ids = [p[0] for p in plans]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             referrers = referrers_of(conn, reward_ids)
             lock_referrers(conn, referrers.values())
             views = {
@@ -1071,10 +1094,10 @@ class SqlLedger(
         order = (PayoutRow.created_at, PayoutRow.payout_id)
         if reward_ids is None:
             stmt = stmt.order_by(*order).limit(limit)
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 return [_instruction(r) for r in conn.execute(stmt).mappings()]
         found: list[PayoutInstruction] = []
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             # In chunks: PostgreSQL takes at most 65,535 parameters in one statement.
             for chunk in chunks(list(reward_ids)):
                 rows = conn.execute(stmt.where(PayoutRow.reward_id.in_(chunk))).mappings()
@@ -1118,7 +1141,7 @@ class SqlLedger(
             T_PAYOUTS.c.created_at <= stale_before if stale_before is not None else true(),
         )
         taken: list[PayoutInstruction] = []
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(list(reward_ids)) if reward_ids is not None else [None]:
                 if len(taken) >= limit:
                     break
@@ -1145,7 +1168,7 @@ class SqlLedger(
     def release_payouts(self, payout_ids: Sequence[str], worker: str) -> int:
         """Give back the leases ``worker`` holds on ``payout_ids`` (still pending ones)."""
         released = 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(list(payout_ids)):
                 released += conn.execute(
                     update(T_PAYOUTS)
@@ -1183,7 +1206,7 @@ class SqlLedger(
                 status = "failed" if result.outcome is PayoutOutcome.FAILED else "pending"
                 unsettled.setdefault(status, []).append(result)
         paid = 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(list(succeeded.values())):
                 paid += self._book_paid_payouts(conn, chunk, now)
             for status, group in unsettled.items():
@@ -1233,7 +1256,7 @@ class SqlLedger(
         if not moved:
             return 0
         conn.execute(
-            self._insert(T_ENTRIES)
+            self._insert(T_LEDGER_ENTRIES)
             .values(
                 [
                     {
@@ -1285,7 +1308,7 @@ class SqlLedger(
         Rewards already waiting keep their request (and run); others get a new one.
         """
         out: dict[str, tuple[str, str | None]] = {}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for reward_id in reward_ids:
                 waiting = conn.execute(
                     select(ApprovalRequestRow.request_id, ApprovalRequestRow.flow_run_id).where(
@@ -1322,7 +1345,7 @@ class SqlLedger(
 
     def attach_flow_runs(self, runs: Mapping[str, str]) -> None:
         """Remember which flow run waits for each approval request."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for request_id, flow_run_id in runs.items():
                 conn.execute(
                     update(ApprovalRequestRow)
@@ -1332,7 +1355,7 @@ class SqlLedger(
 
     def approval_view(self, reward_id: str) -> ApprovalView:
         """The reward, its people, its decisions so far and the referrer's history."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             views = self._reward_views(conn, T_REWARDS.c.reward_id == reward_id, None)
             if not views:
                 raise KeyError(f"no reward {reward_id}")
@@ -1388,9 +1411,12 @@ class SqlLedger(
                 ).where(T_REWARDS.c.referrer_id == referrer.contact_id)
             ).one()
             paid_total = conn.execute(
-                select(func.coalesce(func.sum(-T_ENTRIES.c.amount_minor), 0))
-                .select_from(T_ENTRIES.join(T_REWARDS))
-                .where(T_REWARDS.c.referrer_id == referrer.contact_id, T_ENTRIES.c.kind == "paid")
+                select(func.coalesce(func.sum(-T_LEDGER_ENTRIES.c.amount_minor), 0))
+                .select_from(T_LEDGER_ENTRIES.join(T_REWARDS))
+                .where(
+                    T_REWARDS.c.referrer_id == referrer.contact_id,
+                    T_LEDGER_ENTRIES.c.kind == "paid",
+                )
             ).scalar_one()
         amount = conversion["amount_minor"]
         return ApprovalView(
@@ -1422,7 +1448,7 @@ class SqlLedger(
             InvalidDecision: the reward is no longer awaiting approval.
         """
         try:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 views = self._reward_views(conn, T_REWARDS.c.reward_id == reward_id, None)
                 if not views or views[0].status is not RewardStatus.AWAITING_APPROVAL:
                     raise InvalidDecision(
@@ -1530,11 +1556,11 @@ class SqlLedger(
             .scalar_subquery()
         )
         balance = (
-            select(func.coalesce(func.sum(T_ENTRIES.c.amount_minor), 0))
-            .where(T_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
+            select(func.coalesce(func.sum(T_LEDGER_ENTRIES.c.amount_minor), 0))
+            .where(T_LEDGER_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
             .scalar_subquery()
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(
                 select(
                     T_REWARDS.c.reward_id,
@@ -1590,14 +1616,14 @@ class SqlLedger(
                     ApprovalRequestRow.reminded_at < reminded_before,
                 )
             )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [
                 (r.request_id, r.reward_id, r.flow_run_id)
                 for r in conn.execute(stmt.order_by(ApprovalRequestRow.created_at))
             ]
 
     def mark_reminded(self, request_ids: Sequence[str], now: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(request_ids):
                 conn.execute(
                     update(ApprovalRequestRow)
@@ -1609,7 +1635,7 @@ class SqlLedger(
         """Close waiting requests whose time ran out; their rewards keep awaiting approval
         and get a new request from the next routing. Returns the requests expired."""
         expired: list[str] = []
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for chunk in chunks(request_ids):
                 expired += (
                     conn.execute(
@@ -1633,7 +1659,7 @@ class SqlLedger(
             ApprovalRequestRow.reward_id == T_REWARDS.c.reward_id,
             ApprovalRequestRow.status == "waiting",
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return list(
                 conn.execute(
                     select(T_REWARDS.c.reward_id)
@@ -1647,7 +1673,7 @@ class SqlLedger(
             )
 
     def approval_request_of_run(self, flow_run_id: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return conn.execute(
                 select(ApprovalRequestRow.reward_id).where(
                     ApprovalRequestRow.flow_run_id == flow_run_id
@@ -1660,7 +1686,7 @@ class SqlLedger(
         self, provider: str, event_id: str, type_: str, now: datetime
     ) -> bool:
         """True the first time ``(provider, event_id)`` is seen, False ever after."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return bool(
                 self._insert_ignore(
                     conn,
@@ -1681,7 +1707,7 @@ class SqlLedger(
 
     def summary(self) -> dict[str, Any]:
         """Counts and sums per stage, for the run artifact and the demo's closing table."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
 
             def grouped(column: Any, *where: Any) -> dict[str, int]:
                 stmt = select(column, func.count()).group_by(column)
@@ -1691,21 +1717,27 @@ class SqlLedger(
 
             money: dict[str, dict[str, int]] = {}
             for status, currency, total in conn.execute(
-                select(T_REWARDS.c.status, T_REWARDS.c.currency, func.sum(T_ENTRIES.c.amount_minor))
-                .select_from(T_ENTRIES.join(T_REWARDS))
-                .where(T_ENTRIES.c.kind.in_(["accrued", "adjusted", "cancelled"]))
+                select(
+                    T_REWARDS.c.status,
+                    T_REWARDS.c.currency,
+                    func.sum(T_LEDGER_ENTRIES.c.amount_minor),
+                )
+                .select_from(T_LEDGER_ENTRIES.join(T_REWARDS))
+                .where(T_LEDGER_ENTRIES.c.kind.in_(["accrued", "adjusted", "cancelled"]))
                 .group_by(T_REWARDS.c.status, T_REWARDS.c.currency)
             ).all():
                 money.setdefault(str(currency), {})[str(status)] = int(total or 0)
             paid: dict[str, int] = {}
             for currency, total in conn.execute(
-                select(T_ENTRIES.c.currency, func.sum(-T_ENTRIES.c.amount_minor))
-                .where(T_ENTRIES.c.kind == "paid")
-                .group_by(T_ENTRIES.c.currency)
+                select(T_LEDGER_ENTRIES.c.currency, func.sum(-T_LEDGER_ENTRIES.c.amount_minor))
+                .where(T_LEDGER_ENTRIES.c.kind == "paid")
+                .group_by(T_LEDGER_ENTRIES.c.currency)
             ).all():
                 paid[str(currency)] = int(total or 0)
             return {
-                "events": conn.execute(select(func.count()).select_from(T_EVENTS)).scalar_one(),
+                "events": conn.execute(
+                    select(func.count()).select_from(T_SOURCE_EVENTS)
+                ).scalar_one(),
                 "moments": grouped(MomentRow.type),
                 "skipped": grouped(MomentRow.skip_reason, MomentRow.status == "skipped"),
                 "follow_ups": conn.execute(
@@ -1725,7 +1757,7 @@ class SqlLedger(
 
     def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
         """Quarantined input without its raw text (which may hold personal data)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [
                 dict(r)
                 for r in conn.execute(

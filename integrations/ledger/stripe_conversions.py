@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, exists, or_, select, text, update
+from sqlalchemy import Connection, exists, or_, select, text, update
 
 from domain.models import Contact, Conversion, Milestone, Rejected
 from domain.stripe_conversions import (
@@ -58,16 +58,21 @@ from domain.stripe_conversions import (
     SOURCE,
     StripeConversion,
 )
-from integrations.ledger.base import T_EVENTS, LedgerBase, chunks, contact_from_row
+from integrations.ledger.base import (
+    LedgerBase,
+    chunks,
+    contact_from_row,
+)
 from integrations.ledger.reward_payments import link_reward_payments
-from integrations.ledger.schema import (
+from integrations.ledger.tables import (
+    T_CONVERSION_PAYMENTS,
+    T_CONVERSIONS,
+    T_SOURCE_EVENTS,
+    T_STRIPE_EVENTS,
     ContactRow,
-    ConversionPaymentRow,
-    ConversionRow,
     QuarantineRow,
     SourceCursorRow,
 )
-from integrations.ledger.schema_webhooks import StripeEventRow
 from integrations.ledger.touchpoints import record_conversions_touches
 from integrations.ledger.webhooks import StoredStripeEvent, read_unprocessed_stripe_events
 
@@ -75,10 +80,6 @@ QUARANTINE_STAGE = "conversion"
 STRIPE_EVENTS_CURSOR = "stripe-events"
 # Serializes every writer of conversions on PostgreSQL (pg_advisory_xact_lock key).
 _CONVERSIONS_LOCK = 0x5245_4643_4F4E_5601  # "REFCONV" + 1
-
-T_CONVERSIONS: Table = ConversionRow.__table__  # type: ignore[assignment]
-T_PAYMENTS: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
-T_STRIPE: Table = StripeEventRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,19 +162,22 @@ class StripeConversionLedger(LedgerBase):
         """
         wanted = sorted(set(customers))
         codes: dict[str, dict[Milestone, set[str]]] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(wanted):
                 by_payment = (
                     select(
-                        T_PAYMENTS.c.customer_ref,
+                        T_CONVERSION_PAYMENTS.c.customer_ref,
                         T_CONVERSIONS.c.milestone,
                         T_CONVERSIONS.c.referral_code,
                     )
                     .join(
                         T_CONVERSIONS,
-                        T_CONVERSIONS.c.conversion_id == T_PAYMENTS.c.conversion_id,
+                        T_CONVERSIONS.c.conversion_id == T_CONVERSION_PAYMENTS.c.conversion_id,
                     )
-                    .where(T_PAYMENTS.c.provider == SOURCE, T_PAYMENTS.c.customer_ref.in_(chunk))
+                    .where(
+                        T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+                        T_CONVERSION_PAYMENTS.c.customer_ref.in_(chunk),
+                    )
                 )
                 by_account = (
                     select(
@@ -197,7 +201,7 @@ class StripeConversionLedger(LedgerBase):
         """Stripe customer -> the CRM contact that names it (the first by id)."""
         wanted = sorted(set(customers))
         found: dict[str, Contact] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(wanted):
                 for row in conn.execute(
                     select(ContactRow.__table__)
@@ -212,14 +216,17 @@ class StripeConversionLedger(LedgerBase):
         (a Checkout Session's conversion takes its invoice's payment ids from them)."""
         wanted = sorted(set(invoice_ids))
         found: list[dict[str, Any]] = []
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(wanted):
                 found += [
                     dict(payload)
                     for payload in conn.execute(
-                        select(T_STRIPE.c.payload)
-                        .where(T_STRIPE.c.object_id.in_(chunk), T_STRIPE.c.type == INVOICE_PAID)
-                        .order_by(T_STRIPE.c.created_at, T_STRIPE.c.event_id)
+                        select(T_STRIPE_EVENTS.c.payload)
+                        .where(
+                            T_STRIPE_EVENTS.c.object_id.in_(chunk),
+                            T_STRIPE_EVENTS.c.type == INVOICE_PAID,
+                        )
+                        .order_by(T_STRIPE_EVENTS.c.created_at, T_STRIPE_EVENTS.c.event_id)
                     ).scalars()
                 ]
         return found
@@ -230,12 +237,12 @@ class StripeConversionLedger(LedgerBase):
         """Unprocessed payment-link events (``invoice_payment.paid``), oldest first,
         after ``after`` (created, event id): one still waiting for its conversion never
         blocks the ones behind it."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return read_unprocessed_stripe_events(conn, sorted(LINK_EVENT_TYPES), after, limit)
 
     def save_cursor(self, source: str, cursor: str, now: datetime) -> None:
         """Keep ``source``'s read position (``source_cursors``), e.g. ``stripe-events``."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._upsert(
                 conn,
                 SourceCursorRow,
@@ -272,7 +279,7 @@ class StripeConversionLedger(LedgerBase):
         Returns:
             What was recorded.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._lock(conn)
             tally = ConversionTally(rejected=list(rejected))
             for item in conversions:
@@ -283,8 +290,11 @@ class StripeConversionLedger(LedgerBase):
             marked = 0
             for chunk in chunks(sorted(set(event_ids))):
                 marked += conn.execute(
-                    update(T_STRIPE)
-                    .where(T_STRIPE.c.event_id.in_(chunk), T_STRIPE.c.processed_at.is_(None))
+                    update(T_STRIPE_EVENTS)
+                    .where(
+                        T_STRIPE_EVENTS.c.event_id.in_(chunk),
+                        T_STRIPE_EVENTS.c.processed_at.is_(None),
+                    )
                     .values(processed_at=now)
                 ).rowcount
         return ConversionsRecorded(
@@ -316,7 +326,7 @@ class StripeConversionLedger(LedgerBase):
         Returns:
             What was recorded.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._lock(conn)
             tally = ConversionTally(rejected=list(rejected))
             for conversion in conversions:
@@ -327,8 +337,8 @@ class StripeConversionLedger(LedgerBase):
             marked = 0
             for ids in chunks(sorted(set(event_ids))):
                 marked += conn.execute(
-                    update(T_EVENTS)
-                    .where(T_EVENTS.c.id.in_(ids), T_EVENTS.c.converted_at.is_(None))
+                    update(T_SOURCE_EVENTS)
+                    .where(T_SOURCE_EVENTS.c.id.in_(ids), T_SOURCE_EVENTS.c.converted_at.is_(None))
                     .values(converted_at=now)
                 ).rowcount
         return ConversionsRecorded(
@@ -361,14 +371,14 @@ class StripeConversionLedger(LedgerBase):
         """
         linked = closed = waiting = 0
         done: list[str] = []
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._lock(conn)
             for link in links:
                 owner = (
                     conn.execute(
-                        select(T_PAYMENTS).where(
-                            T_PAYMENTS.c.provider == SOURCE,
-                            T_PAYMENTS.c.payment_ref == link.refs[0],
+                        select(T_CONVERSION_PAYMENTS).where(
+                            T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+                            T_CONVERSION_PAYMENTS.c.payment_ref == link.refs[0],
                         )
                     )
                     .mappings()
@@ -382,7 +392,7 @@ class StripeConversionLedger(LedgerBase):
                 if owner is not None:
                     self._insert_ignore(
                         conn,
-                        T_PAYMENTS,
+                        T_CONVERSION_PAYMENTS,
                         [
                             {
                                 "provider": SOURCE,
@@ -395,7 +405,7 @@ class StripeConversionLedger(LedgerBase):
                             }
                             for ref in link.refs[1:]
                         ],
-                        T_PAYMENTS.c.payment_ref,
+                        T_CONVERSION_PAYMENTS.c.payment_ref,
                     )
                     linked += 1
                     done.append(link.event_id)
@@ -409,8 +419,11 @@ class StripeConversionLedger(LedgerBase):
                     waiting += 1
             for chunk in chunks(sorted(set(done))):
                 conn.execute(
-                    update(T_STRIPE)
-                    .where(T_STRIPE.c.event_id.in_(chunk), T_STRIPE.c.processed_at.is_(None))
+                    update(T_STRIPE_EVENTS)
+                    .where(
+                        T_STRIPE_EVENTS.c.event_id.in_(chunk),
+                        T_STRIPE_EVENTS.c.processed_at.is_(None),
+                    )
                     .values(processed_at=now)
                 )
         return PaymentsLinked(linked, closed, waiting)
@@ -434,14 +447,17 @@ class StripeConversionLedger(LedgerBase):
         customer = stripe.customer if stripe else None
         if refs:
             same_payment = conn.execute(
-                select(T_PAYMENTS.c.conversion_id)
-                .join(T_CONVERSIONS, T_CONVERSIONS.c.conversion_id == T_PAYMENTS.c.conversion_id)
+                select(T_CONVERSION_PAYMENTS.c.conversion_id)
+                .join(
+                    T_CONVERSIONS,
+                    T_CONVERSIONS.c.conversion_id == T_CONVERSION_PAYMENTS.c.conversion_id,
+                )
                 .where(
-                    T_PAYMENTS.c.provider == SOURCE,
-                    T_PAYMENTS.c.payment_ref.in_(refs),
+                    T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+                    T_CONVERSION_PAYMENTS.c.payment_ref.in_(refs),
                     T_CONVERSIONS.c.milestone == conversion.milestone.value,
                 )
-                .order_by(T_PAYMENTS.c.created_at, T_PAYMENTS.c.payment_ref)
+                .order_by(T_CONVERSION_PAYMENTS.c.created_at, T_CONVERSION_PAYMENTS.c.payment_ref)
                 .limit(1)
             ).scalar_one_or_none()
             if same_payment is not None:
@@ -505,8 +521,9 @@ class StripeConversionLedger(LedgerBase):
         if customer:
             same.append(
                 T_CONVERSIONS.c.conversion_id.in_(
-                    select(T_PAYMENTS.c.conversion_id).where(
-                        T_PAYMENTS.c.provider == SOURCE, T_PAYMENTS.c.customer_ref == customer
+                    select(T_CONVERSION_PAYMENTS.c.conversion_id).where(
+                        T_CONVERSION_PAYMENTS.c.provider == SOURCE,
+                        T_CONVERSION_PAYMENTS.c.customer_ref == customer,
                     )
                 )
             )
@@ -515,8 +532,8 @@ class StripeConversionLedger(LedgerBase):
         has_stripe = (
             exists()
             .where(
-                T_PAYMENTS.c.conversion_id == T_CONVERSIONS.c.conversion_id,
-                T_PAYMENTS.c.provider == SOURCE,
+                T_CONVERSION_PAYMENTS.c.conversion_id == T_CONVERSIONS.c.conversion_id,
+                T_CONVERSION_PAYMENTS.c.provider == SOURCE,
             )
             .label("has_stripe")
         )
@@ -535,7 +552,7 @@ class StripeConversionLedger(LedgerBase):
         return len(
             self._insert_ignore(
                 conn,
-                T_PAYMENTS,
+                T_CONVERSION_PAYMENTS,
                 [
                     {
                         "provider": SOURCE,
@@ -548,7 +565,7 @@ class StripeConversionLedger(LedgerBase):
                     }
                     for ref in stripe.payment_refs
                 ],
-                T_PAYMENTS.c.payment_ref,
+                T_CONVERSION_PAYMENTS.c.payment_ref,
             )
         )
 

@@ -35,21 +35,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, select
+from sqlalchemy import Connection, and_, select
 
 from domain.models import Conversion, derived_id
 from domain.touchpoints import StoredTouchpoint, TouchpointKind
-from integrations.ledger.base import T_ASKS, LedgerBase, chunks
-from integrations.ledger.schema import AccountRow, Base, ConversionPaymentRow
-from integrations.ledger.schema_links import LinkClickRow
-from integrations.ledger.schema_touchpoints import TouchpointRow
-from integrations.ledger.schema_webhooks import EmailEventRow
-
-T_TOUCHPOINTS: Table = TouchpointRow.__table__  # type: ignore[assignment]
-T_EMAIL_EVENTS: Table = EmailEventRow.__table__  # type: ignore[assignment]
-T_PAYMENTS: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
-T_ACCOUNTS: Table = AccountRow.__table__  # type: ignore[assignment]
-T_LINK_CLICKS: Table = LinkClickRow.__table__  # type: ignore[assignment]
+from integrations.ledger.base import (
+    LedgerBase,
+    chunks,
+)
+from integrations.ledger.tables import (
+    T_ACCOUNTS,
+    T_ASKS,
+    T_CONVERSION_PAYMENTS,
+    T_EMAIL_EVENTS,
+    T_LINK_CLICKS,
+    T_TOUCHPOINTS,
+    Base,
+)
 
 _CLICK = "click"
 _PERSON = "person"
@@ -264,7 +266,7 @@ class TouchpointLedger(LedgerBase):
         """Store touches made elsewhere (a registration as it is made, a backfill);
         those already stored are left as they are. Returns how many were new."""
         rows = [touch_row(t, r, now) for t, r in touches if r.known]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return len(
                 self._insert_ignore(conn, T_TOUCHPOINTS, rows, T_TOUCHPOINTS.c.touchpoint_id)
             )
@@ -272,12 +274,14 @@ class TouchpointLedger(LedgerBase):
     def conversion_customers(self, conversion_ids: Iterable[str]) -> dict[str, set[str]]:
         """Conversion id -> the Stripe customers its payments came from."""
         found: dict[str, set[str]] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for chunk in chunks(sorted(set(conversion_ids))):
                 for conversion_id, customer in conn.execute(
-                    select(T_PAYMENTS.c.conversion_id, T_PAYMENTS.c.customer_ref).where(
-                        T_PAYMENTS.c.conversion_id.in_(chunk),
-                        T_PAYMENTS.c.customer_ref.is_not(None),
+                    select(
+                        T_CONVERSION_PAYMENTS.c.conversion_id, T_CONVERSION_PAYMENTS.c.customer_ref
+                    ).where(
+                        T_CONVERSION_PAYMENTS.c.conversion_id.in_(chunk),
+                        T_CONVERSION_PAYMENTS.c.customer_ref.is_not(None),
                     )
                 ):
                     found.setdefault(conversion_id, set()).add(customer)
@@ -305,7 +309,7 @@ class TouchpointLedger(LedgerBase):
         }
         latest = max(c.occurred_at for c in conversions)
         rows: dict[str, Mapping[str, Any]] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for name, values in names.items():
                 for chunk in chunks(sorted(values)):
                     for row in conn.execute(

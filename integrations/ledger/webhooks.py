@@ -23,29 +23,34 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 
 from domain.errors import InputRejected
 from domain.models import Rejected
 from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
-from integrations.ledger.base import T_ASKS, T_NOTES, LedgerBase, chunks
-from integrations.ledger.schema import ProviderEventRow, QuarantineRow, SuppressionRow
-from integrations.ledger.schema_webhooks import (
+from integrations.ledger.base import (
+    LedgerBase,
+    chunks,
+)
+from integrations.ledger.tables import (
     EVENT_ID_CHARS,
     MESSAGE_ID_CHARS,
     OBJECT_ID_CHARS,
     REASON_CHARS,
     STRIPE_TYPE_CHARS,
-    EmailEventRow,
-    StripeEventRow,
+    T_ASKS,
+    T_EMAIL_EVENTS,
+    T_NOTIFICATIONS,
+    T_STRIPE_EVENTS,
+    ProviderEventRow,
+    QuarantineRow,
+    SuppressionRow,
 )
 
 SENDGRID = "sendgrid"
 STRIPE = "stripe"
 QUARANTINE_STAGE = "webhook"
 
-T_EMAIL_EVENTS: Table = EmailEventRow.__table__  # type: ignore[assignment]
-T_STRIPE_EVENTS: Table = StripeEventRow.__table__  # type: ignore[assignment]
 
 # Events after which we never email the contact again. A bounce only when hard: a
 # "blocked" bounce is a refusal the address may recover from.
@@ -178,7 +183,7 @@ class WebhookLedger(LedgerBase):
         # Sorted so that two transactions inserting overlapping batches take their row
         # locks in the same order (Postgres would otherwise deadlock one of them).
         storable.sort(key=lambda e: e.event_id)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             if refused:
                 self._insert_ignore(
                     conn,
@@ -223,7 +228,10 @@ class WebhookLedger(LedgerBase):
     def _message_contacts(self, conn: Connection, message_ids: Sequence[str]) -> dict[str, str]:
         """Message id -> contact id, for asks and notifications (one id space: UUIDs)."""
         found: dict[str, str] = {}
-        for table, pk in ((T_ASKS, T_ASKS.c.ask_id), (T_NOTES, T_NOTES.c.notification_id)):
+        for table, pk in (
+            (T_ASKS, T_ASKS.c.ask_id),
+            (T_NOTIFICATIONS, T_NOTIFICATIONS.c.notification_id),
+        ):
             for chunk in chunks(message_ids):
                 for message_id, contact_id in conn.execute(
                     select(pk, table.c.contact_id).where(pk.in_(chunk))
@@ -278,7 +286,7 @@ class WebhookLedger(LedgerBase):
                 is longer than the ledger stores.
         """
         row = _stripe_row(event, now)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             recorded = self._record_provider_events(
                 conn, STRIPE, [(row["event_id"], row["type"])], now
             )
@@ -294,12 +302,12 @@ class WebhookLedger(LedgerBase):
             types: only these event types; ``None`` for every type.
             limit: at most this many.
         """
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return read_unprocessed_stripe_events(conn, types, None, limit)
 
     def mark_stripe_events_processed(self, event_ids: Sequence[str], now: datetime) -> int:
         """Mark events processed; returns how many were not already (a rerun marks 0)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return mark_stripe_events(conn, event_ids, now)
 
     # -- shared ----------------------------------------------------------------------

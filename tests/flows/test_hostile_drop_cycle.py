@@ -17,8 +17,8 @@ from sqlalchemy import select
 from domain.program import Program
 from flows.bootstrap import App, use_app
 from flows.cycle import referral_cycle
-from integrations.ledger.schema import SourceEventRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import SourceEventRow
 from integrations.sources.sample import generate
 from tests.flows.conftest import make_app
 from tests.hostile_inputs import CLASSES, Case, Values, build, write

@@ -15,7 +15,7 @@ from domain.models import Milestone
 from domain.registration import RegistrationStatus
 from flows.bootstrap import App, use_app
 from flows.cycle import check_conversions
-from integrations.ledger.schema import ConversionRow, QuarantineRow, RewardRow
+from integrations.ledger.tables import ConversionRow, QuarantineRow, RewardRow
 from integrations.sources.sample import generate, simulate_partner_leads
 
 

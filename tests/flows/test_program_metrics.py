@@ -19,8 +19,8 @@ from flows.bootstrap import App, use_app
 from flows.cycle import referral_cycle
 from flows.metrics import program_metrics
 from integrations.ledger.engine import make_engine
-from integrations.ledger.schema import ConversionRow, SourceEventRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import ConversionRow, SourceEventRow
 from integrations.sources.sample import generate, simulate_referrals
 from tasks.metrics import ARTIFACT_KEY, CHARTS
 from tests.flows.conftest import make_app

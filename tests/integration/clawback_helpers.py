@@ -16,9 +16,14 @@ from sqlalchemy import insert, select
 from domain.models import RewardStatus
 from integrations.ledger.clawbacks import ClawbackLedger
 from integrations.ledger.reconcile import ReconcileLedger
-from integrations.ledger.schema import ConversionPaymentRow, LedgerEntryRow, RewardRow
-from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
+    ClawbackRow,
+    ConversionPaymentRow,
+    LedgerEntryRow,
+    ReversalRow,
+    RewardRow,
+)
 
 
 class Ledger(SqlLedger, ClawbackLedger, ReconcileLedger):

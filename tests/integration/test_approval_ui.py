@@ -47,7 +47,7 @@ from domain.models import (
 from domain.money import Money
 from domain.rewards import compute_rewards
 from flows.bootstrap import App, build_app, use_app
-from integrations.ledger.schema import LedgerEntryRow, PayoutRow
+from integrations.ledger.tables import LedgerEntryRow, PayoutRow
 from integrations.prefect_stack import LocalStack
 from tasks.approvals import request_approvals
 from tests.conftest import people_batch

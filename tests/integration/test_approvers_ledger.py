@@ -15,13 +15,13 @@ from domain.money import Money
 from integrations.approvers.totp import STEP_SECONDS, TotpCodes, new_key
 from integrations.ledger.approvers import ApproverExists, SqlApprovers, UnknownApprover
 from integrations.ledger.migrate import upgrade
-from integrations.ledger.schema_approvers import (
+from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
     ApprovalAttemptRow,
     ApproverCodeRow,
     ApproverEventRow,
     ApproverRow,
 )
-from integrations.ledger.sql import SqlLedger
 from tests.conftest import contact, people_batch
 
 KEY = new_key()

@@ -17,8 +17,8 @@ from sqlalchemy import event, select
 
 from domain.models import Ask, AskDecision, Moment, SkipReason, derived_id
 from integrations.ledger.base import CHUNK
-from integrations.ledger.schema import MomentRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import MomentRow
 from tests.integration.test_ledger_flow import given_moments
 
 OUTCOMES = (None, SkipReason.COOLDOWN, SkipReason.SUPPRESSED)

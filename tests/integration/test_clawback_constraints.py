@@ -12,8 +12,8 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import IntegrityError
 
 from domain.models import PayoutRailKind, derived_id
-from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import ClawbackRow, ReversalRow
 from tests.integration.test_ledger_flow import given_reward, pay
 
 

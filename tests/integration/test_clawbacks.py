@@ -18,8 +18,8 @@ from domain.clawbacks import ReversalInstruction, ReversalOutcome, ReversalResul
 from domain.models import PayoutRailKind, RewardStatus, derived_id
 from domain.money import Money
 from domain.program import Clawbacks, Program
-from integrations.ledger.schema import ConversionPaymentRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import ConversionPaymentRow
 from integrations.payments.fake import RecordingRail
 from integrations.payments.stripe_rail import StripeBalanceRail, StripeTransferRail
 from tasks.asks import compose_notice

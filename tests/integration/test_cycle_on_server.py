@@ -32,7 +32,7 @@ from domain.errors import PermanentIntegrationError
 from domain.money import Money
 from flows.bootstrap import App, build_app, use_app
 from flows.cycle import referral_cycle
-from integrations.ledger.schema import LedgerEntryRow, PayoutRow
+from integrations.ledger.tables import LedgerEntryRow, PayoutRow
 from integrations.prefect_stack import WORK_POOL, LocalStack, engine_command
 from tests.fakes.stripe_server import FakeStripe
 from tests.prefect_database import running_stack

@@ -30,7 +30,9 @@ from domain.moments import EventField, detect, detection_spec
 from domain.money import Money
 from domain.ports import SourceBatch
 from domain.program import Program
-from integrations.ledger.base import T_EVENTS, event_row
+from integrations.ledger.base import (
+    event_row,
+)
 from integrations.ledger.detection import (
     SQLITE_CACHE_KIB,
     WATERMARK,
@@ -40,8 +42,12 @@ from integrations.ledger.detection import (
 )
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import alembic_config, upgrade
-from integrations.ledger.schema import FollowUpRow, SourceCursorRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
+    T_SOURCE_EVENTS,
+    FollowUpRow,
+    SourceCursorRow,
+)
 from tasks.moments import DetectionReport, detect_new_moments
 from tests.conftest import NOW, POSTGRES_URL, contact, people_batch
 
@@ -231,7 +237,11 @@ def test_each_chunk_of_ids_is_a_transaction_that_moves_the_watermark(
 ) -> None:
     store(detector, *(an_event(f"r{i}") for i in range(7)))
     with detector.engine.connect() as conn:
-        top = conn.execute(select(T_EVENTS.c.id).order_by(T_EVENTS.c.id.desc())).scalars().first()
+        top = (
+            conn.execute(select(T_SOURCE_EVENTS.c.id).order_by(T_SOURCE_EVENTS.c.id.desc()))
+            .scalars()
+            .first()
+        )
 
     counts = detector.detect_in_database(detection_spec(program), NOW, chunk_size=3)
 
@@ -323,7 +333,9 @@ def test_an_event_that_commits_late_under_a_later_committed_one_is_not_lost(
         store(SqlLedger(other_engine), early)
     with ingest_engine.connect() as conn:
         transaction = conn.begin()
-        conn.execute(insert(T_EVENTS), event_row(late, NOW))  # its id is drawn, not committed
+        conn.execute(
+            insert(T_SOURCE_EVENTS), event_row(late, NOW)
+        )  # its id is drawn, not committed
         if postgres:
             store(SqlLedger(other_engine), early)  # a higher id, committed first
         thread, out = in_thread(
@@ -524,7 +536,7 @@ def test_migration_0007_widens_moment_ids_and_its_downgrade_restores_uuid_ids(
                 == []
             )
             unmarked = conn.execute(
-                select(T_EVENTS.c.event_id).where(T_EVENTS.c.detected_at.is_(None))
+                select(T_SOURCE_EVENTS.c.event_id).where(T_SOURCE_EVENTS.c.detected_at.is_(None))
             ).all()
         # The old stage would not examine either event again.
         assert unmarked == []

@@ -33,8 +33,8 @@ from domain.models import (
 from domain.moments import detection_spec
 from domain.money import Money
 from domain.program import Program
-from integrations.ledger.schema import MomentRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import MomentRow
 from tasks.asks import decide_asks
 from tests.conftest import NOW, contact, people_batch
 from tests.integration.test_ledger_flow import event as source_event

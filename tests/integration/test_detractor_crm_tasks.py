@@ -14,8 +14,8 @@ from domain.models import EventType, SourceEvent
 from domain.program import Program
 from integrations.crm.hubspot_tasks import HubSpotTasks
 from integrations.email.fake import RecordingEmailSender
-from integrations.ledger.handoffs import T_HANDOFFS
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import T_DETRACTOR_HANDOFFS
 from tasks.detractors import Handoffs, hand_on_detractors
 from tests.conftest import NOW, contact, people_batch
 from tests.fakes.hubspot_server import TASK_TO_CONTACT, FakeHubSpot
@@ -61,7 +61,7 @@ def tasks_of(fake: FakeHubSpot, **overrides: object) -> HubSpotTasks:
 
 
 def crm_rows(ledger: SqlLedger) -> dict[str, tuple[str, str | None, str | None]]:
-    h = T_HANDOFFS.c
+    h = T_DETRACTOR_HANDOFFS.c
     with ledger.engine.connect() as conn:
         return {
             key: (status, ref, error)

@@ -20,8 +20,8 @@ from sqlalchemy import Engine, event, select
 from domain.approvals import CheckedDecision
 from domain.models import AskDecision, Decision, PayoutOutcome, PayoutResult, RewardStatus
 from integrations.ledger.engine import make_engine
-from integrations.ledger.schema import ApprovalDecisionRow, ApprovalRequestRow, ReferralCodeRow
 from integrations.ledger.sql import DecisionConflict, SqlLedger
+from integrations.ledger.tables import ApprovalDecisionRow, ApprovalRequestRow, ReferralCodeRow
 from tests.integration.test_ledger_flow import (
     LEDGER,
     balance,

@@ -20,10 +20,12 @@ from sqlalchemy import Engine, func, insert, inspect, select, table, text, updat
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from domain.models import PayoutOutcome, RewardStatus
-from integrations.ledger.base import T_PAYOUTS, T_REWARDS
 from integrations.ledger.migrate import alembic_config, upgrade
-from integrations.ledger.schema import (
+from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
     NO_DELETE,
+    T_PAYOUTS,
+    T_REWARDS,
     ApprovalDecisionRow,
     Base,
     ConversionPaymentRow,
@@ -31,11 +33,10 @@ from integrations.ledger.schema import (
     LedgerEntryRow,
     ProviderEventRow,
 )
-from integrations.ledger.sql import SqlLedger
 from tests.integration.test_ledger_flow import decide, given_reward, pay
 
-T_DECISIONS = ApprovalDecisionRow.__table__
-T_ENTRIES = LedgerEntryRow.__table__
+T_APPROVAL_DECISIONS = ApprovalDecisionRow.__table__
+T_LEDGER_ENTRIES = LedgerEntryRow.__table__
 T_PROVIDER_EVENTS = ProviderEventRow.__table__
 
 
@@ -249,17 +250,19 @@ def test_one_decision_per_reward_and_stage(
     engine: Engine, ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, status=RewardStatus.AWAITING_APPROVAL)
-    insert_rows(engine, T_DECISIONS, decision_row(reward.reward_id, now, stage=1))
+    insert_rows(engine, T_APPROVAL_DECISIONS, decision_row(reward.reward_id, now, stage=1))
 
     with pytest.raises(IntegrityError):
         insert_rows(
             engine,
-            T_DECISIONS,
+            T_APPROVAL_DECISIONS,
             decision_row(reward.reward_id, now, stage=1, decision="reject", approver="Bob"),
         )
 
-    insert_rows(engine, T_DECISIONS, decision_row(reward.reward_id, now, stage=2, approver="Bob"))
-    assert count(engine, T_DECISIONS) == 2
+    insert_rows(
+        engine, T_APPROVAL_DECISIONS, decision_row(reward.reward_id, now, stage=2, approver="Bob")
+    )
+    assert count(engine, T_APPROVAL_DECISIONS) == 2
 
 
 # -- append-only money ---------------------------------------------------------------------
@@ -390,18 +393,18 @@ def test_rows_breaking_a_money_check_are_refused(
         "payout of zero": (T_PAYOUTS, payout_row(reward_id, now, amount_minor=0)),
         "unknown payout status": (T_PAYOUTS, payout_row(reward_id, now, status="sent")),
         "2-letter payout currency": (T_PAYOUTS, payout_row(reward_id, now, currency="EU")),
-        "unknown entry kind": (T_ENTRIES, entry_row(reward_id, now, kind="bonus")),
-        "2-letter entry currency": (T_ENTRIES, entry_row(reward_id, now, currency="EU")),
-        "decision at stage 3": (T_DECISIONS, decision_row(reward_id, now, stage=3)),
-        "unknown decision": (T_DECISIONS, decision_row(reward_id, now, decision="maybe")),
-        "negative decision": (T_DECISIONS, decision_row(reward_id, now, amount_minor=-5)),
+        "unknown entry kind": (T_LEDGER_ENTRIES, entry_row(reward_id, now, kind="bonus")),
+        "2-letter entry currency": (T_LEDGER_ENTRIES, entry_row(reward_id, now, currency="EU")),
+        "decision at stage 3": (T_APPROVAL_DECISIONS, decision_row(reward_id, now, stage=3)),
+        "unknown decision": (T_APPROVAL_DECISIONS, decision_row(reward_id, now, decision="maybe")),
+        "negative decision": (T_APPROVAL_DECISIONS, decision_row(reward_id, now, amount_minor=-5)),
     }
 
     errors = {case: refused_insert(engine, *target_row) for case, target_row in cases.items()}
 
     assert {case: e for case, e in errors.items() if e is not IntegrityError} == {}
     assert count(engine, T_REWARDS) == 1
-    assert count(engine, T_PAYOUTS) == count(engine, T_DECISIONS) == 0
+    assert count(engine, T_PAYOUTS) == count(engine, T_APPROVAL_DECISIONS) == 0
 
 
 def test_a_four_letter_currency_is_refused(

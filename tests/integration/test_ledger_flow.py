@@ -44,7 +44,8 @@ from domain.models import (
 from domain.money import Money
 from domain.ports import SourceBatch
 from integrations.ledger.base import MAX_PAYOUT_ATTEMPTS
-from integrations.ledger.schema import (
+from integrations.ledger.sql import DecisionConflict, SqlLedger
+from integrations.ledger.tables import (
     ApprovalDecisionRow,
     ApprovalRequestRow,
     AskRow,
@@ -54,7 +55,6 @@ from integrations.ledger.schema import (
     QuarantineRow,
     RewardRow,
 )
-from integrations.ledger.sql import DecisionConflict, SqlLedger
 from tests.conftest import contact, people_batch
 
 RULE = "customer-flat"

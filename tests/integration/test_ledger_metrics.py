@@ -38,8 +38,8 @@ from domain.money import Money
 from domain.ports import SourceBatch
 from domain.program import Program
 from integrations.ledger.metrics import MetricsLedger
-from integrations.ledger.schema import LedgerEntryRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import LedgerEntryRow
 from tasks.metrics import compute_program_metrics
 from tests.conftest import NOW, contact, people_batch
 

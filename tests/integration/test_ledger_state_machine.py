@@ -39,8 +39,13 @@ from domain.models import Decision, PayoutOutcome, PayoutRailKind, RewardStatus
 from domain.money import Money
 from domain.program import Program
 from integrations.ledger.engine import make_engine
-from integrations.ledger.schema import LedgerEntryRow, PayoutRow, RewardRow
-from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
+from integrations.ledger.tables import (
+    ClawbackRow,
+    LedgerEntryRow,
+    PayoutRow,
+    ReversalRow,
+    RewardRow,
+)
 from integrations.payments.fake import RecordingRail
 from tasks.clawbacks import apply_clawbacks
 from tasks.payouts import submit_payouts

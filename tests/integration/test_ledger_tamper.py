@@ -26,9 +26,8 @@ from domain.models import Decision, PayoutOutcome, PayoutResult, RewardStatus
 from integrations.ledger.engine import make_engine
 from integrations.ledger.migrate import alembic_config, upgrade
 from integrations.ledger.roles import UnsafeAppRoleError, grant_app_role
-from integrations.ledger.schema import Base, ConversionPaymentRow
-from integrations.ledger.schema_clawbacks import ClawbackRow, ReversalRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import Base, ClawbackRow, ConversionPaymentRow, ReversalRow
 from tests.conftest import POSTGRES_URL
 from tests.integration.test_clawback_constraints import clawback_row, reversal_row
 from tests.integration.test_ledger_constraints import insert_rows

@@ -18,9 +18,14 @@ from sqlalchemy import func, select
 from domain.errors import InputRejected
 from domain.models import AskDecision, Rejected, derived_id
 from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
-from integrations.ledger.schema import ProviderEventRow, QuarantineRow, SuppressionRow
-from integrations.ledger.schema_webhooks import EmailEventRow, StripeEventRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
+    EmailEventRow,
+    ProviderEventRow,
+    QuarantineRow,
+    StripeEventRow,
+    SuppressionRow,
+)
 from integrations.ledger.webhooks import WebhookLedger, suppression_reason
 from tests.integration.test_ledger_flow import given_moments
 

@@ -23,9 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from domain.codes import new_referral_code
 from domain.links import LinkClick, VisitorKind, visitor_hash
 from domain.models import Conversion, Milestone, derived_id
-from integrations.ledger.schema_links import LinkClickRow
-from integrations.ledger.schema_touchpoints import TouchpointRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import LinkClickRow, TouchpointRow
 from integrations.web import ClickRecorder, LinkApp, create_app
 from integrations.web.app import NOT_FOUND_PAGE, VISITOR_COOKIE
 from tests.conftest import contact, people_batch

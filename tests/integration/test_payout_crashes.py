@@ -34,8 +34,8 @@ from domain.models import (
     derived_id,
 )
 from domain.money import Money
-from integrations.ledger.schema import LedgerEntryRow, PayoutRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import LedgerEntryRow, PayoutRow
 from integrations.payments.stripe_rail import StripeTransferRail
 from tasks.payouts import CLAIM_LEASE, PayoutReport, submit_payouts
 from tests.conftest import NOW, contact, people_batch

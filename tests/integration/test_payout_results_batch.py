@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import event, func, select
 
 from domain.models import PayoutOutcome, PayoutRailKind, PayoutResult, RewardStatus
-from integrations.ledger.schema import NotificationRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import NotificationRow
 from tests.conftest import contact
 from tests.integration.test_payout_crashes import entries, payout_rows, seed_payable_reward
 

@@ -14,24 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Table, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from domain.fraud import PAYOUT_DESTINATION_CHANGED
 from domain.models import Rejected, RewardStatus
 from domain.ports import SourceBatch
 from domain.quarantine import CONFLICTING_ROWS, EXCERPT_CHARS
-from integrations.ledger.schema import QuarantineRow
-from integrations.ledger.schema_destinations import PayoutDestinationChangeRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
+    T_PAYOUT_DESTINATION_CHANGES,
+    T_QUARANTINE,
+)
 from integrations.sources.files import FileSource
 from tasks.ingest import ingest_sources
 from tasks.quarantine import purge_quarantine_excerpts
 from tests.conftest import contact, people_batch
 from tests.integration.test_ledger_flow import decide, given_reward
-
-T_QUARANTINE: Table = QuarantineRow.__table__  # type: ignore[assignment]
-T_CHANGES: Table = PayoutDestinationChangeRow.__table__  # type: ignore[assignment]
 
 
 def quarantined(ledger: SqlLedger) -> list[dict[str, Any]]:
@@ -171,14 +170,14 @@ def test_the_destination_audit_refuses_updates_and_deletes(
     ledger.record_batch(people_batch(contact("C1", stripe_account_id="acct_1")), now)
     ledger.record_batch(people_batch(contact("C1", stripe_account_id="acct_2")), now)
     for statement in (
-        update(T_CHANGES).values(new_value="acct_1"),
-        delete(T_CHANGES),
+        update(T_PAYOUT_DESTINATION_CHANGES).values(new_value="acct_1"),
+        delete(T_PAYOUT_DESTINATION_CHANGES),
     ):
         with pytest.raises(DBAPIError), engine.begin() as conn:
             conn.execute(statement)
     with pytest.raises(DBAPIError), engine.begin() as conn:  # only the two payout fields
         conn.execute(
-            insert(T_CHANGES).values(
+            insert(T_PAYOUT_DESTINATION_CHANGES).values(
                 contact_id="C1", field="email", new_value="x", source="test", seen_at=now
             )
         )

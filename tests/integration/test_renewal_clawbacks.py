@@ -24,9 +24,8 @@ from domain.money import Money
 from domain.program import Program
 from domain.stripe_conversions import INVOICE_PAID, INVOICE_PAYMENT_PAID
 from integrations.ledger.migrate import alembic_config, upgrade
-from integrations.ledger.schema import RewardRow
-from integrations.ledger.schema_reward_payments import RewardPaymentRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import RewardPaymentRow, RewardRow
 from integrations.payments.stripe_rail import StripeTransferRail
 from tasks.clawbacks import ClawbackReport, apply_clawbacks
 from tasks.conversions import link_stripe_payments, record_stripe_conversions

@@ -21,16 +21,17 @@ from domain.program import Program
 from domain.rewards import RewardBook, compute_rewards
 from domain.stripe_conversions import INVOICE_PAID
 from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
-from integrations.ledger.schema import (
+from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
     AskRow,
     Base,
     LedgerEntryRow,
     MomentRow,
     NotificationRow,
     RewardRow,
+    RewardTermsRow,
+    TouchpointRow,
 )
-from integrations.ledger.schema_touchpoints import RewardTermsRow, TouchpointRow
-from integrations.ledger.sql import SqlLedger
 from tasks.conversions import record_stripe_conversions
 from tasks.rewards import compute_new_rewards
 from tests.integration.test_ledger_flow import conversion_for, given_referrer

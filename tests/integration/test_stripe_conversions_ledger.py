@@ -25,13 +25,13 @@ from domain.stripe_conversions import (
     INVOICE_PAYMENT_PAID,
     SUBSCRIPTION_CREATED,
 )
-from integrations.ledger.schema import (
+from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
     ConversionPaymentRow,
     ConversionRow,
     QuarantineRow,
     RewardRow,
 )
-from integrations.ledger.sql import SqlLedger
 from tasks.conversions import (
     link_stripe_payments,
     record_new_conversions,

@@ -21,9 +21,9 @@ import pytest
 from domain.errors import PermanentIntegrationError, RetryableIntegrationError
 from domain.program import Program
 from domain.stripe_conversions import CHECKOUT_COMPLETED, INVOICE_PAID
-from integrations.ledger.schema import ConversionPaymentRow, ConversionRow, RewardRow
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.stripe_conversions import STRIPE_EVENTS_CURSOR
+from integrations.ledger.tables import ConversionPaymentRow, ConversionRow, RewardRow
 from integrations.payments.stripe_events import DEFAULT_TYPES, StripeEventFeed
 from integrations.payments.stripe_rail import build_stripe_client
 from integrations.webhooks import create_app

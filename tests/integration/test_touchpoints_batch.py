@@ -11,10 +11,13 @@ from sqlalchemy import insert, select
 
 from domain.models import Conversion, Milestone, derived_id
 from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
-from integrations.ledger.partners import T_REGISTRATIONS
-from integrations.ledger.schema import AskRow, MomentRow
-from integrations.ledger.schema_touchpoints import TouchpointRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
+    T_PARTNER_REGISTRATIONS,
+    AskRow,
+    MomentRow,
+    TouchpointRow,
+)
 from tests.integration.test_ledger_flow import given_referrer
 from tests.integration.test_partner_registrations import given_partners, raw_registration
 
@@ -107,7 +110,7 @@ def test_each_conversion_of_a_batch_gets_its_own_clicks_and_holding_registration
         ),
     ]
     with ledger.engine.begin() as conn:
-        conn.execute(insert(T_REGISTRATIONS), registrations)
+        conn.execute(insert(T_PARTNER_REGISTRATIONS), registrations)
 
     first = won(code_1, "C1", "ACME.example", first_at, "crm:won-1")
     second = won(code_2, "C2", "beta.example", second_at, "crm:won-2")

@@ -31,9 +31,14 @@ from starlette.applications import Starlette
 from domain.errors import ConfigError
 from domain.models import Rejected
 from integrations.email.sendgrid_webhook import EmailEvent
-from integrations.ledger.schema import ProviderEventRow, QuarantineRow, SuppressionRow
-from integrations.ledger.schema_webhooks import EmailEventRow, StripeEventRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import (
+    EmailEventRow,
+    ProviderEventRow,
+    QuarantineRow,
+    StripeEventRow,
+    SuppressionRow,
+)
 from integrations.ledger.webhooks import EmailEventsApplied, WebhookLedger
 from integrations.webhooks import create_app
 from tests.fakes.sendgrid_server import WebhookSigner

@@ -20,8 +20,8 @@ from domain.fraud import SAME_CARD
 from domain.ports import PaymentCards
 from domain.program import Program
 from domain.stripe_conversions import CHECKOUT_COMPLETED, INVOICE_PAID
-from integrations.ledger.schema import ConversionRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import ConversionRow
 from integrations.payments.fake_cards import RecordingCards
 from tasks.cards import learn_card_fingerprints
 from tasks.conversions import link_stripe_payments, record_stripe_conversions

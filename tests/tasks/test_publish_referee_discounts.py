@@ -20,8 +20,8 @@ from domain.discounts import (
     PromotionCodeInstruction,
 )
 from domain.program import Program
-from integrations.ledger.schema_discounts import DiscountCouponRow, RefereeDiscountRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import DiscountCouponRow, RefereeDiscountRow
 from integrations.payments.fake_discounts import RecordingDiscounts
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
 from integrations.payments.stripe_discounts import StripeDiscounts

@@ -18,8 +18,8 @@ from domain.models import EventType, ReferrerType
 from domain.money import Money
 from domain.program import Program
 from domain.registration import RegistrationStatus, email_reference
-from integrations.ledger.schema import QuarantineRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import QuarantineRow
 from integrations.sources.files import FileSource
 from integrations.sources.hubspot import HubSpotMapping, HubSpotSource
 from tasks.registrations import intake_registrations, record_registered_conversions

@@ -16,8 +16,8 @@ from domain.models import EventType, Milestone, ReferrerType, SourceEvent, deriv
 from domain.money import Money
 from domain.program import Program
 from domain.registration import RegistrationStatus, email_reference
-from integrations.ledger.schema import ConversionRow, QuarantineRow, RewardRow
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import ConversionRow, QuarantineRow, RewardRow
 from tasks.conversions import record_new_conversions
 from tasks.registrations import (
     expire_registrations,

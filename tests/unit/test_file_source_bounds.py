@@ -14,8 +14,12 @@ from config.settings import load_settings
 from domain.errors import ConfigError
 from domain.inputs import InputBounds, excerpt, is_email, json_depth_exceeds, plain_digits
 from domain.models import Rejected
-from integrations.ledger.schema import AccountRow, ContactRow, SourceEventRow
-from integrations.ledger.schema_partners import PartnerRegistrationRow
+from integrations.ledger.tables import (
+    AccountRow,
+    ContactRow,
+    PartnerRegistrationRow,
+    SourceEventRow,
+)
 from integrations.sources import files
 from integrations.sources.files import FIELD_CHARS, FileSource
 from tests.hostile_inputs import CLASSES, build, write

@@ -15,7 +15,7 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-# The append-only guards of these tables (as integrations.ledger.schema_clawbacks).
+# The append-only guards of these tables (as integrations.ledger.tables).
 GUARDED = (("clawbacks", "DELETE"), ("clawbacks", "UPDATE"), ("reversals", "DELETE"))
 
 

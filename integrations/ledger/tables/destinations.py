@@ -1,7 +1,7 @@
 """The payout destination changes: every change of a referrer's Stripe connected
 account or customer id between two reads of a source, as it was seen.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so the table
+Imported by :mod:`integrations.ledger.tables` so the table
 joins ``Base.metadata``; revision ``0019`` creates it, with its append-only guards.
 
 A row is written in the transaction that stores the contact with its new value, so a
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import Base
 
 
 class PayoutDestinationChangeRow(Base):
@@ -44,3 +44,7 @@ class PayoutDestinationChangeRow(Base):
 # Guarded by triggers (revision 0019), as the money tables of schema.py.
 NO_DELETE = ("payout_destination_changes",)
 NO_UPDATE = ("payout_destination_changes",)
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_PAYOUT_DESTINATION_CHANGES: Table = PayoutDestinationChangeRow.__table__  # type: ignore[assignment]

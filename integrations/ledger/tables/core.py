@@ -33,6 +33,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -48,6 +49,10 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+EVENT_ID_CHARS = 128  # a provider's event id (Stripe, SendGrid)
+KEY_CHARS = 255  # Stripe's longest idempotency key
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -510,16 +515,24 @@ NO_DELETE = (
 NO_UPDATE = ("ledger_entries", "approval_decisions", "provider_events")
 
 
-def _register_area_tables() -> None:
-    """Import every ``schema_<area>.py`` beside this module so its tables join
-    ``Base.metadata`` (migrations and the model/migration comparison see them)."""
-    import importlib
-    import pkgutil
-    from pathlib import Path
-
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if module.name.startswith("schema_"):
-            importlib.import_module(f"{__package__}.{module.name}")
-
-
-_register_area_tables()
+# One name per table, for SQLAlchemy Core statements.
+T_ACCOUNTS: Table = AccountRow.__table__  # type: ignore[assignment]
+T_CONTACTS: Table = ContactRow.__table__  # type: ignore[assignment]
+T_SOURCE_EVENTS: Table = SourceEventRow.__table__  # type: ignore[assignment]
+T_SOURCE_CURSORS: Table = SourceCursorRow.__table__  # type: ignore[assignment]
+T_QUARANTINE: Table = QuarantineRow.__table__  # type: ignore[assignment]
+T_MOMENTS: Table = MomentRow.__table__  # type: ignore[assignment]
+T_FOLLOW_UPS: Table = FollowUpRow.__table__  # type: ignore[assignment]
+T_REFERRAL_CODES: Table = ReferralCodeRow.__table__  # type: ignore[assignment]
+T_ASKS: Table = AskRow.__table__  # type: ignore[assignment]
+T_EMAIL_OUTBOX: Table = EmailOutboxRow.__table__  # type: ignore[assignment]
+T_NOTIFICATIONS: Table = NotificationRow.__table__  # type: ignore[assignment]
+T_SUPPRESSIONS: Table = SuppressionRow.__table__  # type: ignore[assignment]
+T_CONVERSIONS: Table = ConversionRow.__table__  # type: ignore[assignment]
+T_CONVERSION_PAYMENTS: Table = ConversionPaymentRow.__table__  # type: ignore[assignment]
+T_REWARDS: Table = RewardRow.__table__  # type: ignore[assignment]
+T_APPROVAL_REQUESTS: Table = ApprovalRequestRow.__table__  # type: ignore[assignment]
+T_APPROVAL_DECISIONS: Table = ApprovalDecisionRow.__table__  # type: ignore[assignment]
+T_PAYOUTS: Table = PayoutRow.__table__  # type: ignore[assignment]
+T_LEDGER_ENTRIES: Table = LedgerEntryRow.__table__  # type: ignore[assignment]
+T_PROVIDER_EVENTS: Table = ProviderEventRow.__table__  # type: ignore[assignment]

@@ -1,6 +1,6 @@
 """The referee-discount tables: the program's coupon and one promotion code per code.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so these tables
+Imported by :mod:`integrations.ledger.tables` so these tables
 join ``Base.metadata``; revision ``0013`` creates them.
 
 Both are outboxes, like ``payouts``: the row and its fixed idempotency key
@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import KEY_CHARS, Base
 
-KEY_CHARS = 255  # Stripe's longest idempotency key
 DISCOUNT_STATUSES = ("pending", "succeeded", "failed")
 _STATUS_CHECK = "status in ('pending', 'succeeded', 'failed')"
 _RAIL_CHECK = "rail in ('stripe', 'ledger_only')"
@@ -68,3 +67,8 @@ class RefereeDiscountRow(Base):
         CheckConstraint(_RAIL_CHECK, name="rail"),
         Index("ix_referee_discounts_status", "rail", "status", "code"),
     )
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_DISCOUNT_COUPONS: Table = DiscountCouponRow.__table__  # type: ignore[assignment]
+T_REFEREE_DISCOUNTS: Table = RefereeDiscountRow.__table__  # type: ignore[assignment]

@@ -1,7 +1,7 @@
 """The payments that earned a reward by themselves: a recurring rule's invoice, and the
 payment intent and charge that paid it.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so the table
+Imported by :mod:`integrations.ledger.tables` so the table
 joins ``Base.metadata``; revision ``0016a`` creates it, with its append-only guards.
 
 ``conversion_payments`` names a conversion's *first* payment: a refund of it reaches
@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import Base
 
 
 class RewardPaymentRow(Base):
@@ -55,3 +55,7 @@ class RewardPaymentRow(Base):
 # Guarded by triggers (revision 0016a), as the money tables of schema.py.
 NO_DELETE = ("reward_payments",)
 NO_UPDATE = ("reward_payments",)
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_REWARD_PAYMENTS: Table = RewardPaymentRow.__table__  # type: ignore[assignment]

@@ -1,7 +1,7 @@
 """Approvers: who may release money, the change log of that list, the one-time codes
 spent, and the decisions refused.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``); revision
+Imported by :mod:`integrations.ledger.tables`; revision
 ``0018`` creates the tables and their guards. ``approvers`` holds each approver's
 current state; every change to it is written to ``approver_events`` in the same
 transaction (who, when, what), and that log, the spent codes and the refused attempts
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import Base
 
 
 class ApproverRow(Base):
@@ -88,3 +88,10 @@ class ApprovalAttemptRow(Base):
 
 NO_DELETE = ("approvers", "approver_events", "approver_codes_used", "approval_attempts")
 NO_UPDATE = ("approver_events", "approver_codes_used", "approval_attempts")
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_APPROVERS: Table = ApproverRow.__table__  # type: ignore[assignment]
+T_APPROVER_EVENTS: Table = ApproverEventRow.__table__  # type: ignore[assignment]
+T_APPROVER_CODES_USED: Table = ApproverCodeRow.__table__  # type: ignore[assignment]
+T_APPROVAL_ATTEMPTS: Table = ApprovalAttemptRow.__table__  # type: ignore[assignment]

@@ -1,6 +1,6 @@
 """Detractor hand-offs: each detractor follow-up told to a person, once.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so the table
+Imported by :mod:`integrations.ledger.tables` so the table
 joins ``Base.metadata``; revision ``0022`` creates it, with its guards.
 
 A row is the record that a follow-up was handed on, written before anything is sent.
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import Base
 
 EMAIL_STATUSES = ("queued", "sending", "accepted", "failed", "unknown", "skipped")
 CRM_STATUSES = ("queued", "sending", "created", "failed", "unknown")
@@ -62,3 +62,7 @@ class DetractorHandoffRow(Base):
         Index("ix_detractor_handoffs_email_status", "email_status", "source_event"),
         Index("ix_detractor_handoffs_crm_status", "crm_status", "source_event"),
     )
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_DETRACTOR_HANDOFFS: Table = DetractorHandoffRow.__table__  # type: ignore[assignment]

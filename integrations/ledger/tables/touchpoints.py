@@ -1,7 +1,7 @@
 """The attribution and reward-rule tables: who touched each referee, and how each reward
 computed by the reward rules was reached.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so these tables
+Imported by :mod:`integrations.ledger.tables` so these tables
 join ``Base.metadata``; revision ``0012`` creates them, with their append-only guards.
 
 * ``touchpoints``: one row per touch of a referee by a referrer (the code used at a
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import Base
 
 TOUCHPOINT_KINDS = ("code", "ask_click", "registration")
 
@@ -77,3 +77,8 @@ class RewardTermsRow(Base):
 # Guarded by triggers (revision 0012), as the money tables of schema.py.
 NO_DELETE = ("touchpoints", "reward_terms")
 NO_UPDATE = ("touchpoints", "reward_terms")
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_TOUCHPOINTS: Table = TouchpointRow.__table__  # type: ignore[assignment]
+T_REWARD_TERMS: Table = RewardTermsRow.__table__  # type: ignore[assignment]

@@ -1,7 +1,7 @@
 """The clawback tables: what each refund, chargeback or churn took from each reward, and
 the reversals asked of the payment provider.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so these tables
+Imported by :mod:`integrations.ledger.tables` so these tables
 join ``Base.metadata``; revision ``0008`` creates them, with their append-only guards.
 
 * ``clawbacks``: one row per (reward, provider event), written in the same transaction
@@ -27,14 +27,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
-
-EVENT_ID_CHARS = 128  # as provider_events.event_id and stripe_events.event_id
-KEY_CHARS = 255  # Stripe's longest idempotency key
+from integrations.ledger.tables.core import EVENT_ID_CHARS, KEY_CHARS, Base
 
 REVERSAL_STATUSES = ("pending", "succeeded", "unrecovered", "failed")
 
@@ -106,3 +104,8 @@ class ReversalRow(Base):
 # Guarded by triggers (revision 0008), as the money tables of schema.py.
 NO_DELETE = ("clawbacks", "reversals")
 NO_UPDATE = ("clawbacks",)
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_CLAWBACKS: Table = ClawbackRow.__table__  # type: ignore[assignment]
+T_REVERSALS: Table = ReversalRow.__table__  # type: ignore[assignment]

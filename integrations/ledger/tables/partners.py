@@ -1,6 +1,6 @@
 """The partner registration table: who claimed which company domain, and what became of it.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so the table
+Imported by :mod:`integrations.ledger.tables` so the table
 joins ``Base.metadata``; revision ``0011`` creates it, with its no-delete guard.
 
 ``partner_registrations`` keeps one row per claim accepted. The row is the claim's
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Table, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import Base
 
 DOMAIN_CHARS = 253  # the longest DNS name
 STATUSES = ("active", "extended", "expired", "converted")
@@ -76,3 +76,7 @@ class PartnerRegistrationRow(Base):
         Index("ix_partner_registrations_domain", "domain", "registered_at"),
         Index("ix_partner_registrations_status", "status", "expires_at"),
     )
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_PARTNER_REGISTRATIONS: Table = PartnerRegistrationRow.__table__  # type: ignore[assignment]

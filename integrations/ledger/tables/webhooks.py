@@ -1,6 +1,6 @@
 """The webhook inbox: events SendGrid and Stripe posted to us, each kept once.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so these
+Imported by :mod:`integrations.ledger.tables` so these
 tables join ``Base.metadata``; revision ``0002`` creates them.
 
 * ``email_events``: one row per SendGrid ``sg_event_id``. Only our opaque
@@ -17,13 +17,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, String, text
+from sqlalchemy import Boolean, Index, String, Table, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import EVENT_ID_CHARS, Base
 
 # Id widths match ``provider_events.event_id``, which records the same ids.
-EVENT_ID_CHARS = 128
 MESSAGE_ID_CHARS = 128
 STRIPE_TYPE_CHARS = 64
 OBJECT_ID_CHARS = 128
@@ -68,3 +67,8 @@ class StripeEventRow(Base):
             postgresql_where=text("processed_at IS NULL"),
         ),
     )
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_EMAIL_EVENTS: Table = EmailEventRow.__table__  # type: ignore[assignment]
+T_STRIPE_EVENTS: Table = StripeEventRow.__table__  # type: ignore[assignment]

@@ -1,6 +1,6 @@
 """The tracked link's clicks: one row per request for a referrer's link.
 
-Imported by :mod:`integrations.ledger.schema` (``_register_area_tables``) so the table
+Imported by :mod:`integrations.ledger.tables` so the table
 joins ``Base.metadata``; revision ``0021`` creates it, with its append-only guards.
 
 ``link_clicks`` keeps, per click: the code and its owner, when, the keyed hash of the
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
-from integrations.ledger.schema import Base
+from integrations.ledger.tables.core import Base
 
 
 class LinkClickRow(Base):
@@ -47,3 +47,7 @@ class LinkClickRow(Base):
 
 NO_DELETE = ("link_clicks",)
 NO_UPDATE = ("link_clicks",)
+
+
+# One name per table, for SQLAlchemy Core statements.
+T_LINK_CLICKS: Table = LinkClickRow.__table__  # type: ignore[assignment]

@@ -1,0 +1,31 @@
+"""The unit of work on SQLAlchemy: every area's store, bound to one connection or not.
+
+:class:`SqlStores` builds each store of :class:`domain.stores.Stores` over an engine.
+Unbound (``conn=None``), each store method opens its own transaction; bound, every
+method runs on ``conn`` inside the transaction :meth:`SqlLedger.transaction` opened,
+which commits when the ``with`` block ends and rolls back when it raises.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, Engine
+
+from integrations.ledger.approvers import SqlApprovers
+
+
+class SqlStores:
+    """The stores of :class:`domain.stores.Stores` over one engine (and connection)."""
+
+    def __init__(self, engine: Engine, conn: Connection | None = None) -> None:
+        # -- registry and approvals ----------------------------------------------------
+        self.approvers = SqlApprovers(engine, conn)
+
+        # -- intake ---------------------------------------------------------------------
+
+        # -- messages -------------------------------------------------------------------
+
+        # -- conversions ----------------------------------------------------------------
+
+        # -- money ----------------------------------------------------------------------
+
+        # -- approvals and metrics ------------------------------------------------------
