@@ -8,7 +8,7 @@ check knows the card when the conversion's rewards are computed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,17 +18,16 @@ from prefect.client.schemas.objects import State
 
 from domain.errors import PermanentIntegrationError, RetryableIntegrationError
 from domain.ports import PaymentCards
+from domain.stores.fraud import FraudStore
 from domain.stripe_conversions import card_sources
-from integrations.ledger.fraud import CardLookup
 from tasks._support import run_logger
 
 
 class CardLedger(Protocol):
-    """What this stage needs of the ledger (``SqlLedger``'s fraud area)."""
+    """What this stage needs of the ledger: its ``fraud`` store."""
 
-    def conversions_without_card(self, after: str, limit: int) -> list[CardLookup]: ...
-
-    def record_card_fingerprints(self, found: Mapping[str, str]) -> int: ...
+    @property
+    def fraud(self) -> FraudStore: ...
 
 
 def _worth_retrying(_task: object, _run: object, state: State[Any]) -> bool:
@@ -85,7 +84,7 @@ def learn_card_fingerprints(
     counts = dict.fromkeys(("examined", "learned", "no_card", "refused"), 0)
     unreachable = 0
     after = ""
-    while batch := ledger.conversions_without_card(after, batch_size):
+    while batch := ledger.fraud.conversions_without_card(after, batch_size):
         after = batch[-1].conversion_id
         found: dict[str, str] = {}
         for item in batch:
@@ -103,7 +102,7 @@ def learn_card_fingerprints(
                 counts["no_card"] += 1
             else:
                 found[item.conversion_id] = fingerprint
-        counts["learned"] += ledger.record_card_fingerprints(found)
+        counts["learned"] += ledger.fraud.record_card_fingerprints(found)
     log.info(
         "cards of conversions as of %s: %s, %d unreachable",
         now.isoformat(),

@@ -117,7 +117,7 @@ def compute_new_rewards(
     examined = recorded = quarantined = capped = 0
     while conversions := ledger.conversions_to_reward(batch_size):
         referrers = ledger.contacts(c.referrer_id for c in conversions)
-        history = ledger.fraud_history(conversions, referrers, program.fraud)
+        history = ledger.fraud.fraud_history(conversions, referrers, program.fraud)
         flags = flags_for_batch(conversions, referrers, history, program.fraud)
         plan = _credits(ledger, conversions, program)
         first = ledger.first_payments(c.conversion_id for c in conversions)
@@ -240,7 +240,7 @@ def _recurring_rewards(
         if not paying and not refused:
             continue
         referrers = ledger.contacts(c.referrer_id for c in paying)
-        history = ledger.fraud_history(paying, referrers, program.fraud)
+        history = ledger.fraud.fraud_history(paying, referrers, program.fraud)
         flags = flags_for_batch(paying, referrers, history, program.fraud)
         plan = _credits(ledger, paying, program)
 

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.fraud import FraudStore
 
 
 class Stores(Protocol):
@@ -33,6 +34,7 @@ class Stores(Protocol):
     # -- messages: asks, emails, links, discounts -------------------------------------
 
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
+    fraud: FraudStore
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 

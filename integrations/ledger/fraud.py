@@ -1,8 +1,8 @@
 """What the fraud checks need to know beyond a batch of conversions.
 
-:class:`FraudLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase` (one of
-:class:`~integrations.ledger.sql.SqlLedger`'s bases) with one read,
-:meth:`FraudLedger.fraud_history`, that gathers what :func:`domain.fraud.flags_for_batch`
+:class:`SqlFraudStore` is the ``fraud`` store of the ledger (``ledger.fraud``, typed by
+:class:`domain.stores.fraud.FraudStore`) with one read,
+:meth:`SqlFraudStore.fraud_history`, that gathers what :func:`domain.fraud.flags_for_batch`
 compares the batch with: the referee contacts, the Stripe customers that paid each
 conversion, the cards each referrer paid with, each referrer's recent conversions and
 the part of the referrer graph a cycle could go through. Emails are read from the
@@ -10,15 +10,14 @@ contacts table as they are for sending, and only ever compared in memory.
 
 It also keeps what the same-card check learns from the payment provider: the
 conversions paid through Stripe whose card is not known yet
-(:meth:`FraudLedger.conversions_without_card`), and the fingerprint read for each
-(:meth:`FraudLedger.record_card_fingerprints`), before their rewards are computed.
+(:meth:`SqlFraudStore.conversions_without_card`), and the fingerprint read for each
+(:meth:`SqlFraudStore.record_card_fingerprints`), before their rewards are computed.
 The fingerprint is the only card datum ever stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +26,7 @@ from sqlalchemy import Connection, exists, or_, select, update
 from domain.fraud import MAX_CYCLE_LENGTH, FraudHistory, ReferralEdge, party
 from domain.models import Contact, Conversion
 from domain.program import Fraud
+from domain.stores.fraud import CardLookup
 from domain.stripe_conversions import SOURCE, event_object
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row
 from integrations.ledger.tables import (
@@ -36,27 +36,13 @@ from integrations.ledger.tables import (
     T_STRIPE_EVENTS,
 )
 
+__all__ = ["CardLookup", "SqlFraudStore"]
+
 _STRIPE_RECORD = f"{SOURCE}:"
 
 
-@dataclass(frozen=True, slots=True)
-class CardLookup:
-    """A conversion paid through Stripe whose card is not known yet.
-
-    Attributes:
-        conversion_id: the conversion.
-        payment_refs: the ids of its payment (invoice, payment intent, charge...).
-        event_object: ``data.object`` of the Stripe event it was read from (``{}`` for
-            a CRM conversion that a Stripe payment joined).
-    """
-
-    conversion_id: str
-    payment_refs: tuple[str, ...]
-    event_object: Mapping[str, Any] = field(default_factory=dict)
-
-
-class FraudLedger(LedgerBase):
-    """The fraud checks' read of the ledger; a mixin for SqlLedger."""
+class SqlFraudStore(LedgerBase):
+    """The fraud checks' read of the ledger, and the cards learned from Stripe."""
 
     def fraud_history(
         self,

@@ -90,7 +90,6 @@ from integrations.ledger.clawbacks import (
 from integrations.ledger.destinations import DestinationLedger, record_destination_changes
 from integrations.ledger.detection import DetectionLedger
 from integrations.ledger.discounts import DiscountLedger
-from integrations.ledger.fraud import FraudLedger
 from integrations.ledger.handoffs import HandoffLedger
 from integrations.ledger.history import HistoryLedger
 from integrations.ledger.links import LinkLedger
@@ -149,7 +148,6 @@ class SqlLedger(
     ClawbackLedger,
     ReconcileLedger,
     MetricsLedger,
-    FraudLedger,
     DiscountLedger,
     RewardRulesLedger,
     TouchpointLedger,

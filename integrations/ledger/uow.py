@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.fraud import SqlFraudStore
 
 
 class SqlStores:
@@ -25,6 +26,7 @@ class SqlStores:
         # -- messages -------------------------------------------------------------------
 
         # -- conversions ----------------------------------------------------------------
+        self.fraud = SqlFraudStore(engine, conn)
 
         # -- money ----------------------------------------------------------------------
 

@@ -160,4 +160,4 @@ def test_a_referee_contact_with_the_referrers_own_mailbox_is_flagged_without_the
 
 
 def test_the_history_of_an_empty_batch_is_empty(ledger: SqlLedger, program: Program) -> None:
-    assert ledger.fraud_history([], {}, program.fraud) == FraudHistory()
+    assert ledger.fraud.fraud_history([], {}, program.fraud) == FraudHistory()

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.fraud import InMemoryFraudStore
+
 
 class InMemoryStores:
     """The fakes of every area that has one (an area adds its attribute here)."""
@@ -25,6 +27,7 @@ class InMemoryStores:
         # -- messages -------------------------------------------------------------------
 
         # -- conversions ----------------------------------------------------------------
+        self.fraud = InMemoryFraudStore()
 
         # -- money ----------------------------------------------------------------------
 
