@@ -49,7 +49,7 @@ class _Credits:
 def _credits(ledger: SqlLedger, conversions: Sequence[Conversion], program: Program) -> _Credits:
     """Each conversion's (referrer, weight) under the program's attribution model, from
     the touchpoints of its referee up to the conversion (its own code always one)."""
-    touches = ledger.touchpoints_for(conversions)
+    touches = ledger.touchpoints.touchpoints_for(conversions)
     weights = {
         c.conversion_id: credits_for(
             c,

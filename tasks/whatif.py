@@ -44,7 +44,7 @@ def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> What
     }
     for page in ledger.conversion_history():
         conversions += page
-        touches = ledger.touchpoints_for(page)
+        touches = ledger.touchpoints.touchpoints_for(page)
         touchpoints.update(touches)
         # Everyone a touch names may be credited under one model or the other.
         named = {c.referrer_id for c in page} | {

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.fraud import FraudStore
+from domain.stores.touchpoints import TouchpointStore
 
 
 class Stores(Protocol):
@@ -35,6 +36,7 @@ class Stores(Protocol):
 
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
     fraud: FraudStore
+    touchpoints: TouchpointStore
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 

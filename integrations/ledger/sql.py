@@ -127,7 +127,7 @@ from integrations.ledger.tables import (
     SourceEventRow,
     SuppressionRow,
 )
-from integrations.ledger.touchpoints import TouchpointLedger, record_conversions_touches
+from integrations.ledger.touchpoints import record_conversions_touches
 from integrations.ledger.uow import SqlStores
 from integrations.ledger.webhooks import WebhookLedger
 
@@ -150,7 +150,6 @@ class SqlLedger(
     MetricsLedger,
     DiscountLedger,
     RewardRulesLedger,
-    TouchpointLedger,
     DestinationLedger,
     HandoffLedger,
     LinkLedger,

@@ -2,8 +2,8 @@
 rewarded (see :mod:`domain.touchpoints` for what a touch is and how credit follows).
 
 :func:`record_conversions_touches` runs inside the transaction that inserts
-conversions (after ``StripeConversionLedger._place`` has placed a batch, and in
-``SqlLedger.record_conversions``), so a conversion never exists without its touches.
+conversions (after a batch of Stripe or CRM conversions is placed, and in
+``SqlConversionStore.record_conversions``), so a conversion never exists without its touches.
 For a new conversion it stores:
 
 * the code it was made with: its owner, at the conversion;
@@ -31,13 +31,13 @@ same conversion again adds nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, select
 
 from domain.models import Conversion, derived_id
+from domain.stores.touchpoints import Referee
 from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from integrations.ledger.base import (
     LedgerBase,
@@ -59,22 +59,7 @@ LINK_CLICK_REF = "link:"
 _REGISTRATIONS = "partner_registrations"
 _HOLDING = ("active", "extended", "converted")
 
-
-@dataclass(frozen=True, slots=True)
-class Referee:
-    """What names a referee: any one of these finds its touches."""
-
-    account_id: str | None
-    contact_id: str | None
-    customer: str | None
-
-    @property
-    def known(self) -> bool:
-        return bool(self.account_id or self.contact_id or self.customer)
-
-    @property
-    def key(self) -> str:
-        return "\x1f".join(x or "" for x in (self.account_id, self.contact_id, self.customer))
+__all__ = ["Referee", "SqlTouchpointStore", "record_conversions_touches", "touch_row"]
 
 
 def touch_row(touch: StoredTouchpoint, referee: Referee, now: datetime) -> dict[str, Any]:
@@ -257,8 +242,8 @@ def _registrations_by_conversion(
     return found
 
 
-class TouchpointLedger(LedgerBase):
-    """Reading and adding touchpoints; a mixin for :class:`~integrations.ledger.sql.SqlLedger`."""
+class SqlTouchpointStore(LedgerBase):
+    """The ``touchpoints`` store: reading and adding the touches of referees."""
 
     def record_touchpoints(
         self, touches: Sequence[tuple[StoredTouchpoint, Referee]], now: datetime
@@ -270,6 +255,15 @@ class TouchpointLedger(LedgerBase):
             return len(
                 self._insert_ignore(conn, T_TOUCHPOINTS, rows, T_TOUCHPOINTS.c.touchpoint_id)
             )
+
+    def record_conversion_touches(
+        self, placed: Sequence[tuple[Conversion, str | None]], now: datetime
+    ) -> int:
+        """Store the touches newly recorded conversions bring (see the module), each with
+        the Stripe customer it came from; in a unit of work, right after the conversions
+        are inserted. Returns how many were new."""
+        with self._begin() as conn:
+            return record_conversions_touches(self, conn, placed, now)
 
     def conversion_customers(self, conversion_ids: Iterable[str]) -> dict[str, set[str]]:
         """Conversion id -> the Stripe customers its payments came from."""

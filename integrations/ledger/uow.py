@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.fraud import SqlFraudStore
+from integrations.ledger.touchpoints import SqlTouchpointStore
 
 
 class SqlStores:
@@ -27,6 +28,7 @@ class SqlStores:
 
         # -- conversions ----------------------------------------------------------------
         self.fraud = SqlFraudStore(engine, conn)
+        self.touchpoints = SqlTouchpointStore(engine, conn)
 
         # -- money ----------------------------------------------------------------------
 

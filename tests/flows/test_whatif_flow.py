@@ -55,7 +55,7 @@ def test_a_proposed_attribution_model_shows_the_changed_split_per_referrer(
     registered = StoredTouchpoint(
         "P2", NOW - timedelta(days=40), TouchpointKind.REGISTRATION, "reg-p2"
     )
-    ledger.record_touchpoints([(registered, Referee("RA", "RC", None))], NOW)
+    ledger.touchpoints.record_touchpoints([(registered, Referee("RA", "RC", None))], NOW)
     proposed = tmp_path / "proposed.yaml"
     proposed.write_text(
         (PROJECT_ROOT / "config/program.yaml")

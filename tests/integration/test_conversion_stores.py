@@ -7,14 +7,19 @@ is tested against the behaviour the ledger has.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
 from domain.fraud import FraudHistory
+from domain.models import Conversion, Milestone
+from domain.money import Money
 from domain.program import Program
 from domain.stores.fraud import CardLookup, FraudStore
+from domain.stores.touchpoints import Referee, TouchpointStore
+from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from integrations.ledger.memory.fraud import InMemoryFraudStore
+from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 from integrations.ledger.sql import SqlLedger
 from tests.tasks.test_learn_card_fingerprints import (
     given_a_referrer_who_paid_with_the_card_a_friend_pays_with,
@@ -59,3 +64,56 @@ def test_an_empty_batch_has_an_empty_fraud_history(
 ) -> None:
     store: FraudStore = ledger.fraud if kind == "sql" else InMemoryFraudStore()
     assert store.fraud_history([], {}, program.fraud) == FraudHistory()
+
+
+# -- touchpoints ------------------------------------------------------------------------------
+
+
+def _won(n: int, at: datetime, account: str | None, contact_id: str | None) -> Conversion:
+    return Conversion(
+        conversion_id=f"conv-{n}",
+        source_event=f"crm:evt-{n}",
+        referral_code="RABCDEFGHIJKLMNOPQRST",
+        referrer_id="R1",
+        referee_account_id=account,
+        referee_contact_id=contact_id,
+        milestone=Milestone.CUSTOMER,
+        occurred_at=at,
+        amount=Money(100_00, "EUR"),
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_conversion_is_credited_with_its_referees_touches_up_to_it_each_once(
+    kind: Kind, ledger: SqlLedger, now: datetime
+) -> None:
+    store: TouchpointStore = ledger.touchpoints if kind == "sql" else InMemoryTouchpointStore()
+    early = StoredTouchpoint("P2", now - timedelta(days=40), TouchpointKind.REGISTRATION, "reg-1")
+    late = StoredTouchpoint("P3", now + timedelta(days=1), TouchpointKind.REGISTRATION, "reg-2")
+    other = StoredTouchpoint("P4", now - timedelta(days=1), TouchpointKind.REGISTRATION, "reg-3")
+    assert (
+        store.record_touchpoints(
+            [
+                (early, Referee("ACC-A", None, None)),
+                (late, Referee("ACC-A", None, None)),
+                (other, Referee("ACC-B", None, None)),
+                (other, Referee(None, None, None)),
+            ],
+            now,
+        )
+        == 3
+    )
+    assert store.record_touchpoints([(early, Referee("ACC-A", None, None))], now) == 0
+    won = _won(1, now, "ACC-A", "C-A")
+    assert store.record_conversion_touches([(won, None)], now) == 1
+    assert store.record_conversion_touches([(won, None)], now) == 0
+
+    found = store.touchpoints_for([won, _won(2, now, None, "C-A")])
+
+    assert [(t.referrer_id, t.kind) for t in found["conv-1"]] == [
+        ("P2", TouchpointKind.REGISTRATION),
+        ("R1", TouchpointKind.CODE),
+    ]
+    # Found by the CRM contact alone: the code touch names the contact too.
+    assert [t.referrer_id for t in found["conv-2"]] == ["R1"]
+    assert store.touchpoints_for([]) == {}

@@ -156,7 +156,8 @@ def test_bots_previewers_and_prefetches_are_stored_but_not_counted(
 
     won = conversion(code, "C1", now + timedelta(hours=1), "crm:won-after-previews")
     ledger.record_crm_conversions([], [won], [], {}, now)
-    assert [t.kind.value for t in ledger.touchpoints_for([won])[won.conversion_id]] == ["code"]
+    touches = ledger.touchpoints.touchpoints_for([won])[won.conversion_id]
+    assert [t.kind.value for t in touches] == ["code"]
 
 
 def test_unknown_revoked_and_malformed_codes_answer_the_same_plain_page(
@@ -237,7 +238,7 @@ def test_a_conversion_after_a_persons_click_has_the_last_click_before_it_as_a_to
         ("C1", "code", won.conversion_id, now),
         ("C1", "ask_click", f"link:{by_time[last_before]}", last_before),
     }
-    found = ledger.touchpoints_for([won])[won.conversion_id]
+    found = ledger.touchpoints.touchpoints_for([won])[won.conversion_id]
     assert [(t.kind.value, t.at) for t in found] == [("ask_click", last_before), ("code", now)]
 
 

@@ -301,7 +301,7 @@ def test_a_click_on_an_ask_carrying_the_code_is_a_touch_before_the_conversion(
     ledger.record_crm_conversions([], [won], [], {}, now)
     touches = {(t["kind"], t["ref"], t["occurred_at"]) for t in rows(ledger, TouchpointRow)}
     assert touches == {("code", won.conversion_id, now), ("ask_click", "sg-click-1", clicked)}
-    found = ledger.touchpoints_for([won])[won.conversion_id]
+    found = ledger.touchpoints.touchpoints_for([won])[won.conversion_id]
     assert [t.kind.value for t in found] == ["ask_click", "code"]
 
 

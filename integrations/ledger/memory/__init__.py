@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.ledger.memory.fraud import InMemoryFraudStore
+from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 
 
 class InMemoryStores:
@@ -28,6 +29,7 @@ class InMemoryStores:
 
         # -- conversions ----------------------------------------------------------------
         self.fraud = InMemoryFraudStore()
+        self.touchpoints = InMemoryTouchpointStore()
 
         # -- money ----------------------------------------------------------------------
 
