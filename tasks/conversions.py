@@ -24,6 +24,7 @@ from domain.errors import InputRejected
 from domain.models import Contact, Conversion, Milestone, ReferrerType, Rejected, derived_id
 from domain.program import Program
 from domain.reward_wording import rewards_to_come
+from domain.stores.provider_events import ProviderEventStore, StoredStripeEvent
 from domain.stripe_conversions import (
     CONVERSION_EVENT_TYPES,
     DEFAULT_CEILING_MAJOR,
@@ -40,7 +41,6 @@ from integrations.ledger.stripe_conversions import (
     PaymentLink,
     PaymentsLinked,
 )
-from integrations.ledger.webhooks import StoredStripeEvent
 from tasks._support import run_logger
 
 # The notice each milestone's new conversion sends its referrer (the customer
@@ -58,9 +58,8 @@ class StripeConversionStore(Protocol):
     """What the Stripe conversion stage needs of the ledger (``SqlLedger`` with the
     ``WebhookLedger`` and ``StripeConversionLedger`` mixins)."""
 
-    def unprocessed_stripe_events(
-        self, types: Sequence[str] | None, limit: int
-    ) -> list[StoredStripeEvent]: ...
+    @property
+    def provider_events(self) -> ProviderEventStore: ...
 
     def code_owners(self, codes: Iterable[str]) -> dict[str, Contact]: ...
 
@@ -192,7 +191,9 @@ def record_stripe_conversions(
         ("examined", "conversions", "joined", "duplicates", "not_referred", "quarantined"), 0
     )
     totals["notices"] = 0
-    while batch := ledger.unprocessed_stripe_events(CONVERSION_EVENT_TYPES, batch_size):
+    while batch := ledger.provider_events.unprocessed_stripe_events(
+        CONVERSION_EVENT_TYPES, batch_size
+    ):
         customers = {c for e in batch if (c := customer_of(e.payload))}
         earlier = ledger.stripe_customer_codes(customers)
         referees = ledger.stripe_referees(customers)

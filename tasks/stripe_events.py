@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domain.errors import InputRejected
 from domain.models import Rejected
+from domain.stores.provider_events import ProviderEventStore
 from domain.stripe_conversions import SOURCE, record_of
 from integrations.ledger.stripe_conversions import STRIPE_EVENTS_CURSOR
 from tasks._support import run_logger
@@ -37,7 +38,8 @@ class StripeInbox(Protocol):
 
     def save_cursor(self, source: str, cursor: str, now: datetime) -> None: ...
 
-    def store_stripe_event(self, event: Mapping[str, Any], now: datetime) -> bool: ...
+    @property
+    def provider_events(self) -> ProviderEventStore: ...
 
     def quarantine(self, rejected: Sequence[Rejected], stage: str, now: datetime) -> int: ...
 
@@ -82,7 +84,7 @@ def poll_stripe_events(
         if isinstance(created, int) and not isinstance(created, bool):
             newest = created if newest is None else max(newest, created)
         try:
-            new += ledger.store_stripe_event(event, now)
+            new += ledger.provider_events.store_stripe_event(event, now)
         except InputRejected as exc:
             refused += 1
             event_id = event.get("id")

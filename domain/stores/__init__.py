@@ -21,6 +21,7 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.fraud import FraudStore
+from domain.stores.provider_events import ProviderEventStore
 from domain.stores.touchpoints import TouchpointStore
 
 
@@ -37,6 +38,7 @@ class Stores(Protocol):
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
     fraud: FraudStore
     touchpoints: TouchpointStore
+    provider_events: ProviderEventStore
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 

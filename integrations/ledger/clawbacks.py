@@ -62,6 +62,12 @@ from integrations.ledger.base import (
     LedgerBase,
     chunks,
 )
+from integrations.ledger.provider_events import (
+    STRIPE,
+    StoredStripeEvent,
+    mark_stripe_events,
+    read_unprocessed_stripe_events,
+)
 from integrations.ledger.reward_payments import OwnPayment, earned_alone, rewards_paid_by
 from integrations.ledger.tables import (
     T_APPROVAL_REQUESTS,
@@ -73,12 +79,6 @@ from integrations.ledger.tables import (
     T_REVERSALS,
     T_REWARDS,
     T_STRIPE_EVENTS,
-)
-from integrations.ledger.webhooks import (
-    STRIPE,
-    StoredStripeEvent,
-    mark_stripe_events,
-    read_unprocessed_stripe_events,
 )
 
 _LIVE_PAYOUT = ("pending", "succeeded")

@@ -119,7 +119,6 @@ from integrations.ledger.tables import (
     MomentRow,
     NotificationRow,
     PayoutRow,
-    ProviderEventRow,
     QuarantineRow,
     ReferralCodeRow,
     RewardRow,
@@ -1676,29 +1675,6 @@ class SqlLedger(
                     ApprovalRequestRow.flow_run_id == flow_run_id
                 )
             ).scalar_one_or_none()
-
-    # -- provider events -------------------------------------------------------------
-
-    def record_provider_event(
-        self, provider: str, event_id: str, type_: str, now: datetime
-    ) -> bool:
-        """True the first time ``(provider, event_id)`` is seen, False ever after."""
-        with self._begin() as conn:
-            return bool(
-                self._insert_ignore(
-                    conn,
-                    ProviderEventRow,
-                    [
-                        {
-                            "provider": provider,
-                            "event_id": event_id,
-                            "type": type_,
-                            "received_at": now,
-                        }
-                    ],
-                    ProviderEventRow.event_id,
-                )
-            )
 
     # -- reporting -------------------------------------------------------------------
 

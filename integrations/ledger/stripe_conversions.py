@@ -63,6 +63,7 @@ from integrations.ledger.base import (
     chunks,
     contact_from_row,
 )
+from integrations.ledger.provider_events import StoredStripeEvent, read_unprocessed_stripe_events
 from integrations.ledger.reward_payments import link_reward_payments
 from integrations.ledger.tables import (
     T_CONVERSION_PAYMENTS,
@@ -74,7 +75,6 @@ from integrations.ledger.tables import (
     SourceCursorRow,
 )
 from integrations.ledger.touchpoints import record_conversions_touches
-from integrations.ledger.webhooks import StoredStripeEvent, read_unprocessed_stripe_events
 
 QUARANTINE_STAGE = "conversion"
 STRIPE_EVENTS_CURSOR = "stripe-events"

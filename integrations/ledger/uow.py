@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.fraud import SqlFraudStore
+from integrations.ledger.provider_events import SqlProviderEventStore
 from integrations.ledger.touchpoints import SqlTouchpointStore
 
 
@@ -29,6 +30,7 @@ class SqlStores:
         # -- conversions ----------------------------------------------------------------
         self.fraud = SqlFraudStore(engine, conn)
         self.touchpoints = SqlTouchpointStore(engine, conn)
+        self.provider_events = SqlProviderEventStore(engine, conn)
 
         # -- money ----------------------------------------------------------------------
 

@@ -1,4 +1,7 @@
-"""The webhook inbox area of the ledger: SendGrid events applied once, Stripe events kept.
+"""The webhook inbox area of the ledger: SendGrid events applied once.
+
+(Stripe events are kept by the ``provider_events`` store,
+:mod:`integrations.ledger.provider_events`.)
 
 :class:`WebhookLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase`
 meant to join :class:`~integrations.ledger.sql.SqlLedger`'s bases. Every method is one
@@ -20,12 +23,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, select
 
-from domain.errors import InputRejected
 from domain.models import Rejected
 from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
 from integrations.ledger.base import (
@@ -35,20 +36,16 @@ from integrations.ledger.base import (
 from integrations.ledger.tables import (
     EVENT_ID_CHARS,
     MESSAGE_ID_CHARS,
-    OBJECT_ID_CHARS,
     REASON_CHARS,
-    STRIPE_TYPE_CHARS,
     T_ASKS,
     T_EMAIL_EVENTS,
     T_NOTIFICATIONS,
-    T_STRIPE_EVENTS,
     ProviderEventRow,
     QuarantineRow,
     SuppressionRow,
 )
 
 SENDGRID = "sendgrid"
-STRIPE = "stripe"
 QUARANTINE_STAGE = "webhook"
 
 
@@ -68,7 +65,6 @@ _FINAL_DROPS = ("bounced address", "unsubscribed address", "spam reporting addre
 # The parser already redacts reasons; this repeats it because the mixin may be handed
 # events built elsewhere, and an address must never reach the table.
 _ADDRESS_IN_TEXT = re.compile(r"[^\s@\[\]<>()\"',;:]+@[^\s@\[\]<>()\"',;:]+")
-_STRIPE_RECORD = "stripe webhook"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,29 +99,6 @@ class EmailEventsApplied:
             "rejected": self.rejected,
             "suppressed": len(self.suppressed),
         }
-
-
-@dataclass(frozen=True, slots=True)
-class StoredStripeEvent:
-    """A Stripe event from the inbox.
-
-    Attributes:
-        event_id: Stripe's event id (``evt_...``).
-        type: the event type, e.g. ``charge.refunded``.
-        created_at: when Stripe created the event (aware, UTC): the order of events.
-        livemode: whether it came from live mode (test mode events are kept too).
-        object_id: ``data.object.id``, if the event had one.
-        payload: the event as received.
-        received_at: when the ledger first stored it.
-    """
-
-    event_id: str
-    type: str
-    created_at: datetime
-    livemode: bool
-    object_id: str | None
-    payload: dict[str, Any]
-    received_at: datetime
 
 
 def suppression_reason(event: EmailEvent) -> str | None:
@@ -264,52 +237,6 @@ class WebhookLedger(LedgerBase):
         )
         return tuple(sorted(inserted))
 
-    # -- Stripe ----------------------------------------------------------------------
-
-    def store_stripe_event(self, event: Mapping[str, Any], now: datetime) -> bool:
-        """Keep a (verified) Stripe event in the inbox, once.
-
-        Storing depends on nothing but the event itself, so events may arrive in any
-        order (a refund before its payment); the stages that read the inbox order
-        them by Stripe's ``created``.
-
-        Args:
-            event: the event as received (``id``, ``type``, ``created``, ``livemode``,
-                ``data.object``...).
-            now: the time of receipt, timezone-aware.
-
-        Returns:
-            True the first time the event id is seen, False ever after.
-
-        Raises:
-            InputRejected: the event lacks a field the inbox needs, or an id or type
-                is longer than the ledger stores.
-        """
-        row = _stripe_row(event, now)
-        with self._begin() as conn:
-            recorded = self._record_provider_events(
-                conn, STRIPE, [(row["event_id"], row["type"])], now
-            )
-            stored = self._insert_ignore(conn, T_STRIPE_EVENTS, [row], T_STRIPE_EVENTS.c.event_id)
-        return bool(recorded) and bool(stored)
-
-    def unprocessed_stripe_events(
-        self, types: Sequence[str] | None, limit: int
-    ) -> list[StoredStripeEvent]:
-        """Stripe events no stage has marked processed, oldest ``created`` first.
-
-        Args:
-            types: only these event types; ``None`` for every type.
-            limit: at most this many.
-        """
-        with self._connect() as conn:
-            return read_unprocessed_stripe_events(conn, types, None, limit)
-
-    def mark_stripe_events_processed(self, event_ids: Sequence[str], now: datetime) -> int:
-        """Mark events processed; returns how many were not already (a rerun marks 0)."""
-        with self._begin() as conn:
-            return mark_stripe_events(conn, event_ids, now)
-
     # -- shared ----------------------------------------------------------------------
 
     def _record_provider_events(
@@ -356,94 +283,3 @@ def _redacted(reason: str | None) -> str | None:
     if reason is None:
         return None
     return _ADDRESS_IN_TEXT.sub("<address>", reason)[:REASON_CHARS]
-
-
-def _stripe_row(event: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    def refuse(field_: str, reason: str) -> InputRejected:
-        return InputRejected(_STRIPE_RECORD, field_, reason)
-
-    event_id = event.get("id")
-    if not isinstance(event_id, str) or not event_id:
-        raise refuse("id", "event has no id")
-    if len(event_id) > EVENT_ID_CHARS:
-        raise refuse("id", "event id is longer than the ledger stores")
-    type_ = event.get("type")
-    if not isinstance(type_, str) or not type_:
-        raise refuse("type", "event has no type")
-    if len(type_) > STRIPE_TYPE_CHARS:
-        raise refuse("type", "event type is longer than the ledger stores")
-    created = event.get("created")
-    if not isinstance(created, int) or isinstance(created, bool):
-        raise refuse("created", "event has no integer created time")
-    try:
-        created_at = datetime.fromtimestamp(created, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        raise refuse("created", "created time out of range") from None
-    livemode = event.get("livemode")
-    if not isinstance(livemode, bool):
-        raise refuse("livemode", "event has no livemode flag")
-    data = event.get("data")
-    obj = data.get("object") if isinstance(data, Mapping) else None
-    object_id = obj.get("id") if isinstance(obj, Mapping) else None
-    return {
-        "event_id": event_id,
-        "type": type_,
-        "created_at": created_at,
-        "livemode": livemode,
-        # An id too long to index is still in the payload; only the shortcut is lost.
-        "object_id": object_id
-        if isinstance(object_id, str) and len(object_id) <= OBJECT_ID_CHARS
-        else None,
-        "payload": dict(event),
-        "received_at": now,
-        "processed_at": None,
-    }
-
-
-def read_unprocessed_stripe_events(
-    conn: Connection,
-    types: Sequence[str] | None,
-    after: tuple[datetime, str] | None,
-    limit: int,
-) -> list[StoredStripeEvent]:
-    """Unprocessed Stripe events of ``types`` (``None``: all), oldest ``created`` first,
-    after ``after`` (created, event id): a stage leaving an event unprocessed for now
-    passes it by and reads on, instead of reading it again."""
-    t = T_STRIPE_EVENTS
-    stmt = select(t).where(t.c.processed_at.is_(None))
-    if types is not None:
-        if not types:
-            return []
-        stmt = stmt.where(t.c.type.in_(list(types)))
-    if after is not None:
-        stmt = stmt.where(
-            or_(
-                t.c.created_at > after[0],
-                and_(t.c.created_at == after[0], t.c.event_id > after[1]),
-            )
-        )
-    stmt = stmt.order_by(t.c.created_at, t.c.event_id).limit(limit)
-    return [
-        StoredStripeEvent(
-            event_id=r["event_id"],
-            type=r["type"],
-            created_at=r["created_at"],
-            livemode=bool(r["livemode"]),
-            object_id=r["object_id"],
-            payload=dict(r["payload"]),
-            received_at=r["received_at"],
-        )
-        for r in conn.execute(stmt).mappings()
-    ]
-
-
-def mark_stripe_events(conn: Connection, event_ids: Sequence[str], now: datetime) -> int:
-    """Mark events processed; how many were not already."""
-    marked = 0
-    for chunk in chunks(sorted(set(event_ids))):
-        marked += conn.execute(
-            update(T_STRIPE_EVENTS)
-            .where(T_STRIPE_EVENTS.c.event_id.in_(chunk), T_STRIPE_EVENTS.c.processed_at.is_(None))
-            .values(processed_at=now)
-        ).rowcount
-    return marked

@@ -40,7 +40,7 @@ class StripeEventFeed:
 
         feed = StripeEventFeed(build_stripe_client(key, None, 2))
         for event in feed.since(int(last_seen.timestamp()) - 600):
-            ledger.store_stripe_event(event, now)
+            ledger.provider_events.store_stripe_event(event, now)
     """
 
     def __init__(

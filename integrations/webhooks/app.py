@@ -26,9 +26,9 @@ can quote the statement's parameters, the payload among them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from domain.errors import ConfigError, InputRejected
 from domain.models import Rejected
+from domain.stores.provider_events import ProviderEventStore
 from integrations.email import sendgrid_webhook
 from integrations.email.sendgrid_webhook import EmailEvent, parse_events, verify_sendgrid_signature
 from integrations.ledger.webhooks import EmailEventsApplied
@@ -63,7 +64,8 @@ class WebhookInbox(Protocol):
         rejected: Sequence[Rejected] = (),
     ) -> EmailEventsApplied: ...
 
-    def store_stripe_event(self, event: Mapping[str, Any], now: datetime) -> bool: ...
+    @property
+    def provider_events(self) -> ProviderEventStore: ...
 
 
 def _utc_now() -> datetime:
@@ -155,7 +157,7 @@ def create_app(
         except InputRejected as exc:
             return _refused("stripe", exc.reason)
         try:
-            new = await run_in_threadpool(ledger.store_stripe_event, event, now)
+            new = await run_in_threadpool(ledger.provider_events.store_stripe_event, event, now)
         except InputRejected as exc:
             return _refused("stripe", exc.reason)
         except SQLAlchemyError as exc:

@@ -103,7 +103,7 @@ def test_apply_clawbacks_takes_a_refunded_reward_back_through_the_apps_rail(
     link_payment(test_app.ledger, reward_id, "ch_flow", now)
     event = refund_event("evt_flow", "ch_flow", now - timedelta(minutes=1), refunded=120_000)
     for _ in range(3):  # Stripe retried its delivery
-        test_app.ledger.store_stripe_event(event, now)
+        test_app.ledger.provider_events.store_stripe_event(event, now)
 
     first = reconcile.apply_clawbacks()
     second = reconcile.apply_clawbacks()

@@ -102,7 +102,7 @@ def run(
 
 def store(ledger: Ledger, *events: dict[str, Any]) -> None:
     for event in events:
-        ledger.store_stripe_event(event, NOW)
+        ledger.provider_events.store_stripe_event(event, NOW)
 
 
 # -- before payout ------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def test_a_refund_before_payout_cancels_the_unpaid_reward(
     assert submit_payouts.fn(clawbacks, rails_of(rail), [reward_id], NOW).paid == 0
     assert fake.transfers == []
     assert reversal_rows(clawbacks) == []
-    assert clawbacks.unprocessed_stripe_events(None, 10) == []
+    assert clawbacks.provider_events.unprocessed_stripe_events(None, 10) == []
 
 
 def test_a_cancelled_reward_awaiting_approval_has_its_waiting_run_ended(
@@ -265,7 +265,7 @@ def test_churn_outside_the_window_changes_nothing(
     assert fake.reversals == []
     assert status(clawbacks, unpaid) is RewardStatus.PAYABLE
     assert entries(clawbacks, paid) == [("accrued", PAID), ("paid", -PAID)]
-    assert clawbacks.unprocessed_stripe_events(None, 10) == []
+    assert clawbacks.provider_events.unprocessed_stripe_events(None, 10) == []
 
 
 def test_a_cause_switched_off_changes_nothing(
@@ -519,7 +519,9 @@ def test_a_refund_delivered_before_its_payment_is_applied_once_the_payment_is_kn
 
     early = run(clawbacks, rails_of(rail), program)
     assert (early.waiting_for_payment, early.applied) == (1, 0)
-    assert [e.event_id for e in clawbacks.unprocessed_stripe_events(None, 10)] == ["evt_r1"]
+    assert [e.event_id for e in clawbacks.provider_events.unprocessed_stripe_events(None, 10)] == [
+        "evt_r1"
+    ]
 
     link_payment(clawbacks, reward_id, "ch_late", NOW)  # the payment reaches the conversion
     later = run(clawbacks, rails_of(rail), program)
@@ -537,7 +539,10 @@ def test_the_same_event_delivered_five_times_is_applied_once(
     reward_id = paid_reward(clawbacks, fake, rail)
     event = refund_event("evt_r1", CHARGE, NOW, refunded=60_000)
 
-    stored = [clawbacks.store_stripe_event(event, NOW + timedelta(seconds=n)) for n in range(5)]
+    stored = [
+        clawbacks.provider_events.store_stripe_event(event, NOW + timedelta(seconds=n))
+        for n in range(5)
+    ]
     reports = [run(clawbacks, rails_of(rail), program) for _ in range(5)]
 
     assert stored == [True, False, False, False, False]
@@ -572,7 +577,7 @@ def test_a_malformed_event_is_quarantined_and_never_retried(
     report = run(clawbacks, rails_of(rail), program)
 
     assert report.malformed == 1
-    assert clawbacks.unprocessed_stripe_events(None, 10) == []
+    assert clawbacks.provider_events.unprocessed_stripe_events(None, 10) == []
     (quarantined,) = clawbacks.quarantined()
     assert quarantined["stage"] == "clawback"
     assert quarantined["field"] == "data.object.amount_refunded"
@@ -586,7 +591,7 @@ def test_a_refund_no_conversion_claims_for_a_whole_window_is_given_up(
 
     assert run(clawbacks, rails_of(rail), program).waiting_for_payment == 1
     assert run(clawbacks, rails_of(rail), program, later).given_up == 1
-    assert clawbacks.unprocessed_stripe_events(None, 10) == []
+    assert clawbacks.provider_events.unprocessed_stripe_events(None, 10) == []
 
 
 def clawback_notices(ledger: Ledger) -> list[tuple[str, str, dict[str, Any]]]:

@@ -11,16 +11,20 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from domain.errors import InputRejected
 from domain.fraud import FraudHistory
 from domain.models import Conversion, Milestone
 from domain.money import Money
 from domain.program import Program
 from domain.stores.fraud import CardLookup, FraudStore
+from domain.stores.provider_events import ProviderEventStore
 from domain.stores.touchpoints import Referee, TouchpointStore
 from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from integrations.ledger.memory.fraud import InMemoryFraudStore
+from integrations.ledger.memory.provider_events import InMemoryProviderEventStore
 from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 from integrations.ledger.sql import SqlLedger
+from tests.integration.test_ledger_webhooks import stripe_event
 from tests.tasks.test_learn_card_fingerprints import (
     given_a_referrer_who_paid_with_the_card_a_friend_pays_with,
 )
@@ -117,3 +121,48 @@ def test_a_conversion_is_credited_with_its_referees_touches_up_to_it_each_once(
     # Found by the CRM contact alone: the code touch names the contact too.
     assert [t.referrer_id for t in found["conv-2"]] == ["R1"]
     assert store.touchpoints_for([]) == {}
+
+
+# -- provider events --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_stripe_inbox_keeps_each_event_once_and_hands_it_out_oldest_first_until_marked(
+    kind: Kind, ledger: SqlLedger, now: datetime
+) -> None:
+    store: ProviderEventStore = (
+        ledger.provider_events if kind == "sql" else InMemoryProviderEventStore()
+    )
+    t0 = int(now.timestamp())
+    assert store.store_stripe_event(stripe_event("evt_b", "charge.refunded", t0 + 1), now)
+    assert store.store_stripe_event(stripe_event("evt_a", "invoice.paid", t0 + 1), now)
+    assert store.store_stripe_event(stripe_event("evt_0", "charge.refunded", t0), now)
+    assert not store.store_stripe_event(stripe_event("evt_a", "invoice.paid", t0 + 1), now)
+    with pytest.raises(InputRejected):
+        store.store_stripe_event({"id": "evt_x", "type": "invoice.paid"}, now)
+
+    everything = store.unprocessed_stripe_events(None, 10)
+    assert [e.event_id for e in everything] == ["evt_0", "evt_a", "evt_b"]
+    assert everything[1].object_id == "ch_1"
+    assert everything[1].payload["type"] == "invoice.paid"
+    refunds = store.unprocessed_stripe_events(["charge.refunded"], 1)
+    assert [e.event_id for e in refunds] == ["evt_0"]
+    assert store.unprocessed_stripe_events([], 10) == []
+
+    assert store.mark_stripe_events_processed(["evt_0", "evt_a", "evt_missing"], now) == 2
+    assert store.mark_stripe_events_processed(["evt_0"], now) == 0
+    assert [e.event_id for e in store.unprocessed_stripe_events(None, 10)] == ["evt_b"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_provider_event_counts_once_per_provider_and_event_id(
+    kind: Kind, ledger: SqlLedger, now: datetime
+) -> None:
+    store: ProviderEventStore = (
+        ledger.provider_events if kind == "sql" else InMemoryProviderEventStore()
+    )
+    assert store.record_provider_event("sendgrid", "sg-1", "delivered", now) is True
+    assert store.record_provider_event("sendgrid", "sg-1", "delivered", now) is False
+    assert store.record_provider_event("stripe", "sg-1", "charge.refunded", now) is True
+    # A Stripe event already recorded as a provider event is not stored again.
+    assert store.store_stripe_event(stripe_event("sg-1", "charge.refunded", 1), now) is False

@@ -240,9 +240,16 @@ def test_a_provider_event_is_applied_once_per_event_id(
     with pytest.raises(IntegrityError):
         insert_rows(engine, T_PROVIDER_EVENTS, row | {"received_at": now, "type": "other"})
 
-    assert ledger.record_provider_event("sendgrid", "evt_1", "delivered", now) is True
-    assert ledger.record_provider_event("sendgrid", "evt_1", "delivered", now) is False
-    assert ledger.record_provider_event("stripe", "evt_1", "transfer.created", now) is False
+    assert (
+        ledger.provider_events.record_provider_event("sendgrid", "evt_1", "delivered", now) is True
+    )
+    assert (
+        ledger.provider_events.record_provider_event("sendgrid", "evt_1", "delivered", now) is False
+    )
+    assert (
+        ledger.provider_events.record_provider_event("stripe", "evt_1", "transfer.created", now)
+        is False
+    )
     assert count(engine, T_PROVIDER_EVENTS) == 2
 
 
@@ -276,7 +283,7 @@ def history(ledger: SqlLedger, now: datetime) -> SqlLedger:
     ledger.record_decision(reward.reward_id, 1, decide(amount_minor=8_000), 1, None, now)
     pay(ledger, [reward.reward_id], now, PayoutOutcome.FAILED)
     pay(ledger, [reward.reward_id], now)
-    ledger.record_provider_event("stripe", "evt_1", "transfer.created", now)
+    ledger.provider_events.record_provider_event("stripe", "evt_1", "transfer.created", now)
     insert_rows(
         ledger.engine,
         ConversionPaymentRow.__table__,

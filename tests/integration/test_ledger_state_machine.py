@@ -136,7 +136,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _store(self, event: dict[str, Any]) -> None:
         self.events.append(event)
-        self.ledger.store_stripe_event(event, NOW)
+        self.ledger.provider_events.store_stripe_event(event, NOW)
 
     # -- rewards and approvals --------------------------------------------------------
 
@@ -304,7 +304,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def stripe_delivers_an_event_again(self, data: st.DataObject) -> None:
         event = data.draw(st.sampled_from(self.events))
-        assert self.ledger.store_stripe_event(event, NOW) is False
+        assert self.ledger.provider_events.store_stripe_event(event, NOW) is False
 
     # -- clawbacks and reversals -------------------------------------------------------
 

@@ -293,7 +293,7 @@ def test_an_event_already_recorded_as_a_provider_event_is_kept_but_not_applied_a
     inbox: _Ledger, now: datetime
 ) -> None:
     asks = given_asks(inbox, now, ["C1"])
-    inbox.record_provider_event("sendgrid", "sg-1", "unsubscribe", now)
+    inbox.provider_events.record_provider_event("sendgrid", "sg-1", "unsubscribe", now)
 
     applied = inbox.apply_email_events([email_event("sg-1", T.UNSUBSCRIBE, asks["C1"], now)], now)
 
@@ -351,8 +351,8 @@ def test_a_stripe_event_is_stored_once_as_received(inbox: _Ledger, now: datetime
     created = int(now.timestamp()) - 30
     event = stripe_event("evt_1", "charge.refunded", created, object_id="ch_9")
 
-    first = inbox.store_stripe_event(event, now)
-    again = inbox.store_stripe_event(event, now + timedelta(minutes=1))
+    first = inbox.provider_events.store_stripe_event(event, now)
+    again = inbox.provider_events.store_stripe_event(event, now + timedelta(minutes=1))
 
     assert (first, again) == (True, False)
     (row,) = rows(inbox, StripeEventRow)
@@ -376,35 +376,50 @@ def test_stripe_events_come_back_oldest_first_whatever_order_they_arrived_in(
     disputed = stripe_event("evt_dispute", "charge.dispute.created", t0 + 120)
 
     for event in (disputed, refunded, paid, refunded):
-        inbox.store_stripe_event(event, now)
+        inbox.provider_events.store_stripe_event(event, now)
 
-    everything = inbox.unprocessed_stripe_events(None, 10)
+    everything = inbox.provider_events.unprocessed_stripe_events(None, 10)
     assert [e.event_id for e in everything] == ["evt_paid", "evt_refund", "evt_dispute"]
     assert everything[1].payload == refunded
     assert everything[1].object_id == "ch_1"
     assert [
         e.event_id
-        for e in inbox.unprocessed_stripe_events(["charge.refunded", "charge.succeeded"], 10)
+        for e in inbox.provider_events.unprocessed_stripe_events(
+            ["charge.refunded", "charge.succeeded"], 10
+        )
     ] == ["evt_paid", "evt_refund"]
-    assert [e.event_id for e in inbox.unprocessed_stripe_events(None, 1)] == ["evt_paid"]
-    assert inbox.unprocessed_stripe_events([], 10) == []
+    assert [e.event_id for e in inbox.provider_events.unprocessed_stripe_events(None, 1)] == [
+        "evt_paid"
+    ]
+    assert inbox.provider_events.unprocessed_stripe_events([], 10) == []
 
 
 def test_processed_stripe_events_leave_the_queue_once(inbox: _Ledger, now: datetime) -> None:
     t0 = int(now.timestamp())
     for n in range(3):
-        inbox.store_stripe_event(stripe_event(f"evt_{n}", "charge.refunded", t0 + n), now)
+        inbox.provider_events.store_stripe_event(
+            stripe_event(f"evt_{n}", "charge.refunded", t0 + n), now
+        )
 
-    marked = inbox.mark_stripe_events_processed(["evt_0", "evt_1", "evt_missing"], now)
-    again = inbox.mark_stripe_events_processed(["evt_0", "evt_1"], now + timedelta(hours=1))
+    marked = inbox.provider_events.mark_stripe_events_processed(
+        ["evt_0", "evt_1", "evt_missing"], now
+    )
+    again = inbox.provider_events.mark_stripe_events_processed(
+        ["evt_0", "evt_1"], now + timedelta(hours=1)
+    )
 
     assert (marked, again) == (2, 0)
-    assert [e.event_id for e in inbox.unprocessed_stripe_events(None, 10)] == ["evt_2"]
+    assert [e.event_id for e in inbox.provider_events.unprocessed_stripe_events(None, 10)] == [
+        "evt_2"
+    ]
     processed = {r["event_id"]: r["processed_at"] for r in rows(inbox, StripeEventRow)}
     assert processed == {"evt_0": now, "evt_1": now, "evt_2": None}
     # Marking processed never lets the event in again.
-    assert inbox.store_stripe_event(stripe_event("evt_0", "charge.refunded", t0), now) is False
-    assert inbox.mark_stripe_events_processed([], now) == 0
+    assert (
+        inbox.provider_events.store_stripe_event(stripe_event("evt_0", "charge.refunded", t0), now)
+        is False
+    )
+    assert inbox.provider_events.mark_stripe_events_processed([], now) == 0
 
 
 def test_the_same_stripe_event_stored_concurrently_is_stored_once(
@@ -413,7 +428,9 @@ def test_the_same_stripe_event_stored_concurrently_is_stored_once(
     event = stripe_event("evt_race", "charge.refunded", int(now.timestamp()))
 
     with ThreadPoolExecutor(max_workers=5) as pool:
-        results = list(pool.map(lambda _: inbox.store_stripe_event(event, now), range(5)))
+        results = list(
+            pool.map(lambda _: inbox.provider_events.store_stripe_event(event, now), range(5))
+        )
 
     assert sorted(results) == [False, False, False, False, True]
     assert count(inbox, StripeEventRow) == 1
@@ -438,7 +455,7 @@ def test_a_stripe_event_missing_what_the_inbox_needs_is_refused_and_nothing_is_s
     event = stripe_event("evt_1", "charge.refunded", int(now.timestamp())) | change
 
     with pytest.raises(InputRejected) as refused:
-        inbox.store_stripe_event(event, now)
+        inbox.provider_events.store_stripe_event(event, now)
 
     assert refused.value.field == field
     assert count(inbox, StripeEventRow) == 0
@@ -452,5 +469,5 @@ def test_a_stripe_event_without_an_object_id_is_kept_all_the_same(
         "data": {"object": {"object": "balance"}}
     }
 
-    assert inbox.store_stripe_event(event, now) is True
-    assert inbox.unprocessed_stripe_events(None, 1)[0].object_id is None
+    assert inbox.provider_events.store_stripe_event(event, now) is True
+    assert inbox.provider_events.unprocessed_stripe_events(None, 1)[0].object_id is None

@@ -91,7 +91,9 @@ def test_a_clean_ledger_has_no_mismatch(
         link_payment(books, by_transfer[0], "ch_1", NOW)
         link_payment(books, by_credit, "ch_3", NOW)
         for n, charge in ((1, "ch_1"), (3, "ch_3")):
-            books.store_stripe_event(refund_event(f"evt_{n}", charge, NOW, refunded=60_000), NOW)
+            books.provider_events.store_stripe_event(
+                refund_event(f"evt_{n}", charge, NOW, refunded=60_000), NOW
+            )
         apply_clawbacks.fn(books, {rail.kind: rail, credits.kind: credits}, program, NOW)
     assert len(fake.transfers) == 2
     assert len(fake.reversals) == 1

@@ -131,7 +131,7 @@ def dispute(event_id: str, n: int) -> dict[str, Any]:
 
 def deliver(ledger: SqlLedger, *events: dict[str, Any]) -> None:
     for evt in events:
-        ledger.store_stripe_event(evt, NOW)
+        ledger.provider_events.store_stripe_event(evt, NOW)
 
 
 def reward(ledger: SqlLedger, program: Program, now: datetime = NOW) -> dict[str, str]:

@@ -348,7 +348,7 @@ def test_each_invoice_paid_in_the_months_after_the_conversion_earns_a_recurring_
         paid(3, start + timedelta(days=59)),
         paid(4, start + timedelta(days=65)),  # past the two months
     ):
-        ledger.store_stripe_event(evt, now)
+        ledger.provider_events.store_stripe_event(evt, now)
     record_stripe_conversions.fn(ledger, program, now)
     result = compute_new_rewards.fn(ledger, program, now)
     assert result["recurring"] == 3

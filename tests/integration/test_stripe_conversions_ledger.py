@@ -69,7 +69,7 @@ def at(now: datetime, seconds: int = 0) -> int:
 
 def deliver(ledger: StripeLedger, *events: dict[str, Any]) -> None:
     for evt in events:
-        ledger.store_stripe_event(evt, datetime.now().astimezone())
+        ledger.provider_events.store_stripe_event(evt, datetime.now().astimezone())
 
 
 def convert(ledger: StripeLedger, program: Program, now: datetime) -> dict[str, int]:
@@ -161,7 +161,7 @@ def test_a_checkout_session_and_its_invoice_become_one_conversion_with_its_payme
         (conversion["conversion_id"], "cus_1", AMOUNT)
     }
     assert rewards["rewards"] == 1
-    assert stripe_ledger.unprocessed_stripe_events(None, 10) == []
+    assert stripe_ledger.provider_events.unprocessed_stripe_events(None, 10) == []
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -184,7 +184,7 @@ def test_webhook_and_polling_deliveries_of_one_payment_five_times_in_any_order_g
     assert count(stripe_ledger, ConversionRow) == 1
     assert count(stripe_ledger, RewardRow) == 1
     assert set(payments_of(stripe_ledger)) == {"in_1", "cs_1", "pi_1", "ch_1"}
-    assert len(stripe_ledger.unprocessed_stripe_events(None, 10)) == 0
+    assert len(stripe_ledger.provider_events.unprocessed_stripe_events(None, 10)) == 0
 
 
 def test_two_conversion_runs_at_once_record_one_conversion(
@@ -210,7 +210,7 @@ def test_an_early_refund_in_the_inbox_is_neither_consumed_nor_quarantined(
 
     convert(stripe_ledger, program, now)
 
-    waiting = stripe_ledger.unprocessed_stripe_events(None, 10)
+    waiting = stripe_ledger.provider_events.unprocessed_stripe_events(None, 10)
     assert [e.event_id for e in waiting] == ["evt_refund"]
     assert count(stripe_ledger, QuarantineRow) == 0
     assert (
@@ -243,7 +243,7 @@ def test_a_basil_invoices_payment_intent_reaches_its_conversion_through_its_invo
     assert len(set(refs.values())) == 1
     (pi,) = [r for r in rows(stripe_ledger, ConversionPaymentRow) if r["payment_ref"] == "pi_1"]
     assert (pi["customer_ref"], pi["amount_minor"], pi["currency"]) == ("cus_1", AMOUNT, "EUR")
-    assert stripe_ledger.unprocessed_stripe_events(None, 10) == []
+    assert stripe_ledger.provider_events.unprocessed_stripe_events(None, 10) == []
 
 
 def test_a_payment_link_of_an_invoice_nobody_referred_stops_waiting_after_the_grace_period(
@@ -255,7 +255,7 @@ def test_a_payment_link_of_an_invoice_nobody_referred_stops_waiting_after_the_gr
 
     counts = convert(stripe_ledger, program, now)
 
-    waiting = stripe_ledger.unprocessed_stripe_events(None, 10)
+    waiting = stripe_ledger.provider_events.unprocessed_stripe_events(None, 10)
     assert [e.event_id for e in waiting] == ["evt_new"]
     assert (counts["linked"], counts["closed"], counts["waiting"]) == (0, 1, 1)
     assert count(stripe_ledger, ConversionPaymentRow) == 0
@@ -302,7 +302,7 @@ def test_bad_input_is_quarantined_with_the_event_id_and_field_and_nothing_else_h
     assert "@" not in f"{row}" + caplog.text
     assert (first["quarantined"], again["examined"]) == (1, 0)
     assert count(stripe_ledger, ConversionRow) == 0
-    assert stripe_ledger.unprocessed_stripe_events(None, 10) == []
+    assert stripe_ledger.provider_events.unprocessed_stripe_events(None, 10) == []
 
 
 def test_a_second_trial_under_another_code_is_quarantined_and_the_payment_takes_the_first(
@@ -358,7 +358,7 @@ def test_payments_of_customers_nobody_referred_are_not_quarantined(
     counts = convert(stripe_ledger, program, now)
 
     assert (counts["not_referred"], counts["quarantined"], counts["conversions"]) == (3, 0, 0)
-    assert stripe_ledger.unprocessed_stripe_events(None, 10) == []
+    assert stripe_ledger.provider_events.unprocessed_stripe_events(None, 10) == []
 
 
 # -- trials and renewals ------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_a_stripe_trial_tells_the_referrer_their_referral_arrived_once(
 ) -> None:
     trial = event("evt_sub", SUBSCRIPTION_CREATED, int(now.timestamp()), subscription())
     for _ in range(5):
-        stripe_ledger.store_stripe_event(trial, now)
+        stripe_ledger.provider_events.store_stripe_event(trial, now)
         record_stripe_conversions.fn(stripe_ledger, program, now)
 
     ((kind, who, data),) = notices(stripe_ledger)

@@ -51,7 +51,7 @@ def given_a_referrer_who_paid_with_the_card_a_friend_pays_with(
         event("evt_own", INVOICE_PAID, created, own),
         event("evt_friend", CHECKOUT_COMPLETED, created + 3600, friend),
     ):
-        ledger.store_stripe_event(evt, now)
+        ledger.provider_events.store_stripe_event(evt, now)
     assert record_stripe_conversions.fn(ledger, program, now)["conversions"] == 2
     link_stripe_payments.fn(ledger, now)
 

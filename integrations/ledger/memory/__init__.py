@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.ledger.memory.fraud import InMemoryFraudStore
+from integrations.ledger.memory.provider_events import InMemoryProviderEventStore
 from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 
 
@@ -30,6 +31,7 @@ class InMemoryStores:
         # -- conversions ----------------------------------------------------------------
         self.fraud = InMemoryFraudStore()
         self.touchpoints = InMemoryTouchpointStore()
+        self.provider_events = InMemoryProviderEventStore()
 
         # -- money ----------------------------------------------------------------------
 
