@@ -69,7 +69,7 @@ def seed_payable_rewards(
             _conversion(f"bench-deal-{i:07d}", codes[c.contact_id], c.contact_id, None, now)
             for i, c in zip(numbers, contacts, strict=True)
         ]
-        ledger.record_conversions([], conversions, [], now)
+        ledger.conversions.record_conversions([], conversions, [], now)
         batch = [
             Reward(
                 reward_id=Reward.derive_id(conv.conversion_id, "bench-flat", conv.referrer_id),
@@ -117,7 +117,7 @@ def seed_awaiting_approval(
         Money(LARGE_DEAL_MINOR, CURRENCY),
         now,
     )
-    ledger.record_conversions([], [conversion], [], now)
+    ledger.conversions.record_conversions([], [conversion], [], now)
     (reward,) = compute_rewards(conversion, [(partner, Decimal(1))], program)
     ledger.record_rewards([conversion.conversion_id], [reward], [], now)
     moved = ledger.move_rewards(

@@ -216,7 +216,7 @@ class ReferralEdge:
 
 @dataclass(frozen=True)
 class FraudHistory:
-    """What the ledger knows beyond a batch of conversions (see ``SqlLedger.fraud_history``).
+    """What the ledger knows beyond a batch of conversions (see ``ledger.fraud.fraud_history``).
 
     Attributes:
         referees: the referee contacts of the batch, by contact id (address, account and

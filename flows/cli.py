@@ -266,7 +266,7 @@ def _print_demo(app_: Any, result: Any, stack: Any) -> None:
     echo(f"Referred friends who used a code: {result.referrals}")
     echo(
         f"Partner registrations in the drop: {result.registrations}; per status: "
-        + _pairs(app_.ledger.registration_counts())
+        + _pairs(app_.ledger.partners.registration_counts())
         + " (converted: a won deal credited to the partner)"
     )
     echo("Conversions per milestone: " + _pairs(summary["conversions"]))
@@ -785,7 +785,7 @@ def partners_list(
     from domain.registration import HOLDING
     from flows import bootstrap
 
-    found = bootstrap.app().ledger.registrations(None if all_ else list(HOLDING))
+    found = bootstrap.app().ledger.partners.registrations(None if all_ else list(HOLDING))
     if not found:
         typer.echo("No partner registration." if all_ else "No company is registered.")
         return

@@ -11,9 +11,9 @@ Stripe's Invoice Payments then link each conversion to the payment ids a refund 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -24,7 +24,8 @@ from domain.errors import InputRejected
 from domain.models import Contact, Conversion, Milestone, ReferrerType, Rejected, derived_id
 from domain.program import Program
 from domain.reward_wording import rewards_to_come
-from domain.stores.provider_events import ProviderEventStore, StoredStripeEvent
+from domain.stores import Ledger
+from domain.stores.stripe import PaymentLink
 from domain.stripe_conversions import (
     CONVERSION_EVENT_TYPES,
     DEFAULT_CEILING_MAJOR,
@@ -35,13 +36,8 @@ from domain.stripe_conversions import (
     invoice_payment_refs,
     stripe_conversion_from_event,
 )
-from integrations.ledger.sql import SqlLedger
-from integrations.ledger.stripe_conversions import (
-    ConversionsRecorded,
-    PaymentLink,
-    PaymentsLinked,
-)
 from tasks._support import run_logger
+from tasks.use_cases import conversions as use_cases
 
 # The notice each milestone's new conversion sends its referrer (the customer
 # milestone is announced by the reward it earns: ``reward_earned``).
@@ -54,44 +50,9 @@ NOTICE_KINDS: dict[Milestone, str] = {
 DEFAULT_LINK_GRACE = timedelta(hours=24)
 
 
-class StripeConversionStore(Protocol):
-    """What the Stripe conversion stage needs of the ledger (``SqlLedger`` with the
-    ``WebhookLedger`` and ``StripeConversionLedger`` mixins)."""
-
-    @property
-    def provider_events(self) -> ProviderEventStore: ...
-
-    def code_owners(self, codes: Iterable[str]) -> dict[str, Contact]: ...
-
-    def stripe_customer_codes(
-        self, customers: Iterable[str]
-    ) -> dict[str, dict[Milestone, set[str]]]: ...
-
-    def stripe_referees(self, customers: Iterable[str]) -> dict[str, Contact]: ...
-
-    def stripe_invoice_events(self, invoice_ids: Iterable[str]) -> list[dict[str, Any]]: ...
-
-    def stripe_events_to_link(
-        self, after: tuple[datetime, str] | None, limit: int
-    ) -> list[StoredStripeEvent]: ...
-
-    def link_stripe_payments(
-        self, links: Sequence[PaymentLink], give_up_before: datetime, now: datetime
-    ) -> PaymentsLinked: ...
-
-    def record_stripe_conversions(
-        self,
-        event_ids: Sequence[str],
-        conversions: Sequence[StripeConversion],
-        rejected: Sequence[Rejected],
-        notices: Mapping[str, Mapping[str, Any]],
-        now: datetime,
-    ) -> ConversionsRecorded: ...
-
-
 @task(name="record-conversions", cache_policy=NO_CACHE)
 def record_new_conversions(
-    ledger: SqlLedger, program: Program, now: datetime, batch_size: int = 1000
+    ledger: Ledger, program: Program, now: datetime, batch_size: int = 1000
 ) -> dict[str, int]:
     """Attribute every new event carrying a referral code to the code's owner.
 
@@ -113,10 +74,10 @@ def record_new_conversions(
     """
     examined = recorded = duplicates = quarantined = queued = 0
     after = 0
-    while batch := ledger.events_to_convert(after, batch_size):
+    while batch := ledger.conversions.events_to_convert(after, batch_size):
         after = batch[-1][0]
         codes = {normalize_code(e.referral_code or "") for _, e in batch}
-        owners = ledger.code_owners(c for c in codes if c)
+        owners = ledger.conversions.code_owners(c for c in codes if c)
         conversions: list[Conversion] = []
         rejected: list[Rejected] = []
         for _, event in batch:
@@ -129,7 +90,9 @@ def record_new_conversions(
                 conversions.append(conversion)
         notices = conversion_notices(conversions, owners.values(), program)
         event_ids = [i for i, _ in batch]
-        result = ledger.record_crm_conversions(event_ids, conversions, rejected, notices, now)
+        result = use_cases.record_crm_conversions(
+            ledger, event_ids, conversions, rejected, notices, now
+        )
         recorded += len(result.new)
         duplicates += result.duplicates
         quarantined += result.quarantined
@@ -154,7 +117,7 @@ def record_new_conversions(
 
 @task(name="record-stripe-conversions", cache_policy=NO_CACHE)
 def record_stripe_conversions(
-    ledger: StripeConversionStore,
+    ledger: Ledger,
     program: Program,
     now: datetime,
     batch_size: int = 500,
@@ -195,9 +158,9 @@ def record_stripe_conversions(
         CONVERSION_EVENT_TYPES, batch_size
     ):
         customers = {c for e in batch if (c := customer_of(e.payload))}
-        earlier = ledger.stripe_customer_codes(customers)
-        referees = ledger.stripe_referees(customers)
-        owners = ledger.code_owners(
+        earlier = ledger.stripe.stripe_customer_codes(customers)
+        referees = ledger.stripe.stripe_referees(customers)
+        owners = ledger.conversions.code_owners(
             set().union(
                 *(codes_in(e.payload) for e in batch),
                 *(codes for by in earlier.values() for codes in by.values()),
@@ -230,8 +193,8 @@ def record_stripe_conversions(
                 by_milestone.setdefault(found.milestone, {found.conversion.referral_code})
         conversions = _with_invoice_refs(ledger, conversions)
         notices = conversion_notices([c.conversion for c in conversions], owners.values(), program)
-        result = ledger.record_stripe_conversions(
-            [e.event_id for e in batch], conversions, rejected, notices, now
+        result = use_cases.record_stripe_conversions(
+            ledger, [e.event_id for e in batch], conversions, rejected, notices, now
         )
         totals["examined"] += len(batch)
         totals["conversions"] += len(result.new)
@@ -249,7 +212,7 @@ def record_stripe_conversions(
 
 @task(name="link-stripe-payments", cache_policy=NO_CACHE)
 def link_stripe_payments(
-    ledger: StripeConversionStore,
+    ledger: Ledger,
     now: datetime,
     batch_size: int = 500,
     grace: timedelta = DEFAULT_LINK_GRACE,
@@ -274,12 +237,12 @@ def link_stripe_payments(
     """
     totals = {"linked": 0, "closed": 0, "waiting": 0}
     after: tuple[datetime, str] | None = None
-    while batch := ledger.stripe_events_to_link(after, batch_size):
+    while batch := ledger.stripe.stripe_events_to_link(after, batch_size):
         after = (batch[-1].created_at, batch[-1].event_id)
         links = [
             PaymentLink(e.event_id, e.created_at, invoice_payment_refs(e.payload)) for e in batch
         ]
-        result = ledger.link_stripe_payments(links, now - grace, now)
+        result = ledger.stripe.link_stripe_payments(links, now - grace, now)
         totals["linked"] += result.linked
         totals["closed"] += result.closed
         totals["waiting"] += result.waiting
@@ -300,7 +263,7 @@ def _latest_codes(codes: Mapping[Milestone, set[str]]) -> set[str]:
 
 
 def _with_invoice_refs(
-    ledger: StripeConversionStore, conversions: Sequence[StripeConversion]
+    ledger: Ledger, conversions: Sequence[StripeConversion]
 ) -> list[StripeConversion]:
     """Each conversion also naming the payment ids its invoice's event gives (a
     Checkout Session names its invoice, not the invoice's charge); an invoice read
@@ -309,7 +272,7 @@ def _with_invoice_refs(
     if not wanted:
         return list(conversions)
     refs: dict[str, list[str]] = {}
-    for event in ledger.stripe_invoice_events(wanted):
+    for event in ledger.stripe.stripe_invoice_events(wanted):
         named = invoice_payment_refs(event)
         if named:
             refs.setdefault(named[0], []).extend(named[1:])

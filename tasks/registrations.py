@@ -38,10 +38,11 @@ from domain.registration import (
     parse_claim,
     registered_conversion,
 )
-from integrations.ledger.partners import RegisteredCredit
+from domain.stores.partners import RegisteredCredit
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
 from tasks.conversions import conversion_notices
+from tasks.use_cases import conversions as use_cases
 
 SOURCE = "partners"
 # A source's registrations keep a cursor of their own: "<source>:registrations".
@@ -242,7 +243,7 @@ def _register(
     codes = ledger.codes_for(c.partner_id for c in claims)
     new_codes = {c.partner_id: new_referral_code() for c in claims if c.partner_id not in codes}
     decisions = (
-        ledger.register(claims, program.registration, now, new_codes, cursor)
+        ledger.partners.register(claims, program.registration, now, new_codes, cursor)
         if claims or cursor
         else []
     )
@@ -276,7 +277,7 @@ def expire_registrations(
     Returns:
         The registrations expired by this run.
     """
-    expired = ledger.expire_due(now, by)
+    expired = ledger.partners.expire_due(now, by)
     run_logger().info("expired %d partner registrations", len(expired))
     return expired
 
@@ -335,8 +336,8 @@ def publish_registration_report(
     Returns:
         The counts published: expired by this run, expiring soon, and per status.
     """
-    counts = ledger.registration_counts()
-    expiring = ledger.registrations(
+    counts = ledger.partners.registration_counts()
+    expiring = ledger.partners.registrations(
         statuses=list(HOLDING), expiring_before=now + timedelta(days=within_days)
     )
     create_markdown_artifact(
@@ -389,7 +390,7 @@ def record_registered_conversions(
         0,
     )
     after = 0
-    while batch := ledger.registered_events_to_convert(after, batch_size):
+    while batch := ledger.partners.registered_events_to_convert(after, batch_size):
         after = batch[-1][0]
         partner_ids = {r.partner_id for _, _, r in batch}
         partners = ledger.contacts(partner_ids)
@@ -431,8 +432,14 @@ def record_registered_conversions(
                 registration = replace(registration, status=RegistrationStatus.CONVERTED)
             state[registration.registration_id] = registration
         notices = conversion_notices([c.conversion for c in credits], partners.values(), program)
-        result = ledger.record_registered_conversions(
-            [i for i, _, _ in batch], credits, list(extensions.values()), rejected, notices, now
+        result = use_cases.record_registered_conversions(
+            ledger,
+            [i for i, _, _ in batch],
+            credits,
+            list(extensions.values()),
+            rejected,
+            notices,
+            now,
         )
         totals["examined"] += len(batch)
         totals["conversions"] += len(result.new)

@@ -93,7 +93,7 @@ def poll_stripe_events(
                 [Rejected(SOURCE, record[:512], exc.field, exc.reason)], QUARANTINE_STAGE, now
             )
     if newest is not None and newest != cursor:
-        ledger.save_cursor(STRIPE_EVENTS_CURSOR, str(newest), now)
+        ledger.stripe.save_cursor(STRIPE_EVENTS_CURSOR, str(newest), now)
     counts = {
         "listed": listed,
         "new": new,

@@ -14,7 +14,6 @@ from typing import Any
 from domain.models import Contact
 from domain.ports import SourceBatch
 from integrations.ledger.sql import SqlLedger
-from integrations.ledger.stripe_conversions import StripeConversionLedger
 from tests.conftest import contact, people_batch
 
 # Well-formed referral codes (R + 20 base32 characters).
@@ -24,8 +23,8 @@ PAYER_EMAIL = "ana.friend@newco.example"
 AMOUNT = 49_900  # 499.00 EUR
 
 
-class StripeLedger(SqlLedger, StripeConversionLedger):
-    """SqlLedger with the Stripe conversion area, as it will be once it joins the bases."""
+class StripeLedger(SqlLedger):
+    """SqlLedger, by the name the Stripe conversion tests know it under."""
 
 
 def given_referrers(ledger: SqlLedger, now: datetime, **codes: str) -> dict[str, Contact]:

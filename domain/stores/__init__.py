@@ -20,8 +20,11 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.conversions import ConversionStore
 from domain.stores.fraud import FraudStore
+from domain.stores.partners import PartnerStore
 from domain.stores.provider_events import ProviderEventStore
+from domain.stores.stripe import StripeStore
 from domain.stores.touchpoints import TouchpointStore
 
 
@@ -39,6 +42,9 @@ class Stores(Protocol):
     fraud: FraudStore
     touchpoints: TouchpointStore
     provider_events: ProviderEventStore
+    conversions: ConversionStore
+    stripe: StripeStore
+    partners: PartnerStore
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 

@@ -1,8 +1,7 @@
 """The partner registration area of the ledger: claims on company domains, their
 expiry, and the conversions credited through them.
 
-:class:`PartnerLedger` is a mixin meant to join
-:class:`~integrations.ledger.sql.SqlLedger`'s bases. The rules are the domain's
+:class:`SqlPartnerStore` is the ledger's ``partners`` store. The rules are the domain's
 (:mod:`domain.registration`); this module makes them hold under concurrency:
 
 * **First to register wins, even in a race.** A claim is decided inside the
@@ -18,10 +17,10 @@ expiry, and the conversions credited through them.
   scheduled run closes the lapsed registration it replaces the same way.
 * **Conversions go through the conversion rules.** An event without a referral code
   credited to a registering partner is placed by the same rule as coded ones (one
-  conversion per referee and milestone, under the conversions lock of
-  :class:`~integrations.ledger.stripe_conversions.StripeConversionLedger`), in the
-  transaction that marks the event examined, extends the registration (a qualified
-  deal) or converts it (a won deal).
+  conversion per referee and milestone, :mod:`domain.placement`, under the conversions
+  lock) by :func:`tasks.use_cases.conversions.record_registered_conversions`, in the
+  unit of work that marks the event examined, extends the registration (a qualified
+  deal) or converts it (a won deal, :meth:`SqlPartnerStore.convert`).
 
 No email address is written here: contacts are referenced by id or by hash.
 """
@@ -29,14 +28,13 @@ No email address is written here: contacts are referenced by id or by hash.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, literal, or_, select, update
 from sqlalchemy.engine import RowMapping
 
-from domain.models import Conversion, Milestone, Rejected, SourceEvent
+from domain.models import SourceEvent
 from domain.program import RegistrationRules
 from domain.registration import (
     CREDITED_EVENTS,
@@ -47,11 +45,12 @@ from domain.registration import (
     RegistrationStatus,
     decide_claim,
 )
+from domain.stores.partners import RegisteredConversions, RegisteredCredit
 from integrations.ledger.base import (
+    LedgerBase,
     chunks,
     event_from_row,
 )
-from integrations.ledger.stripe_conversions import ConversionTally, StripeConversionLedger
 from integrations.ledger.tables import (
     T_ACCOUNTS,
     T_PARTNER_REGISTRATIONS,
@@ -65,42 +64,11 @@ _HOLDING = [s.value for s in HOLDING]
 _CREDITABLE = [*_HOLDING, RegistrationStatus.EXPIRED.value]
 
 
-@dataclass(frozen=True, slots=True)
-class RegisteredCredit:
-    """An event credited to a registering partner: its conversion, and the
-    registration it came through."""
-
-    conversion: Conversion
-    registration_id: str
+__all__ = ["RegisteredConversions", "RegisteredCredit", "SqlPartnerStore"]
 
 
-@dataclass(frozen=True, slots=True)
-class RegisteredConversions:
-    """What one batch of registered-lead conversions did to the ledger.
-
-    Attributes:
-        new: conversion ids inserted.
-        duplicates: the referee was already converted at that milestone by the code.
-        quarantined: rejects written (another code converted the referee first, an
-            amount in another currency, a partner with no referral code).
-        notices: notifications queued for the new conversions.
-        extended: registrations whose expiry a qualified deal pushed out.
-        converted: registrations a won deal converted.
-        events_marked: events marked examined (a rerun marks none).
-    """
-
-    new: tuple[str, ...] = ()
-    duplicates: int = 0
-    quarantined: int = 0
-    notices: int = 0
-    extended: int = 0
-    converted: int = 0
-    events_marked: int = 0
-
-
-class PartnerLedger(StripeConversionLedger):
-    """Partner registrations; a mixin for SqlLedger (it places conversions through the
-    conversion area's rules, hence its base)."""
+class SqlPartnerStore(LedgerBase):
+    """Partner registrations on SQLAlchemy."""
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -366,69 +334,15 @@ class PartnerLedger(StripeConversionLedger):
                 ]
         return sorted(rows, key=lambda r: (r.expires_at, r.registration_id))
 
-    def record_registered_conversions(
-        self,
-        event_ids: Sequence[int],
-        credits: Sequence[RegisteredCredit],
-        extended: Sequence[Registration],
-        rejected: Sequence[Rejected],
-        notices: Mapping[str, Mapping[str, Any]],
-        now: datetime,
-    ) -> RegisteredConversions:
-        """Record conversions credited through registrations, in one transaction with
-        everything they change.
-
-        Each conversion is placed by the rule coded conversions follow (one per
-        referee and milestone; a referee another code converted first is quarantined);
-        a new customer conversion converts its registration (also one that expired
-        after the deal happened inside its window). Registrations a qualified deal
-        extended get their new expiry. Every examined event is marked, so it is never
-        examined again.
-
-        Args:
-            event_ids: ``source_events.id`` of every event examined.
-            credits: the conversions, each with its registration.
-            extended: registrations after their extension.
-            rejected: events refused, to quarantine.
-            notices: conversion id -> its notification row, queued only if it is new.
-            now: when this is recorded, timezone-aware.
+    def convert(self, registration_id: str, conversion_id: str, now: datetime) -> int:
+        """Mark a registration converted by ``conversion_id``: a creditable one (holding,
+        or expired after the deal happened inside its window) not converted yet.
 
         Returns:
-            What was recorded.
+            1 if this call converted it, else 0.
         """
         with self._begin() as conn:
-            self._lock(conn)
-            tally = ConversionTally(rejected=list(rejected))
-            for credit in credits:
-                self._place(conn, credit.conversion, None, tally, now)
-            self._placed(conn, tally, now)
-            quarantined = self._quarantine_all(conn, tally.rejected, now)
-            queued = self._queue_for(conn, tally.new, notices, now)
-            # Extend before converting: a deal qualified then won in one batch keeps
-            # the record of its extension.
-            extensions = sum(self._extend(conn, r, now) for r in extended)
-            new = set(tally.new)
-            converted = 0
-            for credit in credits:
-                c = credit.conversion
-                if c.milestone is Milestone.CUSTOMER and c.conversion_id in new:
-                    converted += self._convert(conn, credit.registration_id, c.conversion_id, now)
-            marked = 0
-            for ids in chunks(sorted(set(event_ids))):
-                marked += conn.execute(
-                    update(T_SOURCE_EVENTS)
-                    .where(T_SOURCE_EVENTS.c.id.in_(ids), T_SOURCE_EVENTS.c.converted_at.is_(None))
-                    .values(converted_at=now)
-                ).rowcount
-        return RegisteredConversions(
-            new=tuple(tally.new),
-            duplicates=tally.duplicates,
-            quarantined=quarantined,
-            notices=queued,
-            extended=extensions,
-            converted=converted,
-            events_marked=marked,
-        )
+            return self._convert(conn, registration_id, conversion_id, now)
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ Functions on a connection, so that each runs inside the transaction of the write
 belongs to: :func:`record_reward_payments` in the one that records the rewards
 (:meth:`~integrations.ledger.reward_rules.RewardRulesLedger.accrue_rewards`),
 :func:`link_reward_payments` in the one that applies payment links
-(:meth:`~integrations.ledger.stripe_conversions.StripeConversionLedger.link_stripe_payments`),
+(:meth:`~integrations.ledger.stripe_conversions.SqlStripeStore.link_stripe_payments`),
 the reads in the one that applies a loss
 (:meth:`~integrations.ledger.clawbacks.ClawbackLedger.apply_payment_loss`).
 

@@ -94,10 +94,8 @@ from integrations.ledger.handoffs import HandoffLedger
 from integrations.ledger.history import HistoryLedger
 from integrations.ledger.links import LinkLedger
 from integrations.ledger.metrics import MetricsLedger
-from integrations.ledger.partners import PartnerLedger
 from integrations.ledger.reconcile import ReconcileLedger
 from integrations.ledger.reward_rules import RewardRulesLedger
-from integrations.ledger.stripe_conversions import StripeConversionLedger
 from integrations.ledger.tables import (
     T_ASKS,
     T_LEDGER_ENTRIES,
@@ -126,7 +124,6 @@ from integrations.ledger.tables import (
     SourceEventRow,
     SuppressionRow,
 )
-from integrations.ledger.touchpoints import record_conversions_touches
 from integrations.ledger.uow import SqlStores
 from integrations.ledger.webhooks import WebhookLedger
 
@@ -139,11 +136,9 @@ class DecisionConflict(InvalidDecision):
 
 class SqlLedger(
     SqlStores,
-    PartnerLedger,
     DetectionLedger,
     HistoryLedger,
     WebhookLedger,
-    StripeConversionLedger,
     ClawbackLedger,
     ReconcileLedger,
     MetricsLedger,
@@ -769,83 +764,6 @@ class SqlLedger(
                     SuppressionRow.contact_id,
                 )
             )
-
-    # -- conversions -----------------------------------------------------------------
-
-    def events_to_convert(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                select(T_SOURCE_EVENTS)
-                .where(
-                    T_SOURCE_EVENTS.c.converted_at.is_(None),
-                    T_SOURCE_EVENTS.c.referral_code.is_not(None),
-                    T_SOURCE_EVENTS.c.id > after_id,
-                )
-                .order_by(T_SOURCE_EVENTS.c.id)
-                .limit(limit)
-            ).mappings()
-            return [(row["id"], event_from_row(row)) for row in rows]
-
-    def code_owners(self, codes: Iterable[str]) -> dict[str, Contact]:
-        wanted = sorted(set(codes))
-        owners: dict[str, Contact] = {}
-        with self._connect() as conn:
-            for chunk in chunks(wanted):
-                for row in conn.execute(
-                    select(ReferralCodeRow.code, ContactRow.__table__)
-                    .join(ContactRow, ContactRow.contact_id == ReferralCodeRow.contact_id)
-                    .where(ReferralCodeRow.code.in_(chunk))
-                ).mappings():
-                    owners[row["code"]] = contact_from_row(row)
-        return owners
-
-    def record_conversions(
-        self,
-        event_ids: Sequence[int],
-        conversions: Sequence[Conversion],
-        rejected: Sequence[Rejected],
-        now: datetime,
-    ) -> int:
-        with self._begin() as conn:
-            new = self._insert_ignore(
-                conn,
-                ConversionRow,
-                [
-                    {
-                        "conversion_id": c.conversion_id,
-                        "source_event": c.source_event,
-                        "referral_code": c.referral_code,
-                        "referrer_id": c.referrer_id,
-                        "referee_account_id": c.referee_account_id,
-                        "referee_contact_id": c.referee_contact_id,
-                        "referee_email_domain": c.referee_email_domain,
-                        "milestone": c.milestone.value,
-                        "occurred_at": c.occurred_at,
-                        "amount_minor": c.amount.amount_minor if c.amount else None,
-                        "currency": c.amount.currency if c.amount else None,
-                        "created_at": now,
-                    }
-                    for c in conversions
-                ],
-                ConversionRow.conversion_id,
-            )
-            inserted = set(new)
-            record_conversions_touches(
-                self, conn, [(c, None) for c in conversions if c.conversion_id in inserted], now
-            )
-            self._insert_ignore(
-                conn,
-                QuarantineRow,
-                self._quarantine_rows(rejected, "conversion", now),
-                QuarantineRow.id,
-            )
-            for ids in chunks(event_ids):
-                conn.execute(
-                    update(T_SOURCE_EVENTS)
-                    .where(T_SOURCE_EVENTS.c.id.in_(ids))
-                    .values(converted_at=now)
-                )
-        return len(new)
 
     # -- rewards ---------------------------------------------------------------------
 

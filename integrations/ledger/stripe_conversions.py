@@ -1,154 +1,68 @@
-"""The conversion area of the ledger that knows Stripe: payments behind conversions.
+"""The ``stripe`` store: what the Stripe conversion stages read, and payment links.
 
-:class:`StripeConversionLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase`
-meant to join :class:`~integrations.ledger.sql.SqlLedger`'s bases. It records the
-conversions read from the Stripe inbox (``stripe_events``) and, through the same rule,
-those read from the CRM, so that one referral is never rewarded twice:
+:class:`SqlStripeStore` (``ledger.stripe``) answers the Stripe conversion stage's
+questions (the codes a Stripe customer converted under, the CRM contact naming a
+customer, the ``invoice.paid`` events of invoices), keeps the polling cursor, and links
+the payment ids of ``invoice_payment.paid`` events to the conversions owning their
+invoices. Conversions themselves are placed by :mod:`tasks.use_cases.conversions`,
+by the rules of :mod:`domain.placement`, through the ``conversions`` store.
 
-**One conversion per (referee, milestone).** The referee is the conversion's CRM
-account, else its CRM contact, else (for Stripe) its Stripe customer; a Stripe
-customer that a CRM contact names (``contacts.stripe_customer_id``) is that contact's
-account. Before a conversion is inserted, the ledger looks for one already recorded:
-
-1. the same *payment* (any of its Stripe ids already in ``conversion_payments``, at
-   the same milestone): the ids it lacks are added to it; nothing else happens. This
-   is how a webhook and a polling delivery, or a Checkout Session and its invoice,
-   become one conversion;
-2. the same *referee and milestone* with the same code: a duplicate. A CRM conversion
-   is not recorded again, nor is a later payment (a renewal) of a converted referee;
-   but a Stripe first payment of a conversion the CRM recorded (which has no Stripe
-   payment yet) adds its ids to it, so a refund of it finds the reward;
-3. the same referee and milestone with *another* code: quarantined (stage
-   ``conversion``), naming the conversion already recorded; a person decides.
-
-Rewards are unique per (conversion, rule, referrer) in the schema, so one conversion
-can never pay twice. Every check and insert runs in one transaction per batch, under
-an exclusive lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-level
-advisory lock), so two runs cannot both miss each other's conversion.
-
-The rows of ``conversion_payments`` that one conversion owns are *aliases* of one
-payment (its invoice, payment intent, charge, Checkout Session), each carrying the
-full payment amount: look a refund up by the id it names, never sum a conversion's
-rows. Since the 2025-03-31 API version an invoice no longer names its payment intent
-or charge; ``invoice_payment.paid`` events do, and :meth:`link_stripe_payments` adds
-them to the conversion owning the invoice (a link read before its conversion waits
-for it), and to the recurring rewards the invoice earned (``reward_payments``). A lead
-(a trial) owns its subscription and session with amount zero, so the payment that
-ends the trial finds the code given at signup.
+Since the 2025-03-31 API version an invoice no longer names its payment intent or
+charge; ``invoice_payment.paid`` events do, and :meth:`SqlStripeStore.link_stripe_payments`
+adds them to the conversion owning the invoice (a link read before its conversion
+waits for it), and to the recurring rewards the invoice earned (``reward_payments``).
+A lead (a trial) owns its subscription and session with amount zero, so the payment
+that ends the trial finds the code given at signup.
 
 Stripe events are marked processed in the same transaction as what they produced, and
-only the types this stage reads are ever touched: a refund waiting in the inbox for
-its payment stays there for the stage that reads refunds. No payload value but ids
-and amounts is written outside the inbox: never an address or a name.
+only the types a stage reads are ever touched: a refund waiting in the inbox for its
+payment stays there for the stage that reads refunds. No payload value but ids and
+amounts is written outside the inbox: never an address or a name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, exists, or_, select, text, update
+from sqlalchemy import select, update
 
-from domain.models import Contact, Conversion, Milestone, Rejected
-from domain.stripe_conversions import (
-    INVOICE_PAID,
-    LINK_EVENT_TYPES,
-    SOURCE,
-    StripeConversion,
-)
+from domain.models import Contact, Milestone
+from domain.placement import ConversionTally
+from domain.stores.conversions import ConversionsRecorded
+from domain.stores.stripe import PaymentLink, PaymentsLinked
+from domain.stripe_conversions import INVOICE_PAID, LINK_EVENT_TYPES, SOURCE
 from integrations.ledger.base import (
     LedgerBase,
     chunks,
     contact_from_row,
 )
+from integrations.ledger.conversions import lock_conversions
 from integrations.ledger.provider_events import StoredStripeEvent, read_unprocessed_stripe_events
 from integrations.ledger.reward_payments import link_reward_payments
 from integrations.ledger.tables import (
     T_CONVERSION_PAYMENTS,
     T_CONVERSIONS,
-    T_SOURCE_EVENTS,
     T_STRIPE_EVENTS,
     ContactRow,
-    QuarantineRow,
     SourceCursorRow,
 )
-from integrations.ledger.touchpoints import record_conversions_touches
 
-QUARANTINE_STAGE = "conversion"
 STRIPE_EVENTS_CURSOR = "stripe-events"
-# Serializes every writer of conversions on PostgreSQL (pg_advisory_xact_lock key).
-_CONVERSIONS_LOCK = 0x5245_4643_4F4E_5601  # "REFCONV" + 1
+
+__all__ = [
+    "STRIPE_EVENTS_CURSOR",
+    "ConversionTally",
+    "ConversionsRecorded",
+    "PaymentLink",
+    "PaymentsLinked",
+    "SqlStripeStore",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class ConversionsRecorded:
-    """What one batch of conversions did to the ledger.
-
-    Attributes:
-        new: conversion ids inserted by this batch.
-        joined: conversions already recorded that gained Stripe payment ids (the same
-            payment delivered again, or the Stripe payment of a CRM conversion).
-        duplicates: candidates for a referee and milestone already converted with the
-            same code, or the same payment already complete: nothing added.
-        quarantined: rejects written, including referees converted under another code.
-        notices: notifications queued for the new conversions.
-        events_marked: events marked processed (a rerun marks none).
-    """
-
-    new: tuple[str, ...] = ()
-    joined: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    notices: int = 0
-    events_marked: int = 0
-
-    def counts(self) -> dict[str, int]:
-        """The numbers only: safe to log."""
-        return {
-            "conversions": len(self.new),
-            "joined": self.joined,
-            "duplicates": self.duplicates,
-            "quarantined": self.quarantined,
-            "notices": self.notices,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentLink:
-    """An event tying payment ids to an invoice: ``refs`` is the invoice first."""
-
-    event_id: str
-    created_at: datetime
-    refs: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentsLinked:
-    """What one batch of payment links did: linked to a conversion, closed without
-    one (too old to wait), or still waiting for their conversion."""
-
-    linked: int = 0
-    closed: int = 0
-    waiting: int = 0
-
-
-@dataclass(slots=True)
-class ConversionTally:
-    """What one batch of conversions came to: new ids, joined, duplicates, rejected."""
-
-    new: list[str] = field(default_factory=list)
-    joined: int = 0
-    duplicates: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    # The new conversions with their Stripe customer: their touches are stored for the
-    # whole batch at once, by :meth:`StripeConversionLedger._placed`.
-    touching: list[tuple[Conversion, str | None]] = field(default_factory=list)
-
-
-class StripeConversionLedger(LedgerBase):
-    """Conversions from Stripe and the CRM, once per referral; a mixin for SqlLedger."""
+class SqlStripeStore(LedgerBase):
+    """The Stripe side of conversions on SQLAlchemy."""
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -252,99 +166,6 @@ class StripeConversionLedger(LedgerBase):
 
     # -- writes --------------------------------------------------------------------------
 
-    def record_stripe_conversions(
-        self,
-        event_ids: Sequence[str],
-        conversions: Sequence[StripeConversion],
-        rejected: Sequence[Rejected],
-        notices: Mapping[str, Mapping[str, Any]],
-        now: datetime,
-    ) -> ConversionsRecorded:
-        """Record what a batch of Stripe events stands for, and mark them processed.
-
-        One transaction: the conversions (placed by the rules in the module docstring)
-        with their payment ids, the quarantine, the notices of the new conversions,
-        and ``processed_at`` on ``event_ids`` (every event examined: converted, refused
-        or standing for nothing). A crash keeps all or none, and the events are read
-        again.
-
-        Args:
-            event_ids: the Stripe event ids examined.
-            conversions: the conversions read from them, oldest event first.
-            rejected: events refused, to quarantine.
-            notices: conversion id -> its notification row (``notification_id``,
-                ``contact_id``, ``kind``, ``data``), queued only if it is new.
-            now: when this is recorded, timezone-aware.
-
-        Returns:
-            What was recorded.
-        """
-        with self._begin() as conn:
-            self._lock(conn)
-            tally = ConversionTally(rejected=list(rejected))
-            for item in conversions:
-                self._place(conn, item.conversion, item, tally, now)
-            self._placed(conn, tally, now)
-            quarantined = self._quarantine_all(conn, tally.rejected, now)
-            queued = self._queue_for(conn, tally.new, notices, now)
-            marked = 0
-            for chunk in chunks(sorted(set(event_ids))):
-                marked += conn.execute(
-                    update(T_STRIPE_EVENTS)
-                    .where(
-                        T_STRIPE_EVENTS.c.event_id.in_(chunk),
-                        T_STRIPE_EVENTS.c.processed_at.is_(None),
-                    )
-                    .values(processed_at=now)
-                ).rowcount
-        return ConversionsRecorded(
-            tuple(tally.new), tally.joined, tally.duplicates, quarantined, queued, marked
-        )
-
-    def record_crm_conversions(
-        self,
-        event_ids: Sequence[int],
-        conversions: Sequence[Conversion],
-        rejected: Sequence[Rejected],
-        notices: Mapping[str, Mapping[str, Any]],
-        now: datetime,
-    ) -> ConversionsRecorded:
-        """Record CRM conversions by the same rules as Stripe's, and mark their events.
-
-        Does what ``SqlLedger.record_conversions`` does (conversions, quarantine,
-        ``converted_at``), but a referee and milestone already converted is not
-        converted again, and the notices of the new conversions are queued, all in
-        one transaction.
-
-        Args:
-            event_ids: ``source_events.id`` of every event examined.
-            conversions: the conversions read from them.
-            rejected: events refused, to quarantine.
-            notices: conversion id -> its notification row, queued only if it is new.
-            now: when this is recorded, timezone-aware.
-
-        Returns:
-            What was recorded.
-        """
-        with self._begin() as conn:
-            self._lock(conn)
-            tally = ConversionTally(rejected=list(rejected))
-            for conversion in conversions:
-                self._place(conn, conversion, None, tally, now)
-            self._placed(conn, tally, now)
-            quarantined = self._quarantine_all(conn, tally.rejected, now)
-            queued = self._queue_for(conn, tally.new, notices, now)
-            marked = 0
-            for ids in chunks(sorted(set(event_ids))):
-                marked += conn.execute(
-                    update(T_SOURCE_EVENTS)
-                    .where(T_SOURCE_EVENTS.c.id.in_(ids), T_SOURCE_EVENTS.c.converted_at.is_(None))
-                    .values(converted_at=now)
-                ).rowcount
-        return ConversionsRecorded(
-            tuple(tally.new), tally.joined, tally.duplicates, quarantined, queued, marked
-        )
-
     def link_stripe_payments(
         self,
         links: Sequence[PaymentLink],
@@ -372,7 +193,7 @@ class StripeConversionLedger(LedgerBase):
         linked = closed = waiting = 0
         done: list[str] = []
         with self._begin() as conn:
-            self._lock(conn)
+            lock_conversions(self, conn)
             for link in links:
                 owner = (
                     conn.execute(
@@ -427,180 +248,3 @@ class StripeConversionLedger(LedgerBase):
                     .values(processed_at=now)
                 )
         return PaymentsLinked(linked, closed, waiting)
-
-    # -- helpers -------------------------------------------------------------------------
-
-    def _lock(self, conn: Connection) -> None:
-        if self._dialect == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CONVERSIONS_LOCK})
-
-    def _place(
-        self,
-        conn: Connection,
-        conversion: Conversion,
-        stripe: StripeConversion | None,
-        tally: ConversionTally,
-        now: datetime,
-    ) -> None:
-        """Insert ``conversion``, or join or refuse it by the rules of the module."""
-        refs = stripe.payment_refs if stripe else ()
-        customer = stripe.customer if stripe else None
-        if refs:
-            same_payment = conn.execute(
-                select(T_CONVERSION_PAYMENTS.c.conversion_id)
-                .join(
-                    T_CONVERSIONS,
-                    T_CONVERSIONS.c.conversion_id == T_CONVERSION_PAYMENTS.c.conversion_id,
-                )
-                .where(
-                    T_CONVERSION_PAYMENTS.c.provider == SOURCE,
-                    T_CONVERSION_PAYMENTS.c.payment_ref.in_(refs),
-                    T_CONVERSIONS.c.milestone == conversion.milestone.value,
-                )
-                .order_by(T_CONVERSION_PAYMENTS.c.created_at, T_CONVERSION_PAYMENTS.c.payment_ref)
-                .limit(1)
-            ).scalar_one_or_none()
-            if same_payment is not None:
-                assert stripe is not None
-                if self._add_payments(conn, same_payment, stripe, now):
-                    tally.joined += 1
-                else:
-                    tally.duplicates += 1
-                return
-        earlier = self._same_referee(conn, conversion, customer)
-        if earlier is not None:
-            conversion_id, code, has_stripe = earlier
-            if code != conversion.referral_code:
-                tally.rejected.append(
-                    Rejected(
-                        conversion.source_event.split(":", 1)[0],
-                        conversion.source_event,
-                        "referral_code",
-                        f"referee already converted at milestone {conversion.milestone.value} "
-                        f"through another referral code (conversion {conversion_id})",
-                    )
-                )
-            elif (
-                stripe is not None
-                and not has_stripe
-                and stripe.first_payment
-                and conversion.milestone is Milestone.CUSTOMER
-                and self._add_payments(conn, conversion_id, stripe, now)
-            ):
-                tally.joined += 1
-            else:
-                tally.duplicates += 1
-            return
-        inserted = self._insert_ignore(
-            conn, T_CONVERSIONS, [_conversion_row(conversion, now)], T_CONVERSIONS.c.conversion_id
-        )
-        if not inserted:
-            tally.duplicates += 1
-            return
-        tally.new.append(conversion.conversion_id)
-        if stripe is not None:
-            self._add_payments(conn, conversion.conversion_id, stripe, now)
-        tally.touching.append((conversion, customer))
-
-    def _placed(self, conn: Connection, tally: ConversionTally, now: datetime) -> None:
-        """Store the touches of the conversions a batch of :meth:`_place` calls added.
-        Right after the batch, in its transaction, before anything else changes."""
-        record_conversions_touches(self, conn, tally.touching, now)
-        tally.touching.clear()
-
-    def _same_referee(
-        self, conn: Connection, conversion: Conversion, customer: str | None
-    ) -> tuple[str, str, bool] | None:
-        """(id, code, has Stripe payments) of the earliest conversion of the same
-        referee at the same milestone, or None."""
-        same: list[Any] = []
-        if conversion.referee_account_id:
-            same.append(T_CONVERSIONS.c.referee_account_id == conversion.referee_account_id)
-        if conversion.referee_contact_id:
-            same.append(T_CONVERSIONS.c.referee_contact_id == conversion.referee_contact_id)
-        if customer:
-            same.append(
-                T_CONVERSIONS.c.conversion_id.in_(
-                    select(T_CONVERSION_PAYMENTS.c.conversion_id).where(
-                        T_CONVERSION_PAYMENTS.c.provider == SOURCE,
-                        T_CONVERSION_PAYMENTS.c.customer_ref == customer,
-                    )
-                )
-            )
-        if not same:
-            return None
-        has_stripe = (
-            exists()
-            .where(
-                T_CONVERSION_PAYMENTS.c.conversion_id == T_CONVERSIONS.c.conversion_id,
-                T_CONVERSION_PAYMENTS.c.provider == SOURCE,
-            )
-            .label("has_stripe")
-        )
-        row = conn.execute(
-            select(T_CONVERSIONS.c.conversion_id, T_CONVERSIONS.c.referral_code, has_stripe)
-            .where(T_CONVERSIONS.c.milestone == conversion.milestone.value, or_(*same))
-            .order_by(T_CONVERSIONS.c.created_at, T_CONVERSIONS.c.conversion_id)
-            .limit(1)
-        ).first()
-        return None if row is None else (row[0], row[1], bool(row[2]))
-
-    def _add_payments(
-        self, conn: Connection, conversion_id: str, stripe: StripeConversion, now: datetime
-    ) -> int:
-        """Link the payment's Stripe ids to ``conversion_id``; how many were new."""
-        return len(
-            self._insert_ignore(
-                conn,
-                T_CONVERSION_PAYMENTS,
-                [
-                    {
-                        "provider": SOURCE,
-                        "payment_ref": ref,
-                        "conversion_id": conversion_id,
-                        "customer_ref": stripe.customer,
-                        "amount_minor": stripe.payment.amount_minor,
-                        "currency": stripe.payment.currency,
-                        "created_at": now,
-                    }
-                    for ref in stripe.payment_refs
-                ],
-                T_CONVERSION_PAYMENTS.c.payment_ref,
-            )
-        )
-
-    def _quarantine_all(self, conn: Connection, rejected: Sequence[Rejected], now: datetime) -> int:
-        self._insert_ignore(
-            conn,
-            QuarantineRow,
-            self._quarantine_rows(rejected, QUARANTINE_STAGE, now),
-            QuarantineRow.id,
-        )
-        return len(rejected)
-
-    def _queue_for(
-        self,
-        conn: Connection,
-        new: Sequence[str],
-        notices: Mapping[str, Mapping[str, Any]],
-        now: datetime,
-    ) -> int:
-        return self._queue_notifications(conn, [notices[c] for c in new if c in notices], now)
-
-
-def _conversion_row(c: Conversion, now: datetime) -> dict[str, Any]:
-    return {
-        "conversion_id": c.conversion_id,
-        "source_event": c.source_event,
-        "referral_code": c.referral_code,
-        "referrer_id": c.referrer_id,
-        "referee_account_id": c.referee_account_id,
-        "referee_contact_id": c.referee_contact_id,
-        "referee_email_domain": c.referee_email_domain,
-        "card_fingerprint": c.card_fingerprint,
-        "milestone": c.milestone.value,
-        "occurred_at": c.occurred_at,
-        "amount_minor": c.amount.amount_minor if c.amount else None,
-        "currency": c.amount.currency if c.amount else None,
-        "created_at": now,
-    }

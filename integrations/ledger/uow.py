@@ -11,8 +11,11 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.conversions import SqlConversionStore
 from integrations.ledger.fraud import SqlFraudStore
+from integrations.ledger.partners import SqlPartnerStore
 from integrations.ledger.provider_events import SqlProviderEventStore
+from integrations.ledger.stripe_conversions import SqlStripeStore
 from integrations.ledger.touchpoints import SqlTouchpointStore
 
 
@@ -31,6 +34,9 @@ class SqlStores:
         self.fraud = SqlFraudStore(engine, conn)
         self.touchpoints = SqlTouchpointStore(engine, conn)
         self.provider_events = SqlProviderEventStore(engine, conn)
+        self.conversions = SqlConversionStore(engine, conn)
+        self.stripe = SqlStripeStore(engine, conn)
+        self.partners = SqlPartnerStore(engine, conn)
 
         # -- money ----------------------------------------------------------------------
 

@@ -40,12 +40,12 @@ def test_the_expiry_run_closes_lapsed_registrations_and_publishes_them_with_thos
         ("soon.example", window - timedelta(days=3)),
         ("fresh.example", timedelta(days=1)),
     ):
-        ledger.register([Claim("P1", domain, "CRM-1", EVIDENCE)], rules, now - age)
+        ledger.partners.register([Claim("P1", domain, "CRM-1", EVIDENCE)], rules, now - age)
 
     result = expire_partner_registrations()
     again = expire_partner_registrations()
 
-    [lapsed] = ledger.registrations([RegistrationStatus.EXPIRED])
+    [lapsed] = ledger.partners.registrations([RegistrationStatus.EXPIRED])
     assert lapsed.domain == "lapsed.example"
     assert lapsed.closed_by is not None
     assert lapsed.closed_by.startswith("expire-registrations:")
@@ -65,7 +65,7 @@ def test_the_first_run_lists_what_it_expired(test_app: App) -> None:
     now = datetime.now(UTC)
     ledger, rules = test_app.ledger, test_app.program.registration
     ledger.record_batch(people_batch(contact("P2", "P2-FIRM", kind=ReferrerType.PARTNER)), now)
-    ledger.register(
+    ledger.partners.register(
         [Claim("P2", "old.example", "CRM-2", EVIDENCE)],
         rules,
         now - timedelta(days=rules.window_days + 1),

@@ -58,7 +58,7 @@ def test_a_small_self_referral_goes_to_approval_with_its_flag_shown_and_is_not_p
     codes = {HONEST: "R" + "H" * 20, SELF: "R" + "F" * 20}
     ledger.record_ask_decisions([], codes, now, now)
     month_ago = now - timedelta(days=30)
-    ledger.record_conversions(
+    ledger.conversions.record_conversions(
         [],
         [
             _conversion("honest", codes[HONEST], HONEST, "N1", month_ago),

@@ -55,7 +55,7 @@ def test_registrations_in_the_demo_drop_credit_the_partners_deals(test_app: App)
         "rejected": 0,
         "quarantined": 0,
     }
-    by_domain = {r.domain: r for r in ledger.registrations()}
+    by_domain = {r.domain: r for r in ledger.partners.registrations()}
     lead0 = by_domain["partner-lead-0.example"]
     assert (lead0.partner_id, lead0.status) == (sorted(partners)[0], RegistrationStatus.CONVERTED)
     with ledger.engine.connect() as conn:

@@ -95,7 +95,7 @@ def _reward_awaiting_approval(app: App, deal_minor: int, deal: str = "deal-1") -
         occurred_at=NOW - timedelta(days=30),
         amount=Money(deal_minor, "EUR"),
     )
-    ledger.record_conversions([], [conversion], [], NOW)
+    ledger.conversions.record_conversions([], [conversion], [], NOW)
     rewards = compute_rewards(conversion, [(partner, Decimal(1))], program)
     ledger.record_rewards([conversion.conversion_id], rewards, [], NOW)
     (reward,) = rewards

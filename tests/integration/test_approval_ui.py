@@ -153,7 +153,7 @@ def _reward_awaiting_approval(app: App, now: datetime) -> str:
         occurred_at=now - timedelta(days=3),
         amount=Money(1_230_000, "EUR"),
     )
-    ledger.record_conversions([], [conversion], [], now)
+    ledger.conversions.record_conversions([], [conversion], [], now)
     (reward,) = compute_rewards(conversion, [(partner, Decimal(1))], app.program)
     ledger.record_rewards([conversion.conversion_id], [reward], [], now)
     ledger.move_rewards(

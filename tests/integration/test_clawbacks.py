@@ -374,7 +374,7 @@ def test_an_event_waits_for_the_rewards_of_its_conversion_to_be_computed(
 ) -> None:
     code = given_referrer(clawbacks, NOW, "C1")
     conversion = conversion_for(code, "C1", 1, NOW)
-    clawbacks.record_conversions([], [conversion], [], NOW)
+    clawbacks.conversions.record_conversions([], [conversion], [], NOW)
     reward = reward_for(conversion, PAID, NOW)
     with clawbacks.engine.begin() as conn:  # the payment is linked before any reward
         conn.execute(

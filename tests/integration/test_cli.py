@@ -79,7 +79,7 @@ def _waiting_reward(app: App, deal_minor: int = 1_230_000) -> tuple[str, str]:
         occurred_at=NOW - timedelta(days=30),
         amount=Money(deal_minor, "EUR"),
     )
-    ledger.record_conversions([], [conversion], [], NOW)
+    ledger.conversions.record_conversions([], [conversion], [], NOW)
     (reward,) = compute_rewards(conversion, [(partner, Decimal(1))], app.program)
     ledger.record_rewards([conversion.conversion_id], [reward], [], NOW)
     ledger.move_rewards(

@@ -87,17 +87,19 @@ def test_register_refuses_a_free_mail_domain_naming_the_field(partners_app: App)
     assert result.exit_code == 2
     assert "refused: domain: gmail.com is a free mailbox provider" in result.output
     assert "jane@" not in result.output
-    assert partners_app.ledger.registrations() == []
+    assert partners_app.ledger.partners.registrations() == []
 
 
 def test_list_shows_the_companies_held_and_all_shows_the_expired_too(partners_app: App) -> None:
     rules = partners_app.program.registration
     now = datetime.now(UTC)
-    partners_app.ledger.register([Claim("P1", "held.example", "CRM-1", EVIDENCE)], rules, now)
-    partners_app.ledger.register(
+    partners_app.ledger.partners.register(
+        [Claim("P1", "held.example", "CRM-1", EVIDENCE)], rules, now
+    )
+    partners_app.ledger.partners.register(
         [Claim("P2", "gone.example", "CRM-2", EVIDENCE)], rules, now - timedelta(days=90)
     )
-    partners_app.ledger.expire_due(now)
+    partners_app.ledger.partners.expire_due(now)
 
     held = runner.invoke(cli, ["partners", "list"])
     everything = runner.invoke(cli, ["partners", "list", "--all"])
@@ -117,10 +119,12 @@ def test_list_says_when_no_company_is_registered(partners_app: App) -> None:
 def test_expire_closes_the_lapsed_registrations_and_says_how_many(partners_app: App) -> None:
     rules = partners_app.program.registration
     now = datetime.now(UTC)
-    partners_app.ledger.register(
+    partners_app.ledger.partners.register(
         [Claim("P1", "lapsed.example", "CRM-1", EVIDENCE)], rules, now - timedelta(days=61)
     )
-    partners_app.ledger.register([Claim("P2", "held.example", "CRM-2", EVIDENCE)], rules, now)
+    partners_app.ledger.partners.register(
+        [Claim("P2", "held.example", "CRM-2", EVIDENCE)], rules, now
+    )
 
     first = runner.invoke(cli, ["partners", "expire"])
     second = runner.invoke(cli, ["partners", "expire"])
@@ -129,7 +133,9 @@ def test_expire_closes_the_lapsed_registrations_and_says_how_many(partners_app: 
     assert "expired: lapsed.example registered by P1" in first.output
     assert "1 registration(s) expired" in first.output
     assert "0 registration(s) expired" in second.output
-    [closed] = [r for r in partners_app.ledger.registrations() if r.domain == "lapsed.example"]
+    [closed] = [
+        r for r in partners_app.ledger.partners.registrations() if r.domain == "lapsed.example"
+    ]
     assert closed.closed_by == "cli"
 
 
@@ -144,7 +150,7 @@ def test_an_email_contact_is_registered_as_its_keyed_hash_when_a_key_is_set(
         result = runner.invoke(cli, register("P1", "acme.example", "Jane@Acme.example"))
 
     assert result.exit_code == 0, result.output
-    [registration] = partners_app.ledger.registrations()
+    [registration] = partners_app.ledger.partners.registrations()
     assert registration.contact_ref == email_reference("jane@acme.example", key.encode())
 
 
@@ -156,4 +162,4 @@ def test_an_email_contact_without_a_key_is_refused_naming_the_contact_field(
     assert result.exit_code == 2
     assert "refused: contact: an email address is kept only as a keyed hash" in result.output
     assert "jane@" not in result.output
-    assert partners_app.ledger.registrations() == []
+    assert partners_app.ledger.partners.registrations() == []

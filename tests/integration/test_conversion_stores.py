@@ -8,23 +8,31 @@ is tested against the behaviour the ledger has.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from domain.errors import InputRejected
 from domain.fraud import FraudHistory
-from domain.models import Conversion, Milestone
+from domain.models import Conversion, Milestone, derived_id
 from domain.money import Money
+from domain.placement import EarlierConversion
 from domain.program import Program
+from domain.stores import Ledger
+from domain.stores.conversions import ConversionsRecorded
 from domain.stores.fraud import CardLookup, FraudStore
 from domain.stores.provider_events import ProviderEventStore
 from domain.stores.touchpoints import Referee, TouchpointStore
+from domain.stripe_conversions import StripeConversion
 from domain.touchpoints import StoredTouchpoint, TouchpointKind
+from integrations.ledger.memory import InMemoryLedger
 from integrations.ledger.memory.fraud import InMemoryFraudStore
 from integrations.ledger.memory.provider_events import InMemoryProviderEventStore
 from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 from integrations.ledger.sql import SqlLedger
+from tasks.use_cases.conversions import record_crm_conversions, record_stripe_conversions
 from tests.integration.test_ledger_webhooks import stripe_event
+from tests.stripe_conversion_events import CODE_A, CODE_B, given_referrers
 from tests.tasks.test_learn_card_fingerprints import (
     given_a_referrer_who_paid_with_the_card_a_friend_pays_with,
 )
@@ -166,3 +174,97 @@ def test_a_provider_event_counts_once_per_provider_and_event_id(
     assert store.record_provider_event("stripe", "sg-1", "charge.refunded", now) is True
     # A Stripe event already recorded as a provider event is not stored again.
     assert store.store_stripe_event(stripe_event("sg-1", "charge.refunded", 1), now) is False
+
+
+# -- conversions, placed by the use cases -----------------------------------------------------
+
+
+def placed(
+    n: int, account: str, code: str, milestone: Milestone, at: datetime, source: str = "crm"
+) -> Conversion:
+    """A conversion of referee ``account`` under ``code`` (R1 owns A, R2 owns B)."""
+    return Conversion(
+        conversion_id=derived_id("test-conversion", str(n)),
+        source_event=f"{source}:evt-{n}",
+        referral_code=code,
+        referrer_id="R1" if code == CODE_A else "R2",
+        referee_account_id=account,
+        referee_contact_id=None,
+        milestone=milestone,
+        occurred_at=at,
+        amount=Money(499_00, "EUR"),
+    )
+
+
+def paid(
+    n: int, account: str, refs: tuple[str, ...], at: datetime, customer: str = "cus_1"
+) -> StripeConversion:
+    """A Stripe first payment of ``account`` under code A, naming ``refs``."""
+    return StripeConversion(
+        f"evt_{n}",
+        placed(n, account, CODE_A, Milestone.CUSTOMER, at, source="stripe"),
+        customer,
+        refs,
+        Money(499_00, "EUR"),
+        first_payment=True,
+    )
+
+
+def one_referral_scenario(ledger: Ledger, now: datetime) -> list[Any]:
+    """CRM conversions then Stripe payments of the same referees: what each batch did."""
+    customer, lead = Milestone.CUSTOMER, Milestone.LEAD
+    crm = [
+        placed(1, "ACC-1", CODE_A, customer, now),
+        placed(2, "ACC-1", CODE_A, customer, now),  # the same referral again
+        placed(3, "ACC-1", CODE_B, customer, now),  # another code: a person decides
+        placed(4, "ACC-2", CODE_A, lead, now),
+    ]
+    notice = {
+        "notification_id": derived_id("notice", crm[3].conversion_id),
+        "contact_id": "R1",
+        "kind": "referral_received",
+        "reward_id": None,
+        "data": {"milestone": "lead"},
+    }
+    first = record_crm_conversions(ledger, [], crm, [], {crm[3].conversion_id: notice}, now)
+    again = record_crm_conversions(ledger, [], crm, [], {crm[3].conversion_id: notice}, now)
+    stripe = [
+        paid(5, "ACC-1", ("in_1", "pi_1"), now),  # the CRM conversion's payment: joins it
+        paid(6, "ACC-1", ("in_1",), now),  # the same payment again: nothing new
+        paid(7, "ACC-1", ("in_1", "ch_1"), now),  # the same payment, one more id
+        paid(8, "ACC-3", ("in_3",), now, customer="cus_3"),  # a new referee
+    ]
+    payments = record_stripe_conversions(ledger, [], stripe, [], {}, now)
+    return [
+        first,
+        again,
+        payments,
+        ledger.conversions.payment_owner(("ch_1",), customer),
+        ledger.conversions.earliest_of_referee(placed(9, "ACC-1", CODE_B, customer, now), None),
+        [t.ref for t in ledger.touchpoints.touchpoints_for([crm[0]])[crm[0].conversion_id]],
+    ]
+
+
+def test_the_use_cases_place_conversions_alike_on_the_ledger_and_in_memory(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    given_referrers(ledger, now, R1=CODE_A, R2=CODE_B)
+    on_sql = one_referral_scenario(ledger, now)
+    in_memory = one_referral_scenario(InMemoryLedger(), now)
+
+    assert on_sql == in_memory
+    first, again, payments, owner, earliest, touches = on_sql
+    one, four = (
+        placed(1, "", CODE_A, Milestone.CUSTOMER, now),
+        placed(4, "", CODE_A, Milestone.LEAD, now),
+    )
+    assert first == ConversionsRecorded(
+        new=(one.conversion_id, four.conversion_id), duplicates=1, quarantined=1, notices=1
+    )
+    assert again == ConversionsRecorded(duplicates=3, quarantined=1)
+    assert payments.joined == 2
+    assert payments.duplicates == 1
+    assert len(payments.new) == 1
+    assert owner == one.conversion_id
+    assert earliest == EarlierConversion(one.conversion_id, CODE_A, has_stripe=True)
+    assert touches == [one.conversion_id]

@@ -20,6 +20,7 @@ from domain.program import Fraud, Program
 from domain.stripe_conversions import StripeConversion
 from integrations.ledger.sql import SqlLedger
 from tasks.rewards import compute_new_rewards
+from tasks.use_cases import conversions as use_cases
 from tests.conftest import contact, people_batch
 
 CAP = Fraud(max_conversions_per_window=2, window_hours=24)
@@ -69,11 +70,11 @@ def test_a_cycle_through_conversions_rewarded_earlier_is_flagged(
     codes = given_people(ledger, now, a, b, c)
     ab = referral("ab", codes["A"], "A", now, referee_account="ACC-B")
     bc = referral("bc", codes["B"], "B", now, referee_account="ACC-C")
-    ledger.record_conversions([], [ab, bc], [], now)
+    ledger.conversions.record_conversions([], [ab, bc], [], now)
     compute_new_rewards.fn(ledger, program, now)
     # Later C refers A: the chain A -> B -> C is only in the ledger now.
     ca = referral("ca", codes["C"], "C", now, referee_contact="A")
-    ledger.record_conversions([], [ca], [], now)
+    ledger.conversions.record_conversions([], [ca], [], now)
     compute_new_rewards.fn(ledger, program, now)
 
     flags = flags_by_conversion(ledger, now)
@@ -90,11 +91,11 @@ def test_the_velocity_cap_counts_conversions_already_rewarded(
         referral(f"v{i}", codes["V"], "V", now + timedelta(hours=i), referee_account=f"N{i}")
         for i in range(2)
     ]
-    ledger.record_conversions([], first, [], now)
+    ledger.conversions.record_conversions([], first, [], now)
     compute_new_rewards.fn(ledger, capped, now)
     third = referral("v2", codes["V"], "V", now + timedelta(hours=5), referee_account="N2")
     a_day_later = referral("v3", codes["V"], "V", now + timedelta(hours=30), referee_account="N3")
-    ledger.record_conversions([], [third, a_day_later], [], now)
+    ledger.conversions.record_conversions([], [third, a_day_later], [], now)
     compute_new_rewards.fn(ledger, capped, now)
 
     flags = flags_by_conversion(ledger, now)
@@ -109,7 +110,9 @@ def record_stripe(ledger: SqlLedger, conv: Conversion, customer: str, now: datet
     paid = StripeConversion(
         f"evt_{conv.source_event}", conv, customer, (f"in_{conv.source_event}",), conv.amount, True
     )
-    assert ledger.record_stripe_conversions([], [paid], [], {}, now).new == (conv.conversion_id,)
+    assert use_cases.record_stripe_conversions(ledger, [], [paid], [], {}, now).new == (
+        conv.conversion_id,
+    )
 
 
 def test_a_referee_paying_with_a_card_the_referrer_paid_with_is_flagged(
@@ -151,7 +154,7 @@ def test_a_referee_contact_with_the_referrers_own_mailbox_is_flagged_without_the
         SourceBatch(source="test", contacts=[alias], records_in=1, reference_only=1), now
     )
     conv = referral("alias", codes["M"], "M", now, referee_contact="M2", referee_account="ACC-NEW")
-    ledger.record_conversions([], [conv], [], now)
+    ledger.conversions.record_conversions([], [conv], [], now)
     compute_new_rewards.fn(ledger, program, now)
 
     flags = flags_by_conversion(ledger, now)[conv.conversion_id]

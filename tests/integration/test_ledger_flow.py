@@ -144,7 +144,7 @@ def given_reward(
     """A converted referral with its reward accrued and moved to ``status``."""
     code = given_referrer(ledger, now, referrer)
     conv = conversion_for(code, referrer, n, now)
-    ledger.record_conversions([], [conv], [], now)
+    ledger.conversions.record_conversions([], [conv], [], now)
     reward = reward_for(conv, amount_minor, now)
     ledger.record_rewards([conv.conversion_id], [reward], [], now)
     if status in DECIDED:
@@ -387,7 +387,7 @@ def test_a_code_is_minted_once_per_contact_even_when_two_batches_offer_different
     assert [(a.moment_id, a.referral_code) for a in second] == [(second_moment.moment_id, "CODE-A")]
     assert [a.referral_code for a in third] == ["CODE-C"]
     assert ledger.codes_for(["C1", "C2"]) == {"C1": "CODE-A", "C2": "CODE-C"}
-    assert ledger.code_owners(["CODE-A", "CODE-B"]).keys() == {"CODE-A"}
+    assert ledger.conversions.code_owners(["CODE-A", "CODE-B"]).keys() == {"CODE-A"}
 
 
 def test_asks_are_queued_once_per_moment_and_skipped_moments_are_closed_with_their_reason(
@@ -515,16 +515,16 @@ def test_a_conversion_is_stored_once_and_its_event_is_not_converted_again(
         "s1", EventType.SIGNUP, at=now, contact_id=None, account_id="NEW-1", referral_code=code
     )
     ledger.record_batch(events_batch(signup), now)
-    [(event_id, stored)] = ledger.events_to_convert(0, 10)
+    [(event_id, stored)] = ledger.conversions.events_to_convert(0, 10)
     assert stored == signup
     conv = conversion_for(code, "C1", 1, now)
 
-    assert ledger.record_conversions([event_id], [conv], [], now) == 1
-    assert ledger.record_conversions([event_id], [conv], [], now) == 0
+    assert ledger.conversions.record_conversions([event_id], [conv], [], now) == 1
+    assert ledger.conversions.record_conversions([event_id], [conv], [], now) == 0
 
-    assert ledger.events_to_convert(0, 10) == []
+    assert ledger.conversions.events_to_convert(0, 10) == []
     assert ledger.conversions_to_reward(10) == [conv]
-    assert ledger.code_owners([code])[code].contact_id == "C1"
+    assert ledger.conversions.code_owners([code])[code].contact_id == "C1"
     assert ledger.summary()["conversions"] == {"customer": 1}
 
 
@@ -533,7 +533,7 @@ def test_recording_rewards_twice_adds_one_reward_one_accrual_and_one_notice(
 ) -> None:
     code = given_referrer(ledger, now, "C1")
     conv = conversion_for(code, "C1", 1, now)
-    ledger.record_conversions([], [conv], [], now)
+    ledger.conversions.record_conversions([], [conv], [], now)
     reward = reward_for(conv, 25_000, now)
 
     assert ledger.record_rewards([conv.conversion_id], [reward], [], now) == 1

@@ -105,13 +105,13 @@ def given_program_history(ledger: SqlLedger) -> Reward:
     ledger.record_batch(
         SourceBatch(source="test", events=list(HISTORY), records_in=len(HISTORY)), at(10, 21)
     )
-    owners = ledger.code_owners(CODES.values())
+    owners = ledger.conversions.code_owners(CODES.values())
     conversions: list[Conversion] = []
     for event in HISTORY:
         found = conversion_from_event(event, owners, "EUR")
         if found is not None:
             conversions.append(found)
-    ledger.record_conversions([], conversions, [], at(10, 21))
+    ledger.conversions.record_conversions([], conversions, [], at(10, 21))
     won = next(c for c in conversions if c.milestone is Milestone.CUSTOMER)
     reward = Reward(
         reward_id=Reward.derive_id(won.conversion_id, "customer-closed-deal", "C1"),

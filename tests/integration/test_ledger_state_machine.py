@@ -174,7 +174,7 @@ class LedgerMachine(RuleBasedStateMachine):
     ) -> None:
         n = len(self.rewards)
         conversion = conversion_for(self.codes[referrer], referrer, n, NOW)
-        self.ledger.record_conversions([], [conversion], [], NOW)
+        self.ledger.conversions.record_conversions([], [conversion], [], NOW)
         reward = reward_for(conversion, amount, NOW)
         self.ledger.record_rewards([conversion.conversion_id], [reward], [], NOW)
         if routed is not RewardStatus.HOLDING:
@@ -495,7 +495,7 @@ def test_the_machine_checks_something(sqlite_url: str) -> None:
     try:
         given_referrer(ledger, NOW, "C1")
         conversion = conversion_for(ledger.codes_for(["C1"])["C1"], "C1", 1, NOW)
-        ledger.record_conversions([], [conversion], [], NOW)
+        ledger.conversions.record_conversions([], [conversion], [], NOW)
         reward = reward_for(conversion, 1000, NOW)
         ledger.record_rewards([conversion.conversion_id], [reward], [], NOW)
         with engine.begin() as conn:

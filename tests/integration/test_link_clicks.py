@@ -27,6 +27,7 @@ from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LinkClickRow, TouchpointRow
 from integrations.web import ClickRecorder, LinkApp, create_app
 from integrations.web.app import NOT_FOUND_PAGE, VISITOR_COOKIE
+from tasks.use_cases import conversions as use_cases
 from tests.conftest import contact, people_batch
 
 KEY = b"a-visitor-key-of-at-least-32-characters"
@@ -155,7 +156,7 @@ def test_bots_previewers_and_prefetches_are_stored_but_not_counted(
     assert sorted(r["visitor_kind"] for r in stored(ledger)) == ["bot", "bot", "bot", "prefetch"]
 
     won = conversion(code, "C1", now + timedelta(hours=1), "crm:won-after-previews")
-    ledger.record_crm_conversions([], [won], [], {}, now)
+    use_cases.record_crm_conversions(ledger, [], [won], [], {}, now)
     touches = ledger.touchpoints.touchpoints_for([won])[won.conversion_id]
     assert [t.kind.value for t in touches] == ["code"]
 
@@ -225,8 +226,8 @@ def test_a_conversion_after_a_persons_click_has_the_last_click_before_it_as_a_to
     by_time = {r["clicked_at"]: r["click_id"] for r in stored(ledger)}
 
     won = conversion(code, "C1", now, "crm:won-after-click")
-    ledger.record_crm_conversions([], [won], [], {}, now)
-    ledger.record_crm_conversions([], [won], [], {}, now)  # again: nothing new
+    use_cases.record_crm_conversions(ledger, [], [won], [], {}, now)
+    use_cases.record_crm_conversions(ledger, [], [won], [], {}, now)  # again: nothing new
 
     with ledger.engine.connect() as conn:
         touches = {

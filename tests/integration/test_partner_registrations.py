@@ -39,7 +39,7 @@ def claim(partner: str, domain: str = "acme.example") -> Claim:
 
 
 def register_one(ledger: SqlLedger, c: Claim, now: datetime) -> ClaimDecision:
-    [decision] = ledger.register([c], RULES, now)
+    [decision] = ledger.partners.register([c], RULES, now)
     return decision
 
 
@@ -89,9 +89,9 @@ def test_the_first_partner_to_register_a_company_holds_it_and_the_second_is_told
         f"rejected: acme.example is registered by P1 until {now + timedelta(days=60):%Y-%m-%d}"
     )
     assert [(r["partner_id"], r["status"]) for r in rows(ledger.engine)] == [("P1", "active")]
-    assert list(ledger.active_registration_for_domains(["acme.example", "other.example"])) == [
-        "acme.example"
-    ]
+    assert list(
+        ledger.partners.active_registration_for_domains(["acme.example", "other.example"])
+    ) == ["acme.example"]
 
 
 def test_two_claims_on_one_company_in_a_batch_go_to_the_first_listed(
@@ -99,7 +99,7 @@ def test_two_claims_on_one_company_in_a_batch_go_to_the_first_listed(
 ) -> None:
     given_partners(ledger, now, "P1", "P2")
 
-    decisions = ledger.register(
+    decisions = ledger.partners.register(
         [claim("P2", "zeta.example"), claim("P2"), claim("P1"), claim("P1", "beta.example")],
         RULES,
         now,
@@ -132,7 +132,7 @@ def test_a_partner_without_a_code_gets_one_with_their_registration(
     given_partners(ledger, now, "P1")
     code = "R" + "Q" * 20
 
-    ledger.register([claim("P1")], RULES, now, new_codes={"P1": code})
+    ledger.partners.register([claim("P1")], RULES, now, new_codes={"P1": code})
 
     assert ledger.codes_for(["P1"]) == {"P1": code}
 
@@ -166,15 +166,15 @@ def test_expiry_closes_each_lapsed_registration_once_recording_when_and_by_whom(
     register_one(ledger, claim("P1", "old.example"), now - timedelta(days=61))
     register_one(ledger, claim("P2", "new.example"), now - timedelta(days=10))
 
-    expired = ledger.expire_due(now, "expire-registrations:run-1")
-    again = ledger.expire_due(now, "expire-registrations:run-2")
+    expired = ledger.partners.expire_due(now, "expire-registrations:run-1")
+    again = ledger.partners.expire_due(now, "expire-registrations:run-2")
 
     assert [(r.domain, r.status, r.closed_at) for r in expired] == [
         ("old.example", RegistrationStatus.EXPIRED, now)
     ]
     assert expired[0].closed_by == "expire-registrations:run-1"
     assert again == []
-    assert ledger.registration_counts() == {
+    assert ledger.partners.registration_counts() == {
         "active": 1,
         "extended": 0,
         "expired": 1,
@@ -193,19 +193,19 @@ def test_an_extension_moves_the_expiry_out_once_and_never_for_a_closed_registrat
     longer = extended(decision.registration, RULES)
     assert longer is not None
 
-    assert ledger.extend(longer, now + timedelta(days=5)) is True
-    assert ledger.extend(longer, now + timedelta(days=5)) is False  # already there
-    [held] = ledger.active_registration_for_domains(["acme.example"]).values()
+    assert ledger.partners.extend(longer, now + timedelta(days=5)) is True
+    assert ledger.partners.extend(longer, now + timedelta(days=5)) is False  # already there
+    [held] = ledger.partners.active_registration_for_domains(["acme.example"]).values()
     assert (held.expires_at, held.status, held.extensions) == (
         now + timedelta(days=90),
         RegistrationStatus.EXTENDED,
         1,
     )
 
-    ledger.expire_due(now + timedelta(days=90))
+    ledger.partners.expire_due(now + timedelta(days=90))
     further = extended(held, RULES)
     assert further is not None
-    assert ledger.extend(further, now + timedelta(days=91)) is False
+    assert ledger.partners.extend(further, now + timedelta(days=91)) is False
 
 
 def test_listing_shows_the_soonest_expiry_first_and_filters_by_status(
@@ -215,16 +215,18 @@ def test_listing_shows_the_soonest_expiry_first_and_filters_by_status(
     register_one(ledger, claim("P1", "late.example"), now)
     register_one(ledger, claim("P1", "early.example"), now - timedelta(days=50))
     register_one(ledger, claim("P1", "gone.example"), now - timedelta(days=70))
-    ledger.expire_due(now)
+    ledger.partners.expire_due(now)
 
-    holding = ledger.registrations([RegistrationStatus.ACTIVE, RegistrationStatus.EXTENDED])
-    soon = ledger.registrations(
+    holding = ledger.partners.registrations(
+        [RegistrationStatus.ACTIVE, RegistrationStatus.EXTENDED]
+    )
+    soon = ledger.partners.registrations(
         [RegistrationStatus.ACTIVE], expiring_before=now + timedelta(days=15)
     )
 
     assert [r.domain for r in holding] == ["early.example", "late.example"]
     assert [r.domain for r in soon] == ["early.example"]
-    assert [r.domain for r in ledger.registrations()] == [
+    assert [r.domain for r in ledger.partners.registrations()] == [
         "gone.example",
         "early.example",
         "late.example",
@@ -241,7 +243,7 @@ def test_a_claim_read_late_is_registered_at_its_own_moment_with_the_cursor_it_ca
     made = now - timedelta(days=70)  # its 60-day window ended before it was read
     late = replace(claim("P1"), registered_at=made)
 
-    [decision] = ledger.register([late], RULES, now, cursor=("files:registrations", "c1"))
+    [decision] = ledger.partners.register([late], RULES, now, cursor=("files:registrations", "c1"))
     # A lapsed claim holds nothing: the next partner's claim wins and closes it.
     rival = register_one(ledger, claim("P2"), now)
 
@@ -263,10 +265,10 @@ def test_a_claim_read_again_after_its_registration_closed_is_that_registration(
 ) -> None:
     given_partners(ledger, now, "P1", "P2")
     late = replace(claim("P1"), registered_at=now - timedelta(days=70))
-    [first] = ledger.register([late], RULES, now)
+    [first] = ledger.partners.register([late], RULES, now)
     register_one(ledger, claim("P2"), now)  # closes P1's lapsed claim, holds the company
 
-    [again] = ledger.register([late], RULES, now + timedelta(days=1), cursor=("f", "c2"))
+    [again] = ledger.partners.register([late], RULES, now + timedelta(days=1), cursor=("f", "c2"))
 
     # Not "rejected: held by P2": the file was read again, the claim was not made again.
     assert again.accepted
@@ -398,9 +400,11 @@ def test_two_batches_racing_on_the_same_companies_on_postgres_split_them_without
 
     outcomes = race(
         [
-            lambda: racers[0].register([claim("P1", d) for d in domains], RULES, now),
+            lambda: racers[0].partners.register([claim("P1", d) for d in domains], RULES, now),
             # The other batch lists the companies in the opposite order.
-            lambda: racers[1].register([claim("P2", d) for d in reversed(domains)], RULES, now),
+            lambda: racers[1].partners.register(
+                [claim("P2", d) for d in reversed(domains)], RULES, now
+            ),
         ]
     )
 
@@ -414,8 +418,12 @@ def test_codes_minted_by_two_racing_registrations_leave_one_code_per_partner(
     ledger: SqlLedger, now: datetime
 ) -> None:
     given_partners(ledger, now, "P1")
-    ledger.register([claim("P1", "a.example")], RULES, now, new_codes={"P1": "R" + "A" * 20})
-    ledger.register([claim("P1", "b.example")], RULES, now, new_codes={"P1": "R" + "B" * 20})
+    ledger.partners.register(
+        [claim("P1", "a.example")], RULES, now, new_codes={"P1": "R" + "A" * 20}
+    )
+    ledger.partners.register(
+        [claim("P1", "b.example")], RULES, now, new_codes={"P1": "R" + "B" * 20}
+    )
 
     with ledger.engine.connect() as conn:
         codes = conn.execute(select(ReferralCodeRow.code)).scalars().all()

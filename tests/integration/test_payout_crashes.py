@@ -80,7 +80,7 @@ def seed_payable_reward(
         occurred_at=now - timedelta(days=60),
         amount=None,
     )
-    ledger.record_conversions([], [conversion], [], now)
+    ledger.conversions.record_conversions([], [conversion], [], now)
     reward = Reward(
         reward_id=Reward.derive_id(conversion.conversion_id, "flat", referrer.contact_id),
         conversion_id=conversion.conversion_id,

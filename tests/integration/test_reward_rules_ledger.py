@@ -34,6 +34,7 @@ from integrations.ledger.tables import (
 )
 from tasks.conversions import record_stripe_conversions
 from tasks.rewards import compute_new_rewards
+from tasks.use_cases import conversions as use_cases
 from tests.integration.test_ledger_flow import conversion_for, given_referrer
 from tests.stripe_conversion_events import CODE_A, event, given_referrers, invoice
 
@@ -63,7 +64,7 @@ def rewards_by_conversion(ledger: SqlLedger) -> dict[str, dict[str, Any]]:
 
 def convert(ledger: SqlLedger, code: str, referrer: str, ns: range, now: datetime) -> list[str]:
     conversions = [conversion_for(code, referrer, n, now + timedelta(minutes=n)) for n in ns]
-    ledger.record_conversions([], conversions, [], now)
+    ledger.conversions.record_conversions([], conversions, [], now)
     return [c.conversion_id for c in conversions]
 
 
@@ -165,7 +166,7 @@ def test_two_runs_at_once_never_pass_a_referrers_cap(ledger: SqlLedger, now: dat
     program = program_of(FLAT, reward_caps=[REFERRER_CAP])
     code = given_referrer(ledger, now, "C1")
     convs = [conversion_for(code, "C1", n, now + timedelta(minutes=n)) for n in range(1, 7)]
-    ledger.record_conversions([], convs, [], now)
+    ledger.conversions.record_conversions([], convs, [], now)
     _racing_runs(ledger, program, [("a", convs[:3]), ("b", convs[3:])], now)
     amounts = sorted(r["amount_minor"] for r in rows(ledger, RewardRow))
     assert sum(amounts) == 200_000  # exactly the cap: the second run saw the first's rewards
@@ -182,7 +183,7 @@ def test_two_runs_for_different_referrers_at_once_never_pass_the_program_budget(
     one, two = given_referrer(ledger, now, "C1"), given_referrer(ledger, now, "C2")
     a = [conversion_for(one, "C1", n, now + timedelta(minutes=n)) for n in range(1, 4)]
     b = [conversion_for(two, "C2", n, now + timedelta(minutes=n)) for n in range(1, 4)]
-    ledger.record_conversions([], a + b, [], now)
+    ledger.conversions.record_conversions([], a + b, [], now)
     _racing_runs(ledger, program, [("a", a), ("b", b)], now)
     assert sum(r["amount_minor"] for r in rows(ledger, RewardRow)) == 200_000
 
@@ -243,8 +244,8 @@ def test_touchpoints_stored_with_conversions_split_the_credit_by_the_model(
     one, two = given_referrer(ledger, now, "C1"), given_referrer(ledger, now, "C2")
     lead = coded(one, "C1", Milestone.LEAD, now - timedelta(days=10), "crm:signup-1")
     won = coded(two, "C2", Milestone.CUSTOMER, now, "crm:won-1")
-    ledger.record_crm_conversions([], [lead, won], [], {}, now)
-    ledger.record_crm_conversions([], [lead, won], [], {}, now)  # again: nothing new
+    use_cases.record_crm_conversions(ledger, [], [lead, won], [], {}, now)
+    use_cases.record_crm_conversions(ledger, [], [lead, won], [], {}, now)  # again: nothing new
 
     touches = rows(ledger, TouchpointRow)
     assert sorted((t["referrer_id"], t["kind"], t["ref"]) for t in touches) == [
@@ -298,7 +299,7 @@ def test_a_click_on_an_ask_carrying_the_code_is_a_touch_before_the_conversion(
         now,
     )
     won = coded(code, "C1", Milestone.CUSTOMER, now, "crm:won-1")
-    ledger.record_crm_conversions([], [won], [], {}, now)
+    use_cases.record_crm_conversions(ledger, [], [won], [], {}, now)
     touches = {(t["kind"], t["ref"], t["occurred_at"]) for t in rows(ledger, TouchpointRow)}
     assert touches == {("code", won.conversion_id, now), ("ask_click", "sg-click-1", clicked)}
     found = ledger.touchpoints.touchpoints_for([won])[won.conversion_id]
@@ -393,6 +394,6 @@ def test_a_partners_registration_of_the_referees_domain_is_a_touch(
         coded(code, "C1", Milestone.CUSTOMER, now, "crm:won-1"),
         referee_email_domain="newco.example",
     )
-    ledger.record_crm_conversions([], [won], [], {}, now)
+    use_cases.record_crm_conversions(ledger, [], [won], [], {}, now)
     touches = {(t["referrer_id"], t["kind"], t["ref"]) for t in rows(ledger, TouchpointRow)}
     assert touches == {("C1", "code", won.conversion_id), ("P1", "registration", "reg-1")}

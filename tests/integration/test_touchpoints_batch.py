@@ -18,6 +18,7 @@ from integrations.ledger.tables import (
     MomentRow,
     TouchpointRow,
 )
+from tasks.use_cases import conversions as use_cases
 from tests.integration.test_ledger_flow import given_referrer
 from tests.integration.test_partner_registrations import given_partners, raw_registration
 
@@ -115,7 +116,7 @@ def test_each_conversion_of_a_batch_gets_its_own_clicks_and_holding_registration
     first = won(code_1, "C1", "ACME.example", first_at, "crm:won-1")
     second = won(code_2, "C2", "beta.example", second_at, "crm:won-2")
     third = won(code_2, "C2", "gamma.example", second_at, "crm:won-3")
-    ledger.record_crm_conversions([], [first, second, third], [], {}, now)
+    use_cases.record_crm_conversions(ledger, [], [first, second, third], [], {}, now)
 
     assert touches(ledger) == {
         ("code", first.conversion_id, "C1", "lead-crm:won-1"),

@@ -106,7 +106,7 @@ def test_registrations_in_the_file_drop_are_registered_when_made_and_bad_rows_qu
     assert result["sources"] == {"files": {"accepted": 2, "rejected": 1, "quarantined": 6}}
     [rejected] = result["rejected"]
     assert rejected.startswith("registrations.csv:3: rejected: acme.example is registered by P1")
-    by_domain = {r.domain: r for r in people.registrations()}
+    by_domain = {r.domain: r for r in people.partners.registrations()}
     assert sorted(by_domain) == ["acme.example", "beta.example"]
     acme = by_domain["acme.example"]
     assert (acme.partner_id, acme.registered_at, acme.status) == (
@@ -144,7 +144,7 @@ def test_a_file_read_again_after_it_grew_registers_only_its_new_rows(
     assert unchanged["sources"] == {"files": {"accepted": 0, "rejected": 0, "quarantined": 0}}
     # The old rows read again: P1's claim is the registration it made, not a rival.
     assert grown["sources"] == {"files": {"accepted": 2, "rejected": 0, "quarantined": 1}}
-    assert sorted((r.domain, r.partner_id) for r in people.registrations()) == [
+    assert sorted((r.domain, r.partner_id) for r in people.partners.registrations()) == [
         ("acme.example", "P1"),
         ("beta.example", "P2"),
     ]
@@ -219,7 +219,7 @@ def test_a_company_registered_in_hubspot_is_registered_once_with_a_cursor_of_its
 
     assert first["sources"] == {"hubspot": {"accepted": 1, "rejected": 0, "quarantined": 1}}
     assert again["sources"] == {"hubspot": {"accepted": 0, "rejected": 0, "quarantined": 0}}
-    [acme] = people.registrations()
+    [acme] = people.partners.registrations()
     assert (acme.domain, acme.partner_id) == ("acme.example", "P1")
     assert people.cursor("hubspot:registrations") is not None
     assert people.cursor("hubspot") is None, "the event read keeps its own cursor"

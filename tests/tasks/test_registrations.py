@@ -264,7 +264,7 @@ def test_a_coded_deal_is_unaffected_and_an_uncoded_deal_on_a_registered_company_
         ("P1", "partner-first-year"): 300_000,  # 15% of the 20,000.00 EUR deal
     }
     assert gamma_examined is None
-    by_domain = {r.domain: r for r in people.registrations()}
+    by_domain = {r.domain: r for r in people.partners.registrations()}
     acme, beta = by_domain["acme.example"], by_domain["beta.example"]
     assert (acme.status, acme.extensions) == (RegistrationStatus.CONVERTED, 1)
     assert acme.conversion_id == derived_id("conversion", "crm:e4")
@@ -306,7 +306,7 @@ def test_a_late_reported_deal_that_happened_inside_the_window_still_credits_the_
     result = record_registered_conversions.fn(people, program, now + window + timedelta(days=1))
 
     assert [(e, who) for e, who, _, _ in conversions(people)] == [("crm:e1", "P1")]
-    [acme] = people.registrations()
+    [acme] = people.partners.registrations()
     assert (result["converted"], acme.status) == (1, RegistrationStatus.CONVERTED)
 
 
@@ -348,7 +348,7 @@ def test_qualified_deals_extend_the_registration_up_to_its_maximum_only(
 
     result = record_registered_conversions.fn(people, program, now + timedelta(days=7))
 
-    [acme] = people.registrations()
+    [acme] = people.partners.registrations()
     assert acme.expires_at == now + timedelta(days=program.registration.max_total_days)
     assert (acme.status, acme.extensions, result["extended"]) == (
         RegistrationStatus.EXTENDED,

@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.conversions import InMemoryConversionStore
 from integrations.ledger.memory.fraud import InMemoryFraudStore
+from integrations.ledger.memory.partners import InMemoryPartnerStore
 from integrations.ledger.memory.provider_events import InMemoryProviderEventStore
+from integrations.ledger.memory.stripe import InMemoryStripeStore
 from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 
 
@@ -32,6 +35,9 @@ class InMemoryStores:
         self.fraud = InMemoryFraudStore()
         self.touchpoints = InMemoryTouchpointStore()
         self.provider_events = InMemoryProviderEventStore()
+        self.conversions = InMemoryConversionStore()
+        self.stripe = InMemoryStripeStore()
+        self.partners = InMemoryPartnerStore()
 
         # -- money ----------------------------------------------------------------------
 
