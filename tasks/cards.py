@@ -19,7 +19,7 @@ from prefect.client.schemas.objects import State
 from domain.errors import PermanentIntegrationError, RetryableIntegrationError
 from domain.ports import PaymentCards
 from domain.stores.fraud import FraudStore
-from domain.stripe_conversions import card_sources
+from integrations.payments.stripe_payloads import card_sources
 from tasks._support import run_logger
 
 

@@ -31,6 +31,8 @@ from domain.stripe_conversions import (
     DEFAULT_CEILING_MAJOR,
     SOURCE,
     StripeConversion,
+)
+from integrations.payments.stripe_payloads import (
     codes_in,
     customer_of,
     invoice_payment_refs,

@@ -27,7 +27,7 @@ from domain.fraud import MAX_CYCLE_LENGTH, FraudHistory, ReferralEdge, party
 from domain.models import Contact, Conversion
 from domain.program import Fraud
 from domain.stores.fraud import CardLookup
-from domain.stripe_conversions import SOURCE, event_object
+from domain.stripe_conversions import SOURCE
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row
 from integrations.ledger.tables import (
     T_CONTACTS,
@@ -35,6 +35,7 @@ from integrations.ledger.tables import (
     T_CONVERSIONS,
     T_STRIPE_EVENTS,
 )
+from integrations.payments.stripe_payloads import event_object
 
 __all__ = ["CardLookup", "SqlFraudStore"]
 

@@ -21,13 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from domain.stripe_conversions import (
-    INVOICE_PAID,
-    INVOICE_PAYMENT_PAID,
-    SOURCE,
-    event_object,
-    invoice_payment_refs,
-)
+from domain.stripe_conversions import INVOICE_PAID, INVOICE_PAYMENT_PAID, SOURCE
 from integrations.ledger.base import (
     LedgerBase,
     chunks,
@@ -37,6 +31,7 @@ from integrations.ledger.tables import (
     T_REWARDS,
     T_STRIPE_EVENTS,
 )
+from integrations.payments.stripe_payloads import event_object, invoice_payment_refs
 
 _REF_CHARS = 128
 

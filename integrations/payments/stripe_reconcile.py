@@ -31,7 +31,7 @@ from domain.clawbacks import ClawbackCause, Movement, MovementKind, PaymentLoss
 from domain.errors import InputRejected, PermanentIntegrationError, RetryableIntegrationError
 from domain.models import PayoutOutcome
 from domain.money import Money
-from domain.stripe_conversions import card_fingerprint
+from integrations.payments.stripe_payloads import card_fingerprint
 from integrations.payments.stripe_rail import (
     DEFAULT_TIMEOUT_SECONDS,
     build_stripe_client,

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 
 from domain.models import Contact, ReferrerType
-from domain.stripe_conversions import (
-    CHECKOUT_COMPLETED,
-    INVOICE_PAID,
+from domain.stripe_conversions import CHECKOUT_COMPLETED, INVOICE_PAID
+from integrations.payments.stripe_payloads import (
     card_fingerprint,
     card_sources,
     stripe_conversion_from_event,

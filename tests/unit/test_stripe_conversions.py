@@ -17,6 +17,8 @@ from domain.stripe_conversions import (
     INVOICE_PAYMENT_PAID,
     SUBSCRIPTION_CREATED,
     StripeConversion,
+)
+from integrations.payments.stripe_payloads import (
     codes_in,
     customer_of,
     invoice_payment_refs,
