@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -24,8 +24,9 @@ from domain.errors import InputRejected
 from domain.models import Contact, Conversion, Milestone, ReferrerType, Rejected, derived_id
 from domain.program import Program
 from domain.reward_wording import rewards_to_come
-from domain.stores import Ledger
-from domain.stores.stripe import PaymentLink
+from domain.stores.conversions import ConversionStore
+from domain.stores.provider_events import ProviderEventStore
+from domain.stores.stripe import PaymentLink, StripeStore
 from domain.stripe_conversions import (
     CONVERSION_EVENT_TYPES,
     DEFAULT_CEILING_MAJOR,
@@ -40,6 +41,7 @@ from integrations.payments.stripe_payloads import (
 )
 from tasks._support import run_logger
 from tasks.use_cases import conversions as use_cases
+from tasks.use_cases.conversions import ConversionsLedger
 
 # The notice each milestone's new conversion sends its referrer (the customer
 # milestone is announced by the reward it earns: ``reward_earned``).
@@ -52,9 +54,23 @@ NOTICE_KINDS: dict[Milestone, str] = {
 DEFAULT_LINK_GRACE = timedelta(hours=24)
 
 
+class ConversionLedger(ConversionsLedger, Protocol):
+    """What the conversion stages need of the ledger: units of work for the use cases,
+    and the stores they read from."""
+
+    @property
+    def conversions(self) -> ConversionStore: ...
+
+    @property
+    def stripe(self) -> StripeStore: ...
+
+    @property
+    def provider_events(self) -> ProviderEventStore: ...
+
+
 @task(name="record-conversions", cache_policy=NO_CACHE)
 def record_new_conversions(
-    ledger: Ledger, program: Program, now: datetime, batch_size: int = 1000
+    ledger: ConversionLedger, program: Program, now: datetime, batch_size: int = 1000
 ) -> dict[str, int]:
     """Attribute every new event carrying a referral code to the code's owner.
 
@@ -119,7 +135,7 @@ def record_new_conversions(
 
 @task(name="record-stripe-conversions", cache_policy=NO_CACHE)
 def record_stripe_conversions(
-    ledger: Ledger,
+    ledger: ConversionLedger,
     program: Program,
     now: datetime,
     batch_size: int = 500,
@@ -214,7 +230,7 @@ def record_stripe_conversions(
 
 @task(name="link-stripe-payments", cache_policy=NO_CACHE)
 def link_stripe_payments(
-    ledger: Ledger,
+    ledger: ConversionLedger,
     now: datetime,
     batch_size: int = 500,
     grace: timedelta = DEFAULT_LINK_GRACE,
@@ -265,7 +281,7 @@ def _latest_codes(codes: Mapping[Milestone, set[str]]) -> set[str]:
 
 
 def _with_invoice_refs(
-    ledger: Ledger, conversions: Sequence[StripeConversion]
+    ledger: ConversionLedger, conversions: Sequence[StripeConversion]
 ) -> list[StripeConversion]:
     """Each conversion also naming the payment ids its invoice's event gives (a
     Checkout Session names its invoice, not the invoice's charge); an invoice read

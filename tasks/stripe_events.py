@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from domain.errors import InputRejected
 from domain.models import Rejected
 from domain.stores.provider_events import ProviderEventStore
+from domain.stores.stripe import StripeStore
 from domain.stripe_conversions import SOURCE, record_of
 from integrations.ledger.stripe_conversions import STRIPE_EVENTS_CURSOR
 from tasks._support import run_logger
@@ -32,11 +33,12 @@ class EventFeed(Protocol):
 
 
 class StripeInbox(Protocol):
-    """What polling needs of the ledger (``SqlLedger`` with its Stripe mixins)."""
+    """What polling needs of the ledger: the cursor, the inbox, the quarantine."""
 
     def cursor(self, source: str) -> str | None: ...
 
-    def save_cursor(self, source: str, cursor: str, now: datetime) -> None: ...
+    @property
+    def stripe(self) -> StripeStore: ...
 
     @property
     def provider_events(self) -> ProviderEventStore: ...

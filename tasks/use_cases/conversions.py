@@ -13,20 +13,48 @@ Plain functions: no Prefect, no SQL; typed by the ports of :mod:`domain.stores`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from domain.models import Conversion, Milestone, Rejected
 from domain.placement import ConversionTally, Placement, placement, refusal
 from domain.registration import Registration
-from domain.stores import Ledger, UnitOfWork
 from domain.stores.conversions import ConversionsRecorded, ConversionStore
-from domain.stores.partners import RegisteredConversions, RegisteredCredit
+from domain.stores.partners import PartnerStore, RegisteredConversions, RegisteredCredit
+from domain.stores.provider_events import ProviderEventStore
+from domain.stores.touchpoints import TouchpointStore
 from domain.stripe_conversions import StripeConversion
 
 
+class ConversionsUnit(Protocol):
+    """The stores a conversion batch writes to, in one unit of work (read-only here, so
+    any ledger's stores that follow these ports will do)."""
+
+    @property
+    def conversions(self) -> ConversionStore: ...
+
+    @property
+    def touchpoints(self) -> TouchpointStore: ...
+
+    @property
+    def provider_events(self) -> ProviderEventStore: ...
+
+    @property
+    def partners(self) -> PartnerStore: ...
+
+
+class ConversionsLedger(Protocol):
+    """A ledger that opens units of work over those stores (:class:`domain.stores.Ledger`
+    narrowed to what these use cases touch)."""
+
+    def transaction(self) -> AbstractContextManager[ConversionsUnit]:
+        """Open one transaction; the stores it yields all run in it."""
+        ...
+
+
 def record_stripe_conversions(
-    ledger: Ledger,
+    ledger: ConversionsLedger,
     event_ids: Sequence[str],
     conversions: Sequence[StripeConversion],
     rejected: Sequence[Rejected],
@@ -62,7 +90,7 @@ def record_stripe_conversions(
 
 
 def record_crm_conversions(
-    ledger: Ledger,
+    ledger: ConversionsLedger,
     event_ids: Sequence[int],
     conversions: Sequence[Conversion],
     rejected: Sequence[Rejected],
@@ -97,7 +125,7 @@ def record_crm_conversions(
 
 
 def record_registered_conversions(
-    ledger: Ledger,
+    ledger: ConversionsLedger,
     event_ids: Sequence[int],
     credits: Sequence[RegisteredCredit],
     extended: Sequence[Registration],
@@ -152,7 +180,7 @@ def record_registered_conversions(
 
 
 def _place_batch(
-    uow: UnitOfWork,
+    uow: ConversionsUnit,
     items: Sequence[tuple[Conversion, StripeConversion | None]],
     rejected: Sequence[Rejected],
     notices: Mapping[str, Mapping[str, Any]],

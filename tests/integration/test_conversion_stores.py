@@ -7,8 +7,9 @@ is tested against the behaviour the ledger has.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -17,21 +18,30 @@ from domain.fraud import FraudHistory
 from domain.models import Conversion, Milestone, derived_id
 from domain.money import Money
 from domain.placement import EarlierConversion
-from domain.program import Program
-from domain.stores import Ledger
-from domain.stores.conversions import ConversionsRecorded
+from domain.program import Program, RegistrationRules
+from domain.registration import Claim, RegistrationStatus
+from domain.stores.conversions import ConversionsRecorded, ConversionStore
 from domain.stores.fraud import CardLookup, FraudStore
+from domain.stores.partners import PartnerStore
 from domain.stores.provider_events import ProviderEventStore
+from domain.stores.stripe import PaymentLink, PaymentsLinked, StripeStore
 from domain.stores.touchpoints import Referee, TouchpointStore
 from domain.stripe_conversions import StripeConversion
 from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from integrations.ledger.memory import InMemoryLedger
 from integrations.ledger.memory.fraud import InMemoryFraudStore
+from integrations.ledger.memory.partners import InMemoryPartnerStore
 from integrations.ledger.memory.provider_events import InMemoryProviderEventStore
+from integrations.ledger.memory.stripe import InMemoryStripeStore
 from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 from integrations.ledger.sql import SqlLedger
-from tasks.use_cases.conversions import record_crm_conversions, record_stripe_conversions
+from tasks.use_cases.conversions import (
+    ConversionsLedger,
+    record_crm_conversions,
+    record_stripe_conversions,
+)
 from tests.integration.test_ledger_webhooks import stripe_event
+from tests.integration.test_partner_registrations import given_partners
 from tests.stripe_conversion_events import CODE_A, CODE_B, given_referrers
 from tests.tasks.test_learn_card_fingerprints import (
     given_a_referrer_who_paid_with_the_card_a_friend_pays_with,
@@ -179,6 +189,16 @@ def test_a_provider_event_counts_once_per_provider_and_event_id(
 # -- conversions, placed by the use cases -----------------------------------------------------
 
 
+class ScenarioLedger(ConversionsLedger, Protocol):
+    """A ledger the scenario runs the use cases on, then reads back."""
+
+    @property
+    def conversions(self) -> ConversionStore: ...
+
+    @property
+    def touchpoints(self) -> TouchpointStore: ...
+
+
 def placed(
     n: int, account: str, code: str, milestone: Milestone, at: datetime, source: str = "crm"
 ) -> Conversion:
@@ -210,7 +230,7 @@ def paid(
     )
 
 
-def one_referral_scenario(ledger: Ledger, now: datetime) -> list[Any]:
+def one_referral_scenario(ledger: ScenarioLedger, now: datetime) -> list[Any]:
     """CRM conversions then Stripe payments of the same referees: what each batch did."""
     customer, lead = Milestone.CUSTOMER, Milestone.LEAD
     crm = [
@@ -268,3 +288,91 @@ def test_the_use_cases_place_conversions_alike_on_the_ledger_and_in_memory(
     assert owner == one.conversion_id
     assert earliest == EarlierConversion(one.conversion_id, CODE_A, has_stripe=True)
     assert touches == [one.conversion_id]
+
+
+# -- partners ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_first_partner_holds_a_company_until_it_lapses_and_a_won_deal_converts_it(
+    kind: Kind, ledger: SqlLedger, now: datetime
+) -> None:
+    given_partners(ledger, now, "P1", "P2")
+    store: PartnerStore = ledger.partners if kind == "sql" else InMemoryPartnerStore()
+    rules = RegistrationRules()
+
+    [won] = store.register([partner_claim("P1", "acme.example")], rules, now)
+    [lost] = store.register([partner_claim("P2", "acme.example")], rules, now)
+    [other] = store.register([partner_claim("P2", "beta.example")], rules, now - timedelta(days=90))
+
+    assert won.registration is not None
+    assert (lost.registration, lost.owner) == (None, "P1")
+    assert other.registration is not None
+    held = store.active_registration_for_domains(["acme.example", "beta.example"])
+    assert sorted(held) == ["acme.example", "beta.example"]
+    longer = replace(
+        won.registration, expires_at=won.registration.expires_at + timedelta(days=30), extensions=1
+    )
+    assert store.extend(longer, now) is True
+    assert store.extend(longer, now) is False
+    expired = store.expire_due(now, "contract")
+    assert [(r.domain, r.closed_by) for r in expired] == [("beta.example", "contract")]
+    assert store.expire_due(now, "contract") == []
+    conversion_id = derived_id("test-conversion", "won")
+    if kind == "sql":  # the registration names a recorded conversion
+        given_referrers(ledger, now, R1=CODE_A)
+        ledger.conversions.insert(placed_won(conversion_id, now), now)
+    assert store.convert(won.registration.registration_id, conversion_id, now) == 1
+    assert store.convert(won.registration.registration_id, conversion_id, now) == 0
+    assert store.registration_counts() == {
+        "active": 0,
+        "extended": 0,
+        "expired": 1,
+        "converted": 1,
+    }
+    [converted] = store.registrations([RegistrationStatus.CONVERTED])
+    assert (converted.conversion_id, converted.extensions) == (conversion_id, 1)
+
+
+def partner_claim(partner: str, domain: str) -> Claim:
+    return Claim(partner, domain, f"CRM-{partner}", "Discovery call held, budget owner identified")
+
+
+def placed_won(conversion_id: str, now: datetime) -> Conversion:
+    return replace(placed(0, "ACC-W", CODE_A, Milestone.CUSTOMER, now), conversion_id=conversion_id)
+
+
+# -- Stripe -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_payment_link_joins_its_invoices_conversion_or_waits_for_it_until_too_old(
+    kind: Kind, ledger: SqlLedger, now: datetime
+) -> None:
+    owner = paid(1, "ACC-1", ("in_1",), now)
+    store: StripeStore
+    if kind == "sql":
+        given_referrers(ledger, now, R1=CODE_A)
+        record_stripe_conversions(ledger, [], [owner], [], {}, now)
+        store = ledger.stripe
+    else:
+        memory = InMemoryStripeStore()
+        memory.invoice_owners["in_1"] = owner.conversion.conversion_id
+        store = memory
+    old, fresh = now - timedelta(days=2), now - timedelta(hours=1)
+    links = [
+        PaymentLink("evt_l1", fresh, ("in_1", "pi_1", "ch_1")),  # its conversion exists
+        PaymentLink("evt_l2", fresh, ("in_2", "pi_2")),  # its conversion may still come
+        PaymentLink("evt_l3", old, ("in_3", "pi_3")),  # no referral is behind it
+        PaymentLink("evt_l4", fresh, ()),  # names no invoice
+    ]
+
+    assert store.link_stripe_payments(links, now - timedelta(days=1), now) == PaymentsLinked(
+        linked=1, closed=2, waiting=1
+    )
+    assert store.stripe_events_to_link(None, 10) == []
+    store.save_cursor("stripe-events", "1700000000", now)
+    if kind == "sql":
+        assert ledger.conversions.payment_owner(("ch_1",), Milestone.CUSTOMER) == (
+            owner.conversion.conversion_id
+        )

@@ -19,8 +19,8 @@ from domain.models import ReferrerType
 from domain.program import RegistrationRules
 from domain.registration import Claim, ClaimDecision, RegistrationStatus, extended
 from integrations.ledger.engine import make_engine
-from integrations.ledger.partners import T_PARTNER_REGISTRATIONS as T_REG
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import T_PARTNER_REGISTRATIONS as T_REG
 from integrations.ledger.tables import ReferralCodeRow
 from tests.conftest import contact, people_batch
 from tests.integration.test_ledger_concurrency import TIMEOUT, race

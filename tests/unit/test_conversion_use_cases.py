@@ -135,13 +135,13 @@ class Crash(Exception):
     pass
 
 
-def test_a_batch_that_fails_leaves_nothing_behind() -> None:
+def test_a_batch_that_fails_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     memory = InMemoryLedger()
 
     def crash(*_: object) -> int:
         raise Crash
 
-    memory.conversions.mark_events_converted = crash  # type: ignore[method-assign]
+    monkeypatch.setattr(memory.conversions, "mark_events_converted", crash)
     with pytest.raises(Crash):
         record_crm_conversions(memory, [1], [conversion(1, "ACC-1")], [], {}, NOW)
 
