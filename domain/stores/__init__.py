@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.clawbacks import ClawbackStore, ReversalStore
 
 
 class Stores(Protocol):
@@ -35,6 +36,10 @@ class Stores(Protocol):
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
+
+    # clawbacks
+    clawbacks: ClawbackStore
+    reversals: ReversalStore
 
     # -- approvals and metrics --------------------------------------------------------
 

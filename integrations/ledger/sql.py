@@ -79,7 +79,7 @@ from integrations.ledger.base import (
     reward_row,
 )
 from integrations.ledger.clawbacks import (
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     book_netting,
     live_payouts,
     lock_referrers,
@@ -146,7 +146,7 @@ class SqlLedger(
     HistoryLedger,
     WebhookLedger,
     StripeConversionLedger,
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     ReconcileLedger,
     MetricsLedger,
     FraudLedger,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
 
 
 class SqlStores:
@@ -27,5 +28,9 @@ class SqlStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+
+        # clawbacks
+        self.clawbacks = SqlClawbackStore(engine, conn)
+        self.reversals = SqlReversalStore(engine, conn)
 
         # -- approvals and metrics ------------------------------------------------------
