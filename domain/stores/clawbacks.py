@@ -9,6 +9,7 @@ how much it takes are the rules of :mod:`domain.clawbacks`, called by the use ca
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -170,4 +171,26 @@ class ReversalStore(Protocol):
 
     def debts(self, referrer_ids: Iterable[str]) -> dict[str, Money]:
         """What each referrer owes and will have netted from their next payout."""
+        ...
+
+
+class ClawbackStores(Protocol):
+    """The stores a clawback's unit of work uses (read-only: any ``Stores`` is one)."""
+
+    @property
+    def clawbacks(self) -> ClawbackStore: ...
+
+    @property
+    def reversals(self) -> ReversalStore: ...
+
+
+class LedgerWithClawbacks(Protocol):
+    """What the clawback use case needs of the ledger: a unit of work with its stores.
+
+    Narrower than :class:`domain.stores.Ledger`, so the in-memory ledger, which fakes
+    only some areas, is one too.
+    """
+
+    def transaction(self) -> AbstractContextManager[ClawbackStores]:
+        """Open one transaction; the stores it yields all run in it."""
         ...

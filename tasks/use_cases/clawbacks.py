@@ -24,11 +24,11 @@ from domain.clawbacks import (
     waits_for_rewards,
 )
 from domain.program import Clawbacks
-from domain.stores import Ledger, UnitOfWork
+from domain.stores.clawbacks import ClawbackStores, LedgerWithClawbacks
 
 
 def apply_payment_loss(
-    ledger: Ledger, loss: PaymentLoss, rules: Clawbacks, now: datetime
+    ledger: LedgerWithClawbacks, loss: PaymentLoss, rules: Clawbacks, now: datetime
 ) -> LossApplied:
     """Apply one refund, chargeback or churn to the rewards of its payment.
 
@@ -59,7 +59,7 @@ def apply_payment_loss(
         return _apply(uow, loss, rules, now)
 
 
-def _apply(uow: UnitOfWork, loss: PaymentLoss, rules: Clawbacks, now: datetime) -> LossApplied:
+def _apply(uow: ClawbackStores, loss: PaymentLoss, rules: Clawbacks, now: datetime) -> LossApplied:
     event_id = loss.event_id
     if not uow.clawbacks.lock_event(event_id):
         return LossApplied(event_id, LossStatus.ALREADY_PROCESSED)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.clawbacks import clawback_stores
+
 
 class InMemoryStores:
     """The fakes of every area that has one (an area adds its attribute here)."""
@@ -27,6 +29,9 @@ class InMemoryStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+
+        # clawbacks
+        self.clawbacks, self.reversals = clawback_stores()
 
         # -- approvals and metrics ------------------------------------------------------
         self.committed = 0
