@@ -63,7 +63,8 @@ class ClawbackStore(Protocol):
         ...
 
     def lock_event(self, event_id: str) -> bool:
-        """Lock the event's inbox row for this unit of work (a racing run waits).
+        """Lock the event's inbox row until the unit of work ends (a racing run waits);
+        outside a unit of work the lock ends with the call.
 
         Returns:
             Whether the event is still to be processed (False: processed already).
@@ -100,7 +101,8 @@ class ClawbackStore(Protocol):
 
     def lock_referrers(self, referrer_ids: Iterable[str]) -> None:
         """Serialize, per referrer, the writes that read their debts and payouts (a
-        clawback, a payout netting debts) until the unit of work ends."""
+        clawback, a payout netting debts) until the unit of work ends (outside one, the
+        lock ends with the call)."""
         ...
 
     def payout_pending(self, reward_ids: Sequence[str]) -> bool:
