@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from anyio import to_thread
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -59,6 +59,8 @@ from integrations.web.magic import PAGE_PATH, MagicLinks
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_EMAIL_CHARS = 320
+MAX_FORM_BYTES = 4096
+_FORM_TYPE = "application/x-www-form-urlencoded"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 VISITOR_COOKIE = "rv"
 _VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -181,9 +183,8 @@ class ReferrerPages:
         referrer_id = self._magic.referrer_of(token)
         if referrer_id is None:
             return self._refused()
-        form = await request.form(max_files=0, max_fields=8)
-        csrf = form.get("csrf")
-        if not self._magic.csrf_ok(token, referrer_id, csrf if isinstance(csrf, str) else None):
+        form = await _form(request)
+        if not self._magic.csrf_ok(token, referrer_id, form.get("csrf")):
             return self._plain(
                 403,
                 "This form has expired",
@@ -193,9 +194,8 @@ class ReferrerPages:
         if facts is None:
             return self._refused()
         offered = self._program.choices_for(facts.contact.referrer_type)
-        raw = form.get("choice")
         try:
-            choice = RewardChoice(raw if isinstance(raw, str) else "")
+            choice = RewardChoice(form.get("choice", ""))
         except ValueError:
             choice = None
         if choice is None or choice not in offered or len(offered) < 2:
@@ -214,9 +214,8 @@ class ReferrerPages:
     async def new_link(self, request: Request) -> Response:
         if request.method == "GET":
             return self._html("new_link.html.j2", {"sent": False, "error": None})
-        form = await request.form(max_files=0, max_fields=4)
-        raw = form.get("email")
-        email = raw.strip() if isinstance(raw, str) else ""
+        form = await _form(request)
+        email = form.get("email", "").strip()
         if len(email) > MAX_EMAIL_CHARS or not _EMAIL.match(email):
             return self._html(
                 "new_link.html.j2",
@@ -303,6 +302,23 @@ _HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The fields of a small url-encoded form (the page's forms are; anything else,
+    or anything longer than :data:`MAX_FORM_BYTES`, reads as an empty form)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != _FORM_TYPE:
+        return {}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return {}
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=8)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return dict(pairs)
 
 
 def _visitor_from(value: str | None) -> str | None:
