@@ -28,7 +28,7 @@ def test_reward_choices_and_link_requests_refuse_updates_and_deletes(
         "UPDATE page_link_requests SET queued = 5",
         "DELETE FROM page_link_requests",
     ):
-        with pytest.raises(DBAPIError, match="append-only|refuse"), engine.begin() as conn:
+        with pytest.raises(DBAPIError, match=r"append-only|refuse"), engine.begin() as conn:
             conn.execute(text(statement))
     assert side.reward_choices(["C1"]) == {"C1": RewardChoice.ACCOUNT_CREDIT}
     assert side.page_link_requests_since("a" * 64, "v" * 64, now) == (1, 1)
@@ -44,5 +44,5 @@ def test_downgrading_0023_drops_its_tables_and_upgrading_brings_back_their_guard
     upgrade(engine)
     SqlLedger(engine).referrer_side.record_reward_choice("C1", RewardChoice.CASH, now)
 
-    with pytest.raises(DBAPIError, match="append-only|refuse"), engine.begin() as conn:
+    with pytest.raises(DBAPIError, match=r"append-only|refuse"), engine.begin() as conn:
         conn.execute(text("DELETE FROM reward_choices"))
