@@ -197,7 +197,8 @@ def _login_hint(stack: Any) -> str:
 
 @app.command()
 def down() -> None:
-    """Stop the server and worker started by `up`, by their PIDs."""
+    """Stop the server and worker started by `up` (and the web app `demo` started), by
+    their PIDs."""
     stopped = _stack().down()
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
