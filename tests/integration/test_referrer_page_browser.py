@@ -54,7 +54,7 @@ def free_port() -> int:
 
 
 class _Landing(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+    def do_GET(self) -> None:
         body = b"<!doctype html><title>Acme</title><h1>Welcome to Acme</h1>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
