@@ -22,6 +22,7 @@ from domain.models import Milestone, PayoutRailKind, ReferrerType
 from domain.money import Money
 from domain.program import Program, RewardChoice
 from integrations.email.fake import RecordingEmailSender
+from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import T_NOTIFICATIONS, T_PAGE_LINK_REQUESTS
 from integrations.payments.fake import RecordingRail
@@ -392,7 +393,7 @@ def test_the_served_app_from_the_settings_has_the_pages_signed_with_the_page_key
         visitor_key_file=tmp_path / "visitor.key",
         public_base_url="http://127.0.0.1:8300",
     )
-    ledger = SqlLedger(bootstrap.make_engine(sqlite_url))
+    ledger = SqlLedger(make_engine(sqlite_url))
     seed_payable_reward(ledger, contact("A", "ACC-A"), now, key="deal-a")
     links = PageLinks(bootstrap.magic_links(settings), settings.public_base_url)
 
