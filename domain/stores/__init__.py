@@ -21,6 +21,7 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.clawbacks import ClawbackStore, ReversalStore
+from domain.stores.referrer_side import ReferrerSideStore
 
 
 class Stores(Protocol):
@@ -42,6 +43,9 @@ class Stores(Protocol):
     reversals: ReversalStore
 
     # -- approvals and metrics --------------------------------------------------------
+
+    # referrer side (issue 15)
+    referrer_side: ReferrerSideStore
 
 
 class UnitOfWork(Stores, Protocol):

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
+from integrations.ledger.referrer_side import SqlReferrerSide
 
 
 class SqlStores:
@@ -34,3 +35,6 @@ class SqlStores:
         self.reversals = SqlReversalStore(engine, conn)
 
         # -- approvals and metrics ------------------------------------------------------
+
+        # referrer side (issue 15)
+        self.referrer_side = SqlReferrerSide(engine, conn)
