@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.connect import ConnectStore
 
 
 class Stores(Protocol):
@@ -37,6 +38,9 @@ class Stores(Protocol):
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 
     # -- approvals and metrics --------------------------------------------------------
+
+    # referrer side (issue 15)
+    connect: ConnectStore
 
 
 class UnitOfWork(Stores, Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.connect import SqlConnectStore
 
 
 class SqlStores:
@@ -29,3 +30,6 @@ class SqlStores:
         # -- money ----------------------------------------------------------------------
 
         # -- approvals and metrics ------------------------------------------------------
+
+        # referrer side (issue 15)
+        self.connect = SqlConnectStore(engine, conn)
