@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from domain.connect import (
     DESTINATION_SOURCE,
@@ -26,7 +27,7 @@ from domain.connect import (
     Onboarding,
     account_key,
 )
-from domain.errors import RetryableIntegrationError
+from domain.errors import PermanentIntegrationError, RetryableIntegrationError
 from domain.fraud import PAYOUT_DESTINATION_CHANGED
 from domain.models import Decision, PayoutRailKind, RewardStatus
 from domain.program import Program
@@ -34,6 +35,7 @@ from integrations.ledger.connect import SqlConnectStore
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     T_CONNECT_ACCOUNT_STATES,
+    T_CONNECT_ACCOUNTS,
     T_CONTACTS,
     T_PAYOUT_DESTINATION_CHANGES,
 )
@@ -44,6 +46,7 @@ from integrations.webhooks import create_app
 from tasks.connect import apply_account_updates, refresh_connected_accounts
 from tasks.payouts import submit_payouts
 from tasks.rewards import plan_routes
+from tests.conftest import contact, people_batch
 from tests.fakes.stripe_server import FakeStripe
 from tests.integration.test_ledger_flow import decide, given_reward
 from tests.integration.test_webhooks import STRIPE, serve
@@ -310,3 +313,62 @@ def test_a_reward_held_for_lack_of_a_rail_is_paid_once_after_onboarding(
     assert transfer["destination"] == fake.connect_accounts[0]["id"]
     assert transfer["amount"] == 2_000
     assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
+
+
+# -- the ledger's guards ------------------------------------------------------------------
+
+
+def refused(ledger: SqlLedger, statement: Any) -> str | None:
+    try:
+        with ledger.engine.begin() as conn:
+            conn.execute(statement)
+    except IntegrityError as exc:
+        return str(exc.orig)
+    return None
+
+
+def test_the_database_keeps_connected_accounts_and_their_states_as_written(
+    ledger: SqlLedger, fake: FakeStripe, connect: StripeConnect, now: datetime
+) -> None:
+    given_reward(ledger, now)
+    use_case = onboarding(ledger, connect, now)
+    use_case.start("C1", RETURN_URL, REFRESH_URL)
+    use_case.refresh("C1")
+    accounts, states = T_CONNECT_ACCOUNTS, T_CONNECT_ACCOUNT_STATES
+
+    refusals = {
+        "delete account": refused(ledger, delete(accounts)),
+        "replace account": refused(ledger, update(accounts).values(account_id="acct_other")),
+        "clear account": refused(ledger, update(accounts).values(account_id=None)),
+        "change key": refused(ledger, update(accounts).values(idempotency_key="other")),
+        "delete state": refused(ledger, delete(states)),
+        "rewrite state": refused(ledger, update(states).values(status="enabled")),
+    }
+
+    assert {what: why for what, why in refusals.items() if why is None} == {}
+    assert "append-only" in (refusals["delete state"] or "")
+    assert "set once" in (refusals["replace account"] or "")
+    assert ledger.connect.of_referrer("C1").status is ConnectStatus.ONBOARDING  # type: ignore[union-attr]
+
+
+def test_a_referrer_already_holding_another_account_cannot_be_given_a_second(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    ledger.connect.reserve("C1", account_key("C1"), now)
+    ledger.connect.attach("C1", "acct_first", now)
+    ledger.connect.attach("C1", "acct_first", now)  # the same answer again: nothing
+
+    with pytest.raises(PermanentIntegrationError):
+        ledger.connect.attach("C1", "acct_second", now)
+    assert ledger.connect.of_referrer("C1").account_id == "acct_first"  # type: ignore[union-attr]
+
+
+def test_a_referrer_paid_another_way_is_not_offered_onboarding(
+    ledger: SqlLedger, connect: StripeConnect, now: datetime
+) -> None:
+    given_reward(ledger, now)
+    ledger.record_batch(people_batch(contact("C2", "A-C2", stripe_customer_id="cus_2")), now)
+    use_case = onboarding(ledger, connect, now)
+
+    assert use_case.may_start("C1")
+    assert not use_case.may_start("C2")
