@@ -24,11 +24,13 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, Ope
 from config.program import load_program
 from config.settings import Settings, load_settings
 from domain.clawbacks import PaymentRecords
+from domain.connect import Onboarding
 from domain.detractors import CrmTasks
 from domain.errors import ConfigError
 from domain.models import PayoutRailKind
 from domain.ports import (
     ApprovalRuns,
+    ConnectOnboarding,
     EmailSender,
     EventSource,
     PaymentCards,
@@ -80,6 +82,10 @@ class App:
     # With HubSpot and a detractor owner: the tasks detractors are handed on as.
     detractor_tasks: CrmTasks | None = None
 
+    # referrer side (issue 15)
+    # With a Stripe key: Connect onboarding for referrers with no payable rail.
+    connect: ConnectOnboarding | None = None
+
     def describe(self) -> dict[str, str]:
         """Which backend serves each port (safe to log: no secrets)."""
         return {
@@ -120,6 +126,7 @@ def build_app(settings: Settings | None = None) -> App:
         cards=records if isinstance(records, PaymentCards) else None,
         discounts=_discounts(settings),
         detractor_tasks=_detractor_tasks(settings),
+        connect=_connect(settings),
     )
 
 
@@ -274,6 +281,30 @@ def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
         PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client, throttle=throttle),
         PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client, throttle=throttle),
     }
+
+
+def _connect(settings: Settings) -> ConnectOnboarding | None:
+    if settings.stripe_api_key is None:
+        return None
+    from integrations.payments.stripe_connect import StripeConnect
+    from integrations.payments.stripe_rail import build_stripe_client
+
+    client = build_stripe_client(
+        settings.stripe_api_key.get_secret_value(),
+        settings.stripe_api_base,
+        settings.stripe_max_network_retries,
+    )
+    return StripeConnect(client, throttle=_stripe_throttle(settings))
+
+
+def connect_onboarding(app: App) -> Onboarding | None:
+    """The onboarding use case the web app's ``/p/<token>/connect`` routes run
+    (:func:`integrations.web.connect.connect_routes`); ``None`` without a Stripe key."""
+    if app.connect is None:
+        return None
+    from datetime import UTC, datetime
+
+    return Onboarding(app.ledger.connect, app.connect, lambda: datetime.now(UTC))
 
 
 def _discounts(settings: Settings) -> RefereeDiscounts:
