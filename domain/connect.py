@@ -28,6 +28,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from domain.models import Contact
+
 if TYPE_CHECKING:
     from domain.ports import ConnectOnboarding
     from domain.stores.connect import ConnectStore
@@ -36,6 +38,12 @@ if TYPE_CHECKING:
 DESTINATION_SOURCE = "connect-onboarding"
 #: The Stripe event that tells a connected account's state changed.
 ACCOUNT_UPDATED = "account.updated"
+
+
+def needs_payout_setup(contact: Contact) -> bool:
+    """Whether a Stripe-paid program has nowhere to pay ``contact`` (no connected account,
+    no customer balance: see :func:`domain.rewards.choose_rail`)."""
+    return not contact.stripe_account_id and not contact.stripe_customer_id
 
 
 def account_key(referrer_id: str) -> str:

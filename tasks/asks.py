@@ -103,6 +103,10 @@ def compose_ask(ask: Ask, contact: Contact, detail: str, program: Program) -> Em
     )
 
 
+#: The notice that offers Stripe onboarding to a referrer with no payable rail.
+REWARD_EARNED = "reward_earned"
+
+
 def compose_notice(
     notification_id: str,
     kind: str,
@@ -110,13 +114,18 @@ def compose_notice(
     data: dict[str, str],
     program: Program,
     code: str | None = None,
+    payout_setup_url: str | None = None,
 ) -> EmailMessage:
     """A message to a referrer about their referral or reward; with the referrer's
-    ``code``, it carries their tracked link (and the code) to share again."""
+    ``code``, it carries their tracked link (and the code) to share again. A reward
+    earned by a referrer with no payable rail carries ``payout_setup_url`` (their
+    page's ``/connect``: Stripe onboarding) when given."""
     values = {**data, "first_name": contact.first_name, "program_name": program.name}
     if code is not None:
         values["link"] = tracked_link(program.referral_link_base, code)
         values.setdefault("code", code)
+    if payout_setup_url is not None and kind == REWARD_EARNED:
+        values["payout_setup_url"] = payout_setup_url
     template = f"notice_{kind}"
     subject, text = render(template, values)
     return EmailMessage(

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from domain.connect import needs_payout_setup
 from domain.models import EmailMessage, EmailOutcome, EmailResult
 from domain.ports import EmailSender
 from domain.program import Program
@@ -128,6 +129,7 @@ def send_notifications(
     program: Program,
     now: datetime,
     batch_size: int = 1000,
+    page_url: Callable[[str], str] | None = None,
 ) -> Delivery:
     """Send the referrer notifications queued by earlier stages (earned, paid, rejected).
 
@@ -137,6 +139,9 @@ def send_notifications(
         program: the program's name for the message.
         now: when sends are recorded.
         batch_size: notifications per request.
+        page_url: a referrer's own page (their magic link) by contact id, when the web
+            app and Stripe are configured: an "earned" notice to a referrer with no
+            payable rail then carries the page's ``/connect`` (payout setup).
 
     Returns:
         Counts of accepted, failed, retry-later and unknown notifications.
@@ -147,7 +152,19 @@ def send_notifications(
         # Every notice carries the referrer's tracked link, not a bare code.
         codes = ledger.codes_for(contact.contact_id for _, _, contact, _ in rows)
         return [
-            compose_notice(nid, kind, contact, data, program, codes.get(contact.contact_id))
+            compose_notice(
+                nid,
+                kind,
+                contact,
+                data,
+                program,
+                codes.get(contact.contact_id),
+                payout_setup_url=(
+                    f"{page_url(contact.contact_id)}/connect"
+                    if page_url is not None and needs_payout_setup(contact)
+                    else None
+                ),
+            )
             for nid, kind, contact, data in rows
         ]
 
