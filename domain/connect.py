@@ -28,8 +28,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from domain.models import Contact
-
 if TYPE_CHECKING:
     from domain.ports import ConnectOnboarding
     from domain.stores.connect import ConnectStore
@@ -38,12 +36,6 @@ if TYPE_CHECKING:
 DESTINATION_SOURCE = "connect-onboarding"
 #: The Stripe event that tells a connected account's state changed.
 ACCOUNT_UPDATED = "account.updated"
-
-
-def needs_payout_setup(contact: Contact) -> bool:
-    """Whether a Stripe-paid program has nowhere to pay ``contact`` (no connected account,
-    no customer balance: see :func:`domain.rewards.choose_rail`)."""
-    return not contact.stripe_account_id and not contact.stripe_customer_id
 
 
 def account_key(referrer_id: str) -> str:
@@ -164,12 +156,14 @@ class Onboarding:
         return account_id
 
     def may_start(self, referrer_id: str) -> bool:
-        """Whether to onboard the referrer: they have no payable rail, or the account
-        they are onboarding is ours (to finish or update it). A destination another
-        source set (the CRM's connected account, a Stripe customer) is left alone."""
+        """Whether to onboard the referrer: they have no connected account, or the one
+        they are onboarding is ours (to finish it). A connected account another source
+        set (the CRM) is left alone. A paying customer paid in credit may onboard: a
+        referrer who chose cash waits for an account, and the new destination is a
+        recorded change like any other."""
         if self._book.of_referrer(referrer_id) is not None:
             return True
-        return bool(self._book.without_payable_rail([referrer_id]))
+        return bool(self._book.without_connected_account([referrer_id]))
 
     def start(self, referrer_id: str, return_url: str, refresh_url: str) -> AccountLink:
         """A fresh onboarding link for the referrer's (new or existing) account."""

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.connect import ConnectStore
+from domain.stores.referrer_side import ReferrerSideStore
 
 
 class Stores(Protocol):
@@ -40,6 +41,7 @@ class Stores(Protocol):
     # -- approvals and metrics --------------------------------------------------------
 
     # referrer side (issue 15)
+    referrer_side: ReferrerSideStore
     connect: ConnectStore
 
 

@@ -52,9 +52,9 @@ class ConnectStore(Protocol):
         """
         ...
 
-    def without_payable_rail(self, referrer_ids: list[str]) -> set[str]:
-        """Those of ``referrer_ids`` with neither a connected account id nor a Stripe
-        customer id to be paid to (the ones to offer onboarding)."""
+    def without_connected_account(self, referrer_ids: list[str]) -> set[str]:
+        """Those of ``referrer_ids`` that are known contacts with no connected account
+        id (the ones onboarding can give a transfer destination)."""
         ...
 
     def unfinished(self, limit: int) -> list[str]:

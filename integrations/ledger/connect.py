@@ -123,7 +123,7 @@ class SqlConnectStore(LedgerBase):
             )
         return logged or made_destination
 
-    def without_payable_rail(self, referrer_ids: list[str]) -> set[str]:
+    def without_connected_account(self, referrer_ids: list[str]) -> set[str]:
         c = T_CONTACTS.c
         wanted = sorted(set(referrer_ids))
         found: set[str] = set()
@@ -134,7 +134,6 @@ class SqlConnectStore(LedgerBase):
                         select(c.contact_id).where(
                             c.contact_id.in_(chunk),
                             c.stripe_account_id.is_(None),
-                            c.stripe_customer_id.is_(None),
                         )
                     ).scalars()
                 )

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.connect import SqlConnectStore
+from integrations.ledger.referrer_side import SqlReferrerSide
 
 
 class SqlStores:
@@ -32,4 +33,5 @@ class SqlStores:
         # -- approvals and metrics ------------------------------------------------------
 
         # referrer side (issue 15)
+        self.referrer_side = SqlReferrerSide(engine, conn)
         self.connect = SqlConnectStore(engine, conn)

@@ -363,12 +363,21 @@ def test_a_referrer_already_holding_another_account_cannot_be_given_a_second(
     assert ledger.connect.of_referrer("C1").account_id == "acct_first"  # type: ignore[union-attr]
 
 
-def test_a_referrer_paid_another_way_is_not_offered_onboarding(
+def test_a_connected_account_from_the_crm_is_left_alone_and_a_paying_customer_may_onboard(
     ledger: SqlLedger, connect: StripeConnect, now: datetime
 ) -> None:
     given_reward(ledger, now)
-    ledger.record_batch(people_batch(contact("C2", "A-C2", stripe_customer_id="cus_2")), now)
+    ledger.record_batch(
+        people_batch(
+            contact("C2", "A-C2", stripe_account_id="acct_from_crm"),
+            contact("C3", "A-C3", stripe_customer_id="cus_3"),
+        ),
+        now,
+    )
     use_case = onboarding(ledger, connect, now)
 
     assert use_case.may_start("C1")
     assert not use_case.may_start("C2")
+    # Paid in credit unless they chose cash, which waits for a connected account.
+    assert use_case.may_start("C3")
+    assert not use_case.may_start("nobody")

@@ -5,7 +5,11 @@ or a program without the web app, gets the email as before."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+import pytest
+
+from domain.models import PayoutRailKind
 from domain.program import Program
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
@@ -14,9 +18,10 @@ from tests.conftest import contact, people_batch
 from tests.integration.test_ledger_flow import given_reward
 
 PAGES = "https://refer.example.com/p/"
+STRIPE = frozenset({PayoutRailKind.STRIPE_TRANSFER, PayoutRailKind.STRIPE_BALANCE})
 
 
-def page_url(contact_id: str) -> str:
+def page_link(contact_id: str) -> str:
     return f"{PAGES}token-of-{contact_id}"
 
 
@@ -39,7 +44,7 @@ def test_an_earned_email_offers_payout_setup_only_to_a_referrer_with_nowhere_to_
     )
     sender = RecordingEmailSender()
 
-    send_notifications.fn(ledger, sender, program, now, page_url=page_url)
+    send_notifications.fn(ledger, sender, program, now, page_link=page_link, payout_rails=STRIPE)
 
     texts = earned_texts(sender)
     assert f"{PAGES}token-of-C1/connect\n" in texts["c1@a-c1.example"]
@@ -48,13 +53,21 @@ def test_an_earned_email_offers_payout_setup_only_to_a_referrer_with_nowhere_to_
     assert "/connect" not in texts["c3@a-c3.example"]
 
 
-def test_without_a_page_the_earned_email_says_nothing_of_payout_setup(
-    ledger: SqlLedger, program: Program, now: datetime
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"page_link": page_link},  # no Stripe Connect: nothing to onboard to
+        {"page_link": page_link, "payout_rails": {PayoutRailKind.LEDGER_ONLY}},
+        {"payout_rails": STRIPE},  # no web app: no page to onboard from
+    ],
+)
+def test_without_stripe_or_without_a_page_the_earned_email_says_nothing_of_payout_setup(
+    ledger: SqlLedger, program: Program, now: datetime, options: dict[str, Any]
 ) -> None:
     given_reward(ledger, now, referrer="C1")
     sender = RecordingEmailSender()
 
-    send_notifications.fn(ledger, sender, program, now)
+    send_notifications.fn(ledger, sender, program, now, **options)
 
     (text,) = earned_texts(sender).values()
     assert "where to pay you" not in text

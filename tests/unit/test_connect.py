@@ -9,13 +9,11 @@ from domain.connect import (
     AccountState,
     ConnectStatus,
     account_key,
-    needs_payout_setup,
     state_of_account,
     status_after,
 )
 from domain.errors import PermanentIntegrationError
 from integrations.payments.fake_connect import RecordingConnect
-from tests.conftest import contact
 
 READY = AccountState("acct_1", True, True, True, True)
 UNFINISHED = AccountState("acct_1", True, False, False, False)
@@ -63,12 +61,6 @@ def test_a_stripe_account_object_is_read_strictly() -> None:
 
 def test_the_creation_key_is_one_per_referrer() -> None:
     assert account_key("C1") == account_key("C1") != account_key("C2")
-
-
-def test_only_a_referrer_with_neither_account_nor_customer_needs_payout_setup() -> None:
-    assert needs_payout_setup(contact("C1"))
-    assert not needs_payout_setup(contact("C1", stripe_account_id="acct_1"))
-    assert not needs_payout_setup(contact("C1", stripe_customer_id="cus_1"))
 
 
 def test_the_recording_fake_answers_a_key_again_with_the_same_account() -> None:
