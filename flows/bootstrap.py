@@ -159,7 +159,7 @@ def web_app(settings: Settings | None = None) -> LinkApp:
     )
     # The one place more routes join the app: Stripe Connect onboarding, with a key.
     extra_routes: list[BaseRoute] = []
-    connect = _connect(settings)
+    connect = _connect(settings, throttled=False)
     if connect is not None:
         from datetime import UTC, datetime
 
@@ -347,7 +347,10 @@ def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
     }
 
 
-def _connect(settings: Settings) -> ConnectOnboarding | None:
+def _connect(settings: Settings, *, throttled: bool = True) -> ConnectOnboarding | None:
+    """The Connect adapter with a Stripe key. The web app's is not ``throttled``: the
+    shared limits are Prefect's, and a page request must not wait on (or fail with) the
+    Prefect server; a referrer's few onboarding requests are far under Stripe's rates."""
     if settings.stripe_api_key is None:
         return None
     from integrations.payments.stripe_connect import StripeConnect
@@ -358,7 +361,7 @@ def _connect(settings: Settings) -> ConnectOnboarding | None:
         settings.stripe_api_base,
         settings.stripe_max_network_retries,
     )
-    return StripeConnect(client, throttle=_stripe_throttle(settings))
+    return StripeConnect(client, throttle=_stripe_throttle(settings) if throttled else None)
 
 
 def connect_onboarding(app: App) -> Onboarding | None:
