@@ -197,7 +197,8 @@ def _login_hint(stack: Any) -> str:
 
 @app.command()
 def down() -> None:
-    """Stop the server and worker started by `up`, by their PIDs."""
+    """Stop the server and worker started by `up` (and the web app `demo` started), by
+    their PIDs."""
     stopped = _stack().down()
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
@@ -218,6 +219,39 @@ def demo(
     app_ = bootstrap.app()
     _wait_until_resumable(app_)
     _print_demo(app_, result, stack)
+    _show_referrer_page(app_, stack)
+
+
+def _show_referrer_page(app_: Any, stack: Any) -> None:
+    """Start the referrers' web app beside the stack (``make down`` stops it) and print
+    one referrer's magic link: the referrer's journey, clickable locally."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    base = app_.settings.public_base_url
+    port = urlsplit(base).port or 8000
+    stack.start_web(port)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base.rstrip('/')}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        typer.secho(f"The web app did not answer on {base} (see .run/web.log).", err=True)
+    referrers = app_.ledger.referrer_side.referrers_with_rewards(limit=1)
+    if not referrers or app_.page_links is None:
+        return
+    hours = app_.settings.page_token_hours
+    typer.echo(f"A referrer's own page (their magic link, valid {hours} h):")
+    typer.echo(f"  {app_.page_links(referrers[0])}")
+    typer.echo(
+        f"  (a fresh link for anyone: {base.rstrip('/')}/p/new; the web app keeps "
+        "running, `make down` stops it)"
+    )
 
 
 def _wait_until_resumable(app_: Any, timeout: float = 600) -> None:

@@ -18,6 +18,10 @@ class ReferrerSideStore(Protocol):
         """What the referrer's page shows; ``None`` for an unknown contact."""
         ...
 
+    def referrers_with_rewards(self, limit: int = 1) -> list[str]:
+        """Referrers holding rewards, those with the most first."""
+        ...
+
     def record_reward_choice(self, referrer_id: str, choice: RewardChoice, now: datetime) -> None:
         """Append ``choice`` (the latest one counts)."""
         ...

@@ -122,6 +122,18 @@ class SqlReferrerSide(LedgerBase):
             choice=choice,
         )
 
+    def referrers_with_rewards(self, limit: int = 1) -> list[str]:
+        """Referrers holding rewards, those with the most first (the demo shows one)."""
+        with self._connect() as conn:
+            return list(
+                conn.execute(
+                    select(T_REWARDS.c.referrer_id)
+                    .group_by(T_REWARDS.c.referrer_id)
+                    .order_by(func.count().desc(), T_REWARDS.c.referrer_id)
+                    .limit(limit)
+                ).scalars()
+            )
+
     def record_reward_choice(self, referrer_id: str, choice: RewardChoice, now: datetime) -> None:
         with self._begin() as conn:
             conn.execute(

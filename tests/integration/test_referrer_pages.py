@@ -22,6 +22,7 @@ from domain.models import Milestone, PayoutRailKind, ReferrerType
 from domain.money import Money
 from domain.program import Program, RewardChoice
 from integrations.email.fake import RecordingEmailSender
+from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import T_NOTIFICATIONS, T_PAGE_LINK_REQUESTS
 from integrations.payments.fake import RecordingRail
@@ -378,3 +379,29 @@ def test_every_ask_and_notice_carries_the_tracked_link_and_the_page_link(
         token = re.search(rf"{re.escape(BASE)}/p/(\S+)", text)
         assert token is not None
         assert magic.referrer_of(token.group(1)) == "A"
+
+
+def test_the_served_app_from_the_settings_has_the_pages_signed_with_the_page_key(
+    sqlite_url: str, now: datetime, tmp_path: Any
+) -> None:
+    from config.settings import load_settings
+    from flows import bootstrap
+
+    settings = load_settings(
+        database_url=sqlite_url,
+        page_key_file=tmp_path / "page.key",
+        visitor_key_file=tmp_path / "visitor.key",
+        public_base_url="http://127.0.0.1:8300",
+    )
+    ledger = SqlLedger(make_engine(sqlite_url))
+    seed_payable_reward(ledger, contact("A", "ACC-A"), now, key="deal-a")
+    links = PageLinks(bootstrap.magic_links(settings), settings.public_base_url)
+
+    with serving(bootstrap.web_app(settings)) as http:
+        page = http.get(links("A").removeprefix("http://127.0.0.1:8300"))
+        fresh = http.get("/p/new")
+
+    assert page.status_code == 200
+    assert "25.00 EUR" in page.text
+    assert fresh.status_code == 200
+    assert (tmp_path / "page.key").stat().st_mode & 0o777 == 0o600
