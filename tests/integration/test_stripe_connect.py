@@ -11,6 +11,7 @@ reward held for lack of a rail is then paid once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -381,3 +382,32 @@ def test_a_connected_account_from_the_crm_is_left_alone_and_a_paying_customer_ma
     # Paid in credit unless they chose cash, which waits for a connected account.
     assert use_case.may_start("C3")
     assert not use_case.may_start("nobody")
+
+
+def test_two_visits_at_once_make_one_account_the_slower_one_told_to_try_again(
+    ledger: SqlLedger, fake: FakeStripe, connect: StripeConnect, now: datetime
+) -> None:
+    given_reward(ledger, now)
+    fake.slow_seconds = 0.5
+    fake.script("POST /v1/accounts", ["timeout"])  # the first holds the key a while
+    use_case = onboarding(ledger, connect, now)
+    outcomes: list[object] = []
+
+    def visit() -> None:
+        try:
+            outcomes.append(use_case.account_for("C1"))
+        except RetryableIntegrationError as exc:
+            outcomes.append(exc)
+
+    visits = [threading.Thread(target=visit) for _ in range(2)]
+    for thread in visits:
+        thread.start()
+    for thread in visits:
+        thread.join()
+
+    (account,) = fake.connect_accounts
+    # The second visit, while the first holds the key, is answered 409 (retry later);
+    # on a slow machine it may come after the first and simply find the account.
+    assert account["id"] in outcomes
+    assert all(o == account["id"] or isinstance(o, RetryableIntegrationError) for o in outcomes)
+    assert use_case.account_for("C1") == account["id"]
