@@ -37,7 +37,6 @@ from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     T_CONNECT_ACCOUNT_STATES,
     T_CONNECT_ACCOUNTS,
-    T_CONTACTS,
     T_PAYOUT_DESTINATION_CHANGES,
 )
 from integrations.ledger.webhooks import WebhookLedger
@@ -98,10 +97,7 @@ def finish_hosted_onboarding(url: str) -> httpx.Response:
 
 
 def contact_account(ledger: SqlLedger, contact_id: str) -> str | None:
-    with ledger.engine.connect() as conn:
-        return conn.execute(
-            select(T_CONTACTS.c.stripe_account_id).where(T_CONTACTS.c.contact_id == contact_id)
-        ).scalar_one()
+    return ledger.contacts([contact_id])[contact_id].stripe_account_id
 
 
 def destination_changes(ledger: SqlLedger) -> list[dict[str, Any]]:
@@ -130,6 +126,7 @@ def test_a_crash_between_stripe_creating_the_account_and_the_commit_makes_no_sec
         crashing.account_for("C1")
     # The key was stored before the call; the account id never was.
     record = ledger.connect.of_referrer("C1")
+    assert record is not None
     assert record == ConnectRecord("C1", account_key("C1"), None, None, record.created_at)
 
     account_id = crashing.account_for("C1")
