@@ -111,10 +111,9 @@ class SqlConnectStore(LedgerBase):
                 .mappings()
                 .first()
             )
-            logged = (
-                last is None
-                or any(bool(last[k]) != v for k, v in row.items() if k in _STATE_FIELDS)
-                or (last["status"] != row["status"] or last["account_id"] != row["account_id"])
+            # A state read again (every payout run, every return visit) is no news.
+            logged = last is None or any(
+                (bool(last[k]) if k in _STATE_FIELDS else last[k]) != v for k, v in row.items()
             )
             if logged:
                 conn.execute(s.insert().values(**row, seen_by=seen_by, seen_at=now))
@@ -235,6 +234,3 @@ def _to_record(row: RowMapping, status: ConnectStatus | None) -> ConnectRecord:
         status=status,
         created_at=row["created_at"],
     )
-
-
-__all__: Sequence[str] = ("SqlConnectStore",)
