@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from sqlalchemy import select
 
 from config.settings import PROJECT_ROOT
 from domain.codes import new_referral_code
@@ -28,6 +29,7 @@ from domain.links import LinkClick, VisitorKind
 from domain.models import PayoutRailKind
 from domain.program import Program
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.tables import T_NOTIFICATIONS
 from integrations.web import create_app
 from integrations.web.magic import MagicLinks, PageLinks
 from integrations.web.pages import ReferrerPages
@@ -164,8 +166,21 @@ def test_a_referrer_opens_their_page_copies_their_link_and_it_leads_to_the_landi
                 page.goto(link)
                 expect(page.get_by_role("heading", name="Welcome to Acme")).to_be_visible()
                 assert page.url == f"{landing}?ref={code}"
+
+                # An old or altered link: the plain refusal, then a fresh link by email.
+                page.goto(magic_link[:-4] + "AAAA")
+                expect(page.get_by_role("heading", name="expired or is not valid")).to_be_visible()
+                page.get_by_role("link", name="Get a fresh link by email").click()
+                page.get_by_label("Email address").fill("a@acc-a.example")
+                page.get_by_role("button", name="Email me a link").click()
+                expect(page.get_by_role("status")).to_contain_text("If the address is known")
             finally:
                 browser.close()
 
     for name in WIDTHS:
         assert (tmp_path / f"referrer-page-{name}.png").stat().st_size > 10_000
+    with ledger.engine.connect() as conn:
+        queued = conn.execute(
+            select(T_NOTIFICATIONS.c.contact_id).where(T_NOTIFICATIONS.c.kind == "page_link")
+        ).scalars()
+        assert list(queued) == ["A"]
