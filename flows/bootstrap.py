@@ -24,11 +24,13 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, Ope
 from config.program import load_program
 from config.settings import Settings, load_settings
 from domain.clawbacks import PaymentRecords
+from domain.connect import Onboarding
 from domain.detractors import CrmTasks
 from domain.errors import ConfigError
 from domain.models import PayoutRailKind
 from domain.ports import (
     ApprovalRuns,
+    ConnectOnboarding,
     EmailSender,
     EventSource,
     PaymentCards,
@@ -85,6 +87,10 @@ class App:
     # The magic link to each referrer's page, carried by every ask and notice.
     page_links: PageLinks | None = None
 
+    # referrer side (issue 15)
+    # With a Stripe key: Connect onboarding for referrers with no payable rail.
+    connect: ConnectOnboarding | None = None
+
     def describe(self) -> dict[str, str]:
         """Which backend serves each port (safe to log: no secrets)."""
         return {
@@ -126,6 +132,7 @@ def build_app(settings: Settings | None = None) -> App:
         discounts=_discounts(settings),
         detractor_tasks=_detractor_tasks(settings),
         page_links=PageLinks(magic_links(settings), settings.public_base_url),
+        connect=_connect(settings),
     )
 
 
@@ -150,8 +157,19 @@ def web_app(settings: Settings | None = None) -> LinkApp:
         payout_rail_kinds(settings),
         key,
     )
-    # The one place more routes join the app (Stripe Connect onboarding's go here).
+    # The one place more routes join the app: Stripe Connect onboarding, with a key.
     extra_routes: list[BaseRoute] = []
+    connect = _connect(settings, throttled=False)
+    if connect is not None:
+        from datetime import UTC, datetime
+
+        from integrations.web.connect import connect_routes
+
+        extra_routes += connect_routes(
+            referrer_of=magic_links(settings).referrer_of,
+            onboarding=Onboarding(ledger.connect, connect, lambda: datetime.now(UTC)),
+            public_base_url=settings.public_base_url,
+        )
     return create_app(
         ledger,
         landing=settings.landing_url,
@@ -327,6 +345,33 @@ def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
         PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client, throttle=throttle),
         PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client, throttle=throttle),
     }
+
+
+def _connect(settings: Settings, *, throttled: bool = True) -> ConnectOnboarding | None:
+    """The Connect adapter with a Stripe key. The web app's is not ``throttled``: the
+    shared limits are Prefect's, and a page request must not wait on (or fail with) the
+    Prefect server; a referrer's few onboarding requests are far under Stripe's rates."""
+    if settings.stripe_api_key is None:
+        return None
+    from integrations.payments.stripe_connect import StripeConnect
+    from integrations.payments.stripe_rail import build_stripe_client
+
+    client = build_stripe_client(
+        settings.stripe_api_key.get_secret_value(),
+        settings.stripe_api_base,
+        settings.stripe_max_network_retries,
+    )
+    return StripeConnect(client, throttle=_stripe_throttle(settings) if throttled else None)
+
+
+def connect_onboarding(app: App) -> Onboarding | None:
+    """The onboarding use case the web app's ``/p/<token>/connect`` routes run
+    (:func:`integrations.web.connect.connect_routes`); ``None`` without a Stripe key."""
+    if app.connect is None:
+        return None
+    from datetime import UTC, datetime
+
+    return Onboarding(app.ledger.connect, app.connect, lambda: datetime.now(UTC))
 
 
 def _discounts(settings: Settings) -> RefereeDiscounts:

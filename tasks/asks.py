@@ -113,6 +113,10 @@ def compose_ask(
     )
 
 
+#: The notice that offers Stripe onboarding to a referrer with no payable rail.
+REWARD_EARNED = "reward_earned"
+
+
 def compose_notice(
     notification_id: str,
     kind: str,
@@ -121,16 +125,21 @@ def compose_notice(
     program: Program,
     code: str | None = None,
     page_link: Callable[[str], str] | None = None,
+    offer_payout_setup: bool = False,
 ) -> EmailMessage:
     """A message to a referrer about their referral or reward; with the referrer's
     ``code``, it carries their tracked link (and the code) to share again, and with
-    ``page_link`` the magic link to their own page (in the body only)."""
+    ``page_link`` the magic link to their own page (in the body only). With
+    ``offer_payout_setup`` (Stripe pays, no rail fits the referrer) a reward earned
+    carries ``payout_setup_url``: their page's ``/connect``, Stripe onboarding."""
     values = {**data, "first_name": contact.first_name, "program_name": program.name}
     if page_link is not None:
         values["page_link"] = page_link(contact.contact_id)
     if code is not None:
         values["link"] = tracked_link(program.referral_link_base, code)
         values.setdefault("code", code)
+    if offer_payout_setup and kind == REWARD_EARNED and "page_link" in values:
+        values["payout_setup_url"] = f"{values['page_link']}/connect"
     template = f"notice_{kind}"
     subject, text = render(template, values)
     return EmailMessage(

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.clawbacks import ClawbackStore, ReversalStore
+from domain.stores.connect import ConnectStore
 from domain.stores.referrer_side import ReferrerSideStore
 
 
@@ -46,6 +47,7 @@ class Stores(Protocol):
 
     # referrer side (issue 15)
     referrer_side: ReferrerSideStore
+    connect: ConnectStore
 
 
 class UnitOfWork(Stores, Protocol):

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
+from integrations.ledger.connect import SqlConnectStore
 from integrations.ledger.referrer_side import SqlReferrerSide
 
 
@@ -38,3 +39,4 @@ class SqlStores:
 
         # referrer side (issue 15)
         self.referrer_side = SqlReferrerSide(engine, conn)
+        self.connect = SqlConnectStore(engine, conn)

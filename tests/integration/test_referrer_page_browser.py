@@ -3,7 +3,8 @@ shows their referrals and rewards; the copy button copies their tracked link; th
 leads to the landing page. Screenshots at desktop and phone widths are kept (the pytest
 tmp dir and ``test-artifacts/``, ignored by git).
 
-Stripe Connect onboarding joins this journey once that part of issue 15 lands.
+Stripe Connect onboarding, the rest of the journey, is
+``tests/integration/test_connect_browser.py``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,12 @@ from integrations.ledger.tables.clawbacks import (
     ClawbackRow,
     ReversalRow,
 )
+from integrations.ledger.tables.connect import (
+    T_CONNECT_ACCOUNT_STATES,
+    T_CONNECT_ACCOUNTS,
+    ConnectAccountRow,
+    ConnectAccountStateRow,
+)
 from integrations.ledger.tables.core import (
     EVENT_ID_CHARS,
     KEY_CHARS,
@@ -159,6 +165,8 @@ __all__ = [
     "T_APPROVER_EVENTS",
     "T_ASKS",
     "T_CLAWBACKS",
+    "T_CONNECT_ACCOUNTS",
+    "T_CONNECT_ACCOUNT_STATES",
     "T_CONTACTS",
     "T_CONVERSIONS",
     "T_CONVERSION_PAYMENTS",
@@ -199,6 +207,8 @@ __all__ = [
     "AskRow",
     "Base",
     "ClawbackRow",
+    "ConnectAccountRow",
+    "ConnectAccountStateRow",
     "ContactRow",
     "ConversionPaymentRow",
     "ConversionRow",
