@@ -20,10 +20,13 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.clawbacks import ClawbackStore, ReversalStore
+from domain.stores.connect import ConnectStore
 from domain.stores.conversions import ConversionStore
 from domain.stores.fraud import FraudStore
 from domain.stores.partners import PartnerStore
 from domain.stores.provider_events import ProviderEventStore
+from domain.stores.referrer_side import ReferrerSideStore
 from domain.stores.stripe import StripeStore
 from domain.stores.touchpoints import TouchpointStore
 
@@ -48,7 +51,15 @@ class Stores(Protocol):
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 
+    # clawbacks
+    clawbacks: ClawbackStore
+    reversals: ReversalStore
+
     # -- approvals and metrics --------------------------------------------------------
+
+    # referrer side (issue 15)
+    referrer_side: ReferrerSideStore
+    connect: ConnectStore
 
 
 class UnitOfWork(Stores, Protocol):

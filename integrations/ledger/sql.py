@@ -79,7 +79,7 @@ from integrations.ledger.base import (
     reward_row,
 )
 from integrations.ledger.clawbacks import (
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     book_netting,
     live_payouts,
     lock_referrers,
@@ -139,7 +139,7 @@ class SqlLedger(
     DetectionLedger,
     HistoryLedger,
     WebhookLedger,
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     ReconcileLedger,
     MetricsLedger,
     DiscountLedger,

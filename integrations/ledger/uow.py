@@ -11,10 +11,13 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
+from integrations.ledger.connect import SqlConnectStore
 from integrations.ledger.conversions import SqlConversionStore
 from integrations.ledger.fraud import SqlFraudStore
 from integrations.ledger.partners import SqlPartnerStore
 from integrations.ledger.provider_events import SqlProviderEventStore
+from integrations.ledger.referrer_side import SqlReferrerSide
 from integrations.ledger.stripe_conversions import SqlStripeStore
 from integrations.ledger.touchpoints import SqlTouchpointStore
 
@@ -40,4 +43,12 @@ class SqlStores:
 
         # -- money ----------------------------------------------------------------------
 
+        # clawbacks
+        self.clawbacks = SqlClawbackStore(engine, conn)
+        self.reversals = SqlReversalStore(engine, conn)
+
         # -- approvals and metrics ------------------------------------------------------
+
+        # referrer side (issue 15)
+        self.referrer_side = SqlReferrerSide(engine, conn)
+        self.connect = SqlConnectStore(engine, conn)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.clawbacks import clawback_stores
 from integrations.ledger.memory.conversions import InMemoryConversionStore
 from integrations.ledger.memory.fraud import InMemoryFraudStore
 from integrations.ledger.memory.partners import InMemoryPartnerStore
@@ -40,6 +41,9 @@ class InMemoryStores:
         self.partners = InMemoryPartnerStore()
 
         # -- money ----------------------------------------------------------------------
+
+        # clawbacks
+        self.clawbacks, self.reversals = clawback_stores()
 
         # -- approvals and metrics ------------------------------------------------------
         self.committed = 0
