@@ -68,7 +68,7 @@ def poll_stripe_events(
     Returns:
         Counts of events listed, new, already in the inbox and refused.
     """
-    cursor = _parse(ledger.cursor(STRIPE_EVENTS_CURSOR))
+    cursor = _parse(ledger.sources.cursor(STRIPE_EVENTS_CURSOR))
     start = (
         int((now - first_lookback).timestamp())
         if cursor is None
@@ -87,7 +87,7 @@ def poll_stripe_events(
             refused += 1
             event_id = event.get("id")
             record = record_of(event_id) if isinstance(event_id, str) else "stripe events feed"
-            ledger.quarantine(
+            ledger.sources.quarantine(
                 [Rejected(SOURCE, record[:512], exc.field, exc.reason)], QUARANTINE_STAGE, now
             )
     if newest is not None and newest != cursor:

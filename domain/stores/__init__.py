@@ -20,6 +20,11 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.destinations import DestinationsStore
+from domain.stores.handoffs import HandoffsStore
+from domain.stores.history import HistoryStore
+from domain.stores.moments import MomentsStore
+from domain.stores.sources import SourcesStore
 
 
 class Stores(Protocol):
@@ -29,6 +34,11 @@ class Stores(Protocol):
     approvers: ApproverRegistry
 
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
+    sources: SourcesStore
+    moments: MomentsStore
+    history: HistoryStore
+    destinations: DestinationsStore
+    handoffs: HandoffsStore
 
     # -- messages: asks, emails, links, discounts -------------------------------------
 
