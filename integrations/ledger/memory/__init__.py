@@ -13,6 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.destinations import InMemoryDestinationsStore
+from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
+from integrations.ledger.memory.history import InMemoryHistoryStore
+from integrations.ledger.memory.moments import InMemoryMomentsStore
+from integrations.ledger.memory.sources import InMemorySourcesStore
+
 
 class InMemoryStores:
     """The fakes of every area that has one (an area adds its attribute here)."""
@@ -21,6 +27,13 @@ class InMemoryStores:
         # -- registry and approvals ----------------------------------------------------
 
         # -- intake ---------------------------------------------------------------------
+        # The fakes share what the SQL tables share: the sources' events and contacts
+        # feed detection and hand-offs, and a contact's new destination is a change.
+        self.destinations = InMemoryDestinationsStore()
+        self.sources = InMemorySourcesStore(self.destinations)
+        self.moments = InMemoryMomentsStore(self.sources)
+        self.history = InMemoryHistoryStore()
+        self.handoffs = InMemoryHandoffsStore(self.sources, self.moments)
 
         # -- messages -------------------------------------------------------------------
 
