@@ -15,6 +15,7 @@ from domain.models import PayoutRailKind, Rejected
 from domain.ports import ApprovalRuns, PaymentRail
 from domain.program import Program
 from integrations.ledger.clawbacks import ClawbackConflict, ClawbackLedger, LossStatus
+from integrations.ledger.sql import SqlLedger
 from integrations.payments.stripe_reconcile import LOSS_EVENT_TYPES, parse_payment_loss
 from tasks._support import run_logger
 
@@ -56,7 +57,7 @@ class ClawbackReport:
 
 @task(name="apply-clawbacks", cache_policy=NO_CACHE)
 def apply_clawbacks(
-    ledger: ClawbackLedger,
+    ledger: SqlLedger,
     rails: Mapping[PayoutRailKind, PaymentRail],
     program: Program,
     now: datetime,
