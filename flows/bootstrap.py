@@ -48,10 +48,13 @@ from integrations.payments.ledger_only import LedgerOnlyRail
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
 from integrations.prefect_limits import StripeRateLimits
 from integrations.sources.files import FileSource
+from integrations.web.keys import page_key
+from integrations.web.magic import MagicLinks, PageLinks
 
 if TYPE_CHECKING:
     # Imports the ``stripe`` library: only with a Stripe key (see ``_stripe_readers``).
     from integrations.payments.stripe_events import StripeEventFeed
+    from integrations.web.app import LinkApp
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class App:
     discounts: RefereeDiscounts | None = None
     # With HubSpot and a detractor owner: the tasks detractors are handed on as.
     detractor_tasks: CrmTasks | None = None
+    # The magic link to each referrer's page, carried by every ask and notice.
+    page_links: PageLinks | None = None
 
     def describe(self) -> dict[str, str]:
         """Which backend serves each port (safe to log: no secrets)."""
@@ -120,7 +125,55 @@ def build_app(settings: Settings | None = None) -> App:
         cards=records if isinstance(records, PaymentCards) else None,
         discounts=_discounts(settings),
         detractor_tasks=_detractor_tasks(settings),
+        page_links=PageLinks(magic_links(settings), settings.public_base_url),
     )
+
+
+def web_app(settings: Settings | None = None) -> LinkApp:
+    """The referrers' web app (``referrals web serve``): tracked links, referrers'
+    pages, and any routes added below. Each uvicorn worker builds its own."""
+    from starlette.routing import BaseRoute
+
+    from integrations.web.app import create_app
+    from integrations.web.keys import visitor_key
+    from integrations.web.pages import ReferrerPages
+
+    settings = settings or load_settings()
+    program = load_program(settings.program_file)
+    ledger = SqlLedger(make_engine(settings.database_url))
+    key = visitor_key(settings.visitor_key, settings.visitor_key_file)
+    pages = ReferrerPages(
+        ledger.referrer_side,
+        magic_links(settings),
+        program,
+        settings.public_base_url,
+        payout_rail_kinds(settings),
+        key,
+    )
+    # The one place more routes join the app (Stripe Connect onboarding's go here).
+    extra_routes: list[BaseRoute] = []
+    return create_app(
+        ledger,
+        landing=settings.landing_url,
+        visitor_key=key,
+        flush_clicks=settings.link_flush_clicks,
+        flush_seconds=settings.link_flush_ms / 1000,
+        pages=pages,
+        extra_routes=extra_routes,
+    )
+
+
+def payout_rail_kinds(settings: Settings) -> frozenset[PayoutRailKind]:
+    """The payment rails :func:`build_app` configures, by kind (without building them)."""
+    if settings.stripe_api_key is None:
+        return frozenset({PayoutRailKind.LEDGER_ONLY})
+    return frozenset({PayoutRailKind.STRIPE_TRANSFER, PayoutRailKind.STRIPE_BALANCE})
+
+
+def magic_links(settings: Settings) -> MagicLinks:
+    """The signer of referrers' page links (the key from settings or its key file)."""
+    key = page_key(settings.page_key, settings.page_key_file)
+    return MagicLinks(key, settings.page_token_hours * 3600)
 
 
 def ledger_engine(settings: Settings) -> Engine:

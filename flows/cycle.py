@@ -72,7 +72,9 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
     app = bootstrap.app()
     when, now = _moment(as_of), datetime.now(UTC)
     decisions = decide_asks(app.ledger, app.program, when, now, app.settings.batch_size)
-    delivery = send_ask_emails(app.ledger, app.email, app.program, now, app.settings.batch_size)
+    delivery = send_ask_emails(
+        app.ledger, app.email, app.program, now, app.settings.batch_size, app.page_links
+    )
     # The codes just sent become the referee's discount (two-sided rewards).
     discounts = (
         publish_referee_discounts(
@@ -189,7 +191,9 @@ def notify_referrers() -> dict[str, Any]:
     """
     app = bootstrap.app()
     now = datetime.now(UTC)
-    delivery = send_notifications(app.ledger, app.email, app.program, now, app.settings.batch_size)
+    delivery = send_notifications(
+        app.ledger, app.email, app.program, now, app.settings.batch_size, app.page_links
+    )
     detractors = hand_on_detractors(
         app.ledger,
         app.email,

@@ -83,6 +83,7 @@ def send_ask_emails(
     program: Program,
     now: datetime,
     batch_size: int = 1000,
+    page_link: Callable[[str], str] | None = None,
 ) -> Delivery:
     """Send every queued ask, a batch per request, and record what the provider said.
 
@@ -97,6 +98,8 @@ def send_ask_emails(
         program: for the personalization (reward, links).
         now: when sends are recorded.
         batch_size: asks per provider request (SendGrid takes up to 1,000).
+        page_link: the magic link to a referrer's page, by their id; each ask carries
+            one (the email body only: never metadata, logs or the ledger).
 
     Returns:
         Counts of accepted, failed, retry-later and unknown asks.
@@ -107,7 +110,9 @@ def send_ask_emails(
     def page(after: str) -> list[EmailMessage]:
         rows = ledger.asks_to_send(after, batch_size)
         contact_of.update({ask.ask_id: contact.contact_id for ask, contact, _ in rows})
-        return [compose_ask(ask, contact, detail, program) for ask, contact, detail in rows]
+        return [
+            compose_ask(ask, contact, detail, program, page_link) for ask, contact, detail in rows
+        ]
 
     def unsubscribed_since_queued(messages: Sequence[EmailMessage]) -> dict[str, str]:
         # Suppressed after the ask was queued (a webhook said unsubscribe or bounce).
@@ -128,6 +133,7 @@ def send_notifications(
     program: Program,
     now: datetime,
     batch_size: int = 1000,
+    page_link: Callable[[str], str] | None = None,
 ) -> Delivery:
     """Send the referrer notifications queued by earlier stages (earned, paid, rejected).
 
@@ -137,6 +143,8 @@ def send_notifications(
         program: the program's name for the message.
         now: when sends are recorded.
         batch_size: notifications per request.
+        page_link: the magic link to a referrer's page, by their id; each notice
+            carries one, and a ``page_link`` notice is nothing else.
 
     Returns:
         Counts of accepted, failed, retry-later and unknown notifications.
@@ -147,7 +155,9 @@ def send_notifications(
         # Every notice carries the referrer's tracked link, not a bare code.
         codes = ledger.codes_for(contact.contact_id for _, _, contact, _ in rows)
         return [
-            compose_notice(nid, kind, contact, data, program, codes.get(contact.contact_id))
+            compose_notice(
+                nid, kind, contact, data, program, codes.get(contact.contact_id), page_link
+            )
             for nid, kind, contact, data in rows
         ]
 

@@ -20,10 +20,12 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.clawbacks import ClawbackStore, ReversalStore
 from domain.stores.destinations import DestinationsStore
 from domain.stores.handoffs import HandoffsStore
 from domain.stores.history import HistoryStore
 from domain.stores.moments import MomentsStore
+from domain.stores.referrer_side import ReferrerSideStore
 from domain.stores.sources import SourcesStore
 
 
@@ -46,7 +48,14 @@ class Stores(Protocol):
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 
+    # clawbacks
+    clawbacks: ClawbackStore
+    reversals: ReversalStore
+
     # -- approvals and metrics --------------------------------------------------------
+
+    # referrer side (issue 15)
+    referrer_side: ReferrerSideStore
 
 
 class UnitOfWork(Stores, Protocol):

@@ -75,7 +75,7 @@ from integrations.ledger.base import (
     reward_row,
 )
 from integrations.ledger.clawbacks import (
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     book_netting,
     live_payouts,
     lock_referrers,
@@ -135,7 +135,7 @@ class SqlLedger(
     PartnerLedger,
     WebhookLedger,
     StripeConversionLedger,
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     ReconcileLedger,
     MetricsLedger,
     FraudLedger,
@@ -1596,7 +1596,7 @@ class SqlLedger(
                 "paid": paid,
                 "notifications": grouped(NotificationRow.status),
                 "quarantine": grouped(QuarantineRow.stage),
-                # Detractor hand-offs: the owner's emails per status (HandoffLedger).
+                # Detractor hand-offs: the owner's emails per status (the handoffs store).
                 "detractors_handed_on": grouped(DetractorHandoffRow.email_status),
             }
 

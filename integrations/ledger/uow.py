@@ -11,10 +11,12 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
 from integrations.ledger.destinations import SqlDestinationsStore
 from integrations.ledger.detection import SqlMomentsStore
 from integrations.ledger.handoffs import SqlHandoffsStore
 from integrations.ledger.history import SqlHistoryStore
+from integrations.ledger.referrer_side import SqlReferrerSide
 from integrations.ledger.sources import SqlSourcesStore
 
 
@@ -38,4 +40,11 @@ class SqlStores:
 
         # -- money ----------------------------------------------------------------------
 
+        # clawbacks
+        self.clawbacks = SqlClawbackStore(engine, conn)
+        self.reversals = SqlReversalStore(engine, conn)
+
         # -- approvals and metrics ------------------------------------------------------
+
+        # referrer side (issue 15)
+        self.referrer_side = SqlReferrerSide(engine, conn)

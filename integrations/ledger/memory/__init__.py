@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.clawbacks import clawback_stores
 from integrations.ledger.memory.destinations import InMemoryDestinationsStore
 from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
 from integrations.ledger.memory.history import InMemoryHistoryStore
@@ -40,6 +41,9 @@ class InMemoryStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+
+        # clawbacks
+        self.clawbacks, self.reversals = clawback_stores()
 
         # -- approvals and metrics ------------------------------------------------------
         self.committed = 0

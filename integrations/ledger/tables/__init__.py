@@ -103,6 +103,12 @@ from integrations.ledger.tables.partners import (
     T_PARTNER_REGISTRATIONS,
     PartnerRegistrationRow,
 )
+from integrations.ledger.tables.referrer_side import (
+    T_PAGE_LINK_REQUESTS,
+    T_REWARD_CHOICES,
+    PageLinkRequestRow,
+    RewardChoiceRow,
+)
 from integrations.ledger.tables.reward_payments import (
     T_REWARD_PAYMENTS,
     RewardPaymentRow,
@@ -165,6 +171,7 @@ __all__ = [
     "T_LINK_CLICKS",
     "T_MOMENTS",
     "T_NOTIFICATIONS",
+    "T_PAGE_LINK_REQUESTS",
     "T_PARTNER_REGISTRATIONS",
     "T_PAYOUTS",
     "T_PAYOUT_DESTINATION_CHANGES",
@@ -174,6 +181,7 @@ __all__ = [
     "T_REFERRAL_CODES",
     "T_REVERSALS",
     "T_REWARDS",
+    "T_REWARD_CHOICES",
     "T_REWARD_PAYMENTS",
     "T_REWARD_TERMS",
     "T_SOURCE_CURSORS",
@@ -203,6 +211,7 @@ __all__ = [
     "LinkClickRow",
     "MomentRow",
     "NotificationRow",
+    "PageLinkRequestRow",
     "PartnerRegistrationRow",
     "PayoutDestinationChangeRow",
     "PayoutRow",
@@ -211,6 +220,7 @@ __all__ = [
     "RefereeDiscountRow",
     "ReferralCodeRow",
     "ReversalRow",
+    "RewardChoiceRow",
     "RewardPaymentRow",
     "RewardRow",
     "RewardTermsRow",
