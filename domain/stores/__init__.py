@@ -22,7 +22,12 @@ from typing import Protocol
 from domain.ports import ApproverRegistry
 from domain.stores.clawbacks import ClawbackStore, ReversalStore
 from domain.stores.connect import ConnectStore
+from domain.stores.destinations import DestinationsStore
+from domain.stores.handoffs import HandoffsStore
+from domain.stores.history import HistoryStore
+from domain.stores.moments import MomentsStore
 from domain.stores.referrer_side import ReferrerSideStore
+from domain.stores.sources import SourcesStore
 
 
 class Stores(Protocol):
@@ -32,6 +37,11 @@ class Stores(Protocol):
     approvers: ApproverRegistry
 
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
+    sources: SourcesStore
+    moments: MomentsStore
+    history: HistoryStore
+    destinations: DestinationsStore
+    handoffs: HandoffsStore
 
     # -- messages: asks, emails, links, discounts -------------------------------------
 
