@@ -280,7 +280,7 @@ def apply_decision(
     if (
         form.get("approve") is True
         and PAYOUT_DESTINATION_CHANGED not in view.reward.reward.flags
-        and ledger.referrers_with_changed_destination([view.referrer.contact_id])
+        and ledger.destinations.referrers_with_changed_destination([view.referrer.contact_id])
     ):
         # The form was shown before the change: an approval now would pay a destination
         # the approver never saw. Flag the reward and ask again, the flag now shown.

@@ -23,10 +23,15 @@ from domain.ports import ApproverRegistry
 from domain.stores.clawbacks import ClawbackStore, ReversalStore
 from domain.stores.connect import ConnectStore
 from domain.stores.conversions import ConversionStore
+from domain.stores.destinations import DestinationsStore
 from domain.stores.fraud import FraudStore
+from domain.stores.handoffs import HandoffsStore
+from domain.stores.history import HistoryStore
+from domain.stores.moments import MomentsStore
 from domain.stores.partners import PartnerStore
 from domain.stores.provider_events import ProviderEventStore
 from domain.stores.referrer_side import ReferrerSideStore
+from domain.stores.sources import SourcesStore
 from domain.stores.stripe import StripeStore
 from domain.stores.touchpoints import TouchpointStore
 
@@ -38,6 +43,11 @@ class Stores(Protocol):
     approvers: ApproverRegistry
 
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
+    sources: SourcesStore
+    moments: MomentsStore
+    history: HistoryStore
+    destinations: DestinationsStore
+    handoffs: HandoffsStore
 
     # -- messages: asks, emails, links, discounts -------------------------------------
 

@@ -14,10 +14,15 @@ from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
 from integrations.ledger.connect import SqlConnectStore
 from integrations.ledger.conversions import SqlConversionStore
+from integrations.ledger.destinations import SqlDestinationsStore
+from integrations.ledger.detection import SqlMomentsStore
 from integrations.ledger.fraud import SqlFraudStore
+from integrations.ledger.handoffs import SqlHandoffsStore
+from integrations.ledger.history import SqlHistoryStore
 from integrations.ledger.partners import SqlPartnerStore
 from integrations.ledger.provider_events import SqlProviderEventStore
 from integrations.ledger.referrer_side import SqlReferrerSide
+from integrations.ledger.sources import SqlSourcesStore
 from integrations.ledger.stripe_conversions import SqlStripeStore
 from integrations.ledger.touchpoints import SqlTouchpointStore
 
@@ -30,6 +35,11 @@ class SqlStores:
         self.approvers = SqlApprovers(engine, conn)
 
         # -- intake ---------------------------------------------------------------------
+        self.sources = SqlSourcesStore(engine, conn)
+        self.moments = SqlMomentsStore(engine, conn)
+        self.history = SqlHistoryStore(engine, conn)
+        self.destinations = SqlDestinationsStore(engine, conn)
+        self.handoffs = SqlHandoffsStore(engine, conn)
 
         # -- messages -------------------------------------------------------------------
 

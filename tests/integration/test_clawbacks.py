@@ -578,7 +578,7 @@ def test_a_malformed_event_is_quarantined_and_never_retried(
 
     assert report.malformed == 1
     assert clawbacks.provider_events.unprocessed_stripe_events(None, 10) == []
-    (quarantined,) = clawbacks.quarantined()
+    (quarantined,) = clawbacks.sources.quarantined()
     assert quarantined["stage"] == "clawback"
     assert quarantined["field"] == "data.object.amount_refunded"
 

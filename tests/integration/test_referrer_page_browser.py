@@ -123,7 +123,7 @@ def test_a_referrer_opens_their_page_copies_their_link_and_it_leads_to_the_landi
     ledger = sqlite_ledger
     referrer = contact("A", "ACC-A")
     # A real referral code first (the reward's seed keeps the code already held).
-    ledger.record_batch(people_batch(referrer), now)
+    ledger.sources.record_batch(people_batch(referrer), now)
     ledger.record_ask_decisions([], {"A": new_referral_code()}, now, now)
     seed_payable_reward(ledger, referrer, now, key="deal-a")
     code = ledger.codes_for(["A"])["A"]

@@ -68,7 +68,7 @@ def program() -> Program:
 def account(ledger: SqlLedger, fake: FakeStripe) -> str:
     """The referrer C1, paid by transfer to a connected account, owning ``CODE_A``."""
     account = fake.add_account()
-    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id=account)), NOW)
+    ledger.sources.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id=account)), NOW)
     ledger.record_ask_decisions([], {"C1": CODE_A}, NOW, NOW)
     return account
 

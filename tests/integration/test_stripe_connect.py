@@ -365,7 +365,7 @@ def test_a_connected_account_from_the_crm_is_left_alone_and_a_paying_customer_ma
     ledger: SqlLedger, connect: StripeConnect, now: datetime
 ) -> None:
     given_reward(ledger, now)
-    ledger.record_batch(
+    ledger.sources.record_batch(
         people_batch(
             contact("C2", "A-C2", stripe_account_id="acct_from_crm"),
             contact("C3", "A-C3", stripe_customer_id="cus_3"),

@@ -15,9 +15,14 @@ from typing import Any
 
 from integrations.ledger.memory.clawbacks import clawback_stores
 from integrations.ledger.memory.conversions import InMemoryConversionStore
+from integrations.ledger.memory.destinations import InMemoryDestinationsStore
 from integrations.ledger.memory.fraud import InMemoryFraudStore
+from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
+from integrations.ledger.memory.history import InMemoryHistoryStore
+from integrations.ledger.memory.moments import InMemoryMomentsStore
 from integrations.ledger.memory.partners import InMemoryPartnerStore
 from integrations.ledger.memory.provider_events import InMemoryProviderEventStore
+from integrations.ledger.memory.sources import InMemorySourcesStore
 from integrations.ledger.memory.stripe import InMemoryStripeStore
 from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 
@@ -29,6 +34,13 @@ class InMemoryStores:
         # -- registry and approvals ----------------------------------------------------
 
         # -- intake ---------------------------------------------------------------------
+        # The fakes share what the SQL tables share: the sources' events and contacts
+        # feed detection and hand-offs, and a contact's new destination is a change.
+        self.destinations = InMemoryDestinationsStore()
+        self.sources = InMemorySourcesStore(self.destinations)
+        self.moments = InMemoryMomentsStore(self.sources)
+        self.history = InMemoryHistoryStore()
+        self.handoffs = InMemoryHandoffsStore(self.sources, self.moments)
 
         # -- messages -------------------------------------------------------------------
 
