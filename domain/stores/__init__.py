@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.reconcile import ReconcileStore
 
 
 class Stores(Protocol):
@@ -35,6 +36,7 @@ class Stores(Protocol):
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
+    reconcile: ReconcileStore
 
     # -- approvals and metrics --------------------------------------------------------
 

@@ -96,7 +96,6 @@ from integrations.ledger.history import HistoryLedger
 from integrations.ledger.links import LinkLedger
 from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.partners import PartnerLedger
-from integrations.ledger.reconcile import ReconcileLedger
 from integrations.ledger.reward_rules import RewardRulesLedger
 from integrations.ledger.stripe_conversions import StripeConversionLedger
 from integrations.ledger.tables import (
@@ -147,7 +146,6 @@ class SqlLedger(
     WebhookLedger,
     StripeConversionLedger,
     ClawbackLedger,
-    ReconcileLedger,
     MetricsLedger,
     FraudLedger,
     DiscountLedger,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.reconcile import SqlReconcileStore
 
 
 class SqlStores:
@@ -27,5 +28,6 @@ class SqlStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+        self.reconcile = SqlReconcileStore(engine, conn)
 
         # -- approvals and metrics ------------------------------------------------------

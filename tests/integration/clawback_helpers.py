@@ -15,7 +15,6 @@ from sqlalchemy import insert, select
 
 from domain.models import RewardStatus
 from integrations.ledger.clawbacks import ClawbackLedger
-from integrations.ledger.reconcile import ReconcileLedger
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     ClawbackRow,
@@ -26,7 +25,7 @@ from integrations.ledger.tables import (
 )
 
 
-class Ledger(SqlLedger, ClawbackLedger, ReconcileLedger):
+class Ledger(SqlLedger, ClawbackLedger):
     """SqlLedger with the clawback and reconciliation areas."""
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.reconcile import InMemoryReconcileStore
+
 
 class InMemoryStores:
     """The fakes of every area that has one (an area adds its attribute here)."""
@@ -27,6 +29,7 @@ class InMemoryStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+        self.reconcile = InMemoryReconcileStore()
 
         # -- approvals and metrics ------------------------------------------------------
         self.committed = 0
