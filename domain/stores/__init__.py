@@ -20,7 +20,10 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.payouts import PayoutsStore
 from domain.stores.reconcile import ReconcileStore
+from domain.stores.reward_rules import RewardRulesStore
+from domain.stores.rewards import RewardsStore
 
 
 class Stores(Protocol):
@@ -36,6 +39,9 @@ class Stores(Protocol):
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
+    rewards: RewardsStore
+    reward_rules: RewardRulesStore
+    payouts: PayoutsStore
     reconcile: ReconcileStore
 
     # -- approvals and metrics --------------------------------------------------------

@@ -31,14 +31,13 @@ netted twice. SQLite serializes writers anyway (``BEGIN IMMEDIATE``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, case, func, or_, select, text, update
+from sqlalchemy import Connection, case, func, or_, select, update
 
 from domain.clawbacks import (
     ClawbackCause,
@@ -62,6 +61,7 @@ from integrations.ledger.base import (
     LedgerBase,
     chunks,
 )
+from integrations.ledger.locks import lock_referrers
 from integrations.ledger.reward_payments import OwnPayment, earned_alone, rewards_paid_by
 from integrations.ledger.tables import (
     T_APPROVAL_REQUESTS,
@@ -128,24 +128,6 @@ _CAUSE_TEXT = {
     ClawbackCause.CHARGEBACK: "the referred customer's payment was disputed",
     ClawbackCause.CHURN: "the referred customer cancelled within the program's window",
 }
-
-
-def _lock_key(referrer_id: str) -> int:
-    digest = hashlib.sha256(f"referrals:referrer:{referrer_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def lock_referrers(conn: Connection, referrer_ids: Iterable[str]) -> None:
-    """Serialize, per referrer, the writes that read a referrer's debts and payouts.
-
-    PostgreSQL: transaction-scoped advisory locks, taken in one global order (by key)
-    so two transactions never wait on each other in a cycle. SQLite needs none: its
-    writers are serialized by ``BEGIN IMMEDIATE``.
-    """
-    if conn.dialect.name != "postgresql":
-        return
-    for key in sorted({_lock_key(r) for r in referrer_ids}):
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def referrers_of(conn: Connection, reward_ids: Sequence[str]) -> dict[str, str]:

@@ -4,9 +4,9 @@
   older than the retention period; the rows, with their reasons, stay.
 * :func:`record_destination_changes`: run inside ``record_batch``'s transaction, so a
   contact is never stored with a new payout destination without its audit row.
-* :meth:`DestinationLedger.referrers_with_changed_destination`: the referrers whose
-  payouts wait for a person (a change seen after the last approval of one of their
-  rewards flagged ``payout_destination_changed``).
+* :func:`referrers_with_changed_destination` (on a connection: the rewards store reads
+  it when routing): the referrers whose payouts wait for a person (a change seen after
+  the last approval of one of their rewards flagged ``payout_destination_changed``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, case, exists, select, update
+from sqlalchemy import Connection, exists, select, update
 
 from domain.fraud import PAYOUT_DESTINATION_CHANGED, destination_changes
 from domain.models import Contact
@@ -76,6 +76,30 @@ def record_destination_changes(
     return len(rows)
 
 
+def referrers_with_changed_destination(conn: Connection, referrer_ids: Iterable[str]) -> set[str]:
+    """Those of ``referrer_ids`` with a payout destination change not yet seen by a
+    person: no reward of theirs flagged ``payout_destination_changed`` was approved
+    since the change (a decision at any stage counts)."""
+    wanted = sorted(set(referrer_ids))
+    acknowledged = exists().where(
+        T_APPROVAL_DECISIONS.c.reward_id == T_REWARDS.c.reward_id,
+        T_APPROVAL_DECISIONS.c.decision == "approve",
+        T_APPROVAL_DECISIONS.c.decided_at >= T_PAYOUT_DESTINATION_CHANGES.c.seen_at,
+        T_REWARDS.c.referrer_id == T_PAYOUT_DESTINATION_CHANGES.c.contact_id,
+        T_REWARDS.c.flags.contains(PAYOUT_DESTINATION_CHANGED, autoescape=True),
+    )
+    found: set[str] = set()
+    for chunk in chunks(wanted):
+        found.update(
+            conn.execute(
+                select(T_PAYOUT_DESTINATION_CHANGES.c.contact_id)
+                .where(T_PAYOUT_DESTINATION_CHANGES.c.contact_id.in_(chunk), ~acknowledged)
+                .distinct()
+            ).scalars()
+        )
+    return found
+
+
 class DestinationLedger(LedgerBase):
     """The quarantine's purge and the payout destination changes."""
 
@@ -121,49 +145,6 @@ class DestinationLedger(LedgerBase):
             ]
 
     def referrers_with_changed_destination(self, referrer_ids: Iterable[str]) -> set[str]:
-        """Those of ``referrer_ids`` with a payout destination change not yet seen by a
-        person: no reward of theirs flagged ``payout_destination_changed`` was approved
-        since the change (a decision at any stage counts)."""
-        wanted = sorted(set(referrer_ids))
-        acknowledged = exists().where(
-            T_APPROVAL_DECISIONS.c.reward_id == T_REWARDS.c.reward_id,
-            T_APPROVAL_DECISIONS.c.decision == "approve",
-            T_APPROVAL_DECISIONS.c.decided_at >= T_PAYOUT_DESTINATION_CHANGES.c.seen_at,
-            T_REWARDS.c.referrer_id == T_PAYOUT_DESTINATION_CHANGES.c.contact_id,
-            T_REWARDS.c.flags.contains(PAYOUT_DESTINATION_CHANGED, autoescape=True),
-        )
-        found: set[str] = set()
+        """See :func:`referrers_with_changed_destination`."""
         with self._connect() as conn:
-            for chunk in chunks(wanted):
-                found.update(
-                    conn.execute(
-                        select(T_PAYOUT_DESTINATION_CHANGES.c.contact_id)
-                        .where(T_PAYOUT_DESTINATION_CHANGES.c.contact_id.in_(chunk), ~acknowledged)
-                        .distinct()
-                    ).scalars()
-                )
-        return found
-
-    def add_reward_flag(self, reward_ids: Sequence[str], flag: str, now: datetime) -> int:
-        """Add ``flag`` to the stored flags of ``reward_ids`` not yet carrying it, so
-        the approver, the reports and the audit trail show why a reward waited."""
-        flagged = 0
-        with self._begin() as conn:
-            for chunk in chunks(reward_ids):
-                flagged += conn.execute(
-                    update(T_REWARDS)
-                    .where(
-                        and_(
-                            T_REWARDS.c.reward_id.in_(chunk),
-                            ~T_REWARDS.c.flags.contains(flag, autoescape=True),
-                        )
-                    )
-                    .values(
-                        flags=case(
-                            (T_REWARDS.c.flags == "", flag),
-                            else_=T_REWARDS.c.flags + "," + flag,
-                        ),
-                        updated_at=now,
-                    )
-                ).rowcount
-        return flagged
+            return referrers_with_changed_destination(conn, referrer_ids)

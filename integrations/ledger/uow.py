@@ -11,7 +11,10 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.payouts import SqlPayoutsStore
 from integrations.ledger.reconcile import SqlReconcileStore
+from integrations.ledger.reward_rules import SqlRewardRulesStore
+from integrations.ledger.rewards import SqlRewardsStore
 
 
 class SqlStores:
@@ -28,6 +31,9 @@ class SqlStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+        self.rewards = SqlRewardsStore(engine, conn)
+        self.reward_rules = SqlRewardRulesStore(engine, conn)
+        self.payouts = SqlPayoutsStore(engine, conn)
         self.reconcile = SqlReconcileStore(engine, conn)
 
         # -- approvals and metrics ------------------------------------------------------

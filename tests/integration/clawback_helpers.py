@@ -165,8 +165,8 @@ def clawback_rows(ledger: SqlLedger) -> list[dict[str, Any]]:
 
 
 def balance(ledger: SqlLedger, reward_id: str) -> int:
-    return ledger.rewards([reward_id])[reward_id].balance.amount_minor
+    return ledger.rewards.of([reward_id])[reward_id].balance.amount_minor
 
 
 def status(ledger: SqlLedger, reward_id: str) -> RewardStatus:
-    return ledger.rewards([reward_id])[reward_id].status
+    return ledger.rewards.of([reward_id])[reward_id].status

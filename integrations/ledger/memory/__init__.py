@@ -13,7 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.payouts import InMemoryPayoutsStore
 from integrations.ledger.memory.reconcile import InMemoryReconcileStore
+from integrations.ledger.memory.rewards import (
+    InMemoryRewardRulesStore,
+    InMemoryRewardsStore,
+    MoneyBook,
+)
 
 
 class InMemoryStores:
@@ -29,6 +35,10 @@ class InMemoryStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+        self.money = MoneyBook()  # what the rewards, reward rules and payouts fakes share
+        self.rewards = InMemoryRewardsStore(self.money)
+        self.reward_rules = InMemoryRewardRulesStore(self.money)
+        self.payouts = InMemoryPayoutsStore(self.money)
         self.reconcile = InMemoryReconcileStore()
 
         # -- approvals and metrics ------------------------------------------------------
