@@ -10,17 +10,22 @@ from decimal import Decimal
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.fraud import PAYOUT_DESTINATION_CHANGED, flags_for_batch
-from domain.models import Contact, Conversion, Rejected, RewardStatus, Route
+from domain.fraud import flags_for_batch
+from domain.models import Contact, Conversion, Rejected
 from domain.program import Program, RewardKind
 from domain.rewards import (
     add_months,
-    route,
 )
 from domain.touchpoints import credits_for
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
-from tasks.use_cases.rewards import Accrued, accrue_conversions, accrue_invoices
+from tasks.use_cases.rewards import (
+    Accrued,
+    RoutePlan,
+    accrue_conversions,
+    accrue_invoices,
+    route_rewards,
+)
 
 #: How long after a recurring rule's months an invoice paid within them may still arrive
 #: (a webhook Stripe retries for days, a polling catch-up) and earn its reward.
@@ -181,12 +186,6 @@ def _recurring_rewards(
     return total
 
 
-@dataclass(frozen=True)
-class RoutePlan:
-    auto_pay: list[str] = field(default_factory=list)
-    approval: list[str] = field(default_factory=list)
-
-
 @task(name="plan-routes", cache_policy=NO_CACHE)
 def plan_routes(
     ledger: SqlLedger, program: Program, as_of: datetime, now: datetime, batch_size: int = 1000
@@ -208,33 +207,7 @@ def plan_routes(
     Returns:
         The reward ids to pay now and those that need approval.
     """
-    plan = RoutePlan()
-    after = ""
-    while views := ledger.rewards.to_route(as_of, after, batch_size):
-        after = views[-1].reward.reward_id
-        auto: list[str] = []
-        approval: list[str] = []
-        for view in views:
-            reward = view.reward
-            where = route(view.balance, reward.flags, reward.payable_at, program, as_of)
-            if where is Route.AUTO_PAY:
-                auto.append(reward.reward_id)
-            elif where is Route.APPROVAL:
-                approval.append(reward.reward_id)
-        # The ledger adds this flag on reading (the referrer's payout destination
-        # changed); stored before the move, so the approver sees why it waits.
-        routed = set(approval)
-        changed = [
-            v.reward.reward_id
-            for v in views
-            if PAYOUT_DESTINATION_CHANGED in v.reward.flags and v.reward.reward_id in routed
-        ]
-        ledger.rewards.add_flag(changed, PAYOUT_DESTINATION_CHANGED, now)
-        waiting = [RewardStatus.HOLDING, RewardStatus.PAYABLE]
-        plan.auto_pay.extend(ledger.rewards.move(auto, waiting, RewardStatus.PAYABLE, now))
-        plan.approval.extend(
-            ledger.rewards.move(approval, waiting, RewardStatus.AWAITING_APPROVAL, now)
-        )
+    plan = route_rewards(ledger, program, as_of, now, batch_size)
     run_logger().info(
         "routed %d rewards to payout, %d to approval", len(plan.auto_pay), len(plan.approval)
     )

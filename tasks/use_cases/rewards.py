@@ -1,4 +1,4 @@
-"""Reward accrual: the rewards of conversions and invoices, held to caps and tiers.
+"""Rewards: accrued from conversions and invoices under caps and tiers, then routed.
 
 One unit of work per batch: lock the referrers (and the program's budget when a cap
 counts the whole program), read which conversions are still unrewarded and which of
@@ -7,20 +7,26 @@ their rewards exist, apply the reward rules (:mod:`domain.rewards`) to a
 their rejects and the conversions rewarded. Two runs at once are serialized by the lock
 exactly where they could use the same room under a cap; the one that waited reads the
 other's rewards and computes nothing twice.
+
+Routing (:func:`route_rewards`) reads the rewards past their holding period a page at a
+time and, in one unit of work per page, stores the flags routing adds and moves each
+reward where :func:`domain.rewards.route` sends it (the approval threshold is decided
+there).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from domain.errors import InputRejected
-from domain.models import Contact, Conversion, Rejected, Reward
+from domain.fraud import PAYOUT_DESTINATION_CHANGED
+from domain.models import Contact, Conversion, Rejected, Reward, RewardStatus, Route
 from domain.money import Money
 from domain.program import CapScope, Program
-from domain.rewards import Invoice, RewardBook, compute_rewards, recurring_rewards
+from domain.rewards import Invoice, RewardBook, compute_rewards, recurring_rewards, route
 from domain.stores import Ledger
 
 #: Conversion id -> who is credited with it, and their weight.
@@ -191,3 +197,63 @@ def _flags_of(
     # A flagged conversion is suspect whoever touched it: every reward it earns waits
     # for a person.
     return {c.contact_id: flags for c, _ in credited}
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """Where routing sent rewards: paid automatically, or waiting for a person."""
+
+    auto_pay: list[str] = field(default_factory=list)
+    approval: list[str] = field(default_factory=list)
+
+
+def route_rewards(
+    ledger: Ledger, program: Program, as_of: datetime, now: datetime, batch_size: int
+) -> RoutePlan:
+    """Send each reward past its holding period to automatic payout or to a person.
+
+    Under the threshold and unflagged: payable. At or above the threshold, or with any
+    flag: awaiting approval (:func:`domain.rewards.route`). A reward the ledger reads
+    flagged ``payout_destination_changed`` and routed to a person keeps the flag, stored
+    in the unit of work that moves it, so the approver sees why it waits.
+
+    Args:
+        ledger: where rewards are read and moved.
+        program: threshold and holding rules.
+        as_of: the moment of decision.
+        now: when moves are recorded.
+        batch_size: rewards per page (and per unit of work).
+
+    Returns:
+        The reward ids moved to payable and those moved to awaiting approval.
+    """
+    plan = RoutePlan()
+    after = ""
+    waiting = [RewardStatus.HOLDING, RewardStatus.PAYABLE]
+    while True:
+        with ledger.transaction() as uow:
+            views = uow.rewards.to_route(as_of, after, batch_size)
+            if not views:
+                break
+            after = views[-1].reward.reward_id
+            auto: list[str] = []
+            approval: list[str] = []
+            for view in views:
+                reward = view.reward
+                where = route(view.balance, reward.flags, reward.payable_at, program, as_of)
+                if where is Route.AUTO_PAY:
+                    auto.append(reward.reward_id)
+                elif where is Route.APPROVAL:
+                    approval.append(reward.reward_id)
+            routed = set(approval)
+            changed = [
+                v.reward.reward_id
+                for v in views
+                if PAYOUT_DESTINATION_CHANGED in v.reward.flags and v.reward.reward_id in routed
+            ]
+            uow.rewards.add_flag(changed, PAYOUT_DESTINATION_CHANGED, now)
+            plan.auto_pay.extend(uow.rewards.move(auto, waiting, RewardStatus.PAYABLE, now))
+            plan.approval.extend(
+                uow.rewards.move(approval, waiting, RewardStatus.AWAITING_APPROVAL, now)
+            )
+    return plan

@@ -8,13 +8,15 @@ from decimal import Decimal
 
 import pytest
 
-from domain.models import Conversion, Rejected
+from domain.fraud import PAYOUT_DESTINATION_CHANGED
+from domain.models import Conversion, Rejected, RewardStatus
 from domain.money import Money
+from domain.program import Program
 from domain.rewards import Invoice
 from integrations.ledger.memory import InMemoryLedger
-from tasks.use_cases.rewards import accrue_conversions, accrue_invoices
+from tasks.use_cases.rewards import accrue_conversions, accrue_invoices, route_rewards
 from tests.conftest import NOW, contact
-from tests.integration.test_ledger_flow import conversion_for
+from tests.integration.test_ledger_flow import conversion_for, reward_for
 from tests.integration.test_reward_rules_ledger import FLAT, REFERRER_CAP, program_of
 
 MONTHLY = {
@@ -152,3 +154,43 @@ def test_an_accrual_that_fails_keeps_nothing() -> None:
 
     assert memory.money.rewards == {}
     assert memory.rolled_back == 1
+
+
+# -- routing ------------------------------------------------------------------------------
+
+
+def _holding(memory: InMemoryLedger, amounts: list[int], referrer: str = "C1") -> list[str]:
+    conversions = _stored(memory, len(amounts), referrer)
+    rewards = [reward_for(c, amount, NOW) for c, amount in zip(conversions, amounts, strict=True)]
+    memory.rewards.record([c.conversion_id for c in conversions], rewards, [], NOW)
+    return [r.reward_id for r in rewards]
+
+
+def test_routing_pays_under_the_threshold_and_asks_a_person_at_or_above_it(
+    program: Program,
+) -> None:
+    memory = InMemoryLedger()
+    small, large = _holding(memory, [49_999, 50_000])
+
+    plan = route_rewards(memory, program, NOW, NOW, batch_size=10)
+
+    assert (plan.auto_pay, plan.approval) == ([small], [large])
+    views = memory.rewards.of([small, large])
+    assert views[small].status is RewardStatus.PAYABLE
+    assert views[large].status is RewardStatus.AWAITING_APPROVAL
+
+
+def test_routing_stores_a_changed_destination_flag_with_the_move_one_unit_per_page(
+    program: Program,
+) -> None:
+    memory = InMemoryLedger()
+    ids = _holding(memory, [1_000, 2_000, 3_000])
+    memory.money.changed_destinations.add("C1")
+
+    plan = route_rewards(memory, program, NOW, NOW, batch_size=2)
+
+    assert sorted(plan.approval) == sorted(ids)
+    assert all(
+        v.reward.flags == (PAYOUT_DESTINATION_CHANGED,) for v in memory.rewards.of(ids).values()
+    )
+    assert memory.committed == 3  # two pages, and the empty one that ends the pass
