@@ -550,7 +550,7 @@ def test_recording_rewards_twice_adds_one_reward_one_accrual_and_one_notice(
     assert ledger.rewards.conversions_to_reward(10) == []
 
 
-def test_move_rewards_moves_only_rewards_still_in_an_expected_status(
+def test_moving_rewards_moves_only_rewards_still_in_an_expected_status(
     ledger: SqlLedger, now: datetime
 ) -> None:
     one = given_reward(ledger, now, 1, status=RewardStatus.HOLDING)
@@ -580,7 +580,7 @@ def test_move_rewards_moves_only_rewards_still_in_an_expected_status(
 # -- payouts -------------------------------------------------------------------------------
 
 
-def test_prepare_payouts_stores_the_payout_and_its_key_before_any_rail_is_called(
+def test_preparing_payouts_stores_the_payout_and_its_key_before_any_rail_is_called(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, amount_minor=12_345)
