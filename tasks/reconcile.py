@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domain.clawbacks import Mismatch, PaymentRecords, compare_movements
 from domain.errors import ConfigError
-from domain.stores import Stores
+from domain.stores.reconcile import LedgerWithReconcile
 from tasks._support import run_logger
 
 ARTIFACT_KEY = "payout-mismatches"
@@ -19,7 +19,7 @@ ARTIFACT_KEY = "payout-mismatches"
 
 @task(name="reconcile-payouts", cache_policy=NO_CACHE)
 def reconcile_payouts(
-    ledger: Stores, records: PaymentRecords | None, now: datetime
+    ledger: LedgerWithReconcile, records: PaymentRecords | None, now: datetime
 ) -> list[Mismatch]:
     """Compare the ledger's Stripe payouts and reversals with Stripe's, both ways.
 

@@ -20,8 +20,11 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.clawbacks import ClawbackStore, ReversalStore
+from domain.stores.connect import ConnectStore
 from domain.stores.payouts import PayoutsStore
 from domain.stores.reconcile import ReconcileStore
+from domain.stores.referrer_side import ReferrerSideStore
 from domain.stores.reward_rules import RewardRulesStore
 from domain.stores.rewards import RewardsStore
 
@@ -44,7 +47,15 @@ class Stores(Protocol):
     payouts: PayoutsStore
     reconcile: ReconcileStore
 
+    # clawbacks
+    clawbacks: ClawbackStore
+    reversals: ReversalStore
+
     # -- approvals and metrics --------------------------------------------------------
+
+    # referrer side (issue 15)
+    referrer_side: ReferrerSideStore
+    connect: ConnectStore
 
 
 class UnitOfWork(Stores, Protocol):

@@ -27,3 +27,10 @@ class ReconcileStore(Protocol):
             customer id, sorted, without repeats.
         """
         ...
+
+
+class LedgerWithReconcile(Protocol):
+    """What the reconciliation needs of the ledger (read-only: any ``Stores`` is one)."""
+
+    @property
+    def reconcile(self) -> ReconcileStore: ...

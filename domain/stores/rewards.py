@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
 from domain.models import Conversion, Rejected, Reward, RewardStatus, RewardView
+from domain.stores.reward_rules import RewardRulesStore
 
 
 class RewardsStore(Protocol):
@@ -78,4 +80,26 @@ class RewardsStore(Protocol):
         Returns:
             How many rewards got it.
         """
+        ...
+
+
+class RewardStores(Protocol):
+    """The stores the rewards' use cases use (read-only: any ``Stores`` is one)."""
+
+    @property
+    def rewards(self) -> RewardsStore: ...
+
+    @property
+    def reward_rules(self) -> RewardRulesStore: ...
+
+
+class LedgerWithRewards(Protocol):
+    """What the rewards' use cases need of the ledger: a unit of work with their stores.
+
+    Narrower than :class:`domain.stores.Ledger`, so the in-memory ledger, which fakes
+    only some areas, is one too.
+    """
+
+    def transaction(self) -> AbstractContextManager[RewardStores]:
+        """Open one transaction; the stores it yields all run in it."""
         ...

@@ -64,7 +64,7 @@ from integrations.ledger.base import (
     pairs,
 )
 from integrations.ledger.clawbacks import (
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
 )
 from integrations.ledger.destinations import DestinationLedger, record_destination_changes
 from integrations.ledger.detection import DetectionLedger
@@ -121,7 +121,7 @@ class SqlLedger(
     HistoryLedger,
     WebhookLedger,
     StripeConversionLedger,
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     MetricsLedger,
     FraudLedger,
     DiscountLedger,

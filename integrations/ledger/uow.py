@@ -11,8 +11,11 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
+from integrations.ledger.connect import SqlConnectStore
 from integrations.ledger.payouts import SqlPayoutsStore
 from integrations.ledger.reconcile import SqlReconcileStore
+from integrations.ledger.referrer_side import SqlReferrerSide
 from integrations.ledger.reward_rules import SqlRewardRulesStore
 from integrations.ledger.rewards import SqlRewardsStore
 
@@ -36,4 +39,12 @@ class SqlStores:
         self.payouts = SqlPayoutsStore(engine, conn)
         self.reconcile = SqlReconcileStore(engine, conn)
 
+        # clawbacks
+        self.clawbacks = SqlClawbackStore(engine, conn)
+        self.reversals = SqlReversalStore(engine, conn)
+
         # -- approvals and metrics ------------------------------------------------------
+
+        # referrer side (issue 15)
+        self.referrer_side = SqlReferrerSide(engine, conn)
+        self.connect = SqlConnectStore(engine, conn)

@@ -27,7 +27,7 @@ from domain.models import Contact, Conversion, Rejected, Reward, RewardStatus, R
 from domain.money import Money
 from domain.program import CapScope, Program
 from domain.rewards import Invoice, RewardBook, compute_rewards, recurring_rewards, route
-from domain.stores import Ledger
+from domain.stores.rewards import LedgerWithRewards
 
 #: Conversion id -> who is credited with it, and their weight.
 Credits = Mapping[str, Sequence[tuple[Contact, Decimal]]]
@@ -64,7 +64,7 @@ class Accrued:
 
 
 def accrue_conversions(
-    ledger: Ledger,
+    ledger: LedgerWithRewards,
     conversions: Sequence[Conversion],
     credits: Credits,
     flags: Mapping[str, tuple[str, ...]],
@@ -114,7 +114,7 @@ def accrue_conversions(
 
 
 def accrue_invoices(
-    ledger: Ledger,
+    ledger: LedgerWithRewards,
     conversions: Sequence[Conversion],
     credits: Credits,
     flags: Mapping[str, tuple[str, ...]],
@@ -160,7 +160,7 @@ def accrue_invoices(
 
 
 def _accrue(
-    ledger: Ledger,
+    ledger: LedgerWithRewards,
     conversions: Sequence[Conversion],
     credits: Credits,
     program: Program,
@@ -208,7 +208,7 @@ class RoutePlan:
 
 
 def route_rewards(
-    ledger: Ledger, program: Program, as_of: datetime, now: datetime, batch_size: int
+    ledger: LedgerWithRewards, program: Program, as_of: datetime, now: datetime, batch_size: int
 ) -> RoutePlan:
     """Send each reward past its holding period to automatic payout or to a person.
 

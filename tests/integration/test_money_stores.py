@@ -4,8 +4,10 @@ PostgreSQL) and on their in-memory fakes, with the same outcomes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 import pytest
 
@@ -20,7 +22,8 @@ from domain.models import (
     RewardStatus,
 )
 from domain.money import Money
-from domain.stores import Ledger
+from domain.stores.payouts import PayoutsStore
+from domain.stores.rewards import RewardsStore, RewardStores
 from integrations.ledger.engine import make_engine
 from integrations.ledger.memory import InMemoryLedger
 from integrations.ledger.sql import SqlLedger
@@ -32,10 +35,22 @@ from tests.integration.test_reward_rules_ledger import FLAT, REFERRER_CAP, progr
 LEDGER = PayoutRailKind.LEDGER_ONLY
 
 
+class MoneyLedger(Protocol):
+    """What the contract uses of a ledger: the money stores, and units of work."""
+
+    @property
+    def rewards(self) -> RewardsStore: ...
+
+    @property
+    def payouts(self) -> PayoutsStore: ...
+
+    def transaction(self) -> AbstractContextManager[RewardStores]: ...
+
+
 class Books:
     """One backend of the contract: a ledger, and how a test puts conversions in it."""
 
-    def __init__(self, ledger: Ledger, sql: SqlLedger | None) -> None:
+    def __init__(self, ledger: MoneyLedger, sql: SqlLedger | None) -> None:
         self.ledger = ledger
         self._sql = sql
         self._codes: dict[str, str] = {}

@@ -167,7 +167,7 @@ def _racing_runs(
         }
         try:
             start.wait()
-            accrue_conversions(slow, conversions, credits, {}, {}, program, [], now)  # type: ignore[arg-type]
+            accrue_conversions(slow, conversions, credits, {}, {}, program, [], now)
         except BaseException as exc:  # surfaced in the test thread below
             errors.append(exc)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from domain.clawbacks import MismatchKind, Movement, MovementKind
@@ -28,8 +30,8 @@ class _Stripe:
         self._movements = movements
         self.asked: list[list[str]] = []
 
-    def movements(self, customer_ids: list[str]) -> list[Movement]:
-        self.asked.append(customer_ids)
+    def movements(self, customer_ids: Sequence[str]) -> list[Movement]:
+        self.asked.append(list(customer_ids))
         return self._movements
 
 

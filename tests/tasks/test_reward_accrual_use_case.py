@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from domain.fraud import PAYOUT_DESTINATION_CHANGED
-from domain.models import Conversion, Rejected, RewardStatus
+from domain.models import Contact, Conversion, Rejected, RewardStatus
 from domain.money import Money
 from domain.program import Program
 from domain.rewards import Invoice
@@ -38,7 +38,7 @@ def _stored(memory: InMemoryLedger, count: int, referrer: str = "C1") -> list[Co
     return found
 
 
-def _credits(conversions: list[Conversion]) -> dict[str, list[tuple[object, Decimal]]]:
+def _credits(conversions: list[Conversion]) -> dict[str, list[tuple[Contact, Decimal]]]:
     return {
         c.conversion_id: [(contact(c.referrer_id, f"A-{c.referrer_id}"), Decimal(1))]
         for c in conversions
@@ -146,7 +146,7 @@ def test_an_accrual_that_fails_keeps_nothing() -> None:
     def fail(*_: object) -> None:
         raise RuntimeError("the database went away")
 
-    memory.reward_rules.mark_rewarded = fail  # type: ignore[method-assign]
+    memory.reward_rules.mark_rewarded = fail  # type: ignore[method-assign,assignment]
     with pytest.raises(RuntimeError):
         accrue_conversions(
             memory, conversions, _credits(conversions), {}, {}, program_of(FLAT), [], NOW

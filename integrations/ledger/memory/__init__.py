@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.clawbacks import clawback_stores
 from integrations.ledger.memory.payouts import InMemoryPayoutsStore
 from integrations.ledger.memory.reconcile import InMemoryReconcileStore
 from integrations.ledger.memory.rewards import (
@@ -40,6 +41,9 @@ class InMemoryStores:
         self.reward_rules = InMemoryRewardRulesStore(self.money)
         self.payouts = InMemoryPayoutsStore(self.money)
         self.reconcile = InMemoryReconcileStore()
+
+        # clawbacks
+        self.clawbacks, self.reversals = clawback_stores()
 
         # -- approvals and metrics ------------------------------------------------------
         self.committed = 0
