@@ -26,7 +26,11 @@ from domain.stores.destinations import DestinationsStore
 from domain.stores.handoffs import HandoffsStore
 from domain.stores.history import HistoryStore
 from domain.stores.moments import MomentsStore
+from domain.stores.payouts import PayoutsStore
+from domain.stores.reconcile import ReconcileStore
 from domain.stores.referrer_side import ReferrerSideStore
+from domain.stores.reward_rules import RewardRulesStore
+from domain.stores.rewards import RewardsStore
 from domain.stores.sources import SourcesStore
 
 
@@ -48,6 +52,10 @@ class Stores(Protocol):
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
+    rewards: RewardsStore
+    reward_rules: RewardRulesStore
+    payouts: PayoutsStore
+    reconcile: ReconcileStore
 
     # clawbacks
     clawbacks: ClawbackStore

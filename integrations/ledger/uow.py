@@ -17,7 +17,11 @@ from integrations.ledger.destinations import SqlDestinationsStore
 from integrations.ledger.detection import SqlMomentsStore
 from integrations.ledger.handoffs import SqlHandoffsStore
 from integrations.ledger.history import SqlHistoryStore
+from integrations.ledger.payouts import SqlPayoutsStore
+from integrations.ledger.reconcile import SqlReconcileStore
 from integrations.ledger.referrer_side import SqlReferrerSide
+from integrations.ledger.reward_rules import SqlRewardRulesStore
+from integrations.ledger.rewards import SqlRewardsStore
 from integrations.ledger.sources import SqlSourcesStore
 
 
@@ -40,6 +44,10 @@ class SqlStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+        self.rewards = SqlRewardsStore(engine, conn)
+        self.reward_rules = SqlRewardRulesStore(engine, conn)
+        self.payouts = SqlPayoutsStore(engine, conn)
+        self.reconcile = SqlReconcileStore(engine, conn)
 
         # clawbacks
         self.clawbacks = SqlClawbackStore(engine, conn)

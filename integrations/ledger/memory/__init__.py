@@ -18,6 +18,13 @@ from integrations.ledger.memory.destinations import InMemoryDestinationsStore
 from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
 from integrations.ledger.memory.history import InMemoryHistoryStore
 from integrations.ledger.memory.moments import InMemoryMomentsStore
+from integrations.ledger.memory.payouts import InMemoryPayoutsStore
+from integrations.ledger.memory.reconcile import InMemoryReconcileStore
+from integrations.ledger.memory.rewards import (
+    InMemoryRewardRulesStore,
+    InMemoryRewardsStore,
+    MoneyBook,
+)
 from integrations.ledger.memory.sources import InMemorySourcesStore
 
 
@@ -41,6 +48,11 @@ class InMemoryStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+        self.money = MoneyBook()  # what the rewards, reward rules and payouts fakes share
+        self.rewards = InMemoryRewardsStore(self.money)
+        self.reward_rules = InMemoryRewardRulesStore(self.money)
+        self.payouts = InMemoryPayoutsStore(self.money)
+        self.reconcile = InMemoryReconcileStore()
 
         # clawbacks
         self.clawbacks, self.reversals = clawback_stores()
