@@ -29,8 +29,12 @@ from domain.stores.handoffs import HandoffsStore
 from domain.stores.history import HistoryStore
 from domain.stores.moments import MomentsStore
 from domain.stores.partners import PartnerStore
+from domain.stores.payouts import PayoutsStore
 from domain.stores.provider_events import ProviderEventStore
+from domain.stores.reconcile import ReconcileStore
 from domain.stores.referrer_side import ReferrerSideStore
+from domain.stores.reward_rules import RewardRulesStore
+from domain.stores.rewards import RewardsStore
 from domain.stores.sources import SourcesStore
 from domain.stores.stripe import StripeStore
 from domain.stores.touchpoints import TouchpointStore
@@ -60,6 +64,10 @@ class Stores(Protocol):
     partners: PartnerStore
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
+    rewards: RewardsStore
+    reward_rules: RewardRulesStore
+    payouts: PayoutsStore
+    reconcile: ReconcileStore
 
     # clawbacks
     clawbacks: ClawbackStore

@@ -6,8 +6,6 @@
   (:meth:`SqlDestinationsStore.referrers_with_changed_destination`): the referrers whose
   payouts wait for a person (a change seen after the last approval of one of their
   rewards flagged ``payout_destination_changed``).
-* :class:`RewardFlagLedger` (``add_reward_flag``) belongs to the rewards area; it stays
-  a mixin of ``SqlLedger`` here until the rewards store takes it.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, case, exists, select, update
+from sqlalchemy import Connection, exists, select
 
 from domain.fraud import PAYOUT_DESTINATION_CHANGED, destination_changes
 from domain.models import Contact
@@ -122,32 +120,3 @@ class SqlDestinationsStore(LedgerBase):
         person (see :func:`changed_destination_referrers`)."""
         with self._connect() as conn:
             return changed_destination_referrers(conn, referrer_ids)
-
-
-class RewardFlagLedger(LedgerBase):
-    """``add_reward_flag``, a rewards write; a mixin of ``SqlLedger`` until the rewards
-    store takes it."""
-
-    def add_reward_flag(self, reward_ids: Sequence[str], flag: str, now: datetime) -> int:
-        """Add ``flag`` to the stored flags of ``reward_ids`` not yet carrying it, so
-        the approver, the reports and the audit trail show why a reward waited."""
-        flagged = 0
-        with self._begin() as conn:
-            for chunk in chunks(reward_ids):
-                flagged += conn.execute(
-                    update(T_REWARDS)
-                    .where(
-                        and_(
-                            T_REWARDS.c.reward_id.in_(chunk),
-                            ~T_REWARDS.c.flags.contains(flag, autoescape=True),
-                        )
-                    )
-                    .values(
-                        flags=case(
-                            (T_REWARDS.c.flags == "", flag),
-                            else_=T_REWARDS.c.flags + "," + flag,
-                        ),
-                        updated_at=now,
-                    )
-                ).rowcount
-        return flagged

@@ -20,8 +20,12 @@ from integrations.ledger.fraud import SqlFraudStore
 from integrations.ledger.handoffs import SqlHandoffsStore
 from integrations.ledger.history import SqlHistoryStore
 from integrations.ledger.partners import SqlPartnerStore
+from integrations.ledger.payouts import SqlPayoutsStore
 from integrations.ledger.provider_events import SqlProviderEventStore
+from integrations.ledger.reconcile import SqlReconcileStore
 from integrations.ledger.referrer_side import SqlReferrerSide
+from integrations.ledger.reward_rules import SqlRewardRulesStore
+from integrations.ledger.rewards import SqlRewardsStore
 from integrations.ledger.sources import SqlSourcesStore
 from integrations.ledger.stripe_conversions import SqlStripeStore
 from integrations.ledger.touchpoints import SqlTouchpointStore
@@ -52,6 +56,10 @@ class SqlStores:
         self.partners = SqlPartnerStore(engine, conn)
 
         # -- money ----------------------------------------------------------------------
+        self.rewards = SqlRewardsStore(engine, conn)
+        self.reward_rules = SqlRewardRulesStore(engine, conn)
+        self.payouts = SqlPayoutsStore(engine, conn)
+        self.reconcile = SqlReconcileStore(engine, conn)
 
         # clawbacks
         self.clawbacks = SqlClawbackStore(engine, conn)

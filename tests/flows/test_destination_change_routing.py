@@ -55,7 +55,7 @@ def test_a_small_reward_after_a_destination_change_waits_for_a_person_who_sees_w
     assert isinstance(rail, RecordingRail)
     assert [i.reward_id for i in rail.paid] == [steady.reward_id]
     assert list(routed["approvals"]) == [changed.reward_id]
-    view = ledger.rewards([changed.reward_id])[changed.reward_id]
+    view = ledger.rewards.of([changed.reward_id])[changed.reward_id]
     assert view.status is RewardStatus.AWAITING_APPROVAL
     assert view.reward.flags == (PAYOUT_DESTINATION_CHANGED,)
     with pytest.raises(Suspended):
@@ -67,7 +67,9 @@ def test_a_small_reward_after_a_destination_change_waits_for_a_person_who_sees_w
     # Seen and approved: the referrer's next reward is routed as any other.
     following = given_reward(ledger, now, 2, amount_minor=2_000, status=RewardStatus.HOLDING)
     route_rewards(as_of=now + timedelta(minutes=1))
-    assert ledger.rewards([following.reward_id])[following.reward_id].status is (RewardStatus.PAID)
+    assert ledger.rewards.of([following.reward_id])[following.reward_id].status is (
+        RewardStatus.PAID
+    )
 
 
 @pytest.mark.usefixtures("approvers")

@@ -74,7 +74,7 @@ def test_a_small_self_referral_goes_to_approval_with_its_flag_shown_and_is_not_p
     rail = test_app.rails[PayoutRailKind.LEDGER_ONLY]
     assert isinstance(rail, RecordingRail)
     (waiting,) = routed["approvals"]  # reward id -> the run waiting on a person
-    flagged = ledger.rewards([waiting])[waiting]
+    flagged = ledger.rewards.of([waiting])[waiting]
     assert flagged.reward.referrer_id == SELF
     assert flagged.reward.amount == Money(20_000, "EUR")  # well under the 500.00 threshold
     assert flagged.reward.flags == (SAME_EMAIL,)

@@ -97,9 +97,9 @@ def _reward_awaiting_approval(app: App, deal_minor: int, deal: str = "deal-1") -
     )
     ledger.conversions.record_conversions([], [conversion], [], NOW)
     rewards = compute_rewards(conversion, [(partner, Decimal(1))], program)
-    ledger.record_rewards([conversion.conversion_id], rewards, [], NOW)
+    ledger.rewards.record([conversion.conversion_id], rewards, [], NOW)
     (reward,) = rewards
-    ledger.move_rewards(
+    ledger.rewards.move(
         [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, NOW
     )
     return reward.reward_id
@@ -466,7 +466,7 @@ def test_a_recorded_decision_rewrites_the_waiting_approvals_table_without_that_r
 ) -> None:
     decided = _reward_awaiting_approval(test_app, deal_minor=1_230_000, deal="deal-1")
     still = _reward_awaiting_approval(test_app, deal_minor=1_000_000, deal="deal-2")
-    test_app.ledger.add_reward_flag([still], "self_referral:same_email_domain", NOW)
+    test_app.ledger.rewards.add_flag([still], "self_referral:same_email_domain", NOW)
     runs = request_approvals.fn(test_app.ledger, test_app.approvals, [still], NOW)
     _publish_as_the_cycle_does(test_app)
     assert {r["reward"] for r in _waiting_table()} == {decided, still}

@@ -155,8 +155,8 @@ def _reward_awaiting_approval(app: App, now: datetime) -> str:
     )
     ledger.conversions.record_conversions([], [conversion], [], now)
     (reward,) = compute_rewards(conversion, [(partner, Decimal(1))], app.program)
-    ledger.record_rewards([conversion.conversion_id], [reward], [], now)
-    ledger.move_rewards(
+    ledger.rewards.record([conversion.conversion_id], [reward], [], now)
+    ledger.rewards.move(
         [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
     )
     assert reward.amount.format() == "1,845.00 EUR"

@@ -149,4 +149,4 @@ def test_a_referrer_onboards_from_their_page_in_a_browser_and_their_held_reward_
 
     (transfer,) = fake.transfers
     assert transfer["destination"] == fake.connect_accounts[0]["id"]
-    assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
+    assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID

@@ -59,7 +59,7 @@ def referral(
 
 
 def flags_by_conversion(ledger: SqlLedger, now: datetime) -> dict[str, tuple[str, ...]]:
-    views = ledger.rewards_to_route(now + timedelta(days=365), "", 1000)
+    views = ledger.rewards.to_route(now + timedelta(days=365), "", 1000)
     return {v.reward.conversion_id: v.reward.flags for v in views}
 
 

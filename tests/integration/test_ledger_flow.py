@@ -147,21 +147,21 @@ def given_reward(
     conv = conversion_for(code, referrer, n, now)
     ledger.conversions.record_conversions([], [conv], [], now)
     reward = reward_for(conv, amount_minor, now)
-    ledger.record_rewards([conv.conversion_id], [reward], [], now)
+    ledger.rewards.record([conv.conversion_id], [reward], [], now)
     if status in DECIDED:
         # The database moves a reward to approved or rejected only on a recorded
         # decision, as the approval flow does: awaiting approval first, then decided.
-        ledger.move_rewards(
+        ledger.rewards.move(
             [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
         )
         checked = decide(DECIDED[status], amount_minor=amount_minor)
         ledger.record_decision(reward.reward_id, 1, checked, 1, None, now)
     elif status is RewardStatus.PAID:
         # Paid from payable (as a balance netted away entirely is), never from holding.
-        ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
-        ledger.move_rewards([reward.reward_id], [RewardStatus.PAYABLE], status, now)
+        ledger.rewards.move([reward.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
+        ledger.rewards.move([reward.reward_id], [RewardStatus.PAYABLE], status, now)
     elif status is not RewardStatus.HOLDING:
-        ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], status, now)
+        ledger.rewards.move([reward.reward_id], [RewardStatus.HOLDING], status, now)
     return reward
 
 
@@ -175,8 +175,8 @@ def pay(
     outcome: PayoutOutcome = PayoutOutcome.SUCCEEDED,
 ) -> list[PayoutInstruction]:
     """Prepare payouts for ``reward_ids`` and settle each with ``outcome``."""
-    instructions = ledger.prepare_payouts([(r, LEDGER, None) for r in reward_ids], now)
-    ledger.record_payout_results(
+    instructions = ledger.payouts.prepare([(r, LEDGER, None) for r in reward_ids], now)
+    ledger.payouts.record_results(
         [
             PayoutResult(i.payout_id, outcome, provider_ref=f"ref-{i.payout_id[:8]}", error=None)
             for i in instructions
@@ -243,11 +243,11 @@ def count(ledger: SqlLedger, row: Any, *where: Any) -> int:
 
 
 def balance(ledger: SqlLedger, reward_id: str) -> int:
-    return ledger.rewards([reward_id])[reward_id].balance.amount_minor
+    return ledger.rewards.of([reward_id])[reward_id].balance.amount_minor
 
 
 def status(ledger: SqlLedger, reward_id: str) -> RewardStatus:
-    return ledger.rewards([reward_id])[reward_id].status
+    return ledger.rewards.of([reward_id])[reward_id].status
 
 
 # -- ingest ------------------------------------------------------------------------------
@@ -526,7 +526,7 @@ def test_a_conversion_is_stored_once_and_its_event_is_not_converted_again(
     assert ledger.conversions.record_conversions([event_id], [conv], [], now) == 0
 
     assert ledger.conversions.events_to_convert(0, 10) == []
-    assert ledger.conversions_to_reward(10) == [conv]
+    assert ledger.rewards.conversions_to_reward(10) == [conv]
     assert ledger.conversions.code_owners([code])[code].contact_id == "C1"
     assert ledger.summary()["conversions"] == {"customer": 1}
 
@@ -539,33 +539,33 @@ def test_recording_rewards_twice_adds_one_reward_one_accrual_and_one_notice(
     ledger.conversions.record_conversions([], [conv], [], now)
     reward = reward_for(conv, 25_000, now)
 
-    assert ledger.record_rewards([conv.conversion_id], [reward], [], now) == 1
-    assert ledger.record_rewards([conv.conversion_id], [reward], [], now) == 0
+    assert ledger.rewards.record([conv.conversion_id], [reward], [], now) == 1
+    assert ledger.rewards.record([conv.conversion_id], [reward], [], now) == 0
 
     assert entries(ledger, reward.reward_id) == [("accrued", 25_000)]
-    view = ledger.rewards([reward.reward_id])[reward.reward_id]
+    view = ledger.rewards.of([reward.reward_id])[reward.reward_id]
     assert (view.reward, view.status, view.balance) == (
         reward,
         RewardStatus.HOLDING,
         Money(25_000, "EUR"),
     )
     assert notices(ledger, "reward_earned") == [reward.reward_id]
-    assert ledger.conversions_to_reward(10) == []
+    assert ledger.rewards.conversions_to_reward(10) == []
 
 
-def test_move_rewards_moves_only_rewards_still_in_an_expected_status(
+def test_moving_rewards_moves_only_rewards_still_in_an_expected_status(
     ledger: SqlLedger, now: datetime
 ) -> None:
     one = given_reward(ledger, now, 1, status=RewardStatus.HOLDING)
     two = given_reward(ledger, now, 2, status=RewardStatus.HOLDING)
-    assert {v.reward.reward_id for v in ledger.rewards_to_route(now, "", 10)} == {
+    assert {v.reward.reward_id for v in ledger.rewards.to_route(now, "", 10)} == {
         one.reward_id,
         two.reward_id,
     }
 
-    moved = ledger.move_rewards([one.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
+    moved = ledger.rewards.move([one.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
     # A second router that read both as holding moves only the one still holding.
-    raced = ledger.move_rewards(
+    raced = ledger.rewards.move(
         [one.reward_id, two.reward_id],
         [RewardStatus.HOLDING],
         RewardStatus.AWAITING_APPROVAL,
@@ -576,19 +576,19 @@ def test_move_rewards_moves_only_rewards_still_in_an_expected_status(
     assert raced == [two.reward_id]
     assert status(ledger, one.reward_id) is RewardStatus.PAYABLE
     assert status(ledger, two.reward_id) is RewardStatus.AWAITING_APPROVAL
-    assert [v.reward.reward_id for v in ledger.rewards_to_route(now, "", 10)] == [one.reward_id]
-    assert ledger.rewards_to_route(now - timedelta(days=1), "", 10) == []  # not payable yet
+    assert [v.reward.reward_id for v in ledger.rewards.to_route(now, "", 10)] == [one.reward_id]
+    assert ledger.rewards.to_route(now - timedelta(days=1), "", 10) == []  # not payable yet
 
 
 # -- payouts -------------------------------------------------------------------------------
 
 
-def test_prepare_payouts_stores_the_payout_and_its_key_before_any_rail_is_called(
+def test_preparing_payouts_stores_the_payout_and_its_key_before_any_rail_is_called(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, amount_minor=12_345)
 
-    [instruction] = ledger.prepare_payouts([(reward.reward_id, LEDGER, "acct_1")], now)
+    [instruction] = ledger.payouts.prepare([(reward.reward_id, LEDGER, "acct_1")], now)
 
     [row] = payout_rows(ledger, reward.reward_id)
     assert row["payout_id"] == instruction.payout_id
@@ -599,15 +599,15 @@ def test_prepare_payouts_stores_the_payout_and_its_key_before_any_rail_is_called
     assert instruction.amount == Money(12_345, "EUR")
     assert instruction.destination == "acct_1"
     assert instruction.key_created_at == now
-    assert ledger.pending_payouts() == [instruction]
+    assert ledger.payouts.pending() == [instruction]
     assert entries(ledger, reward.reward_id) == [("accrued", 12_345)]  # no money moved yet
 
 
 def test_a_second_prepare_returns_the_same_pending_payout(ledger: SqlLedger, now: datetime) -> None:
     reward = given_reward(ledger, now)
 
-    first = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
-    second = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now + timedelta(minutes=5))
+    first = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
+    second = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now + timedelta(minutes=5))
 
     assert second == first
     assert len(payout_rows(ledger, reward.reward_id)) == 1
@@ -628,7 +628,7 @@ def test_a_reward_neither_payable_nor_approved_gets_no_payout(
     approved = given_reward(ledger, now, 11, status=RewardStatus.APPROVED)
     plans = [(r.reward_id, LEDGER, None) for r in (*refused.values(), payable, approved)]
 
-    instructions = ledger.prepare_payouts([*plans, ("no-such-reward", LEDGER, None)], now)
+    instructions = ledger.payouts.prepare([*plans, ("no-such-reward", LEDGER, None)], now)
 
     assert sorted(i.reward_id for i in instructions) == sorted(
         [payable.reward_id, approved.reward_id]
@@ -644,7 +644,7 @@ def test_after_a_failed_attempt_the_next_attempt_has_its_own_key(
     reward = given_reward(ledger, now)
     [first] = pay(ledger, [reward.reward_id], now, PayoutOutcome.FAILED)
 
-    [second] = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
+    [second] = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
 
     assert second.attempt == 2
     assert second.idempotency_key == f"{first.idempotency_key}:2"
@@ -663,7 +663,7 @@ def test_a_reward_gets_no_more_than_the_maximum_number_of_payout_attempts(
         for _ in range(MAX_PAYOUT_ATTEMPTS)
     ]
 
-    assert ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now) == []
+    assert ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now) == []
     assert len(set(keys)) == MAX_PAYOUT_ATTEMPTS
     assert keys[-1].endswith(f":{MAX_PAYOUT_ATTEMPTS}")
     assert [r["status"] for r in payout_rows(ledger, reward.reward_id)] == ["failed"] * 3
@@ -676,7 +676,7 @@ def test_a_retryable_result_keeps_the_payout_pending_under_the_same_key(
     reward = given_reward(ledger, now)
     [first] = pay(ledger, [reward.reward_id], now, PayoutOutcome.RETRYABLE)
 
-    [again] = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
+    [again] = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
 
     assert again.payout_id == first.payout_id
     assert again.idempotency_key == first.idempotency_key
@@ -688,11 +688,11 @@ def test_settling_a_payout_twice_books_one_paid_entry_and_one_notice(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, amount_minor=40_000)
-    [instruction] = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
+    [instruction] = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
     success = PayoutResult(instruction.payout_id, PayoutOutcome.SUCCEEDED, provider_ref="tr_1")
 
-    first = ledger.record_payout_results([success], now)
-    second = ledger.record_payout_results([success], now + timedelta(minutes=1))
+    first = ledger.payouts.record_results([success], now)
+    second = ledger.payouts.record_results([success], now + timedelta(minutes=1))
 
     assert (first, second) == (1, 0)
     assert entries(ledger, reward.reward_id) == [("accrued", 40_000), ("paid", -40_000)]
@@ -701,8 +701,8 @@ def test_settling_a_payout_twice_books_one_paid_entry_and_one_notice(
     assert notices(ledger, "reward_paid") == [reward.reward_id]
     [row] = payout_rows(ledger, reward.reward_id)
     assert (row["status"], row["provider_ref"], row["tries"]) == ("succeeded", "tr_1", 1)
-    assert ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now) == []
-    assert ledger.pending_payouts() == []
+    assert ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now) == []
+    assert ledger.payouts.pending() == []
 
 
 # -- approvals -----------------------------------------------------------------------------
@@ -769,7 +769,7 @@ def test_rejecting_cancels_the_balance_and_queues_a_reward_rejected_notice(
     assert notices(ledger, "reward_rejected") == [reward.reward_id]
     assert ledger.waiting_approvals() == []
     assert count(ledger, ApprovalRequestRow, ApprovalRequestRow.status == "decided") == 1
-    assert ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now) == []
+    assert ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now) == []
 
 
 def test_a_two_stage_approval_waits_for_the_second_approver(

@@ -187,7 +187,7 @@ def test_the_destination_audit_refuses_updates_and_deletes(
 
 
 def _route(ledger: SqlLedger, as_of: datetime) -> dict[str, tuple[str, ...]]:
-    return {v.reward.reward_id: v.reward.flags for v in ledger.rewards_to_route(as_of, "", 100)}
+    return {v.reward.reward_id: v.reward.flags for v in ledger.rewards.to_route(as_of, "", 100)}
 
 
 def test_a_changed_destination_flags_every_reward_routed_until_one_so_flagged_is_approved(
@@ -204,12 +204,12 @@ def test_a_changed_destination_flags_every_reward_routed_until_one_so_flagged_is
     flags = _route(ledger, now)
     assert flags[before.reward_id] == (PAYOUT_DESTINATION_CHANGED,)
     assert flags[other.reward_id] == ()
-    assert ledger.add_reward_flag([before.reward_id], PAYOUT_DESTINATION_CHANGED, now) == 1
-    assert ledger.add_reward_flag([before.reward_id], PAYOUT_DESTINATION_CHANGED, now) == 0
-    ledger.move_rewards(
+    assert ledger.rewards.add_flag([before.reward_id], PAYOUT_DESTINATION_CHANGED, now) == 1
+    assert ledger.rewards.add_flag([before.reward_id], PAYOUT_DESTINATION_CHANGED, now) == 0
+    ledger.rewards.move(
         [before.reward_id], [RewardStatus.PAYABLE], RewardStatus.AWAITING_APPROVAL, now
     )
-    assert ledger.rewards([before.reward_id])[before.reward_id].reward.flags == (
+    assert ledger.rewards.of([before.reward_id])[before.reward_id].reward.flags == (
         PAYOUT_DESTINATION_CHANGED,
     )
     next_one = given_reward(ledger, now, 2, status=RewardStatus.HOLDING)

@@ -145,7 +145,7 @@ def reward(ledger: SqlLedger, program: Program, now: datetime = NOW) -> dict[str
 
 
 def pay(ledger: SqlLedger, rail: StripeTransferRail, *reward_ids: str) -> None:
-    ledger.move_rewards(list(reward_ids), [RewardStatus.HOLDING], RewardStatus.PAYABLE, NOW)
+    ledger.rewards.move(list(reward_ids), [RewardStatus.HOLDING], RewardStatus.PAYABLE, NOW)
     report = submit_payouts.fn(ledger, {rail.kind: rail}, list(reward_ids), NOW)
     assert report.paid == len(reward_ids)
 

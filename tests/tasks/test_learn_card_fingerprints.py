@@ -68,7 +68,7 @@ def flags_of(ledger: SqlLedger, now: datetime) -> dict[str, tuple[str, ...]]:
     stmt = select(ConversionRow.conversion_id, ConversionRow.source_event)
     with ledger.engine.connect() as conn:
         events = {conversion_id: event_id for conversion_id, event_id in conn.execute(stmt)}
-    views = ledger.rewards_to_route(now + timedelta(days=365), "", 1000)
+    views = ledger.rewards.to_route(now + timedelta(days=365), "", 1000)
     return {events[v.reward.conversion_id]: v.reward.flags for v in views}
 
 

@@ -21,7 +21,14 @@ from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
 from integrations.ledger.memory.history import InMemoryHistoryStore
 from integrations.ledger.memory.moments import InMemoryMomentsStore
 from integrations.ledger.memory.partners import InMemoryPartnerStore
+from integrations.ledger.memory.payouts import InMemoryPayoutsStore
 from integrations.ledger.memory.provider_events import InMemoryProviderEventStore
+from integrations.ledger.memory.reconcile import InMemoryReconcileStore
+from integrations.ledger.memory.rewards import (
+    InMemoryRewardRulesStore,
+    InMemoryRewardsStore,
+    MoneyBook,
+)
 from integrations.ledger.memory.sources import InMemorySourcesStore
 from integrations.ledger.memory.stripe import InMemoryStripeStore
 from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
@@ -53,6 +60,11 @@ class InMemoryStores:
         self.partners = InMemoryPartnerStore()
 
         # -- money ----------------------------------------------------------------------
+        self.money = MoneyBook()  # what the rewards, reward rules and payouts fakes share
+        self.rewards = InMemoryRewardsStore(self.money)
+        self.reward_rules = InMemoryRewardRulesStore(self.money)
+        self.payouts = InMemoryPayoutsStore(self.money)
+        self.reconcile = InMemoryReconcileStore()
 
         # clawbacks
         self.clawbacks, self.reversals = clawback_stores()
