@@ -36,7 +36,7 @@ from domain.metrics import (
 from domain.models import ReferrerType
 from domain.money import Money
 from domain.program import Program
-from integrations.ledger.metrics import MetricsLedger
+from domain.stores import Ledger
 from tasks._support import run_logger
 
 ARTIFACT_KEY = "program-metrics"
@@ -58,7 +58,7 @@ SLOW = " ⚠"
 
 @task(name="compute-program-metrics", cache_policy=NO_CACHE)
 def compute_program_metrics(
-    ledger: MetricsLedger,
+    ledger: Ledger,
     program: Program,
     period: PeriodKind,
     as_of: datetime,
@@ -68,7 +68,7 @@ def compute_program_metrics(
     """Read what the metrics need from the ledger and compute them per period and source.
 
     Args:
-        ledger: the ledger's metrics queries (read only).
+        ledger: the ledger (its ``metrics`` store, read only).
         program: for the program currency.
         period: week, month or quarter (calendar, UTC).
         as_of: nothing at or after it counts; the last period holds the instant before.
@@ -81,12 +81,12 @@ def compute_program_metrics(
     spans = periods_ending(as_of, period, periods)
     start = spans[0].start
     inputs = MetricInputs(
-        contacts=ledger.metric_contact_counts(),
-        leads=ledger.metric_leads(start, as_of),
-        conversions=ledger.metric_conversions(start - timedelta(days=ACTIVE_DAYS), as_of),
-        referrals=ledger.metric_referrals(start, as_of),
-        paid_rewards=ledger.metric_paid_rewards(start, as_of),
-        costs=ledger.metric_costs(spans, as_of, program.currency),
+        contacts=ledger.metrics.contact_counts(),
+        leads=ledger.metrics.leads(start, as_of),
+        conversions=ledger.metrics.conversions(start - timedelta(days=ACTIVE_DAYS), as_of),
+        referrals=ledger.metrics.referrals(start, as_of),
+        paid_rewards=ledger.metrics.paid_rewards(start, as_of),
+        costs=ledger.metrics.costs(spans, as_of, program.currency),
     )
     metrics = compute_metrics(inputs, spans, as_of, period, program.currency, fixed_cost)
     run_logger().info(

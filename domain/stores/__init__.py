@@ -20,6 +20,8 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.approvals import ApprovalsStore
+from domain.stores.metrics import MetricsStore
 
 
 class Stores(Protocol):
@@ -37,6 +39,8 @@ class Stores(Protocol):
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 
     # -- approvals and metrics --------------------------------------------------------
+    approvals: ApprovalsStore
+    metrics: MetricsStore
 
 
 class UnitOfWork(Stores, Protocol):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Engine
 
+from integrations.ledger.approvals import SqlApprovalsStore
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.metrics import SqlMetricsStore
 
 
 class SqlStores:
@@ -29,3 +31,5 @@ class SqlStores:
         # -- money ----------------------------------------------------------------------
 
         # -- approvals and metrics ------------------------------------------------------
+        self.approvals = SqlApprovalsStore(engine, conn)
+        self.metrics = SqlMetricsStore(engine, conn)

@@ -31,14 +31,29 @@ class Ledger:
             for i in range(waiting)
         ]
 
-    def summary(self) -> dict[str, Any]:
-        return {}
+    @property
+    def metrics(self) -> Metrics:
+        return Metrics()
 
-    def waiting_approvals(self) -> list[WaitingApproval]:
-        return self.waiting
+    @property
+    def approvals(self) -> Approvals:
+        return Approvals(self.waiting)
 
     def quarantined(self, limit: int) -> list[dict[str, Any]]:
         return []
+
+
+class Metrics:
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+class Approvals:
+    def __init__(self, waiting: list[WaitingApproval]) -> None:
+        self._waiting = waiting
+
+    def waiting(self) -> list[WaitingApproval]:
+        return self._waiting
 
 
 class Runs:

@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.approvals import InMemoryApprovalsStore
+from integrations.ledger.memory.metrics import InMemoryMetricsStore
+
 
 class InMemoryStores:
     """The fakes of every area that has one (an area adds its attribute here)."""
@@ -29,6 +32,8 @@ class InMemoryStores:
         # -- money ----------------------------------------------------------------------
 
         # -- approvals and metrics ------------------------------------------------------
+        self.approvals = InMemoryApprovalsStore()
+        self.metrics = InMemoryMetricsStore()
         self.committed = 0
         self.rolled_back = 0
 
