@@ -21,8 +21,9 @@ from flows.metrics import program_metrics
 from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import ConversionRow, SourceEventRow
+from integrations.reporting.metrics import CHARTS
 from integrations.sources.sample import generate, simulate_referrals
-from tasks.metrics import ARTIFACT_KEY, CHARTS
+from tasks.metrics import ARTIFACT_KEY
 from tests.flows.conftest import make_app
 
 Reported = tuple[App, dict[str, Any]]
