@@ -26,7 +26,7 @@ from domain.metrics import (
 )
 from domain.money import Money
 from domain.program import Program
-from domain.stores import Ledger
+from domain.stores.metrics import WithMetrics
 from integrations.reporting.metrics import draw_charts, metrics_markdown
 from tasks._support import run_logger
 
@@ -35,7 +35,7 @@ ARTIFACT_KEY = "program-metrics"
 
 @task(name="compute-program-metrics", cache_policy=NO_CACHE)
 def compute_program_metrics(
-    ledger: Ledger,
+    ledger: WithMetrics,
     program: Program,
     period: PeriodKind,
     as_of: datetime,

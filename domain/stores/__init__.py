@@ -39,8 +39,17 @@ class Stores(Protocol):
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 
     # -- approvals and metrics --------------------------------------------------------
-    approvals: ApprovalsStore
-    metrics: MetricsStore
+    # Read-only, so a store class that follows the Protocol is accepted (an attribute
+    # would have to be of the Protocol type itself).
+    @property
+    def approvals(self) -> ApprovalsStore:
+        """Approval requests and decisions."""
+        ...
+
+    @property
+    def metrics(self) -> MetricsStore:
+        """The program metrics' and the run summary's queries."""
+        ...
 
 
 class UnitOfWork(Stores, Protocol):

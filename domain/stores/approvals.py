@@ -7,6 +7,7 @@ are in :mod:`domain.approvals`; this store only reads and writes what they need.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -113,4 +114,21 @@ class ApprovalsStore(Protocol):
 
     def queue_rejection_notice(self, reward: RewardView, reason: str, now: datetime) -> None:
         """Queue the ``reward_rejected`` email to the referrer (once per reward)."""
+        ...
+
+
+class WithApprovals(Protocol):
+    """Anything holding an approvals store: a ledger, or one of its units of work."""
+
+    @property
+    def approvals(self) -> ApprovalsStore:
+        """The approvals store."""
+        ...
+
+
+class ApprovalsLedger(WithApprovals, Protocol):
+    """What an approvals use case needs of the ledger: the store, and units of work."""
+
+    def transaction(self) -> AbstractContextManager[WithApprovals]:
+        """Open one transaction; the stores it yields all run in it."""
         ...

@@ -55,3 +55,12 @@ class MetricsStore(Protocol):
         events, moments, skipped, follow_ups, asks, conversions, rewards,
         reward_amounts, payouts, paid, notifications, quarantine, detractors_handed_on."""
         ...
+
+
+class WithMetrics(Protocol):
+    """Anything holding a metrics store (the ledger)."""
+
+    @property
+    def metrics(self) -> MetricsStore:
+        """The metrics store."""
+        ...

@@ -44,10 +44,10 @@ from domain.fraud import PAYOUT_DESTINATION_CHANGED
 from domain.models import ApprovalView, Decision, RewardStatus, derived_id
 from domain.ports import ApproverRegistry, OneTimeCodes
 from domain.program import Program
-from domain.stores import Ledger
+from domain.stores.approvals import ApprovalsLedger
 
 
-class DecisionLedger(Ledger, Protocol):
+class DecisionLedger(ApprovalsLedger, Protocol):
     """What :func:`decide` asks of the ledger beyond its stores.
 
     The destination methods are still on the ledger itself; when the destinations area
@@ -65,7 +65,7 @@ class DecisionLedger(Ledger, Protocol):
 
 
 def record_decision(
-    ledger: Ledger,
+    ledger: ApprovalsLedger,
     reward_id: str,
     stage: int,
     checked: CheckedDecision,

@@ -13,7 +13,7 @@ from domain.approvals import CheckedDecision
 from domain.errors import DecisionConflict
 from domain.models import Decision, RewardStatus, RewardView
 from domain.money import Money
-from domain.stores import Ledger
+from domain.stores.approvals import ApprovalsLedger
 from integrations.ledger.engine import make_engine
 from integrations.ledger.memory import InMemoryLedger
 from integrations.ledger.sql import SqlLedger
@@ -32,7 +32,7 @@ def approve(approver_id: str, amount_minor: int) -> CheckedDecision:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "memory"])
-def seeded(request: pytest.FixtureRequest, now: datetime) -> Iterator[tuple[Ledger, str]]:
+def seeded(request: pytest.FixtureRequest, now: datetime) -> Iterator[tuple[ApprovalsLedger, str]]:
     """A ledger holding one reward of 900.00 EUR awaiting approval, and its id."""
     if request.param == "memory":
         memory = InMemoryLedger()
@@ -50,7 +50,7 @@ def seeded(request: pytest.FixtureRequest, now: datetime) -> Iterator[tuple[Ledg
 
 
 def test_a_two_stage_approval_reads_and_writes_the_same_on_sql_and_in_memory(
-    seeded: tuple[Ledger, str], now: datetime
+    seeded: tuple[ApprovalsLedger, str], now: datetime
 ) -> None:
     ledger, reward_id = seeded
     [(request_id, run_id)] = ledger.approvals.open_requests([reward_id], now).values()
@@ -79,7 +79,7 @@ def test_a_two_stage_approval_reads_and_writes_the_same_on_sql_and_in_memory(
 
 
 def test_an_expired_request_leaves_its_reward_awaiting_a_new_one_on_sql_and_in_memory(
-    seeded: tuple[Ledger, str], now: datetime
+    seeded: tuple[ApprovalsLedger, str], now: datetime
 ) -> None:
     ledger, reward_id = seeded
     [(request_id, _)] = ledger.approvals.open_requests([reward_id], now).values()

@@ -32,7 +32,8 @@ from integrations.approvals.fake import RecordingApprovalRuns
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
-from tasks.approvals import Question, apply_decision, request_approvals
+from tasks.approvals import apply_decision, request_approvals
+from tasks.use_cases.approvals import Question
 from tests.conftest import NOW, approver_ports, contact, people_batch
 
 runner = CliRunner()
