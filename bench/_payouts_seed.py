@@ -135,7 +135,7 @@ def _store_people(ledger: SqlLedger, contacts: Sequence[Contact], now: datetime)
         for c in contacts
         if c.account_id
     }
-    ledger.record_batch(
+    ledger.sources.record_batch(
         SourceBatch(
             source="bench",
             accounts=list(accounts.values()),

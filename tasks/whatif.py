@@ -42,7 +42,7 @@ def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> What
         for r in program.rewards
         if r.kind is RewardKind.RECURRING
     }
-    for page in ledger.conversion_history():
+    for page in ledger.history.conversion_history():
         conversions += page
         touches = ledger.touchpoints_for(page)
         touchpoints.update(touches)

@@ -21,7 +21,15 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.approvals import ApprovalsStore
+from domain.stores.clawbacks import ClawbackStore, ReversalStore
+from domain.stores.connect import ConnectStore
+from domain.stores.destinations import DestinationsStore
+from domain.stores.handoffs import HandoffsStore
+from domain.stores.history import HistoryStore
 from domain.stores.metrics import MetricsStore
+from domain.stores.moments import MomentsStore
+from domain.stores.referrer_side import ReferrerSideStore
+from domain.stores.sources import SourcesStore
 
 
 class Stores(Protocol):
@@ -31,12 +39,21 @@ class Stores(Protocol):
     approvers: ApproverRegistry
 
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
+    sources: SourcesStore
+    moments: MomentsStore
+    history: HistoryStore
+    destinations: DestinationsStore
+    handoffs: HandoffsStore
 
     # -- messages: asks, emails, links, discounts -------------------------------------
 
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
+
+    # clawbacks
+    clawbacks: ClawbackStore
+    reversals: ReversalStore
 
     # -- approvals and metrics --------------------------------------------------------
     # Read-only, so a store class that follows the Protocol is accepted (an attribute
@@ -50,6 +67,10 @@ class Stores(Protocol):
     def metrics(self) -> MetricsStore:
         """The program metrics' and the run summary's queries."""
         ...
+
+    # referrer side (issue 15)
+    referrer_side: ReferrerSideStore
+    connect: ConnectStore
 
 
 class UnitOfWork(Stores, Protocol):

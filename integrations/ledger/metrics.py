@@ -385,6 +385,6 @@ class SqlMetricsStore(LedgerBase):
                 "paid": paid,
                 "notifications": grouped(NotificationRow.status),
                 "quarantine": grouped(QuarantineRow.stage),
-                # Detractor hand-offs: the owner's emails per status (HandoffLedger).
+                # Detractor hand-offs: the owner's emails per status (the handoffs store).
                 "detractors_handed_on": grouped(DetractorHandoffRow.email_status),
             }

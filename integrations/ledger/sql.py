@@ -42,7 +42,6 @@ from domain.models import (
     EmailOutcome,
     EmailResult,
     EventType,
-    IngestReport,
     Moment,
     MomentType,
     NpsAnswer,
@@ -58,21 +57,18 @@ from domain.models import (
     derived_id,
 )
 from domain.money import Money
-from domain.ports import SourceBatch
 from integrations.ledger.base import (
     MAX_PAYOUT_ATTEMPTS,
     LedgerBase,
     chunks,
     contact_from_row,
-    contact_row,
     conversion_from_row,
     event_from_row,
-    event_row,
     pairs,
     reward_row,
 )
 from integrations.ledger.clawbacks import (
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     book_netting,
     live_payouts,
     lock_referrers,
@@ -80,12 +76,9 @@ from integrations.ledger.clawbacks import (
     referrers_of,
     settle_by_netting,
 )
-from integrations.ledger.destinations import DestinationLedger, record_destination_changes
-from integrations.ledger.detection import DetectionLedger
+from integrations.ledger.destinations import RewardFlagLedger, changed_destination_referrers
 from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.fraud import FraudLedger
-from integrations.ledger.handoffs import HandoffLedger
-from integrations.ledger.history import HistoryLedger
 from integrations.ledger.links import LinkLedger
 from integrations.ledger.partners import PartnerLedger
 from integrations.ledger.reconcile import ReconcileLedger
@@ -104,7 +97,6 @@ from integrations.ledger.tables import (
     ContactRow,
     ConversionRow,
     EmailOutboxRow,
-    FollowUpRow,
     LedgerEntryRow,
     MomentRow,
     NotificationRow,
@@ -113,8 +105,6 @@ from integrations.ledger.tables import (
     QuarantineRow,
     ReferralCodeRow,
     RewardRow,
-    SourceCursorRow,
-    SourceEventRow,
     SuppressionRow,
 )
 from integrations.ledger.touchpoints import TouchpointLedger, record_conversions_touches
@@ -127,18 +117,15 @@ _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTIFICATI
 class SqlLedger(
     SqlStores,
     PartnerLedger,
-    DetectionLedger,
-    HistoryLedger,
     WebhookLedger,
     StripeConversionLedger,
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     ReconcileLedger,
     FraudLedger,
     DiscountLedger,
     RewardRulesLedger,
     TouchpointLedger,
-    DestinationLedger,
-    HandoffLedger,
+    RewardFlagLedger,
     LinkLedger,
     LedgerBase,
 ):
@@ -160,149 +147,6 @@ class SqlLedger(
         the block ends, rolled back when it raises."""
         with self.engine.begin() as conn:
             yield SqlStores(self.engine, conn)
-
-    # -- ingest ----------------------------------------------------------------------
-
-    def cursor(self, source: str) -> str | None:
-        with self._connect() as conn:
-            return conn.execute(
-                select(SourceCursorRow.cursor).where(SourceCursorRow.source == source)
-            ).scalar_one_or_none()
-
-    def record_batch(self, batch: SourceBatch, now: datetime) -> IngestReport:
-        """Store one source read atomically: reference rows, events, rejects, cursor.
-
-        The cursor moves in the same transaction as the events it covers, so a crash
-        either keeps both or neither: the next run re-reads, and duplicates are ignored.
-        A contact stored with another payout destination than before gets its
-        ``payout_destination_changes`` rows in the same transaction.
-        """
-        with self._begin() as conn:
-            self._upsert(
-                conn,
-                AccountRow,
-                [
-                    {
-                        "account_id": a.account_id,
-                        "name": a.name,
-                        "domain": a.domain,
-                        "customer_since": a.customer_since,
-                        "updated_at": now,
-                    }
-                    for a in batch.accounts
-                ],
-                "account_id",
-            )
-            record_destination_changes(conn, batch.contacts, batch.source, now)
-            self._upsert_contacts(conn, [contact_row(c, now) for c in batch.contacts])
-            inserted = self._insert_ignore(
-                conn, SourceEventRow, [event_row(e, now) for e in batch.events], SourceEventRow.id
-            )
-            # A reject delivered again is counted as quarantined all the same.
-            self._insert_ignore(
-                conn,
-                QuarantineRow,
-                self._quarantine_rows(batch.rejected, "ingest", now),
-                QuarantineRow.id,
-            )
-            if batch.cursor is not None:
-                self._upsert(
-                    conn,
-                    SourceCursorRow,
-                    [{"source": batch.source, "cursor": batch.cursor, "updated_at": now}],
-                    "source",
-                )
-        return IngestReport(
-            source=batch.source,
-            records_in=batch.records_in,
-            new_events=len(inserted),
-            already_seen=len(batch.events) - len(inserted),
-            quarantined=len(batch.rejected),
-            reference_rows=batch.reference_only,
-        )
-
-    def _upsert_contacts(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert or refresh contacts. A source that does not know a contact's Stripe
-        ids (sends none) keeps the ids another source set, rather than erasing them."""
-        if not rows:
-            return
-        stmt = self._insert(ContactRow)
-        keep = ("stripe_customer_id", "stripe_account_id")
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["contact_id"],
-            set_={
-                c: (
-                    func.coalesce(getattr(stmt.excluded, c), getattr(ContactRow, c))
-                    if c in keep
-                    else getattr(stmt.excluded, c)
-                )
-                for c in rows[0]
-                if c != "contact_id"
-            },
-        )
-        conn.execute(stmt, list(rows))
-
-    # -- detection -------------------------------------------------------------------
-
-    def undetected_events(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                select(T_SOURCE_EVENTS)
-                .where(T_SOURCE_EVENTS.c.detected_at.is_(None), T_SOURCE_EVENTS.c.id > after_id)
-                .order_by(T_SOURCE_EVENTS.c.id)
-                .limit(limit)
-            ).mappings()
-            return [(row["id"], event_from_row(row)) for row in rows]
-
-    def record_detection(
-        self,
-        event_ids: Sequence[int],
-        moments: Sequence[Moment],
-        detractors: Sequence[SourceEvent],
-        now: datetime,
-    ) -> int:
-        """Store moments and detractor follow-ups; mark the events examined."""
-        with self._begin() as conn:
-            new = self._insert_ignore(
-                conn,
-                MomentRow,
-                [
-                    {
-                        "moment_id": m.moment_id,
-                        "type": m.type.value,
-                        "contact_id": m.contact_id,
-                        "account_id": m.account_id,
-                        "occurred_at": m.occurred_at,
-                        "source_event": m.source_event,
-                        "detail": m.detail,
-                        "status": "new",
-                    }
-                    for m in moments
-                ],
-                MomentRow.moment_id,
-            )
-            self._insert_ignore(
-                conn,
-                FollowUpRow,
-                [
-                    {
-                        "source_event": e.key,
-                        "contact_id": e.contact_id,
-                        "account_id": e.account_id,
-                        "score": e.score,
-                        "occurred_at": e.occurred_at,
-                    }
-                    for e in detractors
-                ],
-                FollowUpRow.source_event,
-            )
-            for ids in chunks(event_ids):
-                conn.execute(
-                    update(T_SOURCE_EVENTS)
-                    .where(T_SOURCE_EVENTS.c.id.in_(ids))
-                    .values(detected_at=now)
-                )
-        return len(new)
 
     # -- asks ------------------------------------------------------------------------
 
@@ -944,7 +788,7 @@ class SqlLedger(
                 limit,
                 order_by_id=True,
             )
-        changed = self.referrers_with_changed_destination(v.reward.referrer_id for v in views)
+            changed = changed_destination_referrers(conn, (v.reward.referrer_id for v in views))
         return [
             replace(
                 v, reward=replace(v.reward, flags=(*v.reward.flags, PAYOUT_DESTINATION_CHANGED))
@@ -1306,24 +1150,6 @@ class SqlLedger(
             )
 
     # -- reporting -------------------------------------------------------------------
-
-    def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Quarantined input without its raw text (which may hold personal data)."""
-        with self._connect() as conn:
-            return [
-                dict(r)
-                for r in conn.execute(
-                    select(
-                        QuarantineRow.stage,
-                        QuarantineRow.source,
-                        QuarantineRow.record,
-                        QuarantineRow.field,
-                        QuarantineRow.reason,
-                    )
-                    .order_by(QuarantineRow.id)
-                    .limit(limit)
-                ).mappings()
-            ]
 
 
 def _by_payout(values: Mapping[str, str | None], column: Any) -> Any:

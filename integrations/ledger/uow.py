@@ -12,7 +12,15 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvals import SqlApprovalsStore
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
+from integrations.ledger.connect import SqlConnectStore
+from integrations.ledger.destinations import SqlDestinationsStore
+from integrations.ledger.detection import SqlMomentsStore
+from integrations.ledger.handoffs import SqlHandoffsStore
+from integrations.ledger.history import SqlHistoryStore
 from integrations.ledger.metrics import SqlMetricsStore
+from integrations.ledger.referrer_side import SqlReferrerSide
+from integrations.ledger.sources import SqlSourcesStore
 
 
 class SqlStores:
@@ -23,6 +31,11 @@ class SqlStores:
         self.approvers = SqlApprovers(engine, conn)
 
         # -- intake ---------------------------------------------------------------------
+        self.sources = SqlSourcesStore(engine, conn)
+        self.moments = SqlMomentsStore(engine, conn)
+        self.history = SqlHistoryStore(engine, conn)
+        self.destinations = SqlDestinationsStore(engine, conn)
+        self.handoffs = SqlHandoffsStore(engine, conn)
 
         # -- messages -------------------------------------------------------------------
 
@@ -30,6 +43,14 @@ class SqlStores:
 
         # -- money ----------------------------------------------------------------------
 
+        # clawbacks
+        self.clawbacks = SqlClawbackStore(engine, conn)
+        self.reversals = SqlReversalStore(engine, conn)
+
         # -- approvals and metrics ------------------------------------------------------
         self.approvals = SqlApprovalsStore(engine, conn)
         self.metrics = SqlMetricsStore(engine, conn)
+
+        # referrer side (issue 15)
+        self.referrer_side = SqlReferrerSide(engine, conn)
+        self.connect = SqlConnectStore(engine, conn)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -45,18 +45,15 @@ from domain.models import ApprovalView, Decision, RewardStatus, derived_id
 from domain.ports import ApproverRegistry, OneTimeCodes
 from domain.program import Program
 from domain.stores.approvals import ApprovalsLedger
+from domain.stores.destinations import DestinationsStore
 
 
 class DecisionLedger(ApprovalsLedger, Protocol):
-    """What :func:`decide` asks of the ledger beyond its stores.
+    """What :func:`decide` asks of the ledger beyond the approvals store."""
 
-    The destination methods are still on the ledger itself; when the destinations area
-    becomes a store, :func:`decide` calls it and this Protocol goes.
-    """
-
-    def referrers_with_changed_destination(self, referrer_ids: Iterable[str]) -> set[str]:
-        """Those of ``referrer_ids`` whose payout destination changed since a person
-        last approved one of their rewards flagged for it."""
+    @property
+    def destinations(self) -> DestinationsStore:
+        """Payout destination changes (an approval must not pay one unseen)."""
         ...
 
     def add_reward_flag(self, reward_ids: Sequence[str], flag: str, now: datetime) -> int:
@@ -320,7 +317,7 @@ def decide(
     if (
         form.get("approve") is True
         and PAYOUT_DESTINATION_CHANGED not in view.reward.reward.flags
-        and ledger.referrers_with_changed_destination([view.referrer.contact_id])
+        and ledger.destinations.referrers_with_changed_destination([view.referrer.contact_id])
     ):
         # The form was shown before the change: an approval now would pay a destination
         # the approver never saw. Flag the reward and ask again, the flag now shown.

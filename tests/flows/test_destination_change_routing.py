@@ -45,7 +45,9 @@ def test_a_small_reward_after_a_destination_change_waits_for_a_person_who_sees_w
         ledger, past, 1, amount_minor=2_000, referrer="C9", status=RewardStatus.HOLDING
     )
     # The next drop moves C1's payouts to another connected account.
-    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now)
+    ledger.sources.record_batch(
+        people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now
+    )
 
     routed = route_rewards(as_of=now)
 
@@ -77,7 +79,9 @@ def test_an_approval_asked_before_a_destination_change_is_asked_again_showing_th
     with pytest.raises(Suspended):
         payout_approval(waiting.reward_id)
     assert "**Fraud flags:** none\n" in approver.last_description
-    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now)
+    ledger.sources.record_batch(
+        people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now
+    )
 
     decide(approver, test_app, "maya", reason="looks right")
     with pytest.raises(Suspended):
@@ -96,7 +100,7 @@ def test_the_purge_flow_empties_excerpts_older_than_the_configured_retention(
     ledger, now = test_app.ledger, datetime.now(UTC)
     days = test_app.settings.quarantine_retention_days
     for record, age in (("old.csv:2", days + 1), ("young.csv:2", days - 1)):
-        ledger.record_batch(
+        ledger.sources.record_batch(
             SourceBatch(
                 source="files",
                 rejected=[Rejected("files", record, "x", "bad", "jane@acme.example")],

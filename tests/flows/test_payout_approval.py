@@ -82,7 +82,7 @@ def _reward_awaiting_approval(app: App, deal_minor: int, deal: str = "deal-1") -
     """A partner's reward (15% of the deal) that routing sent to approval."""
     ledger, program = app.ledger, app.program
     partner = contact("P1", "PA", kind=ReferrerType.PARTNER, stripe_account_id="acct_p1")
-    ledger.record_batch(people_batch(partner), NOW)
+    ledger.sources.record_batch(people_batch(partner), NOW)
     ledger.record_ask_decisions([], {"P1": CODE}, NOW, NOW)
     conversion = Conversion(
         conversion_id=derived_id("conversion", f"test:{deal}"),
@@ -156,7 +156,7 @@ APPROVERS = {
 @pytest.fixture
 def approvers(test_app: App) -> dict[str, str]:
     """Every approver above, registered and enrolled; id -> display name."""
-    test_app.ledger.record_batch(people_batch(contact("RC2", "RA")), NOW)
+    test_app.ledger.sources.record_batch(people_batch(contact("RC2", "RA")), NOW)
     for approver_id, (name, email, limit, contact_id) in APPROVERS.items():
         approver = make_approver(
             approver_id=approver_id,

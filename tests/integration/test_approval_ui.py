@@ -140,7 +140,7 @@ def _reward_awaiting_approval(app: App, now: datetime) -> str:
         referrer_type=ReferrerType.PARTNER,
     )
     code = "R" + "U" * 20
-    ledger.record_batch(people_batch(partner), now)
+    ledger.sources.record_batch(people_batch(partner), now)
     ledger.record_ask_decisions([], {"P1": code}, now, now)
     conversion = Conversion(
         conversion_id=derived_id("conversion", "ui-test:deal-1"),

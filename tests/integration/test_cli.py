@@ -67,7 +67,7 @@ def cli_app(
 def _waiting_reward(app: App, deal_minor: int = 1_230_000) -> tuple[str, str]:
     ledger = app.ledger
     partner = contact("P9", "PZ", kind=ReferrerType.PARTNER)
-    ledger.record_batch(people_batch(partner), NOW)
+    ledger.sources.record_batch(people_batch(partner), NOW)
     ledger.record_ask_decisions([], {"P9": CODE}, NOW, NOW)
     conversion = Conversion(
         conversion_id=derived_id("conversion", "cli:1"),

@@ -57,6 +57,7 @@ from integrations.ledger.tables import (
 )
 from tasks.use_cases.approvals import record_decision
 from tests.conftest import contact, people_batch
+from tests.moments_seed import record_detection, undetected_events
 
 RULE = "customer-flat"
 LEDGER = PayoutRailKind.LEDGER_ONLY
@@ -99,7 +100,7 @@ def events_batch(
 
 def given_referrer(ledger: SqlLedger, now: datetime, contact_id: str = "C1") -> str:
     """A known contact holding a referral code; returns the code (minted once)."""
-    ledger.record_batch(people_batch(contact(contact_id, f"A-{contact_id}")), now)
+    ledger.sources.record_batch(people_batch(contact(contact_id, f"A-{contact_id}")), now)
     ledger.record_ask_decisions([], {contact_id: f"CODE-{contact_id}"}, now, now)
     return ledger.codes_for([contact_id])[contact_id]
 
@@ -256,7 +257,7 @@ def status(ledger: SqlLedger, reward_id: str) -> RewardStatus:
 def test_recording_the_same_batch_twice_counts_its_events_as_already_seen(
     ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(people_batch(contact("C1")), now)
+    ledger.sources.record_batch(people_batch(contact("C1")), now)
     reject = Rejected("test", "events.csv:4", "occurred_at", "not a date", raw="e9,??")
     batch = events_batch(
         event("e1", at=now),
@@ -265,36 +266,36 @@ def test_recording_the_same_batch_twice_counts_its_events_as_already_seen(
         cursor="after-e2",
     )
 
-    first = ledger.record_batch(batch, now)
-    second = ledger.record_batch(batch, now + timedelta(hours=1))
+    first = ledger.sources.record_batch(batch, now)
+    second = ledger.sources.record_batch(batch, now + timedelta(hours=1))
 
     assert (first.new_events, first.already_seen, first.quarantined) == (2, 0, 1)
     assert (second.new_events, second.already_seen, second.quarantined) == (0, 2, 1)
     assert first.balanced
     assert second.balanced
-    assert ledger.cursor("test") == "after-e2"
-    assert len(ledger.undetected_events(0, 10)) == 2
+    assert ledger.sources.cursor("test") == "after-e2"
+    assert len(undetected_events(ledger.engine, 0, 10)) == 2
     assert ledger.metrics.summary()["quarantine"] == {"ingest": 1}
 
 
 def test_a_batch_that_fails_to_store_keeps_neither_its_events_nor_its_cursor(
     ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(events_batch(event("e0", at=now), cursor="after-e0"), now)
+    ledger.sources.record_batch(events_batch(event("e0", at=now), cursor="after-e0"), now)
     # A reject without a source breaks a NOT NULL column: the last write before the
     # cursor fails, after the events of the same batch were inserted.
     broken = Rejected(None, "events.csv:9", None, "bad row")  # type: ignore[arg-type]
     batch = events_batch(event("e1", at=now), rejected=[broken], cursor="after-e1")
 
     with pytest.raises(IntegrityError, match=r"(?i)not null|null value"):
-        ledger.record_batch(batch, now)
+        ledger.sources.record_batch(batch, now)
 
-    assert ledger.cursor("test") == "after-e0"
-    assert [e.event_id for _, e in ledger.undetected_events(0, 10)] == ["e0"]
+    assert ledger.sources.cursor("test") == "after-e0"
+    assert [e.event_id for _, e in undetected_events(ledger.engine, 0, 10)] == ["e0"]
     # The next run reads the same batch again (fixed) and loses nothing.
     fixed = events_batch(event("e1", at=now), cursor="after-e1")
-    assert ledger.record_batch(fixed, now).new_events == 1
-    assert ledger.cursor("test") == "after-e1"
+    assert ledger.sources.record_batch(fixed, now).new_events == 1
+    assert ledger.sources.cursor("test") == "after-e1"
 
 
 def test_quarantine_keeps_each_reject_once_without_exposing_its_raw_text(
@@ -302,11 +303,11 @@ def test_quarantine_keeps_each_reject_once_without_exposing_its_raw_text(
 ) -> None:
     reject = Rejected("crm", "deal 17", "amount", "negative amount", raw="jane@example.com,-5")
 
-    assert ledger.quarantine([reject], "conversion", now) == 1
-    assert ledger.quarantine([reject], "conversion", now) == 0
-    assert ledger.quarantine([reject], "reward", now) == 1  # another stage refused it too
+    assert ledger.sources.quarantine([reject], "conversion", now) == 1
+    assert ledger.sources.quarantine([reject], "conversion", now) == 0
+    assert ledger.sources.quarantine([reject], "reward", now) == 1  # another stage refused it too
 
-    assert ledger.quarantined() == [
+    assert ledger.sources.quarantined() == [
         {
             "stage": "conversion",
             "source": "crm",
@@ -330,24 +331,24 @@ def test_quarantine_keeps_each_reject_once_without_exposing_its_raw_text(
 def test_detection_examines_each_event_once_and_keeps_moments_and_detractors(
     ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(people_batch(contact("C1")), now)
+    ledger.sources.record_batch(people_batch(contact("C1")), now)
     won = event("e1", at=now)
     detractor = event("n1", EventType.NPS_RESPONSE, at=now, score=3)
     ticket = event("t1", EventType.TICKET_OPENED, at=now, ticket_id="T1", priority="high")
-    ledger.record_batch(events_batch(won, detractor, ticket), now)
+    ledger.sources.record_batch(events_batch(won, detractor, ticket), now)
 
-    page = ledger.undetected_events(0, 2)
-    rest = ledger.undetected_events(page[-1][0], 10)
+    page = undetected_events(ledger.engine, 0, 2)
+    rest = undetected_events(ledger.engine, page[-1][0], 10)
     assert [e.event_id for _, e in page] == ["e1", "n1"]
     assert [e.event_id for _, e in rest] == ["t1"]
     assert page[0][1] == won
 
     moment = Moment.from_event(MomentType.DEAL_WON, won, "C1", "won a deal")
     examined = [event_id for event_id, _ in page]
-    assert ledger.record_detection(examined, [moment], [detractor], now) == 1
-    assert ledger.record_detection(examined, [moment], [detractor], now) == 0
+    assert record_detection(ledger.engine, examined, [moment], [detractor], now) == 1
+    assert record_detection(ledger.engine, examined, [moment], [detractor], now) == 0
 
-    assert [e.event_id for _, e in ledger.undetected_events(0, 10)] == ["t1"]
+    assert [e.event_id for _, e in undetected_events(ledger.engine, 0, 10)] == ["t1"]
     assert ledger.pending_moments(now, 10) == [moment]
     summary = ledger.metrics.summary()
     assert summary["moments"] == {"deal_won": 1}
@@ -360,15 +361,17 @@ def test_detection_examines_each_event_once_and_keeps_moments_and_detractors(
 
 def given_moments(ledger: SqlLedger, now: datetime, contacts: Sequence[str]) -> list[Moment]:
     """One deal-won moment per entry of ``contacts`` (a contact may appear twice)."""
-    ledger.record_batch(people_batch(*(contact(c, f"A-{c}") for c in sorted(set(contacts)))), now)
+    ledger.sources.record_batch(
+        people_batch(*(contact(c, f"A-{c}") for c in sorted(set(contacts)))), now
+    )
     events = [
         event(f"m{i}", at=now - timedelta(minutes=len(contacts) - i), contact_id=c)
         for i, c in enumerate(contacts)
     ]
-    ledger.record_batch(events_batch(*events), now)
+    ledger.sources.record_batch(events_batch(*events), now)
     moments = [Moment.from_event(MomentType.DEAL_WON, e, e.contact_id or "", "won") for e in events]
-    ids = [event_id for event_id, _ in ledger.undetected_events(0, 100)]
-    ledger.record_detection(ids, moments, [], now)
+    ids = [event_id for event_id, _ in undetected_events(ledger.engine, 0, 100)]
+    record_detection(ledger.engine, ids, moments, [], now)
     return moments
 
 
@@ -515,7 +518,7 @@ def test_a_conversion_is_stored_once_and_its_event_is_not_converted_again(
     signup = event(
         "s1", EventType.SIGNUP, at=now, contact_id=None, account_id="NEW-1", referral_code=code
     )
-    ledger.record_batch(events_batch(signup), now)
+    ledger.sources.record_batch(events_batch(signup), now)
     [(event_id, stored)] = ledger.events_to_convert(0, 10)
     assert stored == signup
     conv = conversion_for(code, "C1", 1, now)
@@ -902,7 +905,7 @@ def test_summary_counts_rewards_money_and_payouts_by_stage(
         ledger, rejected.reward_id, 1, decide(Decision.REJECT, reason="fraud"), 1, None, now
     )
     record_decision(ledger, reduced.reward_id, 1, decide(amount_minor=25_000), 1, None, now)
-    ledger.quarantine([Rejected("crm", "r1", None, "bad")], "reward", now)
+    ledger.sources.quarantine([Rejected("crm", "r1", None, "bad")], "reward", now)
 
     summary = ledger.metrics.summary()
 
@@ -922,7 +925,7 @@ def test_summary_counts_rewards_money_and_payouts_by_stage(
 def test_a_source_without_stripe_ids_keeps_those_another_source_set(
     ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(people_batch(contact("C7", "A7", stripe_customer_id="cus_7")), now)
-    ledger.record_batch(people_batch(contact("C7", "A7", email="new@a7.example")), now)
+    ledger.sources.record_batch(people_batch(contact("C7", "A7", stripe_customer_id="cus_7")), now)
+    ledger.sources.record_batch(people_batch(contact("C7", "A7", email="new@a7.example")), now)
     refreshed = ledger.contacts(["C7"])["C7"]
     assert (refreshed.email, refreshed.stripe_customer_id) == ("new@a7.example", "cus_7")

@@ -99,9 +99,9 @@ def given_program_history(ledger: SqlLedger) -> Reward:
         contact("P1", "PA", kind=ReferrerType.PARTNER),
         contact("E1", "INTERNAL", kind=ReferrerType.EMPLOYEE),
     )
-    ledger.record_batch(people, at(9, 1))
+    ledger.sources.record_batch(people, at(9, 1))
     ledger.record_ask_decisions([], {c: code for c, code in CODES.items()}, at(9, 1), at(9, 1))
-    ledger.record_batch(
+    ledger.sources.record_batch(
         SourceBatch(source="test", events=list(HISTORY), records_in=len(HISTORY)), at(10, 21)
     )
     owners = ledger.code_owners(CODES.values())

@@ -67,7 +67,7 @@ def seed_payable_reward(
     The referrer and a referral code are stored, then a conversion, then the reward
     (accrued, holding), which is moved to ``status``. Returns the reward id.
     """
-    ledger.record_batch(people_batch(referrer), now)
+    ledger.sources.record_batch(people_batch(referrer), now)
     ledger.record_ask_decisions([], {referrer.contact_id: f"CODE-{referrer.contact_id}"}, now, now)
     code = ledger.codes_for([referrer.contact_id])[referrer.contact_id]
     conversion = Conversion(

@@ -68,7 +68,7 @@ def program() -> Program:
 def account(ledger: SqlLedger, fake: FakeStripe) -> str:
     """The referrer C1, paid by transfer to a connected account, owning ``CODE_A``."""
     account = fake.add_account()
-    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id=account)), NOW)
+    ledger.sources.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id=account)), NOW)
     ledger.record_ask_decisions([], {"C1": CODE_A}, NOW, NOW)
     return account
 
@@ -188,7 +188,7 @@ def test_a_partial_refund_of_a_paid_renewal_reverses_that_invoices_reward_only(
     ]
     assert untouched(ledger, rewards[FIRST], RewardStatus.PAID)
     assert untouched(ledger, rewards[ON_FIRST], RewardStatus.PAID)
-    (row,) = ledger.clawbacks_of(rewards.values())
+    (row,) = ledger.clawbacks.of_rewards(rewards.values())
     assert (row["payment_key"], row["payment_minor"], row["refunded_minor"]) == (
         "ch_2",
         INVOICE,
@@ -264,7 +264,7 @@ def test_a_renewal_reversal_the_connected_account_cannot_cover_leaves_the_referr
     assert report.reversals == {"unrecovered": 1}
     assert fake.reversals == []
     assert balance(ledger, rewards[RENEWAL]) == -SHARE
-    assert ledger.debts(["C1"]) == {"C1": Money(SHARE, "EUR")}
+    assert ledger.reversals.debts(["C1"]) == {"C1": Money(SHARE, "EUR")}
 
 
 # -- exactly once, whatever the order -----------------------------------------------------

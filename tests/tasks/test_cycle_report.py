@@ -10,6 +10,7 @@ import pytest
 
 from domain.models import WaitingApproval
 from domain.money import Money
+from integrations.ledger.memory import InMemoryLedger
 from tasks import reports
 
 SINCE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -30,6 +31,7 @@ class Ledger:
             )
             for i in range(waiting)
         ]
+        self.sources = InMemoryLedger().sources  # nothing quarantined
 
     @property
     def metrics(self) -> Metrics:
@@ -38,9 +40,6 @@ class Ledger:
     @property
     def approvals(self) -> Approvals:
         return Approvals(self.waiting)
-
-    def quarantined(self, limit: int) -> list[dict[str, Any]]:
-        return []
 
 
 class Metrics:

@@ -14,7 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.ledger.memory.approvals import InMemoryApprovalsStore
+from integrations.ledger.memory.clawbacks import clawback_stores
+from integrations.ledger.memory.destinations import InMemoryDestinationsStore
+from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
+from integrations.ledger.memory.history import InMemoryHistoryStore
 from integrations.ledger.memory.metrics import InMemoryMetricsStore
+from integrations.ledger.memory.moments import InMemoryMomentsStore
+from integrations.ledger.memory.sources import InMemorySourcesStore
 
 
 class InMemoryStores:
@@ -24,12 +30,22 @@ class InMemoryStores:
         # -- registry and approvals ----------------------------------------------------
 
         # -- intake ---------------------------------------------------------------------
+        # The fakes share what the SQL tables share: the sources' events and contacts
+        # feed detection and hand-offs, and a contact's new destination is a change.
+        self.destinations = InMemoryDestinationsStore()
+        self.sources = InMemorySourcesStore(self.destinations)
+        self.moments = InMemoryMomentsStore(self.sources)
+        self.history = InMemoryHistoryStore()
+        self.handoffs = InMemoryHandoffsStore(self.sources, self.moments)
 
         # -- messages -------------------------------------------------------------------
 
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+
+        # clawbacks
+        self.clawbacks, self.reversals = clawback_stores()
 
         # -- approvals and metrics ------------------------------------------------------
         self.approvals = InMemoryApprovalsStore()
