@@ -299,7 +299,7 @@ def run_one(n: int, database_url: str | None) -> dict[str, Any]:
                 start = time.perf_counter()
                 results.append(cycle_flows.referral_cycle(as_of=as_of or datetime.now(UTC)))
                 clock.cycles[number] = time.perf_counter() - start
-        summary = app.ledger.summary()
+        summary = app.ledger.metrics.summary()
         contacts = _contacts(engine)
         db_mb = size_mb(directory) - inbox_mb if database_url is None else None
     figures = _figures(n, clock, results, summary)

@@ -1,8 +1,11 @@
 """Approval rules for rewards at or above the threshold, or flagged.
 
-Who may decide is in :mod:`domain.approvers`; this module says what a decision must
-satisfy to count, everything but the one-time code, which the use case verifies last
-(so a refused decision spends no code).
+Which rewards wait for a person at all (at or above ``approvals.auto_payout_threshold``,
+500 EUR in ``config/program.yaml``, or flagged) is decided by
+:func:`domain.rewards.route`. Who may decide is in :mod:`domain.approvers`; this module
+says how many approvers a reward needs, what a decision must satisfy to count
+(everything but the one-time code, which the use case verifies last, so a refused
+decision spends no code), when a decision is final, and what it books.
 """
 
 from __future__ import annotations
@@ -31,11 +34,49 @@ def status_after(decision: Decision, stage: int, stages_needed: int) -> RewardSt
     return RewardStatus.APPROVED if stage >= stages_needed else RewardStatus.AWAITING_APPROVAL
 
 
+def check_another_approver(approver_id: str, earlier_approver_ids: Collection[str]) -> None:
+    """Four eyes: each stage is decided by an approver who has not decided this reward.
+
+    Raises:
+        InvalidDecision: ``approver_id`` already approved it.
+    """
+    if approver_id in earlier_approver_ids:
+        raise InvalidDecision(
+            f"approver {approver_id} already approved this reward; "
+            "a second, different approver is needed"
+        )
+
+
 def agreed_amount(balance: Money, approved: Collection[Money]) -> Money:
     """What a fully approved reward pays: no more than every approver agreed to (an
     earlier stage's reduction stands even if a later approver left the amount blank),
     never more than its balance."""
     return min([balance, *approved])
+
+
+def entry_after(
+    status: RewardStatus, balance: Money, approved: Collection[Money]
+) -> tuple[str, Money] | None:
+    """The ledger entry a decision books, as (kind, signed amount), or None.
+
+    A rejection cancels the whole balance; a final approval books the reduction down to
+    :func:`agreed_amount` as an adjustment; a decision that leaves the reward waiting for
+    another approver, or an approval of the whole balance, books nothing.
+
+    Args:
+        status: the reward's status after the decision (:func:`status_after`).
+        balance: the reward's balance before the decision.
+        approved: the amounts every approval so far agreed to, this one included.
+    """
+    if status is RewardStatus.REJECTED:
+        change = -balance
+        kind = "cancelled"
+    elif status is RewardStatus.APPROVED:
+        change = agreed_amount(balance, approved) - balance
+        kind = "adjusted"
+    else:
+        return None
+    return None if change.is_zero else (kind, change)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +135,7 @@ def check_decision(
                 f"approver {approver.approver_id} is party to this reward "
                 f"(same {shared} as the {role}) and may not decide on it"
             )
-    if approver.approver_id in earlier_approver_ids:
-        raise InvalidDecision(
-            f"approver {approver.approver_id} already approved this reward; "
-            "a second, different approver is needed"
-        )
+    check_another_approver(approver.approver_id, earlier_approver_ids)
     amount = reward_amount
     if adjusted_amount:
         try:

@@ -8,6 +8,7 @@
     │   ├── CurrencyMismatch        two currencies combined in one operation
     │   ├── InvalidTransition       a reward/payout moved to a state it cannot reach
     │   └── InvalidDecision         an approval decision that breaks a rule
+    │       └── DecisionConflict    another decision on the same stage came first
     ├── InputRejected               one input record is malformed (it is quarantined)
     ├── ConfigError                 settings or program rules are invalid (at start)
     └── IntegrationError            an outside system failed
@@ -43,6 +44,10 @@ class InvalidTransition(DomainError):
 
 class InvalidDecision(DomainError, ValueError):
     """An approval decision breaks a rule (e.g. an amount above the reward)."""
+
+
+class DecisionConflict(InvalidDecision):
+    """Another decision on the same approval stage was recorded first."""
 
 
 class InputRejected(ReferralError, ValueError):

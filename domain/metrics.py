@@ -1,7 +1,7 @@
 """Program metrics: is the referral program working, and is it worth what it costs?
 
 Pure functions over plain frozen records (the ledger's
-:class:`~integrations.ledger.metrics.MetricsLedger` builds them; nothing here touches a
+:class:`~integrations.ledger.metrics.SqlMetricsStore` builds them; nothing here touches a
 database). Every figure is computed per **period** and per **source** (the referrer
 type: customer, partner, employee, plus ``all``), and lead quality is compared with
 **other channels** (leads that came without a referral code).

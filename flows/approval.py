@@ -23,7 +23,6 @@ from domain.models import RewardStatus
 from flows import bootstrap
 from integrations.approvals.suspend import received_at, suspend_with_message
 from tasks.approvals import (
-    Question,
     apply_decision,
     describe_for_approver,
     expire_stale_approvals,
@@ -34,6 +33,7 @@ from tasks.approvals import (
 from tasks.emails import send_notifications
 from tasks.payouts import submit_payouts
 from tasks.reports import publish_waiting_approvals
+from tasks.use_cases.approvals import Question
 
 MAX_REFUSED_DECISIONS = 20
 

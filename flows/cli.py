@@ -257,7 +257,7 @@ def _show_referrer_page(app_: Any, stack: Any) -> None:
 def _wait_until_resumable(app_: Any, timeout: float = 600) -> None:
     """Wait until every approval run is suspended (its Resume button shown): a link
     printed earlier would open a run still starting, with nothing to click."""
-    runs = [w.flow_run_id for w in app_.ledger.waiting_approvals() if w.flow_run_id]
+    runs = [w.flow_run_id for w in app_.ledger.approvals.waiting() if w.flow_run_id]
     deadline = time.monotonic() + timeout
     ready: set[str] = set()
     while time.monotonic() < deadline:
@@ -276,7 +276,7 @@ def _wait_until_resumable(app_: Any, timeout: float = 600) -> None:
 
 def _print_demo(app_: Any, result: Any, stack: Any) -> None:
     ui_url = stack.ui_url
-    summary = app_.ledger.summary()
+    summary = app_.ledger.metrics.summary()
     echo = typer.echo
     echo("")
     echo("=" * 78)
@@ -311,7 +311,7 @@ def _print_demo(app_: Any, result: Any, stack: Any) -> None:
 
     paid = ", ".join(Money(v, c).format() for c, v in summary["paid"].items()) or "nothing"
     echo(f"Paid automatically (under the threshold): {summary['payouts'] or {}} -> {paid}")
-    waiting = app_.ledger.waiting_approvals()
+    waiting = app_.ledger.approvals.waiting()
     echo("-" * 78)
     echo(f"Rewards waiting for approval: {len(waiting)} (each in its own paused Prefect run)")
     for w in waiting:
@@ -397,7 +397,7 @@ def status() -> None:
     try:
         from flows import bootstrap
 
-        waiting = bootstrap.app().ledger.waiting_approvals()
+        waiting = bootstrap.app().ledger.approvals.waiting()
     except Exception as exc:  # the ledger unreachable is itself a status
         waiting = f"could not read the ledger: {type(exc).__name__}"
     worker = stack.running("worker") if local else None
@@ -414,7 +414,7 @@ def _waiting(reward_or_run: str) -> Any:
 
     matches = [
         w
-        for w in bootstrap.app().ledger.waiting_approvals()
+        for w in bootstrap.app().ledger.approvals.waiting()
         if w.reward_id.startswith(reward_or_run) or (w.flow_run_id or "").startswith(reward_or_run)
     ]
     if not matches:
@@ -431,7 +431,7 @@ def approvals_list() -> None:
     from flows import bootstrap
 
     app_ = bootstrap.app()
-    waiting = app_.ledger.waiting_approvals()
+    waiting = app_.ledger.approvals.waiting()
     if not waiting:
         typer.echo("No reward is waiting for approval.")
         return
@@ -456,7 +456,7 @@ def _decide(
     _prefect_env(need_api=True)
     from domain.errors import InvalidDecision
     from flows import bootstrap
-    from tasks.approvals import DecisionRefused, refuse, vet_decision
+    from tasks.use_cases.approvals import DecisionRefused, refuse, vet_decision
 
     app_ = bootstrap.app()
     waiting = _waiting(reward_or_run)
@@ -475,7 +475,7 @@ def _decide(
     # The same rules the run applies, checked here first (the code is checked, not
     # spent: the run spends it) so a refusal is answered at once, not after a resume.
     now = datetime.now(UTC)
-    view = app_.ledger.approval_view(waiting.reward_id)
+    view = app_.ledger.approvals.view(waiting.reward_id)
     try:
         vet_decision(view, app_.approvers, app_.codes, form, now, spend_code=False)
     except DecisionRefused as exc:
@@ -491,7 +491,7 @@ def _decide(
     typer.echo(f"Resumed {app_.approvals.ui_url(waiting.flow_run_id)}; waiting for the run…")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        view = app_.ledger.approval_view(waiting.reward_id)
+        view = app_.ledger.approvals.view(waiting.reward_id)
         if len(view.decisions) > waiting.stages_done or view.reward.status.value in (
             "paid",
             "rejected",

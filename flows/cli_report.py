@@ -47,7 +47,8 @@ def report(
     # Imported here: Prefect (under the tasks) is loaded only when a command runs.
     from flows import bootstrap
     from flows.metrics import as_of_or_now
-    from tasks.metrics import compute_program_metrics, metrics_tables, render_metric_charts
+    from integrations.reporting.metrics import metrics_tables
+    from tasks.metrics import compute_program_metrics, render_metric_charts
 
     app = bootstrap.app()
     # The tasks' plain functions: no flow run, so no Prefect server is needed.

@@ -233,7 +233,7 @@ def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
         formatted (what ``referrals cycle`` prints).
     """
     app = bootstrap.app()
-    before = app.ledger.summary()
+    before = app.ledger.metrics.summary()
     stages = {
         "detect moments": detect_moments(),
         "send asks": send_asks(as_of),

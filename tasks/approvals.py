@@ -1,33 +1,25 @@
-"""Approvals: starting the paused runs, describing the reward, recording decisions."""
+"""Approvals: starting the paused runs, describing the reward, recording decisions.
+
+The rules of a decision and its recording are the use cases in
+:mod:`tasks.use_cases.approvals`; the tasks here wrap them.
+"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.approvals import CheckedDecision, approvals_needed, check_decision
-from domain.approvers import (
-    LOCKOUT,
-    Approver,
-    CodeCheck,
-    Identity,
-    locked_out,
-    lockout_since,
-    normalise_approver_id,
-)
-from domain.errors import InvalidDecision
-from domain.fraud import PAYOUT_DESTINATION_CHANGED
-from domain.models import ApprovalView, Decision, RewardStatus, derived_id
+from domain.approvals import approvals_needed
+from domain.models import ApprovalView
 from domain.money import Money
 from domain.ports import ApprovalRuns, ApproverRegistry, OneTimeCodes
 from domain.program import Program
-from integrations.ledger.sql import DecisionConflict, SqlLedger
+from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
+from tasks.use_cases.approvals import DecisionOutcome, Question, decide
 
 
 @task(name="request-approvals", cache_policy=NO_CACHE)
@@ -51,11 +43,11 @@ def request_approvals(
         reward id -> flow run id of its waiting run.
     """
     # Rewards whose request expired (or whose run never started) get a new one too.
-    wanted = list(dict.fromkeys([*reward_ids, *ledger.awaiting_without_request(1000)]))
-    requests = ledger.open_approval_requests(wanted, now)
+    wanted = list(dict.fromkeys([*reward_ids, *ledger.approvals.awaiting_without_request(1000)]))
+    requests = ledger.approvals.open_requests(wanted, now)
     to_start = {req: reward for reward, (req, run) in requests.items() if run is None}
     started = runs.start(to_start, _run_names(ledger, to_start)) if to_start else {}
-    ledger.attach_flow_runs(started)
+    ledger.approvals.attach_flow_runs(started)
     by_reward = {reward: run for reward, (_, run) in requests.items() if run}
     by_reward.update({to_start[req]: run for req, run in started.items()})
     run_logger().info(
@@ -72,7 +64,7 @@ def approval_run_name(amount: Money, reward_id: str) -> str:
 def _run_names(ledger: SqlLedger, requests: Mapping[str, str]) -> dict[str, str]:
     # One look-up per run started; each start is an API call of its own anyway.
     return {
-        request: approval_run_name(ledger.approval_view(reward).reward.balance, reward)
+        request: approval_run_name(ledger.approvals.view(reward).reward.balance, reward)
         for request, reward in requests.items()
     }
 
@@ -80,155 +72,7 @@ def _run_names(ledger: SqlLedger, requests: Mapping[str, str]) -> dict[str, str]
 @task(name="load-approval", cache_policy=NO_CACHE)
 def load_approval(ledger: SqlLedger, reward_id: str) -> ApprovalView:
     """Everything an approver needs about one reward, read from the ledger."""
-    return ledger.approval_view(reward_id)
-
-
-DESTINATION_CHANGED_SINCE_ASKED = (
-    "the referrer's payout destination changed after this reward was sent for approval "
-    f"(flag {PAYOUT_DESTINATION_CHANGED}): check it, then decide again"
-)
-
-
-@dataclass(frozen=True)
-class DecisionOutcome:
-    status: RewardStatus
-    error: str | None = None
-
-
-# What a one-time code that did not verify tells the approver (and the auditors).
-_CODE_REFUSALS = {
-    CodeCheck.WRONG: "the one-time code is wrong or expired",
-    CodeCheck.REPLAYED: "that one-time code was already used: wait for the next one",
-    CodeCheck.NOT_ENROLLED: "the approver has no one-time code enrolled",
-}
-
-
-class DecisionRefused(InvalidDecision):
-    """A decision that does not count; ``wrong_code`` when its code did not verify."""
-
-    def __init__(self, reason: str, wrong_code: bool = False) -> None:
-        super().__init__(reason)
-        self.wrong_code = wrong_code
-
-
-def vet_decision(
-    view: ApprovalView,
-    approvers: ApproverRegistry,
-    codes: OneTimeCodes,
-    form: Mapping[str, object],
-    now: datetime,
-    *,
-    spend_code: bool,
-) -> CheckedDecision:
-    """Every rule a decision must meet to count, the one-time code last.
-
-    The decision counts only if the approver id names a registered, active approver
-    who is not locked out by wrong codes; the approver is not party to the reward (by
-    contact, email or account, never by name), has not approved it already, and the
-    amount is within their limit; and their one-time code verifies and was never used
-    (checked last, so a decision refused for another reason spends no code).
-
-    Args:
-        view: the reward as the approver sees it.
-        approvers: the registered approvers.
-        codes: verifies one-time codes.
-        form: approver_id, code, approve, reject, reason, adjusted_amount.
-        now: the time the code is checked at.
-        spend_code: spend the code (the approval run), or only check it (the CLI,
-            before it resumes the run, to answer at once).
-
-    Raises:
-        DecisionRefused: naming the rule the decision breaks.
-    """
-    claimed = str(form.get("approver_id") or "").strip()
-    try:
-        decision = _decision(form)
-        approver = _registered(approvers, claimed)
-        if approver is not None and locked_out(
-            approvers.wrong_codes_since(approver.approver_id, lockout_since(now))
-        ):
-            raise DecisionRefused(
-                f"too many wrong codes for approver {approver.approver_id}: "
-                f"try again in {LOCKOUT.seconds // 60} minutes"
-            )
-        own, parties = (
-            approvers.identities(
-                approver,
-                {"referrer": view.referrer.contact_id, "referee": view.referee_contact},
-            )
-            if approver is not None
-            else (Identity(), {})
-        )
-        if "referee" in parties and view.referee_account_id:
-            referee = parties["referee"]
-            parties["referee"] = Identity(
-                referee.contact_ids, referee.emails, referee.accounts | {view.referee_account_id}
-            )
-        checked = check_decision(
-            decision=decision,
-            approver=approver,
-            approver_identity=own,
-            claimed_id=claimed[:64],
-            reason=str(form.get("reason") or ""),
-            adjusted_amount=str(form.get("adjusted_amount") or "") or None,
-            # A later approver can lower the amount further, never raise it back.
-            reward_amount=min(
-                [view.reward.balance]
-                + [d.amount for d in view.decisions if d.decision is Decision.APPROVE]
-            ),
-            parties=parties,
-            earlier_approver_ids=[d.approver_id for d in view.decisions if d.approver_id],
-        )
-    except DecisionRefused:
-        raise
-    except (InvalidDecision, ValueError) as exc:
-        raise DecisionRefused(str(exc)) from None
-    code = str(form.get("code") or "")
-    proof = (codes.verify if spend_code else codes.check)(checked.approver_id, code, now)
-    if proof is not CodeCheck.OK:
-        raise DecisionRefused(_CODE_REFUSALS[proof], wrong_code=proof is CodeCheck.WRONG)
-    return checked
-
-
-def refuse(
-    approvers: ApproverRegistry,
-    reward_id: str,
-    form: Mapping[str, object],
-    refusal: DecisionRefused,
-    flow_run_id: str | None,
-    now: datetime,
-    attempt_id: str | None = None,
-) -> None:
-    """Keep a refused decision among the attempts (auditors, the wrong-code lockout)."""
-    claimed = str(form.get("approver_id") or "").strip() or "-"
-    approvers.record_refusal(
-        attempt_id or str(uuid.uuid4()),
-        reward_id,
-        claimed,
-        str(refusal),
-        refusal.wrong_code,
-        flow_run_id,
-        now,
-    )
-
-
-def refusal_id(reward_id: str, question: Question) -> str:
-    """The id a refused answer to one question of one run is kept under."""
-    return derived_id("refusal", reward_id, question.flow_run_id or "-", question.key)
-
-
-@dataclass(frozen=True)
-class Question:
-    """Which question of which run an answer is to, and when it was submitted.
-
-    A run replays from the top after each resume and meets its earlier questions
-    again with their answers: an answer already refused stays refused (it is not
-    judged again, nor counted again towards the wrong-code lockout).
-    """
-
-    flow_run_id: str | None
-    key: str
-    submitted_at: datetime
+    return ledger.approvals.view(reward_id)
 
 
 @task(name="apply-decision", cache_policy=NO_CACHE)
@@ -242,15 +86,7 @@ def apply_decision(
     question: Question,
     now: datetime,
 ) -> DecisionOutcome:
-    """Check one decision against every rule (:func:`vet_decision`) and record it.
-
-    A refused decision records no decision and pays nothing: it is kept among the
-    refused attempts, logged as a WARNING, and its reason returned so the run asks
-    again saying why. Five wrong codes within 15 minutes refuse that approver's
-    decisions for a while.
-    An approval of a reward whose referrer's payout destination changed after it was
-    sent for approval is refused once too: the reward is flagged
-    ``payout_destination_changed`` first, so the question asked again shows it.
+    """Check one decision against every rule and record it (:func:`decide`).
 
     Args:
         ledger: where the decision is recorded.
@@ -260,70 +96,13 @@ def apply_decision(
         reward_id: the reward decided on.
         form: the Resume form: approver_id, code, approve, reject, reason,
             adjusted_amount (the CLI sends the same fields).
-        question: the run and question answered, and when the answer was submitted
-            (the one-time code is checked at that time).
+        question: the run and question answered, and when the answer was submitted.
         now: when the decision is recorded.
 
     Returns:
         The reward's status after the decision, and the error if it was refused.
     """
-    view = ledger.approval_view(reward_id)
-    if view.reward.status is not RewardStatus.AWAITING_APPROVAL:
-        return DecisionOutcome(view.reward.status)
-    stage = len(view.decisions) + 1
-    needed = approvals_needed(view.reward.reward.amount, program)
-    flow_run_id = question.flow_run_id
-    attempt = refusal_id(reward_id, question)
-    earlier = approvers.refusal(attempt)
-    if earlier is not None:
-        return DecisionOutcome(view.reward.status, error=earlier)
-    if (
-        form.get("approve") is True
-        and PAYOUT_DESTINATION_CHANGED not in view.reward.reward.flags
-        and ledger.destinations.referrers_with_changed_destination([view.referrer.contact_id])
-    ):
-        # The form was shown before the change: an approval now would pay a destination
-        # the approver never saw. Flag the reward and ask again, the flag now shown.
-        ledger.rewards.add_flag([reward_id], PAYOUT_DESTINATION_CHANGED, now)
-        return DecisionOutcome(view.reward.status, error=DESTINATION_CHANGED_SINCE_ASKED)
-    try:
-        checked = vet_decision(view, approvers, codes, form, question.submitted_at, spend_code=True)
-        status = ledger.record_decision(reward_id, stage, checked, needed, flow_run_id, now)
-    except DecisionConflict as exc:
-        # Someone else decided this stage first; their decision stands.
-        current = ledger.approval_view(reward_id).reward.status
-        return DecisionOutcome(current, error=str(exc))
-    except DecisionRefused as exc:
-        refuse(approvers, reward_id, form, exc, flow_run_id, now, attempt)
-        run_logger().warning("reward %s: decision refused: %s", reward_id, exc)
-        return DecisionOutcome(view.reward.status, error=str(exc))
-    except InvalidDecision as exc:
-        # The reward stopped awaiting approval between the read and the write.
-        return DecisionOutcome(ledger.approval_view(reward_id).reward.status, error=str(exc))
-    run_logger().info(
-        "reward %s: stage %d/%d %s by approver %s",
-        reward_id,
-        stage,
-        needed,
-        checked.decision,
-        checked.approver_id,
-    )
-    return DecisionOutcome(status)
-
-
-def _decision(form: Mapping[str, object]) -> Decision:
-    """Approve or reject, from the form's two switches."""
-    approve, reject = form.get("approve") is True, form.get("reject") is True
-    if approve == reject:
-        raise InvalidDecision("turn on exactly one of Approve and Reject")
-    return Decision.APPROVE if approve else Decision.REJECT
-
-
-def _registered(approvers: ApproverRegistry, claimed: str) -> Approver | None:
-    try:
-        return approvers.get(normalise_approver_id(claimed))
-    except ValueError:
-        return None
+    return decide(ledger, approvers, codes, program, reward_id, form, question, now, run_logger())
 
 
 def describe_for_approver(view: ApprovalView, program: Program, error: str | None) -> str:
@@ -398,7 +177,7 @@ def remind_overdue_approvals(
     from prefect.events import emit_event
 
     sla = timedelta(hours=program.approvals.reminder_after_hours)
-    overdue = ledger.overdue_approvals(waiting_since=now - sla, reminded_before=now - sla)
+    overdue = ledger.approvals.overdue(waiting_since=now - sla, reminded_before=now - sla)
     for _request, reward_id, run_id in overdue:
         emit_event(
             event=OVERDUE_EVENT,
@@ -426,7 +205,7 @@ def remind_overdue_approvals(
             program.approvals.reminder_after_hours,
             ", ".join(reward for _, reward, _ in overdue),
         )
-    ledger.mark_reminded([request for request, _, _ in overdue], now)
+    ledger.approvals.mark_reminded([request for request, _, _ in overdue], now)
     return [reward for _, reward, _ in overdue]
 
 
@@ -449,14 +228,14 @@ def expire_stale_approvals(
         The reward ids whose request expired.
     """
     limit = timedelta(hours=program.approvals.expire_after_hours)
-    stale = ledger.overdue_approvals(waiting_since=now - limit)
+    stale = ledger.approvals.overdue(waiting_since=now - limit)
     reason = f"no decision within {program.approvals.expire_after_hours} h; a new run waits"
     ending = [
         (request, reward)
         for request, reward, run_id in stale
         if run_id is None or runs.cancel_waiting(run_id, reason)
     ]
-    expired = set(ledger.expire_approval_requests([r for r, _ in ending], now))
+    expired = set(ledger.approvals.expire_requests([r for r, _ in ending], now))
     rewards = [reward for request, reward in ending if request in expired]
     if rewards:
         run_logger().warning("expired %d approval runs: %s", len(rewards), ", ".join(rewards))

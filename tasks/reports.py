@@ -149,7 +149,7 @@ def publish_cycle_report(
     Returns:
         The ledger summary the markdown was built from.
     """
-    summary = ledger.summary()
+    summary = ledger.metrics.summary()
     create_markdown_artifact(
         key="referral-cycle-summary",
         markdown=cycle_markdown(stages, summary),
@@ -209,7 +209,7 @@ def publish_waiting_approvals(ledger: SqlLedger, runs: ApprovalRuns, now: dateti
     Returns:
         How many rewards wait in all.
     """
-    waiting = ledger.waiting_approvals()
+    waiting = ledger.approvals.waiting()
     shown = waiting[:APPROVALS_SHOWN]
     at = now.strftime("%Y-%m-%d %H:%M UTC")
     create_table_artifact(

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.approvals import ApprovalsStore
 from domain.stores.clawbacks import ClawbackStore, ReversalStore
 from domain.stores.connect import ConnectStore
 from domain.stores.conversions import ConversionStore
@@ -27,6 +28,7 @@ from domain.stores.destinations import DestinationsStore
 from domain.stores.fraud import FraudStore
 from domain.stores.handoffs import HandoffsStore
 from domain.stores.history import HistoryStore
+from domain.stores.metrics import MetricsStore
 from domain.stores.moments import MomentsStore
 from domain.stores.partners import PartnerStore
 from domain.stores.payouts import PayoutsStore
@@ -74,6 +76,17 @@ class Stores(Protocol):
     reversals: ReversalStore
 
     # -- approvals and metrics --------------------------------------------------------
+    # Read-only, so a store class that follows the Protocol is accepted (an attribute
+    # would have to be of the Protocol type itself).
+    @property
+    def approvals(self) -> ApprovalsStore:
+        """Approval requests and decisions."""
+        ...
+
+    @property
+    def metrics(self) -> MetricsStore:
+        """The program metrics' and the run summary's queries."""
+        ...
 
     # referrer side (issue 15)
     referrer_side: ReferrerSideStore

@@ -1,8 +1,8 @@
-"""The program-metrics area of the ledger: read-only queries for :mod:`domain.metrics`.
+"""The metrics store: read-only queries for :mod:`domain.metrics` and the run summary.
 
-:class:`MetricsLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase`
-meant to join :class:`~integrations.ledger.sql.SqlLedger`'s bases. It never writes.
-Each method is one query that aggregates in SQL what is natural to aggregate there
+:class:`SqlMetricsStore` is ``ledger.metrics`` (typed by
+:class:`domain.stores.metrics.MetricsStore`). It never writes.
+Each query for ``domain.metrics`` aggregates in SQL what is natural to aggregate there
 (first signup and first win per lead, first payout per reward, referrals per referrer
 and referee, cost per period and source, contacts per type) and returns the plain
 frozen records the domain computes from. Every construct used (CTEs, window
@@ -36,8 +36,16 @@ from integrations.ledger.tables import (
     T_LEDGER_ENTRIES,
     T_REWARDS,
     T_SOURCE_EVENTS,
+    AskRow,
     ContactRow,
     ConversionRow,
+    DetractorHandoffRow,
+    FollowUpRow,
+    MomentRow,
+    NotificationRow,
+    PayoutRow,
+    QuarantineRow,
+    RewardRow,
 )
 
 _C = ConversionRow.__table__.c
@@ -73,10 +81,10 @@ def _money(amount: int | None, currency: str | None) -> Money | None:
     return None if amount is None or currency is None else Money(int(amount), currency)
 
 
-class MetricsLedger(LedgerBase):
-    """Read-only queries behind the program metrics."""
+class SqlMetricsStore(LedgerBase):
+    """Read-only queries behind the program metrics and the run summary."""
 
-    def metric_contact_counts(self) -> dict[ReferrerType, int]:
+    def contact_counts(self) -> dict[ReferrerType, int]:
         """Contacts the ledger holds, per referrer type (as they are now)."""
         with self._connect() as conn:
             rows = conn.execute(
@@ -84,7 +92,7 @@ class MetricsLedger(LedgerBase):
             ).all()
         return {ReferrerType(kind): int(n) for kind, n in rows}
 
-    def metric_leads(self, since: datetime, until: datetime) -> list[LeadRecord]:
+    def leads(self, since: datetime, until: datetime) -> list[LeadRecord]:
         """Leads signed up in ``[since, until)`` or won in it, with their first win.
 
         A lead is the first ``signup`` of an account (else of a deal id); it is
@@ -176,7 +184,7 @@ class MetricsLedger(LedgerBase):
             for r in rows
         ]
 
-    def metric_conversions(self, since: datetime, until: datetime) -> list[ConversionRecord]:
+    def conversions(self, since: datetime, until: datetime) -> list[ConversionRecord]:
         """Conversions in ``[since, until)`` with their referrer's type, oldest first."""
         stmt = (
             select(
@@ -206,7 +214,7 @@ class MetricsLedger(LedgerBase):
             for r in rows
         ]
 
-    def metric_referrals(self, since: datetime, until: datetime) -> list[ReferralRecord]:
+    def referrals(self, since: datetime, until: datetime) -> list[ReferralRecord]:
         """Referrals first seen in ``[since, until)``: one per referrer and referred
         party, dated by their first conversion ever (so a lead referred earlier that
         becomes a customer now is not a new referral)."""
@@ -232,7 +240,7 @@ class MetricsLedger(LedgerBase):
         ]
         return sorted(records, key=lambda r: (r.first_at, r.referrer_id, r.referee))
 
-    def metric_paid_rewards(self, since: datetime, until: datetime) -> list[PaidRewardRecord]:
+    def paid_rewards(self, since: datetime, until: datetime) -> list[PaidRewardRecord]:
         """Rewards first paid in ``[since, until)``, with their conversion's time."""
         paid_at = func.min(T_LEDGER_ENTRIES.c.created_at)
         stmt = (
@@ -270,9 +278,7 @@ class MetricsLedger(LedgerBase):
         ]
         return sorted(records, key=lambda r: (r.paid_at, r.reward_id))
 
-    def metric_costs(
-        self, periods: Sequence[Period], until: datetime, currency: str
-    ) -> list[CostRecord]:
+    def costs(self, periods: Sequence[Period], until: datetime, currency: str) -> list[CostRecord]:
         """Reward money booked per period and referrer type, before ``until``.
 
         ``paid`` is the sum of the ``paid`` entries negated (money out), ``reversed``
@@ -330,3 +336,55 @@ class MetricsLedger(LedgerBase):
             if index is not None
         ]
         return sorted(records, key=lambda r: (r.period_start, r.source.value))
+
+    # -- the run summary -----------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and sums per stage, for the run artifact and the demo's closing table."""
+        with self._connect() as conn:
+
+            def grouped(column: Any, *where: Any) -> dict[str, int]:
+                stmt = select(column, func.count()).group_by(column)
+                for w in where:
+                    stmt = stmt.where(w)
+                return {str(k): int(v) for k, v in conn.execute(stmt).all()}
+
+            money: dict[str, dict[str, int]] = {}
+            for status, currency, total in conn.execute(
+                select(
+                    T_REWARDS.c.status,
+                    T_REWARDS.c.currency,
+                    func.sum(T_LEDGER_ENTRIES.c.amount_minor),
+                )
+                .select_from(T_LEDGER_ENTRIES.join(T_REWARDS))
+                .where(T_LEDGER_ENTRIES.c.kind.in_(["accrued", "adjusted", "cancelled"]))
+                .group_by(T_REWARDS.c.status, T_REWARDS.c.currency)
+            ).all():
+                money.setdefault(str(currency), {})[str(status)] = int(total or 0)
+            paid: dict[str, int] = {}
+            for currency, total in conn.execute(
+                select(T_LEDGER_ENTRIES.c.currency, func.sum(-T_LEDGER_ENTRIES.c.amount_minor))
+                .where(T_LEDGER_ENTRIES.c.kind == "paid")
+                .group_by(T_LEDGER_ENTRIES.c.currency)
+            ).all():
+                paid[str(currency)] = int(total or 0)
+            return {
+                "events": conn.execute(
+                    select(func.count()).select_from(T_SOURCE_EVENTS)
+                ).scalar_one(),
+                "moments": grouped(MomentRow.type),
+                "skipped": grouped(MomentRow.skip_reason, MomentRow.status == "skipped"),
+                "follow_ups": conn.execute(
+                    select(func.count()).select_from(FollowUpRow)
+                ).scalar_one(),
+                "asks": grouped(AskRow.status),
+                "conversions": grouped(ConversionRow.milestone),
+                "rewards": grouped(RewardRow.status),
+                "reward_amounts": money,
+                "payouts": grouped(PayoutRow.rail, PayoutRow.status == "succeeded"),
+                "paid": paid,
+                "notifications": grouped(NotificationRow.status),
+                "quarantine": grouped(QuarantineRow.stage),
+                # Detractor hand-offs: the owner's emails per status (the handoffs store).
+                "detractors_handed_on": grouped(DetractorHandoffRow.email_status),
+            }

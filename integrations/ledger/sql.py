@@ -18,37 +18,25 @@ from sqlalchemy import (
     Engine,
     Table,
     bindparam,
-    case,
     exists,
     func,
     literal_column,
-    or_,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
-from domain.approvals import CheckedDecision, agreed_amount, status_after
-from domain.errors import InvalidDecision
 from domain.models import (
-    ApprovalView,
     Ask,
     AskDecision,
     Contact,
     ContactHistory,
-    Decision,
-    DecisionRecord,
     EmailOutcome,
     EmailResult,
     EventType,
     Moment,
     MomentType,
     NpsAnswer,
-    RewardStatus,
-    WaitingApproval,
-    derived_id,
 )
-from domain.money import Money
 from integrations.ledger.base import (
     LedgerBase,
     chunks,
@@ -60,29 +48,18 @@ from integrations.ledger.clawbacks import (
 )
 from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.links import LinkLedger
-from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.tables import (
     T_ASKS,
-    T_LEDGER_ENTRIES,
     T_MOMENTS,
     T_NOTIFICATIONS,
-    T_REWARDS,
     T_SOURCE_EVENTS,
     AccountRow,
-    ApprovalDecisionRow,
-    ApprovalRequestRow,
     AskRow,
     ContactRow,
-    ConversionRow,
-    DetractorHandoffRow,
     EmailOutboxRow,
-    FollowUpRow,
     MomentRow,
     NotificationRow,
-    PayoutRow,
-    QuarantineRow,
     ReferralCodeRow,
-    RewardRow,
     SuppressionRow,
 )
 from integrations.ledger.uow import SqlStores
@@ -91,15 +68,10 @@ from integrations.ledger.webhooks import WebhookLedger
 _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTIFICATIONS}
 
 
-class DecisionConflict(InvalidDecision):
-    """Another decision on the same approval stage was recorded first."""
-
-
 class SqlLedger(
     SqlStores,
     WebhookLedger,
     ClosedRewardApprovalsLedger,
-    MetricsLedger,
     DiscountLedger,
     LinkLedger,
     LedgerBase,
@@ -576,437 +548,3 @@ class SqlLedger(
                     SuppressionRow.contact_id,
                 )
             )
-
-    # -- approvals -------------------------------------------------------------------
-
-    def open_approval_requests(
-        self, reward_ids: Sequence[str], now: datetime
-    ) -> dict[str, tuple[str, str | None]]:
-        """One waiting request per reward: reward id -> (request id, flow run id or None).
-
-        Rewards already waiting keep their request (and run); others get a new one.
-        """
-        out: dict[str, tuple[str, str | None]] = {}
-        with self._begin() as conn:
-            for reward_id in reward_ids:
-                waiting = conn.execute(
-                    select(ApprovalRequestRow.request_id, ApprovalRequestRow.flow_run_id).where(
-                        ApprovalRequestRow.reward_id == reward_id,
-                        ApprovalRequestRow.status == "waiting",
-                    )
-                ).first()
-                if waiting is None:
-                    attempt = (
-                        1
-                        + conn.execute(
-                            select(func.count()).where(ApprovalRequestRow.reward_id == reward_id)
-                        ).scalar_one()
-                    )
-                    request_id = derived_id("approval", reward_id, str(attempt))
-                    self._insert_ignore(
-                        conn,
-                        ApprovalRequestRow,
-                        [
-                            {
-                                "request_id": request_id,
-                                "reward_id": reward_id,
-                                "attempt": attempt,
-                                "status": "waiting",
-                                "created_at": now,
-                            }
-                        ],
-                        ApprovalRequestRow.request_id,
-                    )
-                    out[reward_id] = (request_id, None)
-                else:
-                    out[reward_id] = (waiting.request_id, waiting.flow_run_id)
-        return out
-
-    def attach_flow_runs(self, runs: Mapping[str, str]) -> None:
-        """Remember which flow run waits for each approval request."""
-        with self._begin() as conn:
-            for request_id, flow_run_id in runs.items():
-                conn.execute(
-                    update(ApprovalRequestRow)
-                    .where(ApprovalRequestRow.request_id == request_id)
-                    .values(flow_run_id=flow_run_id)
-                )
-
-    def approval_view(self, reward_id: str) -> ApprovalView:
-        """The reward, its people, its decisions so far and the referrer's history."""
-        with self._connect() as conn:
-            views = self._reward_views(conn, T_REWARDS.c.reward_id == reward_id, None)
-            if not views:
-                raise KeyError(f"no reward {reward_id}")
-            view = views[0]
-            referrer = contact_from_row(
-                conn.execute(
-                    select(ContactRow.__table__).where(
-                        ContactRow.contact_id == view.reward.referrer_id
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            conversion = (
-                conn.execute(
-                    select(ConversionRow.__table__).where(
-                        ConversionRow.conversion_id == view.reward.conversion_id
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            referee_account = None
-            if conversion["referee_account_id"]:
-                referee_account = (
-                    conn.execute(
-                        select(AccountRow.name).where(
-                            AccountRow.account_id == conversion["referee_account_id"]
-                        )
-                    ).scalar_one_or_none()
-                    or conversion["referee_account_id"]
-                )
-            decisions = tuple(
-                DecisionRecord(
-                    stage=d["stage"],
-                    decision=Decision(d["decision"]),
-                    approver=d["approver"],
-                    reason=d["reason"],
-                    amount=Money(d["amount_minor"], d["currency"]),
-                    decided_at=d["decided_at"],
-                    approver_id=d["approver_id"],
-                )
-                for d in conn.execute(
-                    select(ApprovalDecisionRow.__table__)
-                    .where(ApprovalDecisionRow.reward_id == reward_id)
-                    .order_by(ApprovalDecisionRow.stage)
-                ).mappings()
-            )
-            history = conn.execute(
-                select(
-                    func.count(),
-                    func.sum(case((T_REWARDS.c.status == "paid", 1), else_=0)),
-                ).where(T_REWARDS.c.referrer_id == referrer.contact_id)
-            ).one()
-            paid_total = conn.execute(
-                select(func.coalesce(func.sum(-T_LEDGER_ENTRIES.c.amount_minor), 0))
-                .select_from(T_LEDGER_ENTRIES.join(T_REWARDS))
-                .where(
-                    T_REWARDS.c.referrer_id == referrer.contact_id,
-                    T_LEDGER_ENTRIES.c.kind == "paid",
-                )
-            ).scalar_one()
-        amount = conversion["amount_minor"]
-        return ApprovalView(
-            reward=view,
-            referrer=referrer,
-            referee_account=referee_account,
-            referee_contact=conversion["referee_contact_id"],
-            conversion_amount=Money(amount, conversion["currency"]) if amount is not None else None,
-            decisions=decisions,
-            referrer_paid_count=int(history[1] or 0),
-            referrer_paid_total=Money(int(paid_total), view.reward.amount.currency),
-            referrer_rewards_count=int(history[0]),
-            referee_account_id=conversion["referee_account_id"],
-        )
-
-    def record_decision(
-        self,
-        reward_id: str,
-        stage: int,
-        checked: CheckedDecision,
-        stages_needed: int,
-        flow_run_id: str | None,
-        now: datetime,
-    ) -> RewardStatus:
-        """Record one approver's decision; returns the reward's status after it.
-
-        Raises:
-            DecisionConflict: this stage was already decided (e.g. a racing resume).
-            InvalidDecision: the reward is no longer awaiting approval.
-        """
-        try:
-            with self._begin() as conn:
-                views = self._reward_views(conn, T_REWARDS.c.reward_id == reward_id, None)
-                if not views or views[0].status is not RewardStatus.AWAITING_APPROVAL:
-                    raise InvalidDecision(
-                        f"reward {reward_id} is not awaiting approval"
-                        + (f" (it is {views[0].status.value})" if views else "")
-                    )
-                view = views[0]
-                decision_id = derived_id("decision", reward_id, str(stage))
-                conn.execute(
-                    self._insert(ApprovalDecisionRow),
-                    {
-                        "decision_id": decision_id,
-                        "reward_id": reward_id,
-                        "stage": stage,
-                        "decision": checked.decision.value,
-                        "approver": checked.approver,
-                        "approver_id": checked.approver_id,
-                        "reason": checked.reason,
-                        "amount_minor": checked.amount.amount_minor,
-                        "currency": checked.amount.currency,
-                        "flow_run_id": flow_run_id,
-                        "decided_at": now,
-                    },
-                )
-                status = status_after(checked.decision, stage, stages_needed)
-                final = status is not RewardStatus.AWAITING_APPROVAL
-                if status is RewardStatus.REJECTED:
-                    self._entry(
-                        conn,
-                        reward_id,
-                        "cancelled",
-                        -view.balance.amount_minor,
-                        view.balance.currency,
-                        decision_id,
-                        now,
-                    )
-                elif status is RewardStatus.APPROVED:
-                    approved = conn.execute(
-                        select(ApprovalDecisionRow.amount_minor).where(
-                            ApprovalDecisionRow.reward_id == reward_id,
-                            ApprovalDecisionRow.decision == Decision.APPROVE.value,
-                        )
-                    ).scalars()
-                    agreed = agreed_amount(
-                        view.balance, [Money(int(a), view.balance.currency) for a in approved]
-                    )
-                    reduction = view.balance.amount_minor - agreed.amount_minor
-                    if reduction > 0:
-                        self._entry(
-                            conn,
-                            reward_id,
-                            "adjusted",
-                            -reduction,
-                            view.balance.currency,
-                            decision_id,
-                            now,
-                        )
-                if final:
-                    moved = conn.execute(
-                        update(T_REWARDS)
-                        .where(
-                            T_REWARDS.c.reward_id == reward_id,
-                            T_REWARDS.c.status == RewardStatus.AWAITING_APPROVAL.value,
-                        )
-                        .values(status=status.value, updated_at=now)
-                    ).rowcount
-                    if moved != 1:
-                        raise DecisionConflict(f"reward {reward_id} was decided concurrently")
-                    conn.execute(
-                        update(ApprovalRequestRow)
-                        .where(
-                            ApprovalRequestRow.reward_id == reward_id,
-                            ApprovalRequestRow.status == "waiting",
-                        )
-                        .values(status="decided", closed_at=now)
-                    )
-                    if status is RewardStatus.REJECTED:
-                        self._queue_notifications(
-                            conn,
-                            [
-                                {
-                                    "notification_id": derived_id("notice", reward_id, "rejected"),
-                                    "contact_id": view.reward.referrer_id,
-                                    "kind": "reward_rejected",
-                                    "reward_id": reward_id,
-                                    "data": {
-                                        "amount": view.reward.amount.format(),
-                                        "reason": checked.reason,
-                                    },
-                                }
-                            ],
-                            now,
-                        )
-                return status
-        except IntegrityError as exc:
-            raise DecisionConflict(
-                f"stage {stage} of reward {reward_id} was already decided"
-            ) from exc
-
-    def waiting_approvals(self) -> list[WaitingApproval]:
-        """Rewards waiting on a person, oldest request first."""
-        stages = (
-            select(func.count())
-            .where(ApprovalDecisionRow.reward_id == T_REWARDS.c.reward_id)
-            .scalar_subquery()
-        )
-        balance = (
-            select(func.coalesce(func.sum(T_LEDGER_ENTRIES.c.amount_minor), 0))
-            .where(T_LEDGER_ENTRIES.c.reward_id == T_REWARDS.c.reward_id)
-            .scalar_subquery()
-        )
-        with self._connect() as conn:
-            rows = conn.execute(
-                select(
-                    T_REWARDS.c.reward_id,
-                    T_REWARDS.c.referrer_id,
-                    T_REWARDS.c.currency,
-                    T_REWARDS.c.flags,
-                    ContactRow.name,
-                    ApprovalRequestRow.flow_run_id,
-                    ApprovalRequestRow.created_at,
-                    balance.label("balance"),
-                    stages.label("stages"),
-                )
-                .join(ApprovalRequestRow, ApprovalRequestRow.reward_id == T_REWARDS.c.reward_id)
-                .join(ContactRow, ContactRow.contact_id == T_REWARDS.c.referrer_id)
-                .where(
-                    ApprovalRequestRow.status == "waiting",
-                    T_REWARDS.c.status == RewardStatus.AWAITING_APPROVAL.value,
-                )
-                .order_by(ApprovalRequestRow.created_at, T_REWARDS.c.reward_id)
-            ).mappings()
-            return [
-                WaitingApproval(
-                    reward_id=r["reward_id"],
-                    referrer_id=r["referrer_id"],
-                    referrer_name=r["name"],
-                    amount=Money(int(r["balance"]), r["currency"]),
-                    flags=tuple(f for f in r["flags"].split(",") if f),
-                    flow_run_id=r["flow_run_id"],
-                    waiting_since=r["created_at"],
-                    stages_done=int(r["stages"]),
-                )
-                for r in rows
-            ]
-
-    def overdue_approvals(
-        self, waiting_since: datetime, reminded_before: datetime | None = None
-    ) -> list[tuple[str, str, str | None]]:
-        """Waiting requests created before ``waiting_since``: (request, reward, run).
-
-        With ``reminded_before``, only those never reminded or last reminded before it.
-        """
-        stmt = select(
-            ApprovalRequestRow.request_id,
-            ApprovalRequestRow.reward_id,
-            ApprovalRequestRow.flow_run_id,
-        ).where(
-            ApprovalRequestRow.status == "waiting", ApprovalRequestRow.created_at < waiting_since
-        )
-        if reminded_before is not None:
-            stmt = stmt.where(
-                or_(
-                    ApprovalRequestRow.reminded_at.is_(None),
-                    ApprovalRequestRow.reminded_at < reminded_before,
-                )
-            )
-        with self._connect() as conn:
-            return [
-                (r.request_id, r.reward_id, r.flow_run_id)
-                for r in conn.execute(stmt.order_by(ApprovalRequestRow.created_at))
-            ]
-
-    def mark_reminded(self, request_ids: Sequence[str], now: datetime) -> None:
-        with self._begin() as conn:
-            for chunk in chunks(request_ids):
-                conn.execute(
-                    update(ApprovalRequestRow)
-                    .where(ApprovalRequestRow.request_id.in_(chunk))
-                    .values(reminded_at=now)
-                )
-
-    def expire_approval_requests(self, request_ids: Sequence[str], now: datetime) -> list[str]:
-        """Close waiting requests whose time ran out; their rewards keep awaiting approval
-        and get a new request from the next routing. Returns the requests expired."""
-        expired: list[str] = []
-        with self._begin() as conn:
-            for chunk in chunks(request_ids):
-                expired += (
-                    conn.execute(
-                        update(ApprovalRequestRow)
-                        .where(
-                            ApprovalRequestRow.request_id.in_(chunk),
-                            ApprovalRequestRow.status == "waiting",
-                        )
-                        .values(status="expired", closed_at=now)
-                        .returning(ApprovalRequestRow.request_id)
-                    )
-                    .scalars()
-                    .all()
-                )
-        return expired
-
-    def awaiting_without_request(self, limit: int) -> list[str]:
-        """Rewards awaiting approval that no run waits for (their request expired, or a
-        crash came between routing and starting the run)."""
-        waiting = select(ApprovalRequestRow.reward_id).where(
-            ApprovalRequestRow.reward_id == T_REWARDS.c.reward_id,
-            ApprovalRequestRow.status == "waiting",
-        )
-        with self._connect() as conn:
-            return list(
-                conn.execute(
-                    select(T_REWARDS.c.reward_id)
-                    .where(
-                        T_REWARDS.c.status == RewardStatus.AWAITING_APPROVAL.value,
-                        ~exists(waiting),
-                    )
-                    .order_by(T_REWARDS.c.reward_id)
-                    .limit(limit)
-                ).scalars()
-            )
-
-    def approval_request_of_run(self, flow_run_id: str) -> str | None:
-        with self._connect() as conn:
-            return conn.execute(
-                select(ApprovalRequestRow.reward_id).where(
-                    ApprovalRequestRow.flow_run_id == flow_run_id
-                )
-            ).scalar_one_or_none()
-
-    # -- reporting -------------------------------------------------------------------
-
-    def summary(self) -> dict[str, Any]:
-        """Counts and sums per stage, for the run artifact and the demo's closing table."""
-        with self._connect() as conn:
-
-            def grouped(column: Any, *where: Any) -> dict[str, int]:
-                stmt = select(column, func.count()).group_by(column)
-                for w in where:
-                    stmt = stmt.where(w)
-                return {str(k): int(v) for k, v in conn.execute(stmt).all()}
-
-            money: dict[str, dict[str, int]] = {}
-            for status, currency, total in conn.execute(
-                select(
-                    T_REWARDS.c.status,
-                    T_REWARDS.c.currency,
-                    func.sum(T_LEDGER_ENTRIES.c.amount_minor),
-                )
-                .select_from(T_LEDGER_ENTRIES.join(T_REWARDS))
-                .where(T_LEDGER_ENTRIES.c.kind.in_(["accrued", "adjusted", "cancelled"]))
-                .group_by(T_REWARDS.c.status, T_REWARDS.c.currency)
-            ).all():
-                money.setdefault(str(currency), {})[str(status)] = int(total or 0)
-            paid: dict[str, int] = {}
-            for currency, total in conn.execute(
-                select(T_LEDGER_ENTRIES.c.currency, func.sum(-T_LEDGER_ENTRIES.c.amount_minor))
-                .where(T_LEDGER_ENTRIES.c.kind == "paid")
-                .group_by(T_LEDGER_ENTRIES.c.currency)
-            ).all():
-                paid[str(currency)] = int(total or 0)
-            return {
-                "events": conn.execute(
-                    select(func.count()).select_from(T_SOURCE_EVENTS)
-                ).scalar_one(),
-                "moments": grouped(MomentRow.type),
-                "skipped": grouped(MomentRow.skip_reason, MomentRow.status == "skipped"),
-                "follow_ups": conn.execute(
-                    select(func.count()).select_from(FollowUpRow)
-                ).scalar_one(),
-                "asks": grouped(AskRow.status),
-                "conversions": grouped(ConversionRow.milestone),
-                "rewards": grouped(RewardRow.status),
-                "reward_amounts": money,
-                "payouts": grouped(PayoutRow.rail, PayoutRow.status == "succeeded"),
-                "paid": paid,
-                "notifications": grouped(NotificationRow.status),
-                "quarantine": grouped(QuarantineRow.stage),
-                # Detractor hand-offs: the owner's emails per status (the handoffs store).
-                "detractors_handed_on": grouped(DetractorHandoffRow.email_status),
-            }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Engine
 
+from integrations.ledger.approvals import SqlApprovalsStore
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
 from integrations.ledger.connect import SqlConnectStore
@@ -19,6 +20,7 @@ from integrations.ledger.detection import SqlMomentsStore
 from integrations.ledger.fraud import SqlFraudStore
 from integrations.ledger.handoffs import SqlHandoffsStore
 from integrations.ledger.history import SqlHistoryStore
+from integrations.ledger.metrics import SqlMetricsStore
 from integrations.ledger.partners import SqlPartnerStore
 from integrations.ledger.payouts import SqlPayoutsStore
 from integrations.ledger.provider_events import SqlProviderEventStore
@@ -66,6 +68,8 @@ class SqlStores:
         self.reversals = SqlReversalStore(engine, conn)
 
         # -- approvals and metrics ------------------------------------------------------
+        self.approvals = SqlApprovalsStore(engine, conn)
+        self.metrics = SqlMetricsStore(engine, conn)
 
         # referrer side (issue 15)
         self.referrer_side = SqlReferrerSide(engine, conn)

@@ -88,7 +88,7 @@ def test_an_expired_run_is_cancelled_and_replaced_and_the_reward_still_waits(
 
     assert result["expired"] == [reward_id]
     assert _runs(test_app).cancelled == [first_run]
-    (waiting,) = test_app.ledger.waiting_approvals()
+    (waiting,) = test_app.ledger.approvals.waiting()
     assert waiting.reward_id == reward_id
     assert waiting.flow_run_id not in (None, first_run)
     assert test_app.ledger.rewards.of([reward_id])[reward_id].status is (
@@ -108,7 +108,7 @@ def test_an_expired_run_leaves_the_waiting_approvals_table_linking_its_replaceme
     approval_sla()
 
     (row,) = _waiting_table()
-    (waiting,) = test_app.ledger.waiting_approvals()
+    (waiting,) = test_app.ledger.approvals.waiting()
     assert row["reward"] == reward_id
     assert row["run"] == f"[open]({test_app.approvals.ui_url(str(waiting.flow_run_id))})"
     assert first_run not in row["run"]
@@ -125,4 +125,4 @@ def test_a_run_resumed_meanwhile_is_not_expired(test_app: App) -> None:
     expired = expire_stale_approvals.fn(test_app.ledger, test_app.approvals, test_app.program, now)
 
     assert expired == []
-    assert [w.flow_run_id for w in test_app.ledger.waiting_approvals()] == [run_id]
+    assert [w.flow_run_id for w in test_app.ledger.approvals.waiting()] == [run_id]

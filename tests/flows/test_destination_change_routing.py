@@ -16,7 +16,7 @@ from flows.bootstrap import App
 from flows.cycle import route_rewards
 from flows.quarantine import purge_quarantine
 from integrations.payments.fake import RecordingRail
-from tasks.approvals import DESTINATION_CHANGED_SINCE_ASKED
+from tasks.use_cases.approvals import DESTINATION_CHANGED_SINCE_ASKED
 from tests.conftest import contact, people_batch
 from tests.flows.test_payout_approval import (  # noqa: F401 (approvers: a fixture)
     ScriptedApprover,
@@ -91,7 +91,7 @@ def test_an_approval_asked_before_a_destination_change_is_asked_again_showing_th
 
     assert DESTINATION_CHANGED_SINCE_ASKED in approver.last_description
     assert f"**Fraud flags:** {PAYOUT_DESTINATION_CHANGED}\n" in approver.last_description
-    assert test_app.ledger.approval_view(waiting.reward_id).decisions == ()
+    assert test_app.ledger.approvals.view(waiting.reward_id).decisions == ()
     decide(approver, test_app, "maya", reason="new account confirmed")
     assert payout_approval(waiting.reward_id) == "paid"
 

@@ -206,7 +206,7 @@ def refused_once(reward_id: str, scripted: ScriptedApprover, app: App, why: str)
     assert why in scripted.last_description
     assert why in (scripted.messages[-1] or "")
     assert _paid(app) == paid_before
-    assert app.ledger.approval_view(reward_id).decisions == ()
+    assert app.ledger.approvals.view(reward_id).decisions == ()
     assert why in app.approvers.refusals(reward_id)[-1]["reason"]
 
 
@@ -221,7 +221,7 @@ def test_an_approval_pays_the_reward_once_and_records_who_decided_and_why(
     assert payout_approval(reward_id) == "paid"
 
     assert _paid(test_app) == [Money(184_500, "EUR")]
-    view = test_app.ledger.approval_view(reward_id)
+    view = test_app.ledger.approvals.view(reward_id)
     (decision,) = view.decisions
     assert (decision.approver_id, decision.approver, decision.reason) == (
         "maya",
@@ -229,7 +229,7 @@ def test_an_approval_pays_the_reward_once_and_records_who_decided_and_why(
         "contract signed",
     )
     assert view.reward.balance.is_zero
-    assert test_app.ledger.waiting_approvals() == []
+    assert test_app.ledger.approvals.waiting() == []
 
 
 def test_a_rejection_closes_the_reward_unpaid_and_tells_the_referrer_why(
@@ -243,7 +243,7 @@ def test_a_rejection_closes_the_reward_unpaid_and_tells_the_referrer_why(
     assert payout_approval(reward_id) == "rejected"
 
     assert _paid(test_app) == []
-    assert test_app.ledger.approval_view(reward_id).reward.balance.is_zero
+    assert test_app.ledger.approvals.view(reward_id).reward.balance.is_zero
     notices = [m for m in test_app.email.sent if m.kind == "reward_rejected"]  # type: ignore[attr-defined]
     assert [m.data["reason"] for m in notices] == ["the lead was ours already"]
 
@@ -298,7 +298,7 @@ def test_large_rewards_need_two_different_approvers_by_id(
     decide(approver, test_app, "sam", reason="second pair of eyes")
     assert payout_approval(reward_id) == "paid"
     assert _paid(test_app) == [Money(600_000, "EUR")]
-    assert [d.approver_id for d in test_app.ledger.approval_view(reward_id).decisions] == [
+    assert [d.approver_id for d in test_app.ledger.approvals.view(reward_id).decisions] == [
         "maya",
         "sam",
     ]

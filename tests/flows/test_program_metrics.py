@@ -21,8 +21,9 @@ from flows.metrics import program_metrics
 from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import ConversionRow, SourceEventRow
+from integrations.reporting.metrics import CHARTS
 from integrations.sources.sample import generate, simulate_referrals
-from tasks.metrics import ARTIFACT_KEY, CHARTS
+from tasks.metrics import ARTIFACT_KEY
 from tests.flows.conftest import make_app
 
 Reported = tuple[App, dict[str, Any]]
@@ -82,7 +83,7 @@ def test_the_metrics_are_published_as_markdown_with_every_chart_and_no_address(
 
 def test_the_cost_reported_is_what_the_ledger_paid(reported: Reported) -> None:
     app, result = reported
-    paid = app.ledger.summary()["paid"]
+    paid = app.ledger.metrics.summary()["paid"]
 
     assert paid.get("EUR", 0) > 0
     assert _window(result)["cost"] == paid["EUR"]
@@ -125,7 +126,7 @@ def test_referred_leads_and_other_channels_are_the_coded_and_uncoded_signups(
 
 def test_every_reward_paid_for_a_won_deal_has_its_time_to_reward(reported: Reported) -> None:
     app, result = reported
-    statuses = app.ledger.summary()["rewards"]
+    statuses = app.ledger.metrics.summary()["rewards"]
 
     speed = _window(result)["time_to_reward"]
 
@@ -142,7 +143,7 @@ def test_a_weekly_report_adds_the_fixed_cost_once_per_week(reported: Reported) -
 
     assert weekly["period"] == "week"
     assert len(weekly["periods"]) == 8
-    paid = app.ledger.summary()["paid"]["EUR"]
+    paid = app.ledger.metrics.summary()["paid"]["EUR"]
     assert _window(weekly)["cost"] == paid + 8 * 10_000
     assert _window(weekly, "customer")["cost"] == _window(monthly, "customer")["cost"]
 

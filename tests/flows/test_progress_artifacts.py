@@ -152,7 +152,7 @@ def test_a_failing_artifact_api_does_not_stop_the_send(
 
     assert delivery.accepted == 3
     assert artifacts == []
-    assert sqlite_ledger.summary()["asks"] == {"accepted": 3}
+    assert sqlite_ledger.metrics.summary()["asks"] == {"accepted": 3}
 
 
 def test_outside_a_run_progress_calls_no_api(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,7 @@ def test_the_cycle_asks_rewards_pays_small_rewards_and_pauses_large_ones(cycled:
 
     asks = [m for m in _emails(test_app) if m.kind == "ask"]
     assert first["stages"]["send asks"]["decisions"]["queued"] > 0
-    assert len(asks) == test_app.ledger.summary()["asks"]["accepted"]
+    assert len(asks) == test_app.ledger.metrics.summary()["asks"]["accepted"]
     # The ask is personal: the person's name, the moment, a concrete reward, their link.
     sample_ask = asks[0]
     assert sample_ask.data["first_name"] in sample_ask.data["text"]
@@ -91,7 +91,7 @@ def test_the_cycle_asks_rewards_pays_small_rewards_and_pauses_large_ones(cycled:
 
     runs = test_app.approvals
     assert isinstance(runs, RecordingApprovalRuns)
-    waiting = test_app.ledger.waiting_approvals()
+    waiting = test_app.ledger.approvals.waiting()
     assert waiting, "the sample has partner deals large enough to need approval"
     assert {w.reward_id for w in waiting} == set(runs.rewards.values())
     assert all(w.amount >= threshold or w.flags for w in waiting)
@@ -103,7 +103,7 @@ def test_a_recent_detractor_is_counted_among_the_skips_of_the_cycle_summary(
 ) -> None:
     test_app, first, _ = cycled
     assert first["stages"]["send asks"]["decisions"]["skipped"]["recent_detractor"] >= 1
-    assert test_app.ledger.summary()["skipped"]["recent_detractor"] >= 1
+    assert test_app.ledger.metrics.summary()["skipped"]["recent_detractor"] >= 1
 
 
 def test_running_the_cycle_again_sends_rewards_and_pays_nothing_twice(test_app: App) -> None:
@@ -113,14 +113,14 @@ def test_running_the_cycle_again_sends_rewards_and_pays_nothing_twice(test_app: 
     runs = test_app.approvals
     assert isinstance(runs, RecordingApprovalRuns)
     emails, payments, started = len(_emails(test_app)), len(rail.paid), dict(runs.started)
-    summary = test_app.ledger.summary()
+    summary = test_app.ledger.metrics.summary()
 
     again = referral_cycle(as_of=datetime.now(UTC))
 
     assert len(_emails(test_app)) == emails
     assert len(rail.paid) == payments
     assert runs.started == started
-    assert test_app.ledger.summary() == summary
+    assert test_app.ledger.metrics.summary() == summary
     assert again["stages"]["route rewards"]["payouts"]["paid"] == 0
     assert again["report"]["this run"] == {
         "new asks": 0,
@@ -168,7 +168,7 @@ def test_bad_input_is_quarantined_with_its_reason_and_the_batch_goes_on(cycled: 
 
 def test_detractors_are_listed_for_follow_up_and_never_asked(cycled: Cycled) -> None:
     test_app = cycled[0]
-    summary = test_app.ledger.summary()
+    summary = test_app.ledger.metrics.summary()
     assert summary["follow_ups"] > 0
     asked_moments = {m.data["moment"] for m in _emails(test_app) if m.kind == "ask"}
     assert asked_moments <= {
@@ -195,7 +195,7 @@ def test_referrers_are_told_their_rewards_were_earned_and_paid(cycled: Cycled) -
 def test_the_cycle_publishes_its_summary_and_waiting_approvals_as_artifacts(
     cycled: Cycled,
 ) -> None:
-    waiting_ids = [w.reward_id for w in cycled[0].ledger.waiting_approvals()]
+    waiting_ids = [w.reward_id for w in cycled[0].ledger.approvals.waiting()]
     with get_client(sync_client=True) as client:
         artifacts = [a for a in client.read_artifacts() if a.key]
     by_key: dict[str, list[str]] = {}
@@ -210,9 +210,9 @@ def test_the_cycle_publishes_its_summary_and_waiting_approvals_as_artifacts(
 
 def test_rewards_past_the_threshold_wait_in_awaiting_approval(cycled: Cycled) -> None:
     test_app = cycled[0]
-    statuses = test_app.ledger.summary()["rewards"]
+    statuses = test_app.ledger.metrics.summary()["rewards"]
     assert statuses.get(RewardStatus.AWAITING_APPROVAL.value, 0) == len(
-        test_app.ledger.waiting_approvals()
+        test_app.ledger.approvals.waiting()
     )
     assert statuses.get(RewardStatus.PAID.value, 0) > 0
 

@@ -23,13 +23,13 @@ def test_the_comparison_is_published_as_an_artifact(test_app: App, tmp_path: Pat
     proposed.write_text(
         (PROJECT_ROOT / "config/program.yaml").read_text().replace("percent: 15", "percent: 10")
     )
-    before = test_app.ledger.summary()
+    before = test_app.ledger.metrics.summary()
 
     result = what_if(str(proposed))
 
     assert result["current"]["cost"] == "1,845.00 EUR"
     assert result["proposed"]["cost"] == "1,230.00 EUR"
-    assert test_app.ledger.summary() == before
+    assert test_app.ledger.metrics.summary() == before
     with get_client(sync_client=True) as client:
         texts = [str(a.data) for a in client.read_artifacts() if a.key == "what-if"]
     assert any("1,230.00 EUR" in t for t in texts)

@@ -307,7 +307,7 @@ def test_an_approver_resumes_the_suspended_run_in_the_ui_and_the_reward_is_paid_
         expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
         expect(page.get_by_role("button", name="Resume", exact=True)).to_have_count(0)
 
-    view = app.ledger.approval_view(reward_id)
+    view = app.ledger.approvals.view(reward_id)
     assert view.reward.status is RewardStatus.PAID
     assert view.reward.balance.is_zero
     assert [

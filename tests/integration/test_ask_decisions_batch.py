@@ -103,7 +103,7 @@ def test_a_batch_closes_each_moment_with_its_first_decision_and_no_moment_twice(
         **{m.moment_id: ("asked", None, later) for m in rest},
     }
     assert ledger.pending_moments(later, 10) == []
-    summary = ledger.summary()
+    summary = ledger.metrics.summary()
     assert summary["asks"] == {"queued": len(rest)}
     assert summary["skipped"] == {"no_email": len(earlier)}
 

@@ -133,8 +133,8 @@ def test_a_cancelled_reward_awaiting_approval_has_its_waiting_run_ended(
 
     reward_id = unpaid_reward(clawbacks, fake, status_=RewardStatus.AWAITING_APPROVAL)
     runs = RecordingApprovalRuns()
-    [(request_id, _)] = clawbacks.open_approval_requests([reward_id], NOW).values()
-    clawbacks.attach_flow_runs(runs.start({request_id: reward_id}))
+    [(request_id, _)] = clawbacks.approvals.open_requests([reward_id], NOW).values()
+    clawbacks.approvals.attach_flow_runs(runs.start({request_id: reward_id}))
     store(clawbacks, refund_event("evt_r1", CHARGE, NOW, refunded=120_000))
 
     report = apply_clawbacks.fn(clawbacks, rails_of(rail), program, NOW, runs)
@@ -142,8 +142,8 @@ def test_a_cancelled_reward_awaiting_approval_has_its_waiting_run_ended(
     assert report.cancelled == [reward_id]
     assert report.approvals_closed == 1
     assert runs.cancelled == [f"run-{request_id}"]
-    assert clawbacks.waiting_approvals() == []
-    assert clawbacks.overdue_approvals(waiting_since=NOW + timedelta(days=30)) == []
+    assert clawbacks.approvals.waiting() == []
+    assert clawbacks.approvals.overdue(waiting_since=NOW + timedelta(days=30)) == []
 
 
 # -- after payout -------------------------------------------------------------------------

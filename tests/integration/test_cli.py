@@ -32,7 +32,8 @@ from integrations.approvals.fake import RecordingApprovalRuns
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
-from tasks.approvals import Question, apply_decision, request_approvals
+from tasks.approvals import apply_decision, request_approvals
+from tasks.use_cases.approvals import Question
 from tests.conftest import NOW, approver_ports, contact, people_batch
 
 runner = CliRunner()
@@ -198,7 +199,7 @@ def test_approve_resumes_the_run_which_records_the_decision_and_the_cli_says_so(
             },
         )
     ]
-    (decision,) = cli_app.ledger.approval_view(reward_id).decisions
+    (decision,) = cli_app.ledger.approvals.view(reward_id).decisions
     assert (decision.approver_id, decision.amount.format()) == ("maya", "1,500.00 EUR")
 
 
@@ -243,7 +244,7 @@ def test_a_decision_the_run_refuses_is_reported_with_its_reason(cli_app: App) ->
 
     assert result.exit_code == 1
     assert "already used" in result.output
-    assert cli_app.ledger.approval_view(reward_id).decisions == ()
+    assert cli_app.ledger.approvals.view(reward_id).decisions == ()
 
 
 def test_reject_accepts_the_start_of_the_run_id_from_the_ui_link(cli_app: App) -> None:
@@ -374,7 +375,7 @@ def test_config_what_if_shows_the_cost_of_a_changed_rule_without_paying(
     )
     proposed = tmp_path / "proposed.yaml"
     proposed.write_text(rules)
-    before = cli_app.ledger.summary()
+    before = cli_app.ledger.metrics.summary()
 
     result = runner.invoke(cli, ["config", "what-if", str(proposed)])
 
@@ -383,7 +384,7 @@ def test_config_what_if_shows_the_cost_of_a_changed_rule_without_paying(
     assert "1,845.00 EUR" in result.output
     assert "2,460.00 EUR" in result.output
     assert "615.00 EUR" in result.output  # the difference
-    assert cli_app.ledger.summary() == before
+    assert cli_app.ledger.metrics.summary() == before
 
 
 def test_reconcile_without_a_stripe_key_says_there_is_nothing_to_compare(cli_app: App) -> None:

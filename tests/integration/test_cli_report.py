@@ -18,7 +18,7 @@ from integrations.approvals.fake import RecordingApprovalRuns
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
-from tasks.metrics import CHARTS
+from integrations.reporting.metrics import CHARTS
 from tests.conftest import approver_ports
 from tests.integration.test_ledger_metrics import given_program_history
 

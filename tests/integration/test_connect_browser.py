@@ -27,6 +27,7 @@ from integrations.payments.stripe_rail import StripeTransferRail
 from tasks.connect import refresh_connected_accounts
 from tasks.payouts import submit_payouts
 from tasks.rewards import plan_routes
+from tasks.use_cases.approvals import record_decision
 from tests.fakes.stripe_server import FakeStripe
 from tests.integration.browser import chromium_missing, launch_chromium
 from tests.integration.test_ledger_flow import decide, given_reward
@@ -141,8 +142,8 @@ def test_a_referrer_onboards_from_their_page_in_a_browser_and_their_held_reward_
         rails = {PayoutRailKind.STRIPE_TRANSFER: rail}
         refresh_connected_accounts.fn(ledger.connect, connect, now)
         assert plan_routes.fn(ledger, program, now, now).approval == [reward.reward_id]
-        ledger.record_decision(
-            reward.reward_id, 1, decide(Decision.APPROVE, amount_minor=2_000), 1, None, now
+        record_decision(
+            ledger, reward.reward_id, 1, decide(Decision.APPROVE, amount_minor=2_000), 1, None, now
         )
         for _ in range(2):
             submit_payouts.fn(ledger, rails, [reward.reward_id], now)

@@ -271,7 +271,7 @@ def test_a_large_reward_waits_in_a_suspended_run_and_is_paid_once_after_approval
 
     # The customer's 200 EUR went out at once, as a credit on their Stripe balance.
     assert [t["amount"] for t in stripe.balance_transactions] == [-20000]
-    (waiting,) = app.ledger.waiting_approvals()
+    (waiting,) = app.ledger.approvals.waiting()
     assert waiting.amount.format() == "3,000.00 EUR"
     run_id = waiting.flow_run_id
     assert run_id is not None
@@ -305,11 +305,11 @@ def test_a_large_reward_waits_in_a_suspended_run_and_is_paid_once_after_approval
     for form, why in attempts:
         _resume_and_see_refused(app, run_id, waiting.reward_id, form(), why)
     assert stripe.transfers == [], "no refused decision pays"
-    assert app.ledger.approval_view(waiting.reward_id).decisions == ()
+    assert app.ledger.approvals.view(waiting.reward_id).decisions == ()
 
     app.approvals.resume(run_id, _form("maya", _code(app, "maya"), reason="deal verified"))
     _wait_for("the approval run to finish", lambda: _state(run_id) == StateType.COMPLETED)
-    view = app.ledger.approval_view(waiting.reward_id)
+    view = app.ledger.approvals.view(waiting.reward_id)
     assert view.reward.status.value == "paid"
     assert [(d.approver_id, d.approver, d.reason) for d in view.decisions] == [
         ("maya", "Maya Chen", "deal verified")

@@ -207,8 +207,8 @@ def test_a_second_run_examines_nothing_and_stores_nothing_twice(
 
     assert (first.examined, first.moments, first.detractors) == (2, 1, 1)
     assert second == NOTHING
-    assert detector.summary()["moments"] == {"renewal": 1}
-    assert detector.summary()["follow_ups"] == 1
+    assert detector.metrics.summary()["moments"] == {"renewal": 1}
+    assert detector.metrics.summary()["follow_ups"] == 1
 
 
 def test_events_stored_after_a_run_are_found_by_the_next_run(
@@ -395,7 +395,7 @@ def test_the_task_reports_what_the_database_found(ledger: SqlLedger, program: Pr
 
     assert report == DetectionReport(examined=5, moments=2, detractors=1, without_contact=1)
     assert again == DetectionReport(examined=0, moments=0, detractors=0, without_contact=0)
-    assert ledger.summary()["moments"] == {"nps_promoter": 1, "renewal": 1}
+    assert ledger.metrics.summary()["moments"] == {"nps_promoter": 1, "renewal": 1}
 
 
 def page_cache(engine: Engine) -> tuple[int, int]:

@@ -120,7 +120,7 @@ def test_a_contact_who_scored_3_is_asked_for_no_moment_of_any_type(
         moment_event("FAN", type_, NOW - 2 * DAY),
     ]
     assert run_decisions(ledger, program, events) == {"DET": KEPT_OUT, "FAN": ASKED}
-    assert ledger.summary()["skipped"] == {SkipReason.RECENT_DETRACTOR.value: 1}
+    assert ledger.metrics.summary()["skipped"] == {SkipReason.RECENT_DETRACTOR.value: 1}
 
 
 def test_a_customer_who_scored_3_and_won_a_deal_the_next_day_is_not_congratulated(
@@ -128,7 +128,7 @@ def test_a_customer_who_scored_3_and_won_a_deal_the_next_day_is_not_congratulate
 ) -> None:
     events = [nps("C1", 3, NOW - 2 * DAY), moment_event("C1", MomentType.DEAL_WON, NOW - DAY)]
     assert run_decisions(ledger, program, events) == {"C1": KEPT_OUT}
-    assert ledger.summary()["asks"] == {}
+    assert ledger.metrics.summary()["asks"] == {}
 
 
 NOT_NPS = [t for t in MomentType if t is not MomentType.NPS_PROMOTER]

@@ -18,10 +18,12 @@ import pytest
 from sqlalchemy import Engine, event, select
 
 from domain.approvals import CheckedDecision
+from domain.errors import DecisionConflict
 from domain.models import AskDecision, Decision, PayoutOutcome, PayoutResult, RewardStatus
 from integrations.ledger.engine import make_engine
-from integrations.ledger.sql import DecisionConflict, SqlLedger
+from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import ApprovalDecisionRow, ApprovalRequestRow, ReferralCodeRow
+from tasks.use_cases.approvals import record_decision
 from tests.integration.test_ledger_flow import (
     LEDGER,
     balance,
@@ -103,8 +105,8 @@ def deciders(
     now: datetime,
 ) -> list[Callable[[], RewardStatus]]:
     def decider(ledger: SqlLedger, checked: CheckedDecision) -> Callable[[], RewardStatus]:
-        return lambda: ledger.record_decision(
-            reward_id, stage, checked, stages_needed, f"run-{checked.approver}", now
+        return lambda: record_decision(
+            ledger, reward_id, stage, checked, stages_needed, f"run-{checked.approver}", now
         )
 
     return [decider(ledger, checked) for ledger, checked in zip(racers, decisions, strict=True)]
@@ -140,7 +142,7 @@ def test_an_approval_and_a_rejection_racing_on_one_stage_leave_one_decision_and_
 ) -> None:
     setup, *racers = ledgers(postgres_url, 3)
     reward = given_reward(setup, now, status=RewardStatus.AWAITING_APPROVAL)
-    setup.open_approval_requests([reward.reward_id], now)
+    setup.approvals.open_requests([reward.reward_id], now)
     meet_before_deciding(racers)
     choices = [
         decide(Decision.APPROVE, "Ann Approver", 7_000),
@@ -187,8 +189,8 @@ def test_two_approvers_racing_on_the_first_of_two_stages_record_one_decision(
     assert entries(setup, reward.reward_id) == [("accrued", 90_000)]
     # The loser can still be the second approver.
     second = "Bob Boss" if first_approver == "Ann Approver" else "Ann Approver"
-    after = setup.record_decision(
-        reward.reward_id, 2, decide(approver=second, amount_minor=90_000), 2, None, now
+    after = record_decision(
+        setup, reward.reward_id, 2, decide(approver=second, amount_minor=90_000), 2, None, now
     )
     assert after is RewardStatus.APPROVED
 

@@ -33,6 +33,7 @@ from integrations.ledger.tables import (
     LedgerEntryRow,
     ProviderEventRow,
 )
+from tasks.use_cases.approvals import record_decision
 from tests.integration.test_ledger_flow import decide, given_reward, pay
 
 T_APPROVAL_DECISIONS = ApprovalDecisionRow.__table__
@@ -280,7 +281,7 @@ def history(ledger: SqlLedger, now: datetime) -> SqlLedger:
     """A ledger with a row in every guarded table: an approved, adjusted and paid reward,
     a failed payout attempt before the paid one, and an applied provider event."""
     reward = given_reward(ledger, now, status=RewardStatus.AWAITING_APPROVAL)
-    ledger.record_decision(reward.reward_id, 1, decide(amount_minor=8_000), 1, None, now)
+    record_decision(ledger, reward.reward_id, 1, decide(amount_minor=8_000), 1, None, now)
     pay(ledger, [reward.reward_id], now, PayoutOutcome.FAILED)
     pay(ledger, [reward.reward_id], now)
     ledger.provider_events.record_provider_event("stripe", "evt_1", "transfer.created", now)

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from domain.approvals import CheckedDecision
-from domain.errors import InvalidDecision
+from domain.errors import DecisionConflict, InvalidDecision
 from domain.models import (
     AskDecision,
     Conversion,
@@ -44,7 +44,7 @@ from domain.models import (
 from domain.money import Money
 from domain.ports import SourceBatch
 from integrations.ledger.base import MAX_PAYOUT_ATTEMPTS
-from integrations.ledger.sql import DecisionConflict, SqlLedger
+from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     ApprovalDecisionRow,
     ApprovalRequestRow,
@@ -55,6 +55,7 @@ from integrations.ledger.tables import (
     QuarantineRow,
     RewardRow,
 )
+from tasks.use_cases.approvals import record_decision
 from tests.conftest import contact, people_batch
 from tests.moments_seed import record_detection, undetected_events
 
@@ -155,7 +156,7 @@ def given_reward(
             [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
         )
         checked = decide(DECIDED[status], amount_minor=amount_minor)
-        ledger.record_decision(reward.reward_id, 1, checked, 1, None, now)
+        record_decision(ledger, reward.reward_id, 1, checked, 1, None, now)
     elif status is RewardStatus.PAID:
         # Paid from payable (as a balance netted away entirely is), never from holding.
         ledger.rewards.move([reward.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
@@ -274,7 +275,7 @@ def test_recording_the_same_batch_twice_counts_its_events_as_already_seen(
     assert second.balanced
     assert ledger.sources.cursor("test") == "after-e2"
     assert len(undetected_events(ledger.engine, 0, 10)) == 2
-    assert ledger.summary()["quarantine"] == {"ingest": 1}
+    assert ledger.metrics.summary()["quarantine"] == {"ingest": 1}
 
 
 def test_a_batch_that_fails_to_store_keeps_neither_its_events_nor_its_cursor(
@@ -349,7 +350,7 @@ def test_detection_examines_each_event_once_and_keeps_moments_and_detractors(
 
     assert [e.event_id for _, e in undetected_events(ledger.engine, 0, 10)] == ["t1"]
     assert ledger.pending_moments(now, 10) == [moment]
-    summary = ledger.summary()
+    summary = ledger.metrics.summary()
     assert summary["moments"] == {"deal_won": 1}
     assert summary["follow_ups"] == 1
     assert summary["events"] == 3
@@ -405,7 +406,7 @@ def test_asks_are_queued_once_per_moment_and_skipped_moments_are_closed_with_the
     assert [a.ask_id for a in first] == [derived_id("ask", asked.moment_id)]
     assert again == []
     assert ledger.pending_moments(now, 10) == []
-    summary = ledger.summary()
+    summary = ledger.metrics.summary()
     assert summary["asks"] == {"queued": 1}
     assert summary["skipped"] == {"cooldown": 1}
     assert ledger.asked_contacts(now) == ["C1"]
@@ -489,7 +490,7 @@ def test_a_message_left_sending_by_a_crash_expires_to_unknown_and_is_never_resen
 
     assert ask_states(ledger)[ask_id][0] == "unknown"
     assert ledger.mark_sending("ask", [ask_id], now + timedelta(hours=1)) == []
-    assert ledger.summary()["asks"] == {"unknown": 1}
+    assert ledger.metrics.summary()["asks"] == {"unknown": 1}
 
 
 def test_notifications_share_the_email_state_machine(ledger: SqlLedger, now: datetime) -> None:
@@ -503,7 +504,7 @@ def test_notifications_share_the_email_state_machine(ledger: SqlLedger, now: dat
     )
 
     assert ledger.notifications_to_send("", 10) == []
-    assert ledger.summary()["notifications"] == {"accepted": 1}
+    assert ledger.metrics.summary()["notifications"] == {"accepted": 1}
     assert notices(ledger, "reward_earned") == [reward.reward_id]
 
 
@@ -528,7 +529,7 @@ def test_a_conversion_is_stored_once_and_its_event_is_not_converted_again(
     assert ledger.conversions.events_to_convert(0, 10) == []
     assert ledger.rewards.conversions_to_reward(10) == [conv]
     assert ledger.conversions.code_owners([code])[code].contact_id == "C1"
-    assert ledger.summary()["conversions"] == {"customer": 1}
+    assert ledger.metrics.summary()["conversions"] == {"customer": 1}
 
 
 def test_recording_rewards_twice_adds_one_reward_one_accrual_and_one_notice(
@@ -713,14 +714,14 @@ def test_open_approval_requests_returns_the_same_waiting_request_twice(
 ) -> None:
     reward = given_reward(ledger, now, status=RewardStatus.AWAITING_APPROVAL)
 
-    first = ledger.open_approval_requests([reward.reward_id], now)
+    first = ledger.approvals.open_requests([reward.reward_id], now)
     request_id, run_id = first[reward.reward_id]
-    ledger.attach_flow_runs({request_id: "run-1"})
-    second = ledger.open_approval_requests([reward.reward_id], now + timedelta(hours=1))
+    ledger.approvals.attach_flow_runs({request_id: "run-1"})
+    second = ledger.approvals.open_requests([reward.reward_id], now + timedelta(hours=1))
 
     assert run_id is None
     assert second == {reward.reward_id: (request_id, "run-1")}
-    assert ledger.approval_request_of_run("run-1") == reward.reward_id
+    assert ledger.approvals.reward_of_run("run-1") == reward.reward_id
     assert count(ledger, ApprovalRequestRow) == 1
 
 
@@ -728,15 +729,15 @@ def test_approving_a_reduced_amount_books_an_adjusted_entry_and_pays_only_that(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, status=RewardStatus.AWAITING_APPROVAL)
-    ledger.open_approval_requests([reward.reward_id], now)
+    ledger.approvals.open_requests([reward.reward_id], now)
 
-    result = ledger.record_decision(
-        reward.reward_id, 1, decide(amount_minor=6_000), 1, "run-1", now
+    result = record_decision(
+        ledger, reward.reward_id, 1, decide(amount_minor=6_000), 1, "run-1", now
     )
 
     assert result is RewardStatus.APPROVED
     assert entries(ledger, reward.reward_id) == [("accrued", 10_000), ("adjusted", -4_000)]
-    assert ledger.waiting_approvals() == []
+    assert ledger.approvals.waiting() == []
     [instruction] = pay(ledger, [reward.reward_id], now)
     assert instruction.amount == Money(6_000, "EUR")
     assert entries(ledger, reward.reward_id)[-1] == ("paid", -6_000)
@@ -746,7 +747,7 @@ def test_approving_a_reduced_amount_books_an_adjusted_entry_and_pays_only_that(
 def test_approving_the_full_amount_books_no_adjustment(ledger: SqlLedger, now: datetime) -> None:
     reward = given_reward(ledger, now, status=RewardStatus.AWAITING_APPROVAL)
 
-    assert ledger.record_decision(reward.reward_id, 1, decide(), 1, None, now) is (
+    assert record_decision(ledger, reward.reward_id, 1, decide(), 1, None, now) is (
         RewardStatus.APPROVED
     )
 
@@ -757,17 +758,17 @@ def test_rejecting_cancels_the_balance_and_queues_a_reward_rejected_notice(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, status=RewardStatus.AWAITING_APPROVAL)
-    ledger.open_approval_requests([reward.reward_id], now)
+    ledger.approvals.open_requests([reward.reward_id], now)
 
-    result = ledger.record_decision(
-        reward.reward_id, 1, decide(Decision.REJECT, reason="self-referral"), 1, None, now
+    result = record_decision(
+        ledger, reward.reward_id, 1, decide(Decision.REJECT, reason="self-referral"), 1, None, now
     )
 
     assert result is RewardStatus.REJECTED
     assert entries(ledger, reward.reward_id) == [("accrued", 10_000), ("cancelled", -10_000)]
     assert balance(ledger, reward.reward_id) == 0
     assert notices(ledger, "reward_rejected") == [reward.reward_id]
-    assert ledger.waiting_approvals() == []
+    assert ledger.approvals.waiting() == []
     assert count(ledger, ApprovalRequestRow, ApprovalRequestRow.status == "decided") == 1
     assert ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now) == []
 
@@ -776,26 +777,26 @@ def test_a_two_stage_approval_waits_for_the_second_approver(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, amount_minor=90_000, status=RewardStatus.AWAITING_APPROVAL)
-    ledger.open_approval_requests([reward.reward_id], now)
+    ledger.approvals.open_requests([reward.reward_id], now)
 
-    after_first = ledger.record_decision(
-        reward.reward_id, 1, decide(amount_minor=90_000), 2, None, now
+    after_first = record_decision(
+        ledger, reward.reward_id, 1, decide(amount_minor=90_000), 2, None, now
     )
-    [waiting] = ledger.waiting_approvals()
-    after_second = ledger.record_decision(
-        reward.reward_id, 2, decide(approver="Bob Boss", amount_minor=90_000), 2, None, now
+    [waiting] = ledger.approvals.waiting()
+    after_second = record_decision(
+        ledger, reward.reward_id, 2, decide(approver="Bob Boss", amount_minor=90_000), 2, None, now
     )
 
     assert after_first is RewardStatus.AWAITING_APPROVAL
     assert (waiting.reward_id, waiting.stages_done) == (reward.reward_id, 1)
     assert after_second is RewardStatus.APPROVED
-    view = ledger.approval_view(reward.reward_id)
+    view = ledger.approvals.view(reward.reward_id)
     assert [(d.stage, d.approver) for d in view.decisions] == [
         (1, "Ann Approver"),
         (2, "Bob Boss"),
     ]
     assert entries(ledger, reward.reward_id) == [("accrued", 90_000)]
-    assert ledger.waiting_approvals() == []
+    assert ledger.approvals.waiting() == []
 
 
 def test_a_reduction_approved_at_the_first_of_two_stages_is_not_undone_by_the_second(
@@ -803,11 +804,11 @@ def test_a_reduction_approved_at_the_first_of_two_stages_is_not_undone_by_the_se
 ) -> None:
     """Four eyes: what is paid must have been approved by both approvers."""
     reward = given_reward(ledger, now, amount_minor=90_000, status=RewardStatus.AWAITING_APPROVAL)
-    ledger.record_decision(reward.reward_id, 1, decide(amount_minor=60_000), 2, None, now)
+    record_decision(ledger, reward.reward_id, 1, decide(amount_minor=60_000), 2, None, now)
 
     # The second approver is shown the balance (still 900.00) and approves it as is.
-    ledger.record_decision(
-        reward.reward_id, 2, decide(approver="Bob Boss", amount_minor=90_000), 2, None, now
+    record_decision(
+        ledger, reward.reward_id, 2, decide(approver="Bob Boss", amount_minor=90_000), 2, None, now
     )
 
     assert balance(ledger, reward.reward_id) == 60_000
@@ -817,11 +818,17 @@ def test_deciding_a_stage_already_decided_raises_decision_conflict(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, amount_minor=90_000, status=RewardStatus.AWAITING_APPROVAL)
-    ledger.record_decision(reward.reward_id, 1, decide(amount_minor=90_000), 2, None, now)
+    record_decision(ledger, reward.reward_id, 1, decide(amount_minor=90_000), 2, None, now)
 
     with pytest.raises(DecisionConflict):
-        ledger.record_decision(
-            reward.reward_id, 1, decide(Decision.REJECT, "Bob Boss", 90_000, "no"), 2, None, now
+        record_decision(
+            ledger,
+            reward.reward_id,
+            1,
+            decide(Decision.REJECT, "Bob Boss", 90_000, "no"),
+            2,
+            None,
+            now,
         )
 
     assert status(ledger, reward.reward_id) is RewardStatus.AWAITING_APPROVAL
@@ -834,11 +841,17 @@ def test_a_decision_on_a_reward_no_longer_awaiting_approval_is_refused(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, status=RewardStatus.AWAITING_APPROVAL)
-    ledger.record_decision(reward.reward_id, 1, decide(), 1, None, now)
+    record_decision(ledger, reward.reward_id, 1, decide(), 1, None, now)
 
     with pytest.raises(InvalidDecision, match="not awaiting approval"):
-        ledger.record_decision(
-            reward.reward_id, 2, decide(Decision.REJECT, "Bob Boss", reason="late"), 1, None, now
+        record_decision(
+            ledger,
+            reward.reward_id,
+            2,
+            decide(Decision.REJECT, "Bob Boss", reason="late"),
+            1,
+            None,
+            now,
         )
 
     assert status(ledger, reward.reward_id) is RewardStatus.APPROVED
@@ -852,10 +865,10 @@ def test_waiting_approvals_lists_the_oldest_request_first(ledger: SqlLedger, now
     ]
     # Requests opened in the order 3, 1, 2.
     for offset, reward in zip((1, 2, 0), rewards, strict=True):
-        ledger.open_approval_requests([reward.reward_id], now + timedelta(hours=offset))
+        ledger.approvals.open_requests([reward.reward_id], now + timedelta(hours=offset))
     given_reward(ledger, now, 4, status=RewardStatus.AWAITING_APPROVAL)  # no request yet
 
-    waiting = ledger.waiting_approvals()
+    waiting = ledger.approvals.waiting()
 
     assert [w.reward_id for w in waiting] == [
         rewards[2].reward_id,
@@ -888,13 +901,13 @@ def test_summary_counts_rewards_money_and_payouts_by_stage(
         ledger, now, 4, amount_minor=30_000, status=RewardStatus.AWAITING_APPROVAL
     )
     pay(ledger, [paid.reward_id], now)
-    ledger.record_decision(
-        rejected.reward_id, 1, decide(Decision.REJECT, reason="fraud"), 1, None, now
+    record_decision(
+        ledger, rejected.reward_id, 1, decide(Decision.REJECT, reason="fraud"), 1, None, now
     )
-    ledger.record_decision(reduced.reward_id, 1, decide(amount_minor=25_000), 1, None, now)
+    record_decision(ledger, reduced.reward_id, 1, decide(amount_minor=25_000), 1, None, now)
     ledger.sources.quarantine([Rejected("crm", "r1", None, "bad")], "reward", now)
 
-    summary = ledger.summary()
+    summary = ledger.metrics.summary()
 
     assert summary["rewards"] == {"paid": 1, "rejected": 1, "holding": 1, "approved": 1}
     assert summary["reward_amounts"] == {

@@ -37,7 +37,6 @@ from domain.models import (
 from domain.money import Money
 from domain.ports import SourceBatch
 from domain.program import Program
-from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LedgerEntryRow
 from tasks.metrics import compute_program_metrics
@@ -153,7 +152,7 @@ def given_program_history(ledger: SqlLedger) -> Reward:
 def test_contacts_are_counted_per_referrer_type(ledger: SqlLedger) -> None:
     given_program_history(ledger)
 
-    counts = MetricsLedger(ledger.engine).metric_contact_counts()
+    counts = ledger.metrics.contact_counts()
 
     assert counts == {ReferrerType.CUSTOMER: 3, ReferrerType.PARTNER: 1, ReferrerType.EMPLOYEE: 1}
 
@@ -161,7 +160,7 @@ def test_contacts_are_counted_per_referrer_type(ledger: SqlLedger) -> None:
 def test_a_lead_is_its_first_signup_with_its_first_win_after_it(ledger: SqlLedger) -> None:
     given_program_history(ledger)
 
-    leads = MetricsLedger(ledger.engine).metric_leads(at(9, 1), NOW)
+    leads = ledger.metrics.leads(at(9, 1), NOW)
 
     assert leads == [
         LeadRecord("a:O1", at(9, 10), False, None, at(10, 20), _eur(8_000)),
@@ -174,10 +173,10 @@ def test_a_lead_is_its_first_signup_with_its_first_win_after_it(ledger: SqlLedge
 
 def test_leads_signed_up_before_the_window_come_only_when_won_in_it(ledger: SqlLedger) -> None:
     given_program_history(ledger)
-    metrics = MetricsLedger(ledger.engine)
+    metrics = ledger.metrics
 
-    october = metrics.metric_leads(at(10, 1, 0), NOW)
-    until_signups = metrics.metric_leads(at(9, 1), at(10, 4))
+    october = metrics.leads(at(10, 1, 0), NOW)
+    until_signups = metrics.leads(at(9, 1), at(10, 4))
 
     assert [lead.lead_id for lead in october] == ["a:O1", "a:O2", "a:O3", "a:R1", "a:R2"]
     assert [lead.lead_id for lead in until_signups] == ["a:O1", "a:O2", "a:O3", "a:R1"]
@@ -188,7 +187,7 @@ def test_leads_signed_up_before_the_window_come_only_when_won_in_it(ledger: SqlL
 def test_conversions_carry_their_referrer_type_and_referee(ledger: SqlLedger) -> None:
     given_program_history(ledger)
 
-    conversions = MetricsLedger(ledger.engine).metric_conversions(at(9, 1), NOW)
+    conversions = ledger.metrics.conversions(at(9, 1), NOW)
 
     assert conversions == [
         ConversionRecord("C1", ReferrerType.CUSTOMER, "a:R1", Milestone.LEAD, at(10, 3)),
@@ -201,10 +200,10 @@ def test_conversions_carry_their_referrer_type_and_referee(ledger: SqlLedger) ->
 
 def test_a_referral_is_dated_by_its_first_conversion_ever(ledger: SqlLedger) -> None:
     given_program_history(ledger)
-    metrics = MetricsLedger(ledger.engine)
+    metrics = ledger.metrics
 
-    everything = metrics.metric_referrals(at(9, 1), NOW)
-    after_r1_signed_up = metrics.metric_referrals(at(10, 4), NOW)
+    everything = metrics.referrals(at(9, 1), NOW)
+    after_r1_signed_up = metrics.referrals(at(10, 4), NOW)
 
     assert everything == [
         ReferralRecord("C1", ReferrerType.CUSTOMER, "a:R1", at(10, 3)),
@@ -217,8 +216,8 @@ def test_a_referral_is_dated_by_its_first_conversion_ever(ledger: SqlLedger) -> 
 def test_a_paid_reward_comes_with_its_conversion_time_and_first_payout(ledger: SqlLedger) -> None:
     reward = given_program_history(ledger)
 
-    paid = MetricsLedger(ledger.engine).metric_paid_rewards(at(9, 1), NOW)
-    before_payout = MetricsLedger(ledger.engine).metric_paid_rewards(at(9, 1), at(10, 20))
+    paid = ledger.metrics.paid_rewards(at(9, 1), NOW)
+    before_payout = ledger.metrics.paid_rewards(at(9, 1), at(10, 20))
 
     assert paid == [
         PaidRewardRecord(
@@ -232,9 +231,9 @@ def test_cost_is_summed_per_period_and_source_paid_and_recovered(ledger: SqlLedg
     given_program_history(ledger)
     periods = periods_ending(NOW, PeriodKind.MONTH, 3)
 
-    costs = MetricsLedger(ledger.engine).metric_costs(periods, NOW, "EUR")
-    other_currency = MetricsLedger(ledger.engine).metric_costs(periods, NOW, "USD")
-    before_recovery = MetricsLedger(ledger.engine).metric_costs(periods, at(11, 1, 0), "EUR")
+    costs = ledger.metrics.costs(periods, NOW, "EUR")
+    other_currency = ledger.metrics.costs(periods, NOW, "USD")
+    before_recovery = ledger.metrics.costs(periods, at(11, 1, 0), "EUR")
 
     assert costs == [
         CostRecord(at(10, 1, 0), ReferrerType.CUSTOMER, _eur(200), _eur(0)),
@@ -249,9 +248,7 @@ def test_the_metrics_task_computes_the_report_from_the_ledger(
 ) -> None:
     given_program_history(ledger)
 
-    metrics = compute_program_metrics.fn(
-        MetricsLedger(ledger.engine), program, PeriodKind.MONTH, NOW, 3
-    )
+    metrics = compute_program_metrics.fn(ledger, program, PeriodKind.MONTH, NOW, 3)
 
     assert [p.period.label for p in metrics.periods] == ["2026-09", "2026-10", "2026-11"]
     october = metrics.periods[1]

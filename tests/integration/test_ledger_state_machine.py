@@ -49,6 +49,7 @@ from integrations.ledger.tables import (
 from integrations.payments.fake import RecordingRail
 from tasks.clawbacks import apply_clawbacks
 from tasks.payouts import submit_payouts
+from tasks.use_cases.approvals import record_decision
 from tests.conftest import NOW
 from tests.integration.clawback_helpers import (
     Ledger,
@@ -227,7 +228,7 @@ class LedgerMachine(RuleBasedStateMachine):
             amount=Money(max(amount, 0), "EUR"),
         )
         try:
-            self.ledger.record_decision(reward_id, 1, checked, 1, None, NOW)
+            record_decision(self.ledger, reward_id, 1, checked, 1, None, NOW)
         except InvalidDecision:
             assert view.status is not RewardStatus.AWAITING_APPROVAL
 

@@ -28,6 +28,7 @@ from integrations.ledger.migrate import alembic_config, upgrade
 from integrations.ledger.roles import UnsafeAppRoleError, grant_app_role
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import Base, ClawbackRow, ConversionPaymentRow, ReversalRow
+from tasks.use_cases.approvals import record_decision
 from tests.conftest import POSTGRES_URL
 from tests.integration.test_clawback_constraints import clawback_row, reversal_row
 from tests.integration.test_ledger_constraints import insert_rows
@@ -133,7 +134,7 @@ def ids(ledger: SqlLedger, now: datetime) -> dict[str, str]:
     """Rewards in every status, payouts failed, succeeded and pending, a pending and a
     succeeded reversal, a conversion's payment and card; their ids by name."""
     paid = given_reward(ledger, now, 1, status=RewardStatus.AWAITING_APPROVAL)
-    ledger.record_decision(paid.reward_id, 1, decide(), 1, None, now)
+    record_decision(ledger, paid.reward_id, 1, decide(), 1, None, now)
     [failed_payout] = pay(ledger, [paid.reward_id], now, PayoutOutcome.FAILED)
     [paid_payout] = pay(ledger, [paid.reward_id], now)
     rejected = given_reward(ledger, now, 2, status=RewardStatus.REJECTED)
@@ -586,7 +587,9 @@ def test_the_legitimate_lifecycle_still_works_under_the_guards(
 ) -> None:
     # Routing, approval, payment and a reduction at approval, all through the ledger.
     reviewed = given_reward(ledger, now, 20, status=RewardStatus.AWAITING_APPROVAL)
-    status = ledger.record_decision(reviewed.reward_id, 1, decide(amount_minor=8_000), 1, None, now)
+    status = record_decision(
+        ledger, reviewed.reward_id, 1, decide(amount_minor=8_000), 1, None, now
+    )
     pay(ledger, [reviewed.reward_id, ids["payable"]], now)
     # A pending payout is claimed, released, retried and settled.
     claimed = ledger.payouts.claim("worker-1", now, lease=timedelta(minutes=5))
@@ -600,7 +603,7 @@ def test_the_legitimate_lifecycle_still_works_under_the_guards(
 
     assert status is RewardStatus.APPROVED
     assert (
-        ledger.record_decision(rejected.reward_id, 1, decide(Decision.REJECT), 1, None, now)
+        record_decision(ledger, rejected.reward_id, 1, decide(Decision.REJECT), 1, None, now)
         is RewardStatus.REJECTED
     )
     views = ledger.rewards.of([reviewed.reward_id, ids["payable"], ids["owed"], rejected.reward_id])

@@ -38,6 +38,7 @@ from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LedgerEntryRow, PayoutRow
 from integrations.payments.stripe_rail import StripeTransferRail
 from tasks.payouts import CLAIM_LEASE, PayoutReport, submit_payouts
+from tasks.use_cases.approvals import record_decision
 from tests.conftest import NOW, contact, people_batch
 from tests.fakes.stripe_server import FakeStripe
 
@@ -101,7 +102,7 @@ def seed_payable_reward(
         )
         verdict = Decision.APPROVE if status is RewardStatus.APPROVED else Decision.REJECT
         checked = CheckedDecision(verdict, "ann", "Ann Approver", "looks right", amount)
-        assert ledger.record_decision(reward.reward_id, 1, checked, 1, None, now) is status
+        assert record_decision(ledger, reward.reward_id, 1, checked, 1, None, now) is status
     elif status is not RewardStatus.HOLDING:
         assert ledger.rewards.move([reward.reward_id], [RewardStatus.HOLDING], status, now) == [
             reward.reward_id

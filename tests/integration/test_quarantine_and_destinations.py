@@ -29,6 +29,7 @@ from integrations.ledger.tables import (
 from integrations.sources.files import FileSource
 from tasks.ingest import ingest_sources
 from tasks.quarantine import purge_quarantine_excerpts
+from tasks.use_cases.approvals import record_decision
 from tests.conftest import contact, people_batch
 from tests.integration.test_ledger_flow import decide, given_reward
 
@@ -216,7 +217,7 @@ def test_a_changed_destination_flags_every_reward_routed_until_one_so_flagged_is
     assert _route(ledger, now)[next_one.reward_id] == (PAYOUT_DESTINATION_CHANGED,)
 
     later = now + timedelta(hours=1)
-    ledger.record_decision(before.reward_id, 1, decide(), 1, None, later)
+    record_decision(ledger, before.reward_id, 1, decide(), 1, None, later)
 
     assert _route(ledger, later)[next_one.reward_id] == ()
     assert ledger.destinations.referrers_with_changed_destination(["C1", "C9"]) == set()

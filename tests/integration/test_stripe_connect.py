@@ -46,6 +46,7 @@ from integrations.webhooks import create_app
 from tasks.connect import apply_account_updates, refresh_connected_accounts
 from tasks.payouts import submit_payouts
 from tasks.rewards import plan_routes
+from tasks.use_cases.approvals import record_decision
 from tests.conftest import contact, people_batch
 from tests.fakes.stripe_server import FakeStripe
 from tests.integration.test_ledger_flow import decide, given_reward
@@ -301,8 +302,8 @@ def test_a_reward_held_for_lack_of_a_rail_is_paid_once_after_onboarding(
     assert plan.approval == [reward.reward_id]
     view = ledger.rewards.of([reward.reward_id])[reward.reward_id]
     assert PAYOUT_DESTINATION_CHANGED in view.reward.flags
-    ledger.record_decision(
-        reward.reward_id, 1, decide(Decision.APPROVE, amount_minor=2_000), 1, None, later
+    record_decision(
+        ledger, reward.reward_id, 1, decide(Decision.APPROVE, amount_minor=2_000), 1, None, later
     )
     for _ in range(2):
         submit_payouts.fn(ledger, rails, [reward.reward_id], later)

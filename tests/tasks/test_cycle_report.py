@@ -33,11 +33,26 @@ class Ledger:
         ]
         self.sources = InMemoryLedger().sources  # nothing quarantined
 
+    @property
+    def metrics(self) -> Metrics:
+        return Metrics()
+
+    @property
+    def approvals(self) -> Approvals:
+        return Approvals(self.waiting)
+
+
+class Metrics:
     def summary(self) -> dict[str, Any]:
         return {}
 
-    def waiting_approvals(self) -> list[WaitingApproval]:
-        return self.waiting
+
+class Approvals:
+    def __init__(self, waiting: list[WaitingApproval]) -> None:
+        self._waiting = waiting
+
+    def waiting(self) -> list[WaitingApproval]:
+        return self._waiting
 
 
 class Runs:

@@ -100,7 +100,7 @@ def test_each_new_detractor_is_handed_on_once_even_when_the_task_runs_twice(
     assert (first.handed_on, second.handed_on) == (2, 0)
     assert sorted(m.message_id for m in sender.sent) == sorted(map(message_id, ["C1", "C2"]))
     assert {m.to_email for m in sender.sent} == {OWNER}
-    assert ledger.summary()["detractors_handed_on"] == {"accepted": 2}
+    assert ledger.metrics.summary()["detractors_handed_on"] == {"accepted": 2}
 
 
 def test_a_detractor_found_after_a_hand_off_is_handed_on_by_the_next_run(
@@ -166,7 +166,7 @@ def test_a_deferred_email_goes_out_next_run_and_a_refused_one_is_not_retried(
     assert (second.handed_on, second.email_retry_later, second.email_failed) == (1, 0, 0)
     assert third == Handoffs()
     assert sorted(sender.sent_ids) == sorted([message_id("C1"), message_id("C3")])
-    assert ledger.summary()["detractors_handed_on"] == {"accepted": 2, "failed": 1}
+    assert ledger.metrics.summary()["detractors_handed_on"] == {"accepted": 2, "failed": 1}
 
 
 def test_a_hand_off_a_dead_run_left_sending_is_marked_unknown_and_never_sent(
@@ -181,7 +181,7 @@ def test_a_hand_off_a_dead_run_left_sending_is_marked_unknown_and_never_sent(
 
     assert (result.handed_on, result.email_unknown) == (0, 1)
     assert sender.sent == []
-    assert ledger.summary()["detractors_handed_on"] == {"unknown": 1}
+    assert ledger.metrics.summary()["detractors_handed_on"] == {"unknown": 1}
 
 
 def test_a_failing_email_backend_neither_stops_the_crm_tasks_nor_leaks_its_message(

@@ -39,7 +39,7 @@ def test_reading_a_drop_twice_stores_its_events_once(
     (second,) = ingest_sources.fn([source], sqlite_ledger, NOW)
     assert (first.records_in, first.new_events, first.quarantined) == (2, 1, 1)
     assert second.records_in == 0  # unchanged file: not read again
-    assert sqlite_ledger.summary()["events"] == 1
+    assert sqlite_ledger.metrics.summary()["events"] == 1
 
 
 def test_a_source_whose_counts_do_not_add_up_stops_the_run(sqlite_ledger: SqlLedger) -> None:

@@ -62,7 +62,7 @@ def test_a_drop_stored_in_pages_is_stored_whole_and_counted_as_one_read(
     assert (report.records_in, report.new_events, report.quarantined) == (29, 25, 1)
     assert (report.reference_rows, report.already_seen) == (3, 0)
     assert report.balanced
-    assert sqlite_ledger.summary()["events"] == 25
+    assert sqlite_ledger.metrics.summary()["events"] == 25
     assert again.records_in == 0  # the cursor moved with the last page
 
 
@@ -93,7 +93,7 @@ def test_a_read_cut_short_is_read_again_and_loses_nothing_nor_stores_anything_tw
 
     with pytest.raises(OSError, match="went away"):
         ingest_sources.fn([_CutShort(FileSource(tmp_path), pages=2)], sqlite_ledger, NOW, 5)
-    stored_before = sqlite_ledger.summary()["events"]
+    stored_before = sqlite_ledger.metrics.summary()["events"]
     assert sqlite_ledger.sources.cursor("files") is None  # the cursor did not move
     (report,) = ingest_sources.fn([FileSource(tmp_path)], sqlite_ledger, NOW, page_records=5)
 
@@ -103,7 +103,7 @@ def test_a_read_cut_short_is_read_again_and_loses_nothing_nor_stores_anything_tw
     assert (report.records_in, report.new_events, report.already_seen) == (14, 4, 6)
     assert report.quarantined == 1
     assert report.balanced
-    assert sqlite_ledger.summary()["events"] == 10
+    assert sqlite_ledger.metrics.summary()["events"] == 10
     assert sqlite_ledger.sources.cursor("files") is not None
 
 

@@ -58,7 +58,7 @@ def test_each_queued_ask_is_sent_once_even_when_sending_runs_twice(
 
     assert (first.accepted, second.accepted) == (3, 0)
     assert sorted(m.to_name for m in sender.sent) == ["Person C1", "Person C2", "Person C3"]
-    assert sqlite_ledger.summary()["asks"] == {"accepted": 3}
+    assert sqlite_ledger.metrics.summary()["asks"] == {"accepted": 3}
 
 
 def test_a_contact_suppressed_after_the_ask_was_queued_is_not_asked(
@@ -71,7 +71,7 @@ def test_a_contact_suppressed_after_the_ask_was_queued_is_not_asked(
 
     assert (delivery.accepted, delivery.suppressed, delivery.failed) == (1, 1, 0)
     assert [m.to_name for m in sender.sent] == ["Person C1"]
-    assert sqlite_ledger.summary()["asks"] == {"accepted": 1, "failed": 1}
+    assert sqlite_ledger.metrics.summary()["asks"] == {"accepted": 1, "failed": 1}
 
 
 def test_an_ask_the_provider_may_have_taken_before_a_crash_is_never_resent(
@@ -85,7 +85,7 @@ def test_an_ask_the_provider_may_have_taken_before_a_crash_is_never_resent(
 
     assert delivery.unknown_after_crash == 1
     assert sender.sent == []
-    assert sqlite_ledger.summary()["asks"] == {"unknown": 1}
+    assert sqlite_ledger.metrics.summary()["asks"] == {"unknown": 1}
 
 
 def test_a_retryable_failure_keeps_the_ask_for_the_next_run(

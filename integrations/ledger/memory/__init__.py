@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.approvals import InMemoryApprovalsStore
 from integrations.ledger.memory.clawbacks import clawback_stores
 from integrations.ledger.memory.conversions import InMemoryConversionStore
 from integrations.ledger.memory.destinations import InMemoryDestinationsStore
 from integrations.ledger.memory.fraud import InMemoryFraudStore
 from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
 from integrations.ledger.memory.history import InMemoryHistoryStore
+from integrations.ledger.memory.metrics import InMemoryMetricsStore
 from integrations.ledger.memory.moments import InMemoryMomentsStore
 from integrations.ledger.memory.partners import InMemoryPartnerStore
 from integrations.ledger.memory.payouts import InMemoryPayoutsStore
@@ -70,6 +72,8 @@ class InMemoryStores:
         self.clawbacks, self.reversals = clawback_stores()
 
         # -- approvals and metrics ------------------------------------------------------
+        self.approvals = InMemoryApprovalsStore()
+        self.metrics = InMemoryMetricsStore()
         self.committed = 0
         self.rolled_back = 0
 

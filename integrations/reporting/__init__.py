@@ -1,0 +1,1 @@
+"""Reports rendered for people: charts and markdown (no Prefect, no ledger)."""
