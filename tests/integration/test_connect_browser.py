@@ -24,10 +24,10 @@ from flows import bootstrap
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.stripe_connect import StripeConnect
 from integrations.payments.stripe_rail import StripeTransferRail
+from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.connect import refresh_connected_accounts
 from tasks.payouts import submit_payouts
 from tasks.rewards import plan_routes
-from tests.fakes.stripe_server import FakeStripe
 from tests.integration.browser import chromium_missing, launch_chromium
 from tests.integration.test_ledger_flow import decide, given_reward
 
