@@ -197,8 +197,8 @@ def _login_hint(stack: Any) -> str:
 
 @app.command()
 def down() -> None:
-    """Stop the server and worker started by `up` (and the web app `demo` started), by
-    their PIDs."""
+    """Stop the server and worker started by `up` (and the web app and Stripe stand-in
+    `demo` started), by their PIDs."""
     stopped = _stack().down()
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
@@ -207,7 +207,9 @@ def down() -> None:
 def demo(
     accounts: Annotated[int, typer.Option(help="Accounts in the sample company.")] = 300,
 ) -> None:
-    """Run the whole cycle on a generated sample company (SQLite ledger, local outbox)."""
+    """Run the whole cycle on a generated sample company (SQLite ledger, local outbox),
+    then start the referrers' web app (with the local Stripe stand-in for onboarding when
+    no Stripe key is set) and print a referrer's page link."""
     _prefect_env()
     stack = _stack()
     if not stack.healthy():
