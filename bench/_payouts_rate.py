@@ -99,32 +99,37 @@ class TimedLedger(SqlLedger):
 
     seconds = 0.0
 
-    def rewards(self, reward_ids: Any) -> Any:
-        return self._timed(super().rewards, reward_ids)
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
+        self.rewards = _Timed(self.rewards, self, ("of",))  # type: ignore[assignment]
+        self.payouts = _Timed(  # type: ignore[assignment]
+            self.payouts, self, ("prepare", "pending", "record_results")
+        )
 
     def contacts(self, contact_ids: Any) -> Any:
         return self._timed(super().contacts, contact_ids)
 
-    def prepare_payouts(self, plans: Any, now: datetime) -> list[PayoutInstruction]:
-        result: list[PayoutInstruction] = self._timed(super().prepare_payouts, plans, now)
-        return result
-
-    def pending_payouts(
-        self, reward_ids: Sequence[str] | None = None, limit: int | None = None
-    ) -> list[PayoutInstruction]:
-        result: list[PayoutInstruction] = self._timed(super().pending_payouts, reward_ids, limit)
-        return result
-
-    def record_payout_results(self, results: Sequence[PayoutResult], now: datetime) -> int:
-        paid: int = self._timed(super().record_payout_results, results, now)
-        return paid
-
-    def _timed(self, call: Any, *args: Any) -> Any:
+    def _timed(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return call(*args)
+            return call(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
+
+
+class _Timed:
+    """A store whose ``timed`` methods add their time to the ledger's."""
+
+    def __init__(self, inner: Any, ledger: TimedLedger, timed: tuple[str, ...]) -> None:
+        self._inner = inner
+        self._ledger = ledger
+        self._names = timed
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._inner, name)
+        if name not in self._names:
+            return found
+        return lambda *args, **kwargs: self._ledger._timed(found, *args, **kwargs)
 
 
 @dataclass
@@ -158,7 +163,7 @@ def reward_sets(ids: Sequence[str], workers: int, overlap: bool) -> list[list[st
 
 
 def _still_to_pay(ledger: SqlLedger, ids: Sequence[str]) -> list[str]:
-    return [i for i, v in ledger.rewards(ids).items() if v.status in _PAYABLE]
+    return [i for i, v in ledger.rewards.of(ids).items() if v.status in _PAYABLE]
 
 
 def _work(

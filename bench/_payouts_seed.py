@@ -84,9 +84,9 @@ def seed_payable_rewards(
             )
             for i, conv in zip(numbers, conversions, strict=True)
         ]
-        ledger.record_rewards([c.conversion_id for c in conversions], batch, [], now)
+        ledger.rewards.record([c.conversion_id for c in conversions], batch, [], now)
         ids = [r.reward_id for r in batch]
-        moved = ledger.move_rewards(ids, [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
+        moved = ledger.rewards.move(ids, [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
         if len(moved) != len(ids):
             raise RuntimeError(f"seeding: {len(ids) - len(moved)} rewards not made payable")
         rewards.update({r.reward_id: r.amount for r in batch})
@@ -119,8 +119,8 @@ def seed_awaiting_approval(
     )
     ledger.record_conversions([], [conversion], [], now)
     (reward,) = compute_rewards(conversion, [(partner, Decimal(1))], program)
-    ledger.record_rewards([conversion.conversion_id], [reward], [], now)
-    moved = ledger.move_rewards(
+    ledger.rewards.record([conversion.conversion_id], [reward], [], now)
+    moved = ledger.rewards.move(
         [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
     )
     if moved != [reward.reward_id]:
@@ -135,7 +135,7 @@ def _store_people(ledger: SqlLedger, contacts: Sequence[Contact], now: datetime)
         for c in contacts
         if c.account_id
     }
-    ledger.record_batch(
+    ledger.sources.record_batch(
         SourceBatch(
             source="bench",
             accounts=list(accounts.values()),

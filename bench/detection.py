@@ -42,7 +42,7 @@ from config.program import load_program
 from config.settings import PROJECT_ROOT
 from domain.moments import detect
 from domain.program import Program
-from integrations.ledger.detection import DEFAULT_CHUNK, DetectionLedger
+from integrations.ledger.detection import DEFAULT_CHUNK, SqlMomentsStore
 from integrations.ledger.sql import SqlLedger
 from tasks.moments import DetectionReport, detect_new_moments
 
@@ -331,7 +331,7 @@ def run(n: int, batch_size: int = DEFAULT_CHUNK, profile: bool = False) -> dict[
         )
         stage_by_type = counts_by_type(engine, "moments")
         follow_ups = count(engine, "SELECT count(*) FROM follow_ups")
-        left = DetectionLedger(engine).events_to_detect()
+        left = SqlMomentsStore(engine).events_to_detect()
 
         full_sql_s = time_full_sql(engine, program)
         db_mb = size_mb(directory)

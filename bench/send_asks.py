@@ -50,6 +50,7 @@ from integrations.email.sendgrid_sender import MAX_PERSONALIZATIONS, SendGridEma
 from integrations.ledger.sql import SqlLedger
 from tasks.emails import send_ask_emails
 from tests.fakes.sendgrid_server import FakeSendGrid
+from tests.moments_seed import record_detection
 
 DEFAULT_N = 100_000
 BATCH = 1000
@@ -142,7 +143,7 @@ def seed(ledger: SqlLedger, n: int) -> float:
             for c in contacts
             if c.account_id
         }
-        ledger.record_batch(
+        ledger.sources.record_batch(
             SourceBatch(
                 source="crm",
                 accounts=list(accounts.values()),
@@ -153,7 +154,7 @@ def seed(ledger: SqlLedger, n: int) -> float:
             NOW,
         )
         moments = [_moment(i) for i in numbers]
-        ledger.record_detection([], moments, [], NOW)
+        record_detection(ledger.engine, [], moments, [], NOW)
         for at in range(0, len(moments), BATCH):
             part = moments[at : at + BATCH]
             ledger.record_ask_decisions(

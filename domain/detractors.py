@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 NO_CONTACT = "no contact on record"
 
@@ -55,6 +55,29 @@ class DetractorFollowUp:
             return "-"
         name = (self.account_name or "").strip()
         return f"{name} ({self.account_id})" if name else self.account_id
+
+
+Channel = Literal["email", "crm"]
+# The status a channel of a hand-off ends in when the provider took it.
+DONE: dict[Channel, str] = {"email": "accepted", "crm": "created"}
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffResult:
+    """How one channel of one hand-off settled.
+
+    Attributes:
+        source_event: the hand-off's key (its follow-up's source event key).
+        status: the channel's done status (:data:`DONE`), ``failed``, ``queued`` (try
+            again next run) or ``unknown``.
+        ref: the provider's reference, when it took the hand-off.
+        error: why it did not, when it did not.
+    """
+
+    source_event: str
+    status: str
+    ref: str | None = None
+    error: str | None = None
 
 
 def owner_message_data(follow_up: DetractorFollowUp, program_name: str) -> dict[str, str]:

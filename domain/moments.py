@@ -194,6 +194,19 @@ def detection_spec(program: Program) -> DetectionSpec:
 # -- the reference interpreter -------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class DetectionCounts:
+    """What one detection run in the database did. ``moments`` counts new moments.
+    ``detractors`` and ``without_contact`` count the examined events that were
+    detractors, or moments naming no contact."""
+
+    examined: int = 0
+    moments: int = 0
+    detractors: int = 0
+    without_contact: int = 0
+    chunks: int = 0
+
+
 @dataclass(slots=True)
 class Detection:
     moments: list[Moment] = field(default_factory=list)

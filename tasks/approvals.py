@@ -280,11 +280,11 @@ def apply_decision(
     if (
         form.get("approve") is True
         and PAYOUT_DESTINATION_CHANGED not in view.reward.reward.flags
-        and ledger.referrers_with_changed_destination([view.referrer.contact_id])
+        and ledger.destinations.referrers_with_changed_destination([view.referrer.contact_id])
     ):
         # The form was shown before the change: an approval now would pay a destination
         # the approver never saw. Flag the reward and ask again, the flag now shown.
-        ledger.add_reward_flag([reward_id], PAYOUT_DESTINATION_CHANGED, now)
+        ledger.rewards.add_flag([reward_id], PAYOUT_DESTINATION_CHANGED, now)
         return DecisionOutcome(view.reward.status, error=DESTINATION_CHANGED_SINCE_ASKED)
     try:
         checked = vet_decision(view, approvers, codes, form, question.submitted_at, spend_code=True)

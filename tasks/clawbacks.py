@@ -110,7 +110,7 @@ def apply_clawbacks(
                 )
             except InputRejected as exc:
                 malformed += 1
-                ledger.quarantine(
+                ledger.sources.quarantine(
                     [Rejected("stripe", exc.record, exc.field, exc.reason)], QUARANTINE_STAGE, now
                 )
                 ledger.clawbacks.close_events([event.event_id], now)

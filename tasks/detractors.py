@@ -19,13 +19,19 @@ from datetime import datetime, timedelta
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.detractors import CrmTaskResult, CrmTasks, DetractorFollowUp, owner_message_data
+from domain.detractors import (
+    Channel,
+    CrmTaskResult,
+    CrmTasks,
+    DetractorFollowUp,
+    HandoffResult,
+    owner_message_data,
+)
 from domain.detractors import TaskOutcome as T
 from domain.models import EmailMessage, EmailOutcome, EmailResult, derived_id
 from domain.ports import EmailSender
 from domain.program import Program
 from integrations.email.render import render
-from integrations.ledger.handoffs import Channel, HandoffResult
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
 
@@ -123,13 +129,13 @@ def hand_on_detractors(
     """
     log = run_logger()
     if owner_email is None:
-        waiting = ledger.detractors_not_handed_on()
+        waiting = ledger.handoffs.detractors_not_handed_on()
         if waiting:
             log.warning(
                 "%d detractor follow-ups not handed on: %s is not set", waiting, OWNER_SETTING
             )
         return Handoffs(not_handed_on=waiting)
-    opened = ledger.open_handoffs(now, with_crm=crm is not None)
+    opened = ledger.handoffs.open_handoffs(now, with_crm=crm is not None)
 
     def send_email(page: Sequence[DetractorFollowUp]) -> list[HandoffResult]:
         messages = [compose_owner_email(f, owner_email, program) for f in page]
@@ -176,11 +182,11 @@ def _channel(
 ) -> Counter[str]:
     """Send every queued hand-off of ``channel``, a page per call; counts per status."""
     counts: Counter[str] = Counter()
-    counts["unknown"] += ledger.expire_handoff_claims(channel, now - STALE_CLAIM)
+    counts["unknown"] += ledger.handoffs.expire_handoff_claims(channel, now - STALE_CLAIM)
     after = ""
-    while page := ledger.handoffs_to_send(channel, after, batch_size):
+    while page := ledger.handoffs.handoffs_to_send(channel, after, batch_size):
         after = page[-1].source_event
-        claimed = set(ledger.claim_handoffs(channel, [f.source_event for f in page], now))
+        claimed = set(ledger.handoffs.claim_handoffs(channel, [f.source_event for f in page], now))
         mine = [f for f in page if f.source_event in claimed]
         if not mine:
             continue
@@ -195,7 +201,7 @@ def _channel(
             results = [
                 HandoffResult(f.source_event, "unknown", error=type(exc).__name__) for f in mine
             ]
-            ledger.record_handoff_results(channel, results, now)
+            ledger.handoffs.record_handoff_results(channel, results, now)
             counts.update(r.status for r in results)
             break
         answered = {r.source_event for r in results}
@@ -205,6 +211,6 @@ def _channel(
             for f in mine
             if f.source_event not in answered
         ]
-        ledger.record_handoff_results(channel, results, now)
+        ledger.handoffs.record_handoff_results(channel, results, now)
         counts.update(r.status for r in results)
     return counts

@@ -93,7 +93,7 @@ def store_batch(ledger: SqlLedger, batch: SourceBatch, now: datetime) -> IngestR
             timeout) is raised as it is, for the task to retry.
     """
     try:
-        return ledger.record_batch(batch, now)
+        return ledger.sources.record_batch(batch, now)
     except _PASSING:
         raise
     except Exception as exc:
@@ -119,12 +119,12 @@ def store_batch(ledger: SqlLedger, batch: SourceBatch, now: datetime) -> IngestR
         cursor=batch.cursor,
     )
     try:
-        reports.append(ledger.record_batch(last, now))
+        reports.append(ledger.sources.record_batch(last, now))
     except _PASSING:
         raise
     except Exception:
         # A reject the ledger cannot hold as the source wrote it: kept escaped.
-        reports.append(ledger.record_batch(replace(last, rejected=_escaped(rejects)), now))
+        reports.append(ledger.sources.record_batch(replace(last, rejected=_escaped(rejects)), now))
     total = reports[0]
     for report in reports[1:]:
         total = total.plus(report)
@@ -151,7 +151,7 @@ def _store_rows(
         reference_only=sum(1 for r in rows if not isinstance(r, SourceEvent)),
     )
     try:
-        reports.append(ledger.record_batch(part, now))
+        reports.append(ledger.sources.record_batch(part, now))
         return
     except _PASSING:
         raise
@@ -238,7 +238,7 @@ def ingest_sources(
     log = run_logger()
     reports = []
     for source in sources:
-        cursor = ledger.cursor(source.name)
+        cursor = ledger.sources.cursor(source.name)
         batches: Iterable[SourceBatch] = (
             source.pages(cursor, page_records)
             if isinstance(source, PagedEventSource)

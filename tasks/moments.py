@@ -46,7 +46,7 @@ def detect_new_moments(
         Counts of events examined, new moments, detractors listed for follow-up, and
         moments without a contact.
     """
-    counts = ledger.detect_in_database(detection_spec(program), now, chunk_size)
+    counts = ledger.moments.detect_in_database(detection_spec(program), now, chunk_size)
     run_logger().info(
         "examined %d events: %d new moments, %d detractors to follow up, %d without contact",
         counts.examined,

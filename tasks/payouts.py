@@ -89,7 +89,7 @@ def submit_payouts(
     """
     log = run_logger()
     worker = worker_name()
-    views = ledger.rewards(reward_ids)
+    views = ledger.rewards.of(reward_ids)
     referrers = ledger.contacts(v.reward.referrer_id for v in views.values())
     # A referrer's reward choice (cash or account credit) applies to every reward not
     # yet paid: it decides the rail here, when the payout is prepared.
@@ -105,13 +105,13 @@ def submit_payouts(
             no_rail.append(reward_id)
         else:
             plans.append((reward_id, *choice))
-    prepared = ledger.prepare_payouts(plans, now)
+    prepared = ledger.payouts.prepare(plans, now)
     ours = sorted({i.reward_id for i in prepared})
 
     shown = len(ours) if len(ours) >= PROGRESS_FROM else 0  # none: no artifact
     tally = _Tally(progress=Progress("payouts-progress", shown, "payouts"))
     for part in (ours[i : i + chunk] for i in range(0, len(ours), chunk)):
-        claimed = ledger.claim_payouts(worker, now, lease, reward_ids=part, limit=len(part))
+        claimed = ledger.payouts.claim(worker, now, lease, reward_ids=part, limit=len(part))
         _pay(ledger, rails, claimed, worker, now, tally, log)
     claimed_elsewhere = len(prepared) - len(tally.seen)
 
@@ -119,7 +119,7 @@ def submit_payouts(
     # claimed, their age) shows nobody is sending them.
     leftovers = [
         i
-        for i in ledger.claim_payouts(worker, now, lease, limit=1000, stale_before=now - lease)
+        for i in ledger.payouts.claim(worker, now, lease, limit=1000, stale_before=now - lease)
         if i.payout_id not in tally.seen
     ]
     _pay(ledger, rails, leftovers, worker, now, tally, log)
@@ -171,7 +171,7 @@ def _pay(
     if stranded:
         # Pending on a rail not configured now (e.g. the Stripe key was removed): they
         # stay pending, with their keys, rather than be paid another way.
-        ledger.release_payouts(stranded, worker)
+        ledger.payouts.release(stranded, worker)
         log.warning("%d payouts pending on a payment rail that is not configured", len(stranded))
     by_rail: dict[PayoutRailKind, list[PayoutInstruction]] = {}
     for instruction in payable:
@@ -180,6 +180,6 @@ def _pay(
     for kind, batch in by_rail.items():
         results += rails[kind].pay(batch)
         tally.progress.advance(len(batch))
-    tally.paid += ledger.record_payout_results(results, now)
+    tally.paid += ledger.payouts.record_results(results, now)
     tally.retry_later += sum(r.outcome is PayoutOutcome.RETRYABLE for r in results)
     tally.failed += sum(r.outcome is PayoutOutcome.FAILED for r in results)

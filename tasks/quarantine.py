@@ -27,7 +27,7 @@ def purge_quarantine_excerpts(ledger: SqlLedger, retention_days: int, now: datet
     Returns:
         How many excerpts were purged.
     """
-    purged = ledger.purge_quarantine(now - timedelta(days=retention_days), now)
+    purged = ledger.sources.purge_quarantine(now - timedelta(days=retention_days), now)
     run_logger().info(
         "purged the excerpts of %d quarantine rows older than %d days", purged, retention_days
     )

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domain.clawbacks import Mismatch, PaymentRecords, compare_movements
 from domain.errors import ConfigError
-from integrations.ledger.reconcile import ReconcileLedger
+from domain.stores.reconcile import LedgerWithReconcile
 from tasks._support import run_logger
 
 ARTIFACT_KEY = "payout-mismatches"
@@ -19,7 +19,7 @@ ARTIFACT_KEY = "payout-mismatches"
 
 @task(name="reconcile-payouts", cache_policy=NO_CACHE)
 def reconcile_payouts(
-    ledger: ReconcileLedger, records: PaymentRecords | None, now: datetime
+    ledger: LedgerWithReconcile, records: PaymentRecords | None, now: datetime
 ) -> list[Mismatch]:
     """Compare the ledger's Stripe payouts and reversals with Stripe's, both ways.
 
@@ -41,7 +41,7 @@ def reconcile_payouts(
     Raises:
         ConfigError: the ledger holds Stripe payouts but Stripe cannot be read.
     """
-    ours = ledger.stripe_movements()
+    ours = ledger.reconcile.stripe_movements()
     if records is None:
         if ours:
             raise ConfigError(
@@ -50,7 +50,7 @@ def reconcile_payouts(
             )
         theirs = []
     else:
-        theirs = records.movements(ledger.stripe_customer_ids())
+        theirs = records.movements(ledger.reconcile.stripe_customer_ids())
     mismatches = compare_movements(ours, theirs)
     run_logger().info(
         "reconciled %d ledger movements with %d at Stripe at %s: %d mismatches",

@@ -161,7 +161,7 @@ def intake_registrations(
         if not isinstance(source, RegistrationSource):
             continue
         name = f"{source.name}{CURSOR_SUFFIX}"
-        read = source.fetch_registrations(ledger.cursor(name))
+        read = source.fetch_registrations(ledger.sources.cursor(name))
         batch = _register(
             ledger,
             program,
@@ -237,7 +237,7 @@ def _register(
     # Quarantined before the cursor moves: a crash in between reads the rows again, and
     # the quarantine keeps one row per record.
     if quarantined:
-        ledger.quarantine(quarantined, QUARANTINE_STAGE, now)
+        ledger.sources.quarantine(quarantined, QUARANTINE_STAGE, now)
     claims = [c for _, c in valid]
     codes = ledger.codes_for(c.partner_id for c in claims)
     new_codes = {c.partner_id: new_referral_code() for c in claims if c.partner_id not in codes}

@@ -160,7 +160,7 @@ def publish_cycle_report(
         key="quarantined-input",
         table=[
             {k: ("" if v is None else str(v)) for k, v in row.items()}
-            for row in ledger.quarantined(limit=200)
+            for row in ledger.sources.quarantined(limit=200)
         ],
         description="Input refused with its reason (raw rows stay in the ledger)",
     )

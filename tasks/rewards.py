@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import partial
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.errors import InputRejected
-from domain.fraud import PAYOUT_DESTINATION_CHANGED, flags_for_batch
-from domain.models import Contact, Conversion, Rejected, Reward, RewardStatus, Route
-from domain.money import Money
+from domain.fraud import flags_for_batch
+from domain.models import Contact, Conversion, Rejected
 from domain.program import Program, RewardKind
 from domain.rewards import (
-    Invoice,
-    RewardBook,
     add_months,
-    compute_rewards,
-    recurring_rewards,
-    route,
 )
 from domain.touchpoints import credits_for
-from integrations.ledger.reward_rules import Accrued
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
+from tasks.use_cases.rewards import (
+    Accrued,
+    RoutePlan,
+    accrue_conversions,
+    accrue_invoices,
+    route_rewards,
+)
 
 #: How long after a recurring rule's months an invoice paid within them may still arrive
 #: (a webhook Stripe retries for days, a polling catch-up) and earn its reward.
@@ -84,14 +82,6 @@ def _credits(ledger: SqlLedger, conversions: Sequence[Conversion], program: Prog
     return plan
 
 
-def _flags_of(
-    credits: Sequence[tuple[Contact, Decimal]], flags: tuple[str, ...]
-) -> dict[str, tuple[str, ...]]:
-    # A flagged conversion is suspect whoever touched it: every reward it earns waits
-    # for a person.
-    return {c.contact_id: flags for c, _ in credits}
-
-
 @task(name="compute-rewards", cache_policy=NO_CACHE)
 def compute_new_rewards(
     ledger: SqlLedger, program: Program, now: datetime, batch_size: int = 1000
@@ -102,7 +92,8 @@ def compute_new_rewards(
     One reward per (conversion, rule, referrer), and per invoice for recurring rules:
     computing again adds nothing. Credit is split by the program's attribution model
     over the referee's touchpoints; tiers and caps are read and written under the
-    ledger's per-referrer lock (:meth:`SqlLedger.accrue_rewards`).
+    ledger's per-referrer lock, in one unit of work per batch
+    (:mod:`tasks.use_cases.rewards`).
 
     Args:
         ledger: where conversions are read and rewards (with accrual entries) stored.
@@ -115,21 +106,19 @@ def compute_new_rewards(
         capped), and records quarantined.
     """
     examined = recorded = quarantined = capped = 0
-    while conversions := ledger.conversions_to_reward(batch_size):
+    while conversions := ledger.rewards.conversions_to_reward(batch_size):
         referrers = ledger.contacts(c.referrer_id for c in conversions)
         history = ledger.fraud_history(conversions, referrers, program.fraud)
         flags = flags_for_batch(conversions, referrers, history, program.fraud)
         plan = _credits(ledger, conversions, program)
-        first = ledger.first_payments(c.conversion_id for c in conversions)
-        refused = list(plan.rejected)
-        compute = partial(_conversion_rewards, conversions, plan, flags, first, program, refused)
-        accrued = ledger.accrue_rewards(
-            [c.conversion_id for c in conversions], plan.referrer_ids, program, compute, now
+        first = ledger.reward_rules.first_payments(c.conversion_id for c in conversions)
+        accrued = accrue_conversions(
+            ledger, conversions, plan.by_conversion, flags, first, program, plan.rejected, now
         )
         recorded += accrued.recorded
         capped += accrued.capped
         examined += len(conversions)
-        quarantined += len(refused)
+        quarantined += accrued.refused
     recurring = _recurring_rewards(ledger, program, now, batch_size)
     run_logger().info(
         "rewarded %d conversions: %d new rewards, %d for invoices of recurring rules, "
@@ -148,65 +137,6 @@ def compute_new_rewards(
     }
 
 
-def _conversion_rewards(
-    conversions: Sequence[Conversion],
-    plan: _Credits,
-    flags: Mapping[str, tuple[str, ...]],
-    first: Mapping[str, Money],
-    program: Program,
-    refused: list[Rejected],
-    book: RewardBook,
-    unrewarded: set[str],
-) -> tuple[list[Reward], list[Rejected]]:
-    """The rewards of the still unrewarded ``conversions``, oldest first, through
-    ``book`` (called by the ledger under its lock). Refusals are added to ``refused``."""
-    rewards: list[Reward] = []
-    for conversion in sorted(conversions, key=lambda c: (c.occurred_at, c.conversion_id)):
-        credits = plan.by_conversion.get(conversion.conversion_id)
-        if conversion.conversion_id not in unrewarded or credits is None:
-            continue
-        try:
-            rewards += compute_rewards(
-                conversion,
-                credits,
-                program,
-                _flags_of(credits, flags.get(conversion.conversion_id, ())),
-                book=book,
-                first_payment=first.get(conversion.conversion_id),
-            )
-        except InputRejected as exc:
-            refused.append(Rejected("ledger", exc.record, exc.field, exc.reason))
-    return rewards, refused
-
-
-def _invoice_rewards(
-    conversions: Sequence[Conversion],
-    plan: _Credits,
-    flags: Mapping[str, tuple[str, ...]],
-    invoices: Mapping[str, list[Invoice]],
-    program: Program,
-    refused: list[Rejected],
-    book: RewardBook,
-    _unrewarded: set[str],
-) -> tuple[list[Reward], list[Rejected]]:
-    """The recurring rules' rewards for the invoices of ``conversions`` (called by the
-    ledger under its lock)."""
-    rewards: list[Reward] = []
-    for conversion in conversions:
-        credits = plan.by_conversion.get(conversion.conversion_id)
-        if credits is None:
-            continue
-        rewards += recurring_rewards(
-            conversion,
-            credits,
-            invoices[conversion.conversion_id],
-            program,
-            _flags_of(credits, flags.get(conversion.conversion_id, ())),
-            book=book,
-        )
-    return rewards, refused
-
-
 def _recurring_rewards(
     ledger: SqlLedger, program: Program, now: datetime, batch_size: int
 ) -> Accrued:
@@ -220,9 +150,9 @@ def _recurring_rewards(
     milestones = sorted({r.milestone for r in rules})
     total = Accrued()
     after: tuple[datetime, str] | None = None
-    while page := ledger.recurring_conversions(milestones, since, after, batch_size):
+    while page := ledger.reward_rules.recurring_conversions(milestones, since, after, batch_size):
         after = (page[-1].occurred_at, page[-1].conversion_id)
-        invoices, unreadable = ledger.referee_invoices(page, now)
+        invoices, unreadable = ledger.reward_rules.referee_invoices(page, now)
         refused = list(unreadable)
         for conversion_id, paid in invoices.items():
             foreign = [i for i in paid if i.amount.currency != program.currency]
@@ -243,31 +173,17 @@ def _recurring_rewards(
         history = ledger.fraud_history(paying, referrers, program.fraud)
         flags = flags_for_batch(paying, referrers, history, program.fraud)
         plan = _credits(ledger, paying, program)
-
-        compute = partial(
-            _invoice_rewards, paying, plan, flags, invoices, program, [*refused, *plan.rejected]
-        )
-        accrued = ledger.accrue_rewards(
-            [c.conversion_id for c in paying],
-            plan.referrer_ids,
+        total += accrue_invoices(
+            ledger,
+            paying,
+            plan.by_conversion,
+            flags,
+            invoices,
             program,
-            compute,
+            [*refused, *plan.rejected],
             now,
-            mark_rewarded=False,
-        )
-        total = Accrued(
-            total.recorded + accrued.recorded,
-            total.capped + accrued.capped,
-            total.zeroed + accrued.zeroed,
-            total.quarantined + accrued.quarantined,
         )
     return total
-
-
-@dataclass(frozen=True)
-class RoutePlan:
-    auto_pay: list[str] = field(default_factory=list)
-    approval: list[str] = field(default_factory=list)
 
 
 @task(name="plan-routes", cache_policy=NO_CACHE)
@@ -291,33 +207,7 @@ def plan_routes(
     Returns:
         The reward ids to pay now and those that need approval.
     """
-    plan = RoutePlan()
-    after = ""
-    while views := ledger.rewards_to_route(as_of, after, batch_size):
-        after = views[-1].reward.reward_id
-        auto: list[str] = []
-        approval: list[str] = []
-        for view in views:
-            reward = view.reward
-            where = route(view.balance, reward.flags, reward.payable_at, program, as_of)
-            if where is Route.AUTO_PAY:
-                auto.append(reward.reward_id)
-            elif where is Route.APPROVAL:
-                approval.append(reward.reward_id)
-        # The ledger adds this flag on reading (the referrer's payout destination
-        # changed); stored before the move, so the approver sees why it waits.
-        routed = set(approval)
-        changed = [
-            v.reward.reward_id
-            for v in views
-            if PAYOUT_DESTINATION_CHANGED in v.reward.flags and v.reward.reward_id in routed
-        ]
-        ledger.add_reward_flag(changed, PAYOUT_DESTINATION_CHANGED, now)
-        waiting = [RewardStatus.HOLDING, RewardStatus.PAYABLE]
-        plan.auto_pay.extend(ledger.move_rewards(auto, waiting, RewardStatus.PAYABLE, now))
-        plan.approval.extend(
-            ledger.move_rewards(approval, waiting, RewardStatus.AWAITING_APPROVAL, now)
-        )
+    plan = route_rewards(ledger, program, as_of, now, batch_size)
     run_logger().info(
         "routed %d rewards to payout, %d to approval", len(plan.auto_pay), len(plan.approval)
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from domain.errors import InputRejected
 from domain.models import Rejected
+from domain.stores.sources import SourcesStore
 from domain.stripe_conversions import SOURCE, record_of
 from integrations.ledger.stripe_conversions import STRIPE_EVENTS_CURSOR
 from tasks._support import run_logger
@@ -33,13 +34,14 @@ class EventFeed(Protocol):
 class StripeInbox(Protocol):
     """What polling needs of the ledger (``SqlLedger`` with its Stripe mixins)."""
 
-    def cursor(self, source: str) -> str | None: ...
+    @property
+    def sources(self) -> SourcesStore:
+        """The cursor and the quarantine."""
+        ...
 
     def save_cursor(self, source: str, cursor: str, now: datetime) -> None: ...
 
     def store_stripe_event(self, event: Mapping[str, Any], now: datetime) -> bool: ...
-
-    def quarantine(self, rejected: Sequence[Rejected], stage: str, now: datetime) -> int: ...
 
 
 @task(name="poll-stripe-events", cache_policy=NO_CACHE)
@@ -68,7 +70,7 @@ def poll_stripe_events(
     Returns:
         Counts of events listed, new, already in the inbox and refused.
     """
-    cursor = _parse(ledger.cursor(STRIPE_EVENTS_CURSOR))
+    cursor = _parse(ledger.sources.cursor(STRIPE_EVENTS_CURSOR))
     start = (
         int((now - first_lookback).timestamp())
         if cursor is None
@@ -87,7 +89,7 @@ def poll_stripe_events(
             refused += 1
             event_id = event.get("id")
             record = record_of(event_id) if isinstance(event_id, str) else "stripe events feed"
-            ledger.quarantine(
+            ledger.sources.quarantine(
                 [Rejected(SOURCE, record[:512], exc.field, exc.reason)], QUARANTINE_STAGE, now
             )
     if newest is not None and newest != cursor:

@@ -42,7 +42,7 @@ def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> What
         for r in program.rewards
         if r.kind is RewardKind.RECURRING
     }
-    for page in ledger.conversion_history():
+    for page in ledger.history.conversion_history():
         conversions += page
         touches = ledger.touchpoints_for(page)
         touchpoints.update(touches)
@@ -51,11 +51,13 @@ def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> What
             t.referrer_id for found in touches.values() for t in found
         }
         referrers.update(ledger.contacts(named - referrers.keys()))
-        first_payments.update(ledger.first_payments(c.conversion_id for c in page))
+        first_payments.update(ledger.reward_rules.first_payments(c.conversion_id for c in page))
         paying = [c for c in page if c.milestone in recurring]
         if paying:
             # Every invoice in the inbox: a replay looks at the whole history.
-            found, _ = ledger.referee_invoices(paying, datetime.max.replace(tzinfo=UTC))
+            found, _ = ledger.reward_rules.referee_invoices(
+                paying, datetime.max.replace(tzinfo=UTC)
+            )
             invoices.update(found)
     return compare(conversions, referrers, current, proposed, first_payments, invoices, touchpoints)
 

@@ -31,7 +31,7 @@ class StripeLedger(SqlLedger, StripeConversionLedger):
 def given_referrers(ledger: SqlLedger, now: datetime, **codes: str) -> dict[str, Contact]:
     """Referrers (contact id -> code), each on an account of their own; their contacts."""
     people = [contact(cid, f"A-{cid}") for cid in codes]
-    ledger.record_batch(people_batch(*people), now)
+    ledger.sources.record_batch(people_batch(*people), now)
     ledger.record_ask_decisions([], dict(codes), now, now)
     return {c.contact_id: c for c in people}
 
@@ -41,7 +41,7 @@ def given_stripe_customer(
 ) -> None:
     """A CRM contact whose Stripe customer id is ``customer`` (the referee, known)."""
     person = contact(contact_id, account_id, stripe_customer_id=customer)
-    ledger.record_batch(
+    ledger.sources.record_batch(
         SourceBatch(source="test", contacts=[person], records_in=1, reference_only=1), now
     )
 

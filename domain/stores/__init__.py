@@ -22,7 +22,16 @@ from typing import Protocol
 from domain.ports import ApproverRegistry
 from domain.stores.clawbacks import ClawbackStore, ReversalStore
 from domain.stores.connect import ConnectStore
+from domain.stores.destinations import DestinationsStore
+from domain.stores.handoffs import HandoffsStore
+from domain.stores.history import HistoryStore
+from domain.stores.moments import MomentsStore
+from domain.stores.payouts import PayoutsStore
+from domain.stores.reconcile import ReconcileStore
 from domain.stores.referrer_side import ReferrerSideStore
+from domain.stores.reward_rules import RewardRulesStore
+from domain.stores.rewards import RewardsStore
+from domain.stores.sources import SourcesStore
 
 
 class Stores(Protocol):
@@ -32,12 +41,21 @@ class Stores(Protocol):
     approvers: ApproverRegistry
 
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
+    sources: SourcesStore
+    moments: MomentsStore
+    history: HistoryStore
+    destinations: DestinationsStore
+    handoffs: HandoffsStore
 
     # -- messages: asks, emails, links, discounts -------------------------------------
 
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
+    rewards: RewardsStore
+    reward_rules: RewardRulesStore
+    payouts: PayoutsStore
+    reconcile: ReconcileStore
 
     # clawbacks
     clawbacks: ClawbackStore

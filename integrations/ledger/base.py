@@ -43,7 +43,6 @@ from integrations.ledger.tables import (
     T_LEDGER_ENTRIES,
     T_REWARDS,
     NotificationRow,
-    QuarantineRow,
 )
 
 CHUNK = 500  # ids per IN (...) list: far under every backend's parameter limit
@@ -133,18 +132,6 @@ class LedgerBase:
             }
             for r in rejected
         ]
-
-    def quarantine(self, rejected: Sequence[Rejected], stage: str, now: datetime) -> int:
-        """Keep refused input with its reason; returns how many were new."""
-        with self._begin() as conn:
-            return len(
-                self._insert_ignore(
-                    conn,
-                    QuarantineRow,
-                    self._quarantine_rows(rejected, stage, now),
-                    QuarantineRow.id,
-                )
-            )
 
     def _queue_notifications(
         self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime

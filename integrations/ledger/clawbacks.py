@@ -25,23 +25,23 @@ after locking its inbox row; a clawback row per (reward, event) is unique; entri
 unique per (reward, kind, ref) with the clawback or reversal id as ``ref``.
 
 On PostgreSQL, applying an event and preparing a payout (which nets debts) take a
-transaction-scoped advisory lock per referrer (:func:`lock_referrers`), always in the
+transaction-scoped advisory lock per referrer
+(:func:`~integrations.ledger.locks.lock_referrers`), always in the
 same order, so a payout never starts for a reward being cancelled, and a debt is never
 netted twice. SQLite serializes writers anyway (``BEGIN IMMEDIATE``).
 
-The module functions taking a connection (:func:`lock_referrers`, :func:`referrers_of`,
-:func:`live_payouts`, :func:`nettable_debts`, :func:`book_netting`,
-:func:`settle_by_netting`) are shared with the payouts' code, inside its transaction.
+The module functions taking a connection (:func:`referrers_of`, :func:`live_payouts`,
+:func:`nettable_debts`, :func:`book_netting`, :func:`settle_by_netting`) are shared with
+the payouts' code, inside its transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, func, or_, select, text, update
+from sqlalchemy import Connection, case, func, or_, select, update
 
 from domain.clawbacks import (
     Clawback,
@@ -65,6 +65,7 @@ from integrations.ledger.base import (
     LedgerBase,
     chunks,
 )
+from integrations.ledger.locks import lock_referrers
 from integrations.ledger.reward_payments import earned_alone, rewards_paid_by
 from integrations.ledger.tables import (
     T_APPROVAL_REQUESTS,
@@ -94,24 +95,6 @@ _REVERSAL_STATUS = {
     ReversalOutcome.FAILED: "failed",
     ReversalOutcome.RETRYABLE: "pending",
 }
-
-
-def _lock_key(referrer_id: str) -> int:
-    digest = hashlib.sha256(f"referrals:referrer:{referrer_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def lock_referrers(conn: Connection, referrer_ids: Iterable[str]) -> None:
-    """Serialize, per referrer, the writes that read a referrer's debts and payouts.
-
-    PostgreSQL: transaction-scoped advisory locks, taken in one global order (by key)
-    so two transactions never wait on each other in a cycle. SQLite needs none: its
-    writers are serialized by ``BEGIN IMMEDIATE``.
-    """
-    if conn.dialect.name != "postgresql":
-        return
-    for key in sorted({_lock_key(r) for r in referrer_ids}):
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def referrers_of(conn: Connection, reward_ids: Sequence[str]) -> dict[str, str]:

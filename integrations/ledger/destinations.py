@@ -1,10 +1,9 @@
-"""The quarantine's retention and the payout destination changes, in the ledger.
+"""The payout destination changes, in the ledger (the ``destinations`` store).
 
-* :meth:`DestinationLedger.purge_quarantine`: empties the excerpts of quarantine rows
-  older than the retention period; the rows, with their reasons, stay.
 * :func:`record_destination_changes`: run inside ``record_batch``'s transaction, so a
   contact is never stored with a new payout destination without its audit row.
-* :meth:`DestinationLedger.referrers_with_changed_destination`: the referrers whose
+* :func:`changed_destination_referrers`
+  (:meth:`SqlDestinationsStore.referrers_with_changed_destination`): the referrers whose
   payouts wait for a person (a change seen after the last approval of one of their
   rewards flagged ``payout_destination_changed``).
 """
@@ -14,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, case, exists, select, update
+from sqlalchemy import Connection, exists, select
 
 from domain.fraud import PAYOUT_DESTINATION_CHANGED, destination_changes
 from domain.models import Contact
@@ -27,12 +26,8 @@ from integrations.ledger.tables import (
     T_APPROVAL_DECISIONS,
     T_CONTACTS,
     T_PAYOUT_DESTINATION_CHANGES,
-    T_QUARANTINE,
     T_REWARDS,
 )
-
-# Rows purged per transaction: a first purge of a large quarantine holds no long lock.
-PURGE_CHUNK = 5_000
 
 
 def record_destination_changes(
@@ -76,35 +71,35 @@ def record_destination_changes(
     return len(rows)
 
 
-class DestinationLedger(LedgerBase):
-    """The quarantine's purge and the payout destination changes."""
+def changed_destination_referrers(conn: Connection, referrer_ids: Iterable[str]) -> set[str]:
+    """Those of ``referrer_ids`` with a payout destination change not yet seen by a
+    person: no reward of theirs flagged ``payout_destination_changed`` was approved
+    since the change (a decision at any stage counts).
 
-    def purge_quarantine(self, created_before: datetime, now: datetime) -> int:
-        """Empty the excerpt of every quarantine row created before ``created_before``
-        and not purged yet, keeping the row and its reason; returns how many."""
-        purged = 0
-        while True:
-            with self._begin() as conn:
-                ids = list(
-                    conn.execute(
-                        select(T_QUARANTINE.c.id)
-                        .where(
-                            T_QUARANTINE.c.created_at < created_before,
-                            T_QUARANTINE.c.purged_at.is_(None),
-                        )
-                        .order_by(T_QUARANTINE.c.id)
-                        .limit(PURGE_CHUNK)
-                    ).scalars()
-                )
-                for chunk in chunks(ids):
-                    conn.execute(
-                        update(T_QUARANTINE)
-                        .where(T_QUARANTINE.c.id.in_(chunk), T_QUARANTINE.c.purged_at.is_(None))
-                        .values(raw="", purged_at=now)
-                    )
-            purged += len(ids)
-            if len(ids) < PURGE_CHUNK:
-                return purged
+    A function on a connection, as reward routing reads it in its own transaction.
+    """
+    wanted = sorted(set(referrer_ids))
+    acknowledged = exists().where(
+        T_APPROVAL_DECISIONS.c.reward_id == T_REWARDS.c.reward_id,
+        T_APPROVAL_DECISIONS.c.decision == "approve",
+        T_APPROVAL_DECISIONS.c.decided_at >= T_PAYOUT_DESTINATION_CHANGES.c.seen_at,
+        T_REWARDS.c.referrer_id == T_PAYOUT_DESTINATION_CHANGES.c.contact_id,
+        T_REWARDS.c.flags.contains(PAYOUT_DESTINATION_CHANGED, autoescape=True),
+    )
+    found: set[str] = set()
+    for chunk in chunks(wanted):
+        found.update(
+            conn.execute(
+                select(T_PAYOUT_DESTINATION_CHANGES.c.contact_id)
+                .where(T_PAYOUT_DESTINATION_CHANGES.c.contact_id.in_(chunk), ~acknowledged)
+                .distinct()
+            ).scalars()
+        )
+    return found
+
+
+class SqlDestinationsStore(LedgerBase):
+    """The ``destinations`` store: the payout destination changes of contacts."""
 
     def destination_changes_of(self, contact_id: str) -> list[dict[str, object]]:
         """The recorded payout destination changes of one contact, oldest first."""
@@ -122,48 +117,6 @@ class DestinationLedger(LedgerBase):
 
     def referrers_with_changed_destination(self, referrer_ids: Iterable[str]) -> set[str]:
         """Those of ``referrer_ids`` with a payout destination change not yet seen by a
-        person: no reward of theirs flagged ``payout_destination_changed`` was approved
-        since the change (a decision at any stage counts)."""
-        wanted = sorted(set(referrer_ids))
-        acknowledged = exists().where(
-            T_APPROVAL_DECISIONS.c.reward_id == T_REWARDS.c.reward_id,
-            T_APPROVAL_DECISIONS.c.decision == "approve",
-            T_APPROVAL_DECISIONS.c.decided_at >= T_PAYOUT_DESTINATION_CHANGES.c.seen_at,
-            T_REWARDS.c.referrer_id == T_PAYOUT_DESTINATION_CHANGES.c.contact_id,
-            T_REWARDS.c.flags.contains(PAYOUT_DESTINATION_CHANGED, autoescape=True),
-        )
-        found: set[str] = set()
+        person (see :func:`changed_destination_referrers`)."""
         with self._connect() as conn:
-            for chunk in chunks(wanted):
-                found.update(
-                    conn.execute(
-                        select(T_PAYOUT_DESTINATION_CHANGES.c.contact_id)
-                        .where(T_PAYOUT_DESTINATION_CHANGES.c.contact_id.in_(chunk), ~acknowledged)
-                        .distinct()
-                    ).scalars()
-                )
-        return found
-
-    def add_reward_flag(self, reward_ids: Sequence[str], flag: str, now: datetime) -> int:
-        """Add ``flag`` to the stored flags of ``reward_ids`` not yet carrying it, so
-        the approver, the reports and the audit trail show why a reward waited."""
-        flagged = 0
-        with self._begin() as conn:
-            for chunk in chunks(reward_ids):
-                flagged += conn.execute(
-                    update(T_REWARDS)
-                    .where(
-                        and_(
-                            T_REWARDS.c.reward_id.in_(chunk),
-                            ~T_REWARDS.c.flags.contains(flag, autoescape=True),
-                        )
-                    )
-                    .values(
-                        flags=case(
-                            (T_REWARDS.c.flags == "", flag),
-                            else_=T_REWARDS.c.flags + "," + flag,
-                        ),
-                        updated_at=now,
-                    )
-                ).rowcount
-        return flagged
+            return changed_destination_referrers(conn, referrer_ids)

@@ -58,6 +58,7 @@ from domain.moments import (
     AtMost,
     Condition,
     Detail,
+    DetectionCounts,
     DetectionSpec,
     EventField,
     EventRule,
@@ -72,6 +73,8 @@ from integrations.ledger.tables import (
     FollowUpRow,
     SourceCursorRow,
 )
+
+__all__ = ["DEFAULT_CHUNK", "WATERMARK", "DetectionCounts", "SqlMomentsStore"]
 
 # The source_cursors row that holds the highest event id detection has examined.
 # Sources are named after systems (crm, nps, hubspot, ...), never like this.
@@ -93,19 +96,6 @@ _FIELDS = {
     EventField.MILESTONE: _E.milestone,
     EventField.REFERRAL_CODE: _E.referral_code,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class DetectionCounts:
-    """What one detection run did. ``moments`` counts new moments. ``detractors`` and
-    ``without_contact`` count the examined events that were detractors, or moments
-    naming no contact."""
-
-    examined: int = 0
-    moments: int = 0
-    detractors: int = 0
-    without_contact: int = 0
-    chunks: int = 0
 
 
 # -- the spec as SQL ---------------------------------------------------------------------
@@ -252,11 +242,15 @@ class _Statements:
         return cls(moments, follow_ups, examined, leftovers)
 
 
-# -- the ledger mixin ----------------------------------------------------------------------
+# -- the store -----------------------------------------------------------------------------
 
 
-class DetectionLedger(LedgerBase):
-    """Detection inside the database; a mixin for :class:`~integrations.ledger.sql.SqlLedger`."""
+class SqlMomentsStore(LedgerBase):
+    """The ``moments`` store: detection inside the database, and how far it got.
+
+    :meth:`detect_in_database` commits chunk by chunk on a connection of its own, so
+    it runs only unbound (``ledger.moments``); the other methods run either way.
+    """
 
     def detect_in_database(
         self, spec: DetectionSpec, now: datetime, chunk_size: int = DEFAULT_CHUNK
@@ -270,13 +264,25 @@ class DetectionLedger(LedgerBase):
         Events stored after the call started are left to the next run, so a steady
         stream of new events cannot keep a run going.
 
+        Unbound only: the chunks are the transactions, each committed before the next
+        begins, so the call cannot join a unit of work's single transaction.
+
         Args:
             spec: the rules (``domain.moments.detection_spec(program)``).
             now: when the watermark moved (``source_cursors.updated_at``).
             chunk_size: event ids per transaction.
+
+        Raises:
+            ValueError: ``chunk_size`` is below 1.
+            RuntimeError: the store is bound to a unit of work.
         """
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
+        if self._conn is not None:
+            raise RuntimeError(
+                "detect_in_database commits chunk by chunk: call it on ledger.moments, "
+                "outside a unit of work"
+            )
         statements = _Statements.build(spec, self._insert)
         examined = moments = detractors = without_contact = chunks = 0
         end: int | None = None

@@ -9,13 +9,12 @@ marked ``unknown`` for a person instead of being sent again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import and_, bindparam, func, literal, null, select, update
 
-from domain.detractors import DetractorFollowUp
+from domain.detractors import DONE, Channel, DetractorFollowUp, HandoffResult
 from integrations.ledger.base import LedgerBase, chunks
 from integrations.ledger.tables import (
     T_DETRACTOR_HANDOFFS,
@@ -24,21 +23,6 @@ from integrations.ledger.tables import (
     FollowUpRow,
 )
 
-Channel = Literal["email", "crm"]
-# The status a channel ends in when the provider took it.
-DONE: dict[Channel, str] = {"email": "accepted", "crm": "created"}
-
-
-@dataclass(frozen=True, slots=True)
-class HandoffResult:
-    """How one channel of one hand-off settled: ``status`` is the channel's done
-    status, ``failed``, ``queued`` (try again next run) or ``unknown``."""
-
-    source_event: str
-    status: str
-    ref: str | None = None
-    error: str | None = None
-
 
 def _columns(channel: Channel) -> tuple[Any, Any, Any, Any]:
     """The channel's status, ref, error and time columns."""
@@ -46,8 +30,11 @@ def _columns(channel: Channel) -> tuple[Any, Any, Any, Any]:
     return c[f"{channel}_status"], c[f"{channel}_ref"], c[f"{channel}_error"], c[f"{channel}_at"]
 
 
-class HandoffLedger(LedgerBase):
-    """Detractor follow-ups handed on to a person; a mixin of ``SqlLedger``."""
+__all__ = ["DONE", "Channel", "HandoffResult", "SqlHandoffsStore"]
+
+
+class SqlHandoffsStore(LedgerBase):
+    """The ``handoffs`` store: detractor follow-ups handed on to a person."""
 
     def detractors_not_handed_on(self) -> int:
         """Follow-ups with no hand-off row yet (none was opened: no owner configured)."""
@@ -110,6 +97,7 @@ class HandoffLedger(LedgerBase):
             return [DetractorFollowUp(**dict(r)) for r in rows]
 
     def queued_handoffs(self, channel: Channel) -> int:
+        """How many hand-offs of ``channel`` wait to be sent."""
         status = _columns(channel)[0]
         with self._connect() as conn:
             return int(

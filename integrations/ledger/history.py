@@ -11,10 +11,15 @@ from integrations.ledger.base import LedgerBase, conversion_from_row
 from integrations.ledger.tables import ConversionRow
 
 
-class HistoryLedger(LedgerBase):
-    """Every conversion ever recorded, oldest first, in pages."""
+class SqlHistoryStore(LedgerBase):
+    """The ``history`` store: every conversion ever recorded, oldest first, in pages."""
 
     def conversion_history(self, page_size: int = 5000) -> Iterator[list[Conversion]]:
+        """Every stored conversion, by id, ``page_size`` at a time.
+
+        Unbound, each page is read on a connection of its own, so a long replay holds
+        no transaction open between pages.
+        """
         after = ""
         while True:
             with self._connect() as conn:

@@ -1,7 +1,7 @@
 """The reconciliation area of the ledger: what the ledger says Stripe moved, per reward.
 
-:class:`ReconcileLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase`
-meant to join :class:`~integrations.ledger.sql.SqlLedger`'s bases. It only reads: the
+:class:`SqlReconcileStore` is the ``reconcile`` store of
+:class:`~integrations.ledger.uow.SqlStores`. It only reads: the
 payouts and reversals made on the Stripe rails (in every status, so a mismatch can say
 whether the ledger's side is pending or failed), and the Stripe customers whose balance
 transactions the reconciliation must list. ``domain.clawbacks.compare_movements``
@@ -27,8 +27,8 @@ from integrations.ledger.tables import (
 STRIPE_RAILS = (PayoutRailKind.STRIPE_TRANSFER.value, PayoutRailKind.STRIPE_BALANCE.value)
 
 
-class ReconcileLedger(LedgerBase):
-    """The ledger's side of the reconciliation; a mixin for ``SqlLedger``."""
+class SqlReconcileStore(LedgerBase):
+    """The ledger's side of the reconciliation (:class:`domain.stores.ReconcileStore`)."""
 
     def stripe_movements(self) -> list[Movement]:
         """Every payout and reversal on a Stripe rail, with its status and reference.

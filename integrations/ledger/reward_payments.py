@@ -3,7 +3,7 @@ a recurring rule's reward, completed by payment links, read by clawbacks.
 
 Functions on a connection, so that each runs inside the transaction of the write it
 belongs to: :func:`record_reward_payments` in the one that records the rewards
-(:meth:`~integrations.ledger.reward_rules.RewardRulesLedger.accrue_rewards`),
+(:meth:`~integrations.ledger.reward_rules.SqlRewardRulesStore.record_accrued`),
 :func:`link_reward_payments` in the one that applies payment links
 (:meth:`~integrations.ledger.stripe_conversions.StripeConversionLedger.link_stripe_payments`),
 the reads in the one that applies a loss

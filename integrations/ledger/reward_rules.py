@@ -1,22 +1,24 @@
 """The ledger side of the reward rules: recording rewards held to caps and tiers, and
 what rules read (first payments, the invoices recurring rules pay on).
 
-:class:`RewardRulesLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase`
-meant to join :class:`~integrations.ledger.sql.SqlLedger`'s bases.
+:class:`SqlRewardRulesStore` is the ``reward_rules`` store of
+:class:`~integrations.ledger.uow.SqlStores`.
 
-**Caps under a lock.** :meth:`RewardRulesLedger.accrue_rewards` reads what the caps and
-tiers depend on (what each referrer, and the program, earned in a period; each
-referrer's successful referrals) and writes the rewards in *one* transaction, holding
-the per-referrer advisory locks the clawback and payout writes already take
-(:func:`~integrations.ledger.clawbacks.lock_referrers`), plus one more for the program
-when the program has a program-wide cap. So two runs at once are serialized exactly
-where they could use the same room under a cap: the second reads the first's rewards
-once it has committed. All keys are taken in one sorted order, with the other lockers'
-keys, so no two transactions wait on each other in a cycle. SQLite needs no lock: its
-writers are serialized (``BEGIN IMMEDIATE``), and the reads happen inside the write
-transaction. Inside the lock the conversions still unrewarded and the rewards already
-recorded are read again, so a run that lost the race computes nothing twice and does
-not count a reward against a cap twice.
+**Caps under a lock.** The use case :func:`tasks.use_cases.rewards.accrue` reads what
+the caps and tiers depend on (what each referrer, and the program, earned in a period;
+each referrer's successful referrals) and writes the rewards in *one* unit of work,
+holding (:meth:`SqlRewardRulesStore.lock`) the per-referrer advisory locks the clawback
+and payout writes already take (:func:`~integrations.ledger.locks.lock_referrers`),
+plus one more for the program when the program has a program-wide cap. So two runs at
+once are serialized exactly where they could use the same room under a cap: the second
+reads the first's rewards once it has committed. All keys are taken in one sorted
+order, with the other lockers' keys, so no two transactions wait on each other in a
+cycle. SQLite needs no lock: its writers are serialized (``BEGIN IMMEDIATE``), and the
+reads happen inside the write transaction. Inside the lock the conversions still
+unrewarded and the rewards already recorded are read again
+(:meth:`SqlRewardRulesStore.unrewarded`, :meth:`SqlRewardRulesStore.recorded`), so a
+run that lost the race computes nothing twice and does not count a reward against a
+cap twice.
 
 **What a cap counts.** The rewards earned in the period: ``accrued`` less ``adjusted``,
 ``cancelled`` and ``clawed_back`` (payment, reversal and netting entries move money,
@@ -36,8 +38,7 @@ the referral stays visible, it only pays nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,8 +47,9 @@ from sqlalchemy import Connection, and_, distinct, func, or_, select, update
 from domain.errors import InvalidAmount
 from domain.models import Conversion, Milestone, Rejected, Reward, RewardStatus, derived_id
 from domain.money import Money
-from domain.program import CapScope, Program, RewardKind
-from domain.rewards import Invoice, RewardBook
+from domain.ports import RewardHistory
+from domain.program import RewardKind
+from domain.rewards import Invoice, RewardTerms
 from domain.stripe_conversions import INVOICE_PAID, SOURCE
 from integrations.ledger.base import (
     LedgerBase,
@@ -55,7 +57,7 @@ from integrations.ledger.base import (
     conversion_from_row,
     reward_row,
 )
-from integrations.ledger.clawbacks import lock_referrers
+from integrations.ledger.locks import lock_referrers
 from integrations.ledger.reward_payments import record_reward_payments
 from integrations.ledger.tables import (
     T_CONVERSION_PAYMENTS,
@@ -79,25 +81,13 @@ EARNED_KINDS = ("accrued", "adjusted", "cancelled", "clawed_back")
 # conversion is (a Checkout Session completes a moment after its invoice is paid).
 _FIRST_INVOICE_SLACK = timedelta(days=1)
 
-Compute = Callable[[RewardBook, set[str]], tuple[list[Reward], list[Rejected]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Accrued:
-    """What :meth:`RewardRulesLedger.accrue_rewards` recorded: rewards inserted, of
-    which capped (reduced by a cap) and zeroed (capped to nothing), and rejects."""
-
-    recorded: int = 0
-    capped: int = 0
-    zeroed: int = 0
-    quarantined: int = 0
-
 
 class LedgerRewardHistory:
-    """:class:`~domain.ports.RewardHistory` on a connection holding the locks."""
+    """:class:`~domain.ports.RewardHistory` read through a store: inside a unit of work,
+    on its connection (the one holding the locks)."""
 
-    def __init__(self, conn: Connection, currency: str) -> None:
-        self._conn = conn
+    def __init__(self, store: LedgerBase, currency: str) -> None:
+        self._store = store
         self._currency = currency
 
     def referrals(
@@ -118,7 +108,8 @@ class LedgerRewardHistory:
                 or_(r.c.status != RewardStatus.CANCELLED.value, r.c.amount_minor == 0),
             )
         )
-        return [(at, conversion_id) for conversion_id, at in self._conn.execute(stmt)]
+        with self._store._connect() as conn:
+            return [(at, conversion_id) for conversion_id, at in conn.execute(stmt)]
 
     def earned(self, referrer_id: str | None, start: datetime, end: datetime) -> Money:
         r, e, c, t = T_REWARDS, T_LEDGER_ENTRIES, T_CONVERSIONS, T_REWARD_TERMS
@@ -138,11 +129,13 @@ class LedgerRewardHistory:
         )
         if referrer_id is not None:
             stmt = stmt.where(r.c.referrer_id == referrer_id)
-        return Money(int(self._conn.execute(stmt).scalar_one()), self._currency)
+        with self._store._connect() as conn:
+            return Money(int(conn.execute(stmt).scalar_one()), self._currency)
 
 
-class RewardRulesLedger(LedgerBase):
-    """Rewards held to caps and tiers, and what the rules read; a mixin for SqlLedger."""
+class SqlRewardRulesStore(LedgerBase):
+    """What the reward rules read, and rewards recorded under their locks
+    (:class:`domain.stores.RewardRulesStore`)."""
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -282,45 +275,21 @@ class RewardRulesLedger(LedgerBase):
 
     # -- writes --------------------------------------------------------------------------
 
-    def accrue_rewards(
-        self,
-        conversion_ids: Sequence[str],
-        referrer_ids: Iterable[str],
-        program: Program,
-        compute: Compute,
-        now: datetime,
-        mark_rewarded: bool = True,
-    ) -> Accrued:
-        """Compute and record rewards under the caps, safe against runs at once.
-
-        In one transaction (see the module): lock the referrers (and the program's
-        budget if it has a program-wide cap), read which of ``conversion_ids`` are still
-        unrewarded and which of their rewards exist, call ``compute(book, unrewarded)``
-        with a :class:`~domain.rewards.RewardBook` over the ledger's history, then
-        write its rewards (with their accrual entries, terms and notices), its
-        rejects, and mark the conversions rewarded.
-
-        Args:
-            conversion_ids: the conversions the rewards are for.
-            referrer_ids: every referrer ``compute`` may reward (locked).
-            program: caps and currency.
-            compute: the reward rules, given the book and the unrewarded conversions.
-            now: when this is recorded.
-            mark_rewarded: set ``rewarded_at`` on the conversions (not for the rewards
-                of later invoices, whose conversions were rewarded long ago).
-
-        Returns:
-            Counts of what was recorded.
-        """
+    def lock(self, referrer_ids: Iterable[str], program_budget: bool) -> None:
+        """Hold the referrers' locks (and the program budget's) until the unit of work
+        ends: see the module. Outside a unit of work the lock ends with the call."""
         locks = set(referrer_ids)
-        if any(cap.per is CapScope.PROGRAM for cap in program.reward_caps):
+        if program_budget:
             locks.add(PROGRAM_BUDGET_LOCK)
         with self._begin() as conn:
             lock_referrers(conn, locks)
-            unrewarded: set[str] = set()
-            recorded: set[str] = set()
+
+    def unrewarded(self, conversion_ids: Iterable[str]) -> set[str]:
+        """Those of ``conversion_ids`` not yet marked rewarded."""
+        found: set[str] = set()
+        with self._connect() as conn:
             for chunk in chunks(sorted(set(conversion_ids))):
-                unrewarded.update(
+                found.update(
                     conn.execute(
                         select(T_CONVERSIONS.c.conversion_id).where(
                             T_CONVERSIONS.c.conversion_id.in_(chunk),
@@ -328,40 +297,68 @@ class RewardRulesLedger(LedgerBase):
                         )
                     ).scalars()
                 )
-                recorded.update(
+        return found
+
+    def recorded(self, conversion_ids: Iterable[str]) -> set[str]:
+        """The ids of the rewards already recorded for ``conversion_ids``."""
+        found: set[str] = set()
+        with self._connect() as conn:
+            for chunk in chunks(sorted(set(conversion_ids))):
+                found.update(
                     conn.execute(
                         select(T_REWARDS.c.reward_id).where(T_REWARDS.c.conversion_id.in_(chunk))
                     ).scalars()
                 )
-            book = RewardBook(program, LedgerRewardHistory(conn, program.currency), recorded)
-            rewards, rejected = compute(book, unrewarded)
-            inserted = self._write_rewards(conn, rewards, book, now)
+        return found
+
+    def history(self, currency: str) -> RewardHistory:
+        """The referrals and earnings the caps and tiers read, in ``currency``."""
+        return LedgerRewardHistory(self, currency)
+
+    def record_accrued(
+        self,
+        rewards: Sequence[Reward],
+        terms: Mapping[str, RewardTerms],
+        rejected: Sequence[Rejected],
+        now: datetime,
+    ) -> tuple[set[str], int]:
+        """Insert rewards with their accrual entries, terms, own payments and "earned"
+        notices, and quarantine ``rejected``.
+
+        A reward capped to nothing is recorded cancelled, without entry or notice.
+
+        Returns:
+            The ids of the rewards that were new, and how many rejects were new.
+        """
+        with self._begin() as conn:
+            inserted = self._write_rewards(conn, rewards, terms, now)
             quarantined = self._insert_ignore(
                 conn,
                 QuarantineRow,
                 self._quarantine_rows(rejected, "reward", now),
                 QuarantineRow.id,
             )
-            if mark_rewarded:
-                for chunk in chunks(sorted(unrewarded)):
-                    conn.execute(
-                        update(T_CONVERSIONS)
-                        .where(
-                            T_CONVERSIONS.c.conversion_id.in_(chunk),
-                            T_CONVERSIONS.c.rewarded_at.is_(None),
-                        )
-                        .values(rewarded_at=now)
+        return inserted, len(quarantined)
+
+    def mark_rewarded(self, conversion_ids: Iterable[str], now: datetime) -> None:
+        """Set ``rewarded_at`` on those of ``conversion_ids`` not rewarded yet."""
+        with self._begin() as conn:
+            for chunk in chunks(sorted(set(conversion_ids))):
+                conn.execute(
+                    update(T_CONVERSIONS)
+                    .where(
+                        T_CONVERSIONS.c.conversion_id.in_(chunk),
+                        T_CONVERSIONS.c.rewarded_at.is_(None),
                     )
-        new = [r for r in rewards if r.reward_id in inserted]
-        return Accrued(
-            recorded=len(new),
-            capped=sum(book.terms[r.reward_id].capped for r in new),
-            zeroed=sum(r.amount.is_zero for r in new),
-            quarantined=len(quarantined),
-        )
+                    .values(rewarded_at=now)
+                )
 
     def _write_rewards(
-        self, conn: Connection, rewards: Sequence[Reward], book: RewardBook, now: datetime
+        self,
+        conn: Connection,
+        rewards: Sequence[Reward],
+        terms: Mapping[str, RewardTerms],
+        now: datetime,
     ) -> set[str]:
         """Insert rewards, their accrual entries, terms and "earned" notices; the ids new."""
         inserted = set(
@@ -400,7 +397,7 @@ class RewardRulesLedger(LedgerBase):
         self._insert_ignore(
             conn,
             T_REWARD_TERMS,
-            [_terms_row(book, r, now) for r in new if r.reward_id in book.terms],
+            [_terms_row(terms[r.reward_id], r, now) for r in new if r.reward_id in terms],
             T_REWARD_TERMS.c.reward_id,
         )
         # A recurring reward is earned by its invoice alone: name that payment, so its
@@ -409,11 +406,11 @@ class RewardRulesLedger(LedgerBase):
             self,
             conn,
             [
-                (r.reward_id, terms.period, terms.earned_at)
+                (r.reward_id, t.period, t.earned_at)
                 for r in new
-                if (terms := book.terms.get(r.reward_id)) is not None
-                and terms.kind is RewardKind.RECURRING
-                and terms.period
+                if (t := terms.get(r.reward_id)) is not None
+                and t.kind is RewardKind.RECURRING
+                and t.period
             ],
             now,
         )
@@ -438,7 +435,7 @@ class RewardRulesLedger(LedgerBase):
         )
         return inserted
 
-    def reward_terms(self, reward_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+    def terms(self, reward_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
         """Reward id -> its terms row (earned at, tier count, uncapped amount, cap)."""
         found: dict[str, Mapping[str, Any]] = {}
         with self._connect() as conn:
@@ -450,8 +447,7 @@ class RewardRulesLedger(LedgerBase):
         return found
 
 
-def _terms_row(book: RewardBook, reward: Reward, now: datetime) -> dict[str, Any]:
-    terms = book.terms[reward.reward_id]
+def _terms_row(terms: RewardTerms, reward: Reward, now: datetime) -> dict[str, Any]:
     return {
         "reward_id": reward.reward_id,
         "kind": terms.kind.value,

@@ -10,32 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    and_,
     bindparam,
     case,
     exists,
     func,
-    literal,
     literal_column,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
 from domain.approvals import CheckedDecision, agreed_amount, status_after
-from domain.clawbacks import net_against_debts
 from domain.errors import InvalidDecision
-from domain.fraud import PAYOUT_DESTINATION_CHANGED
 from domain.models import (
     ApprovalView,
     Ask,
@@ -48,63 +42,37 @@ from domain.models import (
     EmailOutcome,
     EmailResult,
     EventType,
-    IngestReport,
     Moment,
     MomentType,
     NpsAnswer,
-    PayoutInstruction,
-    PayoutOutcome,
-    PayoutRailKind,
-    PayoutResult,
     Rejected,
-    Reward,
     RewardStatus,
-    RewardView,
     SourceEvent,
     WaitingApproval,
     derived_id,
 )
 from domain.money import Money
-from domain.ports import SourceBatch
 from integrations.ledger.base import (
-    MAX_PAYOUT_ATTEMPTS,
     LedgerBase,
     chunks,
     contact_from_row,
-    contact_row,
-    conversion_from_row,
     event_from_row,
-    event_row,
     pairs,
-    reward_row,
 )
 from integrations.ledger.clawbacks import (
     ClosedRewardApprovalsLedger,
-    book_netting,
-    live_payouts,
-    lock_referrers,
-    nettable_debts,
-    referrers_of,
-    settle_by_netting,
 )
-from integrations.ledger.destinations import DestinationLedger, record_destination_changes
-from integrations.ledger.detection import DetectionLedger
 from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.fraud import FraudLedger
-from integrations.ledger.handoffs import HandoffLedger
-from integrations.ledger.history import HistoryLedger
 from integrations.ledger.links import LinkLedger
 from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.partners import PartnerLedger
-from integrations.ledger.reconcile import ReconcileLedger
-from integrations.ledger.reward_rules import RewardRulesLedger
 from integrations.ledger.stripe_conversions import StripeConversionLedger
 from integrations.ledger.tables import (
     T_ASKS,
     T_LEDGER_ENTRIES,
     T_MOMENTS,
     T_NOTIFICATIONS,
-    T_PAYOUTS,
     T_REWARDS,
     T_SOURCE_EVENTS,
     AccountRow,
@@ -116,7 +84,6 @@ from integrations.ledger.tables import (
     DetractorHandoffRow,
     EmailOutboxRow,
     FollowUpRow,
-    LedgerEntryRow,
     MomentRow,
     NotificationRow,
     PayoutRow,
@@ -124,8 +91,6 @@ from integrations.ledger.tables import (
     QuarantineRow,
     ReferralCodeRow,
     RewardRow,
-    SourceCursorRow,
-    SourceEventRow,
     SuppressionRow,
 )
 from integrations.ledger.touchpoints import TouchpointLedger, record_conversions_touches
@@ -142,19 +107,13 @@ class DecisionConflict(InvalidDecision):
 class SqlLedger(
     SqlStores,
     PartnerLedger,
-    DetectionLedger,
-    HistoryLedger,
     WebhookLedger,
     StripeConversionLedger,
     ClosedRewardApprovalsLedger,
-    ReconcileLedger,
     MetricsLedger,
     FraudLedger,
     DiscountLedger,
-    RewardRulesLedger,
     TouchpointLedger,
-    DestinationLedger,
-    HandoffLedger,
     LinkLedger,
     LedgerBase,
 ):
@@ -176,149 +135,6 @@ class SqlLedger(
         the block ends, rolled back when it raises."""
         with self.engine.begin() as conn:
             yield SqlStores(self.engine, conn)
-
-    # -- ingest ----------------------------------------------------------------------
-
-    def cursor(self, source: str) -> str | None:
-        with self._connect() as conn:
-            return conn.execute(
-                select(SourceCursorRow.cursor).where(SourceCursorRow.source == source)
-            ).scalar_one_or_none()
-
-    def record_batch(self, batch: SourceBatch, now: datetime) -> IngestReport:
-        """Store one source read atomically: reference rows, events, rejects, cursor.
-
-        The cursor moves in the same transaction as the events it covers, so a crash
-        either keeps both or neither: the next run re-reads, and duplicates are ignored.
-        A contact stored with another payout destination than before gets its
-        ``payout_destination_changes`` rows in the same transaction.
-        """
-        with self._begin() as conn:
-            self._upsert(
-                conn,
-                AccountRow,
-                [
-                    {
-                        "account_id": a.account_id,
-                        "name": a.name,
-                        "domain": a.domain,
-                        "customer_since": a.customer_since,
-                        "updated_at": now,
-                    }
-                    for a in batch.accounts
-                ],
-                "account_id",
-            )
-            record_destination_changes(conn, batch.contacts, batch.source, now)
-            self._upsert_contacts(conn, [contact_row(c, now) for c in batch.contacts])
-            inserted = self._insert_ignore(
-                conn, SourceEventRow, [event_row(e, now) for e in batch.events], SourceEventRow.id
-            )
-            # A reject delivered again is counted as quarantined all the same.
-            self._insert_ignore(
-                conn,
-                QuarantineRow,
-                self._quarantine_rows(batch.rejected, "ingest", now),
-                QuarantineRow.id,
-            )
-            if batch.cursor is not None:
-                self._upsert(
-                    conn,
-                    SourceCursorRow,
-                    [{"source": batch.source, "cursor": batch.cursor, "updated_at": now}],
-                    "source",
-                )
-        return IngestReport(
-            source=batch.source,
-            records_in=batch.records_in,
-            new_events=len(inserted),
-            already_seen=len(batch.events) - len(inserted),
-            quarantined=len(batch.rejected),
-            reference_rows=batch.reference_only,
-        )
-
-    def _upsert_contacts(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert or refresh contacts. A source that does not know a contact's Stripe
-        ids (sends none) keeps the ids another source set, rather than erasing them."""
-        if not rows:
-            return
-        stmt = self._insert(ContactRow)
-        keep = ("stripe_customer_id", "stripe_account_id")
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["contact_id"],
-            set_={
-                c: (
-                    func.coalesce(getattr(stmt.excluded, c), getattr(ContactRow, c))
-                    if c in keep
-                    else getattr(stmt.excluded, c)
-                )
-                for c in rows[0]
-                if c != "contact_id"
-            },
-        )
-        conn.execute(stmt, list(rows))
-
-    # -- detection -------------------------------------------------------------------
-
-    def undetected_events(self, after_id: int, limit: int) -> list[tuple[int, SourceEvent]]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                select(T_SOURCE_EVENTS)
-                .where(T_SOURCE_EVENTS.c.detected_at.is_(None), T_SOURCE_EVENTS.c.id > after_id)
-                .order_by(T_SOURCE_EVENTS.c.id)
-                .limit(limit)
-            ).mappings()
-            return [(row["id"], event_from_row(row)) for row in rows]
-
-    def record_detection(
-        self,
-        event_ids: Sequence[int],
-        moments: Sequence[Moment],
-        detractors: Sequence[SourceEvent],
-        now: datetime,
-    ) -> int:
-        """Store moments and detractor follow-ups; mark the events examined."""
-        with self._begin() as conn:
-            new = self._insert_ignore(
-                conn,
-                MomentRow,
-                [
-                    {
-                        "moment_id": m.moment_id,
-                        "type": m.type.value,
-                        "contact_id": m.contact_id,
-                        "account_id": m.account_id,
-                        "occurred_at": m.occurred_at,
-                        "source_event": m.source_event,
-                        "detail": m.detail,
-                        "status": "new",
-                    }
-                    for m in moments
-                ],
-                MomentRow.moment_id,
-            )
-            self._insert_ignore(
-                conn,
-                FollowUpRow,
-                [
-                    {
-                        "source_event": e.key,
-                        "contact_id": e.contact_id,
-                        "account_id": e.account_id,
-                        "score": e.score,
-                        "occurred_at": e.occurred_at,
-                    }
-                    for e in detractors
-                ],
-                FollowUpRow.source_event,
-            )
-            for ids in chunks(event_ids):
-                conn.execute(
-                    update(T_SOURCE_EVENTS)
-                    .where(T_SOURCE_EVENTS.c.id.in_(ids))
-                    .values(detected_at=now)
-                )
-        return len(new)
 
     # -- asks ------------------------------------------------------------------------
 
@@ -851,453 +667,6 @@ class SqlLedger(
                 )
         return len(new)
 
-    # -- rewards ---------------------------------------------------------------------
-
-    def conversions_to_reward(self, limit: int) -> list[Conversion]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                select(ConversionRow.__table__)
-                .where(ConversionRow.rewarded_at.is_(None))
-                .order_by(ConversionRow.occurred_at, ConversionRow.conversion_id)
-                .limit(limit)
-            ).mappings()
-            return [conversion_from_row(r) for r in rows]
-
-    def record_rewards(
-        self,
-        conversion_ids: Sequence[str],
-        rewards: Sequence[Reward],
-        rejected: Sequence[Rejected],
-        now: datetime,
-    ) -> int:
-        """Store new rewards with their accrual entries; mark the conversions rewarded."""
-        with self._begin() as conn:
-            inserted = set(
-                self._insert_ignore(
-                    conn,
-                    RewardRow,
-                    [reward_row(r, RewardStatus.HOLDING, now) for r in rewards],
-                    RewardRow.reward_id,
-                )
-            )
-            self._insert_ignore(
-                conn,
-                LedgerEntryRow,
-                [
-                    {
-                        "reward_id": r.reward_id,
-                        "kind": "accrued",
-                        "amount_minor": r.amount.amount_minor,
-                        "currency": r.amount.currency,
-                        "ref": r.reward_id,
-                        "created_at": now,
-                    }
-                    for r in rewards
-                    if r.reward_id in inserted
-                ],
-                LedgerEntryRow.entry_id,
-            )
-            self._insert_ignore(
-                conn,
-                QuarantineRow,
-                self._quarantine_rows(rejected, "reward", now),
-                QuarantineRow.id,
-            )
-            for ids in chunks(conversion_ids):
-                conn.execute(
-                    update(ConversionRow)
-                    .where(ConversionRow.conversion_id.in_(ids))
-                    .values(rewarded_at=now)
-                )
-            self._queue_notifications(
-                conn,
-                [
-                    {
-                        "notification_id": derived_id("notice", r.reward_id, "earned"),
-                        "contact_id": r.referrer_id,
-                        "kind": "reward_earned",
-                        "reward_id": r.reward_id,
-                        "data": {
-                            "amount": r.amount.format(),
-                            "milestone": r.milestone.value,
-                            "payable_on": r.payable_at.date().isoformat(),
-                        },
-                    }
-                    for r in rewards
-                    if r.reward_id in inserted
-                ],
-                now,
-            )
-        return len(inserted)
-
-    def rewards(self, reward_ids: Iterable[str]) -> dict[str, RewardView]:
-        ids = sorted(set(reward_ids))
-        found: dict[str, RewardView] = {}
-        with self._connect() as conn:
-            for chunk in chunks(ids):
-                for view in self._reward_views(conn, T_REWARDS.c.reward_id.in_(chunk), None):
-                    found[view.reward.reward_id] = view
-        return found
-
-    def rewards_to_route(self, as_of: datetime, after: str, limit: int) -> list[RewardView]:
-        """Rewards whose holding period is over and that are not yet on their way, by id
-        after ``after`` (so one pass visits each once, even those that stay payable).
-
-        The reward of a referrer whose payout destination changed since a person last
-        approved one of their rewards so flagged carries ``payout_destination_changed``
-        (see :meth:`referrers_with_changed_destination`), already payable ones too:
-        they would be paid to the new destination."""
-        with self._connect() as conn:
-            views = self._reward_views(
-                conn,
-                and_(
-                    T_REWARDS.c.status.in_(
-                        [RewardStatus.HOLDING.value, RewardStatus.PAYABLE.value]
-                    ),
-                    T_REWARDS.c.payable_at <= as_of,
-                    T_REWARDS.c.reward_id > after,
-                ),
-                limit,
-                order_by_id=True,
-            )
-        changed = self.referrers_with_changed_destination(v.reward.referrer_id for v in views)
-        return [
-            replace(
-                v, reward=replace(v.reward, flags=(*v.reward.flags, PAYOUT_DESTINATION_CHANGED))
-            )
-            if v.reward.referrer_id in changed and PAYOUT_DESTINATION_CHANGED not in v.reward.flags
-            else v
-            for v in views
-        ]
-
-    def move_rewards(
-        self,
-        reward_ids: Sequence[str],
-        from_statuses: Sequence[RewardStatus],
-        to: RewardStatus,
-        now: datetime,
-    ) -> list[str]:
-        """Move rewards that are still in one of ``from_statuses``; returns those moved."""
-        moved: list[str] = []
-        with self._begin() as conn:
-            for chunk in chunks(reward_ids):
-                moved += (
-                    conn.execute(
-                        update(T_REWARDS)
-                        .where(
-                            T_REWARDS.c.reward_id.in_(chunk),
-                            T_REWARDS.c.status.in_([s.value for s in from_statuses]),
-                        )
-                        .values(status=to.value, updated_at=now)
-                        .returning(T_REWARDS.c.reward_id)
-                    )
-                    .scalars()
-                    .all()
-                )
-        return moved
-
-    # -- payouts ---------------------------------------------------------------------
-
-    def prepare_payouts(
-        self,
-        plans: Sequence[tuple[str, PayoutRailKind, str | None]],
-        now: datetime,
-    ) -> list[PayoutInstruction]:
-        """Write the payout rows, with their idempotency keys, before any money moves.
-
-        ``plans`` is (reward id, rail, destination). A reward gets a payout only while
-        it is payable or approved and still owed money; the live-payout unique index
-        makes a second live payout for the same reward impossible, so racing callers
-        end up sharing one row. Returns every pending payout of those rewards, which
-        includes any left pending by a run that crashed.
-
-        A referrer's debt (clawed back after payout and not recovered at the provider)
-        is netted here, in the transaction that writes the payout row: the payout is
-        the reward's balance minus the debt, never below zero, with a ``netted`` entry
-        on the reward paid (-) and on each reward in debt (+), all with the payout id
-        as ref. A reward whose whole balance settles debts gets no payout row and is
-        marked paid. Per referrer these writes are serialized (``lock_referrers``), so
-        a debt is netted once and no payout starts for a reward being clawed back.
-        """
-        reward_ids = [p[0] for p in plans]
-        with self._begin() as conn:
-            referrers = referrers_of(conn, reward_ids)
-            lock_referrers(conn, referrers.values())
-            views = {
-                v.reward.reward_id: v
-                for chunk in chunks(reward_ids)
-                for v in self._reward_views(conn, T_REWARDS.c.reward_id.in_(chunk), None)
-            }
-            # In chunks: PostgreSQL takes at most 65,535 parameters in one statement.
-            attempts: dict[Any, Any] = {}
-            for chunk in chunks(reward_ids):
-                attempts |= pairs(
-                    conn,
-                    select(PayoutRow.reward_id, func.count())
-                    .where(PayoutRow.reward_id.in_(chunk), PayoutRow.status == "failed")
-                    .group_by(PayoutRow.reward_id),
-                )
-            live = live_payouts(conn, reward_ids)
-            debts = nettable_debts(conn, referrers.values())
-            rows = []
-            for reward_id, rail, destination in plans:
-                view = views.get(reward_id)
-                if view is None or view.status not in (
-                    RewardStatus.PAYABLE,
-                    RewardStatus.APPROVED,
-                ):
-                    continue
-                if view.balance.amount_minor <= 0:
-                    continue
-                attempt = attempts.get(reward_id, 0) + 1
-                if attempt > MAX_PAYOUT_ATTEMPTS:
-                    continue
-                if reward_id in live:
-                    continue  # its live payout is returned below; nothing to net again
-                live.add(reward_id)
-                payout_id = derived_id("payout", reward_id, str(attempt))
-                owed = debts.get(view.reward.referrer_id, [])
-                amount, settled = net_against_debts(view.balance, owed)
-                if settled:
-                    book_netting(self, conn, reward_id, payout_id, settled, now)
-                    taken = dict(settled)
-                    debts[view.reward.referrer_id] = [
-                        (debtor, debt - taken[debtor]) if debtor in taken else (debtor, debt)
-                        for debtor, debt in owed
-                    ]
-                if amount.is_zero:
-                    settle_by_netting(conn, reward_id, now)
-                    continue
-                rows.append(
-                    {
-                        "payout_id": payout_id,
-                        "reward_id": reward_id,
-                        "attempt": attempt,
-                        "rail": rail.value,
-                        "destination": destination,
-                        "amount_minor": amount.amount_minor,
-                        "currency": amount.currency,
-                        "idempotency_key": PayoutInstruction.key_for(reward_id, rail, attempt),
-                        "status": "pending",
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-            self._insert_ignore(conn, PayoutRow, rows, PayoutRow.payout_id)
-        return self.pending_payouts(reward_ids=reward_ids)
-
-    def pending_payouts(
-        self, reward_ids: Sequence[str] | None = None, limit: int | None = None
-    ) -> list[PayoutInstruction]:
-        """Payouts stored but not settled: new ones and those a crash left behind."""
-        stmt = select(PayoutRow.__table__).where(PayoutRow.status == "pending")
-        order = (PayoutRow.created_at, PayoutRow.payout_id)
-        if reward_ids is None:
-            stmt = stmt.order_by(*order).limit(limit)
-            with self._connect() as conn:
-                return [_instruction(r) for r in conn.execute(stmt).mappings()]
-        found: list[PayoutInstruction] = []
-        with self._connect() as conn:
-            # In chunks: PostgreSQL takes at most 65,535 parameters in one statement.
-            for chunk in chunks(list(reward_ids)):
-                rows = conn.execute(stmt.where(PayoutRow.reward_id.in_(chunk))).mappings()
-                found += [_instruction(r) for r in rows]
-        found.sort(key=lambda i: (i.key_created_at, i.payout_id))
-        return found if limit is None else found[:limit]
-
-    def claim_payouts(
-        self,
-        worker: str,
-        now: datetime,
-        lease: timedelta,
-        reward_ids: Sequence[str] | None = None,
-        limit: int = 1000,
-        stale_before: datetime | None = None,
-    ) -> list[PayoutInstruction]:
-        """Lease up to ``limit`` pending payouts to ``worker`` until ``now + lease``.
-
-        ``stale_before`` keeps to payouts written before it: for taking over what
-        crashed calls left, not what a live worker has just written and will claim.
-
-        Only payouts nobody holds are taken: never claimed, released, a lease that ran
-        out (its worker crashed or gave up), or already this worker's. Several workers
-        calling at once split the pending payouts between them: on Postgres the rows
-        are picked ``FOR UPDATE SKIP LOCKED``, so a worker passes over the rows another
-        is claiming instead of waiting for them; SQLite serializes writers. The update
-        re-checks the claim, so a row is never held by two workers at once.
-
-        A lease is an efficiency, not the safety: a payout sent twice carries the same
-        idempotency key, and the provider pays once.
-        """
-        if reward_ids is not None and not reward_ids:
-            return []
-        free = and_(
-            T_PAYOUTS.c.status == "pending",
-            or_(
-                T_PAYOUTS.c.claimed_until.is_(None),
-                T_PAYOUTS.c.claimed_until <= now,
-                T_PAYOUTS.c.claimed_by == worker,
-            ),
-            T_PAYOUTS.c.created_at <= stale_before if stale_before is not None else true(),
-        )
-        taken: list[PayoutInstruction] = []
-        with self._begin() as conn:
-            for chunk in chunks(list(reward_ids)) if reward_ids is not None else [None]:
-                if len(taken) >= limit:
-                    break
-                pick = select(T_PAYOUTS.c.payout_id).where(free)
-                if chunk is not None:
-                    pick = pick.where(T_PAYOUTS.c.reward_id.in_(chunk))
-                pick = (
-                    pick.order_by(T_PAYOUTS.c.created_at, T_PAYOUTS.c.payout_id)
-                    .limit(limit - len(taken))
-                    .with_for_update(skip_locked=True)
-                )
-                ids = list(conn.execute(pick).scalars())
-                if not ids:
-                    continue
-                rows = conn.execute(
-                    update(T_PAYOUTS)
-                    .where(T_PAYOUTS.c.payout_id.in_(ids), free)
-                    .values(claimed_by=worker, claimed_until=now + lease)
-                    .returning(*T_PAYOUTS.c)
-                ).mappings()
-                taken += [_instruction(r) for r in rows]
-        return sorted(taken, key=lambda i: (i.key_created_at, i.payout_id))
-
-    def release_payouts(self, payout_ids: Sequence[str], worker: str) -> int:
-        """Give back the leases ``worker`` holds on ``payout_ids`` (still pending ones)."""
-        released = 0
-        with self._begin() as conn:
-            for chunk in chunks(list(payout_ids)):
-                released += conn.execute(
-                    update(T_PAYOUTS)
-                    .where(
-                        T_PAYOUTS.c.payout_id.in_(chunk),
-                        T_PAYOUTS.c.claimed_by == worker,
-                        T_PAYOUTS.c.status == "pending",
-                    )
-                    .values(claimed_by=None, claimed_until=None)
-                ).rowcount
-        return released
-
-    def record_payout_results(self, results: Sequence[PayoutResult], now: datetime) -> int:
-        """Settle payouts: a success books the ``paid`` entry and marks the reward paid.
-
-        Conditional on the payout still being pending, so settling twice (a retry, a
-        second worker) books nothing twice. Returns how many payouts were settled paid.
-
-        One transaction, a few statements per chunk of payouts whatever its size: the
-        successes move with one ``UPDATE ... RETURNING`` (only the rows still pending come
-        back, and only those get their entry, their reward's status and their notice),
-        the others with one ``UPDATE`` per status they go to. Should a payout have more
-        than one result, a success wins: the money moved.
-        """
-        succeeded: dict[str, PayoutResult] = {}
-        others: dict[str, PayoutResult] = {}
-        for result in results:
-            if result.outcome is PayoutOutcome.SUCCEEDED:
-                succeeded.setdefault(result.payout_id, result)
-            else:
-                others.setdefault(result.payout_id, result)
-        unsettled: dict[str, list[PayoutResult]] = {}
-        for payout_id, result in others.items():
-            if payout_id not in succeeded:
-                status = "failed" if result.outcome is PayoutOutcome.FAILED else "pending"
-                unsettled.setdefault(status, []).append(result)
-        paid = 0
-        with self._begin() as conn:
-            for chunk in chunks(list(succeeded.values())):
-                paid += self._book_paid_payouts(conn, chunk, now)
-            for status, group in unsettled.items():
-                for chunk in chunks(group):
-                    errors = {r.payout_id: (r.error or "")[:512] or None for r in chunk}
-                    conn.execute(
-                        update(T_PAYOUTS)
-                        .where(
-                            T_PAYOUTS.c.payout_id.in_(list(errors)),
-                            T_PAYOUTS.c.status == "pending",
-                        )
-                        .values(
-                            status=status,
-                            error=_by_payout(errors, T_PAYOUTS.c.error),
-                            tries=T_PAYOUTS.c.tries + 1,
-                            # A payout to retry goes back to whoever comes next.
-                            claimed_by=None,
-                            claimed_until=None,
-                            updated_at=now,
-                        )
-                    )
-        return paid
-
-    def _book_paid_payouts(
-        self, conn: Connection, results: Sequence[PayoutResult], now: datetime
-    ) -> int:
-        """Mark ``results`` (successes) succeeded if still pending; book what moved."""
-        refs = {r.payout_id: r.provider_ref for r in results}
-        moved = conn.execute(
-            update(T_PAYOUTS)
-            .where(T_PAYOUTS.c.payout_id.in_(list(refs)), T_PAYOUTS.c.status == "pending")
-            .values(
-                status="succeeded",
-                provider_ref=_by_payout(refs, T_PAYOUTS.c.provider_ref),
-                error=None,
-                tries=T_PAYOUTS.c.tries + 1,
-                updated_at=now,
-            )
-            .returning(
-                T_PAYOUTS.c.payout_id,
-                T_PAYOUTS.c.reward_id,
-                T_PAYOUTS.c.amount_minor,
-                T_PAYOUTS.c.currency,
-                T_PAYOUTS.c.rail,
-            )
-        ).all()
-        if not moved:
-            return 0
-        conn.execute(
-            self._insert(T_LEDGER_ENTRIES)
-            .values(
-                [
-                    {
-                        "reward_id": row.reward_id,
-                        "kind": "paid",
-                        "amount_minor": -row.amount_minor,
-                        "currency": row.currency,
-                        "ref": row.payout_id,
-                        "created_at": now,
-                    }
-                    for row in moved
-                ]
-            )
-            .on_conflict_do_nothing()
-        )
-        referrers = pairs(
-            conn,
-            update(T_REWARDS)
-            .where(T_REWARDS.c.reward_id.in_([row.reward_id for row in moved]))
-            .values(status=RewardStatus.PAID.value, updated_at=now)
-            .returning(T_REWARDS.c.reward_id, T_REWARDS.c.referrer_id),
-        )
-        self._queue_notifications(
-            conn,
-            [
-                {
-                    "notification_id": derived_id("notice", row.reward_id, "paid"),
-                    "contact_id": referrers[row.reward_id],
-                    "kind": "reward_paid",
-                    "reward_id": row.reward_id,
-                    "data": {
-                        "amount": Money(row.amount_minor, row.currency).format(),
-                        "rail": row.rail,
-                    },
-                }
-                for row in moved
-            ],
-            now,
-        )
-        return len(moved)
-
     # -- approvals -------------------------------------------------------------------
 
     def open_approval_requests(
@@ -1751,45 +1120,6 @@ class SqlLedger(
                 "paid": paid,
                 "notifications": grouped(NotificationRow.status),
                 "quarantine": grouped(QuarantineRow.stage),
-                # Detractor hand-offs: the owner's emails per status (HandoffLedger).
+                # Detractor hand-offs: the owner's emails per status (the handoffs store).
                 "detractors_handed_on": grouped(DetractorHandoffRow.email_status),
             }
-
-    def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Quarantined input without its raw text (which may hold personal data)."""
-        with self._connect() as conn:
-            return [
-                dict(r)
-                for r in conn.execute(
-                    select(
-                        QuarantineRow.stage,
-                        QuarantineRow.source,
-                        QuarantineRow.record,
-                        QuarantineRow.field,
-                        QuarantineRow.reason,
-                    )
-                    .order_by(QuarantineRow.id)
-                    .limit(limit)
-                ).mappings()
-            ]
-
-
-def _by_payout(values: Mapping[str, str | None], column: Any) -> Any:
-    """``CASE payout_id WHEN ... THEN ...``: one value per payout in a single UPDATE."""
-    return case(
-        {payout_id: literal(value, column.type) for payout_id, value in values.items()},
-        value=T_PAYOUTS.c.payout_id,
-    )
-
-
-def _instruction(r: Mapping[Any, Any]) -> PayoutInstruction:
-    return PayoutInstruction(
-        payout_id=r["payout_id"],
-        reward_id=r["reward_id"],
-        amount=Money(r["amount_minor"], r["currency"]),
-        rail=PayoutRailKind(r["rail"]),
-        idempotency_key=r["idempotency_key"],
-        destination=r["destination"],
-        key_created_at=r["created_at"],
-        attempt=r["attempt"],
-    )

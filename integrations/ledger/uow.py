@@ -13,7 +13,16 @@ from sqlalchemy import Connection, Engine
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
 from integrations.ledger.connect import SqlConnectStore
+from integrations.ledger.destinations import SqlDestinationsStore
+from integrations.ledger.detection import SqlMomentsStore
+from integrations.ledger.handoffs import SqlHandoffsStore
+from integrations.ledger.history import SqlHistoryStore
+from integrations.ledger.payouts import SqlPayoutsStore
+from integrations.ledger.reconcile import SqlReconcileStore
 from integrations.ledger.referrer_side import SqlReferrerSide
+from integrations.ledger.reward_rules import SqlRewardRulesStore
+from integrations.ledger.rewards import SqlRewardsStore
+from integrations.ledger.sources import SqlSourcesStore
 
 
 class SqlStores:
@@ -24,12 +33,21 @@ class SqlStores:
         self.approvers = SqlApprovers(engine, conn)
 
         # -- intake ---------------------------------------------------------------------
+        self.sources = SqlSourcesStore(engine, conn)
+        self.moments = SqlMomentsStore(engine, conn)
+        self.history = SqlHistoryStore(engine, conn)
+        self.destinations = SqlDestinationsStore(engine, conn)
+        self.handoffs = SqlHandoffsStore(engine, conn)
 
         # -- messages -------------------------------------------------------------------
 
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+        self.rewards = SqlRewardsStore(engine, conn)
+        self.reward_rules = SqlRewardRulesStore(engine, conn)
+        self.payouts = SqlPayoutsStore(engine, conn)
+        self.reconcile = SqlReconcileStore(engine, conn)
 
         # clawbacks
         self.clawbacks = SqlClawbackStore(engine, conn)

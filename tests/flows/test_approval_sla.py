@@ -91,7 +91,7 @@ def test_an_expired_run_is_cancelled_and_replaced_and_the_reward_still_waits(
     (waiting,) = test_app.ledger.waiting_approvals()
     assert waiting.reward_id == reward_id
     assert waiting.flow_run_id not in (None, first_run)
-    assert test_app.ledger.rewards([reward_id])[reward_id].status is (
+    assert test_app.ledger.rewards.of([reward_id])[reward_id].status is (
         RewardStatus.AWAITING_APPROVAL
     )
 

@@ -78,7 +78,7 @@ def test_a_reward_held_for_lack_of_a_rail_is_paid_once_after_the_referrer_onboar
 
     routed = route_rewards(as_of=now + timedelta(minutes=1))
     assert list(routed["approvals"]) == [reward.reward_id]
-    view = ledger.rewards([reward.reward_id])[reward.reward_id]
+    view = ledger.rewards.of([reward.reward_id])[reward.reward_id]
     assert PAYOUT_DESTINATION_CHANGED in view.reward.flags
     with pytest.raises(Suspended):
         payout_approval(reward.reward_id)
@@ -89,4 +89,4 @@ def test_a_reward_held_for_lack_of_a_rail_is_paid_once_after_the_referrer_onboar
     (transfer,) = fake.transfers
     assert transfer["destination"] == fake.connect_accounts[0]["id"]
     assert transfer["amount"] == 2_000
-    assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
+    assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID

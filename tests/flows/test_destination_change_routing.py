@@ -45,7 +45,9 @@ def test_a_small_reward_after_a_destination_change_waits_for_a_person_who_sees_w
         ledger, past, 1, amount_minor=2_000, referrer="C9", status=RewardStatus.HOLDING
     )
     # The next drop moves C1's payouts to another connected account.
-    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now)
+    ledger.sources.record_batch(
+        people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now
+    )
 
     routed = route_rewards(as_of=now)
 
@@ -53,7 +55,7 @@ def test_a_small_reward_after_a_destination_change_waits_for_a_person_who_sees_w
     assert isinstance(rail, RecordingRail)
     assert [i.reward_id for i in rail.paid] == [steady.reward_id]
     assert list(routed["approvals"]) == [changed.reward_id]
-    view = ledger.rewards([changed.reward_id])[changed.reward_id]
+    view = ledger.rewards.of([changed.reward_id])[changed.reward_id]
     assert view.status is RewardStatus.AWAITING_APPROVAL
     assert view.reward.flags == (PAYOUT_DESTINATION_CHANGED,)
     with pytest.raises(Suspended):
@@ -65,7 +67,9 @@ def test_a_small_reward_after_a_destination_change_waits_for_a_person_who_sees_w
     # Seen and approved: the referrer's next reward is routed as any other.
     following = given_reward(ledger, now, 2, amount_minor=2_000, status=RewardStatus.HOLDING)
     route_rewards(as_of=now + timedelta(minutes=1))
-    assert ledger.rewards([following.reward_id])[following.reward_id].status is (RewardStatus.PAID)
+    assert ledger.rewards.of([following.reward_id])[following.reward_id].status is (
+        RewardStatus.PAID
+    )
 
 
 @pytest.mark.usefixtures("approvers")
@@ -77,7 +81,9 @@ def test_an_approval_asked_before_a_destination_change_is_asked_again_showing_th
     with pytest.raises(Suspended):
         payout_approval(waiting.reward_id)
     assert "**Fraud flags:** none\n" in approver.last_description
-    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now)
+    ledger.sources.record_batch(
+        people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now
+    )
 
     decide(approver, test_app, "maya", reason="looks right")
     with pytest.raises(Suspended):
@@ -96,7 +102,7 @@ def test_the_purge_flow_empties_excerpts_older_than_the_configured_retention(
     ledger, now = test_app.ledger, datetime.now(UTC)
     days = test_app.settings.quarantine_retention_days
     for record, age in (("old.csv:2", days + 1), ("young.csv:2", days - 1)):
-        ledger.record_batch(
+        ledger.sources.record_batch(
             SourceBatch(
                 source="files",
                 rejected=[Rejected("files", record, "x", "bad", "jane@acme.example")],

@@ -30,7 +30,7 @@ def test_the_expiry_run_closes_lapsed_registrations_and_publishes_them_with_thos
 ) -> None:
     now = datetime.now(UTC)
     ledger, rules = test_app.ledger, test_app.program.registration
-    ledger.record_batch(
+    ledger.sources.record_batch(
         people_batch(contact("P1", "P1-FIRM", kind=ReferrerType.PARTNER, email="p1@firm.example")),
         now,
     )
@@ -64,7 +64,9 @@ def test_the_expiry_run_closes_lapsed_registrations_and_publishes_them_with_thos
 def test_the_first_run_lists_what_it_expired(test_app: App) -> None:
     now = datetime.now(UTC)
     ledger, rules = test_app.ledger, test_app.program.registration
-    ledger.record_batch(people_batch(contact("P2", "P2-FIRM", kind=ReferrerType.PARTNER)), now)
+    ledger.sources.record_batch(
+        people_batch(contact("P2", "P2-FIRM", kind=ReferrerType.PARTNER)), now
+    )
     ledger.register(
         [Claim("P2", "old.example", "CRM-2", EVIDENCE)],
         rules,

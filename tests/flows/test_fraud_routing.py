@@ -48,11 +48,11 @@ def test_a_small_self_referral_goes_to_approval_with_its_flag_shown_and_is_not_p
     ledger, now = test_app.ledger, datetime.now(UTC)
     honest = contact(HONEST, "ACC-H", email="hal@honest.example")
     cheat = contact(SELF, "ACC-F", email="fred.smith@gmail.com")
-    ledger.record_batch(people_batch(honest, cheat), now)
+    ledger.sources.record_batch(people_batch(honest, cheat), now)
     # The "friend" is Fred again, under a Gmail alias, on a new account.
     alias = contact("N2", "ACC-N2", email="FredSmith+new@googlemail.com")
     friend = contact("N1", "ACC-N1", email="nina@friend.example")
-    ledger.record_batch(
+    ledger.sources.record_batch(
         SourceBatch(source="crm", contacts=[alias, friend], records_in=2, reference_only=2), now
     )
     codes = {HONEST: "R" + "H" * 20, SELF: "R" + "F" * 20}
@@ -74,7 +74,7 @@ def test_a_small_self_referral_goes_to_approval_with_its_flag_shown_and_is_not_p
     rail = test_app.rails[PayoutRailKind.LEDGER_ONLY]
     assert isinstance(rail, RecordingRail)
     (waiting,) = routed["approvals"]  # reward id -> the run waiting on a person
-    flagged = ledger.rewards([waiting])[waiting]
+    flagged = ledger.rewards.of([waiting])[waiting]
     assert flagged.reward.referrer_id == SELF
     assert flagged.reward.amount == Money(20_000, "EUR")  # well under the 500.00 threshold
     assert flagged.reward.flags == (SAME_EMAIL,)

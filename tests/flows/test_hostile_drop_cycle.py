@@ -65,7 +65,7 @@ def test_a_hostile_drop_runs_through_the_cycle_and_every_bad_record_is_quarantin
         + ingest["quarantined"]
         + ingest["reference_rows"]
     )
-    quarantined = {q["record"]: q["reason"] for q in hostile_app.ledger.quarantined(10_000)}
+    quarantined = {q["record"]: q["reason"] for q in hostile_app.ledger.sources.quarantined(10_000)}
     for name, case in named.items():
         if case.expect is not None:
             assert quarantined[name].startswith(case.expect), (name, case.name)

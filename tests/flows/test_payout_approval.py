@@ -82,7 +82,7 @@ def _reward_awaiting_approval(app: App, deal_minor: int, deal: str = "deal-1") -
     """A partner's reward (15% of the deal) that routing sent to approval."""
     ledger, program = app.ledger, app.program
     partner = contact("P1", "PA", kind=ReferrerType.PARTNER, stripe_account_id="acct_p1")
-    ledger.record_batch(people_batch(partner), NOW)
+    ledger.sources.record_batch(people_batch(partner), NOW)
     ledger.record_ask_decisions([], {"P1": CODE}, NOW, NOW)
     conversion = Conversion(
         conversion_id=derived_id("conversion", f"test:{deal}"),
@@ -97,9 +97,9 @@ def _reward_awaiting_approval(app: App, deal_minor: int, deal: str = "deal-1") -
     )
     ledger.record_conversions([], [conversion], [], NOW)
     rewards = compute_rewards(conversion, [(partner, Decimal(1))], program)
-    ledger.record_rewards([conversion.conversion_id], rewards, [], NOW)
+    ledger.rewards.record([conversion.conversion_id], rewards, [], NOW)
     (reward,) = rewards
-    ledger.move_rewards(
+    ledger.rewards.move(
         [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, NOW
     )
     return reward.reward_id
@@ -156,7 +156,7 @@ APPROVERS = {
 @pytest.fixture
 def approvers(test_app: App) -> dict[str, str]:
     """Every approver above, registered and enrolled; id -> display name."""
-    test_app.ledger.record_batch(people_batch(contact("RC2", "RA")), NOW)
+    test_app.ledger.sources.record_batch(people_batch(contact("RC2", "RA")), NOW)
     for approver_id, (name, email, limit, contact_id) in APPROVERS.items():
         approver = make_approver(
             approver_id=approver_id,
@@ -466,7 +466,7 @@ def test_a_recorded_decision_rewrites_the_waiting_approvals_table_without_that_r
 ) -> None:
     decided = _reward_awaiting_approval(test_app, deal_minor=1_230_000, deal="deal-1")
     still = _reward_awaiting_approval(test_app, deal_minor=1_000_000, deal="deal-2")
-    test_app.ledger.add_reward_flag([still], "self_referral:same_email_domain", NOW)
+    test_app.ledger.rewards.add_flag([still], "self_referral:same_email_domain", NOW)
     runs = request_approvals.fn(test_app.ledger, test_app.approvals, [still], NOW)
     _publish_as_the_cycle_does(test_app)
     assert {r["reward"] for r in _waiting_table()} == {decided, still}

@@ -21,7 +21,7 @@ from tests.conftest import contact, people_batch
 def codes(test_app: App) -> dict[str, str]:
     now = datetime.now(UTC)
     people = [contact(f"C{i}", f"A{i}") for i in range(3)]
-    test_app.ledger.record_batch(people_batch(*people), now)
+    test_app.ledger.sources.record_batch(people_batch(*people), now)
     minted = {p.contact_id: f"R{p.contact_id:0>20}" for p in people}
     test_app.ledger.record_ask_decisions([], minted, now, now)
     return minted

@@ -155,7 +155,9 @@ def test_bad_input_is_quarantined_with_its_reason_and_the_batch_goes_on(cycled: 
         + ingest["quarantined"]
         + ingest["reference_rows"]
     )
-    refused = {(q["record"], q["field"]): q["reason"] for q in test_app.ledger.quarantined()}
+    refused = {
+        (q["record"], q["field"]): q["reason"] for q in test_app.ledger.sources.quarantined()
+    }
     files = {(record.split(":")[0], field) for record, field in refused}
     assert ("nps.csv", "score") in files
     assert ("events.csv", "type") in files

@@ -51,7 +51,7 @@ def test_a_proposed_attribution_model_shows_the_changed_split_per_referrer(
     _reward_awaiting_approval(test_app, deal_minor=1_230_000)  # P1's code: 1,845.00 EUR
     ledger = test_app.ledger
     # P2, another partner, registered the referee's company before the deal.
-    ledger.record_batch(people_batch(contact("P2", "PB", kind=ReferrerType.PARTNER)), NOW)
+    ledger.sources.record_batch(people_batch(contact("P2", "PB", kind=ReferrerType.PARTNER)), NOW)
     registered = StoredTouchpoint(
         "P2", NOW - timedelta(days=40), TouchpointKind.REGISTRATION, "reg-p2"
     )

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from domain.models import RewardStatus
-from integrations.ledger.reconcile import ReconcileLedger
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     ClawbackRow,
@@ -25,8 +24,8 @@ from integrations.ledger.tables import (
 )
 
 
-class Ledger(SqlLedger, ReconcileLedger):
-    """SqlLedger with the reconciliation area (the clawback area is its stores)."""
+class Ledger(SqlLedger):
+    """SqlLedger (the clawback and reconciliation areas are its stores)."""
 
 
 def link_payment(
@@ -165,8 +164,8 @@ def clawback_rows(ledger: SqlLedger) -> list[dict[str, Any]]:
 
 
 def balance(ledger: SqlLedger, reward_id: str) -> int:
-    return ledger.rewards([reward_id])[reward_id].balance.amount_minor
+    return ledger.rewards.of([reward_id])[reward_id].balance.amount_minor
 
 
 def status(ledger: SqlLedger, reward_id: str) -> RewardStatus:
-    return ledger.rewards([reward_id])[reward_id].status
+    return ledger.rewards.of([reward_id])[reward_id].status

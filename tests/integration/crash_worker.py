@@ -11,10 +11,10 @@ It builds the production pieces (``SqlLedger`` over ``make_engine`` and a real
 hooks in production code:
 
 * ``before_call``: the rail is wrapped so that its ``pay`` SIGKILLs the process before
-  the real rail runs. ``prepare_payouts`` has committed the payout row with its
+  the real rail runs. ``payouts.prepare`` has committed the payout row with its
   idempotency key by then, and Stripe has not been called.
 * ``after_call``: the real rail pays and Stripe answers; then the next ledger commit
-  (the one of ``record_payout_results``, after its updates and inserts have executed)
+  (the one of ``payouts.record_results``, after its updates and inserts have executed)
   SIGKILLs the process instead of committing. The database rolls the open transaction
   back: the payout stays pending while the transfer exists at Stripe.
 
@@ -71,7 +71,7 @@ class CrashingRail:
             die()
         results = self._inner.pay(instructions)
         if self._crash == "after_call":
-            # Stripe has answered; let record_payout_results run its statements and die
+            # Stripe has answered; let payouts.record_results run its statements and die
             # at its commit, the last moment before the outcome would be durable.
             event.listen(self._engine, "commit", _die_on_commit)
         return results

@@ -140,7 +140,7 @@ def _reward_awaiting_approval(app: App, now: datetime) -> str:
         referrer_type=ReferrerType.PARTNER,
     )
     code = "R" + "U" * 20
-    ledger.record_batch(people_batch(partner), now)
+    ledger.sources.record_batch(people_batch(partner), now)
     ledger.record_ask_decisions([], {"P1": code}, now, now)
     conversion = Conversion(
         conversion_id=derived_id("conversion", "ui-test:deal-1"),
@@ -155,8 +155,8 @@ def _reward_awaiting_approval(app: App, now: datetime) -> str:
     )
     ledger.record_conversions([], [conversion], [], now)
     (reward,) = compute_rewards(conversion, [(partner, Decimal(1))], app.program)
-    ledger.record_rewards([conversion.conversion_id], [reward], [], now)
-    ledger.move_rewards(
+    ledger.rewards.record([conversion.conversion_id], [reward], [], now)
+    ledger.rewards.move(
         [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
     )
     assert reward.amount.format() == "1,845.00 EUR"

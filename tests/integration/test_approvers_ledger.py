@@ -145,7 +145,7 @@ def test_a_refusal_is_kept_once_per_attempt_and_counts_wrong_codes(
 def test_identities_come_from_the_crm_contacts(
     codes: TotpCodes, ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(people_batch(contact("C1", "ACME", email="Jane@Acme.example")), now)
+    ledger.sources.record_batch(people_batch(contact("C1", "ACME", email="Jane@Acme.example")), now)
     _add(codes, "jane", now, contact_id="C1", email="jane.work@corp.example")
     approver = codes.store.get("jane")
     assert approver is not None

@@ -353,7 +353,7 @@ def test_an_event_waits_while_the_rewards_payout_is_under_way(
 ) -> None:
     reward_id = unpaid_reward(clawbacks, fake)
     # A payout was prepared (its key stored) and the run died before settling it.
-    clawbacks.prepare_payouts([(reward_id, rail.kind, fake.add_account())], NOW)
+    clawbacks.payouts.prepare([(reward_id, rail.kind, fake.add_account())], NOW)
     store(clawbacks, refund_event("evt_r1", CHARGE, NOW, refunded=120_000))
 
     waiting = run(clawbacks, rails_of(rail), program)
@@ -392,7 +392,7 @@ def test_an_event_waits_for_the_rewards_of_its_conversion_to_be_computed(
     store(clawbacks, refund_event("evt_r1", CHARGE, NOW, refunded=120_000))
 
     early = run(clawbacks, rails_of(rail), program)
-    clawbacks.record_rewards([conversion.conversion_id], [reward], [], NOW)
+    clawbacks.rewards.record([conversion.conversion_id], [reward], [], NOW)
     later = run(clawbacks, rails_of(rail), program)
 
     assert (early.deferred, early.applied) == (1, 0)
@@ -573,7 +573,7 @@ def test_a_malformed_event_is_quarantined_and_never_retried(
 
     assert report.malformed == 1
     assert clawbacks.unprocessed_stripe_events(None, 10) == []
-    (quarantined,) = clawbacks.quarantined()
+    (quarantined,) = clawbacks.sources.quarantined()
     assert quarantined["stage"] == "clawback"
     assert quarantined["field"] == "data.object.amount_refunded"
 
@@ -607,7 +607,7 @@ def test_the_referrer_is_told_once_what_a_refund_took_back_after_payout_and_why(
     run(clawbacks, rails_of(rail), program)
 
     ((kind, referrer_id, data),) = clawback_notices(clawbacks)
-    assert referrer_id == clawbacks.rewards([reward_id])[reward_id].reward.referrer_id
+    assert referrer_id == clawbacks.rewards.of([reward_id])[reward_id].reward.referrer_id
     assert data == {
         "amount": Money(833, "EUR").format(),
         "cause": "the referred customer's payment was refunded",

@@ -66,7 +66,7 @@ def cli_app(
 def _waiting_reward(app: App, deal_minor: int = 1_230_000) -> tuple[str, str]:
     ledger = app.ledger
     partner = contact("P9", "PZ", kind=ReferrerType.PARTNER)
-    ledger.record_batch(people_batch(partner), NOW)
+    ledger.sources.record_batch(people_batch(partner), NOW)
     ledger.record_ask_decisions([], {"P9": CODE}, NOW, NOW)
     conversion = Conversion(
         conversion_id=derived_id("conversion", "cli:1"),
@@ -81,8 +81,8 @@ def _waiting_reward(app: App, deal_minor: int = 1_230_000) -> tuple[str, str]:
     )
     ledger.record_conversions([], [conversion], [], NOW)
     (reward,) = compute_rewards(conversion, [(partner, Decimal(1))], app.program)
-    ledger.record_rewards([conversion.conversion_id], [reward], [], NOW)
-    ledger.move_rewards(
+    ledger.rewards.record([conversion.conversion_id], [reward], [], NOW)
+    ledger.rewards.move(
         [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, NOW
     )
     runs = request_approvals.fn(ledger, app.approvals, [reward.reward_id], NOW)

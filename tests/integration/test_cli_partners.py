@@ -32,7 +32,7 @@ def partners_app(
 ) -> Iterator[App]:
     for name in ("PREFECT_API_URL", "PREFECT_UI_API_URL", "PREFECT_HOME"):
         monkeypatch.setenv(name, "http://127.0.0.1:1/api" if "URL" in name else str(tmp_path))
-    sqlite_ledger.record_batch(
+    sqlite_ledger.sources.record_batch(
         people_batch(
             contact("P1", "P1-FIRM", kind=ReferrerType.PARTNER),
             contact("P2", "P2-FIRM", kind=ReferrerType.PARTNER),

@@ -37,7 +37,6 @@ from integrations.ledger.detection import (
     SQLITE_CACHE_KIB,
     WATERMARK,
     DetectionCounts,
-    DetectionLedger,
     condition_sql,
 )
 from integrations.ledger.engine import make_engine
@@ -50,23 +49,16 @@ from integrations.ledger.tables import (
 )
 from tasks.moments import DetectionReport, detect_new_moments
 from tests.conftest import NOW, POSTGRES_URL, contact, people_batch
+from tests.moments_seed import record_detection, undetected_events
 
 NOTHING = DetectionCounts()
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 TIMEOUT = 30
 
 
-class Ledger(SqlLedger, DetectionLedger):
-    """The ledger with the detection mixin, whether or not SqlLedger lists it yet.
-
-    In this order the class is valid both before and after DetectionLedger joins
-    SqlLedger's bases (the other order has no consistent MRO once it does).
-    """
-
-
 @pytest.fixture
-def detector(engine: Engine) -> Ledger:
-    return Ledger(engine)
+def detector(engine: Engine) -> SqlLedger:
+    return SqlLedger(engine)
 
 
 _sources = itertools.count()
@@ -78,7 +70,9 @@ def fresh_source() -> str:
 
 
 def store(ledger: SqlLedger, *events: SourceEvent, source: str = "test") -> None:
-    ledger.record_batch(SourceBatch(source=source, events=events, records_in=len(events)), NOW)
+    ledger.sources.record_batch(
+        SourceBatch(source=source, events=events, records_in=len(events)), NOW
+    )
 
 
 def an_event(
@@ -182,14 +176,14 @@ event_fields = st.fixed_dictionaries(
     chunk_size=st.integers(min_value=1, max_value=50),
 )
 def test_the_database_finds_exactly_the_moments_detect_finds(
-    detector: Ledger, program: Program, fields: list[dict[str, Any]], chunk_size: int
+    detector: SqlLedger, program: Program, fields: list[dict[str, Any]], chunk_size: int
 ) -> None:
     source = fresh_source()
     events = [SourceEvent(source=source, event_id=f"e{i}", **f) for i, f in enumerate(fields)]
     store(detector, *events, source=source)
     expected = detect(events, program)
 
-    counts = detector.detect_in_database(detection_spec(program), NOW, chunk_size)
+    counts = detector.moments.detect_in_database(detection_spec(program), NOW, chunk_size)
 
     assert stored_moments(detector, source) == sorted(expected.moments, key=lambda m: m.moment_id)
     assert stored_follow_ups(detector.engine, source) == {e.key for e in expected.detractors}
@@ -199,17 +193,17 @@ def test_the_database_finds_exactly_the_moments_detect_finds(
         len(expected.detractors),
         expected.without_contact,
     )
-    assert detector.detect_in_database(detection_spec(program), NOW, chunk_size) == NOTHING
+    assert detector.moments.detect_in_database(detection_spec(program), NOW, chunk_size) == NOTHING
 
 
 def test_a_second_run_examines_nothing_and_stores_nothing_twice(
-    detector: Ledger, program: Program
+    detector: SqlLedger, program: Program
 ) -> None:
     store(detector, an_event("r1"), an_event("n1", EventType.NPS_RESPONSE, score=2))
     spec = detection_spec(program)
 
-    first = detector.detect_in_database(spec, NOW)
-    second = detector.detect_in_database(spec, NOW)
+    first = detector.moments.detect_in_database(spec, NOW)
+    second = detector.moments.detect_in_database(spec, NOW)
 
     assert (first.examined, first.moments, first.detractors) == (2, 1, 1)
     assert second == NOTHING
@@ -218,22 +212,22 @@ def test_a_second_run_examines_nothing_and_stores_nothing_twice(
 
 
 def test_events_stored_after_a_run_are_found_by_the_next_run(
-    detector: Ledger, program: Program
+    detector: SqlLedger, program: Program
 ) -> None:
     spec = detection_spec(program)
     store(detector, an_event("r1"))
-    detector.detect_in_database(spec, NOW)
+    detector.moments.detect_in_database(spec, NOW)
 
     store(detector, an_event("r2"), an_event("r3", contact_id=None))
-    later = detector.detect_in_database(spec, NOW)
+    later = detector.moments.detect_in_database(spec, NOW)
 
     assert (later.examined, later.moments, later.without_contact) == (2, 1, 1)
     assert [m.moment_id for m in stored_moments(detector, "test")] == ["test:r1", "test:r2"]
-    assert detector.events_to_detect() == 0
+    assert detector.moments.events_to_detect() == 0
 
 
 def test_each_chunk_of_ids_is_a_transaction_that_moves_the_watermark(
-    detector: Ledger, program: Program
+    detector: SqlLedger, program: Program
 ) -> None:
     store(detector, *(an_event(f"r{i}") for i in range(7)))
     with detector.engine.connect() as conn:
@@ -243,36 +237,36 @@ def test_each_chunk_of_ids_is_a_transaction_that_moves_the_watermark(
             .first()
         )
 
-    counts = detector.detect_in_database(detection_spec(program), NOW, chunk_size=3)
+    counts = detector.moments.detect_in_database(detection_spec(program), NOW, chunk_size=3)
 
     assert (counts.examined, counts.moments, counts.chunks) == (7, 7, 3)
-    assert detector.detection_watermark() == top
-    assert detector.events_to_detect() == 0
+    assert detector.moments.detection_watermark() == top
+    assert detector.moments.events_to_detect() == 0
 
 
 def test_events_the_row_by_row_stage_marked_are_not_examined_again(
-    detector: Ledger, program: Program
+    detector: SqlLedger, program: Program
 ) -> None:
     store(detector, an_event("old"), an_event("new"))
-    old_id = detector.undetected_events(0, 1)[0][0]
-    detector.record_detection([old_id], [], [], NOW)
+    old_id = undetected_events(detector.engine, 0, 1)[0][0]
+    record_detection(detector.engine, [old_id], [], [], NOW)
 
-    counts = detector.detect_in_database(detection_spec(program), NOW)
+    counts = detector.moments.detect_in_database(detection_spec(program), NOW)
 
     assert (counts.examined, counts.moments) == (1, 1)
     assert [m.source_event for m in stored_moments(detector, "test")] == ["test:new"]
 
 
-def test_the_longest_event_key_fits_as_a_moment_id(detector: Ledger, program: Program) -> None:
+def test_the_longest_event_key_fits_as_a_moment_id(detector: SqlLedger, program: Program) -> None:
     # source is String(64) and event_id String(256): the key is 321 characters.
     longest = an_event("e" * 256, source="s" * 64)
     store(detector, longest, source="s" * 64)
 
-    assert detector.detect_in_database(detection_spec(program), NOW).moments == 1
+    assert detector.moments.detect_in_database(detection_spec(program), NOW).moments == 1
     assert [m.moment_id for m in stored_moments(detector, "s" * 64)] == [longest.key]
 
 
-def test_a_run_with_every_moment_disabled_still_lists_detractors(detector: Ledger) -> None:
+def test_a_run_with_every_moment_disabled_still_lists_detractors(detector: SqlLedger) -> None:
     off = {"enabled": False}
     program = parse_program(
         {
@@ -290,7 +284,7 @@ def test_a_run_with_every_moment_disabled_still_lists_detractors(detector: Ledge
     )
     store(detector, an_event("r1"), an_event("n1", EventType.NPS_RESPONSE, score=0))
 
-    counts = detector.detect_in_database(detection_spec(program), NOW)
+    counts = detector.moments.detect_in_database(detection_spec(program), NOW)
 
     assert (counts.examined, counts.moments, counts.detractors) == (2, 0, 1)
 
@@ -339,7 +333,9 @@ def test_an_event_that_commits_late_under_a_later_committed_one_is_not_lost(
         if postgres:
             store(SqlLedger(other_engine), early)  # a higher id, committed first
         thread, out = in_thread(
-            lambda: Ledger(detect_engine).detect_in_database(detection_spec(program), NOW)
+            lambda: SqlLedger(detect_engine).moments.detect_in_database(
+                detection_spec(program), NOW
+            )
         )
         time.sleep(0.5)  # the run starts while "late" is still open
         transaction.commit()
@@ -347,14 +343,14 @@ def test_an_event_that_commits_late_under_a_later_committed_one_is_not_lost(
     assert not thread.is_alive()
     (during,) = out
     assert isinstance(during, DetectionCounts)
-    detector = Ledger(detect_engine)
-    after = detector.detect_in_database(detection_spec(program), NOW)
+    detector = SqlLedger(detect_engine)
+    after = detector.moments.detect_in_database(detection_spec(program), NOW)
 
     # Whichever run saw it, each event was examined once, and none was skipped.
     assert during.examined + after.examined == 2
     assert during.moments + after.moments == 2
     assert {m.moment_id for m in stored_moments(detector, "test")} == {late.key, early.key}
-    assert detector.events_to_detect() == 0
+    assert detector.moments.events_to_detect() == 0
 
 
 def test_two_runs_at_once_examine_each_event_exactly_once(
@@ -368,7 +364,7 @@ def test_two_runs_at_once_examine_each_event_exactly_once(
 
     def run(engine: Engine) -> DetectionCounts:
         barrier.wait(TIMEOUT)
-        return Ledger(engine).detect_in_database(spec, NOW, chunk_size=7)
+        return SqlLedger(engine).moments.detect_in_database(spec, NOW, chunk_size=7)
 
     threads = [in_thread(lambda e=engine: run(e)) for engine in (first, second)]
     for thread, _ in threads:
@@ -417,7 +413,7 @@ def test_detection_gives_the_sqlite_connection_its_page_cache_back(
     before = page_cache(engine)
     assert before[1] != -SQLITE_CACHE_KIB
 
-    assert Ledger(engine).detect_in_database(detection_spec(program), NOW).moments == 1
+    assert SqlLedger(engine).moments.detect_in_database(detection_spec(program), NOW).moments == 1
 
     # Used one at a time, the pool hands the same connection out again.
     assert page_cache(engine) == before
@@ -492,11 +488,11 @@ def test_migration_0007_widens_moment_ids_and_its_downgrade_restores_uuid_ids(
     try:
         upgrade(engine, "0006")
         ledger = SqlLedger(engine)
-        ledger.record_batch(people_batch(contact("C1")), NOW)
+        ledger.sources.record_batch(people_batch(contact("C1")), NOW)
         # Before 0007: a moment with a derived UUID, asked, its event marked examined.
         old_event = an_event("old")
         store(ledger, old_event, an_event("new", EventType.RENEWAL))
-        old_id = ledger.undetected_events(0, 1)[0][0]
+        old_id = undetected_events(ledger.engine, 0, 1)[0][0]
         old = Moment(
             derived_id("moment", old_event.key),
             MomentType.RENEWAL,
@@ -506,7 +502,7 @@ def test_migration_0007_widens_moment_ids_and_its_downgrade_restores_uuid_ids(
             old_event.key,
             "renewed",
         )
-        ledger.record_detection([old_id], [old], [], NOW)
+        record_detection(ledger.engine, [old_id], [old], [], NOW)
         asked(ledger, old)
 
         migrate(engine, "upgrade", "0007")
@@ -514,7 +510,7 @@ def test_migration_0007_widens_moment_ids_and_its_downgrade_restores_uuid_ids(
         assert moment_id_length(engine, "moments") == moment_id_length(engine, "asks") == 330
         assert_asks_still_reference_moments(engine)
         assert ask_links(engine) == {"test:old": old.moment_id}
-        counts = Ledger(engine).detect_in_database(detection_spec(program), NOW)
+        counts = SqlLedger(engine).moments.detect_in_database(detection_spec(program), NOW)
         assert (counts.examined, counts.moments) == (1, 1)
         (new,) = [m for m in stored_moments(ledger, "test") if m.source_event == "test:new"]
         assert new.moment_id == "test:new"

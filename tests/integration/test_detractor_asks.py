@@ -88,9 +88,9 @@ def run_decisions(
     reasons (None: asked) of each contact's moments from :func:`moment_event` (NPS
     answers of 9-10 are moments too, decided by their own age and priority)."""
     people = sorted({e.contact_id for e in events if e.contact_id})
-    ledger.record_batch(people_batch(*(contact(c, f"A-{c}") for c in people)), as_of)
-    ledger.record_batch(events_batch(*events), as_of)
-    ledger.detect_in_database(detection_spec(program), as_of)
+    ledger.sources.record_batch(people_batch(*(contact(c, f"A-{c}") for c in people)), as_of)
+    ledger.sources.record_batch(events_batch(*events), as_of)
+    ledger.moments.detect_in_database(detection_spec(program), as_of)
     decide_asks.fn(ledger, program, as_of, as_of, batch_size=batch_size)
     outcomes: dict[str, set[str | None]] = {}
     with ledger.engine.connect() as conn:
@@ -313,7 +313,7 @@ def test_the_ledgers_answers_give_the_decisions_the_domain_gives_on_every_event(
         for c, type_, score, age in specs
     ]
     if events:
-        ledger.record_batch(events_batch(*events), NOW)
+        ledger.sources.record_batch(events_batch(*events), NOW)
     ids = [p.contact_id for p in people.values()]
     moments = [
         Moment(f"m-{c}", MomentType.RENEWAL, c, None, NOW - DAY, f"m-{c}", "renewed") for c in ids

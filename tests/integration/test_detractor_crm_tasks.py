@@ -19,6 +19,7 @@ from integrations.ledger.tables import T_DETRACTOR_HANDOFFS
 from tasks.detractors import Handoffs, hand_on_detractors
 from tests.conftest import NOW, contact, people_batch
 from tests.fakes.hubspot_server import TASK_TO_CONTACT, FakeHubSpot
+from tests.moments_seed import record_detection
 
 OWNER = "owner@company.example"
 TASKS = "POST /crm/v3/objects/tasks"
@@ -35,7 +36,7 @@ def given_detractors(ledger: SqlLedger, fake: FakeHubSpot | None, *contact_ids: 
     for c in contact_ids:
         if fake is not None:
             fake.add_contact(c, email=f"{c}@customer.example", firstname="Ada", lastname=c)
-    ledger.record_batch(people_batch(*(contact(c, "A1") for c in contact_ids)), NOW)
+    ledger.sources.record_batch(people_batch(*(contact(c, "A1") for c in contact_ids)), NOW)
     events = [
         SourceEvent(
             "hubspot",
@@ -48,7 +49,7 @@ def given_detractors(ledger: SqlLedger, fake: FakeHubSpot | None, *contact_ids: 
         )
         for c in contact_ids
     ]
-    ledger.record_detection([], [], events, NOW)
+    record_detection(ledger.engine, [], [], events, NOW)
 
 
 def hand_on(ledger: SqlLedger, program: Program, crm: HubSpotTasks) -> Handoffs:

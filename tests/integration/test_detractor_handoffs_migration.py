@@ -39,7 +39,7 @@ def test_follow_ups_listed_before_0022_are_marked_skipped_and_never_mailed(
 
     assert result.handed_on == 1
     assert [m.data["follow_up_id"] for m in sender.sent] == ["test:nps-C2"]
-    assert ledger.handoff_counts()["email"] == {"accepted": 1, "skipped": 1}
+    assert ledger.handoffs.handoff_counts()["email"] == {"accepted": 1, "skipped": 1}
 
 
 def test_downgrading_0022_drops_the_hand_offs_and_upgrading_brings_back_their_guards(
@@ -55,4 +55,4 @@ def test_downgrading_0022_drops_the_hand_offs_and_upgrading_brings_back_their_gu
 
     with pytest.raises(IntegrityError, match="append-only"), engine.begin() as conn:
         conn.execute(text("DELETE FROM detractor_handoffs"))
-    assert ledger.handoff_counts()["email"] == {"accepted": 1}
+    assert ledger.handoffs.handoff_counts()["email"] == {"accepted": 1}

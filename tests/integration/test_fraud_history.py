@@ -27,7 +27,7 @@ CAP = Fraud(max_conversions_per_window=2, window_hours=24)
 
 def given_people(ledger: SqlLedger, now: datetime, *people: Contact) -> dict[str, str]:
     """Contacts on their accounts, each holding a code; contact id -> code."""
-    ledger.record_batch(people_batch(*people), now)
+    ledger.sources.record_batch(people_batch(*people), now)
     codes = {p.contact_id: f"R{p.contact_id:A<20}"[:21] for p in people}
     ledger.record_ask_decisions([], codes, now, now)
     return codes
@@ -58,7 +58,7 @@ def referral(
 
 
 def flags_by_conversion(ledger: SqlLedger, now: datetime) -> dict[str, tuple[str, ...]]:
-    views = ledger.rewards_to_route(now + timedelta(days=365), "", 1000)
+    views = ledger.rewards.to_route(now + timedelta(days=365), "", 1000)
     return {v.reward.conversion_id: v.reward.flags for v in views}
 
 
@@ -147,7 +147,7 @@ def test_a_referee_contact_with_the_referrers_own_mailbox_is_flagged_without_the
     referrer = contact("M", "ACC-M", email="mia.jones@gmail.com")
     codes = given_people(ledger, now, referrer)
     alias = contact("M2", "ACC-NEW", email="MiaJones+deal@googlemail.com")
-    ledger.record_batch(
+    ledger.sources.record_batch(
         SourceBatch(source="test", contacts=[alias], records_in=1, reference_only=1), now
     )
     conv = referral("alias", codes["M"], "M", now, referee_contact="M2", referee_account="ACC-NEW")

@@ -220,8 +220,8 @@ def test_on_sqlite_the_later_of_two_racing_approvers_gets_a_decision_conflict(
 
 def prepare_and_settle(ledger: SqlLedger, reward_ids: Sequence[str], now: datetime) -> int:
     """What one payout worker does: prepare, 'pay' every instruction, book the results."""
-    instructions = ledger.prepare_payouts([(r, LEDGER, None) for r in reward_ids], now)
-    return ledger.record_payout_results(
+    instructions = ledger.payouts.prepare([(r, LEDGER, None) for r in reward_ids], now)
+    return ledger.payouts.record_results(
         [
             PayoutResult(i.payout_id, PayoutOutcome.SUCCEEDED, provider_ref=f"ref-{i.payout_id}")
             for i in instructions
@@ -255,7 +255,7 @@ def test_racing_payout_workers_pay_each_reward_once(
         assert balance(setup, reward.reward_id) == 0
         assert status(setup, reward.reward_id) is RewardStatus.PAID
     assert notices(setup, "reward_paid") == reward_ids
-    assert setup.pending_payouts() == []
+    assert setup.payouts.pending() == []
 
 
 # -- referral codes ------------------------------------------------------------------------

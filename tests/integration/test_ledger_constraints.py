@@ -429,7 +429,7 @@ def test_a_rewards_status_cannot_become_unknown(
     with pytest.raises(IntegrityError):
         run(engine, "UPDATE rewards SET status = 'lost'")
 
-    assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAYABLE
+    assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAYABLE
 
 
 def test_a_conversion_with_a_negative_amount_is_refused(
@@ -487,4 +487,4 @@ def test_downgrade_to_base_then_upgrade_again_restores_the_schema_and_its_guards
         insert_rows(
             engine, T_REWARDS, reward_row(reward.conversion_id, now, rule_id=reward.rule_id)
         )
-    assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAYABLE
+    assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAYABLE

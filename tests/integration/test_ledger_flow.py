@@ -56,6 +56,7 @@ from integrations.ledger.tables import (
     RewardRow,
 )
 from tests.conftest import contact, people_batch
+from tests.moments_seed import record_detection, undetected_events
 
 RULE = "customer-flat"
 LEDGER = PayoutRailKind.LEDGER_ONLY
@@ -98,7 +99,7 @@ def events_batch(
 
 def given_referrer(ledger: SqlLedger, now: datetime, contact_id: str = "C1") -> str:
     """A known contact holding a referral code; returns the code (minted once)."""
-    ledger.record_batch(people_batch(contact(contact_id, f"A-{contact_id}")), now)
+    ledger.sources.record_batch(people_batch(contact(contact_id, f"A-{contact_id}")), now)
     ledger.record_ask_decisions([], {contact_id: f"CODE-{contact_id}"}, now, now)
     return ledger.codes_for([contact_id])[contact_id]
 
@@ -146,21 +147,21 @@ def given_reward(
     conv = conversion_for(code, referrer, n, now)
     ledger.record_conversions([], [conv], [], now)
     reward = reward_for(conv, amount_minor, now)
-    ledger.record_rewards([conv.conversion_id], [reward], [], now)
+    ledger.rewards.record([conv.conversion_id], [reward], [], now)
     if status in DECIDED:
         # The database moves a reward to approved or rejected only on a recorded
         # decision, as the approval flow does: awaiting approval first, then decided.
-        ledger.move_rewards(
+        ledger.rewards.move(
             [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
         )
         checked = decide(DECIDED[status], amount_minor=amount_minor)
         ledger.record_decision(reward.reward_id, 1, checked, 1, None, now)
     elif status is RewardStatus.PAID:
         # Paid from payable (as a balance netted away entirely is), never from holding.
-        ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
-        ledger.move_rewards([reward.reward_id], [RewardStatus.PAYABLE], status, now)
+        ledger.rewards.move([reward.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
+        ledger.rewards.move([reward.reward_id], [RewardStatus.PAYABLE], status, now)
     elif status is not RewardStatus.HOLDING:
-        ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], status, now)
+        ledger.rewards.move([reward.reward_id], [RewardStatus.HOLDING], status, now)
     return reward
 
 
@@ -174,8 +175,8 @@ def pay(
     outcome: PayoutOutcome = PayoutOutcome.SUCCEEDED,
 ) -> list[PayoutInstruction]:
     """Prepare payouts for ``reward_ids`` and settle each with ``outcome``."""
-    instructions = ledger.prepare_payouts([(r, LEDGER, None) for r in reward_ids], now)
-    ledger.record_payout_results(
+    instructions = ledger.payouts.prepare([(r, LEDGER, None) for r in reward_ids], now)
+    ledger.payouts.record_results(
         [
             PayoutResult(i.payout_id, outcome, provider_ref=f"ref-{i.payout_id[:8]}", error=None)
             for i in instructions
@@ -242,11 +243,11 @@ def count(ledger: SqlLedger, row: Any, *where: Any) -> int:
 
 
 def balance(ledger: SqlLedger, reward_id: str) -> int:
-    return ledger.rewards([reward_id])[reward_id].balance.amount_minor
+    return ledger.rewards.of([reward_id])[reward_id].balance.amount_minor
 
 
 def status(ledger: SqlLedger, reward_id: str) -> RewardStatus:
-    return ledger.rewards([reward_id])[reward_id].status
+    return ledger.rewards.of([reward_id])[reward_id].status
 
 
 # -- ingest ------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def status(ledger: SqlLedger, reward_id: str) -> RewardStatus:
 def test_recording_the_same_batch_twice_counts_its_events_as_already_seen(
     ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(people_batch(contact("C1")), now)
+    ledger.sources.record_batch(people_batch(contact("C1")), now)
     reject = Rejected("test", "events.csv:4", "occurred_at", "not a date", raw="e9,??")
     batch = events_batch(
         event("e1", at=now),
@@ -264,36 +265,36 @@ def test_recording_the_same_batch_twice_counts_its_events_as_already_seen(
         cursor="after-e2",
     )
 
-    first = ledger.record_batch(batch, now)
-    second = ledger.record_batch(batch, now + timedelta(hours=1))
+    first = ledger.sources.record_batch(batch, now)
+    second = ledger.sources.record_batch(batch, now + timedelta(hours=1))
 
     assert (first.new_events, first.already_seen, first.quarantined) == (2, 0, 1)
     assert (second.new_events, second.already_seen, second.quarantined) == (0, 2, 1)
     assert first.balanced
     assert second.balanced
-    assert ledger.cursor("test") == "after-e2"
-    assert len(ledger.undetected_events(0, 10)) == 2
+    assert ledger.sources.cursor("test") == "after-e2"
+    assert len(undetected_events(ledger.engine, 0, 10)) == 2
     assert ledger.summary()["quarantine"] == {"ingest": 1}
 
 
 def test_a_batch_that_fails_to_store_keeps_neither_its_events_nor_its_cursor(
     ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(events_batch(event("e0", at=now), cursor="after-e0"), now)
+    ledger.sources.record_batch(events_batch(event("e0", at=now), cursor="after-e0"), now)
     # A reject without a source breaks a NOT NULL column: the last write before the
     # cursor fails, after the events of the same batch were inserted.
     broken = Rejected(None, "events.csv:9", None, "bad row")  # type: ignore[arg-type]
     batch = events_batch(event("e1", at=now), rejected=[broken], cursor="after-e1")
 
     with pytest.raises(IntegrityError, match=r"(?i)not null|null value"):
-        ledger.record_batch(batch, now)
+        ledger.sources.record_batch(batch, now)
 
-    assert ledger.cursor("test") == "after-e0"
-    assert [e.event_id for _, e in ledger.undetected_events(0, 10)] == ["e0"]
+    assert ledger.sources.cursor("test") == "after-e0"
+    assert [e.event_id for _, e in undetected_events(ledger.engine, 0, 10)] == ["e0"]
     # The next run reads the same batch again (fixed) and loses nothing.
     fixed = events_batch(event("e1", at=now), cursor="after-e1")
-    assert ledger.record_batch(fixed, now).new_events == 1
-    assert ledger.cursor("test") == "after-e1"
+    assert ledger.sources.record_batch(fixed, now).new_events == 1
+    assert ledger.sources.cursor("test") == "after-e1"
 
 
 def test_quarantine_keeps_each_reject_once_without_exposing_its_raw_text(
@@ -301,11 +302,11 @@ def test_quarantine_keeps_each_reject_once_without_exposing_its_raw_text(
 ) -> None:
     reject = Rejected("crm", "deal 17", "amount", "negative amount", raw="jane@example.com,-5")
 
-    assert ledger.quarantine([reject], "conversion", now) == 1
-    assert ledger.quarantine([reject], "conversion", now) == 0
-    assert ledger.quarantine([reject], "reward", now) == 1  # another stage refused it too
+    assert ledger.sources.quarantine([reject], "conversion", now) == 1
+    assert ledger.sources.quarantine([reject], "conversion", now) == 0
+    assert ledger.sources.quarantine([reject], "reward", now) == 1  # another stage refused it too
 
-    assert ledger.quarantined() == [
+    assert ledger.sources.quarantined() == [
         {
             "stage": "conversion",
             "source": "crm",
@@ -329,24 +330,24 @@ def test_quarantine_keeps_each_reject_once_without_exposing_its_raw_text(
 def test_detection_examines_each_event_once_and_keeps_moments_and_detractors(
     ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(people_batch(contact("C1")), now)
+    ledger.sources.record_batch(people_batch(contact("C1")), now)
     won = event("e1", at=now)
     detractor = event("n1", EventType.NPS_RESPONSE, at=now, score=3)
     ticket = event("t1", EventType.TICKET_OPENED, at=now, ticket_id="T1", priority="high")
-    ledger.record_batch(events_batch(won, detractor, ticket), now)
+    ledger.sources.record_batch(events_batch(won, detractor, ticket), now)
 
-    page = ledger.undetected_events(0, 2)
-    rest = ledger.undetected_events(page[-1][0], 10)
+    page = undetected_events(ledger.engine, 0, 2)
+    rest = undetected_events(ledger.engine, page[-1][0], 10)
     assert [e.event_id for _, e in page] == ["e1", "n1"]
     assert [e.event_id for _, e in rest] == ["t1"]
     assert page[0][1] == won
 
     moment = Moment.from_event(MomentType.DEAL_WON, won, "C1", "won a deal")
     examined = [event_id for event_id, _ in page]
-    assert ledger.record_detection(examined, [moment], [detractor], now) == 1
-    assert ledger.record_detection(examined, [moment], [detractor], now) == 0
+    assert record_detection(ledger.engine, examined, [moment], [detractor], now) == 1
+    assert record_detection(ledger.engine, examined, [moment], [detractor], now) == 0
 
-    assert [e.event_id for _, e in ledger.undetected_events(0, 10)] == ["t1"]
+    assert [e.event_id for _, e in undetected_events(ledger.engine, 0, 10)] == ["t1"]
     assert ledger.pending_moments(now, 10) == [moment]
     summary = ledger.summary()
     assert summary["moments"] == {"deal_won": 1}
@@ -359,15 +360,17 @@ def test_detection_examines_each_event_once_and_keeps_moments_and_detractors(
 
 def given_moments(ledger: SqlLedger, now: datetime, contacts: Sequence[str]) -> list[Moment]:
     """One deal-won moment per entry of ``contacts`` (a contact may appear twice)."""
-    ledger.record_batch(people_batch(*(contact(c, f"A-{c}") for c in sorted(set(contacts)))), now)
+    ledger.sources.record_batch(
+        people_batch(*(contact(c, f"A-{c}") for c in sorted(set(contacts)))), now
+    )
     events = [
         event(f"m{i}", at=now - timedelta(minutes=len(contacts) - i), contact_id=c)
         for i, c in enumerate(contacts)
     ]
-    ledger.record_batch(events_batch(*events), now)
+    ledger.sources.record_batch(events_batch(*events), now)
     moments = [Moment.from_event(MomentType.DEAL_WON, e, e.contact_id or "", "won") for e in events]
-    ids = [event_id for event_id, _ in ledger.undetected_events(0, 100)]
-    ledger.record_detection(ids, moments, [], now)
+    ids = [event_id for event_id, _ in undetected_events(ledger.engine, 0, 100)]
+    record_detection(ledger.engine, ids, moments, [], now)
     return moments
 
 
@@ -514,7 +517,7 @@ def test_a_conversion_is_stored_once_and_its_event_is_not_converted_again(
     signup = event(
         "s1", EventType.SIGNUP, at=now, contact_id=None, account_id="NEW-1", referral_code=code
     )
-    ledger.record_batch(events_batch(signup), now)
+    ledger.sources.record_batch(events_batch(signup), now)
     [(event_id, stored)] = ledger.events_to_convert(0, 10)
     assert stored == signup
     conv = conversion_for(code, "C1", 1, now)
@@ -523,7 +526,7 @@ def test_a_conversion_is_stored_once_and_its_event_is_not_converted_again(
     assert ledger.record_conversions([event_id], [conv], [], now) == 0
 
     assert ledger.events_to_convert(0, 10) == []
-    assert ledger.conversions_to_reward(10) == [conv]
+    assert ledger.rewards.conversions_to_reward(10) == [conv]
     assert ledger.code_owners([code])[code].contact_id == "C1"
     assert ledger.summary()["conversions"] == {"customer": 1}
 
@@ -536,33 +539,33 @@ def test_recording_rewards_twice_adds_one_reward_one_accrual_and_one_notice(
     ledger.record_conversions([], [conv], [], now)
     reward = reward_for(conv, 25_000, now)
 
-    assert ledger.record_rewards([conv.conversion_id], [reward], [], now) == 1
-    assert ledger.record_rewards([conv.conversion_id], [reward], [], now) == 0
+    assert ledger.rewards.record([conv.conversion_id], [reward], [], now) == 1
+    assert ledger.rewards.record([conv.conversion_id], [reward], [], now) == 0
 
     assert entries(ledger, reward.reward_id) == [("accrued", 25_000)]
-    view = ledger.rewards([reward.reward_id])[reward.reward_id]
+    view = ledger.rewards.of([reward.reward_id])[reward.reward_id]
     assert (view.reward, view.status, view.balance) == (
         reward,
         RewardStatus.HOLDING,
         Money(25_000, "EUR"),
     )
     assert notices(ledger, "reward_earned") == [reward.reward_id]
-    assert ledger.conversions_to_reward(10) == []
+    assert ledger.rewards.conversions_to_reward(10) == []
 
 
-def test_move_rewards_moves_only_rewards_still_in_an_expected_status(
+def test_moving_rewards_moves_only_rewards_still_in_an_expected_status(
     ledger: SqlLedger, now: datetime
 ) -> None:
     one = given_reward(ledger, now, 1, status=RewardStatus.HOLDING)
     two = given_reward(ledger, now, 2, status=RewardStatus.HOLDING)
-    assert {v.reward.reward_id for v in ledger.rewards_to_route(now, "", 10)} == {
+    assert {v.reward.reward_id for v in ledger.rewards.to_route(now, "", 10)} == {
         one.reward_id,
         two.reward_id,
     }
 
-    moved = ledger.move_rewards([one.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
+    moved = ledger.rewards.move([one.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, now)
     # A second router that read both as holding moves only the one still holding.
-    raced = ledger.move_rewards(
+    raced = ledger.rewards.move(
         [one.reward_id, two.reward_id],
         [RewardStatus.HOLDING],
         RewardStatus.AWAITING_APPROVAL,
@@ -573,19 +576,19 @@ def test_move_rewards_moves_only_rewards_still_in_an_expected_status(
     assert raced == [two.reward_id]
     assert status(ledger, one.reward_id) is RewardStatus.PAYABLE
     assert status(ledger, two.reward_id) is RewardStatus.AWAITING_APPROVAL
-    assert [v.reward.reward_id for v in ledger.rewards_to_route(now, "", 10)] == [one.reward_id]
-    assert ledger.rewards_to_route(now - timedelta(days=1), "", 10) == []  # not payable yet
+    assert [v.reward.reward_id for v in ledger.rewards.to_route(now, "", 10)] == [one.reward_id]
+    assert ledger.rewards.to_route(now - timedelta(days=1), "", 10) == []  # not payable yet
 
 
 # -- payouts -------------------------------------------------------------------------------
 
 
-def test_prepare_payouts_stores_the_payout_and_its_key_before_any_rail_is_called(
+def test_preparing_payouts_stores_the_payout_and_its_key_before_any_rail_is_called(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, amount_minor=12_345)
 
-    [instruction] = ledger.prepare_payouts([(reward.reward_id, LEDGER, "acct_1")], now)
+    [instruction] = ledger.payouts.prepare([(reward.reward_id, LEDGER, "acct_1")], now)
 
     [row] = payout_rows(ledger, reward.reward_id)
     assert row["payout_id"] == instruction.payout_id
@@ -596,15 +599,15 @@ def test_prepare_payouts_stores_the_payout_and_its_key_before_any_rail_is_called
     assert instruction.amount == Money(12_345, "EUR")
     assert instruction.destination == "acct_1"
     assert instruction.key_created_at == now
-    assert ledger.pending_payouts() == [instruction]
+    assert ledger.payouts.pending() == [instruction]
     assert entries(ledger, reward.reward_id) == [("accrued", 12_345)]  # no money moved yet
 
 
 def test_a_second_prepare_returns_the_same_pending_payout(ledger: SqlLedger, now: datetime) -> None:
     reward = given_reward(ledger, now)
 
-    first = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
-    second = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now + timedelta(minutes=5))
+    first = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
+    second = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now + timedelta(minutes=5))
 
     assert second == first
     assert len(payout_rows(ledger, reward.reward_id)) == 1
@@ -625,7 +628,7 @@ def test_a_reward_neither_payable_nor_approved_gets_no_payout(
     approved = given_reward(ledger, now, 11, status=RewardStatus.APPROVED)
     plans = [(r.reward_id, LEDGER, None) for r in (*refused.values(), payable, approved)]
 
-    instructions = ledger.prepare_payouts([*plans, ("no-such-reward", LEDGER, None)], now)
+    instructions = ledger.payouts.prepare([*plans, ("no-such-reward", LEDGER, None)], now)
 
     assert sorted(i.reward_id for i in instructions) == sorted(
         [payable.reward_id, approved.reward_id]
@@ -641,7 +644,7 @@ def test_after_a_failed_attempt_the_next_attempt_has_its_own_key(
     reward = given_reward(ledger, now)
     [first] = pay(ledger, [reward.reward_id], now, PayoutOutcome.FAILED)
 
-    [second] = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
+    [second] = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
 
     assert second.attempt == 2
     assert second.idempotency_key == f"{first.idempotency_key}:2"
@@ -660,7 +663,7 @@ def test_a_reward_gets_no_more_than_the_maximum_number_of_payout_attempts(
         for _ in range(MAX_PAYOUT_ATTEMPTS)
     ]
 
-    assert ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now) == []
+    assert ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now) == []
     assert len(set(keys)) == MAX_PAYOUT_ATTEMPTS
     assert keys[-1].endswith(f":{MAX_PAYOUT_ATTEMPTS}")
     assert [r["status"] for r in payout_rows(ledger, reward.reward_id)] == ["failed"] * 3
@@ -673,7 +676,7 @@ def test_a_retryable_result_keeps_the_payout_pending_under_the_same_key(
     reward = given_reward(ledger, now)
     [first] = pay(ledger, [reward.reward_id], now, PayoutOutcome.RETRYABLE)
 
-    [again] = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
+    [again] = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
 
     assert again.payout_id == first.payout_id
     assert again.idempotency_key == first.idempotency_key
@@ -685,11 +688,11 @@ def test_settling_a_payout_twice_books_one_paid_entry_and_one_notice(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward = given_reward(ledger, now, amount_minor=40_000)
-    [instruction] = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
+    [instruction] = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
     success = PayoutResult(instruction.payout_id, PayoutOutcome.SUCCEEDED, provider_ref="tr_1")
 
-    first = ledger.record_payout_results([success], now)
-    second = ledger.record_payout_results([success], now + timedelta(minutes=1))
+    first = ledger.payouts.record_results([success], now)
+    second = ledger.payouts.record_results([success], now + timedelta(minutes=1))
 
     assert (first, second) == (1, 0)
     assert entries(ledger, reward.reward_id) == [("accrued", 40_000), ("paid", -40_000)]
@@ -698,8 +701,8 @@ def test_settling_a_payout_twice_books_one_paid_entry_and_one_notice(
     assert notices(ledger, "reward_paid") == [reward.reward_id]
     [row] = payout_rows(ledger, reward.reward_id)
     assert (row["status"], row["provider_ref"], row["tries"]) == ("succeeded", "tr_1", 1)
-    assert ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now) == []
-    assert ledger.pending_payouts() == []
+    assert ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now) == []
+    assert ledger.payouts.pending() == []
 
 
 # -- approvals -----------------------------------------------------------------------------
@@ -766,7 +769,7 @@ def test_rejecting_cancels_the_balance_and_queues_a_reward_rejected_notice(
     assert notices(ledger, "reward_rejected") == [reward.reward_id]
     assert ledger.waiting_approvals() == []
     assert count(ledger, ApprovalRequestRow, ApprovalRequestRow.status == "decided") == 1
-    assert ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now) == []
+    assert ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now) == []
 
 
 def test_a_two_stage_approval_waits_for_the_second_approver(
@@ -889,7 +892,7 @@ def test_summary_counts_rewards_money_and_payouts_by_stage(
         rejected.reward_id, 1, decide(Decision.REJECT, reason="fraud"), 1, None, now
     )
     ledger.record_decision(reduced.reward_id, 1, decide(amount_minor=25_000), 1, None, now)
-    ledger.quarantine([Rejected("crm", "r1", None, "bad")], "reward", now)
+    ledger.sources.quarantine([Rejected("crm", "r1", None, "bad")], "reward", now)
 
     summary = ledger.summary()
 
@@ -909,7 +912,7 @@ def test_summary_counts_rewards_money_and_payouts_by_stage(
 def test_a_source_without_stripe_ids_keeps_those_another_source_set(
     ledger: SqlLedger, now: datetime
 ) -> None:
-    ledger.record_batch(people_batch(contact("C7", "A7", stripe_customer_id="cus_7")), now)
-    ledger.record_batch(people_batch(contact("C7", "A7", email="new@a7.example")), now)
+    ledger.sources.record_batch(people_batch(contact("C7", "A7", stripe_customer_id="cus_7")), now)
+    ledger.sources.record_batch(people_batch(contact("C7", "A7", email="new@a7.example")), now)
     refreshed = ledger.contacts(["C7"])["C7"]
     assert (refreshed.email, refreshed.stripe_customer_id) == ("new@a7.example", "cus_7")

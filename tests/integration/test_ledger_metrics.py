@@ -100,9 +100,9 @@ def given_program_history(ledger: SqlLedger) -> Reward:
         contact("P1", "PA", kind=ReferrerType.PARTNER),
         contact("E1", "INTERNAL", kind=ReferrerType.EMPLOYEE),
     )
-    ledger.record_batch(people, at(9, 1))
+    ledger.sources.record_batch(people, at(9, 1))
     ledger.record_ask_decisions([], {c: code for c, code in CODES.items()}, at(9, 1), at(9, 1))
-    ledger.record_batch(
+    ledger.sources.record_batch(
         SourceBatch(source="test", events=list(HISTORY), records_in=len(HISTORY)), at(10, 21)
     )
     owners = ledger.code_owners(CODES.values())
@@ -124,15 +124,17 @@ def given_program_history(ledger: SqlLedger) -> Reward:
         payable_at=at(10, 13),
         explanation="flat reward for a new customer",
     )
-    ledger.record_rewards([won.conversion_id], [reward], [], at(10, 13))
-    ledger.move_rewards(
+    ledger.rewards.record([won.conversion_id], [reward], [], at(10, 13))
+    ledger.rewards.move(
         [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.PAYABLE, at(10, 20)
     )
     paid_at = won.occurred_at + timedelta(days=7)
-    [payout] = ledger.prepare_payouts(
+    [payout] = ledger.payouts.prepare(
         [(reward.reward_id, PayoutRailKind.LEDGER_ONLY, None)], paid_at
     )
-    ledger.record_payout_results([PayoutResult(payout.payout_id, PayoutOutcome.SUCCEEDED)], paid_at)
+    ledger.payouts.record_results(
+        [PayoutResult(payout.payout_id, PayoutOutcome.SUCCEEDED)], paid_at
+    )
     with ledger.engine.begin() as conn:
         conn.execute(
             insert(LedgerEntryRow),

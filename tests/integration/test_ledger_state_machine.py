@@ -176,9 +176,9 @@ class LedgerMachine(RuleBasedStateMachine):
         conversion = conversion_for(self.codes[referrer], referrer, n, NOW)
         self.ledger.record_conversions([], [conversion], [], NOW)
         reward = reward_for(conversion, amount, NOW)
-        self.ledger.record_rewards([conversion.conversion_id], [reward], [], NOW)
+        self.ledger.rewards.record([conversion.conversion_id], [reward], [], NOW)
         if routed is not RewardStatus.HOLDING:
-            self.ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], routed, NOW)
+            self.ledger.rewards.move([reward.reward_id], [RewardStatus.HOLDING], routed, NOW)
         self.rewards.append(reward.reward_id)
         customer = "cus_shared" if shared_customer else f"cus_{n}"
         self.payments[reward.reward_id] = (f"ch_{n}", payment, customer)
@@ -205,7 +205,7 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def route(self, data: st.DataObject, to: RewardStatus) -> None:
         reward_id = data.draw(st.sampled_from(self.rewards))
-        self.ledger.move_rewards([reward_id], [RewardStatus.HOLDING], to, NOW)
+        self.ledger.rewards.move([reward_id], [RewardStatus.HOLDING], to, NOW)
 
     @precondition(lambda self: self.rewards)
     @rule(
@@ -215,7 +215,7 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def decide(self, data: st.DataObject, decision: str, cut: int) -> None:
         reward_id = data.draw(st.sampled_from(self.rewards))
-        view = self.ledger.rewards([reward_id])[reward_id]
+        view = self.ledger.rewards.of([reward_id])[reward_id]
         amount = view.balance.amount_minor
         if decision == "reduce":
             amount = max(amount - cut, 0)
@@ -241,13 +241,13 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def pay(self, data: st.DataObject, outcome: Any, crash: str) -> None:
         chosen = data.draw(st.lists(st.sampled_from(self.rewards), min_size=1, max_size=3))
-        views = self.ledger.rewards(chosen)
+        views = self.ledger.rewards.of(chosen)
         plans = [
             (r, LEDGER, None)
             for r in dict.fromkeys(chosen)
             if views[r].status in (RewardStatus.PAYABLE, RewardStatus.APPROVED)
         ]
-        instructions = self.ledger.prepare_payouts(plans, NOW)
+        instructions = self.ledger.payouts.prepare(plans, NOW)
         for instruction in instructions:
             self.rail.script(instruction.payout_id, [outcome])
         if crash == "before_call":
@@ -255,7 +255,7 @@ class LedgerMachine(RuleBasedStateMachine):
         results = self.rail.pay(instructions)
         if crash == "after_call":
             return  # died before the ledger committed what the rail answered
-        self.ledger.record_payout_results(results, NOW)
+        self.ledger.payouts.record_results(results, NOW)
 
     @rule(referrer=st.sampled_from(REFERRERS), amount=st.integers(1, 50_000))
     def a_new_referral_is_paid_at_once(self, referrer: str, amount: int) -> None:
@@ -353,7 +353,7 @@ def check_invariants(ledger: Ledger, rail: RecordingRail) -> None:
         payouts = _rows(conn, PayoutRow.__table__)
         reversals = _rows(conn, ReversalRow.__table__)
         clawed_rows = _rows(conn, ClawbackRow.__table__)
-    views = ledger.rewards(rewards)
+    views = ledger.rewards.of(rewards)
     sums: dict[str, dict[str, int]] = {r: {} for r in rewards}
     netted_by_ref: dict[str, int] = {}
     netted_out: dict[str, int] = {}
@@ -497,7 +497,7 @@ def test_the_machine_checks_something(sqlite_url: str) -> None:
         conversion = conversion_for(ledger.codes_for(["C1"])["C1"], "C1", 1, NOW)
         ledger.record_conversions([], [conversion], [], NOW)
         reward = reward_for(conversion, 1000, NOW)
-        ledger.record_rewards([conversion.conversion_id], [reward], [], NOW)
+        ledger.rewards.record([conversion.conversion_id], [reward], [], NOW)
         with engine.begin() as conn:
             conn.execute(
                 insert(LedgerEntryRow),

@@ -139,7 +139,7 @@ def ids(ledger: SqlLedger, now: datetime) -> dict[str, str]:
     rejected = given_reward(ledger, now, 2, status=RewardStatus.REJECTED)
     payable = given_reward(ledger, now, 3)
     owed = given_reward(ledger, now, 4)
-    [pending_payout] = ledger.prepare_payouts([(owed.reward_id, LEDGER, None)], now)
+    [pending_payout] = ledger.payouts.prepare([(owed.reward_id, LEDGER, None)], now)
     awaiting = given_reward(ledger, now, 5, status=RewardStatus.AWAITING_APPROVAL)
     holding = given_reward(ledger, now, 6, status=RewardStatus.HOLDING)
     cancelled = given_reward(ledger, now, 7, status=RewardStatus.CANCELLED)
@@ -499,7 +499,7 @@ def test_a_paid_reward_cannot_be_made_to_pay_twice(
     with pytest.raises(IntegrityError):
         run(engine, second.replace("{status}", "pending").replace("{amount}", "10000"), ids)
 
-    assert ledger.prepare_payouts([(ids["paid"], LEDGER, None)], now) == []
+    assert ledger.payouts.prepare([(ids["paid"], LEDGER, None)], now) == []
     assert snapshot(engine) == before
 
 
@@ -589,13 +589,13 @@ def test_the_legitimate_lifecycle_still_works_under_the_guards(
     status = ledger.record_decision(reviewed.reward_id, 1, decide(amount_minor=8_000), 1, None, now)
     pay(ledger, [reviewed.reward_id, ids["payable"]], now)
     # A pending payout is claimed, released, retried and settled.
-    claimed = ledger.claim_payouts("worker-1", now, lease=timedelta(minutes=5))
+    claimed = ledger.payouts.claim("worker-1", now, lease=timedelta(minutes=5))
     assert [c.payout_id for c in claimed] == [ids["pending_payout"]]
-    assert ledger.release_payouts([ids["pending_payout"]], "worker-1") == 1
+    assert ledger.payouts.release([ids["pending_payout"]], "worker-1") == 1
     retry = PayoutResult(ids["pending_payout"], PayoutOutcome.RETRYABLE, None, "timeout")
     settled = PayoutResult(ids["pending_payout"], PayoutOutcome.SUCCEEDED, "ref-owed", None)
-    assert ledger.record_payout_results([retry], now) == 0
-    assert ledger.record_payout_results([settled], now) == 1
+    assert ledger.payouts.record_results([retry], now) == 0
+    assert ledger.payouts.record_results([settled], now) == 1
     rejected = given_reward(ledger, now, 21, status=RewardStatus.AWAITING_APPROVAL)
 
     assert status is RewardStatus.APPROVED
@@ -603,7 +603,7 @@ def test_the_legitimate_lifecycle_still_works_under_the_guards(
         ledger.record_decision(rejected.reward_id, 1, decide(Decision.REJECT), 1, None, now)
         is RewardStatus.REJECTED
     )
-    views = ledger.rewards([reviewed.reward_id, ids["payable"], ids["owed"], rejected.reward_id])
+    views = ledger.rewards.of([reviewed.reward_id, ids["payable"], ids["owed"], rejected.reward_id])
     assert {r: v.status for r, v in views.items()} == {
         reviewed.reward_id: RewardStatus.PAID,
         ids["payable"]: RewardStatus.PAID,
@@ -622,15 +622,15 @@ def test_a_payout_that_succeeds_after_its_reward_went_to_approval_is_still_recor
     """Money that moved is recorded: a reward routed to approval while its payout was on
     its way (a crash, then a stricter rule) becomes paid when that payout succeeds."""
     reward = given_reward(ledger, now, 30)
-    [payout] = ledger.prepare_payouts([(reward.reward_id, LEDGER, None)], now)
-    assert ledger.move_rewards(
+    [payout] = ledger.payouts.prepare([(reward.reward_id, LEDGER, None)], now)
+    assert ledger.rewards.move(
         [reward.reward_id], [RewardStatus.PAYABLE], RewardStatus.AWAITING_APPROVAL, now
     ) == [reward.reward_id]
 
     success = PayoutResult(payout.payout_id, PayoutOutcome.SUCCEEDED, "ref-late", None)
-    assert ledger.record_payout_results([success], now) == 1
+    assert ledger.payouts.record_results([success], now) == 1
 
-    assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
+    assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
 
 
 def _app_engine(roles: Roles) -> Engine:
@@ -692,7 +692,7 @@ def test_the_application_role_starts_the_app_on_a_migrated_ledger(
         ledger = SqlLedger(engine)
         reward = given_reward(ledger, now, 1)
         pay(ledger, [reward.reward_id], now)
-        assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
+        assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
         assert "payouts" in inspect(engine).get_table_names()
     finally:
         engine.dispose()

@@ -36,7 +36,7 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.
 
 def given_code(ledger: SqlLedger, now: datetime, contact_id: str, **extra: Any) -> str:
     """A referrer holding a real referral code."""
-    ledger.record_batch(people_batch(contact(contact_id, f"A-{contact_id}", **extra)), now)
+    ledger.sources.record_batch(people_batch(contact(contact_id, f"A-{contact_id}", **extra)), now)
     ledger.record_ask_decisions([], {contact_id: new_referral_code()}, now, now)
     return ledger.codes_for([contact_id])[contact_id]
 
@@ -189,7 +189,7 @@ def test_a_code_revoked_while_served_stops_once_the_cache_lets_it_go(
     app = link_app(ledger, now, code_cache_seconds=0)
     with serving(app) as client:
         assert client.get(f"/r/{code}", headers={"User-Agent": FIREFOX}).status_code == 302
-        ledger.record_batch(people_batch(contact("C1", "A-C1", opted_out=True)), now)
+        ledger.sources.record_batch(people_batch(contact("C1", "A-C1", opted_out=True)), now)
         assert client.get(f"/r/{code}", headers={"User-Agent": FIREFOX}).status_code == 404
 
 

@@ -31,7 +31,7 @@ EVIDENCE = "Discovery call held, budget owner identified"
 
 def given_partners(ledger: SqlLedger, now: datetime, *ids: str) -> None:
     partners = [contact(p, f"{p}-FIRM", kind=ReferrerType.PARTNER) for p in ids]
-    ledger.record_batch(people_batch(*partners), now)
+    ledger.sources.record_batch(people_batch(*partners), now)
 
 
 def claim(partner: str, domain: str = "acme.example") -> Claim:
@@ -250,7 +250,7 @@ def test_a_claim_read_late_is_registered_at_its_own_moment_with_the_cursor_it_ca
         made,
         made + timedelta(days=60),
     )
-    assert ledger.cursor("files:registrations") == "c1"
+    assert ledger.sources.cursor("files:registrations") == "c1"
     assert rival.accepted
     assert [(r["partner_id"], r["status"]) for r in rows(ledger.engine)] == [
         ("P1", "expired"),

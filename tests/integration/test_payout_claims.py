@@ -79,25 +79,25 @@ def test_two_concurrent_workers_split_one_batch_and_send_every_payout_exactly_on
     # What one worker sent, the other counted as held by another worker, unless it read
     # the batch only after those were paid (a busy machine): then it saw them paid.
     assert 0 < sum(r.claimed_elsewhere for r in reports) <= REWARDS
-    assert ledger.pending_payouts() == []
+    assert ledger.payouts.pending() == []
 
 
 def test_a_claim_takes_only_free_payouts_and_two_claims_never_share_a_row(
     ledger: SqlLedger, now: datetime
 ) -> None:
     reward_ids = seed(ledger, now, 10)
-    ledger.prepare_payouts([(r, PayoutRailKind.STRIPE_TRANSFER, "acct") for r in reward_ids], now)
+    ledger.payouts.prepare([(r, PayoutRailKind.STRIPE_TRANSFER, "acct") for r in reward_ids], now)
 
-    a = ledger.claim_payouts("worker-a", now, LEASE, limit=6)
-    b = ledger.claim_payouts("worker-b", now, LEASE, limit=6)
-    nobody_left = ledger.claim_payouts("worker-c", now, LEASE)
+    a = ledger.payouts.claim("worker-a", now, LEASE, limit=6)
+    b = ledger.payouts.claim("worker-b", now, LEASE, limit=6)
+    nobody_left = ledger.payouts.claim("worker-c", now, LEASE)
 
     assert len(a) == 6
     assert len(b) == 4
     assert {i.payout_id for i in a}.isdisjoint(i.payout_id for i in b)
     assert nobody_left == []
     # A worker asking again keeps what it holds.
-    assert {i.payout_id for i in ledger.claim_payouts("worker-a", now, LEASE)} == {
+    assert {i.payout_id for i in ledger.payouts.claim("worker-a", now, LEASE)} == {
         i.payout_id for i in a
     }
 
@@ -106,11 +106,11 @@ def test_a_lease_that_ran_out_lets_another_worker_take_the_payout_over(
     ledger: SqlLedger, now: datetime
 ) -> None:
     (reward_id,) = seed(ledger, now, 1)
-    ledger.prepare_payouts([(reward_id, PayoutRailKind.STRIPE_TRANSFER, "acct")], now)
-    (held,) = ledger.claim_payouts("crashed", now, LEASE)
+    ledger.payouts.prepare([(reward_id, PayoutRailKind.STRIPE_TRANSFER, "acct")], now)
+    (held,) = ledger.payouts.claim("crashed", now, LEASE)
 
-    assert ledger.claim_payouts("other", now + LEASE - timedelta(seconds=1), LEASE) == []
-    (taken,) = ledger.claim_payouts("other", now + LEASE, LEASE)
+    assert ledger.payouts.claim("other", now + LEASE - timedelta(seconds=1), LEASE) == []
+    (taken,) = ledger.payouts.claim("other", now + LEASE, LEASE)
 
     assert taken.payout_id == held.payout_id
     assert taken.idempotency_key == held.idempotency_key  # same key: paid once at most
@@ -122,7 +122,7 @@ def test_a_payout_to_retry_is_released_for_the_next_worker(
 ) -> None:
     (reward_id,) = seed(ledger, now, 1)
     rail = RecordingRail()
-    (payout,) = ledger.prepare_payouts([(reward_id, rail.kind, "acct")], now)
+    (payout,) = ledger.payouts.prepare([(reward_id, rail.kind, "acct")], now)
     rail.script(payout.payout_id, [PayoutOutcome.RETRYABLE])
 
     first = submit_payouts.fn(ledger, {rail.kind: rail}, [reward_id], now)
@@ -141,7 +141,7 @@ def test_a_payout_written_and_never_claimed_is_swept_up_once_it_is_older_than_a_
     (reward_id,) = seed(ledger, now, 1)
     rail = RecordingRail()
     # A call that died between writing the payout and claiming it.
-    ledger.prepare_payouts([(reward_id, rail.kind, "acct")], now)
+    ledger.payouts.prepare([(reward_id, rail.kind, "acct")], now)
 
     soon = submit_payouts.fn(ledger, {rail.kind: rail}, [], now + timedelta(seconds=1))
     later = submit_payouts.fn(ledger, {rail.kind: rail}, [], now + CLAIM_LEASE)

@@ -66,7 +66,7 @@ def seed_payable_reward(
     The referrer and a referral code are stored, then a conversion, then the reward
     (accrued, holding), which is moved to ``status``. Returns the reward id.
     """
-    ledger.record_batch(people_batch(referrer), now)
+    ledger.sources.record_batch(people_batch(referrer), now)
     ledger.record_ask_decisions([], {referrer.contact_id: f"CODE-{referrer.contact_id}"}, now, now)
     code = ledger.codes_for([referrer.contact_id])[referrer.contact_id]
     conversion = Conversion(
@@ -92,18 +92,18 @@ def seed_payable_reward(
         payable_at=now - timedelta(days=1),
         explanation="flat reward for a customer",
     )
-    assert ledger.record_rewards([conversion.conversion_id], [reward], [], now) == 1
+    assert ledger.rewards.record([conversion.conversion_id], [reward], [], now) == 1
     if status in (RewardStatus.APPROVED, RewardStatus.REJECTED):
         # The database moves a reward to approved or rejected only on a recorded
         # decision, as the approval flow does: awaiting approval first, then decided.
-        ledger.move_rewards(
+        ledger.rewards.move(
             [reward.reward_id], [RewardStatus.HOLDING], RewardStatus.AWAITING_APPROVAL, now
         )
         verdict = Decision.APPROVE if status is RewardStatus.APPROVED else Decision.REJECT
         checked = CheckedDecision(verdict, "ann", "Ann Approver", "looks right", amount)
         assert ledger.record_decision(reward.reward_id, 1, checked, 1, None, now) is status
     elif status is not RewardStatus.HOLDING:
-        assert ledger.move_rewards([reward.reward_id], [RewardStatus.HOLDING], status, now) == [
+        assert ledger.rewards.move([reward.reward_id], [RewardStatus.HOLDING], status, now) == [
             reward.reward_id
         ]
     return reward.reward_id
@@ -157,7 +157,7 @@ def assert_paid_exactly_once(
     assert entries(ledger, reward_id, "paid") == [
         (-amount.amount_minor, amount.currency, payout["payout_id"])
     ]
-    view = ledger.rewards([reward_id])[reward_id]
+    view = ledger.rewards.of([reward_id])[reward_id]
     assert view.status is RewardStatus.PAID
     assert view.balance == Money.zero(amount.currency)
 
@@ -264,7 +264,7 @@ def assert_left_pending_with_its_key(ledger: SqlLedger, reward_id: str) -> dict[
     assert payout["provider_ref"] is None
     assert payout["tries"] == 0
     assert entries(ledger, reward_id, "paid") == []
-    assert ledger.rewards([reward_id])[reward_id].status is RewardStatus.PAYABLE
+    assert ledger.rewards.of([reward_id])[reward_id].status is RewardStatus.PAYABLE
     return payout
 
 

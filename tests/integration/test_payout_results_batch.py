@@ -25,7 +25,7 @@ def prepared(ledger: SqlLedger, now: datetime, n: int, first: int = 0) -> list[t
         seed_payable_reward(ledger, contact(f"C{i}", f"A{i}"), now, key=f"deal-{i}")
         for i in range(first, first + n)
     ]
-    payouts = ledger.prepare_payouts([(r, LEDGER, None) for r in rewards], now)
+    payouts = ledger.payouts.prepare([(r, LEDGER, None) for r in rewards], now)
     by_reward = {p.reward_id: p.payout_id for p in payouts}
     return [(r, by_reward[r]) for r in rewards]
 
@@ -66,7 +66,7 @@ def test_booking_results_takes_as_many_statements_for_forty_payouts_as_for_two(
             for _r, p in payouts[:-1]
         ] + [PayoutResult(payouts[-1][1], PayoutOutcome.RETRYABLE, error="rate limited")]
         with counted(ledger) as statements:
-            paid = ledger.record_payout_results(results, now)
+            paid = ledger.payouts.record_results(results, now)
         return paid, len(statements)
 
     (paid_small, few), (paid_large, many) = settle(small), settle(large)
@@ -81,9 +81,9 @@ def test_a_mixed_batch_books_each_outcome_as_one_at_a_time_would(
     ledger: SqlLedger, now: datetime
 ) -> None:
     (ok, ok_id), (gone, gone_id), (retry, retry_id), (again, again_id) = prepared(ledger, now, 4)
-    assert ledger.record_payout_results([PayoutResult(again_id, PayoutOutcome.SUCCEEDED)], now)
+    assert ledger.payouts.record_results([PayoutResult(again_id, PayoutOutcome.SUCCEEDED)], now)
 
-    paid = ledger.record_payout_results(
+    paid = ledger.payouts.record_results(
         [
             PayoutResult(ok_id, PayoutOutcome.SUCCEEDED, provider_ref="tr_ok"),
             PayoutResult(gone_id, PayoutOutcome.FAILED, error="refused by Stripe " + "x" * 600),
@@ -113,7 +113,7 @@ def test_a_mixed_batch_books_each_outcome_as_one_at_a_time_would(
     [row] = payout_rows(ledger, again)
     assert (row["status"], row["provider_ref"], row["tries"]) == ("succeeded", None, 1)
     assert len(entries(ledger, again, "paid")) == 1
-    views = ledger.rewards([ok, gone, retry, again])
+    views = ledger.rewards.of([ok, gone, retry, again])
     assert [views[r].status for r in (ok, gone, retry, again)] == [
         RewardStatus.PAID,
         RewardStatus.PAYABLE,

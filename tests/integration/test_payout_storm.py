@@ -109,12 +109,12 @@ def test_a_retry_storm_of_concurrent_workers_pays_every_reward_exactly_once(
 
     # Calm runs after the storm settle what came back RETRYABLE, with the same keys.
     calm: list[PayoutReport] = []
-    while ledger.pending_payouts() and len(calm) < MAX_CALM_RUNS:
+    while ledger.payouts.pending() and len(calm) < MAX_CALM_RUNS:
         wait_until_idle(fake)
         calm.append(pay_in_own_session(ledger_url, fake, reward_ids, None))
 
     reports = storm + calm
-    assert ledger.pending_payouts() == [], f"still pending after {len(calm)} calm runs"
+    assert ledger.payouts.pending() == [], f"still pending after {len(calm)} calm runs"
     assert sum(r.paid for r in reports) == REWARDS  # each payout settled paid by one run
     assert sum(r.failed for r in reports) == 0  # transient faults never fail a payout
     assert all(r.no_rail == [] for r in reports)
@@ -156,4 +156,4 @@ def test_workers_racing_one_slow_transfer_make_one_transfer_and_book_it_once(
         transfer_key(reward_id)
     }
     assert fake.count("POST /v1/transfers", status=409) > 0  # the race did happen
-    assert ledger.rewards([reward_id])[reward_id].status is RewardStatus.PAID
+    assert ledger.rewards.of([reward_id])[reward_id].status is RewardStatus.PAID

@@ -50,7 +50,7 @@ def rejects(*rejected: Rejected) -> SourceBatch:
 def changes(ledger: SqlLedger, contact_id: str) -> list[tuple[Any, ...]]:
     return [
         (c["field"], c["old_value"], c["new_value"], c["source"])
-        for c in ledger.destination_changes_of(contact_id)
+        for c in ledger.destinations.destination_changes_of(contact_id)
     ]
 
 
@@ -61,7 +61,7 @@ def test_the_quarantine_keeps_a_masked_capped_excerpt_and_escapes_what_no_databa
     ledger: SqlLedger, now: datetime
 ) -> None:
     long_row = "e1,deal_won,jane.doe@acme.com,+33 6 12 34 56 78," + "x" * 5_000
-    ledger.record_batch(
+    ledger.sources.record_batch(
         rejects(
             Rejected("files", "events.csv:2", "amount", "1e30 is too large", long_row),
             Rejected("files", "events.csv:3", "name", "control character", "a\x00b\udc80"),
@@ -82,8 +82,10 @@ def test_the_purge_empties_excerpts_past_retention_keeps_younger_ones_and_every_
     ledger: SqlLedger, now: datetime
 ) -> None:
     old, young = now - timedelta(days=31), now - timedelta(days=29)
-    ledger.record_batch(rejects(Rejected("files", "old.csv:2", "x", "bad", "old row")), old)
-    ledger.record_batch(rejects(Rejected("files", "young.csv:2", "x", "bad", "young row")), young)
+    ledger.sources.record_batch(rejects(Rejected("files", "old.csv:2", "x", "bad", "old row")), old)
+    ledger.sources.record_batch(
+        rejects(Rejected("files", "young.csv:2", "x", "bad", "young row")), young
+    )
 
     assert purge_quarantine_excerpts.fn(ledger, 30, now) == 1
     assert purge_quarantine_excerpts.fn(ledger, 30, now) == 0  # nothing left to purge
@@ -97,7 +99,7 @@ def test_the_purge_empties_excerpts_past_retention_keeps_younger_ones_and_every_
 def test_the_quarantine_refuses_deleting_rows_and_any_update_but_the_purge(
     ledger: SqlLedger, engine: Engine, now: datetime
 ) -> None:
-    ledger.record_batch(rejects(Rejected("files", "a.csv:2", "x", "bad", "row")), now)
+    ledger.sources.record_batch(rejects(Rejected("files", "a.csv:2", "x", "bad", "row")), now)
     where = T_QUARANTINE.c.record == "a.csv:2"
     for statement in (
         delete(T_QUARANTINE).where(where),
@@ -108,7 +110,7 @@ def test_the_quarantine_refuses_deleting_rows_and_any_update_but_the_purge(
         with pytest.raises(DBAPIError), engine.begin() as conn:
             conn.execute(statement)
 
-    ledger.purge_quarantine(now + timedelta(seconds=1), now)
+    ledger.sources.purge_quarantine(now + timedelta(seconds=1), now)
     with pytest.raises(DBAPIError), engine.begin() as conn:  # purged once, for good
         conn.execute(update(T_QUARANTINE).where(where).values(raw="", purged_at=now))
     assert [(r["reason"], r["raw"]) for r in quarantined(ledger)] == [("bad", "")]
@@ -146,29 +148,29 @@ def test_a_destination_change_between_two_drops_is_recorded_and_the_same_values_
     ledger: SqlLedger, now: datetime
 ) -> None:
     jane = contact("C1", stripe_customer_id="cus_jane")
-    ledger.record_batch(people_batch(jane), now)  # new: nothing to compare with
-    ledger.record_batch(people_batch(jane), now + timedelta(days=1))
-    ledger.record_batch(people_batch(replace(jane, stripe_customer_id=None)), now)
+    ledger.sources.record_batch(people_batch(jane), now)  # new: nothing to compare with
+    ledger.sources.record_batch(people_batch(jane), now + timedelta(days=1))
+    ledger.sources.record_batch(people_batch(replace(jane, stripe_customer_id=None)), now)
     assert changes(ledger, "C1") == []
 
     later = now + timedelta(days=2)
     moved = replace(jane, stripe_customer_id="cus_other", stripe_account_id="acct_attacker")
-    ledger.record_batch(people_batch(moved), later)
-    ledger.record_batch(people_batch(moved), later + timedelta(days=1))
+    ledger.sources.record_batch(people_batch(moved), later)
+    ledger.sources.record_batch(people_batch(moved), later + timedelta(days=1))
 
     assert changes(ledger, "C1") == [
         ("stripe_account_id", None, "acct_attacker", "test"),
         ("stripe_customer_id", "cus_jane", "cus_other", "test"),
     ]
-    assert {c["seen_at"] for c in ledger.destination_changes_of("C1")} == {later}
+    assert {c["seen_at"] for c in ledger.destinations.destination_changes_of("C1")} == {later}
     assert ledger.contacts(["C1"])["C1"].stripe_account_id == "acct_attacker"
 
 
 def test_the_destination_audit_refuses_updates_and_deletes(
     ledger: SqlLedger, engine: Engine, now: datetime
 ) -> None:
-    ledger.record_batch(people_batch(contact("C1", stripe_account_id="acct_1")), now)
-    ledger.record_batch(people_batch(contact("C1", stripe_account_id="acct_2")), now)
+    ledger.sources.record_batch(people_batch(contact("C1", stripe_account_id="acct_1")), now)
+    ledger.sources.record_batch(people_batch(contact("C1", stripe_account_id="acct_2")), now)
     for statement in (
         update(T_PAYOUT_DESTINATION_CHANGES).values(new_value="acct_1"),
         delete(T_PAYOUT_DESTINATION_CHANGES),
@@ -185,7 +187,7 @@ def test_the_destination_audit_refuses_updates_and_deletes(
 
 
 def _route(ledger: SqlLedger, as_of: datetime) -> dict[str, tuple[str, ...]]:
-    return {v.reward.reward_id: v.reward.flags for v in ledger.rewards_to_route(as_of, "", 100)}
+    return {v.reward.reward_id: v.reward.flags for v in ledger.rewards.to_route(as_of, "", 100)}
 
 
 def test_a_changed_destination_flags_every_reward_routed_until_one_so_flagged_is_approved(
@@ -195,17 +197,19 @@ def test_a_changed_destination_flags_every_reward_routed_until_one_so_flagged_is
     other = given_reward(ledger, now, 1, referrer="C9", status=RewardStatus.PAYABLE)
     assert _route(ledger, now) == {before.reward_id: (), other.reward_id: ()}
 
-    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now)
+    ledger.sources.record_batch(
+        people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now
+    )
 
     flags = _route(ledger, now)
     assert flags[before.reward_id] == (PAYOUT_DESTINATION_CHANGED,)
     assert flags[other.reward_id] == ()
-    assert ledger.add_reward_flag([before.reward_id], PAYOUT_DESTINATION_CHANGED, now) == 1
-    assert ledger.add_reward_flag([before.reward_id], PAYOUT_DESTINATION_CHANGED, now) == 0
-    ledger.move_rewards(
+    assert ledger.rewards.add_flag([before.reward_id], PAYOUT_DESTINATION_CHANGED, now) == 1
+    assert ledger.rewards.add_flag([before.reward_id], PAYOUT_DESTINATION_CHANGED, now) == 0
+    ledger.rewards.move(
         [before.reward_id], [RewardStatus.PAYABLE], RewardStatus.AWAITING_APPROVAL, now
     )
-    assert ledger.rewards([before.reward_id])[before.reward_id].reward.flags == (
+    assert ledger.rewards.of([before.reward_id])[before.reward_id].reward.flags == (
         PAYOUT_DESTINATION_CHANGED,
     )
     next_one = given_reward(ledger, now, 2, status=RewardStatus.HOLDING)
@@ -215,4 +219,4 @@ def test_a_changed_destination_flags_every_reward_routed_until_one_so_flagged_is
     ledger.record_decision(before.reward_id, 1, decide(), 1, None, later)
 
     assert _route(ledger, later)[next_one.reward_id] == ()
-    assert ledger.referrers_with_changed_destination(["C1", "C9"]) == set()
+    assert ledger.destinations.referrers_with_changed_destination(["C1", "C9"]) == set()

@@ -59,7 +59,7 @@ def reward(books: Ledger, fake: FakeStripe, n: int, amount: int = 2500, **ids: A
 
 
 def account_of(books: Ledger, reward_id: str) -> str:
-    view = books.rewards([reward_id])[reward_id]
+    view = books.rewards.of([reward_id])[reward_id]
     account = books.contacts([view.reward.referrer_id])[view.reward.referrer_id].stripe_account_id
     assert account is not None
     return account
@@ -128,8 +128,8 @@ def test_a_ledger_payout_missing_at_stripe_is_reported(
     books: Ledger, fake: FakeStripe, records: StripeRecords
 ) -> None:
     reward_id = reward(books, fake, 1)
-    [payout] = books.prepare_payouts([(reward_id, TRANSFER, account_of(books, reward_id))], NOW)
-    books.record_payout_results(
+    [payout] = books.payouts.prepare([(reward_id, TRANSFER, account_of(books, reward_id))], NOW)
+    books.payouts.record_results(
         [PayoutResult(payout.payout_id, PayoutOutcome.SUCCEEDED, provider_ref="tr_ghost")], NOW
     )
 
@@ -147,7 +147,7 @@ def test_an_amount_mismatch_is_reported(
     books: Ledger, fake: FakeStripe, records: StripeRecords, client: stripe.StripeClient
 ) -> None:
     reward_id = reward(books, fake, 1)
-    [payout] = books.prepare_payouts([(reward_id, TRANSFER, account_of(books, reward_id))], NOW)
+    [payout] = books.payouts.prepare([(reward_id, TRANSFER, account_of(books, reward_id))], NOW)
     made = client.v1.transfers.create(
         {
             "amount": 2400,
@@ -156,7 +156,7 @@ def test_an_amount_mismatch_is_reported(
             "metadata": {"reward_id": reward_id, "payout_id": payout.payout_id},
         }
     )
-    books.record_payout_results(
+    books.payouts.record_results(
         [PayoutResult(payout.payout_id, PayoutOutcome.SUCCEEDED, provider_ref=made.id)], NOW
     )
 

@@ -67,7 +67,7 @@ def test_a_referrer_walks_from_their_magic_link_through_sharing_and_onboarding_a
 
     ledger, now = sqlite_ledger, datetime.now(UTC)
     # A real referral code first (a tracked link takes no other); the reward keeps it.
-    ledger.record_batch(people_batch(contact("C1", "A-C1")), now)
+    ledger.sources.record_batch(people_batch(contact("C1", "A-C1")), now)
     ledger.record_ask_decisions([], {"C1": new_referral_code()}, now, now)
     reward = given_reward(ledger, now - timedelta(days=60), amount_minor=2_000)
     code = ledger.codes_for(["C1"])["C1"]
@@ -165,4 +165,4 @@ def test_a_referrer_walks_from_their_magic_link_through_sharing_and_onboarding_a
     (transfer,) = fake.transfers
     assert transfer["destination"] == account["id"]
     assert transfer["amount"] == 2_000
-    assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
+    assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID

@@ -68,7 +68,7 @@ def program() -> Program:
 def account(ledger: SqlLedger, fake: FakeStripe) -> str:
     """The referrer C1, paid by transfer to a connected account, owning ``CODE_A``."""
     account = fake.add_account()
-    ledger.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id=account)), NOW)
+    ledger.sources.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id=account)), NOW)
     ledger.record_ask_decisions([], {"C1": CODE_A}, NOW, NOW)
     return account
 
@@ -145,7 +145,7 @@ def reward(ledger: SqlLedger, program: Program, now: datetime = NOW) -> dict[str
 
 
 def pay(ledger: SqlLedger, rail: StripeTransferRail, *reward_ids: str) -> None:
-    ledger.move_rewards(list(reward_ids), [RewardStatus.HOLDING], RewardStatus.PAYABLE, NOW)
+    ledger.rewards.move(list(reward_ids), [RewardStatus.HOLDING], RewardStatus.PAYABLE, NOW)
     report = submit_payouts.fn(ledger, {rail.kind: rail}, list(reward_ids), NOW)
     assert report.paid == len(reward_ids)
 

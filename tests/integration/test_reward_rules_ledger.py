@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -16,9 +18,8 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from config.program import parse_program
-from domain.models import Conversion, Milestone, Rejected, Reward, RewardStatus, derived_id
+from domain.models import Conversion, Milestone, RewardStatus, derived_id
 from domain.program import Program
-from domain.rewards import RewardBook, compute_rewards
 from domain.stripe_conversions import INVOICE_PAID
 from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
 from integrations.ledger.sql import SqlLedger
@@ -34,6 +35,7 @@ from integrations.ledger.tables import (
 )
 from tasks.conversions import record_stripe_conversions
 from tasks.rewards import compute_new_rewards
+from tasks.use_cases.rewards import accrue_conversions
 from tests.integration.test_ledger_flow import conversion_for, given_referrer
 from tests.stripe_conversion_events import CODE_A, event, given_referrers, invoice
 
@@ -117,6 +119,34 @@ def test_a_cancellation_in_the_ledger_gives_its_room_back(ledger: SqlLedger, now
     assert rewards_by_conversion(ledger)[fourth]["amount_minor"] == 80_000
 
 
+class _SlowRecords:
+    """The reward rules' store of a unit of work, pausing before it records: between
+    reading what the caps leave and writing the rewards, where a race would double-spend."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def record_accrued(self, *args: Any) -> Any:
+        time.sleep(0.3)
+        return self._inner.record_accrued(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _SlowLedger:
+    """The ledger, its units of work recording slowly (:class:`_SlowRecords`)."""
+
+    def __init__(self, ledger: SqlLedger) -> None:
+        self._ledger = ledger
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._ledger.transaction() as uow:
+            uow.reward_rules = _SlowRecords(uow.reward_rules)  # type: ignore[assignment]
+            yield uow
+
+
 def _racing_runs(
     ledger: SqlLedger,
     program: Program,
@@ -128,28 +158,16 @@ def _racing_runs(
     referrers = {c.referrer_id: ledger.contacts([c.referrer_id]) for _, b in batches for c in b}
     start = threading.Barrier(len(batches))
     errors: list[BaseException] = []
+    slow = _SlowLedger(ledger)
 
     def run(conversions: list[Conversion]) -> None:
-        def compute(book: RewardBook, unrewarded: set[str]) -> tuple[list[Reward], list[Rejected]]:
-            rewards: list[Reward] = []
-            for c in conversions:
-                if c.conversion_id in unrewarded:
-                    people = referrers[c.referrer_id]
-                    rewards += compute_rewards(
-                        c, [(people[c.referrer_id], Decimal(1))], program, book=book
-                    )
-            time.sleep(0.3)
-            return rewards, []
-
+        credits = {
+            c.conversion_id: [(referrers[c.referrer_id][c.referrer_id], Decimal(1))]
+            for c in conversions
+        }
         try:
             start.wait()
-            ledger.accrue_rewards(
-                [c.conversion_id for c in conversions],
-                {c.referrer_id for c in conversions},
-                program,
-                compute,
-                now,
-            )
+            accrue_conversions(slow, conversions, credits, {}, {}, program, [], now)
         except BaseException as exc:  # surfaced in the test thread below
             errors.append(exc)
 

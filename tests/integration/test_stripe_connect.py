@@ -299,7 +299,7 @@ def test_a_reward_held_for_lack_of_a_rail_is_paid_once_after_onboarding(
     later = now + timedelta(minutes=1)
     plan = plan_routes.fn(ledger, program, later, later)
     assert plan.approval == [reward.reward_id]
-    view = ledger.rewards([reward.reward_id])[reward.reward_id]
+    view = ledger.rewards.of([reward.reward_id])[reward.reward_id]
     assert PAYOUT_DESTINATION_CHANGED in view.reward.flags
     ledger.record_decision(
         reward.reward_id, 1, decide(Decision.APPROVE, amount_minor=2_000), 1, None, later
@@ -310,7 +310,7 @@ def test_a_reward_held_for_lack_of_a_rail_is_paid_once_after_onboarding(
     (transfer,) = fake.transfers
     assert transfer["destination"] == fake.connect_accounts[0]["id"]
     assert transfer["amount"] == 2_000
-    assert ledger.rewards([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
+    assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAID
 
 
 # -- the ledger's guards ------------------------------------------------------------------
@@ -365,7 +365,7 @@ def test_a_connected_account_from_the_crm_is_left_alone_and_a_paying_customer_ma
     ledger: SqlLedger, connect: StripeConnect, now: datetime
 ) -> None:
     given_reward(ledger, now)
-    ledger.record_batch(
+    ledger.sources.record_batch(
         people_batch(
             contact("C2", "A-C2", stripe_account_id="acct_from_crm"),
             contact("C3", "A-C3", stripe_customer_id="cus_3"),

@@ -330,7 +330,7 @@ def test_a_customer_linked_to_two_codes_is_quarantined_as_not_attributable(
     # The CRM saw the referee sign up under one code and Stripe saw its trial under
     # another, before the CRM learned its Stripe customer id.
     signup = replace(crm_deal(CODE_A), type=EventType.SIGNUP, amount=None)
-    stripe_ledger.record_batch(events_batch(signup), now)
+    stripe_ledger.sources.record_batch(events_batch(signup), now)
     record_new_conversions.fn(stripe_ledger, program, now)
     deliver(stripe_ledger, event("evt_t", SUBSCRIPTION_CREATED, at(now), subscription(code=CODE_B)))
     convert(stripe_ledger, program, now)
@@ -417,7 +417,7 @@ def test_a_deal_reported_by_the_crm_and_by_stripe_is_one_conversion_and_one_rewa
     given_stripe_customer(stripe_ledger, now, "RC1", "NEWCO", "cus_1")
 
     def from_crm() -> dict[str, int]:
-        stripe_ledger.record_batch(events_batch(crm_deal()), now)
+        stripe_ledger.sources.record_batch(events_batch(crm_deal()), now)
         return record_new_conversions.fn(stripe_ledger, program, now)
 
     def from_stripe() -> dict[str, int]:
@@ -446,7 +446,7 @@ def test_a_referee_converted_under_one_code_is_quarantined_when_another_code_cla
     stripe_ledger: StripeLedger, program: Program, now: datetime
 ) -> None:
     given_stripe_customer(stripe_ledger, now, "RC1", "NEWCO", "cus_1")
-    stripe_ledger.record_batch(events_batch(crm_deal(CODE_B)), now)
+    stripe_ledger.sources.record_batch(events_batch(crm_deal(CODE_B)), now)
     record_new_conversions.fn(stripe_ledger, program, now)
     deliver(stripe_ledger, checkout_event(now))
 
@@ -466,7 +466,7 @@ def test_a_crm_event_for_a_referee_already_converted_at_that_milestone_is_not_co
 ) -> None:
     first = crm_deal()
     again = replace(first, event_id="deal-2", occurred_at=first.occurred_at + timedelta(days=1))
-    stripe_ledger.record_batch(events_batch(first, again), now)
+    stripe_ledger.sources.record_batch(events_batch(first, again), now)
 
     counts = record_new_conversions.fn(stripe_ledger, program, now)
 

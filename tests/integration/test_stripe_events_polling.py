@@ -102,7 +102,9 @@ def test_polling_picks_up_the_events_missed_while_the_endpoint_was_down(
     assert first == {"listed": 0, "new": 0, "already_seen": 0, "refused": 0}
     assert (caught_up["listed"], caught_up["new"]) == (5, 5)  # the refund is not a listed type
     assert (again["new"], again["already_seen"]) == (0, again["listed"])
-    assert stripe_ledger.cursor(STRIPE_EVENTS_CURSOR) == str(max(e["created"] for e in missed))
+    assert stripe_ledger.sources.cursor(STRIPE_EVENTS_CURSOR) == str(
+        max(e["created"] for e in missed)
+    )
     assert converted["conversions"] == 1
     # The invoice joins the session's conversion (or finds its ids already there), or,
     # read first without a code of its own, stands for nothing and the session takes
@@ -145,7 +147,7 @@ def test_a_failing_list_raises_the_right_integration_error_and_keeps_the_cursor(
 ) -> None:
     fake.add_event(INVOICE_PAID, invoice("in_1"))
     poll(feed, stripe_ledger)
-    cursor = stripe_ledger.cursor(STRIPE_EVENTS_CURSOR)
+    cursor = stripe_ledger.sources.cursor(STRIPE_EVENTS_CURSOR)
     fake.script("GET /v1/events", [500])
     wrong_key = StripeEventFeed(build_stripe_client("sk_test_wrong", fake.url, 0, timeout=5))
 
@@ -154,7 +156,7 @@ def test_a_failing_list_raises_the_right_integration_error_and_keeps_the_cursor(
     with pytest.raises(PermanentIntegrationError) as refused:
         poll(wrong_key, stripe_ledger)
 
-    assert stripe_ledger.cursor(STRIPE_EVENTS_CURSOR) == cursor
+    assert stripe_ledger.sources.cursor(STRIPE_EVENTS_CURSOR) == cursor
     assert "sk_test_wrong" not in str(refused.value)
 
 
@@ -184,7 +186,7 @@ def test_an_event_the_inbox_cannot_keep_is_quarantined_and_the_poll_goes_on(
     poll_stripe_events.fn(feed, stripe_ledger, now)
 
     assert counts == {"listed": 2, "new": 1, "already_seen": 0, "refused": 1}
-    (row,) = [q for q in stripe_ledger.quarantined() if q["stage"] == "stripe-events"]
+    (row,) = [q for q in stripe_ledger.sources.quarantined() if q["stage"] == "stripe-events"]
     assert (row["record"], row["field"]) == ("stripe:evt_broken", "created")
     # The second poll starts at the newest created seen, minus the overlap.
     assert feed.asked[1] == created - 600

@@ -58,10 +58,10 @@ def test_a_crm_lead_and_its_qualification_notify_the_referrer_once_each_with_the
 ) -> None:
     signup = crm_step(EventType.SIGNUP, 1, now)
     qualified = crm_step(EventType.DEAL_QUALIFIED, 2, now)
-    stripe_ledger.record_batch(events_batch(signup, qualified), now)
+    stripe_ledger.sources.record_batch(events_batch(signup, qualified), now)
 
     first = record_new_conversions.fn(stripe_ledger, program, now)
-    stripe_ledger.record_batch(events_batch(signup, qualified), now)  # delivered again
+    stripe_ledger.sources.record_batch(events_batch(signup, qualified), now)  # delivered again
     again = record_new_conversions.fn(stripe_ledger, program, now)
 
     line = "When they become a customer, you earn 200.00 EUR."
@@ -80,7 +80,7 @@ def test_the_notices_are_sent_once_with_the_concrete_reward_in_words(
     stripe_ledger: StripeLedger, program: Program, now: datetime
 ) -> None:
     steps = [crm_step(EventType.SIGNUP, 1, now), crm_step(EventType.DEAL_QUALIFIED, 2, now)]
-    stripe_ledger.record_batch(events_batch(*steps), now)
+    stripe_ledger.sources.record_batch(events_batch(*steps), now)
     record_new_conversions.fn(stripe_ledger, program, now)
     sender = RecordingEmailSender()
 
@@ -101,7 +101,7 @@ def test_the_notices_are_sent_once_with_the_concrete_reward_in_words(
 def test_a_customer_conversion_sends_no_step_notice_its_reward_earned_notice_says_it(
     stripe_ledger: StripeLedger, program: Program, now: datetime
 ) -> None:
-    stripe_ledger.record_batch(events_batch(crm_step(EventType.DEAL_WON, 1, now)), now)
+    stripe_ledger.sources.record_batch(events_batch(crm_step(EventType.DEAL_WON, 1, now)), now)
     record_new_conversions.fn(stripe_ledger, program, now)
     assert notices(stripe_ledger) == []
 
@@ -130,10 +130,12 @@ def test_a_partner_hears_of_their_share_of_the_deal_and_its_cap(program: Program
 def test_the_notices_are_queued_on_a_ledger_without_the_stripe_area_too(
     sqlite_ledger: SqlLedger, program: Program, now: datetime
 ) -> None:
-    sqlite_ledger.record_batch(people_batch(contact("P1", "A-P1", kind=ReferrerType.PARTNER)), now)
+    sqlite_ledger.sources.record_batch(
+        people_batch(contact("P1", "A-P1", kind=ReferrerType.PARTNER)), now
+    )
     sqlite_ledger.record_ask_decisions([], {"P1": CODE_B}, now, now)
     step = crm_step(EventType.DEAL_QUALIFIED, 1, now, code=CODE_B)
-    sqlite_ledger.record_batch(events_batch(step), now)
+    sqlite_ledger.sources.record_batch(events_batch(step), now)
 
     counts = record_new_conversions.fn(sqlite_ledger, program, now)
 
@@ -162,10 +164,12 @@ def test_a_qualified_lead_notice_words_a_recurring_commission_and_the_caps_truly
             ],
         }
     )
-    sqlite_ledger.record_batch(people_batch(contact("P1", "A-P1", kind=ReferrerType.PARTNER)), now)
+    sqlite_ledger.sources.record_batch(
+        people_batch(contact("P1", "A-P1", kind=ReferrerType.PARTNER)), now
+    )
     sqlite_ledger.record_ask_decisions([], {"P1": CODE_B}, now, now)
     step = crm_step(EventType.DEAL_QUALIFIED, 1, now, code=CODE_B)
-    sqlite_ledger.record_batch(events_batch(step), now)
+    sqlite_ledger.sources.record_batch(events_batch(step), now)
 
     record_new_conversions.fn(sqlite_ledger, recurring, now)
 
@@ -182,9 +186,13 @@ def test_a_qualified_lead_notice_words_a_recurring_commission_and_the_caps_truly
 def test_an_employees_new_lead_hears_of_the_qualified_and_the_customer_reward(
     sqlite_ledger: SqlLedger, program: Program, now: datetime
 ) -> None:
-    sqlite_ledger.record_batch(people_batch(contact("E1", "OURS", kind=ReferrerType.EMPLOYEE)), now)
+    sqlite_ledger.sources.record_batch(
+        people_batch(contact("E1", "OURS", kind=ReferrerType.EMPLOYEE)), now
+    )
     sqlite_ledger.record_ask_decisions([], {"E1": CODE_B}, now, now)
-    sqlite_ledger.record_batch(events_batch(crm_step(EventType.SIGNUP, 1, now, code=CODE_B)), now)
+    sqlite_ledger.sources.record_batch(
+        events_batch(crm_step(EventType.SIGNUP, 1, now, code=CODE_B)), now
+    )
 
     record_new_conversions.fn(sqlite_ledger, program, now)
 

@@ -10,6 +10,7 @@ import pytest
 
 from domain.models import WaitingApproval
 from domain.money import Money
+from integrations.ledger.memory import InMemoryLedger
 from tasks import reports
 
 SINCE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -30,15 +31,13 @@ class Ledger:
             )
             for i in range(waiting)
         ]
+        self.sources = InMemoryLedger().sources  # nothing quarantined
 
     def summary(self) -> dict[str, Any]:
         return {}
 
     def waiting_approvals(self) -> list[WaitingApproval]:
         return self.waiting
-
-    def quarantined(self, limit: int) -> list[dict[str, Any]]:
-        return []
 
 
 class Runs:

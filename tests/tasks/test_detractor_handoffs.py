@@ -17,13 +17,14 @@ from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from tasks.detractors import OWNER_SETTING, STALE_CLAIM, Handoffs, hand_on_detractors
 from tests.conftest import NOW, contact, people_batch
+from tests.moments_seed import record_detection
 
 OWNER = "owner@company.example"
 
 
 def given_detractors(ledger: SqlLedger, *contact_ids: str, score: int = 3) -> None:
     """Contacts who answered NPS ``score`` yesterday, listed as follow-ups."""
-    ledger.record_batch(people_batch(*(contact(c, f"A{c}") for c in contact_ids)), NOW)
+    ledger.sources.record_batch(people_batch(*(contact(c, f"A{c}") for c in contact_ids)), NOW)
     events = [
         SourceEvent(
             "test",
@@ -36,7 +37,7 @@ def given_detractors(ledger: SqlLedger, *contact_ids: str, score: int = 3) -> No
         )
         for c in contact_ids
     ]
-    ledger.record_detection([], [], events, NOW)
+    record_detection(ledger.engine, [], [], events, NOW)
 
 
 def message_id(contact_id: str) -> str:
@@ -173,8 +174,8 @@ def test_a_hand_off_a_dead_run_left_sending_is_marked_unknown_and_never_sent(
 ) -> None:
     given_detractors(ledger, "C1")
     claimed_at = NOW - STALE_CLAIM - timedelta(minutes=1)
-    ledger.open_handoffs(claimed_at, with_crm=False)
-    assert ledger.claim_handoffs("email", ["test:nps-C1"], claimed_at) == ["test:nps-C1"]
+    ledger.handoffs.open_handoffs(claimed_at, with_crm=False)
+    assert ledger.handoffs.claim_handoffs("email", ["test:nps-C1"], claimed_at) == ["test:nps-C1"]
 
     result = hand_on(ledger, sender, program)
 
@@ -211,7 +212,7 @@ def test_crm_tasks_are_created_once_and_a_retryable_one_waits_for_the_next_run(
     assert (second.crm_tasks, second.crm_retry_later) == (1, 0)
     assert third == Handoffs()
     assert [f.contact_id for f in crm.created] == ["C1", "C2"]
-    assert ledger.handoff_counts()["crm"] == {"created": 2, "failed": 1}
+    assert ledger.handoffs.handoff_counts()["crm"] == {"created": 2, "failed": 1}
     # The owner's emails went once each, whatever the CRM said.
     assert len(sender.sent) == 3
 
@@ -248,4 +249,4 @@ def test_the_ledger_keeps_a_hand_off_once_sent(
         ):
             conn.execute(text(sql))
 
-    assert ledger.handoff_counts() == {"email": {"accepted": 1}, "crm": {"created": 1}}
+    assert ledger.handoffs.handoff_counts() == {"email": {"accepted": 1}, "crm": {"created": 1}}

@@ -17,6 +17,7 @@ from integrations.ledger.sql import SqlLedger
 from integrations.sources.files import FileSource
 from tasks.ingest import ingest_sources
 from tests.hostile_inputs import CLASSES, Case, Values, build, write
+from tests.moments_seed import undetected_events
 
 NOW = datetime.now(UTC)
 
@@ -67,11 +68,11 @@ def test_every_record_of_a_hostile_drop_is_stored_or_quarantined_with_its_reason
             assert report.records_in == len(cases)
             assert report.balanced
             assert report.quarantined == len(refused)
-            events = {e.event_id for _, e in ledger.undetected_events(0, 10_000)}
+            events = {e.event_id for _, e in undetected_events(ledger.engine, 0, 10_000)}
             assert events == {c.key for c in valid if c.kind == "events"}
             contacts = set(ledger.contacts(c.key for c in cases if c.kind == "contacts"))
             assert contacts == {c.key for c in valid if c.kind == "contacts"}
-            quarantined = {q["record"]: q for q in ledger.quarantined(limit=10_000)}
+            quarantined = {q["record"]: q for q in ledger.sources.quarantined(limit=10_000)}
             assert set(quarantined) == set(refused)
             for name, case in refused.items():
                 assert case.expect is not None

@@ -94,7 +94,7 @@ def test_a_read_cut_short_is_read_again_and_loses_nothing_nor_stores_anything_tw
     with pytest.raises(OSError, match="went away"):
         ingest_sources.fn([_CutShort(FileSource(tmp_path), pages=2)], sqlite_ledger, NOW, 5)
     stored_before = sqlite_ledger.summary()["events"]
-    assert sqlite_ledger.cursor("files") is None  # the cursor did not move
+    assert sqlite_ledger.sources.cursor("files") is None  # the cursor did not move
     (report,) = ingest_sources.fn([FileSource(tmp_path)], sqlite_ledger, NOW, page_records=5)
 
     # Pages 1 and 2 (10 records: 3 reference rows, 6 events and the bad row) were
@@ -104,7 +104,7 @@ def test_a_read_cut_short_is_read_again_and_loses_nothing_nor_stores_anything_tw
     assert report.quarantined == 1
     assert report.balanced
     assert sqlite_ledger.summary()["events"] == 10
-    assert sqlite_ledger.cursor("files") is not None
+    assert sqlite_ledger.sources.cursor("files") is not None
 
 
 def test_an_event_id_repeated_pages_apart_is_refused_naming_its_first_line(

@@ -13,6 +13,7 @@ from domain.money import Money
 from domain.ports import SourceBatch
 from integrations.ledger.sql import SqlLedger
 from tasks.ingest import store_batch
+from tests.moments_seed import undetected_events
 
 
 def _event(event_id: str, now: datetime, **fields: object) -> SourceEvent:
@@ -49,13 +50,13 @@ def test_an_amount_no_integer_column_holds_is_quarantined_alone_and_the_page_is_
     report = store_batch(ledger, _page(now, *events), now)
 
     assert report == IngestReport("files", 8, 6, 0, 2, 0)
-    stored = {e.event_id for _, e in ledger.undetected_events(0, 100)}
+    stored = {e.event_id for _, e in undetected_events(ledger.engine, 0, 100)}
     assert stored == {"e0", "e1", "e2", "e3", "e5", "e6"}
-    reasons = {q["record"]: q["reason"] for q in ledger.quarantined()}
+    reasons = {q["record"]: q["reason"] for q in ledger.sources.quarantined()}
     # Named by the line the source read it from; the cause by its class only.
     assert reasons["events.csv:6"].startswith("not_storable: the ledger refused it (")
     assert reasons["events.csv:9"] == "unknown event type"
-    assert ledger.cursor("files") == "done"
+    assert ledger.sources.cursor("files") == "done"
 
 
 @pytest.mark.postgres
@@ -75,9 +76,9 @@ def test_on_postgresql_a_nul_byte_or_an_overlong_value_loses_only_its_own_row(
 
     assert (report.records_in, report.new_events, report.quarantined) == (5, 2, 3)
     assert report.balanced
-    stored = {e.event_id for _, e in ledger.undetected_events(0, 100)}
+    stored = {e.event_id for _, e in undetected_events(ledger.engine, 0, 100)}
     assert stored == {"ok-1", "ok-2"}
-    reasons = {q["record"]: q["reason"] for q in ledger.quarantined()}
+    reasons = {q["record"]: q["reason"] for q in ledger.sources.quarantined()}
     assert reasons["events.csv:3"].startswith("not_storable: the ledger refused it (")
     assert reasons["events.csv:4"].startswith("not_storable: the ledger refused it (")
 
@@ -107,7 +108,7 @@ def test_the_database_failing_fails_the_ingest_instead_of_quarantining_every_row
     def failing(*_args: object) -> IngestReport:
         raise failure
 
-    monkeypatch.setattr(ledger, "record_batch", failing)
+    monkeypatch.setattr(ledger.sources, "record_batch", failing)
 
     with pytest.raises(type(failure)):
         store_batch(ledger, _page(now, _event("a", now)), now)

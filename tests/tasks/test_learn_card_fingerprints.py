@@ -38,7 +38,7 @@ def given_a_referrer_who_paid_with_the_card_a_friend_pays_with(
     """R (customer ``cus_R``, code A) paid ``ch_R`` on X's code B; the friend of R pays
     through ``pi_F``, whose latest charge is ``ch_F``. Both conversions are recorded."""
     people = [contact("R", "ACC-R", stripe_customer_id="cus_R"), contact("X", "ACC-X")]
-    ledger.record_batch(people_batch(*people), now)
+    ledger.sources.record_batch(people_batch(*people), now)
     ledger.record_ask_decisions([], {"R": CODE_A, "X": CODE_B}, now, now)
     own = invoice("in_R", customer="cus_R", code=CODE_B, legacy=True, charge="ch_R")
     own["payment_intent"] = "pi_R"
@@ -68,7 +68,7 @@ def flags_of(ledger: SqlLedger, now: datetime) -> dict[str, tuple[str, ...]]:
     stmt = select(ConversionRow.conversion_id, ConversionRow.source_event)
     with ledger.engine.connect() as conn:
         events = {conversion_id: event_id for conversion_id, event_id in conn.execute(stmt)}
-    views = ledger.rewards_to_route(now + timedelta(days=365), "", 1000)
+    views = ledger.rewards.to_route(now + timedelta(days=365), "", 1000)
     return {events[v.reward.conversion_id]: v.reward.flags for v in views}
 
 

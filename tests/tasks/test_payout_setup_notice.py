@@ -35,7 +35,7 @@ def test_an_earned_email_offers_payout_setup_only_to_a_referrer_with_nowhere_to_
     given_reward(ledger, now, referrer="C1")
     given_reward(ledger, now, referrer="C2")
     given_reward(ledger, now, referrer="C3")
-    ledger.record_batch(
+    ledger.sources.record_batch(
         people_batch(
             contact("C2", "A-C2", stripe_account_id="acct_2"),
             contact("C3", "A-C3", stripe_customer_id="cus_3"),

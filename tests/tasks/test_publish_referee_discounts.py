@@ -39,7 +39,7 @@ class Crash(Exception):
 
 def given_codes(ledger: SqlLedger, now: datetime, *contact_ids: str) -> dict[str, str]:
     """Referrers holding codes; contact id -> code."""
-    ledger.record_batch(people_batch(*(contact(c, f"A-{c}") for c in contact_ids)), now)
+    ledger.sources.record_batch(people_batch(*(contact(c, f"A-{c}") for c in contact_ids)), now)
     codes = {c: f"R{c:0>20}" for c in contact_ids}
     ledger.record_ask_decisions([], codes, now, now)
     return codes

@@ -35,7 +35,7 @@ FIELDS = ["partner_id", "domain", "contact", "evidence", "registered_at"]
 
 @pytest.fixture
 def people(ledger: SqlLedger, now: datetime) -> SqlLedger:
-    ledger.record_batch(
+    ledger.sources.record_batch(
         people_batch(
             contact("P1", "P1-FIRM", kind=ReferrerType.PARTNER),
             contact("P2", "P2-FIRM", kind=ReferrerType.PARTNER),
@@ -157,7 +157,7 @@ def test_a_claim_read_after_its_window_ended_still_credits_the_deals_made_inside
     window = timedelta(days=program.registration.window_days)
     made = now - window - timedelta(days=10)
     drop(tmp_path, [row("P1", "acme.example", made)])
-    people.record_batch(
+    people.sources.record_batch(
         events_batch(
             crm(1, EventType.SIGNUP, "ACME", made + timedelta(days=1)),
             crm(2, EventType.DEAL_WON, "ACME", made + timedelta(days=20), amount=Money(100, "EUR")),
@@ -221,7 +221,7 @@ def test_a_company_registered_in_hubspot_is_registered_once_with_a_cursor_of_its
     assert again["sources"] == {"hubspot": {"accepted": 0, "rejected": 0, "quarantined": 0}}
     [acme] = people.registrations()
     assert (acme.domain, acme.partner_id) == ("acme.example", "P1")
-    assert people.cursor("hubspot:registrations") is not None
-    assert people.cursor("hubspot") is None, "the event read keeps its own cursor"
+    assert people.sources.cursor("hubspot:registrations") is not None
+    assert people.sources.cursor("hubspot") is None, "the event read keeps its own cursor"
     [(source_name, record, field, _, _)] = quarantine(people)
     assert (source_name, record, field) == ("hubspot", f"hubspot:company:{free_mail}", "domain")

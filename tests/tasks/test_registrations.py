@@ -43,7 +43,7 @@ def lead(partner: str, domain: str, **changes: Any) -> dict[str, Any]:
 def people(ledger: SqlLedger, now: datetime) -> SqlLedger:
     """Partners P1 and P2, customer C1 holding a code, and the referred companies' people
     (account X has domain x.example: see ``people_batch``)."""
-    ledger.record_batch(
+    ledger.sources.record_batch(
         people_batch(
             contact("P1", "P1-FIRM", kind=ReferrerType.PARTNER),
             contact("P2", "P2-FIRM", kind=ReferrerType.PARTNER),
@@ -224,7 +224,7 @@ def test_a_coded_deal_is_unaffected_and_an_uncoded_deal_on_a_registered_company_
         people, program, [lead("P1", "acme.example"), lead("P1", "beta.example")], now
     )
     deal = Money(2_000_000, "EUR")
-    people.record_batch(
+    people.sources.record_batch(
         events_batch(
             # BETA is registered by P1, but its deal carries C1's code: the code decides.
             crm(1, EventType.DEAL_WON, "BETA", now + timedelta(days=1), CUSTOMER_CODE, amount=deal),
@@ -277,7 +277,7 @@ def test_deals_before_the_registration_or_after_its_window_are_not_credited(
 ) -> None:
     register_leads.fn(people, program, [lead("P1", "acme.example")], now)
     window = timedelta(days=program.registration.window_days)
-    people.record_batch(
+    people.sources.record_batch(
         events_batch(
             crm(1, EventType.SIGNUP, "ACME", now - timedelta(days=1)),
             crm(2, EventType.DEAL_WON, "ACME", now + window, amount=Money(100, "EUR")),
@@ -296,7 +296,7 @@ def test_a_late_reported_deal_that_happened_inside_the_window_still_credits_the_
     register_leads.fn(people, program, [lead("P1", "acme.example")], now)
     window = timedelta(days=program.registration.window_days)
     expire_registrations.fn(people, now + window)
-    people.record_batch(
+    people.sources.record_batch(
         events_batch(
             crm(1, EventType.DEAL_WON, "ACME", now + window / 2, amount=Money(100_000, "EUR"))
         ),
@@ -314,7 +314,7 @@ def test_a_referee_another_code_converted_first_is_quarantined_not_credited_twic
     people: SqlLedger, program: Program, now: datetime
 ) -> None:
     register_leads.fn(people, program, [lead("P1", "acme.example")], now)
-    people.record_batch(
+    people.sources.record_batch(
         events_batch(
             crm(1, EventType.SIGNUP, "ACME", now + timedelta(hours=1), CUSTOMER_CODE),
             crm(2, EventType.SIGNUP, "ACME", now + timedelta(hours=2)),
@@ -336,7 +336,7 @@ def test_qualified_deals_extend_the_registration_up_to_its_maximum_only(
     people: SqlLedger, program: Program, now: datetime
 ) -> None:
     register_leads.fn(people, program, [lead("P1", "acme.example")], now)
-    people.record_batch(
+    people.sources.record_batch(
         events_batch(
             *(
                 crm(n, EventType.DEAL_QUALIFIED, "ACME", now + timedelta(days=n), deal_id=f"d{n}")

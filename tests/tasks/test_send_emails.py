@@ -13,11 +13,12 @@ from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from tasks.emails import STALE_CLAIM, send_ask_emails, send_notifications
 from tests.conftest import NOW, contact, people_batch
+from tests.moments_seed import record_detection
 
 
 def _queue_asks(ledger: SqlLedger, program: Program, *contact_ids: str) -> None:
     people = [contact(c, f"A{c}") for c in contact_ids]
-    ledger.record_batch(people_batch(*people), NOW)
+    ledger.sources.record_batch(people_batch(*people), NOW)
     moments = [
         Moment(
             moment_id=derived_id("moment", c),
@@ -30,7 +31,7 @@ def _queue_asks(ledger: SqlLedger, program: Program, *contact_ids: str) -> None:
         )
         for c in contact_ids
     ]
-    ledger.record_detection([], moments, [], NOW)
+    record_detection(ledger.engine, [], moments, [], NOW)
     decisions = decide(
         moments,
         ledger.contacts(contact_ids),
@@ -104,7 +105,7 @@ def test_a_retryable_failure_keeps_the_ask_for_the_next_run(
 def test_notifications_reach_referrers_even_after_they_unsubscribed_from_asks(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
-    sqlite_ledger.record_batch(people_batch(contact("C1", "A1")), NOW)
+    sqlite_ledger.sources.record_batch(people_batch(contact("C1", "A1")), NOW)
     sqlite_ledger.suppress(["C1"], "group_unsubscribe", NOW)
     sqlite_ledger.queue_notifications(
         [
@@ -157,7 +158,7 @@ def test_asks_and_notices_carry_the_referrers_tracked_link_and_show_the_code(
 def test_a_notice_to_someone_without_a_code_has_no_link_line(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
-    sqlite_ledger.record_batch(people_batch(contact("C1", "A1")), NOW)
+    sqlite_ledger.sources.record_batch(people_batch(contact("C1", "A1")), NOW)
     sqlite_ledger.queue_notifications(
         [
             {

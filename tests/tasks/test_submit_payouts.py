@@ -54,7 +54,7 @@ def reward_id(ledger: SqlLedger, now: datetime) -> str:
 
 
 def status_of(ledger: SqlLedger, reward_id: str) -> RewardStatus:
-    return ledger.rewards([reward_id])[reward_id].status
+    return ledger.rewards.of([reward_id])[reward_id].status
 
 
 # -- paying --------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_payable_and_approved_rewards_are_paid_once_and_a_second_call_pays_nothi
         assert payout["provider_ref"].startswith("rec-stripe_transfer-")
         assert entries(ledger, reward, "paid") == [(-2500, "EUR", payout["payout_id"])]
         assert status_of(ledger, reward) is RewardStatus.PAID
-        assert ledger.rewards([reward])[reward].balance == Money.zero("EUR")
+        assert ledger.rewards.of([reward])[reward].balance == Money.zero("EUR")
 
 
 def test_a_payout_pays_what_the_reward_still_owes_to_the_referrers_account(
@@ -149,7 +149,7 @@ def test_a_referrer_with_no_stripe_ids_is_listed_without_a_rail_and_the_reward_s
     assert report == PayoutReport(no_rail=[reward])
     assert transfer_rail.calls == balance_rail.calls == []
     assert payout_rows(ledger, reward) == []
-    view = ledger.rewards([reward])[reward]
+    view = ledger.rewards.of([reward])[reward]
     assert view.status is RewardStatus.PAYABLE
     assert view.balance == AMOUNT
 
@@ -296,7 +296,7 @@ def test_a_payout_left_pending_by_a_crash_is_recovered_by_the_next_call_with_its
     ledger: SqlLedger, transfer_rail: RecordingRail, reward_id: str, now: datetime
 ) -> None:
     # A run stored the payout with its key (step 1) and died before calling the rail.
-    (stored,) = ledger.prepare_payouts([(reward_id, TRANSFER, "acct_C1")], now)
+    (stored,) = ledger.payouts.prepare([(reward_id, TRANSFER, "acct_C1")], now)
 
     report = submit_payouts.fn(ledger, {TRANSFER: transfer_rail}, [], now + timedelta(hours=2))
 
@@ -312,7 +312,7 @@ def test_a_recovered_payout_that_the_provider_already_made_is_booked_without_pay
     ledger: SqlLedger, transfer_rail: RecordingRail, reward_id: str, now: datetime
 ) -> None:
     # A run stored the payout and paid it, then died before booking the result.
-    (stored,) = ledger.prepare_payouts([(reward_id, TRANSFER, "acct_C1")], now)
+    (stored,) = ledger.payouts.prepare([(reward_id, TRANSFER, "acct_C1")], now)
     transfer_rail.pay([stored])
 
     report = submit_payouts.fn(ledger, {TRANSFER: transfer_rail}, [reward_id], now)
@@ -325,7 +325,7 @@ def test_a_recovered_payout_that_the_provider_already_made_is_booked_without_pay
 def test_a_pending_payout_on_a_rail_no_longer_configured_stays_pending_and_is_not_rerouted(
     ledger: SqlLedger, reward_id: str, now: datetime
 ) -> None:
-    ledger.prepare_payouts([(reward_id, TRANSFER, "acct_C1")], now)
+    ledger.payouts.prepare([(reward_id, TRANSFER, "acct_C1")], now)
     ledger_only = RecordingRail(PayoutRailKind.LEDGER_ONLY)
 
     report = submit_payouts.fn(ledger, {PayoutRailKind.LEDGER_ONLY: ledger_only}, [reward_id], now)

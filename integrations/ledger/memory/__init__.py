@@ -14,6 +14,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.ledger.memory.clawbacks import clawback_stores
+from integrations.ledger.memory.destinations import InMemoryDestinationsStore
+from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
+from integrations.ledger.memory.history import InMemoryHistoryStore
+from integrations.ledger.memory.moments import InMemoryMomentsStore
+from integrations.ledger.memory.payouts import InMemoryPayoutsStore
+from integrations.ledger.memory.reconcile import InMemoryReconcileStore
+from integrations.ledger.memory.rewards import (
+    InMemoryRewardRulesStore,
+    InMemoryRewardsStore,
+    MoneyBook,
+)
+from integrations.ledger.memory.sources import InMemorySourcesStore
 
 
 class InMemoryStores:
@@ -23,12 +35,24 @@ class InMemoryStores:
         # -- registry and approvals ----------------------------------------------------
 
         # -- intake ---------------------------------------------------------------------
+        # The fakes share what the SQL tables share: the sources' events and contacts
+        # feed detection and hand-offs, and a contact's new destination is a change.
+        self.destinations = InMemoryDestinationsStore()
+        self.sources = InMemorySourcesStore(self.destinations)
+        self.moments = InMemoryMomentsStore(self.sources)
+        self.history = InMemoryHistoryStore()
+        self.handoffs = InMemoryHandoffsStore(self.sources, self.moments)
 
         # -- messages -------------------------------------------------------------------
 
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+        self.money = MoneyBook()  # what the rewards, reward rules and payouts fakes share
+        self.rewards = InMemoryRewardsStore(self.money)
+        self.reward_rules = InMemoryRewardRulesStore(self.money)
+        self.payouts = InMemoryPayoutsStore(self.money)
+        self.reconcile = InMemoryReconcileStore()
 
         # clawbacks
         self.clawbacks, self.reversals = clawback_stores()

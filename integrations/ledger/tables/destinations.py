@@ -8,7 +8,7 @@ A row is written in the transaction that stores the contact with its new value, 
 change is never stored without its record. A referrer with a change seen after the
 last approval of one of their rewards flagged ``payout_destination_changed`` has every
 reward routed from then on flagged so, and sent to a person whatever its amount (see
-``SqlLedger.rewards_to_route``). Never updated, never deleted.
+``ledger.rewards.to_route``). Never updated, never deleted.
 """
 
 from __future__ import annotations
