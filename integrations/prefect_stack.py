@@ -671,6 +671,7 @@ class LocalStack:
         stopped = [name for name in ("web", STAND_IN, "worker", "server") if self.stop(name)]
         # Nothing runs any more: the CLI must not look for a stack on that port.
         assert self.run_dir is not None
+        (self.run_dir / f"{STAND_IN}.url").unlink(missing_ok=True)
         record = read_record(self.run_dir)
         if record is not None and record.get("port") == self.port:
             self.record_file.unlink(missing_ok=True)

@@ -121,6 +121,7 @@ def test_without_a_stripe_key_the_demo_web_app_onboards_through_the_local_stand_
     stopped = stack.down()
 
     assert {"web", STAND_IN} <= set(stopped)
+    assert not (tmp_path / "run" / f"{STAND_IN}.url").exists()
     for url in (f"{base}/healthz", stand_in):
         with pytest.raises(httpx.ConnectError):
             httpx.get(url, timeout=2)
