@@ -26,9 +26,9 @@ from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LedgerEntryRow, PayoutRow, RewardRow
 from integrations.payments.stripe_rail import StripeTransferRail, build_stripe_client
+from integrations.payments.stripe_stand_in import FakeStripe, Fault
 from integrations.prefect_limits import StripeRateLimits
 from tasks.payouts import PayoutReport, submit_payouts
-from tests.fakes.stripe_server import FakeStripe, Fault
 
 API_KEY = "sk_test_bench_payouts"
 LIMIT_NAME = "stripe-bench"

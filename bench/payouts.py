@@ -2,7 +2,7 @@
 
 **Part A (rate).** Seeds a fresh, migrated SQLite ledger with ``--n`` (default 10,000)
 payable rewards of 10 to 59 EUR (under the approval threshold), one referrer each with
-a Connect account at the local fake Stripe (``tests/fakes/stripe_server.py``), served
+a Connect account at the local fake Stripe (``integrations/payments/stripe_stand_in.py``), served
 over HTTP and answering 429 above ``--rate`` (default 100) requests per second. A real
 local Prefect server (``LocalStack``, server only) keeps the strict global rate limit
 ``stripe-bench`` at ``--rate``/s. ``--workers`` (default 4) processes, each with its

@@ -197,8 +197,8 @@ def _login_hint(stack: Any) -> str:
 
 @app.command()
 def down() -> None:
-    """Stop the server and worker started by `up` (and the web app `demo` started), by
-    their PIDs."""
+    """Stop the server and worker started by `up` (and the web app and Stripe stand-in
+    `demo` started), by their PIDs."""
     stopped = _stack().down()
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
@@ -207,7 +207,9 @@ def down() -> None:
 def demo(
     accounts: Annotated[int, typer.Option(help="Accounts in the sample company.")] = 300,
 ) -> None:
-    """Run the whole cycle on a generated sample company (SQLite ledger, local outbox)."""
+    """Run the whole cycle on a generated sample company (SQLite ledger, local outbox),
+    then start the referrers' web app (with the local Stripe stand-in for onboarding when
+    no Stripe key is set) and print a referrer's page link."""
     _prefect_env()
     stack = _stack()
     if not stack.healthy():
@@ -224,14 +226,23 @@ def demo(
 
 def _show_referrer_page(app_: Any, stack: Any) -> None:
     """Start the referrers' web app beside the stack (``make down`` stops it) and print
-    one referrer's magic link: the referrer's journey, clickable locally."""
+    one referrer's magic link: the referrer's journey, clickable locally.
+
+    Without a Stripe key the web app gets the local Stripe stand-in for its Connect
+    onboarding (payouts stay ledger-only), so "Set up payouts" can be clicked through
+    offline too."""
     from urllib.parse import urlsplit
 
     import httpx
 
+    from integrations.prefect_stack import StackError
+
     base = app_.settings.public_base_url
     port = urlsplit(base).port or 8000
-    stack.start_web(port)
+    try:
+        stand_in = stack.start_web(port, stripe_stand_in=app_.settings.stripe_api_key is None)
+    except StackError as exc:
+        _fail(str(exc))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -242,16 +253,42 @@ def _show_referrer_page(app_: Any, stack: Any) -> None:
         time.sleep(0.5)
     else:
         typer.secho(f"The web app did not answer on {base} (see .run/web.log).", err=True)
-    referrers = app_.ledger.referrer_side.referrers_with_rewards(limit=1)
-    if not referrers or app_.page_links is None:
+    referrer = demo_referrer(app_.ledger.referrer_side)
+    if referrer is None or app_.page_links is None:
         return
     hours = app_.settings.page_token_hours
     typer.echo(f"A referrer's own page (their magic link, valid {hours} h):")
-    typer.echo(f"  {app_.page_links(referrers[0])}")
+    typer.echo(f"  {app_.page_links(referrer)}")
+    typer.echo(
+        "  Open it, copy their link and follow it, then 'Set up payouts' (Stripe's "
+        "onboarding, then back); the next route-rewards run (`make demo` again runs one) "
+        "pays what they hold once approved: a new payout destination is always reviewed."
+    )
+    if stand_in is not None:
+        typer.echo(
+            f"  Onboarding goes to the local Stripe stand-in on {stand_in} (test mode, no "
+            "Stripe account; payouts stay ledger-only)."
+        )
     typer.echo(
         f"  (a fresh link for anyone: {base.rstrip('/')}/p/new; the web app keeps "
         "running, `make down` stops it)"
     )
+
+
+def demo_referrer(store: Any, look_at: int = 20) -> str | None:
+    """The referrer whose page the demo shows: of those holding the most rewards, the
+    first with no way to be paid through Stripe yet (their page offers payout setup),
+    else the first."""
+    from domain.models import PayoutRailKind
+    from domain.referrer_page import needs_payout_setup
+
+    stripe = {PayoutRailKind.STRIPE_TRANSFER, PayoutRailKind.STRIPE_BALANCE}
+    candidates = store.referrers_with_rewards(limit=look_at)
+    for referrer_id in candidates:
+        facts = store.referrer_facts(referrer_id)
+        if facts is not None and needs_payout_setup(facts.contact, stripe, facts.choice):
+            return str(referrer_id)
+    return str(candidates[0]) if candidates else None
 
 
 def _wait_until_resumable(app_: Any, timeout: float = 600) -> None:

@@ -37,6 +37,8 @@ import yaml
 from integrations.local_secrets import read_or_make_secret
 
 WORK_POOL = "referrals"
+#: The process name (PID file, log) of the demo's local Stripe stand-in.
+STAND_IN = "stripe-stand-in"
 
 
 class StackError(RuntimeError):
@@ -344,7 +346,7 @@ class LocalStack:
         pid = int(path.read_text().strip() or 0)
         return pid if pid and _alive(pid) else None
 
-    def _spawn(self, name: str, args: list[str]) -> int:
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> int:
         assert self.run_dir is not None
         assert self.home is not None
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +355,7 @@ class LocalStack:
             process = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
                 args,
                 cwd=self.project_dir,
-                env=self.env(),
+                env={**self.env(), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -525,13 +527,60 @@ class LocalStack:
         )
         return True
 
-    def start_web(self, port: int) -> bool:
+    def start_web(self, port: int, *, stripe_stand_in: bool = False) -> str | None:
         """Start the referrers' web app (``referrals web serve``, tracked links and
-        pages) on 127.0.0.1:``port`` unless it runs; whether it was started now."""
-        if self._running("web"):
-            return False
-        self._spawn("web", [_referrals(), "web", "serve", "--port", str(port)])
-        return True
+        pages) on 127.0.0.1:``port`` unless it runs.
+
+        Args:
+            port: the web app's port.
+            stripe_stand_in: also run the local Stripe stand-in
+                (:mod:`integrations.payments.stripe_stand_in`, 127.0.0.1 only) and give
+                its test key and address to the web app, and to it only: its Connect
+                onboarding routes go there, while the worker's payouts stay as
+                configured (ledger-only without a key). The two start and stop together.
+
+        Returns:
+            The stand-in's address when it runs (``None`` without one).
+        """
+        stand_in = self._stand_in_url() if self._running(STAND_IN) else None
+        if self._running("web") and (stand_in is not None) == stripe_stand_in:
+            return stand_in
+        # Started together or not at all: a web app must never point at a dead stand-in.
+        self.stop("web")
+        self.stop(STAND_IN)
+        env: dict[str, str] = {}
+        if stripe_stand_in:
+            from integrations.payments.stripe_stand_in import STAND_IN_KEY
+
+            stand_in = self._start_stand_in()
+            env = {"REFERRALS_STRIPE_API_KEY": STAND_IN_KEY, "REFERRALS_STRIPE_API_BASE": stand_in}
+        self._spawn("web", [_referrals(), "web", "serve", "--port", str(port)], env)
+        return stand_in
+
+    def _stand_in_url(self) -> str:
+        assert self.run_dir is not None
+        return (self.run_dir / f"{STAND_IN}.url").read_text().strip()
+
+    def _start_stand_in(self, timeout: float = 30) -> str:
+        """Start the Stripe stand-in on a free loopback port; its address once it answers."""
+        assert self.run_dir is not None
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        module = "integrations.payments.stripe_stand_in"
+        self._spawn(STAND_IN, [sys.executable, "-m", module, "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        (self.run_dir / f"{STAND_IN}.url").write_text(url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                sock.settimeout(1)
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return url
+            if not self._running(STAND_IN):
+                break
+            time.sleep(0.2)
+        raise StackError(f"the Stripe stand-in did not start (see {self.run_dir}/{STAND_IN}.log)")
 
     def up(self) -> list[Drift]:
         """Start the server, register the deployments and start a worker.
@@ -619,9 +668,10 @@ class LocalStack:
         return True
 
     def down(self) -> list[str]:
-        stopped = [name for name in ("web", "worker", "server") if self.stop(name)]
+        stopped = [name for name in ("web", STAND_IN, "worker", "server") if self.stop(name)]
         # Nothing runs any more: the CLI must not look for a stack on that port.
         assert self.run_dir is not None
+        (self.run_dir / f"{STAND_IN}.url").unlink(missing_ok=True)
         record = read_record(self.run_dir)
         if record is not None and record.get("port") == self.port:
             self.record_file.unlink(missing_ok=True)

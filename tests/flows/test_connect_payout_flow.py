@@ -20,7 +20,7 @@ from flows.bootstrap import App, use_app
 from flows.cycle import route_rewards
 from integrations.payments.stripe_connect import StripeConnect
 from integrations.payments.stripe_rail import StripeTransferRail, build_stripe_client
-from tests.fakes.stripe_server import FakeStripe
+from integrations.payments.stripe_stand_in import FakeStripe
 from tests.flows.test_payout_approval import (  # noqa: F401 (approvers: a fixture)
     ScriptedApprover,
     Suspended,

@@ -17,10 +17,10 @@ from flows.bootstrap import App
 from integrations.payments.fake import RecordingRail
 from integrations.payments.stripe_rail import build_stripe_client
 from integrations.payments.stripe_reconcile import StripeRecords
+from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.payouts import submit_payouts
 from tasks.reconcile import ARTIFACT_KEY
 from tests.conftest import contact
-from tests.fakes.stripe_server import FakeStripe
 from tests.integration.clawback_helpers import entries, link_payment, refund_event
 from tests.integration.test_payout_crashes import seed_payable_reward
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from integrations.payments.stripe_rail import StripeTransferRail
+from integrations.payments.stripe_stand_in import FakeStripe
 from tests.conftest import NOW
-from tests.fakes.stripe_server import FakeStripe
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from domain.program import Program
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.stripe_rail import build_stripe_client
 from integrations.payments.stripe_reconcile import StripeRecords
+from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.cards import learn_card_fingerprints
 from tasks.rewards import compute_new_rewards
 from tests.conftest import NOW
-from tests.fakes.stripe_server import FakeStripe
 from tests.fakes.throttle import RecordingThrottle, endpoint_matches
 from tests.tasks.test_learn_card_fingerprints import (
     SHARED,

@@ -22,11 +22,11 @@ from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import ConversionPaymentRow
 from integrations.payments.fake import RecordingRail
 from integrations.payments.stripe_rail import StripeBalanceRail, StripeTransferRail
+from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.asks import compose_notice
 from tasks.clawbacks import ClawbackReport, apply_clawbacks
 from tasks.payouts import CLAIM_LEASE, submit_payouts
 from tests.conftest import NOW, contact
-from tests.fakes.stripe_server import FakeStripe
 from tests.integration.clawback_helpers import (
     Ledger,
     balance,

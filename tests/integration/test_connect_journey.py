@@ -15,7 +15,7 @@ import pytest
 from config.settings import load_settings
 from flows import bootstrap
 from integrations.ledger.sql import SqlLedger
-from tests.fakes.stripe_server import FakeStripe
+from integrations.payments.stripe_stand_in import FakeStripe
 from tests.integration.test_ledger_flow import given_reward
 from tests.integration.test_link_clicks import serving
 

@@ -16,9 +16,9 @@ from starlette.applications import Starlette
 from domain.connect import ConnectStatus, Onboarding
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.stripe_connect import StripeConnect
+from integrations.payments.stripe_stand_in import FakeStripe
 from integrations.web.app import NOT_FOUND_PAGE
 from integrations.web.connect import connect_routes
-from tests.fakes.stripe_server import FakeStripe
 from tests.integration.test_ledger_flow import given_reward
 from tests.integration.test_webhooks import serve
 

@@ -33,8 +33,8 @@ from domain.money import Money
 from flows.bootstrap import App, build_app, use_app
 from flows.cycle import referral_cycle
 from integrations.ledger.tables import LedgerEntryRow, PayoutRow
+from integrations.payments.stripe_stand_in import FakeStripe
 from integrations.prefect_stack import WORK_POOL, LocalStack, engine_command
-from tests.fakes.stripe_server import FakeStripe
 from tests.prefect_database import running_stack
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]

@@ -37,10 +37,10 @@ from domain.money import Money
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LedgerEntryRow, PayoutRow
 from integrations.payments.stripe_rail import StripeTransferRail
+from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.payouts import CLAIM_LEASE, PayoutReport, submit_payouts
 from tasks.use_cases.approvals import record_decision
 from tests.conftest import NOW, contact, people_batch
-from tests.fakes.stripe_server import FakeStripe
 
 API_KEY = "sk_test_crash_worker_7777"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

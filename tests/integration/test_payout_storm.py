@@ -24,9 +24,9 @@ from domain.money import Money
 from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.stripe_rail import StripeTransferRail
+from integrations.payments.stripe_stand_in import FakeStripe, Fault
 from tasks.payouts import PayoutReport, submit_payouts
 from tests.conftest import NOW, contact
-from tests.fakes.stripe_server import FakeStripe, Fault
 from tests.integration.test_payout_crashes import (
     assert_paid_exactly_once,
     seed_payable_reward,

@@ -22,11 +22,11 @@ from integrations.payments.stripe_rail import (
     build_stripe_client,
 )
 from integrations.payments.stripe_reconcile import StripeRecords
+from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.clawbacks import apply_clawbacks
 from tasks.payouts import submit_payouts
 from tasks.reconcile import reconcile_payouts
 from tests.conftest import NOW, contact
-from tests.fakes.stripe_server import FakeStripe
 from tests.integration.clawback_helpers import Ledger, link_payment, refund_event
 from tests.integration.test_payout_crashes import seed_payable_reward
 

@@ -27,12 +27,12 @@ from integrations.ledger.migrate import alembic_config, upgrade
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import RewardPaymentRow, RewardRow
 from integrations.payments.stripe_rail import StripeTransferRail
+from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.clawbacks import ClawbackReport, apply_clawbacks
 from tasks.conversions import link_stripe_payments, record_stripe_conversions
 from tasks.payouts import submit_payouts
 from tasks.rewards import compute_new_rewards
 from tests.conftest import NOW, contact, people_batch
-from tests.fakes.stripe_server import FakeStripe
 from tests.integration.clawback_helpers import balance, entries, refund_event, status
 from tests.stripe_conversion_events import CODE_A, event, invoice, invoice_payment
 

@@ -42,13 +42,13 @@ from integrations.ledger.tables import (
 from integrations.ledger.webhooks import WebhookLedger
 from integrations.payments.stripe_connect import StripeConnect
 from integrations.payments.stripe_rail import StripeTransferRail
+from integrations.payments.stripe_stand_in import FakeStripe
 from integrations.webhooks import create_app
 from tasks.connect import apply_account_updates, refresh_connected_accounts
 from tasks.payouts import submit_payouts
 from tasks.rewards import plan_routes
 from tasks.use_cases.approvals import record_decision
 from tests.conftest import contact, people_batch
-from tests.fakes.stripe_server import FakeStripe
 from tests.integration.test_ledger_flow import decide, given_reward
 from tests.integration.test_webhooks import STRIPE, serve
 

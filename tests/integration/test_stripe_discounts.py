@@ -20,7 +20,7 @@ from domain.money import Money
 from domain.ports import RefereeDiscounts
 from integrations.payments.stripe_discounts import StripeDiscounts
 from integrations.payments.stripe_rail import build_stripe_client
-from tests.fakes.stripe_server import FakeStripe
+from integrations.payments.stripe_stand_in import FakeStripe
 
 API_KEY = "sk_test_discounts_4242"
 CODE = "RABCDEFGHIJKLMNOPQRST"

@@ -26,11 +26,11 @@ from integrations.ledger.stripe_conversions import STRIPE_EVENTS_CURSOR
 from integrations.ledger.tables import ConversionPaymentRow, ConversionRow, RewardRow
 from integrations.payments.stripe_events import DEFAULT_TYPES, StripeEventFeed
 from integrations.payments.stripe_rail import build_stripe_client
+from integrations.payments.stripe_stand_in import FakeStripe
 from integrations.webhooks import create_app
 from tasks.conversions import record_stripe_conversions
 from tasks.rewards import compute_new_rewards
 from tasks.stripe_events import poll_stripe_events
-from tests.fakes.stripe_server import FakeStripe
 from tests.integration.test_stripe_conversions_ledger import count, rows
 from tests.integration.test_webhooks import STRIPE, STRIPE_SECRET, serve, stripe_signature
 from tests.stripe_conversion_events import (

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fakes.stripe_server import FakeStripe, decode_form
+from integrations.payments.stripe_stand_in import FakeStripe, decode_form
 
 API_KEY = "sk_test_fake_4242"
 

@@ -27,8 +27,8 @@ from integrations.payments.stripe_rail import (
     StripeTransferRail,
     build_stripe_client,
 )
+from integrations.payments.stripe_stand_in import FakeStripe
 from integrations.payments.stripe_webhook import verify_stripe_event
-from tests.fakes.stripe_server import FakeStripe
 
 API_KEY = "sk_test_rail_secret_4242"
 WEBHOOK_SECRET = "whsec_test_signing_secret"

@@ -11,7 +11,7 @@ from domain.clawbacks import ReversalInstruction, ReversalOutcome, ReversalResul
 from domain.models import PayoutInstruction, PayoutOutcome, PayoutRailKind, derived_id
 from domain.money import Money
 from integrations.payments.stripe_rail import StripeBalanceRail, StripeTransferRail
-from tests.fakes.stripe_server import FakeStripe
+from integrations.payments.stripe_stand_in import FakeStripe
 
 REWARD = "reward-1"
 

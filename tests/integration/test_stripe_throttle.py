@@ -16,7 +16,7 @@ from integrations.payments.stripe_rail import (
     StripeTransferRail,
     build_stripe_client,
 )
-from tests.fakes.stripe_server import FakeStripe
+from integrations.payments.stripe_stand_in import FakeStripe
 from tests.fakes.throttle import RecordingThrottle, endpoint_matches
 
 API_KEY = "sk_test_throttle"

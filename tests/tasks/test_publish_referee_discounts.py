@@ -26,9 +26,9 @@ from integrations.payments.fake_discounts import RecordingDiscounts
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
 from integrations.payments.stripe_discounts import StripeDiscounts
 from integrations.payments.stripe_rail import build_stripe_client
+from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.discounts import publish_referee_discounts
 from tests.conftest import contact, people_batch
-from tests.fakes.stripe_server import FakeStripe
 
 STRIPE = DiscountRail.STRIPE
 

@@ -1,4 +1,11 @@
-"""A local fake of the Stripe v1 endpoints the payout code uses, served over real HTTP.
+"""A local stand-in for the Stripe v1 endpoints the payout code uses, over real HTTP.
+
+It is the tests' fake Stripe and the demo's local Stripe: ``referrals demo`` runs it
+(``python -m integrations.payments.stripe_stand_in``) beside the web app when no Stripe
+key is configured, so a newcomer can click through Connect onboarding offline. It is
+never a Stripe: it listens on 127.0.0.1 only, accepts one test-mode key of its own, and
+refuses to start when it is given a live key (``sk_live_...``) or when
+``REFERRALS_STRIPE_API_KEY`` holds one. Nothing it holds survives its process.
 
 The official ``stripe`` library talks to it unchanged (point ``base_addresses["api"]`` at
 :attr:`FakeStripe.url`), so tests exercise the real encoding, headers, retries and error
@@ -104,6 +111,10 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 JSON = dict[str, Any]
+LOOPBACK = "127.0.0.1"
+LIVE_KEY_PREFIX = "sk_live_"
+#: The key the demo's stand-in accepts (``referrals demo`` gives it to the web app).
+STAND_IN_KEY = "sk_test_local_stand_in"
 Fault = int | str
 
 FAULTS: frozenset[Fault] = frozenset(
@@ -385,8 +396,9 @@ def _mask_key(key: str) -> str:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, fake: FakeStripe) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, fake: FakeStripe, port: int = 0) -> None:
+        # Loopback only, whoever asks: the stand-in is never reachable from elsewhere.
+        super().__init__((LOOPBACK, port), _Handler)
         self.fake = fake
         self._sockets: set[socket.socket] = set()
         self._sockets_lock = threading.Lock()
@@ -478,7 +490,8 @@ class FakeStripe:
             assert len(fake.transfers) == 1
 
     Args:
-        api_key: the only secret key the fake accepts.
+        api_key: the only secret key the fake accepts (a test-mode one: a live key
+            ``sk_live_...`` is refused with ``ValueError``).
         rate_limit_per_second: when set, requests above this rate (sliding one-second
             window) are answered 429.
         endpoint_rate_limit_per_second: when set, requests to one endpoint (method and
@@ -500,6 +513,8 @@ class FakeStripe:
         available_balance: Mapping[str, int] | None = None,
         start: datetime | None = None,
     ) -> None:
+        if api_key.startswith(LIVE_KEY_PREFIX):
+            raise ValueError("the Stripe stand-in refuses a live key (sk_live_...)")
         self.api_key = api_key
         self.rate_limit_per_second = rate_limit_per_second
         self.endpoint_rate_limit_per_second = endpoint_rate_limit_per_second
@@ -528,7 +543,7 @@ class FakeStripe:
         self._account_links: dict[str, JSON] = {}
         #: Where ``account.updated`` is POSTed, signed with :attr:`webhook_secret`.
         self.webhook_url: str | None = None
-        self.webhook_secret: str = "whsec_fake"
+        self.webhook_secret: str = "whsec_fake"  # noqa: S105 (the stand-in's own, not a secret)
         self._saved: dict[str, _Saved] = {}
         self._in_flight: set[str] = set()
         self._scripts: list[tuple[str, deque[Fault]]] = []
@@ -541,12 +556,12 @@ class FakeStripe:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> Self:
-        """Serve on a free port of 127.0.0.1 in a background thread."""
+    def start(self, port: int = 0) -> Self:
+        """Serve on 127.0.0.1:``port`` (0: a free one) in a background thread."""
         if self._server is not None:
             return self
         self._stopping.clear()
-        self._server = _Server(self)
+        self._server = _Server(self, port)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.01},
@@ -1988,3 +2003,38 @@ def _page(items: list[JSON], params: JSON, url: str, kind: str) -> JSON:
         "has_more": has_more,
         "url": url,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the stand-in until SIGTERM or Ctrl-C: ``python -m
+    integrations.payments.stripe_stand_in --port N`` (what ``referrals demo`` runs).
+
+    Returns:
+        The exit status: 2 when a live key is configured (the stand-in never runs
+        beside a real Stripe account's key).
+    """
+    import argparse
+    import os
+    import signal
+
+    parser = argparse.ArgumentParser(description="The local Stripe stand-in (127.0.0.1 only).")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any)")
+    args = parser.parse_args(argv)
+    if os.environ.get("REFERRALS_STRIPE_API_KEY", "").startswith(LIVE_KEY_PREFIX):
+        print("refused: REFERRALS_STRIPE_API_KEY is a live key", file=sys.stderr)  # noqa: T201
+        return 2
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    fake = FakeStripe(api_key=STAND_IN_KEY).start(args.port)
+    print(f"Stripe stand-in on {fake.url} (test mode, local only)", flush=True)  # noqa: T201
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
