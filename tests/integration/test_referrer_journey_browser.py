@@ -30,6 +30,7 @@ from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.connect import refresh_connected_accounts
 from tasks.payouts import submit_payouts
 from tasks.rewards import plan_routes
+from tasks.use_cases.approvals import record_decision
 from tests.conftest import contact, people_batch
 from tests.integration.browser import (
     WIDTHS,
@@ -156,8 +157,8 @@ def test_a_referrer_walks_from_their_magic_link_through_sharing_and_onboarding_a
         rails = {PayoutRailKind.STRIPE_TRANSFER: rail}
         refresh_connected_accounts.fn(ledger.connect, connect, now)
         assert plan_routes.fn(ledger, program, now, now).approval == [reward.reward_id]
-        ledger.record_decision(
-            reward.reward_id, 1, decide(Decision.APPROVE, amount_minor=2_000), 1, None, now
+        record_decision(
+            ledger, reward.reward_id, 1, decide(Decision.APPROVE, amount_minor=2_000), 1, None, now
         )
         for _ in range(2):
             submit_payouts.fn(ledger, rails, [reward.reward_id], now)
