@@ -169,14 +169,14 @@ def _end_approvals_of_cancelled(
     nothing waiting for good. Without ``approvals`` only requests no run waits on close.
     """
     closing: list[str] = []
-    for request_id, _, run_id in ledger.waiting_requests_of_closed_rewards(limit):
+    for request_id, _, run_id in ledger.clawbacks.waiting_requests_of_cancelled(limit):
         if run_id is None:
             closing.append(request_id)
         elif approvals is not None:
             # False when resumed meanwhile: that decision finds the reward cancelled.
             approvals.cancel_waiting(run_id, _CANCELLED_REASON)
             closing.append(request_id)
-    return ledger.close_approval_requests(closing, now)
+    return ledger.clawbacks.close_requests(closing, now)
 
 
 def _submit_reversals(

@@ -138,6 +138,17 @@ class ClawbackStore(Protocol):
         """The clawback rows of rewards, oldest first (ids, causes and amounts)."""
         ...
 
+    # -- what a clawback leaves waiting ----------------------------------------------------
+
+    def waiting_requests_of_cancelled(self, limit: int) -> list[tuple[str, str, str | None]]:
+        """Approval requests still waiting for a reward a clawback cancelled meanwhile:
+        (request id, reward id, flow run id), oldest first."""
+        ...
+
+    def close_requests(self, request_ids: Sequence[str], now: datetime) -> int:
+        """Close those of the waiting requests still waiting; returns how many."""
+        ...
+
 
 class ReversalStore(Protocol):
     """Taking paid money back at the provider, and the debts it leaves."""

@@ -430,6 +430,45 @@ class SqlClawbackStore(LedgerBase):
                 ]
         return found
 
+    # -- what a clawback leaves waiting -----------------------------------------------
+
+    def waiting_requests_of_cancelled(self, limit: int) -> list[tuple[str, str, str | None]]:
+        """Approval requests still waiting for a reward that was cancelled meanwhile:
+        (request id, reward id, flow run id)."""
+        with self._connect() as conn:
+            return [
+                (r.request_id, r.reward_id, r.flow_run_id)
+                for r in conn.execute(
+                    select(
+                        T_APPROVAL_REQUESTS.c.request_id,
+                        T_APPROVAL_REQUESTS.c.reward_id,
+                        T_APPROVAL_REQUESTS.c.flow_run_id,
+                    )
+                    .join(T_REWARDS, T_REWARDS.c.reward_id == T_APPROVAL_REQUESTS.c.reward_id)
+                    .where(
+                        T_APPROVAL_REQUESTS.c.status == "waiting",
+                        T_REWARDS.c.status == RewardStatus.CANCELLED.value,
+                    )
+                    .order_by(T_APPROVAL_REQUESTS.c.created_at, T_APPROVAL_REQUESTS.c.request_id)
+                    .limit(limit)
+                )
+            ]
+
+    def close_requests(self, request_ids: Sequence[str], now: datetime) -> int:
+        """Close waiting requests whose reward needs no decision any more."""
+        closed = 0
+        with self._begin() as conn:
+            for chunk in chunks(request_ids):
+                closed += conn.execute(
+                    update(T_APPROVAL_REQUESTS)
+                    .where(
+                        T_APPROVAL_REQUESTS.c.request_id.in_(chunk),
+                        T_APPROVAL_REQUESTS.c.status == "waiting",
+                    )
+                    .values(status="expired", closed_at=now)
+                ).rowcount
+        return closed
+
 
 def _positions(
     conn: Connection, reward_ids: Sequence[str], payment_key: str
@@ -638,45 +677,3 @@ class SqlReversalStore(LedgerBase):
                 previous = totals.get(referrer)
                 totals[referrer] = amount if previous is None else previous + amount
         return totals
-
-
-class ClosedRewardApprovalsLedger(LedgerBase):
-    """Approval requests of rewards a clawback cancelled; a mixin of ``SqlLedger`` until
-    the approvals area takes these two methods into its store."""
-
-    def waiting_requests_of_closed_rewards(self, limit: int) -> list[tuple[str, str, str | None]]:
-        """Approval requests still waiting for a reward that was cancelled meanwhile:
-        (request id, reward id, flow run id)."""
-        with self._connect() as conn:
-            return [
-                (r.request_id, r.reward_id, r.flow_run_id)
-                for r in conn.execute(
-                    select(
-                        T_APPROVAL_REQUESTS.c.request_id,
-                        T_APPROVAL_REQUESTS.c.reward_id,
-                        T_APPROVAL_REQUESTS.c.flow_run_id,
-                    )
-                    .join(T_REWARDS, T_REWARDS.c.reward_id == T_APPROVAL_REQUESTS.c.reward_id)
-                    .where(
-                        T_APPROVAL_REQUESTS.c.status == "waiting",
-                        T_REWARDS.c.status == RewardStatus.CANCELLED.value,
-                    )
-                    .order_by(T_APPROVAL_REQUESTS.c.created_at, T_APPROVAL_REQUESTS.c.request_id)
-                    .limit(limit)
-                )
-            ]
-
-    def close_approval_requests(self, request_ids: Sequence[str], now: datetime) -> int:
-        """Close waiting requests whose reward needs no decision any more."""
-        closed = 0
-        with self._begin() as conn:
-            for chunk in chunks(request_ids):
-                closed += conn.execute(
-                    update(T_APPROVAL_REQUESTS)
-                    .where(
-                        T_APPROVAL_REQUESTS.c.request_id.in_(chunk),
-                        T_APPROVAL_REQUESTS.c.status == "waiting",
-                    )
-                    .values(status="expired", closed_at=now)
-                ).rowcount
-        return closed

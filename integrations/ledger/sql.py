@@ -43,9 +43,6 @@ from integrations.ledger.base import (
     contact_from_row,
     pairs,
 )
-from integrations.ledger.clawbacks import (
-    ClosedRewardApprovalsLedger,
-)
 from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.links import LinkLedger
 from integrations.ledger.tables import (
@@ -71,7 +68,6 @@ _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTIFICATI
 class SqlLedger(
     SqlStores,
     WebhookLedger,
-    ClosedRewardApprovalsLedger,
     DiscountLedger,
     LinkLedger,
     LedgerBase,

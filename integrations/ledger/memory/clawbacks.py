@@ -78,6 +78,8 @@ class ClawbackData:
     reversals: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: dict[str, ClawbackNotice] = field(default_factory=dict)
     locked_referrers: list[str] = field(default_factory=list)
+    # request id -> [reward id, flow run id, status, created at]
+    approval_requests: dict[str, list[Any]] = field(default_factory=dict)
 
     # -- seeding (a test's set-up) ------------------------------------------------------
 
@@ -322,6 +324,31 @@ class InMemoryClawbackStore:
             (dict(c) for c in self.data.clawbacks.values() if c["reward_id"] in ids),
             key=lambda c: (c["occurred_at"], c["clawback_id"]),
         )
+
+    def waiting_requests_of_cancelled(self, limit: int) -> list[tuple[str, str, str | None]]:
+        self.calls.append(("waiting_requests_of_cancelled", (limit,)))
+        waiting = sorted(
+            (created_at, request_id, reward_id, run_id)
+            for request_id, (reward_id, run_id, status, created_at) in (
+                self.data.approval_requests.items()
+            )
+            if status == "waiting"
+            and reward_id in self.data.rewards
+            and self.data.rewards[reward_id].status is RewardStatus.CANCELLED
+        )
+        return [(request_id, reward_id, run_id) for _, request_id, reward_id, run_id in waiting][
+            :limit
+        ]
+
+    def close_requests(self, request_ids: Sequence[str], now: datetime) -> int:
+        self.calls.append(("close_requests", (tuple(request_ids), now)))
+        closed = 0
+        for request_id in request_ids:
+            request = self.data.approval_requests.get(request_id)
+            if request is not None and request[2] == "waiting":
+                request[2] = "expired"
+                closed += 1
+        return closed
 
 
 class InMemoryReversalStore:
