@@ -646,7 +646,7 @@ def web_links_app() -> Any:
 
     settings = load_settings()
     return create_app(
-        SqlLedger(make_engine(settings.database_url)),
+        SqlLedger(make_engine(settings.database_url)).links,
         landing=settings.landing_url,
         visitor_key=visitor_key(settings.visitor_key, settings.visitor_key_file),
         flush_clicks=settings.link_flush_clicks,

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.links import LinkStore
 
 
 class Stores(Protocol):
@@ -31,6 +32,7 @@ class Stores(Protocol):
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
 
     # -- messages: asks, emails, links, discounts -------------------------------------
+    links: LinkStore
 
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
 

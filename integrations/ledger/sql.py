@@ -93,7 +93,6 @@ from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.fraud import FraudLedger
 from integrations.ledger.handoffs import HandoffLedger
 from integrations.ledger.history import HistoryLedger
-from integrations.ledger.links import LinkLedger
 from integrations.ledger.metrics import MetricsLedger
 from integrations.ledger.partners import PartnerLedger
 from integrations.ledger.reconcile import ReconcileLedger
@@ -155,7 +154,6 @@ class SqlLedger(
     TouchpointLedger,
     DestinationLedger,
     HandoffLedger,
-    LinkLedger,
     LedgerBase,
 ):
     """The ledger database behind SQLAlchemy (SQLite or PostgreSQL).

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.links import SqlLinkStore
 
 
 class SqlStores:
@@ -23,6 +24,7 @@ class SqlStores:
         # -- intake ---------------------------------------------------------------------
 
         # -- messages -------------------------------------------------------------------
+        self.links = SqlLinkStore(engine, conn)
 
         # -- conversions ----------------------------------------------------------------
 

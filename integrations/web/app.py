@@ -32,10 +32,9 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
-from typing import Protocol
 
 from anyio import to_thread
 from starlette.applications import Starlette
@@ -46,6 +45,7 @@ from starlette.types import Receive, Scope, Send
 
 from domain.codes import normalize_code
 from domain.links import LINK_PATH, LinkClick, landing_url, visitor_hash, visitor_kind
+from domain.stores.links import LinkStore
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +65,6 @@ NOT_FOUND_PAGE = (
     "<title>Page not found</title></head>"
     "<body><h1>Page not found</h1><p>This link does not lead anywhere.</p></body></html>\n"
 )
-
-
-class LinkStore(Protocol):
-    """What the app needs of the ledger (``SqlLedger`` with the ``LinkLedger`` mixin)."""
-
-    def live_referrer(self, code: str) -> str | None: ...
-
-    def record_link_clicks(self, clicks: Sequence[LinkClick], now: datetime) -> int: ...
 
 
 def _utc_now() -> datetime:

@@ -42,7 +42,7 @@ def given_code(ledger: SqlLedger, now: datetime, contact_id: str, **extra: Any) 
 
 
 def link_app(ledger: SqlLedger, now: datetime, **options: Any) -> LinkApp:
-    return create_app(ledger, landing=LANDING, visitor_key=KEY, clock=lambda: now, **options)
+    return create_app(ledger.links, landing=LANDING, visitor_key=KEY, clock=lambda: now, **options)
 
 
 @contextmanager
@@ -217,7 +217,7 @@ def test_a_conversion_after_a_persons_click_has_the_last_click_before_it_as_a_to
     def clock() -> datetime:
         return next(times)
 
-    app = create_app(ledger, landing=LANDING, visitor_key=KEY, clock=clock)
+    app = create_app(ledger.links, landing=LANDING, visitor_key=KEY, clock=clock)
     with serving(app) as client:
         for _ in range(3):
             assert client.get(f"/r/{code}", headers={"User-Agent": FIREFOX}).status_code == 302

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.links import InMemoryLinkStore
+
 
 class InMemoryStores:
     """The fakes of every area that has one (an area adds its attribute here)."""
@@ -23,6 +25,7 @@ class InMemoryStores:
         # -- intake ---------------------------------------------------------------------
 
         # -- messages -------------------------------------------------------------------
+        self.links = InMemoryLinkStore()
 
         # -- conversions ----------------------------------------------------------------
 
