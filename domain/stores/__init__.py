@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.discounts import DiscountStore
 from domain.stores.links import LinkStore
 
 
@@ -33,6 +34,7 @@ class Stores(Protocol):
 
     # -- messages: asks, emails, links, discounts -------------------------------------
     links: LinkStore
+    discounts: DiscountStore
 
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
 

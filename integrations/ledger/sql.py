@@ -89,7 +89,6 @@ from integrations.ledger.clawbacks import (
 )
 from integrations.ledger.destinations import DestinationLedger, record_destination_changes
 from integrations.ledger.detection import DetectionLedger
-from integrations.ledger.discounts import DiscountLedger
 from integrations.ledger.fraud import FraudLedger
 from integrations.ledger.handoffs import HandoffLedger
 from integrations.ledger.history import HistoryLedger
@@ -149,7 +148,6 @@ class SqlLedger(
     ReconcileLedger,
     MetricsLedger,
     FraudLedger,
-    DiscountLedger,
     RewardRulesLedger,
     TouchpointLedger,
     DestinationLedger,

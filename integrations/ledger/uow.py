@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.discounts import SqlDiscountStore
 from integrations.ledger.links import SqlLinkStore
 
 
@@ -25,6 +26,7 @@ class SqlStores:
 
         # -- messages -------------------------------------------------------------------
         self.links = SqlLinkStore(engine, conn)
+        self.discounts = SqlDiscountStore(engine, conn)
 
         # -- conversions ----------------------------------------------------------------
 

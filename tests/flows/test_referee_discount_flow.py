@@ -55,7 +55,7 @@ def test_without_a_stripe_key_the_discount_is_recorded_as_ledger_only(
 
     assert result["discounts"]["rail"] == "ledger_only"
     assert result["discounts"]["published"] == 3
-    assert test_app.ledger.referee_discounts(DiscountRail.LEDGER_ONLY)["succeeded"] == 3
+    assert test_app.ledger.discounts.referee_discounts(DiscountRail.LEDGER_ONLY)["succeeded"] == 3
 
 
 def test_an_app_without_a_discount_adapter_publishes_nothing(

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import insert
 
+from domain.discounts import (
+    CouponInstruction,
+    DiscountOutcome,
+    DiscountRail,
+    DiscountResult,
+)
 from domain.links import LinkClick, VisitorKind
 from integrations.ledger.engine import make_engine
 from integrations.ledger.memory import InMemoryLedger
@@ -27,6 +34,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Given]]:
 
         def given_memory(contact_id: str, code: str, *, opted_out: bool = False) -> None:
             memory.links.owners[code] = contact_id
+            memory.discounts.referral_codes[code] = contact_id
             if opted_out:
                 memory.links.opted_out.add(contact_id)
 
@@ -80,3 +88,52 @@ def test_a_batch_of_clicks_written_twice_is_stored_once(
     first = [_click(f"k{i}", "LIVECODE", now + timedelta(seconds=i)) for i in range(3)]
     assert ledger.links.record_link_clicks(first, now) == 3
     assert ledger.links.record_link_clicks([*first, _click("k3", "LIVECODE", now)], now) == 1
+
+
+def test_the_coupon_key_is_stored_once_and_each_code_is_queued_once_until_settled(
+    backend: tuple[Any, Given], now: datetime
+) -> None:
+    ledger, given = backend
+    given("C1", "CODEONE")
+    given("C2", "CODETWO")
+    rail = DiscountRail.STRIPE
+    coupon = CouponInstruction(
+        coupon_id="friend-10",
+        name="Friend",
+        percent_off=Decimal("10"),
+        amount_off=None,
+        duration="once",
+        duration_in_months=None,
+        rail=rail,
+        idempotency_key=CouponInstruction.key_for("friend-10", rail),
+    )
+    first = ledger.discounts.prepare_coupon(coupon, now)
+    again = ledger.discounts.prepare_coupon(coupon, now + timedelta(hours=1))
+    assert (first.status, again.status) == ("pending", "pending")
+    assert again.instruction.idempotency_key == "program:friend-10:coupon"
+    assert again.instruction.key_created_at == now
+    ledger.discounts.record_coupon_result(
+        coupon, DiscountResult("friend-10", DiscountOutcome.SUCCEEDED, "co_1"), now
+    )
+    assert ledger.discounts.prepare_coupon(coupon, now).provider_ref == "co_1"
+
+    assert ledger.discounts.queue_promotion_codes("friend-10", rail, now) == 2
+    assert ledger.discounts.queue_promotion_codes("friend-10", rail, now) == 0
+    pending = ledger.discounts.pending_promotion_codes(rail, "", 10)
+    assert [(p.code, p.idempotency_key) for p in pending] == [
+        ("CODEONE", "code:CODEONE:promotion_code"),
+        ("CODETWO", "code:CODETWO:promotion_code"),
+    ]
+    assert [p.code for p in ledger.discounts.pending_promotion_codes(rail, "CODEONE", 10)] == [
+        "CODETWO"
+    ]
+    ledger.discounts.record_promotion_code_results(
+        rail,
+        [
+            DiscountResult("CODEONE", DiscountOutcome.SUCCEEDED, "promo_1"),
+            DiscountResult("CODETWO", DiscountOutcome.RETRYABLE, error="timeout"),
+        ],
+        now,
+    )
+    assert ledger.discounts.referee_discounts(rail) == {"pending": 1, "succeeded": 1, "failed": 0}
+    assert [p.code for p in ledger.discounts.pending_promotion_codes(rail, "", 10)] == ["CODETWO"]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.discounts import InMemoryDiscountStore
 from integrations.ledger.memory.links import InMemoryLinkStore
 
 
@@ -26,6 +27,7 @@ class InMemoryStores:
 
         # -- messages -------------------------------------------------------------------
         self.links = InMemoryLinkStore()
+        self.discounts = InMemoryDiscountStore()
 
         # -- conversions ----------------------------------------------------------------
 
