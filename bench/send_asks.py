@@ -47,6 +47,7 @@ from domain.models import (
 )
 from domain.ports import SourceBatch
 from integrations.email.sendgrid_sender import MAX_PERSONALIZATIONS, SendGridEmailSender
+from integrations.ledger.emails import SqlEmailStore
 from integrations.ledger.sql import SqlLedger
 from tasks.emails import send_ask_emails
 from tests.fakes.sendgrid_server import FakeSendGrid
@@ -69,19 +70,12 @@ _DETAIL = {
 _REFERRER = (ReferrerType.CUSTOMER,) * 8 + (ReferrerType.PARTNER, ReferrerType.EMPLOYEE)
 
 
-class TimedLedger(SqlLedger):
-    """The real ledger, with the time of the calls the send stage makes added up."""
+class TimedEmailStore(SqlEmailStore):
+    """The real ``emails`` store, with the time of the send stage's calls added up."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, seconds: dict[str, float]) -> None:
         super().__init__(engine)
-        self.seconds: dict[str, float] = {"read": 0.0, "claim": 0.0, "record": 0.0}
-
-    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
-        start = time.perf_counter()
-        try:
-            return super().asks_to_send(after, limit)
-        finally:
-            self.seconds["read"] += time.perf_counter() - start
+        self.seconds = seconds
 
     def mark_sending(self, kind: str, message_ids: Sequence[str], now: datetime) -> list[str]:
         start = time.perf_counter()
@@ -98,6 +92,22 @@ class TimedLedger(SqlLedger):
             super().record_email_results(kind, results, now)
         finally:
             self.seconds["record"] += time.perf_counter() - start
+
+
+class TimedLedger(SqlLedger):
+    """The real ledger, with the time of the calls the send stage makes added up."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.seconds: dict[str, float] = {"read": 0.0, "claim": 0.0, "record": 0.0}
+        self.emails = TimedEmailStore(engine, self.seconds)
+
+    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
+        start = time.perf_counter()
+        try:
+            return super().asks_to_send(after, limit)
+        finally:
+            self.seconds["read"] += time.perf_counter() - start
 
 
 class TimedSender:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.discounts import DiscountStore
+from domain.stores.emails import EmailStore
 from domain.stores.links import LinkStore
 
 
@@ -33,6 +34,7 @@ class Stores(Protocol):
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
 
     # -- messages: asks, emails, links, discounts -------------------------------------
+    emails: EmailStore
     links: LinkStore
     discounts: DiscountStore
 

@@ -17,9 +17,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     and_,
-    bindparam,
     case,
     exists,
     func,
@@ -45,8 +43,6 @@ from domain.models import (
     Conversion,
     Decision,
     DecisionRecord,
-    EmailOutcome,
-    EmailResult,
     EventType,
     IngestReport,
     Moment,
@@ -98,10 +94,8 @@ from integrations.ledger.reconcile import ReconcileLedger
 from integrations.ledger.reward_rules import RewardRulesLedger
 from integrations.ledger.stripe_conversions import StripeConversionLedger
 from integrations.ledger.tables import (
-    T_ASKS,
     T_LEDGER_ENTRIES,
     T_MOMENTS,
-    T_NOTIFICATIONS,
     T_PAYOUTS,
     T_REWARDS,
     T_SOURCE_EVENTS,
@@ -112,7 +106,6 @@ from integrations.ledger.tables import (
     ContactRow,
     ConversionRow,
     DetractorHandoffRow,
-    EmailOutboxRow,
     FollowUpRow,
     LedgerEntryRow,
     MomentRow,
@@ -129,8 +122,6 @@ from integrations.ledger.tables import (
 from integrations.ledger.touchpoints import TouchpointLedger, record_conversions_touches
 from integrations.ledger.uow import SqlStores
 from integrations.ledger.webhooks import WebhookLedger
-
-_MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTIFICATIONS}
 
 
 class DecisionConflict(InvalidDecision):
@@ -613,162 +604,6 @@ class SqlLedger(
                 )
                 for r in rows
             ]
-
-    # -- email bookkeeping (asks and notifications share one status machine) ---------
-
-    def write_outbox(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """The local email backend: keep each message once, by its message id."""
-        with self._begin() as conn:
-            return len(self._insert_ignore(conn, EmailOutboxRow, rows, EmailOutboxRow.message_id))
-
-    def outbox(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self._connect() as conn:
-            return [
-                dict(r)
-                for r in conn.execute(
-                    select(
-                        EmailOutboxRow.message_id,
-                        EmailOutboxRow.kind,
-                        EmailOutboxRow.to_name,
-                        EmailOutboxRow.subject,
-                        EmailOutboxRow.body,
-                    )
-                    .order_by(EmailOutboxRow.created_at, EmailOutboxRow.message_id)
-                    .limit(limit)
-                ).mappings()
-            ]
-
-    def mark_sending(self, kind: str, message_ids: Sequence[str], now: datetime) -> list[str]:
-        """Claim queued messages for sending; returns those this caller claimed.
-
-        A message left in ``sending`` by a crash is never sent again automatically:
-        :meth:`expire_sending` marks it ``unknown`` for a person to check, because the
-        email may already have gone out and a second ask is worse than a missing one.
-        ``sent_at`` holds the claim time while the message is ``sending``.
-        """
-        table = _MESSAGE_TABLES[kind]
-        pk = table.primary_key.columns.values()[0]
-        claimed: list[str] = []
-        with self._begin() as conn:
-            for chunk in chunks(message_ids):
-                claimed += (
-                    conn.execute(
-                        update(table)
-                        .where(pk.in_(chunk), table.c.status == "queued")
-                        .values(status="sending", sent_at=now)
-                        .returning(pk)
-                    )
-                    .scalars()
-                    .all()
-                )
-        return claimed
-
-    def expire_sending(self, kind: str, claimed_before: datetime) -> int:
-        """Mark ``unknown`` the messages claimed before ``claimed_before`` and never
-        settled: their sender died between the call and the commit."""
-        table = _MESSAGE_TABLES[kind]
-        with self._begin() as conn:
-            return conn.execute(
-                update(table)
-                .where(table.c.status == "sending", table.c.sent_at < claimed_before)
-                .values(status="unknown")
-            ).rowcount
-
-    def record_email_results(
-        self, kind: str, results: Sequence[EmailResult], now: datetime
-    ) -> None:
-        table = _MESSAGE_TABLES[kind]
-        pk = table.primary_key.columns.values()[0]
-        status = {
-            EmailOutcome.ACCEPTED: "accepted",
-            EmailOutcome.FAILED: "failed",
-            EmailOutcome.RETRYABLE: "queued",
-        }
-        if not results:
-            return
-        # One statement run for every row (executemany), not one statement per row.
-        stmt = (
-            update(table)
-            .where(pk == bindparam("m_id"), table.c.status == "sending")
-            .values(
-                status=bindparam("m_status"),
-                provider_ref=bindparam("m_ref"),
-                error=bindparam("m_error"),
-                sent_at=bindparam("m_sent"),
-            )
-        )
-        rows = [
-            {
-                "m_id": r.message_id,
-                "m_status": status[r.outcome],
-                "m_ref": r.provider_ref,
-                "m_error": r.error[:512] if r.error else None,
-                "m_sent": now if r.outcome is EmailOutcome.ACCEPTED else None,
-            }
-            for r in results
-        ]
-        with self._begin() as conn:
-            conn.execute(stmt, rows)
-
-    def queue_notifications(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> int:
-        with self._begin() as conn:
-            return self._queue_notifications(conn, rows, now)
-
-    def notifications_to_send(
-        self, after: str, limit: int
-    ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
-        """Queued notifications (id, kind, contact, data), by id after ``after``."""
-        with self._connect() as conn:
-            rows = conn.execute(
-                select(NotificationRow.__table__, ContactRow.__table__)
-                .join(ContactRow, ContactRow.contact_id == NotificationRow.contact_id)
-                .where(
-                    NotificationRow.status == "queued",
-                    NotificationRow.notification_id > after,
-                )
-                .order_by(NotificationRow.notification_id)
-                .limit(limit)
-            ).mappings()
-            return [
-                (r["notification_id"], r["kind"], contact_from_row(r), dict(r["data"]))
-                for r in rows
-            ]
-
-    def queued_emails(self, kind: str) -> int:
-        """How many asks (``kind`` ``"ask"``) or notifications (any other) wait to be sent."""
-        row = AskRow if kind == "ask" else NotificationRow
-        with self._connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).select_from(row).where(row.status == "queued")
-                ).scalar_one()
-            )
-
-    def suppressed(self, contact_ids: Iterable[str]) -> set[str]:
-        """Those of ``contact_ids`` on the suppression list."""
-        ids = sorted(set(contact_ids))
-        found: set[str] = set()
-        with self._connect() as conn:
-            for chunk in chunks(ids):
-                found.update(
-                    conn.execute(
-                        select(SuppressionRow.contact_id).where(
-                            SuppressionRow.contact_id.in_(chunk)
-                        )
-                    ).scalars()
-                )
-        return found
-
-    def suppress(self, contact_ids: Sequence[str], reason: str, now: datetime) -> int:
-        with self._begin() as conn:
-            return len(
-                self._insert_ignore(
-                    conn,
-                    SuppressionRow,
-                    [{"contact_id": c, "reason": reason, "created_at": now} for c in contact_ids],
-                    SuppressionRow.contact_id,
-                )
-            )
 
     # -- conversions -----------------------------------------------------------------
 

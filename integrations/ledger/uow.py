@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.discounts import SqlDiscountStore
+from integrations.ledger.emails import SqlEmailStore
 from integrations.ledger.links import SqlLinkStore
 
 
@@ -25,6 +26,7 @@ class SqlStores:
         # -- intake ---------------------------------------------------------------------
 
         # -- messages -------------------------------------------------------------------
+        self.emails = SqlEmailStore(engine, conn)
         self.links = SqlLinkStore(engine, conn)
         self.discounts = SqlDiscountStore(engine, conn)
 

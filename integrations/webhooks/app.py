@@ -38,10 +38,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from domain.errors import ConfigError, InputRejected
-from domain.models import Rejected
+from domain.models import EmailEvent, EmailEventsApplied, Rejected
 from integrations.email import sendgrid_webhook
-from integrations.email.sendgrid_webhook import EmailEvent, parse_events, verify_sendgrid_signature
-from integrations.ledger.webhooks import EmailEventsApplied
+from integrations.email.sendgrid_webhook import parse_events, verify_sendgrid_signature
 from integrations.payments.stripe_webhook import verify_stripe_event
 
 logger = logging.getLogger(__name__)
@@ -53,8 +52,8 @@ TOLERANCE_SECONDS = 300
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
-class WebhookInbox(Protocol):
-    """What the app needs of the ledger (``SqlLedger`` with the ``WebhookLedger`` mixin)."""
+class EmailEventInbox(Protocol):
+    """What the app needs of the ``emails`` store (:class:`domain.stores.emails.EmailStore`)."""
 
     def apply_email_events(
         self,
@@ -62,6 +61,14 @@ class WebhookInbox(Protocol):
         now: datetime,
         rejected: Sequence[Rejected] = (),
     ) -> EmailEventsApplied: ...
+
+
+class WebhookInbox(Protocol):
+    """What the app needs of the ledger: its ``emails`` store, and the Stripe inbox
+    (``SqlLedger`` with the ``WebhookLedger`` mixin)."""
+
+    @property
+    def emails(self) -> EmailEventInbox: ...
 
     def store_stripe_event(self, event: Mapping[str, Any], now: datetime) -> bool: ...
 
@@ -126,7 +133,9 @@ def create_app(
             # The whole body is unusable (not JSON, not an array): nothing to apply.
             return _refused("sendgrid", rejected[0].reason)
         try:
-            applied = await run_in_threadpool(ledger.apply_email_events, events, now, rejected)
+            applied = await run_in_threadpool(
+                ledger.emails.apply_email_events, events, now, rejected
+            )
         except SQLAlchemyError as exc:
             return _ledger_failed("sendgrid", exc)
         counts = applied.counts()

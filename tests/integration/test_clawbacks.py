@@ -592,7 +592,7 @@ def test_a_refund_no_conversion_claims_for_a_whole_window_is_given_up(
 def clawback_notices(ledger: Ledger) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (kind, contact.contact_id, data)
-        for _id, kind, contact, data in ledger.notifications_to_send("", 100)
+        for _id, kind, contact, data in ledger.emails.notifications_to_send("", 100)
         if kind == "reward_clawed_back"
     ]
 

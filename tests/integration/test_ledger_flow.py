@@ -437,8 +437,8 @@ def test_a_queued_message_is_claimed_for_sending_by_one_caller_only(
 ) -> None:
     ids = given_asks(ledger, now, 2)
 
-    claimed = ledger.mark_sending("ask", ids, now)
-    claimed_again = ledger.mark_sending("ask", ids, now + timedelta(seconds=1))
+    claimed = ledger.emails.mark_sending("ask", ids, now)
+    claimed_again = ledger.emails.mark_sending("ask", ids, now + timedelta(seconds=1))
 
     assert sorted(claimed) == ids
     assert claimed_again == []
@@ -448,10 +448,10 @@ def test_a_queued_message_is_claimed_for_sending_by_one_caller_only(
 
 def test_email_results_settle_only_messages_being_sent(ledger: SqlLedger, now: datetime) -> None:
     accepted, retried, failed = given_asks(ledger, now, 3)
-    ledger.mark_sending("ask", [accepted, retried, failed], now)
+    ledger.emails.mark_sending("ask", [accepted, retried, failed], now)
     later = now + timedelta(minutes=1)
 
-    ledger.record_email_results(
+    ledger.emails.record_email_results(
         "ask",
         [
             EmailResult(accepted, EmailOutcome.ACCEPTED, provider_ref="sg-1"),
@@ -461,7 +461,7 @@ def test_email_results_settle_only_messages_being_sent(ledger: SqlLedger, now: d
         later,
     )
     # A late duplicate result for a settled message changes nothing.
-    ledger.record_email_results(
+    ledger.emails.record_email_results(
         "ask", [EmailResult(accepted, EmailOutcome.FAILED, error="late")], later
     )
 
@@ -469,37 +469,37 @@ def test_email_results_settle_only_messages_being_sent(ledger: SqlLedger, now: d
     assert states[accepted] == ("accepted", later, "sg-1")
     assert states[retried] == ("queued", None, "429 slow down")
     assert states[failed] == ("failed", None, "invalid address")
-    assert ledger.mark_sending("ask", [accepted, retried, failed], later) == [retried]
+    assert ledger.emails.mark_sending("ask", [accepted, retried, failed], later) == [retried]
 
 
 def test_a_message_left_sending_by_a_crash_expires_to_unknown_and_is_never_resent(
     ledger: SqlLedger, now: datetime
 ) -> None:
     [ask_id] = given_asks(ledger, now, 1)
-    ledger.mark_sending("ask", [ask_id], now)
+    ledger.emails.mark_sending("ask", [ask_id], now)
 
-    assert ledger.expire_sending("ask", claimed_before=now) == 0  # claimed at, not before
-    assert ledger.expire_sending("ask", claimed_before=now + timedelta(minutes=30)) == 1
-    ledger.record_email_results(
+    assert ledger.emails.expire_sending("ask", claimed_before=now) == 0  # claimed at, not before
+    assert ledger.emails.expire_sending("ask", claimed_before=now + timedelta(minutes=30)) == 1
+    ledger.emails.record_email_results(
         "ask", [EmailResult(ask_id, EmailOutcome.ACCEPTED, provider_ref="sg-late")], now
     )
 
     assert ask_states(ledger)[ask_id][0] == "unknown"
-    assert ledger.mark_sending("ask", [ask_id], now + timedelta(hours=1)) == []
+    assert ledger.emails.mark_sending("ask", [ask_id], now + timedelta(hours=1)) == []
     assert ledger.summary()["asks"] == {"unknown": 1}
 
 
 def test_notifications_share_the_email_state_machine(ledger: SqlLedger, now: datetime) -> None:
     reward = given_reward(ledger, now)
-    [(notice_id, kind, who, data)] = ledger.notifications_to_send("", 10)
+    [(notice_id, kind, who, data)] = ledger.emails.notifications_to_send("", 10)
     assert (kind, who.contact_id, data["amount"]) == ("reward_earned", "C1", "100.00 EUR")
 
-    assert ledger.mark_sending("notification", [notice_id], now) == [notice_id]
-    ledger.record_email_results(
+    assert ledger.emails.mark_sending("notification", [notice_id], now) == [notice_id]
+    ledger.emails.record_email_results(
         "notification", [EmailResult(notice_id, EmailOutcome.ACCEPTED, provider_ref="sg")], now
     )
 
-    assert ledger.notifications_to_send("", 10) == []
+    assert ledger.emails.notifications_to_send("", 10) == []
     assert ledger.summary()["notifications"] == {"accepted": 1}
     assert notices(ledger, "reward_earned") == [reward.reward_id]
 

@@ -18,6 +18,14 @@ from domain.discounts import (
     DiscountResult,
 )
 from domain.links import LinkClick, VisitorKind
+from domain.models import (
+    Contact,
+    EmailEvent,
+    EmailEventType,
+    EmailOutcome,
+    EmailResult,
+    ReferrerType,
+)
 from integrations.ledger.engine import make_engine
 from integrations.ledger.memory import InMemoryLedger
 from integrations.ledger.sql import SqlLedger
@@ -35,6 +43,9 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Given]]:
         def given_memory(contact_id: str, code: str, *, opted_out: bool = False) -> None:
             memory.links.owners[code] = contact_id
             memory.discounts.referral_codes[code] = contact_id
+            memory.emails.contacts[contact_id] = Contact(
+                contact_id, None, contact_id, None, ReferrerType.CUSTOMER, opted_out
+            )
             if opted_out:
                 memory.links.opted_out.add(contact_id)
 
@@ -137,3 +148,112 @@ def test_the_coupon_key_is_stored_once_and_each_code_is_queued_once_until_settle
     )
     assert ledger.discounts.referee_discounts(rail) == {"pending": 1, "succeeded": 1, "failed": 0}
     assert [p.code for p in ledger.discounts.pending_promotion_codes(rail, "", 10)] == ["CODETWO"]
+
+
+def _notice(notification_id: str, contact_id: str) -> dict[str, Any]:
+    return {
+        "notification_id": notification_id,
+        "contact_id": contact_id,
+        "kind": "reward_earned",
+        "data": {"amount": "50.00 EUR"},
+    }
+
+
+def test_a_notification_is_claimed_once_settled_once_and_retried_only_when_retryable(
+    backend: tuple[Any, Given], now: datetime
+) -> None:
+    ledger, given = backend
+    given("C1", "CODEONE")
+    given("C2", "CODETWO")
+    emails = ledger.emails
+    assert emails.queue_notifications([_notice("n1", "C1"), _notice("n2", "C2")], now) == 2
+    assert emails.queue_notifications([_notice("n1", "C1")], now) == 0
+    assert emails.queued_emails("notification") == 2
+    queued = emails.notifications_to_send("", 10)
+    assert [(n, kind, who.contact_id, data) for n, kind, who, data in queued] == [
+        ("n1", "reward_earned", "C1", {"amount": "50.00 EUR"}),
+        ("n2", "reward_earned", "C2", {"amount": "50.00 EUR"}),
+    ]
+    assert [n for n, *_ in emails.notifications_to_send("n1", 10)] == ["n2"]
+
+    assert sorted(emails.mark_sending("notification", ["n1", "n2"], now)) == ["n1", "n2"]
+    assert emails.mark_sending("notification", ["n1", "n2"], now) == []
+    emails.record_email_results(
+        "notification",
+        [
+            EmailResult("n1", EmailOutcome.ACCEPTED, provider_ref="sg-1"),
+            EmailResult("n2", EmailOutcome.RETRYABLE, error="429"),
+        ],
+        now,
+    )
+    assert emails.queued_emails("notification") == 1
+    assert [n for n, *_ in emails.notifications_to_send("", 10)] == ["n2"]
+
+    # A sender that claimed n2 and died: after the stale time it is unknown, never resent.
+    assert emails.mark_sending("notification", ["n2"], now) == ["n2"]
+    assert emails.expire_sending("notification", claimed_before=now) == 0
+    assert emails.expire_sending("notification", claimed_before=now + timedelta(hours=1)) == 1
+    assert emails.mark_sending("notification", ["n2"], now + timedelta(hours=2)) == []
+    assert emails.queued_emails("notification") == 0
+
+
+def test_email_events_are_applied_once_and_suppress_the_contact_of_their_message(
+    backend: tuple[Any, Given], now: datetime
+) -> None:
+    ledger, given = backend
+    given("C1", "CODEONE")
+    given("C2", "CODETWO")
+    emails = ledger.emails
+    emails.queue_notifications([_notice("n1", "C1"), _notice("n2", "C2")], now)
+    events = [
+        EmailEvent("sg-1", EmailEventType.DELIVERED, "n1", now),
+        EmailEvent("sg-2", EmailEventType.UNSUBSCRIBE, "n1", now + timedelta(minutes=1)),
+        EmailEvent("sg-3", EmailEventType.BOUNCE, "n2", now, "blocked: 554 on a list"),
+        EmailEvent("sg-4", EmailEventType.SPAMREPORT, "not-ours", now),
+    ]
+    applied = emails.apply_email_events(events, now)
+    assert applied.counts() == {
+        "received": 4,
+        "new": 4,
+        "duplicates": 0,
+        "unknown_messages": 1,
+        "rejected": 0,
+        "suppressed": 1,
+    }
+    assert applied.suppressed == ("C1",)
+    again = emails.apply_email_events([*events, events[0]], now + timedelta(hours=1))
+    assert (again.received, again.new, again.duplicates, again.suppressed) == (4, 0, 4, ())
+    assert emails.suppressed(["C1", "C2", "C3"]) == {"C1"}
+    assert emails.suppress(["C2", "C1"], "asked by phone", now) == 1
+    assert emails.suppressed(["C1", "C2"]) == {"C1", "C2"}
+
+
+def test_the_local_outbox_keeps_each_message_once_oldest_first(
+    backend: tuple[Any, Given], now: datetime
+) -> None:
+    ledger, _ = backend
+
+    def message(message_id: str, at: datetime) -> dict[str, Any]:
+        return {
+            "message_id": message_id,
+            "kind": "ask",
+            "to_name": "Ada",
+            "to_email": "ada@example.com",
+            "subject": f"subject {message_id}",
+            "body": "text",
+            "created_at": at,
+        }
+
+    later = now + timedelta(minutes=1)
+    assert ledger.emails.write_outbox([message("m2", later), message("m1", now)]) == 2
+    assert ledger.emails.write_outbox([message("m1", later)]) == 0
+    assert [r["message_id"] for r in ledger.emails.outbox(limit=10)] == ["m1", "m2"]
+    assert ledger.emails.outbox(limit=1) == [
+        {
+            "message_id": "m1",
+            "kind": "ask",
+            "to_name": "Ada",
+            "subject": "subject m1",
+            "body": "text",
+        }
+    ]

@@ -16,11 +16,19 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from config.program import parse_program
-from domain.models import Conversion, Milestone, Rejected, Reward, RewardStatus, derived_id
+from domain.models import (
+    Conversion,
+    EmailEvent,
+    EmailEventType,
+    Milestone,
+    Rejected,
+    Reward,
+    RewardStatus,
+    derived_id,
+)
 from domain.program import Program
 from domain.rewards import RewardBook, compute_rewards
 from domain.stripe_conversions import INVOICE_PAID
-from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     AskRow,
@@ -290,7 +298,7 @@ def test_a_click_on_an_ask_carrying_the_code_is_a_touch_before_the_conversion(
                 created_at=clicked,
             )
         )
-    ledger.apply_email_events(
+    ledger.emails.apply_email_events(
         [
             EmailEvent("sg-click-1", EmailEventType.CLICK, "ask-1", clicked),
             EmailEvent("sg-click-late", EmailEventType.CLICK, "ask-1", now + timedelta(days=1)),

@@ -49,7 +49,8 @@ def crm_step(type_: EventType, n: int, now: datetime, code: str = CODE_A) -> Sou
 
 def notices(ledger: SqlLedger) -> list[tuple[str, str, dict[str, Any]]]:
     return [
-        (kind, who.contact_id, data) for _, kind, who, data in ledger.notifications_to_send("", 50)
+        (kind, who.contact_id, data)
+        for _, kind, who, data in ledger.emails.notifications_to_send("", 50)
     ]
 
 

@@ -64,7 +64,7 @@ def test_a_contact_suppressed_after_the_ask_was_queued_is_not_asked(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1", "C2")
-    sqlite_ledger.suppress(["C2"], "unsubscribe", NOW)
+    sqlite_ledger.emails.suppress(["C2"], "unsubscribe", NOW)
 
     delivery = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
 
@@ -78,7 +78,7 @@ def test_an_ask_the_provider_may_have_taken_before_a_crash_is_never_resent(
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1")
     (ask, _, _) = sqlite_ledger.asks_to_send("", 10)[0]
-    sqlite_ledger.mark_sending("ask", [ask.ask_id], NOW - STALE_CLAIM - timedelta(minutes=1))
+    sqlite_ledger.emails.mark_sending("ask", [ask.ask_id], NOW - STALE_CLAIM - timedelta(minutes=1))
 
     delivery = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
 
@@ -105,8 +105,8 @@ def test_notifications_reach_referrers_even_after_they_unsubscribed_from_asks(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     sqlite_ledger.record_batch(people_batch(contact("C1", "A1")), NOW)
-    sqlite_ledger.suppress(["C1"], "group_unsubscribe", NOW)
-    sqlite_ledger.queue_notifications(
+    sqlite_ledger.emails.suppress(["C1"], "group_unsubscribe", NOW)
+    sqlite_ledger.emails.queue_notifications(
         [
             {
                 "notification_id": derived_id("notice", "r1", "paid"),
@@ -130,7 +130,7 @@ def test_asks_and_notices_carry_the_referrers_tracked_link_and_show_the_code(
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1")
     code = sqlite_ledger.codes_for(["C1"])["C1"]
-    sqlite_ledger.queue_notifications(
+    sqlite_ledger.emails.queue_notifications(
         [
             {
                 "notification_id": derived_id("notice", "r1", "paid"),
@@ -158,7 +158,7 @@ def test_a_notice_to_someone_without_a_code_has_no_link_line(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     sqlite_ledger.record_batch(people_batch(contact("C1", "A1")), NOW)
-    sqlite_ledger.queue_notifications(
+    sqlite_ledger.emails.queue_notifications(
         [
             {
                 "notification_id": derived_id("notice", "r1", "paid"),

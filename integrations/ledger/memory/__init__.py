@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.ledger.memory.discounts import InMemoryDiscountStore
+from integrations.ledger.memory.emails import InMemoryEmailStore
 from integrations.ledger.memory.links import InMemoryLinkStore
 
 
@@ -26,6 +27,7 @@ class InMemoryStores:
         # -- intake ---------------------------------------------------------------------
 
         # -- messages -------------------------------------------------------------------
+        self.emails = InMemoryEmailStore()
         self.links = InMemoryLinkStore()
         self.discounts = InMemoryDiscountStore()
 
