@@ -566,12 +566,12 @@ def asks_preview(
         from flows import bootstrap
 
         ledger = bootstrap.app().ledger
-        found = ledger.contacts([contact]).get(contact)
+        found = ledger.asks.contacts([contact]).get(contact)
         if found is None:
             _fail(f"no contact {contact!r} in the ledger")
         assert found is not None
         person = found
-        code = ledger.codes_for([contact]).get(contact, code)
+        code = ledger.asks.codes_for([contact]).get(contact, code)
     ask = Ask("preview", "preview", person.contact_id, code, moment_type)
     message = compose_ask(ask, person, detail, program)
     typer.echo(f"Template: {message.template}\nSubject:  {message.subject}\n")

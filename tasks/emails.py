@@ -107,7 +107,7 @@ def send_ask_emails(
     contact_of: dict[str, str] = {}
 
     def page(after: str) -> list[EmailMessage]:
-        rows = ledger.asks_to_send(after, batch_size)
+        rows = ledger.asks.asks_to_send(after, batch_size)
         contact_of.update({ask.ask_id: contact.contact_id for ask, contact, _ in rows})
         return [compose_ask(ask, contact, detail, program) for ask, contact, detail in rows]
 
@@ -147,7 +147,7 @@ def send_notifications(
     def page(after: str) -> list[EmailMessage]:
         rows = ledger.emails.notifications_to_send(after, batch_size)
         # Every notice carries the referrer's tracked link, not a bare code.
-        codes = ledger.codes_for(contact.contact_id for _, _, contact, _ in rows)
+        codes = ledger.asks.codes_for(contact.contact_id for _, _, contact, _ in rows)
         return [
             compose_notice(nid, kind, contact, data, program, codes.get(contact.contact_id))
             for nid, kind, contact, data in rows

@@ -90,7 +90,7 @@ def submit_payouts(
     log = run_logger()
     worker = worker_name()
     views = ledger.rewards(reward_ids)
-    referrers = ledger.contacts(v.reward.referrer_id for v in views.values())
+    referrers = ledger.asks.contacts(v.reward.referrer_id for v in views.values())
     plans: list[tuple[str, PayoutRailKind, str | None]] = []
     no_rail: list[str] = []
     for reward_id, view in views.items():

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from domain.ports import ApproverRegistry
+from domain.stores.asks import AskStore
 from domain.stores.discounts import DiscountStore
 from domain.stores.emails import EmailStore
 from domain.stores.links import LinkStore
@@ -34,6 +35,7 @@ class Stores(Protocol):
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
 
     # -- messages: asks, emails, links, discounts -------------------------------------
+    asks: AskStore
     emails: EmailStore
     links: LinkStore
     discounts: DiscountStore

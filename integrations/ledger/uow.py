@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.asks import SqlAskStore
 from integrations.ledger.discounts import SqlDiscountStore
 from integrations.ledger.emails import SqlEmailStore
 from integrations.ledger.links import SqlLinkStore
@@ -26,6 +27,7 @@ class SqlStores:
         # -- intake ---------------------------------------------------------------------
 
         # -- messages -------------------------------------------------------------------
+        self.asks = SqlAskStore(engine, conn)
         self.emails = SqlEmailStore(engine, conn)
         self.links = SqlLinkStore(engine, conn)
         self.discounts = SqlDiscountStore(engine, conn)

@@ -613,7 +613,7 @@ def test_the_referrer_is_told_once_what_a_refund_took_back_after_payout_and_why(
         "cause": "the referred customer's payment was refunded",
         "after_payout": "yes",
     }
-    contact = clawbacks.contacts([referrer_id])[referrer_id]
+    contact = clawbacks.asks.contacts([referrer_id])[referrer_id]
     message = compose_notice("n1", kind, contact, data, program)
     assert message.subject == "A change to your referral reward"
     assert f"taken back {data['amount']} of a referral reward" in message.data["text"]

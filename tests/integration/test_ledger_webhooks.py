@@ -27,6 +27,7 @@ from integrations.ledger.tables import (
     SuppressionRow,
 )
 from integrations.ledger.webhooks import WebhookLedger
+from tasks.use_cases.asks import record_ask_decisions
 from tests.integration.test_ledger_flow import given_moments
 
 T = EmailEventType
@@ -47,8 +48,8 @@ def inbox(ledger: SqlLedger) -> _Ledger:
 def given_asks(ledger: SqlLedger, now: datetime, contacts: Sequence[str]) -> dict[str, str]:
     """One queued ask per contact; contact id -> ask id (the email's message id)."""
     moments = given_moments(ledger, now, contacts)
-    asks = ledger.record_ask_decisions(
-        [AskDecision(m) for m in moments], {c: f"CODE-{c}" for c in contacts}, now, now
+    asks = record_ask_decisions(
+        ledger, [AskDecision(m) for m in moments], {c: f"CODE-{c}" for c in contacts}, now, now
     )
     return {a.contact_id: a.ask_id for a in asks}
 
@@ -171,8 +172,8 @@ def test_new_events_are_kept_with_their_contact_and_suppress_whom_they_should(
     assert kept["sg-6"]["occurred_at"] == now + timedelta(minutes=5)
     assert kept["sg-6"]["received_at"] == now
     assert kept["sg-7"]["reason"] == "blocked: 554 rejected"
-    assert inbox.histories(["C1", "C5"], now, [])["C1"].suppressed is True
-    assert inbox.histories(["C1", "C5"], now, [])["C5"].suppressed is False
+    assert inbox.asks.histories(["C1", "C5"], now, [])["C1"].suppressed is True
+    assert inbox.asks.histories(["C1", "C5"], now, [])["C5"].suppressed is False
 
 
 def test_a_batch_applied_again_changes_nothing(inbox: _Ledger, now: datetime) -> None:

@@ -27,6 +27,7 @@ from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LinkClickRow, TouchpointRow
 from integrations.web import ClickRecorder, LinkApp, create_app
 from integrations.web.app import NOT_FOUND_PAGE, VISITOR_COOKIE
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 
 KEY = b"a-visitor-key-of-at-least-32-characters"
@@ -37,8 +38,8 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.
 def given_code(ledger: SqlLedger, now: datetime, contact_id: str, **extra: Any) -> str:
     """A referrer holding a real referral code."""
     ledger.record_batch(people_batch(contact(contact_id, f"A-{contact_id}", **extra)), now)
-    ledger.record_ask_decisions([], {contact_id: new_referral_code()}, now, now)
-    return ledger.codes_for([contact_id])[contact_id]
+    record_ask_decisions(ledger, [], {contact_id: new_referral_code()}, now, now)
+    return ledger.asks.codes_for([contact_id])[contact_id]
 
 
 def link_app(ledger: SqlLedger, now: datetime, **options: Any) -> LinkApp:

@@ -19,60 +19,120 @@ from domain.discounts import (
 )
 from domain.links import LinkClick, VisitorKind
 from domain.models import (
+    AskDecision,
     Contact,
     EmailEvent,
     EmailEventType,
     EmailOutcome,
     EmailResult,
+    Moment,
+    MomentType,
     ReferrerType,
+    SkipReason,
 )
 from integrations.ledger.engine import make_engine
 from integrations.ledger.memory import InMemoryLedger
 from integrations.ledger.sql import SqlLedger
-from integrations.ledger.tables import ContactRow, ReferralCodeRow
+from integrations.ledger.tables import AccountRow, ContactRow, MomentRow, ReferralCodeRow
+from tasks.use_cases.asks import record_ask_decisions
 
 Given = Callable[..., None]
+GivenMoment = Callable[[Moment], None]
+SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Given]]:
-    """A ledger (SQL or in memory) and a way to give it referrers with codes."""
+def backend(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Given, GivenMoment]]:
+    """A ledger (SQL or in memory), a way to give it referrers (with a code unless
+    ``code`` is None, in an account with a domain when ``domain`` is given), and a way
+    to give it moments waiting for a decision."""
     if request.param == "memory":
         memory = InMemoryLedger()
 
-        def given_memory(contact_id: str, code: str, *, opted_out: bool = False) -> None:
+        def given_memory(
+            contact_id: str,
+            code: str | None,
+            *,
+            opted_out: bool = False,
+            domain: str | None = None,
+        ) -> None:
+            account_id = f"A-{contact_id}" if domain else None
+            person = Contact(
+                contact_id, account_id, contact_id, None, ReferrerType.CUSTOMER, opted_out
+            )
+            memory.emails.contacts[contact_id] = person
+            memory.asks.people[contact_id] = person
+            if account_id and domain:
+                memory.asks.domains[account_id] = domain
+            if code is None:
+                return
             memory.links.owners[code] = contact_id
             memory.discounts.referral_codes[code] = contact_id
-            memory.emails.contacts[contact_id] = Contact(
-                contact_id, None, contact_id, None, ReferrerType.CUSTOMER, opted_out
-            )
+            memory.asks.codes[contact_id] = code
             if opted_out:
                 memory.links.opted_out.add(contact_id)
 
-        yield memory, given_memory
+        def moment_memory(moment: Moment) -> None:
+            memory.asks.moments[moment.moment_id] = (moment, "new")
+
+        yield memory, given_memory, moment_memory
         return
     engine = make_engine(str(request.getfixturevalue(f"{request.param}_url")))
     ledger = SqlLedger(engine)
 
-    def given_sql(contact_id: str, code: str, *, opted_out: bool = False) -> None:
-        when = datetime(2026, 1, 1, tzinfo=UTC)
+    def given_sql(
+        contact_id: str,
+        code: str | None,
+        *,
+        opted_out: bool = False,
+        domain: str | None = None,
+    ) -> None:
+        account_id = f"A-{contact_id}" if domain else None
         with engine.begin() as conn:
+            if account_id:
+                conn.execute(
+                    insert(AccountRow),
+                    {
+                        "account_id": account_id,
+                        "name": account_id,
+                        "domain": domain,
+                        "updated_at": SINCE,
+                    },
+                )
             conn.execute(
                 insert(ContactRow),
                 {
                     "contact_id": contact_id,
+                    "account_id": account_id,
                     "name": contact_id,
                     "referrer_type": "customer",
                     "opted_out": opted_out,
-                    "updated_at": when,
+                    "updated_at": SINCE,
                 },
             )
+            if code is not None:
+                conn.execute(
+                    insert(ReferralCodeRow),
+                    {"code": code, "contact_id": contact_id, "created_at": SINCE},
+                )
+
+    def moment_sql(moment: Moment) -> None:
+        with engine.begin() as conn:
             conn.execute(
-                insert(ReferralCodeRow),
-                {"code": code, "contact_id": contact_id, "created_at": when},
+                insert(MomentRow),
+                {
+                    "moment_id": moment.moment_id,
+                    "type": moment.type.value,
+                    "contact_id": moment.contact_id,
+                    "account_id": moment.account_id,
+                    "occurred_at": moment.occurred_at,
+                    "source_event": moment.source_event,
+                    "detail": moment.detail,
+                    "status": "new",
+                },
             )
 
-    yield ledger, given_sql
+    yield ledger, given_sql, moment_sql
     engine.dispose()
 
 
@@ -81,9 +141,9 @@ def _click(click_id: str, code: str, at: datetime) -> LinkClick:
 
 
 def test_a_code_leads_to_its_owner_only_while_the_owner_is_in_the_program(
-    backend: tuple[Any, Given],
+    backend: tuple[Any, Given, GivenMoment],
 ) -> None:
-    ledger, given = backend
+    ledger, given, _ = backend
     given("C1", "LIVECODE")
     given("C2", "GONECODE", opted_out=True)
     assert ledger.links.live_referrer("LIVECODE") == "C1"
@@ -92,9 +152,9 @@ def test_a_code_leads_to_its_owner_only_while_the_owner_is_in_the_program(
 
 
 def test_a_batch_of_clicks_written_twice_is_stored_once(
-    backend: tuple[Any, Given], now: datetime
+    backend: tuple[Any, Given, GivenMoment], now: datetime
 ) -> None:
-    ledger, given = backend
+    ledger, given, _ = backend
     given("C1", "LIVECODE")
     first = [_click(f"k{i}", "LIVECODE", now + timedelta(seconds=i)) for i in range(3)]
     assert ledger.links.record_link_clicks(first, now) == 3
@@ -102,9 +162,9 @@ def test_a_batch_of_clicks_written_twice_is_stored_once(
 
 
 def test_the_coupon_key_is_stored_once_and_each_code_is_queued_once_until_settled(
-    backend: tuple[Any, Given], now: datetime
+    backend: tuple[Any, Given, GivenMoment], now: datetime
 ) -> None:
-    ledger, given = backend
+    ledger, given, _ = backend
     given("C1", "CODEONE")
     given("C2", "CODETWO")
     rail = DiscountRail.STRIPE
@@ -160,9 +220,9 @@ def _notice(notification_id: str, contact_id: str) -> dict[str, Any]:
 
 
 def test_a_notification_is_claimed_once_settled_once_and_retried_only_when_retryable(
-    backend: tuple[Any, Given], now: datetime
+    backend: tuple[Any, Given, GivenMoment], now: datetime
 ) -> None:
-    ledger, given = backend
+    ledger, given, _ = backend
     given("C1", "CODEONE")
     given("C2", "CODETWO")
     emails = ledger.emails
@@ -198,9 +258,9 @@ def test_a_notification_is_claimed_once_settled_once_and_retried_only_when_retry
 
 
 def test_email_events_are_applied_once_and_suppress_the_contact_of_their_message(
-    backend: tuple[Any, Given], now: datetime
+    backend: tuple[Any, Given, GivenMoment], now: datetime
 ) -> None:
-    ledger, given = backend
+    ledger, given, _ = backend
     given("C1", "CODEONE")
     given("C2", "CODETWO")
     emails = ledger.emails
@@ -229,9 +289,9 @@ def test_email_events_are_applied_once_and_suppress_the_contact_of_their_message
 
 
 def test_the_local_outbox_keeps_each_message_once_oldest_first(
-    backend: tuple[Any, Given], now: datetime
+    backend: tuple[Any, Given, GivenMoment], now: datetime
 ) -> None:
-    ledger, _ = backend
+    ledger, _, _ = backend
 
     def message(message_id: str, at: datetime) -> dict[str, Any]:
         return {
@@ -257,3 +317,48 @@ def test_the_local_outbox_keeps_each_message_once_oldest_first(
             "body": "text",
         }
     ]
+
+
+def _moment(moment_id: str, contact_id: str, at: datetime) -> Moment:
+    return Moment(moment_id, MomentType.DEAL_WON, contact_id, None, at, moment_id, "won a deal")
+
+
+def test_recording_decisions_mints_missing_codes_queues_asks_and_closes_the_moments_once(
+    backend: tuple[Any, Given, GivenMoment], now: datetime
+) -> None:
+    ledger, given, given_moment = backend
+    given("C1", "OLDCODE", domain="c1.example")
+    given("C2", None)
+    given("C3", None)
+    first = _moment("src:1", "C1", now - timedelta(days=2))
+    second = _moment("src:2", "C2", now - timedelta(days=1))
+    skipped = _moment("src:3", "C3", now - timedelta(hours=1))
+    later = _moment("src:4", "C3", now + timedelta(days=1))
+    for moment in (first, second, skipped, later):
+        given_moment(moment)
+    assert ledger.asks.pending_moments(now, 10) == [first, second, skipped]
+    assert ledger.asks.pending_moments(now, 2) == [first, second]
+    decisions = [
+        AskDecision(first),
+        AskDecision(second),
+        AskDecision(skipped, SkipReason.COOLDOWN),
+    ]
+
+    asks = record_ask_decisions(ledger, decisions, {"C1": "NEWCODE1", "C2": "NEWCODE2"}, now, now)
+
+    # C1 kept the code it had; C2 got the one minted; C3 was skipped and has none.
+    assert sorted((a.contact_id, a.referral_code, a.moment_id) for a in asks) == [
+        ("C1", "OLDCODE", "src:1"),
+        ("C2", "NEWCODE2", "src:2"),
+    ]
+    assert ledger.asks.codes_for(["C1", "C2", "C3"]) == {"C1": "OLDCODE", "C2": "NEWCODE2"}
+    assert ledger.asks.pending_moments(now + timedelta(days=2), 10) == [later]
+    assert ledger.asks.asked_contacts(now) == ["C1", "C2"]
+    assert ledger.asks.asked_contacts(now - timedelta(seconds=1)) == []
+    sendable = ledger.asks.asks_to_send("", 10)
+    assert sorted((a.ask_id, c.contact_id, detail) for a, c, detail in sendable) == sorted(
+        (a.ask_id, a.contact_id, "won a deal") for a in asks
+    )
+    assert record_ask_decisions(ledger, decisions, {}, now, now) == []
+    assert set(ledger.asks.contacts(["C1", "C2", "C9"])) == {"C1", "C2"}
+    assert ledger.asks.account_domains(["A-C1", "A-C2"]) == {"A-C1": "c1.example"}

@@ -38,6 +38,7 @@ from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LedgerEntryRow, PayoutRow
 from integrations.payments.stripe_rail import StripeTransferRail
 from tasks.payouts import CLAIM_LEASE, PayoutReport, submit_payouts
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, contact, people_batch
 from tests.fakes.stripe_server import FakeStripe
 
@@ -67,8 +68,8 @@ def seed_payable_reward(
     (accrued, holding), which is moved to ``status``. Returns the reward id.
     """
     ledger.record_batch(people_batch(referrer), now)
-    ledger.record_ask_decisions([], {referrer.contact_id: f"CODE-{referrer.contact_id}"}, now, now)
-    code = ledger.codes_for([referrer.contact_id])[referrer.contact_id]
+    record_ask_decisions(ledger, [], {referrer.contact_id: f"CODE-{referrer.contact_id}"}, now, now)
+    code = ledger.asks.codes_for([referrer.contact_id])[referrer.contact_id]
     conversion = Conversion(
         conversion_id=derived_id("conversion", key),
         source_event=f"test:{key}",

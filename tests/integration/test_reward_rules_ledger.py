@@ -133,7 +133,9 @@ def _racing_runs(
 ) -> None:
     """Each batch accrued by its own thread, all at once, each pausing between reading
     what the caps leave and writing its rewards (where a race would double-spend)."""
-    referrers = {c.referrer_id: ledger.contacts([c.referrer_id]) for _, b in batches for c in b}
+    referrers = {
+        c.referrer_id: ledger.asks.contacts([c.referrer_id]) for _, b in batches for c in b
+    }
     start = threading.Barrier(len(batches))
     errors: list[BaseException] = []
 

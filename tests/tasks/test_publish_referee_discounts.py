@@ -28,6 +28,7 @@ from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
 from integrations.payments.stripe_discounts import StripeDiscounts
 from integrations.payments.stripe_rail import build_stripe_client
 from tasks.discounts import publish_referee_discounts
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 from tests.fakes.stripe_server import FakeStripe
 
@@ -42,7 +43,7 @@ def given_codes(ledger: SqlLedger, now: datetime, *contact_ids: str) -> dict[str
     """Referrers holding codes; contact id -> code."""
     ledger.record_batch(people_batch(*(contact(c, f"A-{c}") for c in contact_ids)), now)
     codes = {c: f"R{c:0>20}" for c in contact_ids}
-    ledger.record_ask_decisions([], codes, now, now)
+    record_ask_decisions(ledger, [], codes, now, now)
     return codes
 
 

@@ -12,6 +12,7 @@ from domain.program import Program
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from tasks.emails import STALE_CLAIM, send_ask_emails, send_notifications
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, contact, people_batch
 
 
@@ -33,13 +34,13 @@ def _queue_asks(ledger: SqlLedger, program: Program, *contact_ids: str) -> None:
     ledger.record_detection([], moments, [], NOW)
     decisions = decide(
         moments,
-        ledger.contacts(contact_ids),
-        ledger.histories(contact_ids, NOW, ()),
+        ledger.asks.contacts(contact_ids),
+        ledger.asks.histories(contact_ids, NOW, ()),
         program,
         NOW,
     )
     codes = {c: "R" + chr(ord("A") + i) * 20 for i, c in enumerate(contact_ids)}
-    ledger.record_ask_decisions(decisions, codes, NOW, NOW)
+    record_ask_decisions(ledger, decisions, codes, NOW, NOW)
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_an_ask_the_provider_may_have_taken_before_a_crash_is_never_resent(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1")
-    (ask, _, _) = sqlite_ledger.asks_to_send("", 10)[0]
+    (ask, _, _) = sqlite_ledger.asks.asks_to_send("", 10)[0]
     sqlite_ledger.emails.mark_sending("ask", [ask.ask_id], NOW - STALE_CLAIM - timedelta(minutes=1))
 
     delivery = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
@@ -91,7 +92,7 @@ def test_a_retryable_failure_keeps_the_ask_for_the_next_run(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1")
-    (ask, _, _) = sqlite_ledger.asks_to_send("", 10)[0]
+    (ask, _, _) = sqlite_ledger.asks.asks_to_send("", 10)[0]
     sender.defer([ask.ask_id], times=1)
 
     first = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
@@ -129,7 +130,7 @@ def test_asks_and_notices_carry_the_referrers_tracked_link_and_show_the_code(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1")
-    code = sqlite_ledger.codes_for(["C1"])["C1"]
+    code = sqlite_ledger.asks.codes_for(["C1"])["C1"]
     sqlite_ledger.emails.queue_notifications(
         [
             {

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from integrations.ledger.memory.asks import InMemoryAskStore
 from integrations.ledger.memory.discounts import InMemoryDiscountStore
 from integrations.ledger.memory.emails import InMemoryEmailStore
 from integrations.ledger.memory.links import InMemoryLinkStore
@@ -27,6 +28,7 @@ class InMemoryStores:
         # -- intake ---------------------------------------------------------------------
 
         # -- messages -------------------------------------------------------------------
+        self.asks = InMemoryAskStore()
         self.emails = InMemoryEmailStore()
         self.links = InMemoryLinkStore()
         self.discounts = InMemoryDiscountStore()
