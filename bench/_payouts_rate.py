@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, select
 
 from domain.models import PayoutInstruction, PayoutResult, RewardStatus
 from domain.money import Money
+from integrations.ledger.asks import SqlAskStore
 from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LedgerEntryRow, PayoutRow, RewardRow
@@ -94,16 +95,28 @@ class TimedTransferRail(StripeTransferRail):
             self.seconds += time.perf_counter() - start
 
 
+class TimedAskStore(SqlAskStore):
+    """The real ``asks`` store, its reads timed on the ledger that holds it."""
+
+    def __init__(self, engine: Engine, ledger: TimedLedger) -> None:
+        super().__init__(engine)
+        self.ledger = ledger
+
+    def contacts(self, contact_ids: Any) -> Any:
+        return self.ledger._timed(super().contacts, contact_ids)
+
+
 class TimedLedger(SqlLedger):
     """The real ledger, with the time of every call ``submit_payouts`` makes."""
 
     seconds = 0.0
 
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.asks = TimedAskStore(engine, self)
+
     def rewards(self, reward_ids: Any) -> Any:
         return self._timed(super().rewards, reward_ids)
-
-    def contacts(self, contact_ids: Any) -> Any:
-        return self._timed(super().contacts, contact_ids)
 
     def prepare_payouts(self, plans: Any, now: datetime) -> list[PayoutInstruction]:
         result: list[PayoutInstruction] = self._timed(super().prepare_payouts, plans, now)
