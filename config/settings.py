@@ -278,7 +278,35 @@ class Settings(BaseSettings):
         "in milliseconds (a hard kill loses at most this much; a graceful stop, nothing).",
     )
 
-    @field_validator("registration_contact_key", "visitor_key")
+    # -- referrer side (issue 15) --------------------------------------------------
+    page_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key (at least 32 characters, e.g. `openssl rand -hex 32`) "
+        "that signs the magic links to referrers' pages (GET /p/<token>) and their "
+        "reward-choice forms. Changing it ends every link already sent. Unset: the key in "
+        "REFERRALS_PAGE_KEY_FILE, generated there (owner-only) on first use.",
+    )
+    page_key_file: Path = Field(
+        default=DATA_DIR / "page.key",
+        description="Where the referrers' page key is kept when REFERRALS_PAGE_KEY is "
+        "unset (the demo's way; readable by its owner only).",
+    )
+    page_token_hours: int = Field(
+        default=72,
+        ge=1,
+        le=24 * 90,
+        description="How long a magic link to a referrer's page works, in hours; a "
+        "referrer whose link expired asks for a fresh one by email at /p/new.",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        pattern=r"^https?://",
+        description="Where `referrals web serve` is reached from outside (behind TLS in "
+        "production, e.g. https://refer.example.com): the base of the page links in "
+        "emails and of the tracked link shown on the page.",
+    )
+
+    @field_validator("registration_contact_key", "visitor_key", "page_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_CONTACT_KEY_CHARS:

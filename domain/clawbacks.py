@@ -2,8 +2,14 @@
 from a reward, how a referrer's debt is netted, and how the ledger is checked against
 the payment provider.
 
-Pure rules, no I/O. The ledger (``integrations.ledger.clawbacks``) gathers a reward's
-position, asks :func:`decide_clawback`, and books what it says:
+Pure rules, no I/O. This module answers "where does a refund claw back a paid reward":
+the use case (``tasks.use_cases.clawbacks.apply_payment_loss``) reads the facts through
+the ledger's ``clawbacks`` and ``reversals`` stores in one unit of work and asks, in
+order: :func:`applies` (is the cause switched on), :func:`payments_lost` and
+:func:`own_payment` (which payment, for how much), :func:`waits_for_rewards` (defer),
+:func:`reach` (which rewards, inside the window), :func:`decide_clawback` (cancel or
+claw back, how much), :func:`clawback_of`, :func:`clawback_notice` and
+:func:`reversal_for` (what to write). What a reward's loss does:
 
 * **Unpaid** (holding, payable, awaiting approval, approved): the reward is cancelled;
   what is left of it is booked ``cancelled``. Any refund cancels it, partial or not.
@@ -35,8 +41,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from domain.errors import ReferralError
-from domain.models import PayoutRailKind, RewardStatus
+from domain.errors import DomainError, ReferralError
+from domain.models import PayoutRailKind, RewardStatus, derived_id
 from domain.money import Money, allocate
 from domain.program import Clawbacks
 
@@ -353,6 +359,331 @@ class ReversalRail(Protocol):
     kind: PayoutRailKind
 
     def reverse(self, instructions: Sequence[ReversalInstruction]) -> list[ReversalResult]: ...
+
+
+# -- applying one loss ----------------------------------------------------------------
+
+
+class ClawbackConflict(DomainError):
+    """A reward changed under a clawback (e.g. a racing decision); apply it again."""
+
+
+class LossStatus(StrEnum):
+    """What became of one provider event."""
+
+    APPLIED = "applied"  # booked (maybe nothing left to take); the event is processed
+    IGNORED = "ignored"  # the cause is switched off, or past every conversion's window
+    UNKNOWN_PAYMENT = "unknown_payment"  # no conversion or reward has the payment yet
+    DEFERRED = "deferred"  # a payout under way, or rewards not computed yet: retry later
+    ALREADY_PROCESSED = "already_processed"
+
+
+@dataclass(frozen=True, slots=True)
+class LossApplied:
+    """The outcome of applying one loss (``tasks.use_cases.clawbacks.apply_payment_loss``).
+
+    Attributes:
+        event_id: the provider event.
+        status: see :class:`LossStatus`.
+        decisions: what was booked, per reward (including decisions taking nothing).
+        reversals: reversal rows written (to send to the provider).
+        outside_window: rewards the event reached too late to change.
+    """
+
+    event_id: str
+    status: LossStatus
+    decisions: tuple[ClawbackDecision, ...] = ()
+    reversals: int = 0
+    outside_window: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionPayment:
+    """One id of a conversion's first payment, as the ledger stores it.
+
+    Attributes:
+        conversion_id: the conversion the payment is behind.
+        amount_minor: the payment's amount as stored with the conversion.
+        occurred_at: when the conversion happened (the window starts there).
+        rewarded: the conversion's rewards are computed (maybe none).
+    """
+
+    conversion_id: str
+    amount_minor: int
+    occurred_at: datetime
+    rewarded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RewardPayment:
+    """The payment that earned one reward by itself (a recurring rule's invoice).
+
+    Attributes:
+        reward_id: the reward.
+        referrer_id: its referrer (locked before the clawback is booked).
+        conversion_id: its conversion.
+        amount_minor: the invoice's amount paid.
+        paid_at: when it was paid (the clawback window starts there).
+    """
+
+    reward_id: str
+    referrer_id: str
+    conversion_id: str
+    amount_minor: int
+    paid_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LostPayment:
+    """The payment a loss takes back, through which it reaches rewards.
+
+    Attributes:
+        conversion_id: the conversion behind the payment.
+        made_at: the conversion's time, or the invoice's: the window starts there.
+        amount_minor: the payment's amount (the event's own figure when it has one).
+        rewarded: the conversion's rewards are computed (maybe none).
+    """
+
+    conversion_id: str
+    made_at: datetime
+    amount_minor: int
+    rewarded: bool
+
+
+def payments_lost(loss: PaymentLoss, stored: Iterable[ConversionPayment]) -> dict[str, LostPayment]:
+    """Conversion id -> the first payment ``loss`` takes back from it.
+
+    Aliases of one payment (its charge, intent, invoice) share its amount; the event's
+    own figure wins when it has one, else the largest stored figure.
+    """
+    found: dict[str, LostPayment] = {}
+    for p in stored:
+        amount = loss.payment_minor if loss.payment_minor is not None else p.amount_minor
+        known = found.get(p.conversion_id)
+        if known is None or amount > known.amount_minor:
+            found[p.conversion_id] = LostPayment(p.conversion_id, p.occurred_at, amount, p.rewarded)
+    return found
+
+
+def own_payment(paid: RewardPayment, loss: PaymentLoss) -> LostPayment:
+    """The payment that earned one reward alone (its rewards exist: it named them)."""
+    amount = loss.payment_minor if loss.payment_minor is not None else paid.amount_minor
+    return LostPayment(paid.conversion_id, paid.paid_at, amount, True)
+
+
+def waits_for_rewards(
+    payments: Mapping[str, LostPayment], loss: PaymentLoss, rules: Clawbacks
+) -> bool:
+    """Whether a conversion the loss reaches in time has no rewards computed yet: the
+    loss waits for them (it would otherwise miss rewards about to be accrued)."""
+    return any(
+        not p.rewarded
+        for p in payments.values()
+        if within_window(p.made_at, loss.occurred_at, rules)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """The rewards one loss reaches.
+
+    Attributes:
+        in_window: reward id -> (referrer id, the payment it is reached through), for
+            the rewards whose payment is recent enough to change.
+        late: how many rewards it reached outside the window.
+    """
+
+    in_window: dict[str, tuple[str, LostPayment]]
+    late: int
+
+    @property
+    def referrers(self) -> list[str]:
+        """The referrers of the rewards in the window (to lock before booking)."""
+        return [referrer for referrer, _ in self.in_window.values()]
+
+
+def reach(
+    loss: PaymentLoss,
+    rules: Clawbacks,
+    payments: Mapping[str, LostPayment],
+    rewards: Mapping[str, tuple[str, str]],
+    earned_alone: Collection[str],
+    own: Mapping[str, RewardPayment],
+) -> Reach:
+    """Which rewards ``loss`` reaches (:func:`rewards_reached`) and which of them are in
+    the window, measured from the payment each is reached through.
+
+    Args:
+        loss: the refund, chargeback or churn.
+        rules: the program's ``clawbacks`` section.
+        payments: conversion id -> the payment lost (:func:`payments_lost`).
+        rewards: reward id -> (referrer id, conversion id), for the rewards of those
+            conversions.
+        earned_alone: those rewards that a payment of their own earned.
+        own: reward id -> its own payment, for the rewards whose own payment the loss
+            names.
+    """
+    reached = rewards_reached(
+        loss.cause, {r: conv for r, (_, conv) in rewards.items()}, earned_alone, own
+    )
+    through: dict[str, tuple[str, LostPayment]] = {}
+    for reward_id, conversion_id in reached.items():
+        if conversion_id is not None:
+            through[reward_id] = (rewards[reward_id][0], payments[conversion_id])
+        else:
+            paid = own[reward_id]
+            through[reward_id] = (paid.referrer_id, own_payment(paid, loss))
+    in_window = {
+        r: (referrer, p)
+        for r, (referrer, p) in through.items()
+        if within_window(p.made_at, loss.occurred_at, rules)
+    }
+    return Reach(in_window, len(through) - len(in_window))
+
+
+@dataclass(frozen=True, slots=True)
+class Clawback:
+    """What the ledger records of one loss on one reward (a ``clawbacks`` row, and the
+    ``cancelled`` and ``clawed_back`` entries whose ref is its id).
+
+    Attributes:
+        clawback_id: fixed per (reward, event): applying an event twice records once.
+        reward_id: the reward.
+        event_id: the provider event.
+        cause: refund, chargeback or churn.
+        payment_key: what the losses of one payment add up under.
+        payment_minor: the payment's amount (never negative).
+        refunded_minor: the payment's refunded total after this loss.
+        disputed_minor: the payment's disputed total after this loss.
+        cancel: taken from the unpaid balance.
+        claw_back: taken back from what was settled.
+        status_before: the reward's status when the loss was applied.
+        occurred_at: when the loss happened.
+    """
+
+    clawback_id: str
+    reward_id: str
+    event_id: str
+    cause: ClawbackCause
+    payment_key: str
+    payment_minor: int
+    refunded_minor: int
+    disputed_minor: int
+    cancel: Money
+    claw_back: Money
+    status_before: RewardStatus
+    occurred_at: datetime
+
+
+def clawback_of(
+    loss: PaymentLoss, position: RewardPosition, decision: ClawbackDecision, payment: LostPayment
+) -> Clawback:
+    """The record of ``decision`` (see :class:`Clawback`)."""
+    return Clawback(
+        clawback_id=derived_id("clawback", position.reward_id, loss.event_id),
+        reward_id=position.reward_id,
+        event_id=loss.event_id,
+        cause=loss.cause,
+        payment_key=loss.payment_key,
+        payment_minor=max(payment.amount_minor, 0),
+        refunded_minor=decision.refunded_minor,
+        disputed_minor=decision.disputed_minor,
+        cancel=decision.cancel,
+        claw_back=decision.claw_back,
+        status_before=position.status,
+        occurred_at=loss.occurred_at,
+    )
+
+
+_CAUSE_TEXT = {
+    ClawbackCause.REFUND: "the referred customer's payment was refunded",
+    ClawbackCause.CHARGEBACK: "the referred customer's payment was disputed",
+    ClawbackCause.CHURN: "the referred customer cancelled within the program's window",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClawbackNotice:
+    """The referrer's ``reward_clawed_back`` notification.
+
+    Attributes:
+        notification_id: fixed per clawback, so it is queued once.
+        contact_id: the referrer.
+        reward_id: the reward.
+        data: the template's fields: amount taken, cause, whether after payout.
+    """
+
+    notification_id: str
+    contact_id: str
+    reward_id: str
+    data: dict[str, str]
+
+
+def clawback_notice(clawback: Clawback, referrer_id: str) -> ClawbackNotice | None:
+    """Tell the referrer what the referee's refund, dispute or churn took back, and why
+    (a reward that shrinks or is taken back unexplained costs the program trust);
+    ``None`` when nothing was taken."""
+    taken = clawback.cancel.amount_minor + clawback.claw_back.amount_minor
+    if taken <= 0:
+        return None
+    return ClawbackNotice(
+        notification_id=derived_id("notice", clawback.clawback_id),
+        contact_id=referrer_id,
+        reward_id=clawback.reward_id,
+        data={
+            "amount": Money(taken, clawback.cancel.currency).format(),
+            "cause": _CAUSE_TEXT[clawback.cause],
+            "after_payout": "yes" if clawback.claw_back.amount_minor else "no",
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PaidPayout:
+    """The payout that settled a reward, and what reversals already take from it.
+
+    Attributes:
+        payout_id: the ledger's payout id.
+        rail: the rail it went through.
+        destination: where it went (connected account or customer id).
+        provider_ref: the provider's id of it (the transfer id).
+        amount: what it paid.
+        reversed: reversals pending or succeeded against it.
+    """
+
+    payout_id: str
+    rail: PayoutRailKind
+    destination: str | None
+    provider_ref: str | None
+    amount: Money
+    reversed: Money
+
+
+def reversal_for(clawback: Clawback, payout: PaidPayout | None) -> ReversalInstruction | None:
+    """The reversal to ask of the provider for ``clawback``, if any.
+
+    None when nothing was clawed back, when no payout settled the reward (it was
+    settled by netting alone: the debt is netted, nothing to reverse), when the payout
+    is in another currency, or when reversals already take the whole payout; the rest
+    of a claw-back stays a debt, netted from a later payout (:func:`recoverable`).
+    """
+    if clawback.claw_back.is_zero or payout is None:
+        return None
+    if payout.amount.currency != clawback.claw_back.currency:
+        return None
+    amount = recoverable(clawback.claw_back, payout.amount, payout.reversed)
+    if amount.is_zero:
+        return None
+    return ReversalInstruction(
+        reversal_id=derived_id("reversal", clawback.clawback_id),
+        reward_id=clawback.reward_id,
+        payout_id=payout.payout_id,
+        amount=amount,
+        rail=payout.rail,
+        idempotency_key=ReversalInstruction.key_for(clawback.reward_id, clawback.event_id),
+        destination=payout.destination,
+        payout_ref=payout.provider_ref,
+    )
 
 
 # -- reconciliation ---------------------------------------------------------------------

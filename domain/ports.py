@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from domain.approvers import Approver, CodeCheck, Identity
+from domain.connect import AccountLink, AccountState
 from domain.discounts import (
     CouponInstruction,
     DiscountRail,
@@ -307,4 +308,30 @@ class RewardHistory(Protocol):
     def earned(self, referrer_id: str | None, start: datetime, end: datetime) -> Money:
         """What rewards earned in [start, end) add up to after cancellations, for one
         referrer or (``None``) for the whole program, in the program currency."""
+        ...
+
+
+@runtime_checkable
+class ConnectOnboarding(Protocol):
+    """Onboards a referrer to a connected account they can be paid to (Stripe Connect
+    Express): creates the account, hands out links to the provider's hosted onboarding,
+    and reads the account's state back.
+
+    Metadata sent to the provider holds the referrer's contact id only: never the page
+    token, an address or a name. Failures raise
+    :class:`~domain.errors.RetryableIntegrationError` (unknown or transient: the same
+    key is sent next time) or :class:`~domain.errors.PermanentIntegrationError`.
+    """
+
+    def create_account(self, referrer_id: str, idempotency_key: str) -> str:
+        """Create the referrer's account with ``idempotency_key`` (stored beforehand);
+        the same key answers the same account. Returns its id (``acct_...``)."""
+        ...
+
+    def create_link(self, account_id: str, return_url: str, refresh_url: str) -> AccountLink:
+        """A fresh single-use onboarding link (``account_onboarding``) for the account."""
+        ...
+
+    def retrieve(self, account_id: str) -> AccountState:
+        """The account's state as the provider has it now."""
         ...

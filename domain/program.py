@@ -410,6 +410,13 @@ class RegistrationRules(_Rules):
         return self
 
 
+class RewardChoice(StrEnum):
+    """How a referrer may take a reward: money paid out, or credit on their account."""
+
+    CASH = "cash"
+    ACCOUNT_CREDIT = "account_credit"
+
+
 class Program(_Rules):
     name: str = Field("Referral program", min_length=1, description="Shown in emails.")
     currency: str = Field("EUR", description="ISO 4217 code of every amount in this file.")
@@ -462,6 +469,25 @@ class Program(_Rules):
         description="Reward rules; each conversion earns every rule matching its "
         "referrer type and milestone.",
     )
+
+    reward_choices: dict[ReferrerType, tuple[RewardChoice, ...]] = Field(
+        default_factory=dict,
+        description="The ways each referrer type may take its rewards (cash, "
+        "account_credit), chosen on the referrer's page; the first is the default. A "
+        "type not listed takes cash only.",
+    )
+
+    @field_validator("reward_choices")
+    @classmethod
+    def _choices_listed_once(
+        cls, value: dict[ReferrerType, tuple[RewardChoice, ...]]
+    ) -> dict[ReferrerType, tuple[RewardChoice, ...]]:
+        for referrer_type, choices in value.items():
+            if not choices:
+                raise ValueError(f"{referrer_type.value}: list at least one choice")
+            if len(set(choices)) != len(choices):
+                raise ValueError(f"{referrer_type.value}: a choice is listed twice")
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -524,3 +550,7 @@ class Program(_Rules):
         """The rule quoted in asks: the one paid when the referee becomes a customer."""
         rules = self.rules_for(referrer_type, Milestone.CUSTOMER)
         return rules[0] if rules else None
+
+    def choices_for(self, referrer_type: ReferrerType) -> tuple[RewardChoice, ...]:
+        """The reward choices open to ``referrer_type``; the first is the default."""
+        return self.reward_choices.get(referrer_type, (RewardChoice.CASH,))

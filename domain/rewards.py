@@ -27,7 +27,7 @@ from domain.errors import InputRejected
 from domain.models import Contact, Conversion, Milestone, PayoutRailKind, Reward, Route
 from domain.money import Money
 from domain.ports import RewardHistory
-from domain.program import CapScope, Period, Program, RewardKind, RewardRule
+from domain.program import CapScope, Period, Program, RewardChoice, RewardKind, RewardRule
 
 # The longest invoice id kept as is in a recurring reward's rule id (64 characters in
 # the ledger, the rule's own id at most 30); a longer one is replaced by its digest.
@@ -573,18 +573,34 @@ def route(
 
 
 def choose_rail(
-    referrer: Contact, available: Collection[PayoutRailKind]
+    referrer: Contact,
+    available: Collection[PayoutRailKind],
+    choice: RewardChoice | None = None,
 ) -> tuple[PayoutRailKind, str | None] | None:
     """How ``referrer`` is paid: (rail, destination), or ``None`` when no rail fits.
 
     Without a payment provider every payout is ledger-only. With Stripe, a referrer with
     a connected account gets a transfer; a paying customer gets a balance credit; anyone
     else keeps the reward payable and is listed until their profile says how to pay.
+
+    A referrer's ``choice`` (made on their page, where the program offers more than
+    one) comes first: account credit goes to the balance of a paying customer (one
+    who is not falls back to the order above); cash goes by transfer only, so a
+    referrer who chose cash and has no connected account waits for one rather than
+    being paid in credit they declined.
     """
     if PayoutRailKind.LEDGER_ONLY in available:
         return PayoutRailKind.LEDGER_ONLY, None
+    if (
+        choice is RewardChoice.ACCOUNT_CREDIT
+        and referrer.stripe_customer_id
+        and PayoutRailKind.STRIPE_BALANCE in available
+    ):
+        return PayoutRailKind.STRIPE_BALANCE, referrer.stripe_customer_id
     if referrer.stripe_account_id and PayoutRailKind.STRIPE_TRANSFER in available:
         return PayoutRailKind.STRIPE_TRANSFER, referrer.stripe_account_id
+    if choice is RewardChoice.CASH:
+        return None
     if referrer.stripe_customer_id and PayoutRailKind.STRIPE_BALANCE in available:
         return PayoutRailKind.STRIPE_BALANCE, referrer.stripe_customer_id
     return None

@@ -173,7 +173,14 @@ def payout_approval(reward_id: str) -> str:
         view = load_approval(app.ledger, reward_id)
     if view.reward.status is RewardStatus.APPROVED:
         submit_payouts(app.ledger, app.rails, [reward_id], datetime.now(UTC))
-    send_notifications(app.ledger, app.email, app.program, datetime.now(UTC))
+    send_notifications(
+        app.ledger,
+        app.email,
+        app.program,
+        datetime.now(UTC),
+        page_link=app.page_links,
+        payout_rails=frozenset(app.rails) if app.connect is not None else None,
+    )
     status = load_approval(app.ledger, reward_id).reward.status
     # Prefect makes a returned State the run's final state, and its data the call's
     # result: the status, as the annotation says.

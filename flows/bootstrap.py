@@ -24,11 +24,13 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, Ope
 from config.program import load_program
 from config.settings import Settings, load_settings
 from domain.clawbacks import PaymentRecords
+from domain.connect import Onboarding
 from domain.detractors import CrmTasks
 from domain.errors import ConfigError
 from domain.models import PayoutRailKind
 from domain.ports import (
     ApprovalRuns,
+    ConnectOnboarding,
     EmailSender,
     EventSource,
     PaymentCards,
@@ -48,10 +50,13 @@ from integrations.payments.ledger_only import LedgerOnlyRail
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
 from integrations.prefect_limits import StripeRateLimits
 from integrations.sources.files import FileSource
+from integrations.web.keys import page_key
+from integrations.web.magic import MagicLinks, PageLinks
 
 if TYPE_CHECKING:
     # Imports the ``stripe`` library: only with a Stripe key (see ``_stripe_readers``).
     from integrations.payments.stripe_events import StripeEventFeed
+    from integrations.web.app import LinkApp
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,12 @@ class App:
     discounts: RefereeDiscounts | None = None
     # With HubSpot and a detractor owner: the tasks detractors are handed on as.
     detractor_tasks: CrmTasks | None = None
+    # The magic link to each referrer's page, carried by every ask and notice.
+    page_links: PageLinks | None = None
+
+    # referrer side (issue 15)
+    # With a Stripe key: Connect onboarding for referrers with no payable rail.
+    connect: ConnectOnboarding | None = None
 
     def describe(self) -> dict[str, str]:
         """Which backend serves each port (safe to log: no secrets)."""
@@ -120,7 +131,67 @@ def build_app(settings: Settings | None = None) -> App:
         cards=records if isinstance(records, PaymentCards) else None,
         discounts=_discounts(settings),
         detractor_tasks=_detractor_tasks(settings),
+        page_links=PageLinks(magic_links(settings), settings.public_base_url),
+        connect=_connect(settings),
     )
+
+
+def web_app(settings: Settings | None = None) -> LinkApp:
+    """The referrers' web app (``referrals web serve``): tracked links, referrers'
+    pages, and any routes added below. Each uvicorn worker builds its own."""
+    from starlette.routing import BaseRoute
+
+    from integrations.web.app import create_app
+    from integrations.web.keys import visitor_key
+    from integrations.web.pages import ReferrerPages
+
+    settings = settings or load_settings()
+    program = load_program(settings.program_file)
+    ledger = SqlLedger(make_engine(settings.database_url))
+    key = visitor_key(settings.visitor_key, settings.visitor_key_file)
+    pages = ReferrerPages(
+        ledger.referrer_side,
+        magic_links(settings),
+        program,
+        settings.public_base_url,
+        payout_rail_kinds(settings),
+        key,
+    )
+    # The one place more routes join the app: Stripe Connect onboarding, with a key.
+    extra_routes: list[BaseRoute] = []
+    connect = _connect(settings, throttled=False)
+    if connect is not None:
+        from datetime import UTC, datetime
+
+        from integrations.web.connect import connect_routes
+
+        extra_routes += connect_routes(
+            referrer_of=magic_links(settings).referrer_of,
+            onboarding=Onboarding(ledger.connect, connect, lambda: datetime.now(UTC)),
+            public_base_url=settings.public_base_url,
+        )
+    return create_app(
+        ledger.links,
+        landing=settings.landing_url,
+        visitor_key=key,
+        flush_clicks=settings.link_flush_clicks,
+        flush_seconds=settings.link_flush_ms / 1000,
+        pages=pages,
+        extra_routes=extra_routes,
+    )
+
+
+def payout_rail_kinds(settings: Settings) -> frozenset[PayoutRailKind]:
+    """The payment rails :func:`build_app` configures, by kind (without building them)."""
+    if settings.stripe_api_key is None:
+        return frozenset({PayoutRailKind.LEDGER_ONLY})
+    return frozenset({PayoutRailKind.STRIPE_TRANSFER, PayoutRailKind.STRIPE_BALANCE})
+
+
+def magic_links(settings: Settings) -> MagicLinks:
+    """The signer of referrers' page links (the key from settings or its key file)."""
+    key = page_key(settings.page_key, settings.page_key_file)
+    return MagicLinks(key, settings.page_token_hours * 3600)
 
 
 def ledger_engine(settings: Settings) -> Engine:
@@ -274,6 +345,33 @@ def _rails(settings: Settings) -> dict[PayoutRailKind, PaymentRail]:
         PayoutRailKind.STRIPE_TRANSFER: StripeTransferRail(client, throttle=throttle),
         PayoutRailKind.STRIPE_BALANCE: StripeBalanceRail(client, throttle=throttle),
     }
+
+
+def _connect(settings: Settings, *, throttled: bool = True) -> ConnectOnboarding | None:
+    """The Connect adapter with a Stripe key. The web app's is not ``throttled``: the
+    shared limits are Prefect's, and a page request must not wait on (or fail with) the
+    Prefect server; a referrer's few onboarding requests are far under Stripe's rates."""
+    if settings.stripe_api_key is None:
+        return None
+    from integrations.payments.stripe_connect import StripeConnect
+    from integrations.payments.stripe_rail import build_stripe_client
+
+    client = build_stripe_client(
+        settings.stripe_api_key.get_secret_value(),
+        settings.stripe_api_base,
+        settings.stripe_max_network_retries,
+    )
+    return StripeConnect(client, throttle=_stripe_throttle(settings) if throttled else None)
+
+
+def connect_onboarding(app: App) -> Onboarding | None:
+    """The onboarding use case the web app's ``/p/<token>/connect`` routes run
+    (:func:`integrations.web.connect.connect_routes`); ``None`` without a Stripe key."""
+    if app.connect is None:
+        return None
+    from datetime import UTC, datetime
+
+    return Onboarding(app.ledger.connect, app.connect, lambda: datetime.now(UTC))
 
 
 def _discounts(settings: Settings) -> RefereeDiscounts:

@@ -15,7 +15,7 @@
     referrals clawbacks apply           refunds, chargebacks, churn: take rewards back
     referrals reconcile                 ledger payouts against Stripe, both ways
     referrals webhooks serve            receive SendGrid and Stripe webhooks
-    referrals web serve                 the referrers' tracked links (GET /r/<code>)
+    referrals web serve                 the referrers' tracked links (GET /r/<code>) and pages
     referrals automations create URL    alert a webhook on failed runs and overdue approvals
     referrals partners register ...     register a partner's lead (first to register wins)
     referrals partners list | expire    registrations holding a company; expire lapsed ones
@@ -50,7 +50,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(asks_app, name="asks")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Inbound SendGrid and Stripe webhooks.")
 app.add_typer(webhooks_app, name="webhooks")
-web_app = typer.Typer(no_args_is_help=True, help="The referrers' web app: tracked links.")
+web_app = typer.Typer(
+    no_args_is_help=True, help="The referrers' web app: tracked links and their own pages."
+)
 app.add_typer(web_app, name="web")
 automations_app = typer.Typer(no_args_is_help=True, help="Prefect automations for on-call.")
 app.add_typer(automations_app, name="automations")
@@ -195,7 +197,8 @@ def _login_hint(stack: Any) -> str:
 
 @app.command()
 def down() -> None:
-    """Stop the server and worker started by `up`, by their PIDs."""
+    """Stop the server and worker started by `up` (and the web app `demo` started), by
+    their PIDs."""
     stopped = _stack().down()
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
@@ -216,6 +219,39 @@ def demo(
     app_ = bootstrap.app()
     _wait_until_resumable(app_)
     _print_demo(app_, result, stack)
+    _show_referrer_page(app_, stack)
+
+
+def _show_referrer_page(app_: Any, stack: Any) -> None:
+    """Start the referrers' web app beside the stack (``make down`` stops it) and print
+    one referrer's magic link: the referrer's journey, clickable locally."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    base = app_.settings.public_base_url
+    port = urlsplit(base).port or 8000
+    stack.start_web(port)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base.rstrip('/')}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        typer.secho(f"The web app did not answer on {base} (see .run/web.log).", err=True)
+    referrers = app_.ledger.referrer_side.referrers_with_rewards(limit=1)
+    if not referrers or app_.page_links is None:
+        return
+    hours = app_.settings.page_token_hours
+    typer.echo(f"A referrer's own page (their magic link, valid {hours} h):")
+    typer.echo(f"  {app_.page_links(referrers[0])}")
+    typer.echo(
+        f"  (a fresh link for anyone: {base.rstrip('/')}/p/new; the web app keeps "
+        "running, `make down` stops it)"
+    )
 
 
 def _wait_until_resumable(app_: Any, timeout: float = 600) -> None:
@@ -637,21 +673,11 @@ def webhooks_serve(
 
 
 def web_links_app() -> Any:
-    """The link app from the settings (each uvicorn worker builds its own: its clicks
-    queue and its database connections)."""
-    from integrations.ledger.engine import make_engine
-    from integrations.ledger.sql import SqlLedger
-    from integrations.web import create_app
-    from integrations.web.keys import visitor_key
+    """The web app from the settings (each uvicorn worker builds its own: its clicks
+    queue and its database connections); built by the composition root."""
+    from flows import bootstrap
 
-    settings = load_settings()
-    return create_app(
-        SqlLedger(make_engine(settings.database_url)).links,
-        landing=settings.landing_url,
-        visitor_key=visitor_key(settings.visitor_key, settings.visitor_key_file),
-        flush_clicks=settings.link_flush_clicks,
-        flush_seconds=settings.link_flush_ms / 1000,
-    )
+    return bootstrap.web_app()
 
 
 @web_app.command("serve")
@@ -664,19 +690,25 @@ def web_serve(
         int, typer.Option(min=1, max=64, help="Processes answering (one per core at most).")
     ] = 1,
 ) -> None:
-    """Serve the referrers' tracked links: redirect, set the visitor cookie, store the
-    click (until Ctrl-C or SIGTERM, which store every click answered)."""
+    """Serve the referrers' tracked links (redirect, set the visitor cookie, store the
+    click) and their own pages, reached by the magic links in their emails (until
+    Ctrl-C or SIGTERM, which store every click answered)."""
     import uvicorn
 
     from integrations.ledger.engine import make_engine
     from integrations.ledger.migrate import upgrade
-    from integrations.web.keys import visitor_key
+    from integrations.web.keys import page_key, visitor_key
 
     settings = load_settings()
-    # Once, before any worker starts: the schema, and the visitor key file if it is used.
+    # Once, before any worker starts: the schema, and the key files if they are used.
     upgrade(make_engine(settings.database_url))
     visitor_key(settings.visitor_key, settings.visitor_key_file)
+    page_key(settings.page_key, settings.page_key_file)
     typer.echo(f"Links on http://{host}:{port}/r/<code>, landing on {settings.landing_url}")
+    typer.echo(
+        f"Referrers' pages on http://{host}:{port}/p/<token> (fresh link: /p/new); "
+        f"emails link to {settings.public_base_url}"
+    )
     # No access log: it prints each client's address, which the link never keeps.
     # The lifespan stores the clicks still in memory at a graceful stop (each worker's).
     uvicorn.run(

@@ -18,6 +18,7 @@ from tasks.approvals import request_approvals
 from tasks.asks import decide_asks
 from tasks.cards import learn_card_fingerprints
 from tasks.clawbacks import apply_clawbacks
+from tasks.connect import apply_account_updates, refresh_connected_accounts
 from tasks.conversions import (
     link_stripe_payments,
     record_new_conversions,
@@ -72,7 +73,9 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
     app = bootstrap.app()
     when, now = _moment(as_of), datetime.now(UTC)
     decisions = decide_asks(app.ledger, app.program, when, now, app.settings.batch_size)
-    delivery = send_ask_emails(app.ledger, app.email, app.program, now, app.settings.batch_size)
+    delivery = send_ask_emails(
+        app.ledger, app.email, app.program, now, app.settings.batch_size, app.page_links
+    )
     # The codes just sent become the referee's discount (two-sided rewards).
     discounts = (
         publish_referee_discounts(
@@ -172,6 +175,11 @@ def route_rewards(as_of: datetime | None = None) -> dict[str, Any]:
     clawbacks = apply_clawbacks(
         app.ledger, app.rails, app.program, now, app.approvals, app.settings.batch_size
     )
+    if app.connect is not None:
+        # Referrers who finished Stripe onboarding are paid in this run: the webhook's
+        # account.updated events, then the accounts still onboarding read back.
+        apply_account_updates(app.ledger.connect, app.connect, now, app.settings.batch_size)
+        refresh_connected_accounts(app.ledger.connect, app.connect, now)
     plan = plan_routes(app.ledger, app.program, when, now, app.settings.batch_size)
     payouts = submit_payouts(app.ledger, app.rails, plan.auto_pay, now)
     waiting = request_approvals(app.ledger, app.approvals, plan.approval, now)
@@ -189,7 +197,15 @@ def notify_referrers() -> dict[str, Any]:
     """
     app = bootstrap.app()
     now = datetime.now(UTC)
-    delivery = send_notifications(app.ledger, app.email, app.program, now, app.settings.batch_size)
+    delivery = send_notifications(
+        app.ledger,
+        app.email,
+        app.program,
+        now,
+        app.settings.batch_size,
+        app.page_links,
+        payout_rails=frozenset(app.rails) if app.connect is not None else None,
+    )
     detractors = hand_on_detractors(
         app.ledger,
         app.email,

@@ -525,6 +525,14 @@ class LocalStack:
         )
         return True
 
+    def start_web(self, port: int) -> bool:
+        """Start the referrers' web app (``referrals web serve``, tracked links and
+        pages) on 127.0.0.1:``port`` unless it runs; whether it was started now."""
+        if self._running("web"):
+            return False
+        self._spawn("web", [_referrals(), "web", "serve", "--port", str(port)])
+        return True
+
     def up(self) -> list[Drift]:
         """Start the server, register the deployments and start a worker.
 
@@ -611,7 +619,7 @@ class LocalStack:
         return True
 
     def down(self) -> list[str]:
-        stopped = [name for name in ("worker", "server") if self.stop(name)]
+        stopped = [name for name in ("web", "worker", "server") if self.stop(name)]
         # Nothing runs any more: the CLI must not look for a stack on that port.
         assert self.run_dir is not None
         record = read_record(self.run_dir)
@@ -652,3 +660,9 @@ def _prefect() -> str:
     """The ``prefect`` executable of this interpreter's environment."""
     candidate = Path(sys.executable).with_name("prefect")
     return str(candidate) if candidate.exists() else "prefect"
+
+
+def _referrals() -> str:
+    """The ``referrals`` executable of this interpreter's environment."""
+    candidate = Path(sys.executable).with_name("referrals")
+    return str(candidate) if candidate.exists() else "referrals"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -77,10 +78,17 @@ def reward_line(program: Program, referrer_type: ReferrerType) -> str:
     )
 
 
-def compose_ask(ask: Ask, contact: Contact, detail: str, program: Program) -> EmailMessage:
+def compose_ask(
+    ask: Ask,
+    contact: Contact,
+    detail: str,
+    program: Program,
+    page_link: Callable[[str], str] | None = None,
+) -> EmailMessage:
     """The personalized ask: name, moment, concrete reward, one-click link (the tracked
     link ``<referral_link_base>/<code>`` served by ``referrals web serve``, which
-    counts its clicks; the code itself is shown too, for those who type it)."""
+    counts its clicks; the code itself is shown too, for those who type it), and with
+    ``page_link`` the magic link to the referrer's own page (in the body only)."""
     data = {
         "first_name": contact.first_name,
         "moment": ask.moment_type.value,
@@ -91,6 +99,8 @@ def compose_ask(ask: Ask, contact: Contact, detail: str, program: Program) -> Em
         "program_name": program.name,
         "unsubscribe_link": f"{program.unsubscribe_url}?m={ask.ask_id}",
     }
+    if page_link is not None:
+        data["page_link"] = page_link(contact.contact_id)
     template = f"ask_{ask.moment_type.value}"
     subject, text = render(template, data)
     return EmailMessage(
@@ -104,6 +114,10 @@ def compose_ask(ask: Ask, contact: Contact, detail: str, program: Program) -> Em
     )
 
 
+#: The notice that offers Stripe onboarding to a referrer with no payable rail.
+REWARD_EARNED = "reward_earned"
+
+
 def compose_notice(
     notification_id: str,
     kind: str,
@@ -111,13 +125,22 @@ def compose_notice(
     data: dict[str, str],
     program: Program,
     code: str | None = None,
+    page_link: Callable[[str], str] | None = None,
+    offer_payout_setup: bool = False,
 ) -> EmailMessage:
     """A message to a referrer about their referral or reward; with the referrer's
-    ``code``, it carries their tracked link (and the code) to share again."""
+    ``code``, it carries their tracked link (and the code) to share again, and with
+    ``page_link`` the magic link to their own page (in the body only). With
+    ``offer_payout_setup`` (Stripe pays, no rail fits the referrer) a reward earned
+    carries ``payout_setup_url``: their page's ``/connect``, Stripe onboarding."""
     values = {**data, "first_name": contact.first_name, "program_name": program.name}
+    if page_link is not None:
+        values["page_link"] = page_link(contact.contact_id)
     if code is not None:
         values["link"] = tracked_link(program.referral_link_base, code)
         values.setdefault("code", code)
+    if offer_payout_setup and kind == REWARD_EARNED and "page_link" in values:
+        values["payout_setup_url"] = f"{values['page_link']}/connect"
     template = f"notice_{kind}"
     subject, text = render(template, values)
     return EmailMessage(

@@ -9,14 +9,21 @@ from datetime import datetime, timedelta
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.clawbacks import ReversalInstruction, ReversalRail, ReversalResult
+from domain.clawbacks import (
+    ClawbackConflict,
+    LossStatus,
+    ReversalInstruction,
+    ReversalRail,
+    ReversalResult,
+)
 from domain.errors import InputRejected
 from domain.models import PayoutRailKind, Rejected
 from domain.ports import ApprovalRuns, PaymentRail
 from domain.program import Program
-from integrations.ledger.clawbacks import ClawbackConflict, ClawbackLedger, LossStatus
+from integrations.ledger.sql import SqlLedger
 from integrations.payments.stripe_reconcile import LOSS_EVENT_TYPES, parse_payment_loss
 from tasks._support import run_logger
+from tasks.use_cases.clawbacks import apply_payment_loss
 
 QUARANTINE_STAGE = "clawback"
 _CANCELLED_REASON = "the reward was cancelled: the referee's payment was refunded or disputed"
@@ -56,7 +63,7 @@ class ClawbackReport:
 
 @task(name="apply-clawbacks", cache_policy=NO_CACHE)
 def apply_clawbacks(
-    ledger: ClawbackLedger,
+    ledger: SqlLedger,
     rails: Mapping[PayoutRailKind, PaymentRail],
     program: Program,
     now: datetime,
@@ -93,7 +100,7 @@ def apply_clawbacks(
     cancelled: list[str] = []
     clawed: list[str] = []
     after: tuple[datetime, str] | None = None
-    while batch := ledger.clawback_events(list(LOSS_EVENT_TYPES), after, batch_size):
+    while batch := ledger.clawbacks.events(list(LOSS_EVENT_TYPES), after, batch_size):
         after = (batch[-1].created_at, batch[-1].event_id)
         for event in batch:
             events += 1
@@ -106,10 +113,10 @@ def apply_clawbacks(
                 ledger.quarantine(
                     [Rejected("stripe", exc.record, exc.field, exc.reason)], QUARANTINE_STAGE, now
                 )
-                ledger.close_clawback_events([event.event_id], now)
+                ledger.clawbacks.close_events([event.event_id], now)
                 continue
             try:
-                outcome = ledger.apply_payment_loss(loss, rules, now)
+                outcome = apply_payment_loss(ledger, loss, rules, now)
             except ClawbackConflict as exc:
                 log.warning("clawback of %s deferred: %s", event.event_id, exc)
                 counts[LossStatus.DEFERRED] += 1
@@ -119,7 +126,7 @@ def apply_clawbacks(
                 days=rules.window_days
             ):
                 # A whole window later no conversion can claim it: not a referral payment.
-                given_up += ledger.close_clawback_events([event.event_id], now)
+                given_up += ledger.clawbacks.close_events([event.event_id], now)
             cancelled += [d.reward_id for d in outcome.decisions if d.cancels_reward]
             clawed += [d.reward_id for d in outcome.decisions if not d.claw_back.is_zero]
     closed = _end_approvals_of_cancelled(ledger, approvals, now, batch_size)
@@ -154,7 +161,7 @@ def apply_clawbacks(
 
 
 def _end_approvals_of_cancelled(
-    ledger: ClawbackLedger, approvals: ApprovalRuns | None, now: datetime, limit: int
+    ledger: SqlLedger, approvals: ApprovalRuns | None, now: datetime, limit: int
 ) -> int:
     """End the waiting approval runs of rewards cancelled by a clawback.
 
@@ -173,9 +180,9 @@ def _end_approvals_of_cancelled(
 
 
 def _submit_reversals(
-    ledger: ClawbackLedger, rails: Mapping[PayoutRailKind, PaymentRail], now: datetime
+    ledger: SqlLedger, rails: Mapping[PayoutRailKind, PaymentRail], now: datetime
 ) -> dict[str, int]:
-    pending = ledger.pending_reversals(limit=1000)
+    pending = ledger.reversals.pending(limit=1000)
     by_rail: dict[PayoutRailKind, list[ReversalInstruction]] = {}
     for instruction in pending:
         by_rail.setdefault(instruction.rail, []).append(instruction)
@@ -191,4 +198,4 @@ def _submit_reversals(
         # Kept pending with their keys (the debt is not netted meanwhile) until a rail
         # that can reverse them is configured.
         run_logger().warning("%d reversals pending on a rail that cannot reverse", stranded)
-    return ledger.record_reversal_results(results, now)
+    return ledger.reversals.record_results(results, now)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.models import EmailMessage, EmailOutcome, EmailResult
+from domain.models import Contact, EmailMessage, EmailOutcome, EmailResult, PayoutRailKind
 from domain.ports import EmailSender
 from domain.program import Program
+from domain.referrer_page import needs_payout_setup
 from integrations.ledger.sql import SqlLedger
 from tasks._support import Progress, run_logger
-from tasks.asks import compose_ask, compose_notice
+from tasks.asks import REWARD_EARNED, compose_ask, compose_notice
 
 STALE_CLAIM = timedelta(minutes=30)
 NO_ADDRESS = "no email address"
@@ -85,6 +86,7 @@ def send_ask_emails(
     program: Program,
     now: datetime,
     batch_size: int = 1000,
+    page_link: Callable[[str], str] | None = None,
 ) -> Delivery:
     """Send every queued ask, a batch per request, and record what the provider said.
 
@@ -99,6 +101,8 @@ def send_ask_emails(
         program: for the personalization (reward, links).
         now: when sends are recorded.
         batch_size: asks per provider request (SendGrid takes up to 1,000).
+        page_link: the magic link to a referrer's page, by their id; each ask carries
+            one (the email body only: never metadata, logs or the ledger).
 
     Returns:
         Counts of accepted, failed, retry-later and unknown asks.
@@ -109,7 +113,9 @@ def send_ask_emails(
     def page(after: str) -> list[EmailMessage]:
         rows = ledger.asks.asks_to_send(after, batch_size)
         contact_of.update({ask.ask_id: contact.contact_id for ask, contact, _ in rows})
-        return [compose_ask(ask, contact, detail, program) for ask, contact, detail in rows]
+        return [
+            compose_ask(ask, contact, detail, program, page_link) for ask, contact, detail in rows
+        ]
 
     def unsubscribed_since_queued(messages: Sequence[EmailMessage]) -> dict[str, str]:
         # Suppressed after the ask was queued (a webhook said unsubscribe or bounce).
@@ -130,6 +136,8 @@ def send_notifications(
     program: Program,
     now: datetime,
     batch_size: int = 1000,
+    page_link: Callable[[str], str] | None = None,
+    payout_rails: Collection[PayoutRailKind] | None = None,
 ) -> Delivery:
     """Send the referrer notifications queued by earlier stages (earned, paid, rejected).
 
@@ -139,6 +147,11 @@ def send_notifications(
         program: the program's name for the message.
         now: when sends are recorded.
         batch_size: notifications per request.
+        page_link: the magic link to a referrer's page, by their id; each notice
+            carries one, and a ``page_link`` notice is nothing else.
+        payout_rails: the rails rewards are paid by, when Stripe Connect onboarding
+            exists: an "earned" notice to a referrer no rail fits (their reward
+            choice counted) carries their page's ``/connect``, with ``page_link``.
 
     Returns:
         Counts of accepted, failed, retry-later and unknown notifications.
@@ -148,9 +161,36 @@ def send_notifications(
         rows = ledger.emails.notifications_to_send(after, batch_size)
         # Every notice carries the referrer's tracked link, not a bare code.
         codes = ledger.asks.codes_for(contact.contact_id for _, _, contact, _ in rows)
+        unpaid = _without_rail(ledger, rows, payout_rails) if page_link is not None else set()
         return [
-            compose_notice(nid, kind, contact, data, program, codes.get(contact.contact_id))
+            compose_notice(
+                nid,
+                kind,
+                contact,
+                data,
+                program,
+                codes.get(contact.contact_id),
+                page_link,
+                offer_payout_setup=contact.contact_id in unpaid,
+            )
             for nid, kind, contact, data in rows
         ]
 
     return _deliver("notification", page, ledger, sender, now)
+
+
+def _without_rail(
+    ledger: SqlLedger,
+    rows: Sequence[tuple[str, str, Contact, dict[str, str]]],
+    rails: Collection[PayoutRailKind] | None,
+) -> set[str]:
+    """The referrers of these notices' "earned" ones that no rail fits (to onboard)."""
+    earned = {contact.contact_id: contact for _, kind, contact, _ in rows if kind == REWARD_EARNED}
+    if rails is None or not earned:
+        return set()
+    choices = ledger.referrer_side.reward_choices(earned)
+    return {
+        contact_id
+        for contact_id, contact in earned.items()
+        if needs_payout_setup(contact, rails, choices.get(contact_id))
+    }

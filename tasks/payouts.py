@@ -91,12 +91,16 @@ def submit_payouts(
     worker = worker_name()
     views = ledger.rewards(reward_ids)
     referrers = ledger.asks.contacts(v.reward.referrer_id for v in views.values())
+    # A referrer's reward choice (cash or account credit) applies to every reward not
+    # yet paid: it decides the rail here, when the payout is prepared.
+    choices = ledger.referrer_side.reward_choices(referrers)
     plans: list[tuple[str, PayoutRailKind, str | None]] = []
     no_rail: list[str] = []
     for reward_id, view in views.items():
         if view.status not in (RewardStatus.PAYABLE, RewardStatus.APPROVED):
             continue
-        choice = choose_rail(referrers[view.reward.referrer_id], rails.keys())
+        referrer_id = view.reward.referrer_id
+        choice = choose_rail(referrers[referrer_id], rails.keys(), choices.get(referrer_id))
         if choice is None:
             no_rail.append(reward_id)
         else:

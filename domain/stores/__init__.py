@@ -21,9 +21,12 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.asks import AskStore
+from domain.stores.clawbacks import ClawbackStore, ReversalStore
+from domain.stores.connect import ConnectStore
 from domain.stores.discounts import DiscountStore
 from domain.stores.emails import EmailStore
 from domain.stores.links import LinkStore
+from domain.stores.referrer_side import ReferrerSideStore
 
 
 class Stores(Protocol):
@@ -44,7 +47,15 @@ class Stores(Protocol):
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
 
+    # clawbacks
+    clawbacks: ClawbackStore
+    reversals: ReversalStore
+
     # -- approvals and metrics --------------------------------------------------------
+
+    # referrer side (issue 15)
+    referrer_side: ReferrerSideStore
+    connect: ConnectStore
 
 
 class UnitOfWork(Stores, Protocol):

@@ -263,14 +263,18 @@ class SqlApprovers(LedgerBase):
         now: datetime,
     ) -> None:
         with self._begin() as conn:
-            moved = conn.execute(
+            known = conn.execute(
+                select(_APPROVERS.c.approver_id).where(_APPROVERS.c.approver_id == approver_id)
+            ).first()
+            if known is None:
+                raise UnknownApprover(f"no approver has the id {approver_id!r}")
+            # The log row first: the database refuses the change without it (0025).
+            self._log(conn, approver_id, action, actor, details, now)
+            conn.execute(
                 update(_APPROVERS)
                 .where(_APPROVERS.c.approver_id == approver_id)
                 .values(**values, updated_at=now)
-            ).rowcount
-            if moved != 1:
-                raise UnknownApprover(f"no approver has the id {approver_id!r}")
-            self._log(conn, approver_id, action, actor, details, now)
+            )
 
     @staticmethod
     def _log(

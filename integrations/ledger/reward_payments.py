@@ -7,7 +7,7 @@ belongs to: :func:`record_reward_payments` in the one that records the rewards
 :func:`link_reward_payments` in the one that applies payment links
 (:meth:`~integrations.ledger.stripe_conversions.StripeConversionLedger.link_stripe_payments`),
 the reads in the one that applies a loss
-(:meth:`~integrations.ledger.clawbacks.ClawbackLedger.apply_payment_loss`).
+(``tasks.use_cases.clawbacks.apply_payment_loss``).
 
 Only ids, amounts and times leave the inbox for this table.
 """

@@ -68,7 +68,7 @@ from integrations.ledger.base import (
     reward_row,
 )
 from integrations.ledger.clawbacks import (
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     book_netting,
     live_payouts,
     lock_referrers,
@@ -126,7 +126,7 @@ class SqlLedger(
     HistoryLedger,
     WebhookLedger,
     StripeConversionLedger,
-    ClawbackLedger,
+    ClosedRewardApprovalsLedger,
     ReconcileLedger,
     MetricsLedger,
     FraudLedger,

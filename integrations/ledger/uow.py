@@ -12,9 +12,12 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvers import SqlApprovers
 from integrations.ledger.asks import SqlAskStore
+from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
+from integrations.ledger.connect import SqlConnectStore
 from integrations.ledger.discounts import SqlDiscountStore
 from integrations.ledger.emails import SqlEmailStore
 from integrations.ledger.links import SqlLinkStore
+from integrations.ledger.referrer_side import SqlReferrerSide
 
 
 class SqlStores:
@@ -36,4 +39,12 @@ class SqlStores:
 
         # -- money ----------------------------------------------------------------------
 
+        # clawbacks
+        self.clawbacks = SqlClawbackStore(engine, conn)
+        self.reversals = SqlReversalStore(engine, conn)
+
         # -- approvals and metrics ------------------------------------------------------
+
+        # referrer side (issue 15)
+        self.referrer_side = SqlReferrerSide(engine, conn)
+        self.connect = SqlConnectStore(engine, conn)

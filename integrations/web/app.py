@@ -10,6 +10,9 @@ Routes:
   code, a revoked one (its owner opted out) and a malformed one answer the same plain
   ``404`` page: the answer tells nothing about which codes exist.
 * ``GET /healthz``: ``200``.
+* ``/p/...``: the referrer's own page, reached by a magic link, with its forms (see
+  :mod:`integrations.web.pages`), when the app is built with ``pages``.
+* Any ``extra_routes`` the composition root adds (Stripe Connect onboarding).
 
 Clicks are not written one transaction per request: :class:`ClickRecorder` keeps them
 in memory and stores them in batches (every ``flush_clicks`` clicks or ``flush_seconds``,
@@ -32,20 +35,24 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from domain.codes import normalize_code
 from domain.links import LINK_PATH, LinkClick, landing_url, visitor_hash, visitor_kind
 from domain.stores.links import LinkStore
+
+if TYPE_CHECKING:
+    from integrations.web.pages import ReferrerPages
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +304,8 @@ def create_app(
     flush_seconds: float = 0.2,
     clock: Callable[[], datetime] = _utc_now,
     code_cache_seconds: float = CODE_CACHE_SECONDS,
+    pages: ReferrerPages | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> LinkApp:
     """Build the link app.
 
@@ -309,6 +318,9 @@ def create_app(
         clock: the time of a click, timezone-aware (tests pin it).
         code_cache_seconds: how long a code's owner (or its absence) is remembered: a
             revoked code's link stops within this time.
+        pages: the referrers' pages (``/p/...``); ``None`` serves links only.
+        extra_routes: more routes, mounted after the pages (the composition root
+            passes Stripe Connect onboarding's, ``/p/<token>/connect``, here).
 
     Returns:
         The ASGI app; its lifespan starts the recorder and stores what is left at stop.
@@ -328,5 +340,9 @@ def create_app(
         finally:
             await recorder.stop()
 
-    inner = Starlette(routes=[Route("/healthz", healthz)], lifespan=lifespan)
+    routes: list[BaseRoute] = [Route("/healthz", healthz)]
+    if pages is not None:
+        routes += pages.routes()
+    routes += extra_routes
+    inner = Starlette(routes=routes, lifespan=lifespan)
     return LinkApp(inner, codes, recorder, visitor_key, clock)

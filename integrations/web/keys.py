@@ -24,3 +24,17 @@ def visitor_key(configured: SecretStr | None, key_file: Path) -> bytes:
     if configured is not None:
         return configured.get_secret_value().encode("utf-8")
     return read_or_make_secret(key_file, lambda: secrets.token_hex(32)).encode("utf-8")
+
+
+def page_key(configured: SecretStr | None, key_file: Path) -> bytes:
+    """The key referrers' magic links and page forms are signed with.
+
+    Args:
+        configured: ``REFERRALS_PAGE_KEY``; wins when set.
+        key_file: where the key is kept otherwise; made (owner-only, 64 hex
+            characters) the first time it is needed.
+
+    Returns:
+        The key's bytes.
+    """
+    return visitor_key(configured, key_file)

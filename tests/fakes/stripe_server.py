@@ -60,6 +60,17 @@ mapping. What it reproduces of Stripe, and why it matters to payouts:
   (a coupon's own ``id``, taken twice -> ``resource_already_exists``) and
   ``POST``/``GET /v1/promotion_codes`` (``promotion[coupon]``; one active code per
   ``code`` regardless of case; list filters ``code``, ``coupon``, ``active``).
+* **Connect onboarding** (the referrer getting paid): ``POST /v1/accounts`` (Express,
+  idempotent by key as every POST), ``GET /v1/accounts/{id}``, ``POST /v1/account_links``
+  whose ``url`` points at the fake itself, ``/connect/hosted/<link id>``: a stand-in for
+  Stripe's hosted onboarding (no API key: a browser opens it). Its "Agree and submit"
+  form enables the account (details submitted, charges and payouts enabled, the
+  ``transfers`` capability active), emits ``account.updated`` (listed by
+  ``GET /v1/events``, and POSTed signed to :attr:`FakeStripe.webhook_url` when set)
+  and redirects to the link's ``return_url``. A link opened before, or past its
+  ``expires_at`` (5 minutes), shows an expired page sending to its ``refresh_url``. A
+  transfer to an API-created account whose ``transfers`` capability is not active is
+  refused (``insufficient_capabilities_for_transfer``), as Stripe does.
 
 Thread-safe: one lock guards all state; only the slow fault sleeps outside it.
 """
@@ -70,6 +81,9 @@ import base64
 import contextlib
 import copy
 import fnmatch
+import hashlib
+import hmac
+import html
 import json
 import re
 import socket
@@ -86,6 +100,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
+
+import httpx
 
 JSON = dict[str, Any]
 Fault = int | str
@@ -437,7 +453,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(reply.status)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
+            if "Content-Type" not in reply.headers:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             self.wfile.write(reply.body)
@@ -506,6 +523,12 @@ class FakeStripe:
         self._charges = _Collection()
         self._payment_intents = _Collection()
         self._events = _Collection()
+        # Accounts made through the API (Connect onboarding), and their links.
+        self._connect_accounts: dict[str, JSON] = {}
+        self._account_links: dict[str, JSON] = {}
+        #: Where ``account.updated`` is POSTed, signed with :attr:`webhook_secret`.
+        self.webhook_url: str | None = None
+        self.webhook_secret: str = "whsec_fake"
         self._saved: dict[str, _Saved] = {}
         self._in_flight: set[str] = set()
         self._scripts: list[tuple[str, deque[Fault]]] = []
@@ -873,6 +896,11 @@ class FakeStripe:
         request_id = _new_id("req")
         parts = urlsplit(target)
         path = parts.path
+        if path.startswith(HOSTED_PREFIX):
+            # A browser page, not the API: no key, no idempotency, never scripted.
+            reply = self._hosted(method, path[len(HOSTED_PREFIX) :])
+            self._record(method, path, None, reply.status, False, None)
+            return reply
         key = headers.get("idempotency-key") if method == "POST" else None
         fault: Fault | None = None
         replayed = False
@@ -1131,6 +1159,9 @@ class FakeStripe:
             ("GET", rf"/v1/charges/{_PATH_ID}", self._get_charge),
             ("GET", rf"/v1/payment_intents/{_PATH_ID}", self._get_payment_intent),
             ("GET", r"/v1/events", self._list_events),
+            ("POST", r"/v1/accounts", self._create_account),
+            ("GET", rf"/v1/accounts/{_PATH_ID}", self._get_account),
+            ("POST", r"/v1/account_links", self._create_account_link),
         ]
         return [_Route(m, re.compile(p), f) for m, p, f in table]
 
@@ -1179,6 +1210,14 @@ class FakeStripe:
         def execute() -> JSON:
             if destination not in self._accounts:
                 raise _missing("destination", destination, status=400, param="destination")
+            onboarded = self._connect_accounts.get(destination)
+            if onboarded is not None and onboarded["capabilities"]["transfers"] != "active":
+                raise _invalid(
+                    "Your destination account needs to have at least one of the following "
+                    "capabilities enabled: transfers, crypto_transfers, legacy_payments",
+                    code="insufficient_capabilities_for_transfer",
+                    param="destination",
+                )
             if self._available is not None:
                 if self._available.get(currency, 0) < amount:
                     raise _invalid(
@@ -1687,6 +1726,166 @@ class FakeStripe:
             return _page(items, params, "/v1/events", "event")
 
         return execute
+
+    # -- Connect onboarding ------------------------------------------------------------
+
+    @property
+    def connect_accounts(self) -> list[JSON]:
+        """Every account made through ``POST /v1/accounts``, in its current state."""
+        with self._lock:
+            return [copy.deepcopy(a) for a in self._connect_accounts.values()]
+
+    def _create_account(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(params, ("type", "capabilities", "metadata", "country", "email"))
+        kind = _string(params, "type", required=True)
+        if kind not in ("express", "standard", "custom"):
+            raise _invalid(f"Invalid type: {kind}", param="type")
+        capabilities = params.get("capabilities") or {}
+        if not isinstance(capabilities, dict):
+            raise _invalid("Invalid object", param="capabilities")
+        requested = sorted(
+            name
+            for name, ask in capabilities.items()
+            if isinstance(ask, dict) and ask.get("requested") == "true"
+        )
+        metadata = _metadata(params)
+        country = _string(params, "country") or "FR"
+
+        def execute() -> JSON:
+            account_id = _new_id("acct")
+            account: JSON = {
+                "id": account_id,
+                "object": "account",
+                "type": kind,
+                "business_type": None,
+                "capabilities": dict.fromkeys(requested, "inactive"),
+                "charges_enabled": False,
+                "payouts_enabled": False,
+                "details_submitted": False,
+                "country": country,
+                "created": self._created(),
+                "default_currency": "eur",
+                "metadata": metadata,
+                "requirements": {"currently_due": ["external_account", "tos_acceptance.date"]},
+            }
+            self._connect_accounts[account_id] = account
+            self._accounts.add(account_id)
+            return copy.deepcopy(account)
+
+        return execute
+
+    def _get_account(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(params, ())
+        (account_id,) = args
+
+        def execute() -> JSON:
+            found = self._connect_accounts.get(account_id)
+            if found is None:
+                raise _missing("account", account_id)
+            return copy.deepcopy(found)
+
+        return execute
+
+    def _create_account_link(self, params: JSON, args: tuple[str, ...]) -> Execute:
+        _reject_unknown(params, ("account", "type", "return_url", "refresh_url", "collect"))
+        account_id = _string(params, "account", required=True)
+        kind = _string(params, "type", required=True)
+        if kind not in ("account_onboarding", "account_update"):
+            raise _invalid(f"Invalid type: {kind}", param="type")
+        return_url = _string(params, "return_url", required=True)
+        refresh_url = _string(params, "refresh_url", required=True)
+        for name, url in (("return_url", return_url), ("refresh_url", refresh_url)):
+            if not (url or "").startswith(("http://", "https://")):
+                raise _invalid("Not a valid URL", param=name)
+
+        def execute() -> JSON:
+            if account_id not in self._connect_accounts:
+                raise _missing("account", str(account_id), status=400, param="account")
+            link_id = uuid.uuid4().hex
+            created = self._created()
+            self._account_links[link_id] = {
+                "account": account_id,
+                "return_url": return_url,
+                "refresh_url": refresh_url,
+                "expires_at": created + ACCOUNT_LINK_SECONDS,
+                "state": "new",
+            }
+            return {
+                "object": "account_link",
+                "created": created,
+                "expires_at": created + ACCOUNT_LINK_SECONDS,
+                "url": f"{self.url}{HOSTED_PREFIX}{link_id}",
+            }
+
+        return execute
+
+    def _hosted(self, method: str, link_id: str) -> _Reply:
+        """The stand-in for Stripe's hosted onboarding page."""
+        with self._lock:
+            link = self._account_links.get(link_id)
+            if link is None:
+                return _html(404, "<h1>Not found</h1>")
+            expired = self._created() >= link["expires_at"]
+            if method == "GET" and link["state"] == "new" and not expired:
+                link["state"] = "opened"
+                return _html(200, _HOSTED_FORM.format(link_id=link_id))
+            if method == "POST" and link["state"] == "opened" and not expired:
+                link["state"] = "used"
+                account = self._connect_accounts[link["account"]]
+                account.update(
+                    details_submitted=True,
+                    charges_enabled=True,
+                    payouts_enabled=True,
+                    requirements={"currently_due": []},
+                )
+                account["capabilities"] = {**account["capabilities"], "transfers": "active"}
+                event = self._emit(
+                    "account.updated",
+                    account,
+                    previous_attributes={"charges_enabled": False, "payouts_enabled": False},
+                )
+                event["account"] = account["id"]
+                target = link["return_url"]
+            else:
+                return _html(
+                    200, _HOSTED_EXPIRED.format(refresh_url=html.escape(link["refresh_url"]))
+                )
+        self._deliver(event)
+        return _Reply(303, b"", {"Location": target, "Content-Type": "text/html"})
+
+    def _deliver(self, event: JSON) -> None:
+        """POST the event, signed, to :attr:`webhook_url` (best effort, as Stripe retries)."""
+        if self.webhook_url is None:
+            return
+        payload = json.dumps(event).encode()
+        stamp = int(time.time())
+        signature = hmac.new(
+            self.webhook_secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256
+        ).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "Stripe-Signature": f"t={stamp},v1={signature}",
+        }
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(self.webhook_url, content=payload, headers=headers, timeout=5)
+
+
+HOSTED_PREFIX = "/connect/hosted/"
+ACCOUNT_LINK_SECONDS = 300
+_HOSTED_FORM = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Set up payouts (test)</title></head>
+<body><main><h1>Set up payouts</h1>
+<p>Stand-in for Stripe's hosted onboarding: no details are asked in test mode.</p>
+<form method="post" action="{link_id}"><button type="submit">Agree and submit</button></form>
+</main></body></html>"""
+_HOSTED_EXPIRED = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Link expired</title></head>
+<body><main><h1>This link has expired</h1>
+<p><a href="{refresh_url}">Get a new link</a></p></main></body></html>"""
+
+
+def _html(status: int, text: str) -> _Reply:
+    return _Reply(status, text.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
 
 def _expansions(params: JSON, expandable: Sequence[str]) -> set[str]:

@@ -1,7 +1,7 @@
 """Shared set-up for the clawback, reconciliation and state-machine tests.
 
-``Ledger`` is SqlLedger with the clawback and reconciliation areas, as it will be once
-those mixins join its bases. Conversions get their Stripe payment through a raw insert
+``Ledger`` is SqlLedger with the reconciliation area; the clawback area is its
+``clawbacks`` and ``reversals`` stores. Conversions get their Stripe payment through a raw insert
 into ``conversion_payments`` (the conversion stage owns writing it); Stripe events are
 stored through the webhook inbox, as the receiver stores them.
 """
@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from domain.models import RewardStatus
-from integrations.ledger.clawbacks import ClawbackLedger
 from integrations.ledger.reconcile import ReconcileLedger
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
@@ -26,8 +25,8 @@ from integrations.ledger.tables import (
 )
 
 
-class Ledger(SqlLedger, ClawbackLedger, ReconcileLedger):
-    """SqlLedger with the clawback and reconciliation areas."""
+class Ledger(SqlLedger, ReconcileLedger):
+    """SqlLedger with the reconciliation area (the clawback area is its stores)."""
 
 
 def link_payment(

@@ -207,3 +207,51 @@ def test_the_database_refuses_to_rewrite_the_log_codes_or_refusals(
     value = "0" if column == "time_step" else "'forged'"
     with pytest.raises(DBAPIError), engine.begin() as conn:
         conn.execute(text(f"UPDATE {table} SET {column} = {value}"))
+
+
+@pytest.mark.parametrize(("column", "value"), [("active", True), ("secret_encrypted", "forged")])
+def test_the_database_refuses_to_reenable_or_rekey_an_approver_without_a_log_row(
+    codes: TotpCodes, engine: Engine, now: datetime, column: str, value: object
+) -> None:
+    _add(codes, "maya", now)
+    codes.store.set_active("maya", False, "ops@host", now + timedelta(minutes=1))
+    with pytest.raises(DBAPIError), engine.begin() as conn:
+        conn.execute(
+            update(ApproverRow)
+            .where(ApproverRow.approver_id == "maya")
+            .values({column: value, "updated_at": now + timedelta(minutes=2)})
+        )
+    (maya,) = codes.store.all()
+    assert maya.active is False
+
+
+def test_an_old_log_row_cannot_be_reused_to_reenable_an_approver(
+    codes: TotpCodes, engine: Engine, now: datetime
+) -> None:
+    # "added" at now, "enrolled" at now + 1 s (by _add): re-enabling needs an
+    # "enabled" row at the new time, and the time never moves back to an older row.
+    _add(codes, "maya", now)
+    codes.store.set_active("maya", False, "ops@host", now + timedelta(minutes=1))
+    codes.store.set_active("maya", True, "ops@host", now + timedelta(minutes=2))
+    codes.store.set_active("maya", False, "ops@host", now + timedelta(minutes=3))
+    with pytest.raises(DBAPIError), engine.begin() as conn:
+        conn.execute(
+            update(ApproverRow)
+            .where(ApproverRow.approver_id == "maya")
+            .values(active=True, updated_at=now + timedelta(minutes=2))
+        )
+    assert [e["action"] for e in codes.store.history("maya")][-1] == "disabled"
+    assert codes.store.get("maya").active is False  # type: ignore[union-attr]
+
+
+def test_a_logged_change_goes_through_and_leaves_its_row(codes: TotpCodes, now: datetime) -> None:
+    _add(codes, "maya", now)
+    codes.store.set_active("maya", False, "ops@host", now + timedelta(minutes=1))
+    codes.store.set_active("maya", True, "ops@host", now + timedelta(minutes=2))
+    assert codes.store.get("maya").active is True  # type: ignore[union-attr]
+    assert [e["action"] for e in codes.store.history("maya")] == [
+        "added",
+        "enrolled",
+        "disabled",
+        "enabled",
+    ]

@@ -416,7 +416,7 @@ def test_an_unrecoverable_reversal_leaves_a_debt_netted_from_the_next_payout(
     assert report.reversals == {"unrecovered": 1}
     assert fake.reversals == []
     assert balance(clawbacks, first) == -1250
-    assert clawbacks.debts(["C1"]) == {"C1": Money(1250, "EUR")}
+    assert clawbacks.reversals.debts(["C1"]) == {"C1": Money(1250, "EUR")}
     (row,) = reversal_rows(clawbacks, first)
     assert row["status"] == "unrecovered"
     assert "balance_insufficient" in (row["error"] or "")
@@ -432,7 +432,7 @@ def test_an_unrecoverable_reversal_leaves_a_debt_netted_from_the_next_payout(
     ]
     assert entries(clawbacks, first)[-1] == ("netted", 1250)
     assert (balance(clawbacks, first), balance(clawbacks, second)) == (0, 0)
-    assert clawbacks.debts(["C1"]) == {}
+    assert clawbacks.reversals.debts(["C1"]) == {}
 
 
 def test_a_debt_larger_than_the_next_reward_takes_it_all_and_pays_nothing(
@@ -454,7 +454,7 @@ def test_a_debt_larger_than_the_next_reward_takes_it_all_and_pays_nothing(
     assert status(clawbacks, second) is RewardStatus.PAID
     assert entries(clawbacks, second) == [("accrued", 1000), ("netted", -1000)]
     assert (balance(clawbacks, first), balance(clawbacks, second)) == (-1500, 0)
-    assert clawbacks.debts(["C1"]) == {"C1": Money(1500, "EUR")}
+    assert clawbacks.reversals.debts(["C1"]) == {"C1": Money(1500, "EUR")}
 
 
 def test_two_debts_are_netted_from_one_payout_oldest_first(
@@ -470,7 +470,7 @@ def test_two_debts_are_netted_from_one_payout_oldest_first(
         reversal_id = derived_id("reversal", derived_id("clawback", reward_id, f"evt_{n}"))
         recording.script_reversal(reversal_id, [ReversalOutcome.INSUFFICIENT_FUNDS])
     run(clawbacks, rails_of(recording), program)
-    assert clawbacks.debts(["C1"]) == {"C1": Money(2 * PAID, "EUR")}
+    assert clawbacks.reversals.debts(["C1"]) == {"C1": Money(2 * PAID, "EUR")}
 
     person = contact("C1", "A-C1", stripe_account_id=account)
     big = seed_payable_reward(clawbacks, person, NOW, key="deal-3", amount=Money(6000, "EUR"))
@@ -480,7 +480,7 @@ def test_two_debts_are_netted_from_one_payout_oldest_first(
     assert entries(clawbacks, big) == [("accrued", 6000), ("netted", -2 * PAID), ("paid", -1000)]
     assert entries(clawbacks, older)[-1] == ("netted", PAID)
     assert entries(clawbacks, newer)[-1] == ("netted", PAID)
-    assert clawbacks.debts(["C1"]) == {}
+    assert clawbacks.reversals.debts(["C1"]) == {}
 
 
 def test_a_debt_still_being_reversed_is_not_netted(
@@ -500,7 +500,7 @@ def test_a_debt_still_being_reversed_is_not_netted(
     submit_payouts.fn(clawbacks, rails_of(recording), [second], NOW)
 
     assert [i.amount.amount_minor for i in recording.paid] == [PAID, PAID]  # nothing netted
-    assert clawbacks.debts(["C1"]) == {}
+    assert clawbacks.reversals.debts(["C1"]) == {}
     assert balance(clawbacks, first) == -PAID  # owed until the reversal settles
 
     run(clawbacks, rails_of(recording), program)  # the provider answers this time

@@ -324,7 +324,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(outcome=st.sampled_from(REVERSAL_OUTCOMES), crash=st.sampled_from(CRASHES))
     def reverse(self, outcome: Any, crash: str) -> None:
-        pending = self.ledger.pending_reversals()
+        pending = self.ledger.reversals.pending()
         for instruction in pending:
             self.rail.script_reversal(instruction.reversal_id, [outcome])
         if crash == "before_call":
@@ -332,7 +332,7 @@ class LedgerMachine(RuleBasedStateMachine):
         results = self.rail.reverse(pending)
         if crash == "after_call":
             return
-        self.ledger.record_reversal_results(results, NOW)
+        self.ledger.reversals.record_results(results, NOW)
 
     # -- invariants --------------------------------------------------------------------
 

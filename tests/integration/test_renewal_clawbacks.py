@@ -189,7 +189,7 @@ def test_a_partial_refund_of_a_paid_renewal_reverses_that_invoices_reward_only(
     ]
     assert untouched(ledger, rewards[FIRST], RewardStatus.PAID)
     assert untouched(ledger, rewards[ON_FIRST], RewardStatus.PAID)
-    (row,) = ledger.clawbacks_of(rewards.values())
+    (row,) = ledger.clawbacks.of_rewards(rewards.values())
     assert (row["payment_key"], row["payment_minor"], row["refunded_minor"]) == (
         "ch_2",
         INVOICE,
@@ -265,7 +265,7 @@ def test_a_renewal_reversal_the_connected_account_cannot_cover_leaves_the_referr
     assert report.reversals == {"unrecovered": 1}
     assert fake.reversals == []
     assert balance(ledger, rewards[RENEWAL]) == -SHARE
-    assert ledger.debts(["C1"]) == {"C1": Money(SHARE, "EUR")}
+    assert ledger.reversals.debts(["C1"]) == {"C1": Money(SHARE, "EUR")}
 
 
 # -- exactly once, whatever the order -----------------------------------------------------

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.ledger.memory.asks import InMemoryAskStore
+from integrations.ledger.memory.clawbacks import clawback_stores
 from integrations.ledger.memory.discounts import InMemoryDiscountStore
 from integrations.ledger.memory.emails import InMemoryEmailStore
 from integrations.ledger.memory.links import InMemoryLinkStore
@@ -36,6 +37,9 @@ class InMemoryStores:
         # -- conversions ----------------------------------------------------------------
 
         # -- money ----------------------------------------------------------------------
+
+        # clawbacks
+        self.clawbacks, self.reversals = clawback_stores()
 
         # -- approvals and metrics ------------------------------------------------------
         self.committed = 0

@@ -25,6 +25,12 @@ from integrations.ledger.tables.clawbacks import (
     ClawbackRow,
     ReversalRow,
 )
+from integrations.ledger.tables.connect import (
+    T_CONNECT_ACCOUNT_STATES,
+    T_CONNECT_ACCOUNTS,
+    ConnectAccountRow,
+    ConnectAccountStateRow,
+)
 from integrations.ledger.tables.core import (
     EVENT_ID_CHARS,
     KEY_CHARS,
@@ -103,6 +109,12 @@ from integrations.ledger.tables.partners import (
     T_PARTNER_REGISTRATIONS,
     PartnerRegistrationRow,
 )
+from integrations.ledger.tables.referrer_side import (
+    T_PAGE_LINK_REQUESTS,
+    T_REWARD_CHOICES,
+    PageLinkRequestRow,
+    RewardChoiceRow,
+)
 from integrations.ledger.tables.reward_payments import (
     T_REWARD_PAYMENTS,
     RewardPaymentRow,
@@ -153,6 +165,8 @@ __all__ = [
     "T_APPROVER_EVENTS",
     "T_ASKS",
     "T_CLAWBACKS",
+    "T_CONNECT_ACCOUNTS",
+    "T_CONNECT_ACCOUNT_STATES",
     "T_CONTACTS",
     "T_CONVERSIONS",
     "T_CONVERSION_PAYMENTS",
@@ -165,6 +179,7 @@ __all__ = [
     "T_LINK_CLICKS",
     "T_MOMENTS",
     "T_NOTIFICATIONS",
+    "T_PAGE_LINK_REQUESTS",
     "T_PARTNER_REGISTRATIONS",
     "T_PAYOUTS",
     "T_PAYOUT_DESTINATION_CHANGES",
@@ -174,6 +189,7 @@ __all__ = [
     "T_REFERRAL_CODES",
     "T_REVERSALS",
     "T_REWARDS",
+    "T_REWARD_CHOICES",
     "T_REWARD_PAYMENTS",
     "T_REWARD_TERMS",
     "T_SOURCE_CURSORS",
@@ -191,6 +207,8 @@ __all__ = [
     "AskRow",
     "Base",
     "ClawbackRow",
+    "ConnectAccountRow",
+    "ConnectAccountStateRow",
     "ContactRow",
     "ConversionPaymentRow",
     "ConversionRow",
@@ -203,6 +221,7 @@ __all__ = [
     "LinkClickRow",
     "MomentRow",
     "NotificationRow",
+    "PageLinkRequestRow",
     "PartnerRegistrationRow",
     "PayoutDestinationChangeRow",
     "PayoutRow",
@@ -211,6 +230,7 @@ __all__ = [
     "RefereeDiscountRow",
     "ReferralCodeRow",
     "ReversalRow",
+    "RewardChoiceRow",
     "RewardPaymentRow",
     "RewardRow",
     "RewardTermsRow",
