@@ -8,6 +8,7 @@ unit of work (:func:`tasks.use_cases.asks.record_ask_decisions`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -88,4 +89,23 @@ class AskStore(Protocol):
             after: the last ask id of the previous page ("" for the first).
             limit: at most this many.
         """
+        ...
+
+
+class AskStores(Protocol):
+    """The stores recording ask decisions uses (read-only: any ``Stores`` is one)."""
+
+    @property
+    def asks(self) -> AskStore: ...
+
+
+class LedgerWithAsks(Protocol):
+    """What the ask use case needs of the ledger: a unit of work with its stores.
+
+    Narrower than :class:`domain.stores.Ledger`, so the in-memory ledger, which fakes
+    only some areas, is one too.
+    """
+
+    def transaction(self) -> AbstractContextManager[AskStores]:
+        """Open one transaction; the stores it yields all run in it."""
         ...

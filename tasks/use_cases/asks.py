@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
 
 from domain.models import Ask, AskDecision
-from domain.stores.asks import AskStore
-
-
-class AsksUnit(Protocol):
-    """The stores this use case needs of a unit of work."""
-
-    @property
-    def asks(self) -> AskStore: ...
-
-
-class AsksLedger(Protocol):
-    """A ledger that opens units of work with an ``asks`` store."""
-
-    def transaction(self) -> AbstractContextManager[AsksUnit]: ...
+from domain.stores.asks import LedgerWithAsks
 
 
 def record_ask_decisions(
-    ledger: AsksLedger,
+    ledger: LedgerWithAsks,
     decisions: Sequence[AskDecision],
     new_codes: Mapping[str, str],
     as_of: datetime,
@@ -37,7 +22,7 @@ def record_ask_decisions(
     carry whatever code the ledger holds after the insert.
 
     Args:
-        ledger: the ledger.
+        ledger: the ledger, whose unit of work this opens.
         decisions: the domain's decision on each moment of the batch.
         new_codes: contact id -> a fresh code, for the contacts asked who have none.
         as_of: the decision's time; the asks are dated by it.
