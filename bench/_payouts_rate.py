@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, select
 
 from domain.models import PayoutInstruction, PayoutResult, RewardStatus
 from domain.money import Money
+from integrations.ledger.asks import SqlAskStore
 from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LedgerEntryRow, PayoutRow, RewardRow
@@ -92,6 +93,17 @@ class TimedTransferRail(StripeTransferRail):
             return super().pay(instructions)
         finally:
             self.seconds += time.perf_counter() - start
+
+
+class TimedAskStore(SqlAskStore):
+    """The real ``asks`` store, its reads timed on the ledger that holds it."""
+
+    def __init__(self, engine: Engine, ledger: TimedLedger) -> None:
+        super().__init__(engine)
+        self.ledger = ledger
+
+    def contacts(self, contact_ids: Any) -> Any:
+        return self.ledger._timed(super().contacts, contact_ids)
 
 
 class TimedLedger(SqlLedger):

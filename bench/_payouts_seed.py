@@ -26,6 +26,7 @@ from domain.ports import SourceBatch
 from domain.program import Program
 from domain.rewards import compute_rewards
 from integrations.ledger.sql import SqlLedger
+from tasks.use_cases.asks import record_ask_decisions
 
 CURRENCY = "EUR"
 SEED_CHUNK = 2000
@@ -64,7 +65,7 @@ def seed_payable_rewards(
             for i in numbers
         ]
         _store_people(ledger, contacts, now)
-        codes = ledger.codes_for([c.contact_id for c in contacts])
+        codes = ledger.asks.codes_for([c.contact_id for c in contacts])
         conversions = [
             _conversion(f"bench-deal-{i:07d}", codes[c.contact_id], c.contact_id, None, now)
             for i, c in zip(numbers, contacts, strict=True)
@@ -109,7 +110,7 @@ def seed_awaiting_approval(
         stripe_account_id=account,
     )
     _store_people(ledger, [partner], now)
-    code = ledger.codes_for([partner.contact_id])[partner.contact_id]
+    code = ledger.asks.codes_for([partner.contact_id])[partner.contact_id]
     conversion = _conversion(
         f"bench-approval-{key}",
         code,
@@ -145,7 +146,9 @@ def _store_people(ledger: SqlLedger, contacts: Sequence[Contact], now: datetime)
         ),
         now,
     )
-    ledger.record_ask_decisions([], {c.contact_id: new_referral_code() for c in contacts}, now, now)
+    record_ask_decisions(
+        ledger, [], {c.contact_id: new_referral_code() for c in contacts}, now, now
+    )
 
 
 def _conversion(

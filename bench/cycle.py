@@ -321,9 +321,9 @@ def run_one(n: int, database_url: str | None) -> dict[str, Any]:
 
 def _write_referrals(app: App, sample: Any) -> int:
     """The referred friends of everyone asked in the first cycle (as the demo plays them)."""
-    asked = app.ledger.asked_contacts(until=sample.first_cycle_at)
-    codes = app.ledger.codes_for(asked)
-    contacts = app.ledger.contacts(codes)
+    asked = app.ledger.asks.asked_contacts(until=sample.first_cycle_at)
+    codes = app.ledger.asks.codes_for(asked)
+    contacts = app.ledger.asks.contacts(codes)
     return simulate_referrals(
         sample,
         codes,

@@ -47,8 +47,11 @@ from domain.models import (
 )
 from domain.ports import SourceBatch
 from integrations.email.sendgrid_sender import MAX_PERSONALIZATIONS, SendGridEmailSender
+from integrations.ledger.asks import SqlAskStore
+from integrations.ledger.emails import SqlEmailStore
 from integrations.ledger.sql import SqlLedger
 from tasks.emails import send_ask_emails
+from tasks.use_cases.asks import record_ask_decisions
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.moments_seed import record_detection
 
@@ -70,19 +73,12 @@ _DETAIL = {
 _REFERRER = (ReferrerType.CUSTOMER,) * 8 + (ReferrerType.PARTNER, ReferrerType.EMPLOYEE)
 
 
-class TimedLedger(SqlLedger):
-    """The real ledger, with the time of the calls the send stage makes added up."""
+class TimedEmailStore(SqlEmailStore):
+    """The real ``emails`` store, with the time of the send stage's calls added up."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, seconds: dict[str, float]) -> None:
         super().__init__(engine)
-        self.seconds: dict[str, float] = {"read": 0.0, "claim": 0.0, "record": 0.0}
-
-    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
-        start = time.perf_counter()
-        try:
-            return super().asks_to_send(after, limit)
-        finally:
-            self.seconds["read"] += time.perf_counter() - start
+        self.seconds = seconds
 
     def mark_sending(self, kind: str, message_ids: Sequence[str], now: datetime) -> list[str]:
         start = time.perf_counter()
@@ -99,6 +95,31 @@ class TimedLedger(SqlLedger):
             super().record_email_results(kind, results, now)
         finally:
             self.seconds["record"] += time.perf_counter() - start
+
+
+class TimedAskStore(SqlAskStore):
+    """The real ``asks`` store, with the time of the send stage's reads added up."""
+
+    def __init__(self, engine: Engine, seconds: dict[str, float]) -> None:
+        super().__init__(engine)
+        self.seconds = seconds
+
+    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
+        start = time.perf_counter()
+        try:
+            return super().asks_to_send(after, limit)
+        finally:
+            self.seconds["read"] += time.perf_counter() - start
+
+
+class TimedLedger(SqlLedger):
+    """The real ledger, with the time of the calls the send stage makes added up."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.seconds: dict[str, float] = {"read": 0.0, "claim": 0.0, "record": 0.0}
+        self.asks = TimedAskStore(engine, self.seconds)
+        self.emails = TimedEmailStore(engine, self.seconds)
 
 
 class TimedSender:
@@ -157,7 +178,8 @@ def seed(ledger: SqlLedger, n: int) -> float:
         record_detection(ledger.engine, [], moments, [], NOW)
         for at in range(0, len(moments), BATCH):
             part = moments[at : at + BATCH]
-            ledger.record_ask_decisions(
+            record_ask_decisions(
+                ledger,
                 [AskDecision(m) for m in part],
                 {m.contact_id: new_referral_code() for m in part},
                 NOW,

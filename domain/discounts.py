@@ -115,3 +115,23 @@ class DiscountResult:
     outcome: DiscountOutcome
     provider_ref: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CouponState:
+    """The program's coupon as the ledger has it at one rail.
+
+    Attributes:
+        status: ``pending``, ``succeeded`` or ``failed``.
+        terms: the terms the coupon was first stored with.
+        provider_ref: the provider's id of the coupon, once created.
+        error: the provider's last refusal, if any.
+        instruction: the coupon to send, with its stored idempotency key and the
+            key's creation time.
+    """
+
+    status: str
+    terms: str
+    provider_ref: str | None
+    error: str | None
+    instruction: CouponInstruction

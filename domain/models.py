@@ -352,6 +352,75 @@ class EmailResult:
     error: str | None = None
 
 
+class EmailEventType(StrEnum):
+    """The email provider's event types this system uses (SendGrid's Event Webhook)."""
+
+    DELIVERED = "delivered"
+    BOUNCE = "bounce"
+    DROPPED = "dropped"
+    SPAMREPORT = "spamreport"
+    UNSUBSCRIBE = "unsubscribe"
+    GROUP_UNSUBSCRIBE = "group_unsubscribe"
+    CLICK = "click"
+    OPEN = "open"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailEvent:
+    """One thing that happened to one of our emails, as SendGrid reported it.
+
+    Attributes:
+        event_id: SendGrid's ``sg_event_id``, unique per event: the dedup key.
+        type: what happened.
+        message_id: our message id, from the ``message_id`` custom arg.
+        occurred_at: when it happened (aware, UTC).
+        reason: SendGrid's explanation, for bounces (``"bounce: ..."`` for a hard
+            bounce, ``"blocked: ..."`` for a block), drops and deferrals, and the
+            unsubscribe group of a ``group_unsubscribe``; addresses in it are redacted.
+    """
+
+    event_id: str
+    type: EmailEventType
+    message_id: str
+    occurred_at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmailEventsApplied:
+    """What one batch of SendGrid events did to the ledger.
+
+    Attributes:
+        received: events handed in (after dropping repeats within the batch).
+        new: events stored and applied for the first time.
+        duplicates: events the ledger already had; nothing was done with them.
+        unknown_messages: new events whose message id no ask or notification has;
+            they are kept, and suppress nobody.
+        rejected: items refused (by the parser, or by the ledger for ids too long to
+            store), kept in the quarantine with their reason.
+        suppressed: contacts suppressed by this batch and not before, by contact id.
+    """
+
+    received: int
+    new: int
+    duplicates: int
+    unknown_messages: int
+    rejected: int
+    suppressed: tuple[str, ...] = field(default=())
+
+    def counts(self) -> dict[str, int]:
+        """The numbers only: safe to log and to answer with (no ids, no addresses)."""
+        return {
+            "received": self.received,
+            "new": self.new,
+            "duplicates": self.duplicates,
+            "unknown_messages": self.unknown_messages,
+            "rejected": self.rejected,
+            "suppressed": len(self.suppressed),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """An input record refused by a source, with where it came from and why."""

@@ -171,7 +171,7 @@ def web_app(settings: Settings | None = None) -> LinkApp:
             public_base_url=settings.public_base_url,
         )
     return create_app(
-        ledger,
+        ledger.links,
         landing=settings.landing_url,
         visitor_key=key,
         flush_clicks=settings.link_flush_clicks,

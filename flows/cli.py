@@ -378,7 +378,7 @@ def _print_demo(app_: Any, result: Any, stack: Any) -> None:
             "maya.chen) --reason 'checked the deal'"
         )
         echo("Rewards of 5,000.00 EUR or more need a second, different approver (sam.okafor).")
-    outbox = app_.ledger.outbox(limit=1)
+    outbox = app_.ledger.emails.outbox(limit=1)
     if outbox:
         echo("-" * 78)
         echo(f"One ask from the local outbox (to {outbox[0]['to_name']}): {outbox[0]['subject']}")
@@ -639,12 +639,12 @@ def asks_preview(
         from flows import bootstrap
 
         ledger = bootstrap.app().ledger
-        found = ledger.contacts([contact]).get(contact)
+        found = ledger.asks.contacts([contact]).get(contact)
         if found is None:
             _fail(f"no contact {contact!r} in the ledger")
         assert found is not None
         person = found
-        code = ledger.codes_for([contact]).get(contact, code)
+        code = ledger.asks.codes_for([contact]).get(contact, code)
     ask = Ask("preview", "preview", person.contact_id, code, moment_type)
     message = compose_ask(ask, person, detail, program)
     typer.echo(f"Template: {message.template}\nSubject:  {message.subject}\n")
@@ -673,7 +673,7 @@ def outbox(limit: Annotated[int, typer.Option(help="How many emails.")] = 5) -> 
     """Show the emails kept by the local outbox backend (no SendGrid key set)."""
     from flows import bootstrap
 
-    for row in bootstrap.app().ledger.outbox(limit=limit):
+    for row in bootstrap.app().ledger.emails.outbox(limit=limit):
         typer.echo(f"--- {row['kind']} to {row['to_name']}: {row['subject']}\n{row['body']}")
 
 

@@ -79,7 +79,7 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
     # The codes just sent become the referee's discount (two-sided rewards).
     discounts = (
         publish_referee_discounts(
-            app.ledger, app.discounts, app.program, now, app.settings.batch_size
+            app.ledger.discounts, app.discounts, app.program, now, app.settings.batch_size
         )
         if app.discounts is not None
         else None

@@ -74,9 +74,11 @@ def run_demo(accounts: int = 300) -> DemoResult:
     first = referral_cycle(as_of=sample.first_cycle_at)
     # Only referrers asked by the first cycle: later cycles mint more codes, and the
     # simulated friends must be the same ones on every run.
-    codes = app.ledger.codes_for(app.ledger.asked_contacts(until=sample.first_cycle_at))
-    contacts = app.ledger.contacts(codes)
-    domains = app.ledger.account_domains(c.account_id for c in contacts.values() if c.account_id)
+    codes = app.ledger.asks.codes_for(app.ledger.asks.asked_contacts(until=sample.first_cycle_at))
+    contacts = app.ledger.asks.contacts(codes)
+    domains = app.ledger.asks.account_domains(
+        c.account_id for c in contacts.values() if c.account_id
+    )
     referrals = simulate_referrals(
         sample,
         codes,

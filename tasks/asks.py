@@ -19,6 +19,7 @@ from domain.reward_wording import headline
 from integrations.email.render import render
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
+from tasks.use_cases.asks import record_ask_decisions
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,10 @@ def decide_asks(
     queued = 0
     skipped: Counter[str] = Counter()
     asked: set[str] = set()
-    while moments := ledger.pending_moments(as_of, batch_size):
+    while moments := ledger.asks.pending_moments(as_of, batch_size):
         contact_ids = {m.contact_id for m in moments}
-        contacts = ledger.contacts(contact_ids)
-        history = ledger.histories(
+        contacts = ledger.asks.contacts(contact_ids)
+        history = ledger.asks.histories(
             contact_ids,
             as_of,
             program.eligibility.blocking_ticket_priorities,
@@ -60,9 +61,9 @@ def decide_asks(
         )
         decisions = decide(moments, contacts, history, program, as_of, asked_this_run=asked)
         to_ask = {d.moment.contact_id for d in decisions if d.ask}
-        have = ledger.codes_for(to_ask)
+        have = ledger.asks.codes_for(to_ask)
         new_codes = {c: new_referral_code() for c in sorted(to_ask - have.keys())}
-        queued += len(ledger.record_ask_decisions(decisions, new_codes, as_of, now))
+        queued += len(record_ask_decisions(ledger, decisions, new_codes, as_of, now))
         asked |= to_ask
         skipped.update(d.reason.value for d in decisions if d.reason is not None)
     run_logger().info("queued %d asks; skipped %s", queued, dict(skipped) or "none")

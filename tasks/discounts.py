@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -12,34 +11,11 @@ from prefect.cache_policies import NO_CACHE
 from domain.discounts import (
     CouponInstruction,
     DiscountOutcome,
-    DiscountRail,
-    DiscountResult,
-    PromotionCodeInstruction,
 )
 from domain.ports import RefereeDiscounts
 from domain.program import Program
-from integrations.ledger.discounts import CouponState
+from domain.stores.discounts import DiscountStore
 from tasks._support import run_logger
-
-
-class DiscountStore(Protocol):
-    """What publishing needs of the ledger (``SqlLedger``'s ``DiscountLedger`` part)."""
-
-    def prepare_coupon(self, coupon: CouponInstruction, now: datetime) -> CouponState: ...
-
-    def record_coupon_result(
-        self, coupon: CouponInstruction, result: DiscountResult, now: datetime
-    ) -> None: ...
-
-    def queue_promotion_codes(self, coupon_id: str, rail: DiscountRail, now: datetime) -> int: ...
-
-    def pending_promotion_codes(
-        self, rail: DiscountRail, after: str, limit: int
-    ) -> list[PromotionCodeInstruction]: ...
-
-    def record_promotion_code_results(
-        self, rail: DiscountRail, results: list[DiscountResult], now: datetime
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +60,7 @@ def publish_referee_discounts(
     while it is not created, none is published.
 
     Args:
-        ledger: the discount outbox.
+        ledger: the discount outbox (``ledger.discounts``).
         discounts: the provider (Stripe, or ledger-only without a key).
         program: the ``referee_discount`` rules; without them nothing is done.
         now: when rows are recorded, timezone-aware.

@@ -40,8 +40,10 @@ def _deliver(
     refuse: Callable[[Sequence[EmailMessage]], dict[str, str]] = lambda _page: {},
 ) -> Delivery:
     # Claims older than this belong to a sender that died; a live one settles in seconds.
-    unknown = ledger.expire_sending(kind, now - STALE_CLAIM)
-    progress = Progress(f"{kind}-emails-progress", ledger.queued_emails(kind), f"{kind} emails")
+    unknown = ledger.emails.expire_sending(kind, now - STALE_CLAIM)
+    progress = Progress(
+        f"{kind}-emails-progress", ledger.emails.queued_emails(kind), f"{kind} emails"
+    )
     counts = {o: 0 for o in EmailOutcome}
     no_address = suppressed = 0
     after = ""
@@ -51,14 +53,14 @@ def _deliver(
         suppressed_here = len(refused)
         refused.update({m.message_id: NO_ADDRESS for m in page if not m.to_email})
         sendable = [m for m in page if m.message_id not in refused]
-        claimed = set(ledger.mark_sending(kind, [m.message_id for m in page], now))
+        claimed = set(ledger.emails.mark_sending(kind, [m.message_id for m in page], now))
         results = list(sender.send([m for m in sendable if m.message_id in claimed]))
         results += [
             EmailResult(message_id, EmailOutcome.FAILED, error=reason)
             for message_id, reason in refused.items()
             if message_id in claimed
         ]
-        ledger.record_email_results(kind, results, now)
+        ledger.emails.record_email_results(kind, results, now)
         for r in results:
             counts[r.outcome] += 1
         suppressed += suppressed_here
@@ -109,7 +111,7 @@ def send_ask_emails(
     contact_of: dict[str, str] = {}
 
     def page(after: str) -> list[EmailMessage]:
-        rows = ledger.asks_to_send(after, batch_size)
+        rows = ledger.asks.asks_to_send(after, batch_size)
         contact_of.update({ask.ask_id: contact.contact_id for ask, contact, _ in rows})
         return [
             compose_ask(ask, contact, detail, program, page_link) for ask, contact, detail in rows
@@ -117,7 +119,7 @@ def send_ask_emails(
 
     def unsubscribed_since_queued(messages: Sequence[EmailMessage]) -> dict[str, str]:
         # Suppressed after the ask was queued (a webhook said unsubscribe or bounce).
-        gone = ledger.suppressed(contact_of[m.message_id] for m in messages)
+        gone = ledger.emails.suppressed(contact_of[m.message_id] for m in messages)
         return {
             m.message_id: "contact suppressed (unsubscribed or bounced)"
             for m in messages
@@ -156,9 +158,9 @@ def send_notifications(
     """
 
     def page(after: str) -> list[EmailMessage]:
-        rows = ledger.notifications_to_send(after, batch_size)
+        rows = ledger.emails.notifications_to_send(after, batch_size)
         # Every notice carries the referrer's tracked link, not a bare code.
-        codes = ledger.codes_for(contact.contact_id for _, _, contact, _ in rows)
+        codes = ledger.asks.codes_for(contact.contact_id for _, _, contact, _ in rows)
         unpaid = _without_rail(ledger, rows, payout_rails) if page_link is not None else set()
         return [
             compose_notice(

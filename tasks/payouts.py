@@ -90,7 +90,7 @@ def submit_payouts(
     log = run_logger()
     worker = worker_name()
     views = ledger.rewards.of(reward_ids)
-    referrers = ledger.contacts(v.reward.referrer_id for v in views.values())
+    referrers = ledger.asks.contacts(v.reward.referrer_id for v in views.values())
     # A referrer's reward choice (cash or account credit) applies to every reward not
     # yet paid: it decides the rail here, when the payout is prepared.
     choices = ledger.referrer_side.reward_choices(referrers)

@@ -218,7 +218,7 @@ def _register(
             quarantined.append(Rejected(source, exc.record, exc.field, exc.reason))
             continue
         parsed.append((row.record, claim))
-    partners = ledger.contacts(c.partner_id for _, c in parsed)
+    partners = ledger.asks.contacts(c.partner_id for _, c in parsed)
     valid: list[tuple[str, Claim]] = []
     for record, claim in parsed:
         partner = partners.get(claim.partner_id)
@@ -240,7 +240,7 @@ def _register(
     if quarantined:
         ledger.sources.quarantine(quarantined, QUARANTINE_STAGE, now)
     claims = [c for _, c in valid]
-    codes = ledger.codes_for(c.partner_id for c in claims)
+    codes = ledger.asks.codes_for(c.partner_id for c in claims)
     new_codes = {c.partner_id: new_referral_code() for c in claims if c.partner_id not in codes}
     decisions = (
         ledger.partners.register(claims, program.registration, now, new_codes, cursor)
@@ -393,8 +393,8 @@ def record_registered_conversions(
     while batch := ledger.partners.registered_events_to_convert(after, batch_size):
         after = batch[-1][0]
         partner_ids = {r.partner_id for _, _, r in batch}
-        partners = ledger.contacts(partner_ids)
-        codes = ledger.codes_for(partner_ids)
+        partners = ledger.asks.contacts(partner_ids)
+        codes = ledger.asks.codes_for(partner_ids)
         state: dict[str, Registration] = {}
         extensions: dict[str, Registration] = {}
         credits: list[RegisteredCredit] = []

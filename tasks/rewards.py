@@ -57,7 +57,7 @@ def _credits(ledger: SqlLedger, conversions: Sequence[Conversion], program: Prog
         )
         for c in conversions
     }
-    contacts = ledger.contacts({r for w in weights.values() for r, _ in w})
+    contacts = ledger.asks.contacts({r for w in weights.values() for r, _ in w})
     plan = _Credits()
     for conversion in conversions:
         if conversion.referrer_id not in contacts:
@@ -107,7 +107,7 @@ def compute_new_rewards(
     """
     examined = recorded = quarantined = capped = 0
     while conversions := ledger.rewards.conversions_to_reward(batch_size):
-        referrers = ledger.contacts(c.referrer_id for c in conversions)
+        referrers = ledger.asks.contacts(c.referrer_id for c in conversions)
         history = ledger.fraud.fraud_history(conversions, referrers, program.fraud)
         flags = flags_for_batch(conversions, referrers, history, program.fraud)
         plan = _credits(ledger, conversions, program)
@@ -169,7 +169,7 @@ def _recurring_rewards(
         paying = [c for c in page if invoices.get(c.conversion_id)]
         if not paying and not refused:
             continue
-        referrers = ledger.contacts(c.referrer_id for c in paying)
+        referrers = ledger.asks.contacts(c.referrer_id for c in paying)
         history = ledger.fraud.fraud_history(paying, referrers, program.fraud)
         flags = flags_for_batch(paying, referrers, history, program.fraud)
         plan = _credits(ledger, paying, program)

@@ -50,7 +50,7 @@ def replay_rules(ledger: SqlLedger, current: Program, proposed: Program) -> What
         named = {c.referrer_id for c in page} | {
             t.referrer_id for found in touches.values() for t in found
         }
-        referrers.update(ledger.contacts(named - referrers.keys()))
+        referrers.update(ledger.asks.contacts(named - referrers.keys()))
         first_payments.update(ledger.reward_rules.first_payments(c.conversion_id for c in page))
         paying = [c for c in page if c.milestone in recurring]
         if paying:

@@ -14,6 +14,7 @@ from typing import Any
 from domain.models import Contact
 from domain.ports import SourceBatch
 from integrations.ledger.sql import SqlLedger
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 
 # Well-formed referral codes (R + 20 base32 characters).
@@ -31,7 +32,7 @@ def given_referrers(ledger: SqlLedger, now: datetime, **codes: str) -> dict[str,
     """Referrers (contact id -> code), each on an account of their own; their contacts."""
     people = [contact(cid, f"A-{cid}") for cid in codes]
     ledger.sources.record_batch(people_batch(*people), now)
-    ledger.record_ask_decisions([], dict(codes), now, now)
+    record_ask_decisions(ledger, [], dict(codes), now, now)
     return {c.contact_id: c for c in people}
 
 

@@ -21,13 +21,17 @@ from typing import Protocol
 
 from domain.ports import ApproverRegistry
 from domain.stores.approvals import ApprovalsStore
+from domain.stores.asks import AskStore
 from domain.stores.clawbacks import ClawbackStore, ReversalStore
 from domain.stores.connect import ConnectStore
 from domain.stores.conversions import ConversionStore
 from domain.stores.destinations import DestinationsStore
+from domain.stores.discounts import DiscountStore
+from domain.stores.emails import EmailStore
 from domain.stores.fraud import FraudStore
 from domain.stores.handoffs import HandoffsStore
 from domain.stores.history import HistoryStore
+from domain.stores.links import LinkStore
 from domain.stores.metrics import MetricsStore
 from domain.stores.moments import MomentsStore
 from domain.stores.partners import PartnerStore
@@ -56,6 +60,10 @@ class Stores(Protocol):
     handoffs: HandoffsStore
 
     # -- messages: asks, emails, links, discounts -------------------------------------
+    asks: AskStore
+    emails: EmailStore
+    links: LinkStore
+    discounts: DiscountStore
 
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
     fraud: FraudStore

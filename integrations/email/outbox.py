@@ -23,7 +23,7 @@ class OutboxEmailSender:
 
     def send(self, messages: Sequence[EmailMessage]) -> list[EmailResult]:
         now = datetime.now(UTC)
-        self.ledger.write_outbox(
+        self.ledger.emails.write_outbox(
             [
                 {
                     "message_id": m.message_id,

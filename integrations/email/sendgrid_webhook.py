@@ -19,9 +19,7 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -33,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from domain.errors import InputRejected
-from domain.models import Rejected
+from domain.models import EmailEvent, EmailEventType, Rejected
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -45,41 +43,6 @@ _MAX_REASON_CHARS = 300
 _MAX_RAW_CHARS = 500
 # Personal data an event may carry; left out of what a rejection keeps.
 _PERSONAL_KEYS = frozenset({"email", "ip", "useragent", "url"})
-
-
-class EmailEventType(StrEnum):
-    """The webhook event types this system uses."""
-
-    DELIVERED = "delivered"
-    BOUNCE = "bounce"
-    DROPPED = "dropped"
-    SPAMREPORT = "spamreport"
-    UNSUBSCRIBE = "unsubscribe"
-    GROUP_UNSUBSCRIBE = "group_unsubscribe"
-    CLICK = "click"
-    OPEN = "open"
-    DEFERRED = "deferred"
-
-
-@dataclass(frozen=True, slots=True)
-class EmailEvent:
-    """One thing that happened to one of our emails, as SendGrid reported it.
-
-    Attributes:
-        event_id: SendGrid's ``sg_event_id``, unique per event: the dedup key.
-        type: what happened.
-        message_id: our message id, from the ``message_id`` custom arg.
-        occurred_at: when it happened (aware, UTC).
-        reason: SendGrid's explanation, for bounces (``"bounce: ..."`` for a hard
-            bounce, ``"blocked: ..."`` for a block), drops and deferrals, and the
-            unsubscribe group of a ``group_unsubscribe``; addresses in it are redacted.
-    """
-
-    event_id: str
-    type: EmailEventType
-    message_id: str
-    occurred_at: datetime
-    reason: str | None = None
 
 
 def verify_sendgrid_signature(

@@ -39,10 +39,10 @@ from domain.models import (
 )
 from domain.money import Money
 from domain.quarantine import quarantine_excerpt, storable
+from integrations.ledger.notifications import queue_notifications
 from integrations.ledger.tables import (
     T_LEDGER_ENTRIES,
     T_REWARDS,
-    NotificationRow,
 )
 
 CHUNK = 500  # ids per IN (...) list: far under every backend's parameter limit
@@ -136,14 +136,9 @@ class LedgerBase:
     def _queue_notifications(
         self, conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime
     ) -> int:
-        return len(
-            self._insert_ignore(
-                conn,
-                NotificationRow,
-                [{**r, "status": "queued", "created_at": now} for r in rows],
-                NotificationRow.notification_id,
-            )
-        )
+        # Kept for the areas not yet moved into stores: a store calls
+        # integrations.ledger.notifications.queue_notifications itself.
+        return queue_notifications(conn, rows, now)
 
     def _reward_views(
         self, conn: Connection, where: Any, limit: int | None, order_by_id: bool = False

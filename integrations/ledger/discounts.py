@@ -1,10 +1,10 @@
 """The referee-discount outbox of the ledger (tables in ``tables.discounts``).
 
-:class:`DiscountLedger` is a mixin of :class:`~integrations.ledger.base.LedgerBase`, one
-of :class:`~integrations.ledger.sql.SqlLedger`'s bases. As for payouts, every write
+:class:`SqlDiscountStore` is the ``discounts`` store
+(:class:`domain.stores.discounts.DiscountStore`). As for payouts, every write
 that precedes a provider call commits the idempotency key first: the coupon's row
-(:meth:`DiscountLedger.prepare_coupon`) and each code's row
-(:meth:`DiscountLedger.queue_promotion_codes`, one ``INSERT ... SELECT`` for every code
+(:meth:`SqlDiscountStore.prepare_coupon`) and each code's row
+(:meth:`SqlDiscountStore.queue_promotion_codes`, one ``INSERT ... SELECT`` for every code
 not published yet). A crash at any point leaves rows ``pending`` with their keys, and
 the next run sends the same keys again.
 """
@@ -12,13 +12,14 @@ the next run sends the same keys again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import exists, func, literal, select, update
 
 from domain.discounts import (
     CouponInstruction,
+    CouponState,
     DiscountOutcome,
     DiscountRail,
     DiscountResult,
@@ -34,19 +35,8 @@ from integrations.ledger.tables import (
 _MAX_ERROR = 512
 
 
-@dataclass(frozen=True, slots=True)
-class CouponState:
-    """The program's coupon as the ledger has it at one rail."""
-
-    status: str
-    terms: str
-    provider_ref: str | None
-    error: str | None
-    instruction: CouponInstruction
-
-
-class DiscountLedger(LedgerBase):
-    """Coupon and promotion-code outbox; a mixin for SqlLedger."""
+class SqlDiscountStore(LedgerBase):
+    """Coupon and promotion-code outbox (the ``discounts`` store)."""
 
     def prepare_coupon(self, coupon: CouponInstruction, now: datetime) -> CouponState:
         """Store the coupon with its idempotency key (once), and say where it stands.

@@ -1,9 +1,9 @@
 """The tracked link in the ledger: whose a code is, and its clicks stored once each.
 
-A mixin of :class:`~integrations.ledger.sql.SqlLedger`. The link app
-(:mod:`integrations.web`) asks :meth:`LinkLedger.live_referrer` which referrer a code
+The ``links`` store (:class:`domain.stores.links.LinkStore`). The link app
+(:mod:`integrations.web`) asks :meth:`SqlLinkStore.live_referrer` which referrer a code
 belongs to (cached there), and stores clicks in batches with
-:meth:`LinkLedger.record_link_clicks`: one transaction per batch, each click once by
+:meth:`SqlLinkStore.record_link_clicks`: one transaction per batch, each click once by
 its id, so a batch written again after a failure adds nothing twice.
 """
 
@@ -32,8 +32,8 @@ def click_row(click: LinkClick, now: datetime) -> dict[str, Any]:
     }
 
 
-class LinkLedger(LedgerBase):
-    """Codes and clicks of the tracked link."""
+class SqlLinkStore(LedgerBase):
+    """Codes and clicks of the tracked link (the ``links`` store)."""
 
     def live_referrer(self, code: str) -> str | None:
         """The owner of ``code`` if its link is live: ``None`` for an unknown code and

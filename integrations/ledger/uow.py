@@ -12,14 +12,18 @@ from sqlalchemy import Connection, Engine
 
 from integrations.ledger.approvals import SqlApprovalsStore
 from integrations.ledger.approvers import SqlApprovers
+from integrations.ledger.asks import SqlAskStore
 from integrations.ledger.clawbacks import SqlClawbackStore, SqlReversalStore
 from integrations.ledger.connect import SqlConnectStore
 from integrations.ledger.conversions import SqlConversionStore
 from integrations.ledger.destinations import SqlDestinationsStore
 from integrations.ledger.detection import SqlMomentsStore
+from integrations.ledger.discounts import SqlDiscountStore
+from integrations.ledger.emails import SqlEmailStore
 from integrations.ledger.fraud import SqlFraudStore
 from integrations.ledger.handoffs import SqlHandoffsStore
 from integrations.ledger.history import SqlHistoryStore
+from integrations.ledger.links import SqlLinkStore
 from integrations.ledger.metrics import SqlMetricsStore
 from integrations.ledger.partners import SqlPartnerStore
 from integrations.ledger.payouts import SqlPayoutsStore
@@ -48,6 +52,10 @@ class SqlStores:
         self.handoffs = SqlHandoffsStore(engine, conn)
 
         # -- messages -------------------------------------------------------------------
+        self.asks = SqlAskStore(engine, conn)
+        self.emails = SqlEmailStore(engine, conn)
+        self.links = SqlLinkStore(engine, conn)
+        self.discounts = SqlDiscountStore(engine, conn)
 
         # -- conversions ----------------------------------------------------------------
         self.fraud = SqlFraudStore(engine, conn)

@@ -38,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 from starlette.applications import Starlette
@@ -49,6 +49,7 @@ from starlette.types import Receive, Scope, Send
 
 from domain.codes import normalize_code
 from domain.links import LINK_PATH, LinkClick, landing_url, visitor_hash, visitor_kind
+from domain.stores.links import LinkStore
 
 if TYPE_CHECKING:
     from integrations.web.pages import ReferrerPages
@@ -71,14 +72,6 @@ NOT_FOUND_PAGE = (
     "<title>Page not found</title></head>"
     "<body><h1>Page not found</h1><p>This link does not lead anywhere.</p></body></html>\n"
 )
-
-
-class LinkStore(Protocol):
-    """What the app needs of the ledger (``SqlLedger`` with the ``LinkLedger`` mixin)."""
-
-    def live_referrer(self, code: str) -> str | None: ...
-
-    def record_link_clicks(self, clicks: Sequence[LinkClick], now: datetime) -> int: ...
 
 
 def _utc_now() -> datetime:

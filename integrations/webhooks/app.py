@@ -38,11 +38,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from domain.errors import ConfigError, InputRejected
-from domain.models import Rejected
+from domain.models import EmailEvent, EmailEventsApplied, Rejected
 from domain.stores.provider_events import ProviderEventStore
 from integrations.email import sendgrid_webhook
-from integrations.email.sendgrid_webhook import EmailEvent, parse_events, verify_sendgrid_signature
-from integrations.ledger.webhooks import EmailEventsApplied
+from integrations.email.sendgrid_webhook import parse_events, verify_sendgrid_signature
 from integrations.payments.stripe_webhook import verify_stripe_event
 
 logger = logging.getLogger(__name__)
@@ -54,8 +53,8 @@ TOLERANCE_SECONDS = 300
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
-class WebhookInbox(Protocol):
-    """What the app needs of the ledger (``SqlLedger`` with the ``WebhookLedger`` mixin)."""
+class EmailEventInbox(Protocol):
+    """What the app needs of the ``emails`` store (:class:`domain.stores.emails.EmailStore`)."""
 
     def apply_email_events(
         self,
@@ -63,6 +62,14 @@ class WebhookInbox(Protocol):
         now: datetime,
         rejected: Sequence[Rejected] = (),
     ) -> EmailEventsApplied: ...
+
+
+class WebhookInbox(Protocol):
+    """What the app needs of the ledger: its ``emails`` store (SendGrid's events) and
+    its ``provider_events`` store (Stripe's inbox)."""
+
+    @property
+    def emails(self) -> EmailEventInbox: ...
 
     @property
     def provider_events(self) -> ProviderEventStore: ...
@@ -128,7 +135,9 @@ def create_app(
             # The whole body is unusable (not JSON, not an array): nothing to apply.
             return _refused("sendgrid", rejected[0].reason)
         try:
-            applied = await run_in_threadpool(ledger.apply_email_events, events, now, rejected)
+            applied = await run_in_threadpool(
+                ledger.emails.apply_email_events, events, now, rejected
+            )
         except SQLAlchemyError as exc:
             return _ledger_failed("sendgrid", exc)
         counts = applied.counts()

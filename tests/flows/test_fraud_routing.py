@@ -15,6 +15,7 @@ from flows.approval import payout_approval
 from flows.bootstrap import App
 from flows.cycle import check_conversions, route_rewards
 from integrations.payments.fake import RecordingRail
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 from tests.flows.test_payout_approval import ScriptedApprover, Suspended
 
@@ -56,7 +57,7 @@ def test_a_small_self_referral_goes_to_approval_with_its_flag_shown_and_is_not_p
         SourceBatch(source="crm", contacts=[alias, friend], records_in=2, reference_only=2), now
     )
     codes = {HONEST: "R" + "H" * 20, SELF: "R" + "F" * 20}
-    ledger.record_ask_decisions([], codes, now, now)
+    record_ask_decisions(ledger, [], codes, now, now)
     month_ago = now - timedelta(days=30)
     ledger.conversions.record_conversions(
         [],

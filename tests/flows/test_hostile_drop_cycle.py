@@ -79,7 +79,7 @@ def test_a_hostile_drop_runs_through_the_cycle_and_every_bad_record_is_quarantin
             ).scalars()
         )
     assert stored == {c.key for c in cases if c.kind == "events" and c.expect is None}
-    contacts = hostile_app.ledger.contacts(c.key for c in cases if c.kind == "contacts")
+    contacts = hostile_app.ledger.asks.contacts(c.key for c in cases if c.kind == "contacts")
     assert set(contacts) == {c.key for c in cases if c.kind == "contacts" and c.expect is None}
     # The sample company went through the cycle as usual despite all of it.
-    assert hostile_app.ledger.asked_contacts(until=now)
+    assert hostile_app.ledger.asks.asked_contacts(until=now)

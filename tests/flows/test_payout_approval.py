@@ -36,6 +36,7 @@ from flows.bootstrap import App
 from integrations.payments.fake import RecordingRail
 from tasks.approvals import request_approvals
 from tasks.reports import APPROVALS_KEY, publish_waiting_approvals
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, contact, people_batch
 
 CODE = "R" + "A" * 20
@@ -83,7 +84,7 @@ def _reward_awaiting_approval(app: App, deal_minor: int, deal: str = "deal-1") -
     ledger, program = app.ledger, app.program
     partner = contact("P1", "PA", kind=ReferrerType.PARTNER, stripe_account_id="acct_p1")
     ledger.sources.record_batch(people_batch(partner), NOW)
-    ledger.record_ask_decisions([], {"P1": CODE}, NOW, NOW)
+    record_ask_decisions(ledger, [], {"P1": CODE}, NOW, NOW)
     conversion = Conversion(
         conversion_id=derived_id("conversion", f"test:{deal}"),
         source_event=f"test:{deal}",

@@ -41,8 +41,10 @@ def reported(
     with use_app(make_app(SqlLedger(engine), program, folder / "inbox")) as app:
         sample = generate(app.settings.inbox_dir, datetime.now(UTC), accounts=60, seed=11)
         referral_cycle(as_of=sample.first_cycle_at)
-        codes = app.ledger.codes_for(app.ledger.asked_contacts(until=sample.first_cycle_at))
-        contacts = app.ledger.contacts(codes)
+        codes = app.ledger.asks.codes_for(
+            app.ledger.asks.asked_contacts(until=sample.first_cycle_at)
+        )
+        contacts = app.ledger.asks.contacts(codes)
         simulate_referrals(
             sample,
             codes,

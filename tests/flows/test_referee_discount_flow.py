@@ -14,6 +14,7 @@ from flows.bootstrap import App, use_app
 from flows.cycle import send_asks
 from integrations.payments.fake_discounts import RecordingDiscounts
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 
 
@@ -23,7 +24,7 @@ def codes(test_app: App) -> dict[str, str]:
     people = [contact(f"C{i}", f"A{i}") for i in range(3)]
     test_app.ledger.sources.record_batch(people_batch(*people), now)
     minted = {p.contact_id: f"R{p.contact_id:0>20}" for p in people}
-    test_app.ledger.record_ask_decisions([], minted, now, now)
+    record_ask_decisions(test_app.ledger, [], minted, now, now)
     return minted
 
 
@@ -55,7 +56,7 @@ def test_without_a_stripe_key_the_discount_is_recorded_as_ledger_only(
 
     assert result["discounts"]["rail"] == "ledger_only"
     assert result["discounts"]["published"] == 3
-    assert test_app.ledger.referee_discounts(DiscountRail.LEDGER_ONLY)["succeeded"] == 3
+    assert test_app.ledger.discounts.referee_discounts(DiscountRail.LEDGER_ONLY)["succeeded"] == 3
 
 
 def test_an_app_without_a_discount_adapter_publishes_nothing(

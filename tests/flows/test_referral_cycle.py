@@ -35,9 +35,9 @@ def _run_sample_cycle(app: App) -> tuple[Sample, dict[str, Any], dict[str, Any]]
     # when a detractor stopped being asked).
     sample = generate(app.settings.inbox_dir, datetime.now(UTC), accounts=60, seed=12)
     first = referral_cycle(as_of=sample.first_cycle_at)
-    asked = app.ledger.asked_contacts(until=sample.first_cycle_at)
-    codes = app.ledger.codes_for(asked)
-    contacts = app.ledger.contacts(codes)
+    asked = app.ledger.asks.asked_contacts(until=sample.first_cycle_at)
+    codes = app.ledger.asks.codes_for(asked)
+    contacts = app.ledger.asks.contacts(codes)
     simulate_referrals(
         sample,
         codes,
@@ -221,7 +221,9 @@ def test_no_email_address_or_key_reaches_the_run_logs(cycled: Cycled) -> None:
     app = cycled[0]
     addresses = {
         c.email
-        for c in app.ledger.contacts(app.ledger.asked_contacts(datetime.now(UTC))).values()
+        for c in app.ledger.asks.contacts(
+            app.ledger.asks.asked_contacts(datetime.now(UTC))
+        ).values()
         if c.email
     }
     assert addresses, "the sample has people with addresses"

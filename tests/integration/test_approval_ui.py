@@ -50,6 +50,7 @@ from flows.bootstrap import App, build_app, use_app
 from integrations.ledger.tables import LedgerEntryRow, PayoutRow
 from integrations.prefect_stack import LocalStack
 from tasks.approvals import request_approvals
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import people_batch
 from tests.integration.browser import chromium_missing, launch_chromium
 from tests.prefect_database import running_stack
@@ -141,7 +142,7 @@ def _reward_awaiting_approval(app: App, now: datetime) -> str:
     )
     code = "R" + "U" * 20
     ledger.sources.record_batch(people_batch(partner), now)
-    ledger.record_ask_decisions([], {"P1": code}, now, now)
+    record_ask_decisions(ledger, [], {"P1": code}, now, now)
     conversion = Conversion(
         conversion_id=derived_id("conversion", "ui-test:deal-1"),
         source_event="ui-test:deal-1",

@@ -19,6 +19,7 @@ from domain.models import Ask, AskDecision, Moment, SkipReason, derived_id
 from integrations.ledger.base import CHUNK
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import MomentRow
+from tasks.use_cases.asks import record_ask_decisions
 from tests.integration.test_ledger_flow import given_moments
 
 OUTCOMES = (None, SkipReason.COOLDOWN, SkipReason.SUPPRESSED)
@@ -42,7 +43,7 @@ def record_counting(
     codes = {d.moment.contact_id: f"CODE-{d.moment.contact_id}" for d in decisions if d.ask}
     event.listen(ledger.engine, "before_cursor_execute", seen)
     try:
-        asks = ledger.record_ask_decisions(decisions, codes, at, at)
+        asks = record_ask_decisions(ledger, decisions, codes, at, at)
     finally:
         event.remove(ledger.engine, "before_cursor_execute", seen)
     return asks, statements
@@ -74,7 +75,7 @@ def test_a_batch_of_400_decisions_takes_as_many_statements_as_one_of_40(
 
     assert (len(small_asks), len(large_asks)) == (14, 134)
     assert small_statements == large_statements
-    assert ledger.pending_moments(now, 10) == []
+    assert ledger.asks.pending_moments(now, 10) == []
 
 
 def test_a_batch_closes_each_moment_with_its_first_decision_and_no_moment_twice(
@@ -83,8 +84,8 @@ def test_a_batch_closes_each_moment_with_its_first_decision_and_no_moment_twice(
     # More asks than fit one IN (...) list, so closing them takes more than one chunk.
     moments = given_moments(ledger, now, [f"C{i:03d}" for i in range(CHUNK + 100)])
     earlier, rest = moments[:50], moments[50:]
-    ledger.record_ask_decisions(
-        [AskDecision(m, SkipReason.NO_EMAIL) for m in earlier], {}, now, now
+    record_ask_decisions(
+        ledger, [AskDecision(m, SkipReason.NO_EMAIL) for m in earlier], {}, now, now
     )
     later = now + timedelta(hours=1)
     decisions = [
@@ -102,7 +103,7 @@ def test_a_batch_closes_each_moment_with_its_first_decision_and_no_moment_twice(
         **{m.moment_id: ("skipped", "no_email", now) for m in earlier},
         **{m.moment_id: ("asked", None, later) for m in rest},
     }
-    assert ledger.pending_moments(later, 10) == []
+    assert ledger.asks.pending_moments(later, 10) == []
     summary = ledger.metrics.summary()
     assert summary["asks"] == {"queued": len(rest)}
     assert summary["skipped"] == {"no_email": len(earlier)}
@@ -143,8 +144,12 @@ def test_on_sqlite_closing_moments_looks_them_up_by_primary_key(
 
     event.listen(sqlite_ledger.engine, "before_cursor_execute", seen)
     try:
-        sqlite_ledger.record_ask_decisions(
-            mixed(moments), {m.contact_id: f"CODE-{m.contact_id}" for m in moments}, now, now
+        record_ask_decisions(
+            sqlite_ledger,
+            mixed(moments),
+            {m.contact_id: f"CODE-{m.contact_id}" for m in moments},
+            now,
+            now,
         )
     finally:
         event.remove(sqlite_ledger.engine, "before_cursor_execute", seen)

@@ -597,7 +597,7 @@ def test_a_refund_no_conversion_claims_for_a_whole_window_is_given_up(
 def clawback_notices(ledger: Ledger) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (kind, contact.contact_id, data)
-        for _id, kind, contact, data in ledger.notifications_to_send("", 100)
+        for _id, kind, contact, data in ledger.emails.notifications_to_send("", 100)
         if kind == "reward_clawed_back"
     ]
 
@@ -618,7 +618,7 @@ def test_the_referrer_is_told_once_what_a_refund_took_back_after_payout_and_why(
         "cause": "the referred customer's payment was refunded",
         "after_payout": "yes",
     }
-    contact = clawbacks.contacts([referrer_id])[referrer_id]
+    contact = clawbacks.asks.contacts([referrer_id])[referrer_id]
     message = compose_notice("n1", kind, contact, data, program)
     assert message.subject == "A change to your referral reward"
     assert f"taken back {data['amount']} of a referral reward" in message.data["text"]

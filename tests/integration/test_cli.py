@@ -34,6 +34,7 @@ from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
 from tasks.approvals import apply_decision, request_approvals
 from tasks.use_cases.approvals import Question
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, approver_ports, contact, people_batch
 
 runner = CliRunner()
@@ -68,7 +69,7 @@ def _waiting_reward(app: App, deal_minor: int = 1_230_000) -> tuple[str, str]:
     ledger = app.ledger
     partner = contact("P9", "PZ", kind=ReferrerType.PARTNER)
     ledger.sources.record_batch(people_batch(partner), NOW)
-    ledger.record_ask_decisions([], {"P9": CODE}, NOW, NOW)
+    record_ask_decisions(ledger, [], {"P9": CODE}, NOW, NOW)
     conversion = Conversion(
         conversion_id=derived_id("conversion", "cli:1"),
         source_event="cli:1",

@@ -68,4 +68,7 @@ def test_a_referrer_sets_up_payouts_from_their_page_and_comes_back_to_it(
 
     assert after.status_code == 200
     assert "Set up payouts" not in after.text
-    assert sqlite_ledger.contacts(["C1"])["C1"].stripe_account_id == fake.connect_accounts[0]["id"]
+    assert (
+        sqlite_ledger.asks.contacts(["C1"])["C1"].stripe_account_id
+        == fake.connect_accounts[0]["id"]
+    )

@@ -265,7 +265,7 @@ def test_a_large_reward_waits_in_a_suspended_run_and_is_paid_once_after_approval
     inbox = stack[1] / "inbox"
     _seed_company(inbox, stripe)
     referral_cycle(as_of=FIRST_CYCLE)
-    _seed_referrals(inbox, app.ledger.codes_for(["P1", "C1"]))
+    _seed_referrals(inbox, app.ledger.asks.codes_for(["P1", "C1"]))
 
     referral_cycle(as_of=datetime.now(UTC))
 

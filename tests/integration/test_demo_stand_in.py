@@ -114,7 +114,7 @@ def test_without_a_stripe_key_the_demo_web_app_onboards_through_the_local_stand_
         after = browser.get(page_url)
     assert after.status_code == 200
     assert "Set up payouts" not in after.text
-    account = sqlite_ledger.contacts(["C1"])["C1"].stripe_account_id
+    account = sqlite_ledger.asks.contacts(["C1"])["C1"].stripe_account_id
     assert account is not None
     assert account.startswith("acct_")
 

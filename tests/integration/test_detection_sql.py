@@ -48,6 +48,7 @@ from integrations.ledger.tables import (
     SourceCursorRow,
 )
 from tasks.moments import DetectionReport, detect_new_moments
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, POSTGRES_URL, contact, people_batch
 from tests.moments_seed import record_detection, undetected_events
 
@@ -85,7 +86,7 @@ def an_event(
 
 def stored_moments(ledger: SqlLedger, source: str) -> list[Moment]:
     """The new moments of ``source``'s events, read back through the ledger."""
-    moments = ledger.pending_moments(FAR_FUTURE, 1_000_000)
+    moments = ledger.asks.pending_moments(FAR_FUTURE, 1_000_000)
     return sorted(
         (m for m in moments if m.source_event.startswith(f"{source}:")),
         key=lambda m: m.moment_id,
@@ -466,7 +467,7 @@ def assert_asks_still_reference_moments(engine: Engine) -> None:
 
 
 def asked(ledger: SqlLedger, moment: Moment) -> None:
-    ledger.record_ask_decisions([AskDecision(moment)], {"C1": "CODE-C1"}, NOW, NOW)
+    record_ask_decisions(ledger, [AskDecision(moment)], {"C1": "CODE-C1"}, NOW, NOW)
 
 
 def ask_links(engine: Engine) -> dict[str, str]:

@@ -237,7 +237,7 @@ def test_a_contacts_answers_are_read_through_the_nps_answers_index(
 
     event.listen(ledger.engine, "before_cursor_execute", seen)
     try:
-        ledger.histories(["C1", "C2"], NOW, (), nps_answers_since(program, NOW))
+        ledger.asks.histories(["C1", "C2"], NOW, (), nps_answers_since(program, NOW))
     finally:
         event.remove(ledger.engine, "before_cursor_execute", seen)
 
@@ -321,7 +321,7 @@ def test_the_ledgers_answers_give_the_decisions_the_domain_gives_on_every_event(
     contacts = {p.contact_id: p for p in people.values()}
     tenured = (NOW - 400 * DAY).date()
 
-    gathered = ledger.histories(ids, NOW, (), nps_answers_since(program, NOW))
+    gathered = ledger.asks.histories(ids, NOW, (), nps_answers_since(program, NOW))
     from_ledger = {
         c: ContactHistory(customer_since=tenured, nps_answers=h.nps_answers)
         for c, h in gathered.items()

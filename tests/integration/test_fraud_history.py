@@ -21,6 +21,7 @@ from domain.stripe_conversions import StripeConversion
 from integrations.ledger.sql import SqlLedger
 from tasks.rewards import compute_new_rewards
 from tasks.use_cases import conversions as use_cases
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 
 CAP = Fraud(max_conversions_per_window=2, window_hours=24)
@@ -30,7 +31,7 @@ def given_people(ledger: SqlLedger, now: datetime, *people: Contact) -> dict[str
     """Contacts on their accounts, each holding a code; contact id -> code."""
     ledger.sources.record_batch(people_batch(*people), now)
     codes = {p.contact_id: f"R{p.contact_id:A<20}"[:21] for p in people}
-    ledger.record_ask_decisions([], codes, now, now)
+    record_ask_decisions(ledger, [], codes, now, now)
     return codes
 
 

@@ -24,6 +24,7 @@ from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import ApprovalDecisionRow, ApprovalRequestRow, ReferralCodeRow
 from tasks.use_cases.approvals import record_decision
+from tasks.use_cases.asks import record_ask_decisions
 from tests.integration.test_ledger_flow import (
     LEDGER,
     balance,
@@ -279,14 +280,19 @@ def test_racing_runs_offering_different_codes_mint_one_code_per_contact(
     outcomes = race(
         [
             functools.partial(
-                run.record_ask_decisions, [AskDecision(moments[i])], {"C1": f"CODE-{i}"}, now, now
+                record_ask_decisions,
+                run,
+                [AskDecision(moments[i])],
+                {"C1": f"CODE-{i}"},
+                now,
+                now,
             )
             for i, run in enumerate(runs)
         ]
     )
 
     assert [o for o in outcomes if isinstance(o, BaseException)] == []
-    [code] = setup.codes_for(["C1"]).values()
+    [code] = setup.asks.codes_for(["C1"]).values()
     asks = [ask for asks in outcomes for ask in asks]  # type: ignore[union-attr]
     assert len(asks) == len(runs)
     assert {a.referral_code for a in asks} == {code}

@@ -56,6 +56,7 @@ from integrations.ledger.tables import (
     RewardRow,
 )
 from tasks.use_cases.approvals import record_decision
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 from tests.moments_seed import record_detection, undetected_events
 
@@ -101,8 +102,8 @@ def events_batch(
 def given_referrer(ledger: SqlLedger, now: datetime, contact_id: str = "C1") -> str:
     """A known contact holding a referral code; returns the code (minted once)."""
     ledger.sources.record_batch(people_batch(contact(contact_id, f"A-{contact_id}")), now)
-    ledger.record_ask_decisions([], {contact_id: f"CODE-{contact_id}"}, now, now)
-    return ledger.codes_for([contact_id])[contact_id]
+    record_ask_decisions(ledger, [], {contact_id: f"CODE-{contact_id}"}, now, now)
+    return ledger.asks.codes_for([contact_id])[contact_id]
 
 
 def conversion_for(code: str, referrer: str, n: int, now: datetime) -> Conversion:
@@ -349,7 +350,7 @@ def test_detection_examines_each_event_once_and_keeps_moments_and_detractors(
     assert record_detection(ledger.engine, examined, [moment], [detractor], now) == 0
 
     assert [e.event_id for _, e in undetected_events(ledger.engine, 0, 10)] == ["t1"]
-    assert ledger.pending_moments(now, 10) == [moment]
+    assert ledger.asks.pending_moments(now, 10) == [moment]
     summary = ledger.metrics.summary()
     assert summary["moments"] == {"deal_won": 1}
     assert summary["follow_ups"] == 1
@@ -380,17 +381,17 @@ def test_a_code_is_minted_once_per_contact_even_when_two_batches_offer_different
 ) -> None:
     first_moment, second_moment, other = given_moments(ledger, now, ["C1", "C1", "C2"])
 
-    first = ledger.record_ask_decisions([AskDecision(first_moment)], {"C1": "CODE-A"}, now, now)
+    first = record_ask_decisions(ledger, [AskDecision(first_moment)], {"C1": "CODE-A"}, now, now)
     # A second run that decided before the first committed proposes its own code.
-    second = ledger.record_ask_decisions(
-        [AskDecision(first_moment), AskDecision(second_moment)], {"C1": "CODE-B"}, now, now
+    second = record_ask_decisions(
+        ledger, [AskDecision(first_moment), AskDecision(second_moment)], {"C1": "CODE-B"}, now, now
     )
-    third = ledger.record_ask_decisions([AskDecision(other)], {"C2": "CODE-C"}, now, now)
+    third = record_ask_decisions(ledger, [AskDecision(other)], {"C2": "CODE-C"}, now, now)
 
     assert [(a.moment_id, a.referral_code) for a in first] == [(first_moment.moment_id, "CODE-A")]
     assert [(a.moment_id, a.referral_code) for a in second] == [(second_moment.moment_id, "CODE-A")]
     assert [a.referral_code for a in third] == ["CODE-C"]
-    assert ledger.codes_for(["C1", "C2"]) == {"C1": "CODE-A", "C2": "CODE-C"}
+    assert ledger.asks.codes_for(["C1", "C2"]) == {"C1": "CODE-A", "C2": "CODE-C"}
     assert ledger.conversions.code_owners(["CODE-A", "CODE-B"]).keys() == {"CODE-A"}
 
 
@@ -400,17 +401,17 @@ def test_asks_are_queued_once_per_moment_and_skipped_moments_are_closed_with_the
     asked, skipped = given_moments(ledger, now, ["C1", "C2"])
     decisions = [AskDecision(asked), AskDecision(skipped, SkipReason.COOLDOWN)]
 
-    first = ledger.record_ask_decisions(decisions, {"C1": "CODE-1"}, now, now)
-    again = ledger.record_ask_decisions(decisions, {"C1": "CODE-1"}, now, now)
+    first = record_ask_decisions(ledger, decisions, {"C1": "CODE-1"}, now, now)
+    again = record_ask_decisions(ledger, decisions, {"C1": "CODE-1"}, now, now)
 
     assert [a.ask_id for a in first] == [derived_id("ask", asked.moment_id)]
     assert again == []
-    assert ledger.pending_moments(now, 10) == []
+    assert ledger.asks.pending_moments(now, 10) == []
     summary = ledger.metrics.summary()
     assert summary["asks"] == {"queued": 1}
     assert summary["skipped"] == {"cooldown": 1}
-    assert ledger.asked_contacts(now) == ["C1"]
-    [(ask, who, detail)] = ledger.asks_to_send("", 10)
+    assert ledger.asks.asked_contacts(now) == ["C1"]
+    [(ask, who, detail)] = ledger.asks.asks_to_send("", 10)
     assert (ask, who.contact_id, detail) == (first[0], "C1", "won")
 
 
@@ -420,7 +421,7 @@ def test_asks_are_queued_once_per_moment_and_skipped_moments_are_closed_with_the
 def given_asks(ledger: SqlLedger, now: datetime, n: int) -> list[str]:
     moments = given_moments(ledger, now, [f"C{i}" for i in range(1, n + 1)])
     codes = {m.contact_id: f"CODE-{m.contact_id}" for m in moments}
-    asks = ledger.record_ask_decisions([AskDecision(m) for m in moments], codes, now, now)
+    asks = record_ask_decisions(ledger, [AskDecision(m) for m in moments], codes, now, now)
     return sorted(a.ask_id for a in asks)
 
 
@@ -441,21 +442,21 @@ def test_a_queued_message_is_claimed_for_sending_by_one_caller_only(
 ) -> None:
     ids = given_asks(ledger, now, 2)
 
-    claimed = ledger.mark_sending("ask", ids, now)
-    claimed_again = ledger.mark_sending("ask", ids, now + timedelta(seconds=1))
+    claimed = ledger.emails.mark_sending("ask", ids, now)
+    claimed_again = ledger.emails.mark_sending("ask", ids, now + timedelta(seconds=1))
 
     assert sorted(claimed) == ids
     assert claimed_again == []
     assert {s for s, _, _ in ask_states(ledger).values()} == {"sending"}
-    assert ledger.asks_to_send("", 10) == []
+    assert ledger.asks.asks_to_send("", 10) == []
 
 
 def test_email_results_settle_only_messages_being_sent(ledger: SqlLedger, now: datetime) -> None:
     accepted, retried, failed = given_asks(ledger, now, 3)
-    ledger.mark_sending("ask", [accepted, retried, failed], now)
+    ledger.emails.mark_sending("ask", [accepted, retried, failed], now)
     later = now + timedelta(minutes=1)
 
-    ledger.record_email_results(
+    ledger.emails.record_email_results(
         "ask",
         [
             EmailResult(accepted, EmailOutcome.ACCEPTED, provider_ref="sg-1"),
@@ -465,7 +466,7 @@ def test_email_results_settle_only_messages_being_sent(ledger: SqlLedger, now: d
         later,
     )
     # A late duplicate result for a settled message changes nothing.
-    ledger.record_email_results(
+    ledger.emails.record_email_results(
         "ask", [EmailResult(accepted, EmailOutcome.FAILED, error="late")], later
     )
 
@@ -473,37 +474,37 @@ def test_email_results_settle_only_messages_being_sent(ledger: SqlLedger, now: d
     assert states[accepted] == ("accepted", later, "sg-1")
     assert states[retried] == ("queued", None, "429 slow down")
     assert states[failed] == ("failed", None, "invalid address")
-    assert ledger.mark_sending("ask", [accepted, retried, failed], later) == [retried]
+    assert ledger.emails.mark_sending("ask", [accepted, retried, failed], later) == [retried]
 
 
 def test_a_message_left_sending_by_a_crash_expires_to_unknown_and_is_never_resent(
     ledger: SqlLedger, now: datetime
 ) -> None:
     [ask_id] = given_asks(ledger, now, 1)
-    ledger.mark_sending("ask", [ask_id], now)
+    ledger.emails.mark_sending("ask", [ask_id], now)
 
-    assert ledger.expire_sending("ask", claimed_before=now) == 0  # claimed at, not before
-    assert ledger.expire_sending("ask", claimed_before=now + timedelta(minutes=30)) == 1
-    ledger.record_email_results(
+    assert ledger.emails.expire_sending("ask", claimed_before=now) == 0  # claimed at, not before
+    assert ledger.emails.expire_sending("ask", claimed_before=now + timedelta(minutes=30)) == 1
+    ledger.emails.record_email_results(
         "ask", [EmailResult(ask_id, EmailOutcome.ACCEPTED, provider_ref="sg-late")], now
     )
 
     assert ask_states(ledger)[ask_id][0] == "unknown"
-    assert ledger.mark_sending("ask", [ask_id], now + timedelta(hours=1)) == []
+    assert ledger.emails.mark_sending("ask", [ask_id], now + timedelta(hours=1)) == []
     assert ledger.metrics.summary()["asks"] == {"unknown": 1}
 
 
 def test_notifications_share_the_email_state_machine(ledger: SqlLedger, now: datetime) -> None:
     reward = given_reward(ledger, now)
-    [(notice_id, kind, who, data)] = ledger.notifications_to_send("", 10)
+    [(notice_id, kind, who, data)] = ledger.emails.notifications_to_send("", 10)
     assert (kind, who.contact_id, data["amount"]) == ("reward_earned", "C1", "100.00 EUR")
 
-    assert ledger.mark_sending("notification", [notice_id], now) == [notice_id]
-    ledger.record_email_results(
+    assert ledger.emails.mark_sending("notification", [notice_id], now) == [notice_id]
+    ledger.emails.record_email_results(
         "notification", [EmailResult(notice_id, EmailOutcome.ACCEPTED, provider_ref="sg")], now
     )
 
-    assert ledger.notifications_to_send("", 10) == []
+    assert ledger.emails.notifications_to_send("", 10) == []
     assert ledger.metrics.summary()["notifications"] == {"accepted": 1}
     assert notices(ledger, "reward_earned") == [reward.reward_id]
 
@@ -927,5 +928,5 @@ def test_a_source_without_stripe_ids_keeps_those_another_source_set(
 ) -> None:
     ledger.sources.record_batch(people_batch(contact("C7", "A7", stripe_customer_id="cus_7")), now)
     ledger.sources.record_batch(people_batch(contact("C7", "A7", email="new@a7.example")), now)
-    refreshed = ledger.contacts(["C7"])["C7"]
+    refreshed = ledger.asks.contacts(["C7"])["C7"]
     assert (refreshed.email, refreshed.stripe_customer_id) == ("new@a7.example", "cus_7")

@@ -40,6 +40,7 @@ from domain.program import Program
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import LedgerEntryRow
 from tasks.metrics import compute_program_metrics
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, contact, people_batch
 
 # NOW is 2026-11-02 09:00 UTC: the months below are September to November 2026.
@@ -100,7 +101,7 @@ def given_program_history(ledger: SqlLedger) -> Reward:
         contact("E1", "INTERNAL", kind=ReferrerType.EMPLOYEE),
     )
     ledger.sources.record_batch(people, at(9, 1))
-    ledger.record_ask_decisions([], {c: code for c, code in CODES.items()}, at(9, 1), at(9, 1))
+    record_ask_decisions(ledger, [], {c: code for c, code in CODES.items()}, at(9, 1), at(9, 1))
     ledger.sources.record_batch(
         SourceBatch(source="test", events=list(HISTORY), records_in=len(HISTORY)), at(10, 21)
     )

@@ -495,7 +495,7 @@ def test_the_machine_checks_something(sqlite_url: str) -> None:
     ledger = Ledger(engine)
     try:
         given_referrer(ledger, NOW, "C1")
-        conversion = conversion_for(ledger.codes_for(["C1"])["C1"], "C1", 1, NOW)
+        conversion = conversion_for(ledger.asks.codes_for(["C1"])["C1"], "C1", 1, NOW)
         ledger.conversions.record_conversions([], [conversion], [], NOW)
         reward = reward_for(conversion, 1000, NOW)
         ledger.rewards.record([conversion.conversion_id], [reward], [], NOW)

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import func, select
 
 from domain.errors import InputRejected
-from domain.models import AskDecision, Rejected, derived_id
-from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
+from domain.models import AskDecision, EmailEvent, EmailEventType, Rejected, derived_id
+from domain.suppression import suppression_reason
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     EmailEventRow,
@@ -26,14 +26,14 @@ from integrations.ledger.tables import (
     StripeEventRow,
     SuppressionRow,
 )
-from integrations.ledger.webhooks import WebhookLedger, suppression_reason
+from tasks.use_cases.asks import record_ask_decisions
 from tests.integration.test_ledger_flow import given_moments
 
 T = EmailEventType
 
 
-class _Ledger(SqlLedger, WebhookLedger):
-    """SqlLedger with the webhook area, as it will be once WebhookLedger joins its bases."""
+class _Ledger(SqlLedger):
+    """The ledger, as the webhook receiver is given it."""
 
 
 @pytest.fixture
@@ -47,8 +47,8 @@ def inbox(ledger: SqlLedger) -> _Ledger:
 def given_asks(ledger: SqlLedger, now: datetime, contacts: Sequence[str]) -> dict[str, str]:
     """One queued ask per contact; contact id -> ask id (the email's message id)."""
     moments = given_moments(ledger, now, contacts)
-    asks = ledger.record_ask_decisions(
-        [AskDecision(m) for m in moments], {c: f"CODE-{c}" for c in contacts}, now, now
+    asks = record_ask_decisions(
+        ledger, [AskDecision(m) for m in moments], {c: f"CODE-{c}" for c in contacts}, now, now
     )
     return {a.contact_id: a.ask_id for a in asks}
 
@@ -141,7 +141,7 @@ def test_new_events_are_kept_with_their_contact_and_suppress_whom_they_should(
         email_event("sg-7", T.BOUNCE, asks["C6"], now, "blocked: 554 rejected"),
     ]
 
-    applied = inbox.apply_email_events(events, now)
+    applied = inbox.emails.apply_email_events(events, now)
 
     assert applied.counts() == {
         "received": 7,
@@ -171,8 +171,8 @@ def test_new_events_are_kept_with_their_contact_and_suppress_whom_they_should(
     assert kept["sg-6"]["occurred_at"] == now + timedelta(minutes=5)
     assert kept["sg-6"]["received_at"] == now
     assert kept["sg-7"]["reason"] == "blocked: 554 rejected"
-    assert inbox.histories(["C1", "C5"], now, [])["C1"].suppressed is True
-    assert inbox.histories(["C1", "C5"], now, [])["C5"].suppressed is False
+    assert inbox.asks.histories(["C1", "C5"], now, [])["C1"].suppressed is True
+    assert inbox.asks.histories(["C1", "C5"], now, [])["C5"].suppressed is False
 
 
 def test_a_batch_applied_again_changes_nothing(inbox: _Ledger, now: datetime) -> None:
@@ -181,9 +181,9 @@ def test_a_batch_applied_again_changes_nothing(inbox: _Ledger, now: datetime) ->
         email_event("sg-1", T.BOUNCE, asks["C1"], now, "bounce: gone"),
         email_event("sg-2", T.DELIVERED, asks["C2"], now),
     ]
-    inbox.apply_email_events(events, now)
+    inbox.emails.apply_email_events(events, now)
 
-    again = inbox.apply_email_events(list(reversed(events)), now + timedelta(hours=1))
+    again = inbox.emails.apply_email_events(list(reversed(events)), now + timedelta(hours=1))
 
     assert (again.new, again.duplicates, again.suppressed) == (0, 2, ())
     assert count(inbox, EmailEventRow) == 2
@@ -196,7 +196,7 @@ def test_repeats_within_one_batch_count_once(inbox: _Ledger, now: datetime) -> N
     asks = given_asks(inbox, now, ["C1"])
     bounce = email_event("sg-1", T.BOUNCE, asks["C1"], now, "bounce: gone")
 
-    applied = inbox.apply_email_events([bounce, bounce, bounce], now)
+    applied = inbox.emails.apply_email_events([bounce, bounce, bounce], now)
 
     assert (applied.received, applied.new, applied.duplicates) == (1, 1, 0)
     assert count(inbox, EmailEventRow) == 1
@@ -211,7 +211,7 @@ def test_the_same_batch_applied_concurrently_is_applied_once(inbox: _Ledger, now
     ]
 
     with ThreadPoolExecutor(max_workers=5) as pool:
-        results = list(pool.map(lambda _: inbox.apply_email_events(events, now), range(5)))
+        results = list(pool.map(lambda _: inbox.emails.apply_email_events(events, now), range(5)))
 
     assert sum(r.new for r in results) == len(events)
     assert sorted(c for r in results for c in r.suppressed) == ["C1", "C2", "C3"]
@@ -223,7 +223,7 @@ def test_events_for_unknown_messages_are_kept_but_suppress_nobody(
 ) -> None:
     given_asks(inbox, now, ["C1"])
 
-    applied = inbox.apply_email_events(
+    applied = inbox.emails.apply_email_events(
         [
             email_event("sg-1", T.BOUNCE, "not-one-of-ours", now, "bounce: gone"),
             email_event("sg-2", T.SPAMREPORT, "neither-this", now),
@@ -238,7 +238,7 @@ def test_events_for_unknown_messages_are_kept_but_suppress_nobody(
 
 def test_a_notification_message_id_leads_to_its_contact(inbox: _Ledger, now: datetime) -> None:
     notification_id = derived_id("notice", "R1", "earned")
-    inbox.queue_notifications(
+    inbox.emails.queue_notifications(
         [
             {
                 "notification_id": notification_id,
@@ -251,7 +251,7 @@ def test_a_notification_message_id_leads_to_its_contact(inbox: _Ledger, now: dat
         now,
     )
 
-    applied = inbox.apply_email_events(
+    applied = inbox.emails.apply_email_events(
         [email_event("sg-1", T.UNSUBSCRIBE, notification_id, now)], now
     )
 
@@ -261,9 +261,9 @@ def test_a_notification_message_id_leads_to_its_contact(inbox: _Ledger, now: dat
 
 def test_a_contact_already_suppressed_keeps_its_first_reason(inbox: _Ledger, now: datetime) -> None:
     asks = given_asks(inbox, now, ["C1"])
-    inbox.suppress(["C1"], "asked by phone", now)
+    inbox.emails.suppress(["C1"], "asked by phone", now)
 
-    applied = inbox.apply_email_events(
+    applied = inbox.emails.apply_email_events(
         [
             email_event("sg-2", T.SPAMREPORT, asks["C1"], now + timedelta(minutes=1)),
             email_event("sg-1", T.UNSUBSCRIBE, asks["C1"], now),
@@ -278,7 +278,7 @@ def test_a_contact_already_suppressed_keeps_its_first_reason(inbox: _Ledger, now
 def test_the_earliest_suppressing_event_gives_the_reason(inbox: _Ledger, now: datetime) -> None:
     asks = given_asks(inbox, now, ["C1"])
 
-    inbox.apply_email_events(
+    inbox.emails.apply_email_events(
         [
             email_event("sg-a", T.SPAMREPORT, asks["C1"], now + timedelta(minutes=1)),
             email_event("sg-b", T.UNSUBSCRIBE, asks["C1"], now),
@@ -295,7 +295,9 @@ def test_an_event_already_recorded_as_a_provider_event_is_kept_but_not_applied_a
     asks = given_asks(inbox, now, ["C1"])
     inbox.provider_events.record_provider_event("sendgrid", "sg-1", "unsubscribe", now)
 
-    applied = inbox.apply_email_events([email_event("sg-1", T.UNSUBSCRIBE, asks["C1"], now)], now)
+    applied = inbox.emails.apply_email_events(
+        [email_event("sg-1", T.UNSUBSCRIBE, asks["C1"], now)], now
+    )
 
     assert (applied.new, applied.duplicates, applied.suppressed) == (0, 1, ())
     assert count(inbox, EmailEventRow) == 1
@@ -306,7 +308,7 @@ def test_addresses_in_reasons_are_redacted_before_they_are_stored(
 ) -> None:
     asks = given_asks(inbox, now, ["C1"])
 
-    inbox.apply_email_events(
+    inbox.emails.apply_email_events(
         [email_event("sg-1", T.BOUNCE, asks["C1"], now, "bounce: 550 <c1@a-c1.example> unknown")],
         now,
     )
@@ -318,7 +320,7 @@ def test_refused_items_and_ids_too_long_go_to_the_quarantine(inbox: _Ledger, now
     asks = given_asks(inbox, now, ["C1"])
     parser_refusal = Rejected("sendgrid", "sendgrid-webhook:sg-x", "event", "unknown event type")
 
-    applied = inbox.apply_email_events(
+    applied = inbox.emails.apply_email_events(
         [
             email_event("x" * 129, T.UNSUBSCRIBE, asks["C1"], now),
             email_event("sg-2", T.UNSUBSCRIBE, "m" * 129, now),
@@ -339,7 +341,7 @@ def test_refused_items_and_ids_too_long_go_to_the_quarantine(inbox: _Ledger, now
 
 
 def test_an_empty_batch_does_nothing(inbox: _Ledger, now: datetime) -> None:
-    applied = inbox.apply_email_events([], now)
+    applied = inbox.emails.apply_email_events([], now)
 
     assert applied.counts() == dict.fromkeys(applied.counts(), 0)
 

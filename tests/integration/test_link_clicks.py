@@ -28,6 +28,7 @@ from integrations.ledger.tables import LinkClickRow, TouchpointRow
 from integrations.web import ClickRecorder, LinkApp, create_app
 from integrations.web.app import NOT_FOUND_PAGE, VISITOR_COOKIE
 from tasks.use_cases import conversions as use_cases
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 
 KEY = b"a-visitor-key-of-at-least-32-characters"
@@ -38,12 +39,12 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.
 def given_code(ledger: SqlLedger, now: datetime, contact_id: str, **extra: Any) -> str:
     """A referrer holding a real referral code."""
     ledger.sources.record_batch(people_batch(contact(contact_id, f"A-{contact_id}", **extra)), now)
-    ledger.record_ask_decisions([], {contact_id: new_referral_code()}, now, now)
-    return ledger.codes_for([contact_id])[contact_id]
+    record_ask_decisions(ledger, [], {contact_id: new_referral_code()}, now, now)
+    return ledger.asks.codes_for([contact_id])[contact_id]
 
 
 def link_app(ledger: SqlLedger, now: datetime, **options: Any) -> LinkApp:
-    return create_app(ledger, landing=LANDING, visitor_key=KEY, clock=lambda: now, **options)
+    return create_app(ledger.links, landing=LANDING, visitor_key=KEY, clock=lambda: now, **options)
 
 
 @contextmanager
@@ -219,7 +220,7 @@ def test_a_conversion_after_a_persons_click_has_the_last_click_before_it_as_a_to
     def clock() -> datetime:
         return next(times)
 
-    app = create_app(ledger, landing=LANDING, visitor_key=KEY, clock=clock)
+    app = create_app(ledger.links, landing=LANDING, visitor_key=KEY, clock=clock)
     with serving(app) as client:
         for _ in range(3):
             assert client.get(f"/r/{code}", headers={"User-Agent": FIREFOX}).status_code == 302

@@ -134,7 +134,7 @@ def test_a_partner_without_a_code_gets_one_with_their_registration(
 
     ledger.partners.register([claim("P1")], RULES, now, new_codes={"P1": code})
 
-    assert ledger.codes_for(["P1"]) == {"P1": code}
+    assert ledger.asks.codes_for(["P1"]) == {"P1": code}
 
 
 # -- the window ends -----------------------------------------------------------------------

@@ -40,6 +40,7 @@ from integrations.payments.stripe_rail import StripeTransferRail
 from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.payouts import CLAIM_LEASE, PayoutReport, submit_payouts
 from tasks.use_cases.approvals import record_decision
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, contact, people_batch
 
 API_KEY = "sk_test_crash_worker_7777"
@@ -68,8 +69,8 @@ def seed_payable_reward(
     (accrued, holding), which is moved to ``status``. Returns the reward id.
     """
     ledger.sources.record_batch(people_batch(referrer), now)
-    ledger.record_ask_decisions([], {referrer.contact_id: f"CODE-{referrer.contact_id}"}, now, now)
-    code = ledger.codes_for([referrer.contact_id])[referrer.contact_id]
+    record_ask_decisions(ledger, [], {referrer.contact_id: f"CODE-{referrer.contact_id}"}, now, now)
+    code = ledger.asks.codes_for([referrer.contact_id])[referrer.contact_id]
     conversion = Conversion(
         conversion_id=derived_id("conversion", key),
         source_event=f"test:{key}",

@@ -132,7 +132,7 @@ def test_conflicting_rows_of_one_drop_are_quarantined_and_the_rest_of_the_page_s
     (report,) = ingest_sources.fn([FileSource(tmp_path)], ledger, now)
 
     assert (report.records_in, report.quarantined, report.reference_rows) == (5, 2, 3)
-    assert set(ledger.contacts(["C1", "C2", "C3"])) == {"C2", "C3"}
+    assert set(ledger.asks.contacts(["C1", "C2", "C3"])) == {"C2", "C3"}
     rows = quarantined(ledger)
     assert [(r["reason"], r["field"]) for r in rows] == [
         (CONFLICTING_ROWS, "email,referrer_type,stripe_account_id")
@@ -164,7 +164,7 @@ def test_a_destination_change_between_two_drops_is_recorded_and_the_same_values_
         ("stripe_customer_id", "cus_jane", "cus_other", "test"),
     ]
     assert {c["seen_at"] for c in ledger.destinations.destination_changes_of("C1")} == {later}
-    assert ledger.contacts(["C1"])["C1"].stripe_account_id == "acct_attacker"
+    assert ledger.asks.contacts(["C1"])["C1"].stripe_account_id == "acct_attacker"
 
 
 def test_the_destination_audit_refuses_updates_and_deletes(

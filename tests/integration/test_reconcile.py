@@ -60,7 +60,9 @@ def reward(books: Ledger, fake: FakeStripe, n: int, amount: int = 2500, **ids: A
 
 def account_of(books: Ledger, reward_id: str) -> str:
     view = books.rewards.of([reward_id])[reward_id]
-    account = books.contacts([view.reward.referrer_id])[view.reward.referrer_id].stripe_account_id
+    account = books.asks.contacts([view.reward.referrer_id])[
+        view.reward.referrer_id
+    ].stripe_account_id
     assert account is not None
     return account
 

@@ -31,6 +31,7 @@ from tasks.connect import refresh_connected_accounts
 from tasks.payouts import submit_payouts
 from tasks.rewards import plan_routes
 from tasks.use_cases.approvals import record_decision
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 from tests.integration.browser import (
     WIDTHS,
@@ -69,9 +70,9 @@ def test_a_referrer_walks_from_their_magic_link_through_sharing_and_onboarding_a
     ledger, now = sqlite_ledger, datetime.now(UTC)
     # A real referral code first (a tracked link takes no other); the reward keeps it.
     ledger.sources.record_batch(people_batch(contact("C1", "A-C1")), now)
-    ledger.record_ask_decisions([], {"C1": new_referral_code()}, now, now)
+    record_ask_decisions(ledger, [], {"C1": new_referral_code()}, now, now)
     reward = given_reward(ledger, now - timedelta(days=60), amount_minor=2_000)
-    code = ledger.codes_for(["C1"])["C1"]
+    code = ledger.asks.codes_for(["C1"])["C1"]
     port = free_port()
     shots: list[Path] = []
 
@@ -142,7 +143,7 @@ def test_a_referrer_walks_from_their_magic_link_through_sharing_and_onboarding_a
     for path in shots:
         assert path.stat().st_size > 10_000
     (account,) = fake.connect_accounts
-    assert ledger.contacts(["C1"])["C1"].stripe_account_id == account["id"]
+    assert ledger.asks.contacts(["C1"])["C1"].stripe_account_id == account["id"]
     with ledger.engine.connect() as conn:
         queued = conn.execute(
             select(T_NOTIFICATIONS.c.contact_id).where(T_NOTIFICATIONS.c.kind == "page_link")

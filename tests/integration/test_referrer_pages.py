@@ -74,7 +74,11 @@ def web_app(
         clock=lambda: now,
     )
     return create_app(
-        ledger, landing="https://example.com/join", visitor_key=KEY, pages=pages, clock=lambda: now
+        ledger.links,
+        landing="https://example.com/join",
+        visitor_key=KEY,
+        pages=pages,
+        clock=lambda: now,
     )
 
 
@@ -95,8 +99,8 @@ def two_referrers(ledger: SqlLedger, now: datetime) -> dict[str, str]:
     b = seed_payable_reward(
         ledger, contact("B", "ACC-B"), now, key="deal-b", amount=Money(777700, "EUR")
     )
-    code = ledger.codes_for(["A"])["A"]
-    ledger.record_link_clicks(
+    code = ledger.asks.codes_for(["A"])["A"]
+    ledger.links.record_link_clicks(
         [
             LinkClick(f"k{i}", code, "A", now, "f" * 64, kind)
             for i, kind in enumerate([VisitorKind.PERSON, VisitorKind.PERSON, VisitorKind.BOT])

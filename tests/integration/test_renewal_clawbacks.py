@@ -32,6 +32,7 @@ from tasks.clawbacks import ClawbackReport, apply_clawbacks
 from tasks.conversions import link_stripe_payments, record_stripe_conversions
 from tasks.payouts import submit_payouts
 from tasks.rewards import compute_new_rewards
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, contact, people_batch
 from tests.integration.clawback_helpers import balance, entries, refund_event, status
 from tests.stripe_conversion_events import CODE_A, event, invoice, invoice_payment
@@ -69,7 +70,7 @@ def account(ledger: SqlLedger, fake: FakeStripe) -> str:
     """The referrer C1, paid by transfer to a connected account, owning ``CODE_A``."""
     account = fake.add_account()
     ledger.sources.record_batch(people_batch(contact("C1", "A-C1", stripe_account_id=account)), NOW)
-    ledger.record_ask_decisions([], {"C1": CODE_A}, NOW, NOW)
+    record_ask_decisions(ledger, [], {"C1": CODE_A}, NOW, NOW)
     return account
 
 

@@ -18,10 +18,16 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from config.program import parse_program
-from domain.models import Conversion, Milestone, RewardStatus, derived_id
+from domain.models import (
+    Conversion,
+    EmailEvent,
+    EmailEventType,
+    Milestone,
+    RewardStatus,
+    derived_id,
+)
 from domain.program import Program
 from domain.stripe_conversions import INVOICE_PAID
-from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     AskRow,
@@ -156,7 +162,9 @@ def _racing_runs(
 ) -> None:
     """Each batch accrued by its own thread, all at once, each pausing between reading
     what the caps leave and writing its rewards (where a race would double-spend)."""
-    referrers = {c.referrer_id: ledger.contacts([c.referrer_id]) for _, b in batches for c in b}
+    referrers = {
+        c.referrer_id: ledger.asks.contacts([c.referrer_id]) for _, b in batches for c in b
+    }
     start = threading.Barrier(len(batches))
     errors: list[BaseException] = []
     slow = _SlowLedger(ledger)
@@ -309,7 +317,7 @@ def test_a_click_on_an_ask_carrying_the_code_is_a_touch_before_the_conversion(
                 created_at=clicked,
             )
         )
-    ledger.apply_email_events(
+    ledger.emails.apply_email_events(
         [
             EmailEvent("sg-click-1", EmailEventType.CLICK, "ask-1", clicked),
             EmailEvent("sg-click-late", EmailEventType.CLICK, "ask-1", now + timedelta(days=1)),

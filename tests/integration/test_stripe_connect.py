@@ -39,7 +39,6 @@ from integrations.ledger.tables import (
     T_CONNECT_ACCOUNTS,
     T_PAYOUT_DESTINATION_CHANGES,
 )
-from integrations.ledger.webhooks import WebhookLedger
 from integrations.payments.stripe_connect import StripeConnect
 from integrations.payments.stripe_rail import StripeTransferRail
 from integrations.payments.stripe_stand_in import FakeStripe
@@ -58,8 +57,8 @@ RETURN_URL = f"{PAGE}/connect/return"
 REFRESH_URL = f"{PAGE}/connect"
 
 
-class _Inbox(SqlLedger, WebhookLedger):
-    """SqlLedger with the webhook area, as the webhook receiver is given it."""
+class _Inbox(SqlLedger):
+    """The ledger, as the webhook receiver is given it."""
 
 
 @pytest.fixture
@@ -98,7 +97,7 @@ def finish_hosted_onboarding(url: str) -> httpx.Response:
 
 
 def contact_account(ledger: SqlLedger, contact_id: str) -> str | None:
-    return ledger.contacts([contact_id])[contact_id].stripe_account_id
+    return ledger.asks.contacts([contact_id])[contact_id].stripe_account_id
 
 
 def destination_changes(ledger: SqlLedger) -> list[dict[str, Any]]:

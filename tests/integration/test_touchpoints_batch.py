@@ -9,8 +9,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from domain.models import Conversion, Milestone, derived_id
-from integrations.email.sendgrid_webhook import EmailEvent, EmailEventType
+from domain.models import Conversion, EmailEvent, EmailEventType, Milestone, derived_id
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     T_PARTNER_REGISTRATIONS,
@@ -82,7 +81,7 @@ def test_each_conversion_of_a_batch_gets_its_own_clicks_and_holding_registration
     first_at, second_at = now - timedelta(days=2), now - timedelta(days=1)
     asked_with(ledger, code_1, "C1", "ask-1", now - timedelta(days=9))
     asked_with(ledger, code_2, "C2", "ask-2", now - timedelta(days=9))
-    ledger.apply_email_events(
+    ledger.emails.apply_email_events(
         [
             # At the conversion's very moment counts; after it, not.
             EmailEvent("sg-1-at", EmailEventType.CLICK, "ask-1", first_at),

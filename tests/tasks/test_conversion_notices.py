@@ -15,6 +15,7 @@ from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from tasks.conversions import record_new_conversions, record_stripe_conversions, reward_to_come
 from tasks.emails import send_notifications
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 from tests.integration.test_ledger_flow import events_batch
 from tests.stripe_conversion_events import (
@@ -49,7 +50,8 @@ def crm_step(type_: EventType, n: int, now: datetime, code: str = CODE_A) -> Sou
 
 def notices(ledger: SqlLedger) -> list[tuple[str, str, dict[str, Any]]]:
     return [
-        (kind, who.contact_id, data) for _, kind, who, data in ledger.notifications_to_send("", 50)
+        (kind, who.contact_id, data)
+        for _, kind, who, data in ledger.emails.notifications_to_send("", 50)
     ]
 
 
@@ -133,7 +135,7 @@ def test_the_notices_are_queued_on_a_ledger_without_the_stripe_area_too(
     sqlite_ledger.sources.record_batch(
         people_batch(contact("P1", "A-P1", kind=ReferrerType.PARTNER)), now
     )
-    sqlite_ledger.record_ask_decisions([], {"P1": CODE_B}, now, now)
+    record_ask_decisions(sqlite_ledger, [], {"P1": CODE_B}, now, now)
     step = crm_step(EventType.DEAL_QUALIFIED, 1, now, code=CODE_B)
     sqlite_ledger.sources.record_batch(events_batch(step), now)
 
@@ -167,7 +169,7 @@ def test_a_qualified_lead_notice_words_a_recurring_commission_and_the_caps_truly
     sqlite_ledger.sources.record_batch(
         people_batch(contact("P1", "A-P1", kind=ReferrerType.PARTNER)), now
     )
-    sqlite_ledger.record_ask_decisions([], {"P1": CODE_B}, now, now)
+    record_ask_decisions(sqlite_ledger, [], {"P1": CODE_B}, now, now)
     step = crm_step(EventType.DEAL_QUALIFIED, 1, now, code=CODE_B)
     sqlite_ledger.sources.record_batch(events_batch(step), now)
 
@@ -189,7 +191,7 @@ def test_an_employees_new_lead_hears_of_the_qualified_and_the_customer_reward(
     sqlite_ledger.sources.record_batch(
         people_batch(contact("E1", "OURS", kind=ReferrerType.EMPLOYEE)), now
     )
-    sqlite_ledger.record_ask_decisions([], {"E1": CODE_B}, now, now)
+    record_ask_decisions(sqlite_ledger, [], {"E1": CODE_B}, now, now)
     sqlite_ledger.sources.record_batch(
         events_batch(crm_step(EventType.SIGNUP, 1, now, code=CODE_B)), now
     )

@@ -70,7 +70,7 @@ def test_every_record_of_a_hostile_drop_is_stored_or_quarantined_with_its_reason
             assert report.quarantined == len(refused)
             events = {e.event_id for _, e in undetected_events(ledger.engine, 0, 10_000)}
             assert events == {c.key for c in valid if c.kind == "events"}
-            contacts = set(ledger.contacts(c.key for c in cases if c.kind == "contacts"))
+            contacts = set(ledger.asks.contacts(c.key for c in cases if c.kind == "contacts"))
             assert contacts == {c.key for c in valid if c.kind == "contacts"}
             quarantined = {q["record"]: q for q in ledger.sources.quarantined(limit=10_000)}
             assert set(quarantined) == set(refused)

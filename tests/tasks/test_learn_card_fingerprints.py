@@ -26,6 +26,7 @@ from integrations.payments.fake_cards import RecordingCards
 from tasks.cards import learn_card_fingerprints
 from tasks.conversions import link_stripe_payments, record_stripe_conversions
 from tasks.rewards import compute_new_rewards
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 from tests.stripe_conversion_events import CODE_A, CODE_B, event, invoice, session
 
@@ -39,7 +40,7 @@ def given_a_referrer_who_paid_with_the_card_a_friend_pays_with(
     through ``pi_F``, whose latest charge is ``ch_F``. Both conversions are recorded."""
     people = [contact("R", "ACC-R", stripe_customer_id="cus_R"), contact("X", "ACC-X")]
     ledger.sources.record_batch(people_batch(*people), now)
-    ledger.record_ask_decisions([], {"R": CODE_A, "X": CODE_B}, now, now)
+    record_ask_decisions(ledger, [], {"R": CODE_A, "X": CODE_B}, now, now)
     own = invoice("in_R", customer="cus_R", code=CODE_B, legacy=True, charge="ch_R")
     own["payment_intent"] = "pi_R"
     friend = session(

@@ -20,6 +20,7 @@ from domain.discounts import (
     PromotionCodeInstruction,
 )
 from domain.program import Program
+from integrations.ledger.memory.discounts import InMemoryDiscountStore
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import DiscountCouponRow, RefereeDiscountRow
 from integrations.payments.fake_discounts import RecordingDiscounts
@@ -28,6 +29,7 @@ from integrations.payments.stripe_discounts import StripeDiscounts
 from integrations.payments.stripe_rail import build_stripe_client
 from integrations.payments.stripe_stand_in import FakeStripe
 from tasks.discounts import publish_referee_discounts
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 
 STRIPE = DiscountRail.STRIPE
@@ -41,7 +43,7 @@ def given_codes(ledger: SqlLedger, now: datetime, *contact_ids: str) -> dict[str
     """Referrers holding codes; contact id -> code."""
     ledger.sources.record_batch(people_batch(*(contact(c, f"A-{c}") for c in contact_ids)), now)
     codes = {c: f"R{c:0>20}" for c in contact_ids}
-    ledger.record_ask_decisions([], codes, now, now)
+    record_ask_decisions(ledger, [], codes, now, now)
     return codes
 
 
@@ -53,7 +55,7 @@ def rows(ledger: SqlLedger, table: Any) -> list[dict[str, Any]]:
 def publish(
     ledger: SqlLedger, discounts: Any, program: Program, now: datetime, batch_size: int = 1000
 ) -> Any:
-    return publish_referee_discounts.fn(ledger, discounts, program, now, batch_size)
+    return publish_referee_discounts.fn(ledger.discounts, discounts, program, now, batch_size)
 
 
 def test_the_coupon_then_every_code_is_published_once_with_the_keys_stored_first(
@@ -74,7 +76,7 @@ def test_the_coupon_then_every_code_is_published_once_with_the_keys_stored_first
         assert stored[code]["contact_id"] == contact_id
         assert stored[code]["status"] == "succeeded"
         assert stored[code]["provider_ref"] == f"promo_{code}"
-    assert ledger.referee_discounts(STRIPE) == {"pending": 0, "succeeded": 3, "failed": 0}
+    assert ledger.discounts.referee_discounts(STRIPE) == {"pending": 0, "succeeded": 3, "failed": 0}
 
 
 def test_running_again_sends_nothing_and_new_codes_are_published_alone(
@@ -126,7 +128,7 @@ def test_a_crash_between_storing_the_keys_and_recording_the_answer_creates_nothi
     with pytest.raises(Crash):
         publish(ledger, provider, program, now)
     # The keys were committed before the call: the rows wait, pending, for the next run.
-    assert ledger.referee_discounts(STRIPE)["pending"] == 2
+    assert ledger.discounts.referee_discounts(STRIPE)["pending"] == 2
 
     report = publish(ledger, provider, program, now + timedelta(minutes=5))
 
@@ -134,7 +136,7 @@ def test_a_crash_between_storing_the_keys_and_recording_the_answer_creates_nothi
     assert sorted(p.code for p in provider.promotion_codes) == sorted(codes.values())
     # The rerun sent the keys stored before the crash.
     assert set(provider.calls[-2:]) == {f"code:{c}:promotion_code" for c in codes.values()}
-    assert ledger.referee_discounts(STRIPE) == {"pending": 0, "succeeded": 2, "failed": 0}
+    assert ledger.discounts.referee_discounts(STRIPE) == {"pending": 0, "succeeded": 2, "failed": 0}
 
 
 def test_a_lost_answer_stays_pending_and_the_same_key_settles_it(
@@ -183,7 +185,7 @@ def test_a_code_refused_for_good_is_reported_and_not_sent_again(
     calls = len(provider.calls)
     publish(ledger, provider, program, now)
     assert len(provider.calls) == calls
-    assert ledger.referee_discounts(STRIPE) == {"pending": 0, "succeeded": 1, "failed": 1}
+    assert ledger.discounts.referee_discounts(STRIPE) == {"pending": 0, "succeeded": 1, "failed": 1}
 
 
 def test_changed_coupon_terms_stop_publishing_with_a_message_naming_the_fix(
@@ -288,3 +290,26 @@ def test_at_stripe_a_rerun_after_lost_answers_creates_nothing_twice(
     assert CouponInstruction.key_for("referral-friend-10") in {
         r.idempotency_key for r in fake_stripe.requests
     }
+
+
+def test_on_the_in_memory_store_each_key_is_stored_before_its_provider_call(
+    now: datetime, program: Program
+) -> None:
+    store = InMemoryDiscountStore()
+    store.referral_codes.update({"RCODE1": "C1", "RCODE2": "C2"})
+    fake = RecordingDiscounts()
+
+    report = publish_referee_discounts.fn(store, fake, program, now, 1)
+
+    assert (report.coupon, report.queued, report.published) == ("succeeded", 2, 2)
+    assert [name for name, _ in store.calls] == [
+        "prepare_coupon",
+        "record_coupon_result",
+        "queue_promotion_codes",
+        "pending_promotion_codes",
+        "record_promotion_code_results",
+        "pending_promotion_codes",
+        "record_promotion_code_results",
+        "pending_promotion_codes",
+    ]
+    assert store.referee_discounts(STRIPE) == {"pending": 0, "succeeded": 2, "failed": 0}

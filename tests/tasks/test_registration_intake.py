@@ -170,7 +170,7 @@ def test_a_claim_read_after_its_window_ended_still_credits_the_deals_made_inside
     intake(people, program, tmp_path, now)
     credited = record_registered_conversions.fn(people, program, now)
 
-    partner_code = people.codes_for(["P1"])["P1"]
+    partner_code = people.asks.codes_for(["P1"])["P1"]
     assert conversions(people) == [
         ("crm:e1", "P1", "lead", partner_code),
         ("crm:e2", "P1", "customer", partner_code),

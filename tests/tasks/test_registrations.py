@@ -25,6 +25,7 @@ from tasks.registrations import (
     register_leads,
 )
 from tasks.rewards import compute_new_rewards
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import contact, people_batch
 from tests.integration.test_ledger_flow import events_batch
 
@@ -54,7 +55,7 @@ def people(ledger: SqlLedger, now: datetime) -> SqlLedger:
         ),
         now,
     )
-    ledger.record_ask_decisions([], {"C1": CUSTOMER_CODE}, now, now)
+    record_ask_decisions(ledger, [], {"C1": CUSTOMER_CODE}, now, now)
     return ledger
 
 
@@ -136,7 +137,7 @@ def test_a_batch_of_claims_is_accepted_rejected_with_the_owner_or_quarantined_by
     ]
     assert "C1 is a customer, not a partner" in stored[-1][2]
     # Partners get a code with their first registration: credits carry it.
-    assert set(people.codes_for(["P1", "P2"])) == {"P1", "P2"}
+    assert set(people.asks.codes_for(["P1", "P2"])) == {"P1", "P2"}
 
 
 def test_a_contact_given_as_an_email_is_stored_only_as_its_keyed_hash(
@@ -242,7 +243,7 @@ def test_a_coded_deal_is_unaffected_and_an_uncoded_deal_on_a_registered_company_
     again = record_registered_conversions.fn(people, program, now + timedelta(days=5))
     compute_new_rewards.fn(people, program, now + timedelta(days=4))
 
-    partner_code = people.codes_for(["P1"])["P1"]
+    partner_code = people.asks.codes_for(["P1"])["P1"]
     assert conversions(people) == [
         ("crm:e1", "C1", "customer", CUSTOMER_CODE),
         ("crm:e2", "P1", "lead", partner_code),

@@ -12,6 +12,7 @@ from domain.program import Program
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from tasks.emails import STALE_CLAIM, send_ask_emails, send_notifications
+from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, contact, people_batch
 from tests.moments_seed import record_detection
 
@@ -34,13 +35,13 @@ def _queue_asks(ledger: SqlLedger, program: Program, *contact_ids: str) -> None:
     record_detection(ledger.engine, [], moments, [], NOW)
     decisions = decide(
         moments,
-        ledger.contacts(contact_ids),
-        ledger.histories(contact_ids, NOW, ()),
+        ledger.asks.contacts(contact_ids),
+        ledger.asks.histories(contact_ids, NOW, ()),
         program,
         NOW,
     )
     codes = {c: "R" + chr(ord("A") + i) * 20 for i, c in enumerate(contact_ids)}
-    ledger.record_ask_decisions(decisions, codes, NOW, NOW)
+    record_ask_decisions(ledger, decisions, codes, NOW, NOW)
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_a_contact_suppressed_after_the_ask_was_queued_is_not_asked(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1", "C2")
-    sqlite_ledger.suppress(["C2"], "unsubscribe", NOW)
+    sqlite_ledger.emails.suppress(["C2"], "unsubscribe", NOW)
 
     delivery = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
 
@@ -78,8 +79,8 @@ def test_an_ask_the_provider_may_have_taken_before_a_crash_is_never_resent(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1")
-    (ask, _, _) = sqlite_ledger.asks_to_send("", 10)[0]
-    sqlite_ledger.mark_sending("ask", [ask.ask_id], NOW - STALE_CLAIM - timedelta(minutes=1))
+    (ask, _, _) = sqlite_ledger.asks.asks_to_send("", 10)[0]
+    sqlite_ledger.emails.mark_sending("ask", [ask.ask_id], NOW - STALE_CLAIM - timedelta(minutes=1))
 
     delivery = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
 
@@ -92,7 +93,7 @@ def test_a_retryable_failure_keeps_the_ask_for_the_next_run(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1")
-    (ask, _, _) = sqlite_ledger.asks_to_send("", 10)[0]
+    (ask, _, _) = sqlite_ledger.asks.asks_to_send("", 10)[0]
     sender.defer([ask.ask_id], times=1)
 
     first = send_ask_emails.fn(sqlite_ledger, sender, program, NOW)
@@ -106,8 +107,8 @@ def test_notifications_reach_referrers_even_after_they_unsubscribed_from_asks(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     sqlite_ledger.sources.record_batch(people_batch(contact("C1", "A1")), NOW)
-    sqlite_ledger.suppress(["C1"], "group_unsubscribe", NOW)
-    sqlite_ledger.queue_notifications(
+    sqlite_ledger.emails.suppress(["C1"], "group_unsubscribe", NOW)
+    sqlite_ledger.emails.queue_notifications(
         [
             {
                 "notification_id": derived_id("notice", "r1", "paid"),
@@ -130,8 +131,8 @@ def test_asks_and_notices_carry_the_referrers_tracked_link_and_show_the_code(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     _queue_asks(sqlite_ledger, program, "C1")
-    code = sqlite_ledger.codes_for(["C1"])["C1"]
-    sqlite_ledger.queue_notifications(
+    code = sqlite_ledger.asks.codes_for(["C1"])["C1"]
+    sqlite_ledger.emails.queue_notifications(
         [
             {
                 "notification_id": derived_id("notice", "r1", "paid"),
@@ -159,7 +160,7 @@ def test_a_notice_to_someone_without_a_code_has_no_link_line(
     sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
 ) -> None:
     sqlite_ledger.sources.record_batch(people_batch(contact("C1", "A1")), NOW)
-    sqlite_ledger.queue_notifications(
+    sqlite_ledger.emails.queue_notifications(
         [
             {
                 "notification_id": derived_id("notice", "r1", "paid"),

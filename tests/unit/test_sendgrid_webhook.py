@@ -12,11 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from domain.errors import InputRejected
+from domain.models import EmailEvent, EmailEventType
 from integrations.email.sendgrid_webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    EmailEvent,
-    EmailEventType,
     parse_events,
     verify_sendgrid_signature,
 )

@@ -14,12 +14,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.ledger.memory.approvals import InMemoryApprovalsStore
+from integrations.ledger.memory.asks import InMemoryAskStore
 from integrations.ledger.memory.clawbacks import clawback_stores
 from integrations.ledger.memory.conversions import InMemoryConversionStore
 from integrations.ledger.memory.destinations import InMemoryDestinationsStore
+from integrations.ledger.memory.discounts import InMemoryDiscountStore
+from integrations.ledger.memory.emails import InMemoryEmailStore
 from integrations.ledger.memory.fraud import InMemoryFraudStore
 from integrations.ledger.memory.handoffs import InMemoryHandoffsStore
 from integrations.ledger.memory.history import InMemoryHistoryStore
+from integrations.ledger.memory.links import InMemoryLinkStore
 from integrations.ledger.memory.metrics import InMemoryMetricsStore
 from integrations.ledger.memory.moments import InMemoryMomentsStore
 from integrations.ledger.memory.partners import InMemoryPartnerStore
@@ -52,6 +56,10 @@ class InMemoryStores:
         self.handoffs = InMemoryHandoffsStore(self.sources, self.moments)
 
         # -- messages -------------------------------------------------------------------
+        self.asks = InMemoryAskStore()
+        self.emails = InMemoryEmailStore()
+        self.links = InMemoryLinkStore()
+        self.discounts = InMemoryDiscountStore()
 
         # -- conversions ----------------------------------------------------------------
         self.fraud = InMemoryFraudStore()
