@@ -47,45 +47,130 @@ from domain.stores.touchpoints import TouchpointStore
 
 
 class Stores(Protocol):
-    """Every area's store. Each area adds its attribute here, typed by its Protocol."""
+    """Every area's store, typed by its Protocol.
+
+    Read-only properties, so an adapter whose store classes follow the Protocols (the
+    SQL stores, the in-memory fakes) is accepted: a plain attribute would have to be
+    of the Protocol type itself.
+    """
 
     # -- registry and approvals (the people who release money) -----------------------
-    approvers: ApproverRegistry
+    @property
+    def approvers(self) -> ApproverRegistry:
+        """The approvers: who may release money, their codes and refusals."""
+        ...
 
     # -- intake: sources, moments, history, destinations, hand-offs -------------------
-    sources: SourcesStore
-    moments: MomentsStore
-    history: HistoryStore
-    destinations: DestinationsStore
-    handoffs: HandoffsStore
+    @property
+    def sources(self) -> SourcesStore:
+        """What the sources delivered: reference rows, events, cursors, quarantine."""
+        ...
+
+    @property
+    def moments(self) -> MomentsStore:
+        """Referral moments detected from the events."""
+        ...
+
+    @property
+    def history(self) -> HistoryStore:
+        """A conversion's history, for attribution."""
+        ...
+
+    @property
+    def destinations(self) -> DestinationsStore:
+        """Payout destination changes of contacts."""
+        ...
+
+    @property
+    def handoffs(self) -> HandoffsStore:
+        """Detractors handed on to a person."""
+        ...
 
     # -- messages: asks, emails, links, discounts -------------------------------------
-    asks: AskStore
-    emails: EmailStore
-    links: LinkStore
-    discounts: DiscountStore
+    @property
+    def asks(self) -> AskStore:
+        """Who to ask, their codes, and the asks queued."""
+        ...
+
+    @property
+    def emails(self) -> EmailStore:
+        """The outbox, the notifications and the suppression list."""
+        ...
+
+    @property
+    def links(self) -> LinkStore:
+        """Tracked links and their clicks."""
+        ...
+
+    @property
+    def discounts(self) -> DiscountStore:
+        """Referees' discounts at the provider."""
+        ...
 
     # -- conversions: conversions, Stripe, touchpoints, partners, webhooks, fraud ------
-    fraud: FraudStore
-    touchpoints: TouchpointStore
-    provider_events: ProviderEventStore
-    conversions: ConversionStore
-    stripe: StripeStore
-    partners: PartnerStore
+    @property
+    def fraud(self) -> FraudStore:
+        """Card fingerprints and the fraud history."""
+        ...
+
+    @property
+    def touchpoints(self) -> TouchpointStore:
+        """Touchpoints of referees, for attribution."""
+        ...
+
+    @property
+    def provider_events(self) -> ProviderEventStore:
+        """Providers' events, each applied once."""
+        ...
+
+    @property
+    def conversions(self) -> ConversionStore:
+        """Conversions and their placement."""
+        ...
+
+    @property
+    def stripe(self) -> StripeStore:
+        """Conversions read from Stripe."""
+        ...
+
+    @property
+    def partners(self) -> PartnerStore:
+        """Partner registrations."""
+        ...
 
     # -- money: rewards, payouts, clawbacks, reconciliation ---------------------------
-    rewards: RewardsStore
-    reward_rules: RewardRulesStore
-    payouts: PayoutsStore
-    reconcile: ReconcileStore
+    @property
+    def rewards(self) -> RewardsStore:
+        """Rewards and their routing."""
+        ...
+
+    @property
+    def reward_rules(self) -> RewardRulesStore:
+        """The facts reward rules accrue from."""
+        ...
+
+    @property
+    def payouts(self) -> PayoutsStore:
+        """Payouts: prepared, claimed, settled exactly once."""
+        ...
+
+    @property
+    def reconcile(self) -> ReconcileStore:
+        """The ledger's side of the reconciliation."""
+        ...
 
     # clawbacks
-    clawbacks: ClawbackStore
-    reversals: ReversalStore
+    @property
+    def clawbacks(self) -> ClawbackStore:
+        """Clawbacks of rewards whose payment was lost."""
+        ...
+
+    @property
+    def reversals(self) -> ReversalStore:
+        """Reversals of paid money at the provider, and debts."""
+        ...
 
     # -- approvals and metrics --------------------------------------------------------
-    # Read-only, so a store class that follows the Protocol is accepted (an attribute
-    # would have to be of the Protocol type itself).
     @property
     def approvals(self) -> ApprovalsStore:
         """Approval requests and decisions."""
@@ -97,8 +182,15 @@ class Stores(Protocol):
         ...
 
     # referrer side (issue 15)
-    referrer_side: ReferrerSideStore
-    connect: ConnectStore
+    @property
+    def referrer_side(self) -> ReferrerSideStore:
+        """The referrer's own page: their facts, choices and link requests."""
+        ...
+
+    @property
+    def connect(self) -> ConnectStore:
+        """Referrers' Stripe Connect accounts and their onboarding."""
+        ...
 
 
 class UnitOfWork(Stores, Protocol):

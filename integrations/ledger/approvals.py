@@ -30,6 +30,9 @@ from domain.models import (
 from domain.money import Money
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row
 from integrations.ledger.tables import (
+    T_APPROVAL_DECISIONS,
+    T_CONTACTS,
+    T_CONVERSIONS,
     T_LEDGER_ENTRIES,
     T_REWARDS,
     AccountRow,
@@ -107,16 +110,14 @@ class SqlApprovalsStore(LedgerBase):
             view = views[0]
             referrer = contact_from_row(
                 conn.execute(
-                    select(ContactRow.__table__).where(
-                        ContactRow.contact_id == view.reward.referrer_id
-                    )
+                    select(T_CONTACTS).where(ContactRow.contact_id == view.reward.referrer_id)
                 )
                 .mappings()
                 .one()
             )
             conversion = (
                 conn.execute(
-                    select(ConversionRow.__table__).where(
+                    select(T_CONVERSIONS).where(
                         ConversionRow.conversion_id == view.reward.conversion_id
                     )
                 )
@@ -409,7 +410,7 @@ def _decisions(conn: Connection, reward_id: str) -> tuple[DecisionRecord, ...]:
             approver_id=d["approver_id"],
         )
         for d in conn.execute(
-            select(ApprovalDecisionRow.__table__)
+            select(T_APPROVAL_DECISIONS)
             .where(ApprovalDecisionRow.reward_id == reward_id)
             .order_by(ApprovalDecisionRow.stage)
         ).mappings()

@@ -10,26 +10,21 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.approvers import Approver, ApproverAction, Identity
 from domain.money import Money
 from integrations.ledger.base import LedgerBase
 from integrations.ledger.tables import (
-    ApprovalAttemptRow,
-    ApproverCodeRow,
-    ApproverEventRow,
-    ApproverRow,
+    T_APPROVAL_ATTEMPTS,
+    T_APPROVER_CODES_USED,
+    T_APPROVER_EVENTS,
+    T_APPROVERS,
     ContactRow,
 )
-
-_APPROVERS = cast(Table, ApproverRow.__table__)
-_EVENTS = cast(Table, ApproverEventRow.__table__)
-_CODES = cast(Table, ApproverCodeRow.__table__)
-_ATTEMPTS = cast(Table, ApprovalAttemptRow.__table__)
 
 
 class ApproverExists(ValueError):
@@ -59,7 +54,7 @@ class SqlApprovers(LedgerBase):
         try:
             with self._begin() as conn:
                 conn.execute(
-                    insert(_APPROVERS).values(
+                    insert(T_APPROVERS).values(
                         approver_id=approver.approver_id,
                         display_name=approver.display_name,
                         email=approver.email,
@@ -110,7 +105,7 @@ class SqlApprovers(LedgerBase):
     def get(self, approver_id: str) -> Approver | None:
         with self._connect() as conn:
             row = (
-                conn.execute(select(_APPROVERS).where(_APPROVERS.c.approver_id == approver_id))
+                conn.execute(select(T_APPROVERS).where(T_APPROVERS.c.approver_id == approver_id))
                 .mappings()
                 .first()
             )
@@ -118,16 +113,21 @@ class SqlApprovers(LedgerBase):
 
     def all(self) -> list[Approver]:
         with self._connect() as conn:
-            rows = conn.execute(select(_APPROVERS).order_by(_APPROVERS.c.approver_id))
+            rows = conn.execute(select(T_APPROVERS).order_by(T_APPROVERS.c.approver_id))
             return [_approver(row) for row in rows.mappings()]
 
     def history(self, approver_id: str) -> list[dict[str, Any]]:
         """The approver's change log, oldest first."""
         with self._connect() as conn:
             rows = conn.execute(
-                select(_EVENTS.c.action, _EVENTS.c.actor, _EVENTS.c.details, _EVENTS.c.at)
-                .where(_EVENTS.c.approver_id == approver_id)
-                .order_by(_EVENTS.c.at, _EVENTS.c.event_id)
+                select(
+                    T_APPROVER_EVENTS.c.action,
+                    T_APPROVER_EVENTS.c.actor,
+                    T_APPROVER_EVENTS.c.details,
+                    T_APPROVER_EVENTS.c.at,
+                )
+                .where(T_APPROVER_EVENTS.c.approver_id == approver_id)
+                .order_by(T_APPROVER_EVENTS.c.at, T_APPROVER_EVENTS.c.event_id)
             ).mappings()
             return [dict(row) | {"details": json.loads(row["details"])} for row in rows]
 
@@ -135,7 +135,9 @@ class SqlApprovers(LedgerBase):
         """The encrypted one-time-code secret, or None when not enrolled."""
         with self._connect() as conn:
             value = conn.execute(
-                select(_APPROVERS.c.secret_encrypted).where(_APPROVERS.c.approver_id == approver_id)
+                select(T_APPROVERS.c.secret_encrypted).where(
+                    T_APPROVERS.c.approver_id == approver_id
+                )
             ).scalar_one_or_none()
         return str(value) if value else None
 
@@ -175,7 +177,9 @@ class SqlApprovers(LedgerBase):
         """The latest time step of a code this approver spent."""
         with self._connect() as conn:
             value = conn.execute(
-                select(func.max(_CODES.c.time_step)).where(_CODES.c.approver_id == approver_id)
+                select(func.max(T_APPROVER_CODES_USED.c.time_step)).where(
+                    T_APPROVER_CODES_USED.c.approver_id == approver_id
+                )
             ).scalar_one_or_none()
         return int(value) if value is not None else None
 
@@ -184,7 +188,9 @@ class SqlApprovers(LedgerBase):
         try:
             with self._begin() as conn:
                 conn.execute(
-                    insert(_CODES).values(approver_id=approver_id, time_step=time_step, used_at=now)
+                    insert(T_APPROVER_CODES_USED).values(
+                        approver_id=approver_id, time_step=time_step, used_at=now
+                    )
                 )
         except IntegrityError:
             return False
@@ -206,7 +212,7 @@ class SqlApprovers(LedgerBase):
             return
         with self._begin() as conn:
             conn.execute(
-                insert(_ATTEMPTS).values(
+                insert(T_APPROVAL_ATTEMPTS).values(
                     attempt_id=attempt_id,
                     reward_id=reward_id,
                     claimed_approver_id=claimed_approver_id[:64],
@@ -220,7 +226,9 @@ class SqlApprovers(LedgerBase):
     def refusal(self, attempt_id: str) -> str | None:
         with self._connect() as conn:
             reason = conn.execute(
-                select(_ATTEMPTS.c.reason).where(_ATTEMPTS.c.attempt_id == attempt_id)
+                select(T_APPROVAL_ATTEMPTS.c.reason).where(
+                    T_APPROVAL_ATTEMPTS.c.attempt_id == attempt_id
+                )
             ).scalar_one_or_none()
         return str(reason) if reason is not None else None
 
@@ -229,9 +237,9 @@ class SqlApprovers(LedgerBase):
             return int(
                 conn.execute(
                     select(func.count()).where(
-                        _ATTEMPTS.c.claimed_approver_id == approver_id,
-                        _ATTEMPTS.c.wrong_code.is_(True),
-                        _ATTEMPTS.c.at >= since,
+                        T_APPROVAL_ATTEMPTS.c.claimed_approver_id == approver_id,
+                        T_APPROVAL_ATTEMPTS.c.wrong_code.is_(True),
+                        T_APPROVAL_ATTEMPTS.c.at >= since,
                     )
                 ).scalar_one()
             )
@@ -241,13 +249,13 @@ class SqlApprovers(LedgerBase):
         with self._connect() as conn:
             rows = conn.execute(
                 select(
-                    _ATTEMPTS.c.claimed_approver_id,
-                    _ATTEMPTS.c.reason,
-                    _ATTEMPTS.c.wrong_code,
-                    _ATTEMPTS.c.at,
+                    T_APPROVAL_ATTEMPTS.c.claimed_approver_id,
+                    T_APPROVAL_ATTEMPTS.c.reason,
+                    T_APPROVAL_ATTEMPTS.c.wrong_code,
+                    T_APPROVAL_ATTEMPTS.c.at,
                 )
-                .where(_ATTEMPTS.c.reward_id == reward_id)
-                .order_by(_ATTEMPTS.c.at)
+                .where(T_APPROVAL_ATTEMPTS.c.reward_id == reward_id)
+                .order_by(T_APPROVAL_ATTEMPTS.c.at)
             ).mappings()
             return [dict(row) for row in rows]
 
@@ -264,15 +272,15 @@ class SqlApprovers(LedgerBase):
     ) -> None:
         with self._begin() as conn:
             known = conn.execute(
-                select(_APPROVERS.c.approver_id).where(_APPROVERS.c.approver_id == approver_id)
+                select(T_APPROVERS.c.approver_id).where(T_APPROVERS.c.approver_id == approver_id)
             ).first()
             if known is None:
                 raise UnknownApprover(f"no approver has the id {approver_id!r}")
             # The log row first: the database refuses the change without it (0025).
             self._log(conn, approver_id, action, actor, details, now)
             conn.execute(
-                update(_APPROVERS)
-                .where(_APPROVERS.c.approver_id == approver_id)
+                update(T_APPROVERS)
+                .where(T_APPROVERS.c.approver_id == approver_id)
                 .values(**values, updated_at=now)
             )
 
@@ -286,7 +294,7 @@ class SqlApprovers(LedgerBase):
         now: datetime,
     ) -> None:
         conn.execute(
-            insert(_EVENTS).values(
+            insert(T_APPROVER_EVENTS).values(
                 event_id=str(uuid.uuid4()),
                 approver_id=approver_id,
                 action=action.value,

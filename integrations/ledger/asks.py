@@ -27,6 +27,8 @@ from domain.models import (
 )
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row, pairs
 from integrations.ledger.tables import (
+    T_ASKS,
+    T_CONTACTS,
     T_MOMENTS,
     T_SOURCE_EVENTS,
     AccountRow,
@@ -68,7 +70,7 @@ class SqlAskStore(LedgerBase):
         with self._connect() as conn:
             for chunk in chunks(ids):
                 for row in conn.execute(
-                    select(ContactRow.__table__).where(ContactRow.contact_id.in_(chunk))
+                    select(T_CONTACTS).where(ContactRow.contact_id.in_(chunk))
                 ).mappings():
                     found[row["contact_id"]] = contact_from_row(row)
         return found
@@ -302,7 +304,7 @@ class SqlAskStore(LedgerBase):
         """
         with self._connect() as conn:
             rows = conn.execute(
-                select(AskRow.__table__, ContactRow.__table__, MomentRow.detail)
+                select(T_ASKS, T_CONTACTS, MomentRow.detail)
                 .join(ContactRow, ContactRow.contact_id == AskRow.contact_id)
                 .join(MomentRow, MomentRow.moment_id == AskRow.moment_id)
                 .where(AskRow.status == "queued", AskRow.ask_id > after)

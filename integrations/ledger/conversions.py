@@ -29,6 +29,7 @@ from domain.placement import EarlierConversion
 from domain.stripe_conversions import SOURCE, StripeConversion
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row, event_from_row
 from integrations.ledger.tables import (
+    T_CONTACTS,
     T_CONVERSION_PAYMENTS,
     T_CONVERSIONS,
     T_SOURCE_EVENTS,
@@ -78,7 +79,7 @@ class SqlConversionStore(LedgerBase):
         with self._connect() as conn:
             for chunk in chunks(wanted):
                 for row in conn.execute(
-                    select(ReferralCodeRow.code, ContactRow.__table__)
+                    select(ReferralCodeRow.code, T_CONTACTS)
                     .join(ContactRow, ContactRow.contact_id == ReferralCodeRow.contact_id)
                     .where(ReferralCodeRow.code.in_(chunk))
                 ).mappings():

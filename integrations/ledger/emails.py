@@ -36,6 +36,7 @@ from integrations.ledger.email_events import (
 from integrations.ledger.notifications import queue_notifications
 from integrations.ledger.tables import (
     T_ASKS,
+    T_CONTACTS,
     T_EMAIL_EVENTS,
     T_NOTIFICATIONS,
     AskRow,
@@ -159,7 +160,7 @@ class SqlEmailStore(LedgerBase):
         """Queued notifications (id, kind, contact, data), by id after ``after``."""
         with self._connect() as conn:
             rows = conn.execute(
-                select(NotificationRow.__table__, ContactRow.__table__)
+                select(T_NOTIFICATIONS, T_CONTACTS)
                 .join(ContactRow, ContactRow.contact_id == NotificationRow.contact_id)
                 .where(
                     NotificationRow.status == "queued",

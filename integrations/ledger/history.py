@@ -8,7 +8,10 @@ from sqlalchemy import select
 
 from domain.models import Conversion
 from integrations.ledger.base import LedgerBase, conversion_from_row
-from integrations.ledger.tables import ConversionRow
+from integrations.ledger.tables import (
+    T_CONVERSIONS,
+    ConversionRow,
+)
 
 
 class SqlHistoryStore(LedgerBase):
@@ -25,7 +28,7 @@ class SqlHistoryStore(LedgerBase):
             with self._connect() as conn:
                 rows = (
                     conn.execute(
-                        select(ConversionRow.__table__)
+                        select(T_CONVERSIONS)
                         .where(ConversionRow.conversion_id > after)
                         .order_by(ConversionRow.conversion_id)
                         .limit(page_size)

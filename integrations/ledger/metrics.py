@@ -33,6 +33,8 @@ from integrations.ledger.base import (
     LedgerBase,
 )
 from integrations.ledger.tables import (
+    T_CONTACTS,
+    T_CONVERSIONS,
     T_LEDGER_ENTRIES,
     T_REWARDS,
     T_SOURCE_EVENTS,
@@ -47,9 +49,6 @@ from integrations.ledger.tables import (
     QuarantineRow,
     RewardRow,
 )
-
-_C = ConversionRow.__table__.c
-_P = ContactRow.__table__.c
 
 
 def _prefix(text: str) -> ColumnElement[str]:
@@ -71,9 +70,9 @@ def _lead_key(table: Any) -> ColumnElement[Any]:
 def _referee_key() -> ColumnElement[Any]:
     """The referred party of a conversion: its account, else contact, else event."""
     return func.coalesce(
-        _prefix("a:") + _C.referee_account_id,
-        _prefix("c:") + _C.referee_contact_id,
-        _prefix("e:") + _C.source_event,
+        _prefix("a:") + T_CONVERSIONS.c.referee_account_id,
+        _prefix("c:") + T_CONVERSIONS.c.referee_contact_id,
+        _prefix("e:") + T_CONVERSIONS.c.source_event,
     )
 
 
@@ -88,7 +87,9 @@ class SqlMetricsStore(LedgerBase):
         """Contacts the ledger holds, per referrer type (as they are now)."""
         with self._connect() as conn:
             rows = conn.execute(
-                select(_P.referrer_type, func.count()).group_by(_P.referrer_type)
+                select(T_CONTACTS.c.referrer_type, func.count()).group_by(
+                    T_CONTACTS.c.referrer_type
+                )
             ).all()
         return {ReferrerType(kind): int(n) for kind, n in rows}
 
@@ -139,15 +140,15 @@ class SqlMetricsStore(LedgerBase):
         credited = (
             select(
                 s_key.label("lead"),
-                _P.referrer_type,
+                T_CONTACTS.c.referrer_type,
                 func.row_number()
                 .over(partition_by=s_key, order_by=(s.c.occurred_at, s.c.id))
                 .label("rank"),
             )
             .select_from(
-                s.join(ConversionRow, _C.source_event == s.c.source + ":" + s.c.event_id).join(
-                    ContactRow, _P.contact_id == _C.referrer_id
-                )
+                s.join(
+                    ConversionRow, T_CONVERSIONS.c.source_event == s.c.source + ":" + s.c.event_id
+                ).join(ContactRow, T_CONTACTS.c.contact_id == T_CONVERSIONS.c.referrer_id)
             )
             .where(s.c.type == EventType.SIGNUP.value, s.c.occurred_at < until)
             .cte("credited")
@@ -188,17 +189,21 @@ class SqlMetricsStore(LedgerBase):
         """Conversions in ``[since, until)`` with their referrer's type, oldest first."""
         stmt = (
             select(
-                _C.referrer_id,
-                _P.referrer_type,
+                T_CONVERSIONS.c.referrer_id,
+                T_CONTACTS.c.referrer_type,
                 _referee_key().label("referee"),
-                _C.milestone,
-                _C.occurred_at,
-                _C.amount_minor,
-                _C.currency,
+                T_CONVERSIONS.c.milestone,
+                T_CONVERSIONS.c.occurred_at,
+                T_CONVERSIONS.c.amount_minor,
+                T_CONVERSIONS.c.currency,
             )
-            .select_from(ConversionRow.__table__.join(ContactRow, _P.contact_id == _C.referrer_id))
-            .where(_C.occurred_at >= since, _C.occurred_at < until)
-            .order_by(_C.occurred_at, _C.conversion_id)
+            .select_from(
+                T_CONVERSIONS.join(
+                    ContactRow, T_CONTACTS.c.contact_id == T_CONVERSIONS.c.referrer_id
+                )
+            )
+            .where(T_CONVERSIONS.c.occurred_at >= since, T_CONVERSIONS.c.occurred_at < until)
+            .order_by(T_CONVERSIONS.c.occurred_at, T_CONVERSIONS.c.conversion_id)
         )
         with self._connect() as conn:
             rows = conn.execute(stmt).mappings().all()
@@ -219,12 +224,21 @@ class SqlMetricsStore(LedgerBase):
         party, dated by their first conversion ever (so a lead referred earlier that
         becomes a customer now is not a new referral)."""
         referee = _referee_key()
-        first = func.min(_C.occurred_at)
+        first = func.min(T_CONVERSIONS.c.occurred_at)
         stmt = (
-            select(_C.referrer_id, _P.referrer_type, referee.label("referee"), first.label("at"))
-            .select_from(ConversionRow.__table__.join(ContactRow, _P.contact_id == _C.referrer_id))
-            .where(_C.occurred_at < until)
-            .group_by(_C.referrer_id, _P.referrer_type, referee)
+            select(
+                T_CONVERSIONS.c.referrer_id,
+                T_CONTACTS.c.referrer_type,
+                referee.label("referee"),
+                first.label("at"),
+            )
+            .select_from(
+                T_CONVERSIONS.join(
+                    ContactRow, T_CONTACTS.c.contact_id == T_CONVERSIONS.c.referrer_id
+                )
+            )
+            .where(T_CONVERSIONS.c.occurred_at < until)
+            .group_by(T_CONVERSIONS.c.referrer_id, T_CONTACTS.c.referrer_type, referee)
             .having(first >= since)
         )
         with self._connect() as conn:
@@ -246,21 +260,24 @@ class SqlMetricsStore(LedgerBase):
         stmt = (
             select(
                 T_REWARDS.c.reward_id,
-                _P.referrer_type,
+                T_CONTACTS.c.referrer_type,
                 T_REWARDS.c.milestone,
-                _C.occurred_at,
+                T_CONVERSIONS.c.occurred_at,
                 paid_at.label("paid_at"),
             )
             .select_from(
                 T_LEDGER_ENTRIES.join(
                     T_REWARDS, T_REWARDS.c.reward_id == T_LEDGER_ENTRIES.c.reward_id
                 )
-                .join(ConversionRow, _C.conversion_id == T_REWARDS.c.conversion_id)
-                .join(ContactRow, _P.contact_id == T_REWARDS.c.referrer_id)
+                .join(ConversionRow, T_CONVERSIONS.c.conversion_id == T_REWARDS.c.conversion_id)
+                .join(ContactRow, T_CONTACTS.c.contact_id == T_REWARDS.c.referrer_id)
             )
             .where(T_LEDGER_ENTRIES.c.kind == "paid", T_LEDGER_ENTRIES.c.created_at < until)
             .group_by(
-                T_REWARDS.c.reward_id, _P.referrer_type, T_REWARDS.c.milestone, _C.occurred_at
+                T_REWARDS.c.reward_id,
+                T_CONTACTS.c.referrer_type,
+                T_REWARDS.c.milestone,
+                T_CONVERSIONS.c.occurred_at,
             )
             .having(paid_at >= since)
         )
@@ -293,7 +310,7 @@ class SqlMetricsStore(LedgerBase):
         entries = (
             select(
                 bucket.label("bucket"),
-                _P.referrer_type,
+                T_CONTACTS.c.referrer_type,
                 case(
                     (T_LEDGER_ENTRIES.c.kind == "paid", -T_LEDGER_ENTRIES.c.amount_minor), else_=0
                 ).label("paid"),
@@ -305,7 +322,7 @@ class SqlMetricsStore(LedgerBase):
             .select_from(
                 T_LEDGER_ENTRIES.join(
                     T_REWARDS, T_REWARDS.c.reward_id == T_LEDGER_ENTRIES.c.reward_id
-                ).join(ContactRow, _P.contact_id == T_REWARDS.c.referrer_id)
+                ).join(ContactRow, T_CONTACTS.c.contact_id == T_REWARDS.c.referrer_id)
             )
             .where(
                 T_LEDGER_ENTRIES.c.kind.in_(["paid", "reversed"]),

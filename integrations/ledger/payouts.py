@@ -36,7 +36,12 @@ from integrations.ledger.clawbacks import (
     settle_by_netting,
 )
 from integrations.ledger.locks import lock_referrers
-from integrations.ledger.tables import T_LEDGER_ENTRIES, T_PAYOUTS, T_REWARDS, PayoutRow
+from integrations.ledger.tables import (
+    T_LEDGER_ENTRIES,
+    T_PAYOUTS,
+    T_REWARDS,
+    PayoutRow,
+)
 
 
 class SqlPayoutsStore(LedgerBase):
@@ -134,7 +139,7 @@ class SqlPayoutsStore(LedgerBase):
         self, reward_ids: Sequence[str] | None = None, limit: int | None = None
     ) -> list[PayoutInstruction]:
         """Payouts stored but not settled: new ones and those a crash left behind."""
-        stmt = select(PayoutRow.__table__).where(PayoutRow.status == "pending")
+        stmt = select(T_PAYOUTS).where(PayoutRow.status == "pending")
         order = (PayoutRow.created_at, PayoutRow.payout_id)
         if reward_ids is None:
             stmt = stmt.order_by(*order).limit(limit)

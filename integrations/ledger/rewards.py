@@ -20,6 +20,7 @@ from domain.models import Conversion, Rejected, Reward, RewardStatus, RewardView
 from integrations.ledger.base import LedgerBase, chunks, conversion_from_row, reward_row
 from integrations.ledger.destinations import changed_destination_referrers
 from integrations.ledger.tables import (
+    T_CONVERSIONS,
     T_REWARDS,
     ConversionRow,
     LedgerEntryRow,
@@ -34,7 +35,7 @@ class SqlRewardsStore(LedgerBase):
     def conversions_to_reward(self, limit: int) -> list[Conversion]:
         with self._connect() as conn:
             rows = conn.execute(
-                select(ConversionRow.__table__)
+                select(T_CONVERSIONS)
                 .where(ConversionRow.rewarded_at.is_(None))
                 .order_by(ConversionRow.occurred_at, ConversionRow.conversion_id)
                 .limit(limit)

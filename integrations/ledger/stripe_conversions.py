@@ -42,6 +42,7 @@ from integrations.ledger.conversions import lock_conversions
 from integrations.ledger.provider_events import StoredStripeEvent, read_unprocessed_stripe_events
 from integrations.ledger.reward_payments import link_reward_payments
 from integrations.ledger.tables import (
+    T_CONTACTS,
     T_CONVERSION_PAYMENTS,
     T_CONVERSIONS,
     T_STRIPE_EVENTS,
@@ -118,7 +119,7 @@ class SqlStripeStore(LedgerBase):
         with self._connect() as conn:
             for chunk in chunks(wanted):
                 for row in conn.execute(
-                    select(ContactRow.__table__)
+                    select(T_CONTACTS)
                     .where(ContactRow.stripe_customer_id.in_(chunk))
                     .order_by(ContactRow.contact_id)
                 ).mappings():

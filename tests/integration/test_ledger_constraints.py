@@ -24,22 +24,17 @@ from integrations.ledger.migrate import alembic_config, upgrade
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     NO_DELETE,
+    T_APPROVAL_DECISIONS,
+    T_CONVERSION_PAYMENTS,
+    T_CONVERSIONS,
+    T_LEDGER_ENTRIES,
     T_PAYOUTS,
+    T_PROVIDER_EVENTS,
     T_REWARDS,
-    ApprovalDecisionRow,
     Base,
-    ConversionPaymentRow,
-    ConversionRow,
-    LedgerEntryRow,
-    ProviderEventRow,
 )
 from tasks.use_cases.approvals import record_decision
 from tests.integration.test_ledger_flow import decide, given_reward, pay
-
-T_APPROVAL_DECISIONS = ApprovalDecisionRow.__table__
-T_LEDGER_ENTRIES = LedgerEntryRow.__table__
-T_PROVIDER_EVENTS = ProviderEventRow.__table__
-
 
 # -- raw rows ------------------------------------------------------------------------------
 
@@ -287,7 +282,7 @@ def history(ledger: SqlLedger, now: datetime) -> SqlLedger:
     ledger.provider_events.record_provider_event("stripe", "evt_1", "transfer.created", now)
     insert_rows(
         ledger.engine,
-        ConversionPaymentRow.__table__,
+        T_CONVERSION_PAYMENTS,
         {
             "provider": "stripe",
             "payment_ref": "ch_1",
@@ -445,17 +440,17 @@ def test_a_conversion_with_a_negative_amount_is_refused(
 ) -> None:
     reward = given_reward(ledger, now)
     with engine.connect() as conn:
-        row = dict(conn.execute(select(ConversionRow.__table__)).mappings().one())
+        row = dict(conn.execute(select(T_CONVERSIONS)).mappings().one())
 
     with pytest.raises(IntegrityError):
         insert_rows(
             engine,
-            ConversionRow.__table__,
+            T_CONVERSIONS,
             row | {"conversion_id": "other", "source_event": "test:other", "amount_minor": -1},
         )
 
     assert row["conversion_id"] == reward.conversion_id
-    assert count(engine, ConversionRow.__table__) == 1
+    assert count(engine, T_CONVERSIONS) == 1
 
 
 # -- migration and models ------------------------------------------------------------------

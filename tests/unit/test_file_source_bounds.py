@@ -15,10 +15,10 @@ from domain.errors import ConfigError
 from domain.inputs import InputBounds, excerpt, is_email, json_depth_exceeds, plain_digits
 from domain.models import Rejected
 from integrations.ledger.tables import (
-    AccountRow,
-    ContactRow,
-    PartnerRegistrationRow,
-    SourceEventRow,
+    T_ACCOUNTS,
+    T_CONTACTS,
+    T_PARTNER_REGISTRATIONS,
+    T_SOURCE_EVENTS,
 )
 from integrations.sources import files
 from integrations.sources.files import FIELD_CHARS, FileSource
@@ -67,20 +67,20 @@ def test_each_malformation_class_is_refused_with_its_named_reason_or_stored_when
 
 
 def test_field_lengths_are_the_lengths_of_the_ledger_columns_they_are_stored_in() -> None:
-    events = SourceEventRow.__table__.c
+    events = T_SOURCE_EVENTS.c
     for field in ("event_id", "type", "account_id", "contact_id", "currency", "priority"):
         assert FIELD_CHARS["events"][field] == _length(events[field])
     for field in ("milestone", "referral_code", "deal_id", "ticket_id", "referee_email_domain"):
         assert FIELD_CHARS["events"][field] == _length(events[field])
     for field in ("contact_id", "account_id", "name", "email", "referrer_type"):
-        assert FIELD_CHARS["contacts"][field] == _length(ContactRow.__table__.c[field])
+        assert FIELD_CHARS["contacts"][field] == _length(T_CONTACTS.c[field])
     for field in ("stripe_customer_id", "stripe_account_id"):
-        assert FIELD_CHARS["contacts"][field] == _length(ContactRow.__table__.c[field])
+        assert FIELD_CHARS["contacts"][field] == _length(T_CONTACTS.c[field])
     for field in ("account_id", "name", "domain"):
-        assert FIELD_CHARS["accounts"][field] == _length(AccountRow.__table__.c[field])
+        assert FIELD_CHARS["accounts"][field] == _length(T_ACCOUNTS.c[field])
     # An NPS answer's event id is "nps-" and its response id.
     assert FIELD_CHARS["nps"]["response_id"] + len("nps-") == _length(events["event_id"])
-    registrations = PartnerRegistrationRow.__table__.c
+    registrations = T_PARTNER_REGISTRATIONS.c
     assert FIELD_CHARS["registrations"]["partner_id"] == _length(registrations["partner_id"])
     assert FIELD_CHARS["registrations"]["domain"] == _length(registrations["domain"])
 
