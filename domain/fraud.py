@@ -18,6 +18,10 @@ shown, instead of paying it automatically. The flags:
   within ``h`` hours (this one and the ones before it);
 * ``referral_cycle``: the referrer was, directly or through a chain, referred by this
   referee.
+* ``self_referral_click``: every person's click on the code's tracked link up to the
+  conversion came from a browser the referrer opened their own page in (and there was
+  at least one): the referrer followed their own link, and nobody else's click led
+  there (:func:`only_own_clicks`).
 * ``payout_destination_changed``: the referrer's payout destination (Stripe connected
   account or customer id) changed since a person last approved one of their rewards
   (:func:`destination_changes` finds the changes; the ledger adds the flag when it
@@ -108,11 +112,31 @@ def flags_for(conversion: Conversion, referrer: Contact) -> tuple[str, ...]:
     return tuple(sorted(flags))
 
 
+@dataclass(frozen=True, slots=True)
+class FirstClicks:
+    """When a code's tracked link was first clicked by a person (bots and prefetches
+    aside): from a browser of the code's owner (``own``, seen on their page), and from
+    any other browser (``others``); ``None`` when never."""
+
+    own: datetime | None = None
+    others: datetime | None = None
+
+
+def only_own_clicks(clicks: FirstClicks, at: datetime) -> bool:
+    """Whether the link's clicks up to ``at`` (a conversion) are all the referrer's own,
+    and there is one: the referrer clicked their own link and no one else did, a
+    self-referral signal. A conversion whose code was typed with no click is not one."""
+    own_before = clicks.own is not None and clicks.own <= at
+    others_before = clicks.others is not None and clicks.others <= at
+    return own_before and not others_before
+
+
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 REFERRAL_CYCLE = "referral_cycle"
 SAME_EMAIL = "self_referral:same_email"
 SAME_STRIPE_CUSTOMER = "self_referral:same_stripe_customer"
 SAME_CARD = "self_referral:same_card"
+SELF_REFERRAL_CLICK = "self_referral_click"
 # A longer chain than this is not followed: the walk stays bounded on any graph.
 MAX_CYCLE_LENGTH = 16
 
@@ -227,6 +251,8 @@ class FraudHistory:
             one window before the batch's oldest on (the batch's own may be among them).
         edges: conversions reachable backwards from the batch's referrers (who referred
             them, who referred those...), the batch's own may be among them.
+        link_clicks: referral code -> the first clicks on its tracked link, the owner's
+            own and others' (codes never clicked by a person are absent).
     """
 
     referees: Mapping[str, Contact] = field(default_factory=dict)
@@ -234,6 +260,7 @@ class FraudHistory:
     referrer_cards: Mapping[str, frozenset[str]] = field(default_factory=dict)
     recent: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
     edges: Sequence[ReferralEdge] = ()
+    link_clicks: Mapping[str, FirstClicks] = field(default_factory=dict)
 
 
 def flags_for_batch(
@@ -282,6 +309,9 @@ def flags_for_batch(
         in_window = bisect_right(mine, c.occurred_at) - bisect_right(mine, c.occurred_at - window)
         if in_window > rules.max_conversions_per_window:
             found.add(velocity_flag(rules))
+        clicks = history.link_clicks.get(c.referral_code or "")
+        if clicks is not None and only_own_clicks(clicks, c.occurred_at):
+            found.add(SELF_REFERRAL_CLICK)
         edge = edges[c.conversion_id]
         if _reaches(referred_by, edge.referrer, edge.referee):
             found.add(REFERRAL_CYCLE)

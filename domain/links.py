@@ -7,6 +7,11 @@ later check can tell the referrer's own browser from a referee's without the id
 itself being stored), and what kind of visitor it looked like. Link unfurlers (Slack,
 LinkedIn, WhatsApp previews), crawlers, command-line clients and browser prefetches
 open links no person clicked: their clicks are stored, marked, and never counted.
+
+The referrer's own clicks are not a kind: a browser becomes the referrer's when they
+open their own page in it (``referrer_visitors`` in the ledger), which may be after
+it clicked, so whether a stored click is the referrer's own is decided when clicks
+are read (``integrations.ledger.links.counted_click``), never when one is recorded.
 """
 
 from __future__ import annotations
@@ -168,4 +173,5 @@ class LinkClick:
 
     @property
     def counted(self) -> bool:
+        """A person's click (the ledger also leaves out the referrer's own, when read)."""
         return self.kind is VisitorKind.PERSON

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from datetime import timedelta
 
-from domain.fraud import PAYOUT_DESTINATION_CHANGED
+from domain.fraud import PAYOUT_DESTINATION_CHANGED, SELF_REFERRAL_CLICK
 
 FLAG_WORDS: dict[str, str] = {
     "self_referral:same_contact": "self-referral: the referee is the referrer",
@@ -20,6 +20,7 @@ FLAG_WORDS: dict[str, str] = {
     "self_referral:same_email": "self-referral: same email address",
     "self_referral:same_stripe_customer": "self-referral: same Stripe customer",
     "self_referral:same_card": "self-referral: same payment card",
+    SELF_REFERRAL_CLICK: "self-referral: only the referrer's own clicks on their link",
     "disposable_email_domain": "disposable email address",
     "referral_cycle": "referral cycle: the referee referred the referrer",
     PAYOUT_DESTINATION_CHANGED: "payout destination changed since the last approval",

@@ -26,6 +26,12 @@ class ReferrerSideStore(Protocol):
         """Append ``choice`` (the latest one counts)."""
         ...
 
+    def record_referrer_visitor(self, referrer_id: str, visitor_hash: str, now: datetime) -> bool:
+        """Remember that the visitor with this keyed hash opened the referrer's own page
+        (their clicks on the referrer's link are then the referrer's own); the first
+        sighting is kept. Returns whether the pair is new."""
+        ...
+
     def reward_choices(self, referrer_ids: Iterable[str]) -> dict[str, RewardChoice]:
         """The latest choice of each referrer who made one."""
         ...

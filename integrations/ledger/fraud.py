@@ -5,8 +5,10 @@
 :meth:`SqlFraudStore.fraud_history`, that gathers what :func:`domain.fraud.flags_for_batch`
 compares the batch with: the referee contacts, the Stripe customers that paid each
 conversion, the cards each referrer paid with, each referrer's recent conversions and
-the part of the referrer graph a cycle could go through. Emails are read from the
-contacts table as they are for sending, and only ever compared in memory.
+the part of the referrer graph a cycle could go through, and when each code's tracked
+link was first clicked by its owner (from a browser seen on their page) and by anyone
+else. Emails are read from the contacts table as they are for sending, and only ever
+compared in memory.
 
 It also keeps what the same-card check learns from the payment provider: the
 conversions paid through Stripe whose card is not known yet
@@ -21,18 +23,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, exists, or_, select, update
+from sqlalchemy import Connection, exists, func, or_, select, update
 
-from domain.fraud import MAX_CYCLE_LENGTH, FraudHistory, ReferralEdge, party
+from domain.fraud import MAX_CYCLE_LENGTH, FirstClicks, FraudHistory, ReferralEdge, party
 from domain.models import Contact, Conversion
 from domain.program import Fraud
 from domain.stores.fraud import CardLookup
 from domain.stripe_conversions import SOURCE
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row
+from integrations.ledger.links import PERSON, counted_click, own_click
 from integrations.ledger.tables import (
     T_CONTACTS,
     T_CONVERSION_PAYMENTS,
     T_CONVERSIONS,
+    T_LINK_CLICKS,
     T_STRIPE_EVENTS,
 )
 from integrations.payments.stripe_payloads import event_object
@@ -78,6 +82,7 @@ class SqlFraudStore(LedgerBase):
                 referrer_cards=self._referrer_cards(conn, referrers),
                 recent=self._recent(conn, conversions, timedelta(hours=rules.window_hours)),
                 edges=self._edges(conn, referrers.values()),
+                link_clicks=self._first_link_clicks(conn, conversions),
             )
 
     def conversions_without_card(self, after: str, limit: int) -> list[CardLookup]:
@@ -242,6 +247,31 @@ class SqlFraudStore(LedgerBase):
             ):
                 recent.setdefault(referrer_id, {})[conversion_id] = occurred_at
         return recent
+
+    @staticmethod
+    def _first_link_clicks(
+        conn: Connection, conversions: Sequence[Conversion]
+    ) -> dict[str, FirstClicks]:
+        """Code -> its link's first person's click by its owner and by anyone else (two
+        grouped reads per chunk of codes, whatever the number of clicks)."""
+        codes = sorted({c.referral_code for c in conversions if c.referral_code})
+        own: dict[str, datetime] = {}
+        others: dict[str, datetime] = {}
+        for chunk in chunks(codes):
+            for found, where in (
+                (own, (T_LINK_CLICKS.c.visitor_kind == PERSON) & own_click()),
+                (others, counted_click()),
+            ):
+                for code, first in conn.execute(
+                    select(T_LINK_CLICKS.c.code, func.min(T_LINK_CLICKS.c.clicked_at))
+                    .where(T_LINK_CLICKS.c.code.in_(chunk), where)
+                    .group_by(T_LINK_CLICKS.c.code)
+                ):
+                    found[code] = first
+        return {
+            code: FirstClicks(own=own.get(code), others=others.get(code))
+            for code in own.keys() | others.keys()
+        }
 
     @staticmethod
     def _edges(conn: Connection, referrers: Iterable[Contact]) -> list[ReferralEdge]:

@@ -5,6 +5,11 @@ The ``links`` store (:class:`domain.stores.links.LinkStore`). The link app
 belongs to (cached there), and stores clicks in batches with
 :meth:`SqlLinkStore.record_link_clicks`: one transaction per batch, each click once by
 its id, so a batch written again after a failure adds nothing twice.
+
+A click from a browser the referrer opened their own page in (``referrer_visitors``) is
+the referrer's own: :func:`own_click` tells it when clicks are read, never when they are
+stored, so the hot path stays one insert and a click made before the referrer first
+opened their page stops counting as soon as they do.
 """
 
 from __future__ import annotations
@@ -13,11 +18,32 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, select
 
 from domain.links import LinkClick
 from integrations.ledger.base import LedgerBase
-from integrations.ledger.tables import T_LINK_CLICKS, ContactRow, ReferralCodeRow
+from integrations.ledger.tables import (
+    T_LINK_CLICKS,
+    T_REFERRER_VISITORS,
+    ContactRow,
+    ReferralCodeRow,
+)
+
+PERSON = "person"
+
+
+def own_click() -> ColumnElement[bool]:
+    """True for a ``link_clicks`` row whose visitor is one of the code owner's own (seen
+    on their page): the referrer clicking their own link, never counted nor a touch."""
+    return exists().where(
+        T_REFERRER_VISITORS.c.referrer_id == T_LINK_CLICKS.c.referrer_id,
+        T_REFERRER_VISITORS.c.visitor_hash == T_LINK_CLICKS.c.visitor_hash,
+    )
+
+
+def counted_click() -> ColumnElement[bool]:
+    """True for a click that counts: a person's, not the referrer's own."""
+    return (T_LINK_CLICKS.c.visitor_kind == PERSON) & ~own_click()
 
 
 def click_row(click: LinkClick, now: datetime) -> dict[str, Any]:

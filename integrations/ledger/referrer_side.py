@@ -17,6 +17,7 @@ from domain.money import Money
 from domain.program import RewardChoice
 from domain.referrer_page import ConversionStep, PayoutLine, ReferrerFacts, RewardLine
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row
+from integrations.ledger.links import counted_click
 from integrations.ledger.tables import (
     T_CONTACTS,
     T_CONVERSIONS,
@@ -24,6 +25,7 @@ from integrations.ledger.tables import (
     T_PAGE_LINK_REQUESTS,
     T_PAYOUTS,
     T_REFERRAL_CODES,
+    T_REFERRER_VISITORS,
     T_REWARD_CHOICES,
     T_REWARDS,
 )
@@ -50,10 +52,7 @@ class SqlReferrerSide(LedgerBase):
             clicks = conn.execute(
                 select(func.count())
                 .select_from(T_LINK_CLICKS)
-                .where(
-                    T_LINK_CLICKS.c.referrer_id == referrer_id,
-                    T_LINK_CLICKS.c.visitor_kind == "person",
-                )
+                .where(T_LINK_CLICKS.c.referrer_id == referrer_id, counted_click())
             ).scalar_one()
             c = T_CONVERSIONS.c
             steps = tuple(
@@ -139,6 +138,23 @@ class SqlReferrerSide(LedgerBase):
             conn.execute(
                 T_REWARD_CHOICES.insert(),
                 {"referrer_id": referrer_id, "choice": choice.value, "chosen_at": now},
+            )
+
+    def record_referrer_visitor(self, referrer_id: str, visitor_hash: str, now: datetime) -> bool:
+        with self._begin() as conn:
+            return bool(
+                self._insert_ignore(
+                    conn,
+                    T_REFERRER_VISITORS,
+                    [
+                        {
+                            "referrer_id": referrer_id,
+                            "visitor_hash": visitor_hash,
+                            "first_seen_at": now,
+                        }
+                    ],
+                    T_REFERRER_VISITORS.c.visitor_hash,
+                )
             )
 
     def reward_choices(self, referrer_ids: Iterable[str]) -> dict[str, RewardChoice]:

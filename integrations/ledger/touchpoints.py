@@ -12,7 +12,8 @@ For a new conversion it stores:
   reports the click of whoever opened the message, so a click is tied to a referee only
   through the code the referee then used;
 * the last counted click on the referrer's tracked link (``GET /r/<code>``, a person's,
-  not a bot's or a prefetch) at or before the conversion: the referee followed the
+  not a bot's or a prefetch, nor the referrer's own from a browser they opened their
+  page in) at or before the conversion: the referee followed the
   link. A click is tied to a referee only through the code the referee then used, as
   an ask's click is; one touch stands for the link (the last click before the
   conversion), since counting every click of a widely shared link would let one
@@ -43,6 +44,7 @@ from integrations.ledger.base import (
     LedgerBase,
     chunks,
 )
+from integrations.ledger.links import counted_click
 from integrations.ledger.tables import (
     T_ACCOUNTS,
     T_ASKS,
@@ -54,7 +56,6 @@ from integrations.ledger.tables import (
 )
 
 _CLICK = "click"
-_PERSON = "person"
 LINK_CLICK_REF = "link:"
 _REGISTRATIONS = "partner_registrations"
 _HOLDING = ("active", "extended", "converted")
@@ -167,7 +168,7 @@ def _link_clicks_by_code(
             )
             .where(
                 T_LINK_CLICKS.c.code.in_(chunk),
-                T_LINK_CLICKS.c.visitor_kind == _PERSON,
+                counted_click(),
                 T_LINK_CLICKS.c.clicked_at <= max(latest[code] for code in chunk),
             )
             .order_by(T_LINK_CLICKS.c.clicked_at, T_LINK_CLICKS.c.click_id)

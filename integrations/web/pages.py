@@ -7,6 +7,9 @@ Routes (mounted by :func:`integrations.web.app.create_app`):
   rewards and payouts, and the reward choice where the program offers one. A tampered,
   expired or malformed token, and a token for a contact no longer in the ledger, get
   the same plain page (``404``), which offers a fresh link.
+  The browser that opens it is remembered as the referrer's (the keyed hash of the
+  link app's visitor cookie ``rv``, set here if absent): its clicks on their own link
+  are stored but never counted nor taken as a touch.
 * ``POST /p/<token>/choice``: the reward choice; refused (``403``) without the form's
   CSRF token (an HMAC of the page token and the referrer, see
   :meth:`integrations.web.magic.MagicLinks.csrf_for`).
@@ -42,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from domain import links
 from domain.links import tracked_link
 from domain.models import PayoutRailKind
 from domain.program import Program, RewardChoice
@@ -139,6 +143,17 @@ class ReferrerPages:
         referrer_id = self._magic.referrer_of(token)
         if referrer_id is None:
             return self._refused()
+        # This browser is the referrer's (the token was signed for them): its clicks on
+        # their own link are theirs, recorded before the facts so the count shown
+        # already leaves out a click made from it earlier.
+        cookie = _visitor_from(request.cookies.get(VISITOR_COOKIE))
+        visitor = cookie or secrets.token_urlsafe(18)
+        await to_thread.run_sync(
+            self._store.record_referrer_visitor,
+            referrer_id,
+            links.visitor_hash(self._key, visitor),
+            self._clock(),
+        )
         facts = await to_thread.run_sync(self._store.referrer_facts, referrer_id)
         if facts is None:
             return self._refused()
@@ -149,7 +164,7 @@ class ReferrerPages:
         link = tracked_link(self._base, facts.code) if facts.code else None
         share = _share_texts(self._program.name, link) if link else None
         today = self._clock().date()
-        return self._html(
+        response = self._html(
             "page.html.j2",
             {
                 "first_name": contact.first_name,
@@ -177,6 +192,9 @@ class ReferrerPages:
                 "saved": request.query_params.get("saved") == "1",
             },
         )
+        if cookie is None:
+            _set_visitor_cookie(response, request, visitor)
+        return response
 
     async def choose(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -237,14 +255,7 @@ class ReferrerPages:
         else:
             response = self._html("new_link.html.j2", {"sent": True, "error": None})
         if fresh_visitor:
-            response.set_cookie(
-                VISITOR_COOKIE,
-                visitor,
-                max_age=365 * 24 * 3600,
-                httponly=True,
-                samesite="lax",
-                secure=request.url.scheme == "https",
-            )
+            _set_visitor_cookie(response, request, visitor)
         return response
 
     def _request_link(self, email: str, address_hash: str, visitor_hash: str) -> int | None:
@@ -319,6 +330,19 @@ async def _form(request: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         return {}
     return dict(pairs)
+
+
+def _set_visitor_cookie(response: Response, request: Request, visitor: str) -> None:
+    """The link app's first-party visitor cookie, with its attributes (one year,
+    HttpOnly, SameSite=Lax, Secure over https)."""
+    response.set_cookie(
+        VISITOR_COOKIE,
+        visitor,
+        max_age=365 * 24 * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
 
 
 def _visitor_from(value: str | None) -> str | None:

@@ -24,7 +24,7 @@ from domain.program import Program, RewardChoice
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.engine import make_engine
 from integrations.ledger.sql import SqlLedger
-from integrations.ledger.tables import T_NOTIFICATIONS, T_PAGE_LINK_REQUESTS
+from integrations.ledger.tables import T_LINK_CLICKS, T_NOTIFICATIONS, T_PAGE_LINK_REQUESTS
 from integrations.payments.fake import RecordingRail
 from integrations.web import LinkApp, create_app
 from integrations.web.magic import MagicLinks, PageLinks
@@ -32,7 +32,7 @@ from integrations.web.pages import PageLimits, ReferrerPages
 from tasks.emails import send_notifications
 from tasks.payouts import submit_payouts
 from tests.conftest import contact
-from tests.integration.test_link_clicks import serving
+from tests.integration.test_link_clicks import given_code, serving
 from tests.integration.test_payout_crashes import seed_payable_reward
 
 KEY = b"a-visitor-key-of-at-least-32-characters"
@@ -412,3 +412,50 @@ def test_the_served_app_from_the_settings_has_the_pages_signed_with_the_page_key
     assert "25.00 EUR" in page.text
     assert fresh.status_code == 200
     assert (tmp_path / "page.key").stat().st_mode & 0o777 == 0o600
+
+
+def stored_clicks(ledger: SqlLedger, expected: int) -> list[str]:
+    """The kinds of the stored clicks, once ``expected`` of them are (the link app writes
+    them a moment after answering), or after five seconds."""
+    deadline = time.monotonic() + 5
+    while True:
+        with ledger.engine.connect() as conn:
+            kinds = list(conn.execute(select(T_LINK_CLICKS.c.visitor_kind)).scalars())
+        if len(kinds) >= expected or time.monotonic() > deadline:
+            return kinds
+        time.sleep(0.05)
+
+
+def test_the_referrers_own_clicks_on_their_link_are_stored_but_never_counted(
+    ledger: SqlLedger, program: Program, magic: MagicLinks, now: datetime
+) -> None:
+    code = given_code(ledger, now, "C1")
+    firefox = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101"}
+    with serving(web_app(ledger, program, magic, now)) as referrer:
+        # C1 tries their link first, then opens their page in the same browser, then
+        # clicks their link again; a friend clicks it once.
+        assert referrer.get(f"/r/{code}", headers=firefox).status_code == 302
+        visitor = referrer.cookies["rv"]
+        assert page_of(referrer, magic, "C1").status_code == 200
+        assert referrer.cookies["rv"] == visitor  # the link's cookie, kept by the page
+        assert referrer.get(f"/r/{code}", headers=firefox).status_code == 302
+        with httpx.Client(base_url=str(referrer.base_url)) as friend:
+            assert friend.get(f"/r/{code}", headers=firefox).status_code == 302
+        stored = stored_clicks(ledger, 3)
+        shown = page_of(referrer, magic, "C1").text
+
+    assert stored == ["person"] * 3  # every click is stored, as a person's
+    assert re.search(r"Clicks on your link</dt><dd>1<", shown)  # the friend's only
+    assert ledger.referrer_side.referrer_facts("C1").clicks == 1  # type: ignore[union-attr]
+
+
+def test_opening_the_page_without_a_visitor_cookie_sets_the_links_cookie(
+    client: httpx.Client, magic: MagicLinks, two_referrers: dict[str, str]
+) -> None:
+    response = page_of(client, magic, "A")
+
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("rv=")
+    for attribute in ("HttpOnly", "Max-Age=31536000", "Path=/", "SameSite=lax"):
+        assert attribute.lower() in cookie.lower()
+    assert "secure" not in cookie.lower()  # served over http here

@@ -12,10 +12,13 @@ from domain.fraud import (
     SAME_CARD,
     SAME_EMAIL,
     SAME_STRIPE_CUSTOMER,
+    SELF_REFERRAL_CLICK,
+    FirstClicks,
     FraudHistory,
     ReferralEdge,
     flags_for_batch,
     normalize_email,
+    only_own_clicks,
     velocity_flag,
 )
 from domain.models import Contact, Conversion, Milestone
@@ -309,3 +312,39 @@ def test_a_referee_known_by_contact_only_is_placed_on_its_account() -> None:
     history = FraudHistory(referees={"A": A}, edges=[edge("ab", B, A)])
     this = conversion("ba", referrer="B", referee_contact="A", referee_account=None)
     assert flags(this, history=history, referrers=PEOPLE)["ba"] == (REFERRAL_CYCLE,)
+
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("own", "others", "flagged"),
+    [
+        (T0 - HOUR, None, True),  # only the referrer clicked, before the conversion
+        (T0, None, True),  # at the conversion's time still counts as before it
+        (T0 - HOUR, T0 - 2 * HOUR, False),  # someone else clicked first
+        (T0 - 2 * HOUR, T0 - HOUR, False),  # someone else clicked too
+        (T0 - HOUR, T0 + HOUR, True),  # others' clicks after the conversion led nowhere
+        (T0 + HOUR, None, False),  # the referrer's click came after
+        (None, T0 - HOUR, False),  # a person's click, none of the referrer's
+        (None, None, False),  # the code was typed: no click says anything
+    ],
+)
+def test_a_link_clicked_only_by_its_referrer_before_the_conversion_is_a_self_referral_signal(
+    own: datetime | None, others: datetime | None, flagged: bool
+) -> None:
+    clicks = FirstClicks(own=own, others=others)
+
+    assert only_own_clicks(clicks, T0) is flagged
+    history = FraudHistory(
+        referees={"NEWC1": referee()}, link_clicks={"RABCDEFGHIJKLMNOPQRST": clicks}
+    )
+    assert (SELF_REFERRAL_CLICK in flags(conversion(), history=history)["conv-1"]) is flagged
+
+
+def test_the_own_click_flag_reads_the_clicks_of_the_conversions_code_only() -> None:
+    history = FraudHistory(
+        referees={"NEWC1": referee()}, link_clicks={"ROTHERCODE": FirstClicks(own=T0 - HOUR)}
+    )
+
+    assert SELF_REFERRAL_CLICK not in flags(conversion(), history=history)["conv-1"]

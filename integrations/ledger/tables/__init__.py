@@ -100,7 +100,9 @@ from integrations.ledger.tables.handoffs import (
 )
 from integrations.ledger.tables.links import (
     T_LINK_CLICKS,
+    T_REFERRER_VISITORS,
     LinkClickRow,
+    ReferrerVisitorRow,
 )
 from integrations.ledger.tables.partners import (
     DOMAIN_CHARS,
@@ -187,6 +189,7 @@ __all__ = [
     "T_QUARANTINE",
     "T_REFEREE_DISCOUNTS",
     "T_REFERRAL_CODES",
+    "T_REFERRER_VISITORS",
     "T_REVERSALS",
     "T_REWARDS",
     "T_REWARD_CHOICES",
@@ -229,6 +232,7 @@ __all__ = [
     "QuarantineRow",
     "RefereeDiscountRow",
     "ReferralCodeRow",
+    "ReferrerVisitorRow",
     "ReversalRow",
     "RewardChoiceRow",
     "RewardPaymentRow",

@@ -45,9 +45,23 @@ class LinkClickRow(Base):
     )
 
 
-NO_DELETE = ("link_clicks",)
-NO_UPDATE = ("link_clicks",)
+class ReferrerVisitorRow(Base):
+    """A visitor (keyed hash of the ``rv`` cookie) seen on a referrer's own page, opened
+    with a verified magic link: that browser is the referrer's. A click on their link
+    from it is the referrer's own (``integrations.ledger.links.own_click``), decided when
+    clicks are read, so a click made before the page was opened stops counting too."""
+
+    __tablename__ = "referrer_visitors"
+    referrer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    visitor_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seen_at: Mapped[datetime]
+    __table_args__ = (CheckConstraint("length(visitor_hash) = 64", name="visitor_hash_hex"),)
+
+
+NO_DELETE = ("link_clicks", "referrer_visitors")
+NO_UPDATE = ("link_clicks", "referrer_visitors")
 
 
 # One name per table, for SQLAlchemy Core statements.
 T_LINK_CLICKS: Table = LinkClickRow.__table__  # type: ignore[assignment]
+T_REFERRER_VISITORS: Table = ReferrerVisitorRow.__table__  # type: ignore[assignment]
