@@ -18,7 +18,7 @@ shown, instead of paying it automatically. The flags:
   within ``h`` hours (this one and the ones before it);
 * ``referral_cycle``: the referrer was, directly or through a chain, referred by this
   referee.
-* ``self_referral_click``: every person's click on the code's tracked link up to the
+* ``self_referral:own_clicks``: every person's click on the code's tracked link up to the
   conversion came from a browser the referrer opened their own page in (and there was
   at least one): the referrer followed their own link, and nobody else's click led
   there (:func:`only_own_clicks`).
@@ -136,7 +136,7 @@ REFERRAL_CYCLE = "referral_cycle"
 SAME_EMAIL = "self_referral:same_email"
 SAME_STRIPE_CUSTOMER = "self_referral:same_stripe_customer"
 SAME_CARD = "self_referral:same_card"
-SELF_REFERRAL_CLICK = "self_referral_click"
+SELF_REFERRAL_CLICK = "self_referral:own_clicks"
 # A longer chain than this is not followed: the walk stays bounded on any graph.
 MAX_CYCLE_LENGTH = 16
 
