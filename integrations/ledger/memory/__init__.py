@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.ledger.memory.approvals import InMemoryApprovalsStore
+from integrations.ledger.memory.approvers import InMemoryApproversStore
 from integrations.ledger.memory.asks import InMemoryAskStore
 from integrations.ledger.memory.clawbacks import clawback_stores
 from integrations.ledger.memory.conversions import InMemoryConversionStore
@@ -45,6 +46,7 @@ class InMemoryStores:
 
     def __init__(self) -> None:
         # -- registry and approvals ----------------------------------------------------
+        self.approvers = InMemoryApproversStore()
 
         # -- intake ---------------------------------------------------------------------
         # The fakes share what the SQL tables share: the sources' events and contacts
