@@ -17,6 +17,7 @@ from integrations.ledger.memory.approvals import InMemoryApprovalsStore
 from integrations.ledger.memory.approvers import InMemoryApproversStore
 from integrations.ledger.memory.asks import InMemoryAskStore
 from integrations.ledger.memory.clawbacks import clawback_stores
+from integrations.ledger.memory.connect import InMemoryConnectStore
 from integrations.ledger.memory.conversions import InMemoryConversionStore
 from integrations.ledger.memory.destinations import InMemoryDestinationsStore
 from integrations.ledger.memory.discounts import InMemoryDiscountStore
@@ -31,6 +32,7 @@ from integrations.ledger.memory.partners import InMemoryPartnerStore
 from integrations.ledger.memory.payouts import InMemoryPayoutsStore
 from integrations.ledger.memory.provider_events import InMemoryProviderEventStore
 from integrations.ledger.memory.reconcile import InMemoryReconcileStore
+from integrations.ledger.memory.referrer_side import InMemoryReferrerSideStore
 from integrations.ledger.memory.rewards import (
     InMemoryRewardRulesStore,
     InMemoryRewardsStore,
@@ -84,8 +86,12 @@ class InMemoryStores:
         # -- approvals and metrics ------------------------------------------------------
         self.approvals = InMemoryApprovalsStore()
         self.metrics = InMemoryMetricsStore()
+
         self.committed = 0
         self.rolled_back = 0
+        # referrer side (issue 15)
+        self.referrer_side = InMemoryReferrerSideStore()
+        self.connect = InMemoryConnectStore()
 
 
 class InMemoryLedger(InMemoryStores):
