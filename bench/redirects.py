@@ -22,6 +22,10 @@ client sharing the two cores with other engineers' test runs (load average given
     50,000  8     ~3    2,266        2.9     14.0    0     0           322 us
     50,000  8     ~6    1,414        3.2     30.8    0     0           337 us
 
+At 177a9b8 (2026-12-06), the machine otherwise quiet (load ~1.7), 1 server worker::
+
+    50,000  8     ~1.7  4,234        1.5      8.5    0     0           255 us
+
 About 60 us of the server's CPU per click is the app; the rest is uvicorn's pure-Python
 HTTP parser (h11) and the kernel's loopback send (README "Referral links").
 
