@@ -19,7 +19,6 @@ name ever reaches Stripe from here, and error texts are stripped of keys and add
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Self
 
 import requests
@@ -30,6 +29,7 @@ from domain.errors import PermanentIntegrationError, RetryableIntegrationError
 from domain.models import PayoutOutcome
 from integrations.payments.stripe_rail import (
     DEFAULT_TIMEOUT_SECONDS,
+    OwnsSession,
     build_stripe_client,
     classify_stripe_error,
 )
@@ -49,7 +49,7 @@ def _raise(what: str, exc: stripe.StripeError) -> None:
     raise PermanentIntegrationError(f"{what}: {text}") from None
 
 
-class StripeConnect:
+class StripeConnect(OwnsSession):
     """Onboards referrers to Stripe Connect Express accounts.
 
     Args:
@@ -85,21 +85,6 @@ class StripeConnect:
             api_key, api_base, max_network_retries, timeout=timeout, session=session
         )
         return cls(client, session=session)
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def create_account(self, referrer_id: str, idempotency_key: str) -> str:
         """Create (or, with a key already used, get back) the referrer's Express account."""

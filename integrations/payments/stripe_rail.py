@@ -155,7 +155,30 @@ def classify_stripe_error(exc: stripe.StripeError) -> tuple[PayoutOutcome, str]:
     return PayoutOutcome.RETRYABLE, f"unexpected Stripe error {type(exc).__name__} ({status})"
 
 
-class _StripeRail:
+class OwnsSession:
+    """What every Stripe adapter made by its ``connect`` shares: it owns the HTTP session
+    its client uses and closes it in :meth:`close` (or at the end of a ``with``)."""
+
+    _session: requests.Session | None
+
+    def close(self) -> None:
+        """Close the HTTP connections of an adapter made by its ``connect``."""
+        if self._session is not None:
+            self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _StripeRail(OwnsSession):
     """What both Stripe rails share: checks, key-expiry lookup, error mapping."""
 
     kind: PayoutRailKind
@@ -210,22 +233,6 @@ class _StripeRail:
             api_key, api_base, max_network_retries, timeout=timeout, session=session
         )
         return cls(client, clock=clock, session=session)
-
-    def close(self) -> None:
-        """Close the HTTP connections of a rail made by :meth:`connect`."""
-        if self._session is not None:
-            self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def pay(self, instructions: Sequence[PayoutInstruction]) -> list[PayoutResult]:
         """Pay each instruction once; one result per instruction, in order.

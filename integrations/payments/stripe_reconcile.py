@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Self
 
 import requests
@@ -34,6 +33,7 @@ from domain.money import Money
 from integrations.payments.stripe_payloads import card_fingerprint
 from integrations.payments.stripe_rail import (
     DEFAULT_TIMEOUT_SECONDS,
+    OwnsSession,
     build_stripe_client,
     classify_stripe_error,
 )
@@ -188,7 +188,7 @@ def _money(amount: int, currency: str) -> Money:
     return Money(abs(int(amount)), currency.upper())
 
 
-class StripeRecords:
+class StripeRecords(OwnsSession):
     """The money Stripe moved for rewards: a :class:`domain.clawbacks.PaymentRecords`.
 
     Transfers are listed whole (``GET /v1/transfers``, 100 a page) with their
@@ -232,21 +232,6 @@ class StripeRecords:
             api_key, api_base, max_network_retries, timeout=timeout, session=session
         )
         return cls(client, session=session)
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def movements(self, customer_ids: Sequence[str]) -> list[Movement]:
         """Every transfer, transfer reversal and customer balance transaction for a reward.
