@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -85,6 +85,28 @@ class Identity:
         if self.accounts & other.accounts:
             return "account"
         return None
+
+
+def party_identities(
+    approver: Approver,
+    parties: Mapping[str, str | None],
+    contacts: Mapping[str, tuple[str | None, str | None]],
+) -> tuple[Identity, dict[str, Identity]]:
+    """The approver's identity and each party's (role -> contact id).
+
+    Args:
+        approver: who decides; their registered email counts beside their CRM contact's.
+        parties: the people party to the reward, by role, as CRM contact ids.
+        contacts: what the CRM says of those contacts: contact id -> (email, account id).
+    """
+
+    def of(contact_id: str | None, *emails: str | None) -> Identity:
+        email, account = contacts.get(contact_id, (None, None)) if contact_id else (None, None)
+        return Identity.of([contact_id], [*emails, email], [account])
+
+    return of(approver.contact_id, approver.email), {
+        role: of(contact_id) for role, contact_id in parties.items()
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from domain.approvers import Approver, ApproverAction, Identity
+from domain.approvers import Approver, ApproverAction, Identity, party_identities
 from domain.money import Money
 from integrations.ledger.base import LedgerBase
 from integrations.ledger.tables import (
@@ -151,7 +151,7 @@ class SqlApprovers(LedgerBase):
         wanted = {c for c in [approver.contact_id, *parties.values()] if c}
         with self._connect() as conn:
             known = {
-                row.contact_id: row
+                row.contact_id: (row.email, row.account_id)
                 for row in conn.execute(
                     select(ContactRow.contact_id, ContactRow.email, ContactRow.account_id).where(
                         ContactRow.contact_id.in_(sorted(wanted))
@@ -159,17 +159,7 @@ class SqlApprovers(LedgerBase):
                 )
             }
 
-        def of(contact_id: str | None, *emails: str | None) -> Identity:
-            row = known.get(contact_id) if contact_id else None
-            return Identity.of(
-                [contact_id],
-                [*emails, row.email if row else None],
-                [row.account_id if row else None],
-            )
-
-        return of(approver.contact_id, approver.email), {
-            role: of(contact_id) for role, contact_id in parties.items()
-        }
+        return party_identities(approver, parties, known)
 
     # -- one-time codes and refusals -----------------------------------------------------
 

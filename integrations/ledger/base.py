@@ -263,6 +263,25 @@ def event_from_row(r: RowMapping) -> SourceEvent:
     )
 
 
+def conversion_row(c: Conversion, now: datetime) -> dict[str, Any]:
+    """The ``conversions`` row of ``c`` (as :func:`conversion_from_row` reads it back)."""
+    return {
+        "conversion_id": c.conversion_id,
+        "source_event": c.source_event,
+        "referral_code": c.referral_code,
+        "referrer_id": c.referrer_id,
+        "referee_account_id": c.referee_account_id,
+        "referee_contact_id": c.referee_contact_id,
+        "referee_email_domain": c.referee_email_domain,
+        "card_fingerprint": c.card_fingerprint,
+        "milestone": c.milestone.value,
+        "occurred_at": c.occurred_at,
+        "amount_minor": c.amount.amount_minor if c.amount else None,
+        "currency": c.amount.currency if c.amount else None,
+        "created_at": now,
+    }
+
+
 def conversion_from_row(r: RowMapping) -> Conversion:
     amount = r["amount_minor"]
     return Conversion(

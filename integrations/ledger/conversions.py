@@ -27,7 +27,13 @@ from sqlalchemy import Connection, exists, or_, select, text, update
 from domain.models import Contact, Conversion, Milestone, Rejected, SourceEvent
 from domain.placement import EarlierConversion
 from domain.stripe_conversions import SOURCE, StripeConversion
-from integrations.ledger.base import LedgerBase, chunks, contact_from_row, event_from_row
+from integrations.ledger.base import (
+    LedgerBase,
+    chunks,
+    contact_from_row,
+    conversion_row,
+    event_from_row,
+)
 from integrations.ledger.tables import (
     T_CONTACTS,
     T_CONVERSION_PAYMENTS,
@@ -101,23 +107,7 @@ class SqlConversionStore(LedgerBase):
             new = self._insert_ignore(
                 conn,
                 ConversionRow,
-                [
-                    {
-                        "conversion_id": c.conversion_id,
-                        "source_event": c.source_event,
-                        "referral_code": c.referral_code,
-                        "referrer_id": c.referrer_id,
-                        "referee_account_id": c.referee_account_id,
-                        "referee_contact_id": c.referee_contact_id,
-                        "referee_email_domain": c.referee_email_domain,
-                        "milestone": c.milestone.value,
-                        "occurred_at": c.occurred_at,
-                        "amount_minor": c.amount.amount_minor if c.amount else None,
-                        "currency": c.amount.currency if c.amount else None,
-                        "created_at": now,
-                    }
-                    for c in conversions
-                ],
+                [conversion_row(c, now) for c in conversions],
                 ConversionRow.conversion_id,
             )
             inserted = set(new)
@@ -211,7 +201,7 @@ class SqlConversionStore(LedgerBase):
                 self._insert_ignore(
                     conn,
                     T_CONVERSIONS,
-                    [_conversion_row(conversion, now)],
+                    [conversion_row(conversion, now)],
                     T_CONVERSIONS.c.conversion_id,
                 )
             )
@@ -267,21 +257,3 @@ class SqlConversionStore(LedgerBase):
         """Queue the notifications of new conversions; how many were new."""
         with self._begin() as conn:
             return self._queue_notifications(conn, rows, now)
-
-
-def _conversion_row(c: Conversion, now: datetime) -> dict[str, Any]:
-    return {
-        "conversion_id": c.conversion_id,
-        "source_event": c.source_event,
-        "referral_code": c.referral_code,
-        "referrer_id": c.referrer_id,
-        "referee_account_id": c.referee_account_id,
-        "referee_contact_id": c.referee_contact_id,
-        "referee_email_domain": c.referee_email_domain,
-        "card_fingerprint": c.card_fingerprint,
-        "milestone": c.milestone.value,
-        "occurred_at": c.occurred_at,
-        "amount_minor": c.amount.amount_minor if c.amount else None,
-        "currency": c.amount.currency if c.amount else None,
-        "created_at": now,
-    }

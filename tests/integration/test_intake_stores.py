@@ -22,6 +22,7 @@ from domain.moments import detection_spec
 from domain.money import Money
 from domain.ports import SourceBatch
 from domain.program import Program
+from integrations.ledger.base import conversion_row
 from integrations.ledger.engine import make_engine
 from integrations.ledger.memory import InMemoryLedger
 from integrations.ledger.sql import SqlLedger
@@ -209,23 +210,7 @@ def _store_conversions(ledger: Any, conversions: list[Conversion]) -> None:
         )
         conn.execute(
             insert(ConversionRow),
-            [
-                {
-                    "conversion_id": c.conversion_id,
-                    "source_event": c.source_event,
-                    "referral_code": c.referral_code,
-                    "referrer_id": c.referrer_id,
-                    "referee_account_id": c.referee_account_id,
-                    "referee_contact_id": c.referee_contact_id,
-                    "referee_email_domain": c.referee_email_domain,
-                    "milestone": c.milestone.value,
-                    "occurred_at": c.occurred_at,
-                    "amount_minor": c.amount.amount_minor if c.amount else None,
-                    "currency": c.amount.currency if c.amount else None,
-                    "created_at": NOW,
-                }
-                for c in conversions
-            ],
+            [conversion_row(c, NOW) for c in conversions],
         )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from domain.approvers import Approver, ApproverAction, Identity
+from domain.approvers import Approver, ApproverAction, Identity, party_identities
 from domain.models import Contact
 from integrations.ledger.approvers import ApproverExists, UnknownApprover
 
@@ -115,17 +115,8 @@ class InMemoryApproversStore:
         ``contacts``: contact ids, email addresses and accounts."""
         self.calls.append(("identities", approver.approver_id, dict(parties)))
 
-        def of(contact_id: str | None, *emails: str | None) -> Identity:
-            row = self.contacts.get(contact_id) if contact_id else None
-            return Identity.of(
-                [contact_id],
-                [*emails, row.email if row else None],
-                [row.account_id if row else None],
-            )
-
-        return of(approver.contact_id, approver.email), {
-            role: of(contact_id) for role, contact_id in parties.items()
-        }
+        known = {c: (row.email, row.account_id) for c, row in self.contacts.items()}
+        return party_identities(approver, parties, known)
 
     # -- one-time codes and refusals -----------------------------------------------------
 

@@ -15,7 +15,7 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-# The append-only guards of these tables (as integrations.ledger.tables).
+# The append-only guards of these tables (as integrations.ledger.tables.clawbacks).
 GUARDED = (("clawbacks", "DELETE"), ("clawbacks", "UPDATE"), ("reversals", "DELETE"))
 
 
