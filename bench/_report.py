@@ -102,3 +102,26 @@ def _jsonable(value: Any) -> Any:
 def machine() -> dict[str, Any]:
     """Where the figures were taken."""
     return {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+
+
+def target(name: str, wanted: str, measured: Any, met: bool, *, unit: str = "") -> dict[str, Any]:
+    """One of the issue's targets, as the JSON line carries it under ``targets``.
+
+    Args:
+        name: what is measured, e.g. ``"ingest records/s (SQLite)"``.
+        wanted: the target as people read it, e.g. ``">= 200,000"``.
+        measured: the figure this run measured (a number, or ``None`` when not run).
+        met: whether the figure meets the target.
+        unit: the figure's unit, for the table.
+    """
+    return {"name": name, "wanted": wanted, "measured": measured, "unit": unit, "met": met}
+
+
+def targets(rows: Sequence[Mapping[str, Any]], *, out: TextIO | None = None) -> None:
+    """The ``Targets`` table every benchmark prints: target, wanted, measured, met."""
+    title("Targets", out=out)
+    table(
+        ["target", "wanted", "measured", "unit", "met"],
+        [[r["name"], r["wanted"], r["measured"], r["unit"], r["met"]] for r in rows],
+        out=out,
+    )

@@ -85,6 +85,7 @@ import argparse
 import contextlib
 import functools
 import gc
+import hashlib
 import logging
 import resource
 import shutil
@@ -301,6 +302,7 @@ def run_one(n: int, database_url: str | None) -> dict[str, Any]:
                 clock.cycles[number] = time.perf_counter() - start
         summary = app.ledger.metrics.summary()
         contacts = _contacts(engine)
+        digest = outcome_digest(engine)
         db_mb = size_mb(directory) - inbox_mb if database_url is None else None
     figures = _figures(n, clock, results, summary)
     figures.update(
@@ -313,6 +315,7 @@ def run_one(n: int, database_url: str | None) -> dict[str, Any]:
             "inbox_mb": inbox_mb,
             "db_mb": db_mb,
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "digest": digest,
         }
     )
     print_run(figures)
@@ -332,6 +335,58 @@ def _write_referrals(app: App, sample: Any) -> int:
             for c in codes
         },
     )
+
+
+# What "behaviour does not change" is checked on: per table, the columns that say what
+# happened (never surrogate ids, random codes or wall-clock stamps, which differ between
+# runs of the same code), so two runs of the same size must print the same digest.
+DIGEST_COLUMNS: dict[str, tuple[str, ...]] = {
+    "source_events": ("source", "event_id", "type", "account_id", "contact_id", "amount_minor"),
+    "quarantine": ("source", "record", "field", "reason", "stage"),
+    "moments": ("type", "contact_id", "account_id", "source_event", "status", "skip_reason"),
+    "asks": ("contact_id", "moment_type", "status"),
+    "conversions": (
+        "source_event",
+        "referrer_id",
+        "referee_account_id",
+        "referee_contact_id",
+        "milestone",
+        "amount_minor",
+        "currency",
+    ),
+    "rewards": (
+        "referrer_id",
+        "rule_id",
+        "amount_minor",
+        "currency",
+        "milestone",
+        "attribution_model",
+        "flags",
+        "status",
+    ),
+    "payouts": ("rail", "amount_minor", "currency", "status"),
+    "ledger_entries": ("kind", "amount_minor", "currency"),
+    "notifications": ("contact_id", "kind", "status"),
+}
+
+
+def outcome_digest(engine: Engine) -> dict[str, str]:
+    """A short hash per table of what the cycles did (see ``DIGEST_COLUMNS``)."""
+    digests = {}
+    with engine.connect() as conn:
+        for table, columns in DIGEST_COLUMNS.items():
+            cols = ", ".join(columns)
+            h = hashlib.sha256()
+            rows = conn.execute(text(f"SELECT {cols} FROM {table} ORDER BY {cols}"))  # noqa: S608
+            for row in rows:
+                h.update(repr(tuple(row)).encode())
+            digests[table] = h.hexdigest()[:12]
+    return digests
+
+
+def _digest_line(digest: dict[str, str]) -> str:
+    """The per-table digests folded into one short hash, for the table."""
+    return hashlib.sha256(repr(sorted(digest.items())).encode()).hexdigest()[:12]
 
 
 def _contacts(engine: Engine) -> int:
@@ -455,6 +510,7 @@ def print_run(f: dict[str, Any]) -> None:
             ["inbox MB", f"{f['inbox_mb']:,.1f}"],
             ["ledger MB", "-" if f["db_mb"] is None else f"{f['db_mb']:,.1f}"],
             ["peak memory of this process, MB", round(f["max_rss_mb"])],
+            ["outcome digest (same code, same size: same digest)", _digest_line(f["digest"])],
         ],
     )
 
