@@ -536,6 +536,52 @@ def print_summary(runs: Sequence[dict[str, Any]]) -> None:
     )
 
 
+# The issue's targets for the whole cycle (two passes, as this bench runs it).
+TARGET_1M_S = 600.0
+TARGET_GROWTH = 1.1
+TARGET_PREFECT_SHARE = 0.05
+
+
+def cycle_targets(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets the sizes run allow: 1M in <= 10 minutes, 100k -> 1M growing <= 1.1x
+    linearly, Prefect's share <= 5 % at 100k."""
+    by_n = {r["n"]: r for r in runs}
+    goals = []
+    big, mid = by_n.get(1_000_000), by_n.get(100_000)
+    if big is not None:
+        goals.append(
+            _report.target(
+                "whole cycle, 1,000,000 customers",
+                f"<= {TARGET_1M_S:,.0f}",
+                big["total_s"],
+                big["total_s"] <= TARGET_1M_S,
+                unit="s",
+            )
+        )
+    if big is not None and mid is not None:
+        growth = (big["total_s"] / mid["total_s"]) / 10
+        goals.append(
+            _report.target(
+                "time 100k -> 1M over linear (x10)",
+                f"<= {TARGET_GROWTH}",
+                growth,
+                growth <= TARGET_GROWTH,
+                unit="x",
+            )
+        )
+    if mid is not None:
+        goals.append(
+            _report.target(
+                "Prefect's share at 100,000",
+                f"<= {TARGET_PREFECT_SHARE:.0%}",
+                100 * mid["overhead_share"],
+                mid["overhead_share"] <= TARGET_PREFECT_SHARE,
+                unit="%",
+            )
+        )
+    return goals
+
+
 def _sizes(text: str) -> list[int]:
     sizes = []
     for part in text.replace("_", "").split(","):
@@ -577,9 +623,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             runs.append(run_one(n, args.database_url))
     if len(runs) > 1:
         print_summary(runs)
+    goals = cycle_targets(runs)
+    _report.targets(goals)
+    if not goals:
+        print("(the targets need 100,000 and 1,000,000 customers among the sizes)")
     figures = {
         "bench": "cycle",
         "sizes": sizes,
+        "targets": goals,
         "runs": runs,
         "elapsed_s": time.perf_counter() - start,
         **_report.machine(),
