@@ -10,15 +10,13 @@ a shard), and the shard a query picks a row by is the domain's ``shard_of``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from domain.eligibility import decide
-from domain.models import Moment, MomentType, derived_id
 from domain.program import Program
 from domain.shards import Shard, all_shards, shard_of
 from integrations.ledger.engine import make_engine
@@ -26,9 +24,8 @@ from integrations.ledger.memory import InMemoryLedger
 from integrations.ledger.shards import shard_sql
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import T_SHARDS
-from tasks.use_cases.asks import record_ask_decisions
-from tests.conftest import NOW, contact, people_batch
-from tests.moments_seed import record_detection
+from tests.conftest import NOW
+from tests.shards_seed import queue_asks
 
 LEASE = timedelta(minutes=15)
 KEY = "send-ask-emails/run-1"
@@ -64,7 +61,7 @@ def test_opening_a_stage_run_makes_each_shard_once(ledger: Any) -> None:
         (1, 3, None, 0, False),
         (2, 3, None, 0, False),
     ]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="another shard count"):
         ledger.shards.open(KEY, 4, NOW)
     assert ledger.shards.shards("another/run") == []
 
@@ -108,9 +105,13 @@ def test_work_and_its_done_mark_in_one_unit_of_work_roll_back_together(ledger: A
     ledger.shards.open(KEY, 1, NOW)
     ledger.shards.claim(KEY, 0, "w1", NOW, LEASE)
 
-    with pytest.raises(RuntimeError), ledger.transaction() as uow:
-        assert uow.shards.complete(KEY, 0, "w1", NOW, {"moved": 1})
-        raise RuntimeError("the worker's work failed after the mark, before the commit")
+    def work_fails_after_the_mark() -> None:
+        with ledger.transaction() as uow:
+            assert uow.shards.complete(KEY, 0, "w1", NOW, {"moved": 1})
+            raise RuntimeError("the work failed after the mark, before the commit")
+
+    with pytest.raises(RuntimeError, match="before the commit"):
+        work_fails_after_the_mark()
 
     (state,) = ledger.shards.shards(KEY)
     assert not state.done
@@ -159,32 +160,6 @@ def test_the_database_puts_a_key_in_the_domains_shard(sql_ledger: SqlLedger) -> 
             assert found == [shard_of(k, of) for k in keys]
 
 
-def _queue_asks(ledger: SqlLedger, program: Program, contact_ids: list[str]) -> None:
-    ledger.sources.record_batch(people_batch(*[contact(c, f"A{c}") for c in contact_ids]), NOW)
-    moments = [
-        Moment(
-            moment_id=derived_id("moment", c),
-            type=MomentType.NPS_PROMOTER,
-            contact_id=c,
-            account_id=f"A{c}",
-            occurred_at=NOW - timedelta(days=1),
-            source_event=f"test:{c}",
-            detail="NPS 10",
-        )
-        for c in contact_ids
-    ]
-    record_detection(ledger.engine, [], moments, [], NOW)
-    decisions = decide(
-        moments,
-        ledger.asks.contacts(contact_ids),
-        ledger.asks.histories(contact_ids, NOW, ()),
-        program,
-        NOW,
-    )
-    codes = {c: f"R{i:020d}" for i, c in enumerate(contact_ids)}
-    record_ask_decisions(ledger, decisions, codes, NOW, NOW)
-
-
 def _all_pages(read: Any) -> list[str]:
     """Every id the paged read returns, page by page as the senders read them."""
     ids: list[str] = []
@@ -199,7 +174,7 @@ def test_the_shards_of_the_asks_to_send_split_them_whole_and_without_overlap(
     sql_ledger: SqlLedger, program: Program
 ) -> None:
     contacts = [f"C{i:03d}" for i in range(40)]
-    _queue_asks(sql_ledger, program, contacts)
+    queue_asks(sql_ledger, program, contacts, NOW)
 
     def asks(shard: Shard | None) -> list[str]:
         return _all_pages(
@@ -209,7 +184,7 @@ def test_the_shards_of_the_asks_to_send_split_them_whole_and_without_overlap(
     everything = asks(None)
     parts = {s.index: asks(s) for s in all_shards(4)}
     assert len(everything) == 40
-    assert sorted(sum(parts.values(), [])) == sorted(everything)
+    assert sorted(i for ids in parts.values() for i in ids) == sorted(everything)
     owner = {a.ask_id: a.contact_id for a, _, _ in sql_ledger.asks.asks_to_send("", 100)}
     for index, ids in parts.items():
         assert ids, "40 contacts leave no shard of 4 empty"

@@ -52,7 +52,7 @@ def test_every_key_belongs_to_exactly_one_shard() -> None:
 
 @pytest.mark.parametrize(("index", "of"), [(0, 0), (-1, 4), (4, 4), (0, MAX_SHARDS + 1)])
 def test_a_shard_outside_its_stage_is_refused(index: int, of: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shard"):
         Shard(index, of)
 
 
@@ -69,7 +69,7 @@ def test_an_unclaimed_shard_is_claimed_once_and_held_against_others_until_its_le
     assert needs_takeover(mine, NOW + LEASE)
     theirs = claimed(mine, "w2", NOW + LEASE, LEASE)
     assert (theirs.claimed_by, theirs.attempts) == ("w2", 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not claimable"):
         claimed(theirs, "w1", NOW + LEASE, LEASE)
 
 
@@ -118,5 +118,5 @@ def test_names_are_bounded_and_say_nothing_secret() -> None:
     assert worker_identity("host", 123, "0d9f5c2e-aaaa") == "host:123:0d9f5c2e"
     assert len(worker_identity("h" * 100, 99999, "r" * 40)) <= 64
     assert run_key("send-ask-emails", "0d9f") == "send-ask-emails/0d9f"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at most"):
         run_key("s", "x" * 200)
