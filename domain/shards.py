@@ -184,22 +184,21 @@ def to_submit_again(
     submitted_at: Mapping[int, datetime],
     lease: timedelta,
 ) -> list[int]:
-    """The shards the orchestrator submits again at ``now``: not done, last submitted at
-    least a ``lease`` ago, and either never claimed since (the run was lost before it
-    started: a worker died with it queued, the run crashed) or claimed with a lease
-    that ran out (:func:`needs_takeover`). A shard held under a live lease is left to
-    its worker, however long ago it was submitted.
+    """The shards the orchestrator submits again at ``now``: claimed, not done, their
+    lease run out (:func:`needs_takeover`: the worker is lost), and not submitted again
+    within the last ``lease`` (the new run may still be waiting for a worker).
+
+    A shard no worker claimed yet is left alone however long it waits: with fewer
+    workers than shards, runs queue behind each other on the pool, and a second run
+    would only find the shard done. A run lost before its claim is the deadline's to
+    catch; the stage run's retry submits every shard not done.
     """
-    again = []
-    for state in states:
-        if state.done:
-            continue
-        last = submitted_at.get(state.shard)
-        if last is not None and now - last < lease:
-            continue
-        if state.claimed_by is None or needs_takeover(state, now):
-            again.append(state.shard)
-    return again
+    return [
+        state.shard
+        for state in states
+        if needs_takeover(state, now)
+        and (state.shard not in submitted_at or now - submitted_at[state.shard] >= lease)
+    ]
 
 
 class ShardRuns(Protocol):

@@ -114,7 +114,12 @@ def send_ask_emails(
     contact_of: dict[str, str] = {}
 
     def page(after: str) -> list[EmailMessage]:
-        rows = ledger.asks.asks_to_send(after, batch_size, shard)
+        # Unsharded, the two-argument call of before (stores timed or faked elsewhere).
+        rows = (
+            ledger.asks.asks_to_send(after, batch_size)
+            if shard is None
+            else ledger.asks.asks_to_send(after, batch_size, shard)
+        )
         contact_of.update({ask.ask_id: contact.contact_id for ask, contact, _ in rows})
         return [
             compose_ask(ask, contact, detail, program, page_link) for ask, contact, detail in rows
@@ -163,7 +168,11 @@ def send_notifications(
     """
 
     def page(after: str) -> list[EmailMessage]:
-        rows = ledger.emails.notifications_to_send(after, batch_size, shard)
+        rows = (
+            ledger.emails.notifications_to_send(after, batch_size)
+            if shard is None
+            else ledger.emails.notifications_to_send(after, batch_size, shard)
+        )
         # Every notice carries the referrer's tracked link, not a bare code.
         codes = ledger.asks.codes_for(contact.contact_id for _, _, contact, _ in rows)
         unpaid = _without_rail(ledger, rows, payout_rails) if page_link is not None else set()

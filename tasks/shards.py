@@ -83,8 +83,8 @@ def run_sharded(
 
     Opens the shards (a retry of the same stage run finds those already done), submits
     one run per shard not done, then watches the shard table: a shard whose lease ran
-    out unfinished, or which no worker claimed within a lease of its submission, is
-    submitted again (taken over). Counts only are logged.
+    out unfinished is submitted again, and the first worker to claim it takes it over
+    (:func:`domain.shards.to_submit_again`). Counts only are logged.
 
     Args:
         store: the shard table.
@@ -127,8 +127,7 @@ def run_sharded(
             submitted[index] = current
             taken_over += 1
             run_logger().warning(
-                "%s: shard %d of %d submitted again (attempt %d): its lease ran out unfinished "
-                "or no worker claimed it",
+                "%s: shard %d of %d submitted again (attempt %d): its lease ran out unfinished",
                 stage,
                 index,
                 of_shards,

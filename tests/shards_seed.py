@@ -3,6 +3,7 @@ tests of sharded sending (issue 17)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -40,5 +41,6 @@ def queue_asks(
         program,
         now,
     )
-    codes = {c: f"R{i:020d}" for i, c in enumerate(contact_ids)}
+    # A code per contact, the same on every run and distinct between contacts.
+    codes = {c: "R" + hashlib.sha256(c.encode()).hexdigest()[:20].upper() for c in contact_ids}
     record_ask_decisions(ledger, decisions, codes, now, now)

@@ -91,20 +91,19 @@ def test_only_the_holder_marks_a_shard_done_even_after_its_lease_when_nobody_too
     assert not may_complete(ShardState("k", 0, 1), "w1")
 
 
-def test_the_orchestrator_resubmits_lost_shards_only_after_a_lease() -> None:
+def test_the_orchestrator_resubmits_a_shard_only_when_its_workers_lease_ran_out() -> None:
     states = [
         ShardState("k", 0, 4, done_at=NOW, claimed_by="w1", attempts=1),  # done
         ShardState("k", 1, 4, "w1", NOW + timedelta(minutes=1), 1),  # live lease
         ShardState("k", 2, 4, "w2", NOW - timedelta(seconds=1), 1),  # lease ran out
-        ShardState("k", 3, 4),  # never claimed
+        ShardState("k", 3, 4),  # still queued on the pool: left to wait
     ]
-    submitted = dict.fromkeys(range(4), NOW - LEASE)
+    long_ago = dict.fromkeys(range(4), NOW - timedelta(hours=1))
 
-    assert to_submit_again(states, NOW, submitted, LEASE) == [2, 3]
+    assert to_submit_again(states, NOW, long_ago, LEASE) == [2]
     # Submitted again just now: not again before another lease has passed.
-    assert to_submit_again(states, NOW, {**submitted, 2: NOW, 3: NOW}, LEASE) == []
-    # A shard not yet claimed is given a lease's time to be picked up.
-    assert to_submit_again(states[3:], NOW, {3: NOW - timedelta(minutes=1)}, LEASE) == []
+    assert to_submit_again(states, NOW, {**long_ago, 2: NOW}, LEASE) == []
+    assert to_submit_again(states[2:3], NOW + LEASE, {2: NOW}, LEASE) == [2]
 
 
 def test_a_stage_run_is_done_when_each_of_its_shards_is() -> None:
