@@ -14,7 +14,8 @@ Seeds ``--n`` (default 20,000) queued asks into a migrated SQLite ledger (as
 Also measured: a run-shard run's start-up on a worker (a new interpreter importing the
 flow), the overhead every shard run pays before its work. With these, the expected time
 of the stage on W workers is ``ceil(S / W) * (C / S + o)``, ``C`` the unsharded cost,
-``S`` the shards, ``o`` the start-up; the table lists it for 1, 2, 4 and 8 workers.
+``S`` the shards, ``o`` the start-up; the table lists it for 1, 2, 4 and 8 workers,
+at ``--n`` and at 1,000,000 asks (the per-ask cost measured, scaled).
 
 Each worker process's time is process CPU time and wall time; the machine's load
 average is reported (other programs share the CPUs), and the parallel speed-up is only
@@ -54,6 +55,8 @@ from tests.fakes.sendgrid_server import FakeSendGrid
 DEFAULT_N = 20_000
 DEFAULT_SHARDS = 4
 DEFAULT_WORKERS = 2
+#: The size the expected times are also given for (the per-ask cost measured, scaled).
+LARGE = 1_000_000
 LEASE = timedelta(minutes=15)
 KEY = "send-ask-emails/bench"
 
@@ -203,8 +206,13 @@ def run(n: int, of_shards: int, workers: int) -> dict[str, Any]:
         parallel_engine.dispose()
 
     start_up = run_start_up()
-    cost = unsharded[0]
-    expected = {w: math.ceil(of_shards / w) * (cost / of_shards + start_up) for w in (1, 2, 4, 8)}
+    per_ask = unsharded[0] / n
+
+    def expected(asks: int) -> dict[str, float]:
+        cost = per_ask * asks
+        return {
+            str(w): math.ceil(of_shards / w) * (cost / of_shards + start_up) for w in (1, 2, 4, 8)
+        }
 
     def exactly_once(received: Counter[str]) -> bool:
         return set(received) == every_ask and all(c == 1 for c in received.values())
@@ -230,7 +238,8 @@ def run(n: int, of_shards: int, workers: int) -> dict[str, Any]:
         "parallel_speed_up": unsharded[0] / wall if wall else None,
         "load_average": [round(load_before, 2), round(load_after, 2)],
         "run_start_up_s": start_up,
-        "expected_stage_s": {str(w): s for w, s in expected.items()},
+        "expected_stage_s": expected(n),
+        "expected_stage_s_1m": expected(LARGE),
         "exactly_once_unsharded": exactly_once(plain_once),
         "exactly_once_sequential": exactly_once(sequential_once),
         "exactly_once_parallel": exactly_once(parallel_once),
@@ -315,10 +324,17 @@ def print_tables(f: dict[str, Any]) -> None:
         f"C = {f['unsharded_wall_s']:.2f} s unsharded, S = {f['shards']}, "
         f"o = {f['run_start_up_s']:.2f} s a shard run's start-up"
     )
+    large = f["unsharded_wall_s"] / f["n"] * LARGE
     _report.table(
-        ["workers", "expected s", "speed-up"],
+        ["workers", f"{f['n']:,} asks: s", "speed-up", f"{LARGE:,} asks: s", "speed-up"],
         [
-            [int(w), s, f["unsharded_wall_s"] / s if s else math.inf]
+            [
+                int(w),
+                s,
+                f["unsharded_wall_s"] / s if s else math.inf,
+                f["expected_stage_s_1m"][w],
+                large / f["expected_stage_s_1m"][w],
+            ]
             for w, s in f["expected_stage_s"].items()
         ],
     )

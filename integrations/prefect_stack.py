@@ -657,6 +657,11 @@ class LocalStack:
         pid = self._running(name)
         self._pid_file(name).unlink(missing_ok=True)
         if pid is None:
+            # Dead already (killed, crashed) and reaped by _alive: let its Popen know,
+            # or it warns at exit that the process still runs.
+            gone = self._children.pop(name, None)
+            if gone is not None:
+                gone.poll()
             return False
         try:
             os.killpg(pid, signal.SIGTERM)
