@@ -46,6 +46,7 @@ from domain.models import (
     derived_id,
 )
 from domain.ports import SourceBatch
+from domain.shards import Shard
 from integrations.email.sendgrid_sender import MAX_PERSONALIZATIONS, SendGridEmailSender
 from integrations.ledger.asks import SqlAskStore
 from integrations.ledger.emails import SqlEmailStore
@@ -104,10 +105,12 @@ class TimedAskStore(SqlAskStore):
         super().__init__(engine)
         self.seconds = seconds
 
-    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
+    def asks_to_send(
+        self, after: str, limit: int, shard: Shard | None = None
+    ) -> list[tuple[Ask, Contact, str]]:
         start = time.perf_counter()
         try:
-            return super().asks_to_send(after, limit)
+            return super().asks_to_send(after, limit, shard)
         finally:
             self.seconds["read"] += time.perf_counter() - start
 

@@ -306,6 +306,39 @@ class Settings(BaseSettings):
         "emails and of the tracked link shown on the page.",
     )
 
+    # -- shards (issue 17) ---------------------------------------------------------
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Shards the sharded stages split into (sending the asks, sending the "
+        "referrer notifications; keyed by a hash of the contact id). 1: the stage runs "
+        "in its own flow run as before, no extra runs. N > 1: one run of the run-shard "
+        "deployment per shard on the work pool, so N workers share the stage, each "
+        "shard done exactly once (claimed with a lease; a lost worker's shard is taken "
+        "over after the lease).",
+    )
+    shard_lease_seconds: int = Field(
+        default=900,
+        ge=5,
+        le=24 * 3600,
+        description="How long a worker holds a shard it claimed before another may take it "
+        "over, in seconds. Longer than a shard's work takes (bench.shards measures it), "
+        "and under 30 minutes for the email stages (a message claimed longer ago is "
+        "marked unknown, never sent again).",
+    )
+    shard_deadline_seconds: int = Field(
+        default=3600,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="Longest a sharded stage waits for all its shards to be done before "
+        "it fails (the shards keep their state: a retry of the run resumes them).",
+    )
+    shard_deployment: str = Field(
+        default="run-shard/run-shard",
+        description="Deployment (flow/deployment) that runs one shard of a stage.",
+    )
+
     @field_validator("registration_contact_key", "visitor_key", "page_key")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:

@@ -38,6 +38,7 @@ from domain.ports import (
     RefereeDiscounts,
 )
 from domain.program import Program
+from domain.shards import ShardRuns
 from integrations.approvals.prefect_runs import PrefectApprovalRuns
 from integrations.approvers.totp import TotpCodes, new_key
 from integrations.email.outbox import OutboxEmailSender
@@ -49,6 +50,7 @@ from integrations.local_secrets import read_or_make_secret
 from integrations.payments.ledger_only import LedgerOnlyRail
 from integrations.payments.ledger_only_discounts import LedgerOnlyDiscounts
 from integrations.prefect_limits import StripeRateLimits
+from integrations.prefect_shards import PrefectShardRuns
 from integrations.sources.files import FileSource
 from integrations.web.keys import page_key
 from integrations.web.magic import MagicLinks, PageLinks
@@ -90,6 +92,10 @@ class App:
     # referrer side (issue 15)
     # With a Stripe key: Connect onboarding for referrers with no payable rail.
     connect: ConnectOnboarding | None = None
+
+    # Where a sharded stage's shards run (issue 17): runs of the run-shard deployment;
+    # used only with REFERRALS_SHARDS > 1.
+    shard_runs: ShardRuns | None = None
 
     def describe(self) -> dict[str, str]:
         """Which backend serves each port (safe to log: no secrets)."""
@@ -133,6 +139,7 @@ def build_app(settings: Settings | None = None) -> App:
         detractor_tasks=_detractor_tasks(settings),
         page_links=PageLinks(magic_links(settings), settings.public_base_url),
         connect=_connect(settings),
+        shard_runs=PrefectShardRuns(settings.shard_deployment),
     )
 
 

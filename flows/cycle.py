@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow
 
 from flows import bootstrap
+from flows.shards import run_stage_sharded
 from tasks.approvals import request_approvals
 from tasks.asks import decide_asks
 from tasks.cards import learn_card_fingerprints
@@ -73,8 +74,16 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
     app = bootstrap.app()
     when, now = _moment(as_of), datetime.now(UTC)
     decisions = decide_asks(app.ledger, app.program, when, now, app.settings.batch_size)
-    delivery = send_ask_emails(
-        app.ledger, app.email, app.program, now, app.settings.batch_size, app.page_links
+    # Deciding stays in this run: which moment wins depends on what one run has seen.
+    # Sending is per ask, so with REFERRALS_SHARDS > 1 workers share it (flows/shards.py).
+    delivery = (
+        run_stage_sharded(app, "send-ask-emails", now)
+        if app.settings.shards > 1
+        else asdict(
+            send_ask_emails(
+                app.ledger, app.email, app.program, now, app.settings.batch_size, app.page_links
+            )
+        )
     )
     # The codes just sent become the referee's discount (two-sided rewards).
     discounts = (
@@ -86,7 +95,7 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
     )
     return {
         "decisions": asdict(decisions),
-        "delivery": asdict(delivery),
+        "delivery": delivery,
         "discounts": asdict(discounts) if discounts else None,
     }
 
@@ -197,14 +206,20 @@ def notify_referrers() -> dict[str, Any]:
     """
     app = bootstrap.app()
     now = datetime.now(UTC)
-    delivery = send_notifications(
-        app.ledger,
-        app.email,
-        app.program,
-        now,
-        app.settings.batch_size,
-        app.page_links,
-        payout_rails=frozenset(app.rails) if app.connect is not None else None,
+    delivery = (
+        run_stage_sharded(app, "send-notifications", now)
+        if app.settings.shards > 1
+        else asdict(
+            send_notifications(
+                app.ledger,
+                app.email,
+                app.program,
+                now,
+                app.settings.batch_size,
+                app.page_links,
+                payout_rails=frozenset(app.rails) if app.connect is not None else None,
+            )
+        )
     )
     detractors = hand_on_detractors(
         app.ledger,
@@ -215,7 +230,7 @@ def notify_referrers() -> dict[str, Any]:
         now,
         app.settings.batch_size,
     )
-    return {**asdict(delivery), "detractors": asdict(detractors)}
+    return {**delivery, "detractors": asdict(detractors)}
 
 
 @flow(name="referral-cycle")

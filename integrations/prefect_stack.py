@@ -518,13 +518,18 @@ class LocalStack:
             command["default"] = engine_command()
             client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
 
-    def start_worker(self) -> bool:
-        """Start the worker unless it runs; whether it was started now."""
-        if self._running("worker"):
+    def start_worker(self, name: str = "worker", limit: int | None = None) -> bool:
+        """Start the worker ``name`` unless it runs; whether it was started now.
+
+        Args:
+            name: its process name (PID file, log); another name starts one more worker
+                on the pool (``down`` stops only ``worker``: stop the others by name).
+            limit: the most flow runs it runs at once (``--limit``); None, no limit.
+        """
+        if self._running(name):
             return False
-        self._spawn(
-            "worker", [_prefect(), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
-        )
+        args = [_prefect(), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+        self._spawn(name, args + (["--limit", str(limit)] if limit else []))
         return True
 
     def start_web(self, port: int, *, stripe_stand_in: bool = False) -> str | None:
@@ -652,6 +657,11 @@ class LocalStack:
         pid = self._running(name)
         self._pid_file(name).unlink(missing_ok=True)
         if pid is None:
+            # Dead already (killed, crashed) and reaped by _alive: let its Popen know,
+            # or it warns at exit that the process still runs.
+            gone = self._children.pop(name, None)
+            if gone is not None:
+                gone.poll()
             return False
         try:
             os.killpg(pid, signal.SIGTERM)

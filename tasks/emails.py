@@ -13,6 +13,7 @@ from domain.models import Contact, EmailMessage, EmailOutcome, EmailResult, Payo
 from domain.ports import EmailSender
 from domain.program import Program
 from domain.referrer_page import needs_payout_setup
+from domain.shards import Shard
 from integrations.ledger.sql import SqlLedger
 from tasks._support import Progress, run_logger
 from tasks.asks import REWARD_EARNED, compose_ask, compose_notice
@@ -87,6 +88,7 @@ def send_ask_emails(
     now: datetime,
     batch_size: int = 1000,
     page_link: Callable[[str], str] | None = None,
+    shard: Shard | None = None,
 ) -> Delivery:
     """Send every queued ask, a batch per request, and record what the provider said.
 
@@ -103,6 +105,7 @@ def send_ask_emails(
         batch_size: asks per provider request (SendGrid takes up to 1,000).
         page_link: the magic link to a referrer's page, by their id; each ask carries
             one (the email body only: never metadata, logs or the ledger).
+        shard: only the asks of this shard's contacts (issue 17); None, every ask.
 
     Returns:
         Counts of accepted, failed, retry-later and unknown asks.
@@ -111,7 +114,12 @@ def send_ask_emails(
     contact_of: dict[str, str] = {}
 
     def page(after: str) -> list[EmailMessage]:
-        rows = ledger.asks.asks_to_send(after, batch_size)
+        # Unsharded, the two-argument call of before (stores timed or faked elsewhere).
+        rows = (
+            ledger.asks.asks_to_send(after, batch_size)
+            if shard is None
+            else ledger.asks.asks_to_send(after, batch_size, shard)
+        )
         contact_of.update({ask.ask_id: contact.contact_id for ask, contact, _ in rows})
         return [
             compose_ask(ask, contact, detail, program, page_link) for ask, contact, detail in rows
@@ -138,6 +146,7 @@ def send_notifications(
     batch_size: int = 1000,
     page_link: Callable[[str], str] | None = None,
     payout_rails: Collection[PayoutRailKind] | None = None,
+    shard: Shard | None = None,
 ) -> Delivery:
     """Send the referrer notifications queued by earlier stages (earned, paid, rejected).
 
@@ -152,13 +161,18 @@ def send_notifications(
         payout_rails: the rails rewards are paid by, when Stripe Connect onboarding
             exists: an "earned" notice to a referrer no rail fits (their reward
             choice counted) carries their page's ``/connect``, with ``page_link``.
+        shard: only the notifications to this shard's contacts (issue 17); None, all.
 
     Returns:
         Counts of accepted, failed, retry-later and unknown notifications.
     """
 
     def page(after: str) -> list[EmailMessage]:
-        rows = ledger.emails.notifications_to_send(after, batch_size)
+        rows = (
+            ledger.emails.notifications_to_send(after, batch_size)
+            if shard is None
+            else ledger.emails.notifications_to_send(after, batch_size, shard)
+        )
         # Every notice carries the referrer's tracked link, not a bare code.
         codes = ledger.asks.codes_for(contact.contact_id for _, _, contact, _ in rows)
         unpaid = _without_rail(ledger, rows, payout_rails) if page_link is not None else set()

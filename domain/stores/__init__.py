@@ -41,6 +41,7 @@ from domain.stores.reconcile import ReconcileStore
 from domain.stores.referrer_side import ReferrerSideStore
 from domain.stores.reward_rules import RewardRulesStore
 from domain.stores.rewards import RewardsStore
+from domain.stores.shards import ShardStore
 from domain.stores.sources import SourcesStore
 from domain.stores.stripe import StripeStore
 from domain.stores.touchpoints import TouchpointStore
@@ -190,6 +191,12 @@ class Stores(Protocol):
     @property
     def connect(self) -> ConnectStore:
         """Referrers' Stripe Connect accounts and their onboarding."""
+        ...
+
+    # shards of stage runs (issue 17)
+    @property
+    def shards(self) -> ShardStore:
+        """Shards of stage runs: claimed with a lease, done once."""
         ...
 
 

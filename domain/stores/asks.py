@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment
+from domain.shards import Shard
 
 
 class AskStore(Protocol):
@@ -82,12 +83,15 @@ class AskStore(Protocol):
 
     # -- sending -----------------------------------------------------------------------
 
-    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
+    def asks_to_send(
+        self, after: str, limit: int, shard: Shard | None = None
+    ) -> list[tuple[Ask, Contact, str]]:
         """Queued asks with their contact and the moment's detail, by id after ``after``.
 
         Args:
             after: the last ask id of the previous page ("" for the first).
             limit: at most this many.
+            shard: only the asks of the contacts in this shard (issue 17); None, all.
         """
         ...
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.models import Contact, EmailEvent, EmailEventsApplied, EmailResult, Rejected
+from domain.shards import Shard
 
 
 class EmailStore(Protocol):
@@ -81,9 +82,10 @@ class EmailStore(Protocol):
         ...
 
     def notifications_to_send(
-        self, after: str, limit: int
+        self, after: str, limit: int, shard: Shard | None = None
     ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
-        """Queued notifications (id, kind, contact, data), by id after ``after``."""
+        """Queued notifications (id, kind, contact, data), by id after ``after``; with
+        ``shard``, only those to the contacts in it (issue 17)."""
         ...
 
     # -- suppressions and the provider's events ----------------------------------------

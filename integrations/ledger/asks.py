@@ -25,7 +25,9 @@ from domain.models import (
     MomentType,
     NpsAnswer,
 )
+from domain.shards import Shard
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row, pairs
+from integrations.ledger.shards import in_shard
 from integrations.ledger.tables import (
     T_ASKS,
     T_CONTACTS,
@@ -296,7 +298,9 @@ class SqlAskStore(LedgerBase):
                         .values(status=moment_status, skip_reason=reason, decided_at=now)
                     )
 
-    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
+    def asks_to_send(
+        self, after: str, limit: int, shard: Shard | None = None
+    ) -> list[tuple[Ask, Contact, str]]:
         """Queued asks with their contact and the moment's detail, by id after ``after``.
 
         Paging by id lets one pass visit each queued ask once even when some go back
@@ -308,6 +312,7 @@ class SqlAskStore(LedgerBase):
                 .join(ContactRow, ContactRow.contact_id == AskRow.contact_id)
                 .join(MomentRow, MomentRow.moment_id == AskRow.moment_id)
                 .where(AskRow.status == "queued", AskRow.ask_id > after)
+                .where(in_shard(AskRow.contact_id, shard))
                 .order_by(AskRow.ask_id)
                 .limit(limit)
             ).mappings()

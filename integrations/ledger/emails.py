@@ -24,6 +24,7 @@ from domain.models import (
     EmailResult,
     Rejected,
 )
+from domain.shards import Shard
 from domain.suppression import suppressions
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row
 from integrations.ledger.email_events import (
@@ -34,6 +35,7 @@ from integrations.ledger.email_events import (
     storable,
 )
 from integrations.ledger.notifications import queue_notifications
+from integrations.ledger.shards import in_shard
 from integrations.ledger.tables import (
     T_ASKS,
     T_CONTACTS,
@@ -155,7 +157,7 @@ class SqlEmailStore(LedgerBase):
             return queue_notifications(conn, rows, now)
 
     def notifications_to_send(
-        self, after: str, limit: int
+        self, after: str, limit: int, shard: Shard | None = None
     ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
         """Queued notifications (id, kind, contact, data), by id after ``after``."""
         with self._connect() as conn:
@@ -166,6 +168,7 @@ class SqlEmailStore(LedgerBase):
                     NotificationRow.status == "queued",
                     NotificationRow.notification_id > after,
                 )
+                .where(in_shard(NotificationRow.contact_id, shard))
                 .order_by(NotificationRow.notification_id)
                 .limit(limit)
             ).mappings()

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from domain.shards import shard_of
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with the settings the ledger relies on.
@@ -33,6 +35,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            # The shard of a key, for queries that take one (integrations.ledger.shards).
+            dbapi_conn.create_function("referrals_shard", 2, shard_of, deterministic=True)
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:

@@ -32,6 +32,7 @@ from integrations.ledger.reconcile import SqlReconcileStore
 from integrations.ledger.referrer_side import SqlReferrerSide
 from integrations.ledger.reward_rules import SqlRewardRulesStore
 from integrations.ledger.rewards import SqlRewardsStore
+from integrations.ledger.shards import SqlShardStore
 from integrations.ledger.sources import SqlSourcesStore
 from integrations.ledger.stripe_conversions import SqlStripeStore
 from integrations.ledger.touchpoints import SqlTouchpointStore
@@ -82,3 +83,6 @@ class SqlStores:
         # referrer side (issue 15)
         self.referrer_side = SqlReferrerSide(engine, conn)
         self.connect = SqlConnectStore(engine, conn)
+
+        # shards of stage runs (issue 17)
+        self.shards = SqlShardStore(engine, conn)

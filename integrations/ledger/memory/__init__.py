@@ -38,6 +38,7 @@ from integrations.ledger.memory.rewards import (
     InMemoryRewardsStore,
     MoneyBook,
 )
+from integrations.ledger.memory.shards import InMemoryShardStore
 from integrations.ledger.memory.sources import InMemorySourcesStore
 from integrations.ledger.memory.stripe import InMemoryStripeStore
 from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
@@ -92,6 +93,8 @@ class InMemoryStores:
         # referrer side (issue 15)
         self.referrer_side = InMemoryReferrerSideStore()
         self.connect = InMemoryConnectStore()
+        # shards of stage runs (issue 17)
+        self.shards = InMemoryShardStore()
 
 
 class InMemoryLedger(InMemoryStores):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment
+from domain.shards import Shard
 
 
 class InMemoryAskStore:
@@ -101,8 +102,12 @@ class InMemoryAskStore:
                 self.moments[moment_id] = (self.moments[moment_id][0], status)
                 self.skip_reasons[moment_id] = decision.reason.value if decision.reason else None
 
-    def asks_to_send(self, after: str, limit: int) -> list[tuple[Ask, Contact, str]]:
-        self.calls.append(("asks_to_send", (after, limit)))
+    def asks_to_send(
+        self, after: str, limit: int, shard: Shard | None = None
+    ) -> list[tuple[Ask, Contact, str]]:
+        self.calls.append(
+            ("asks_to_send", (after, limit) if shard is None else (after, limit, shard))
+        )
         return [
             (ask, self.people[ask.contact_id], self.moments[ask.moment_id][0].detail)
             for ask_id, (ask, _, status) in sorted(self.asks.items())
@@ -110,4 +115,5 @@ class InMemoryAskStore:
             and ask_id > after
             and ask.contact_id in self.people
             and ask.moment_id in self.moments
+            and (shard is None or shard.holds(ask.contact_id))
         ][:limit]

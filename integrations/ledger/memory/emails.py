@@ -15,6 +15,7 @@ from domain.models import (
     EmailResult,
     Rejected,
 )
+from domain.shards import Shard
 from domain.suppression import suppressions
 
 _STATUS = {
@@ -127,13 +128,17 @@ class InMemoryEmailStore:
         return new
 
     def notifications_to_send(
-        self, after: str, limit: int
+        self, after: str, limit: int, shard: Shard | None = None
     ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
-        self.calls.append(("notifications_to_send", (after, limit)))
+        args = (after, limit) if shard is None else (after, limit, shard)
+        self.calls.append(("notifications_to_send", args))
         return [
             (message_id, m.kind, self.contacts[m.contact_id], dict(m.data))
             for message_id, m in sorted(self.messages["notification"].items())
-            if m.status == "queued" and message_id > after and m.contact_id in self.contacts
+            if m.status == "queued"
+            and message_id > after
+            and m.contact_id in self.contacts
+            and (shard is None or shard.holds(m.contact_id))
         ][:limit]
 
     def suppressed(self, contact_ids: Iterable[str]) -> set[str]:

@@ -121,6 +121,7 @@ from integrations.ledger.tables.reward_payments import (
     T_REWARD_PAYMENTS,
     RewardPaymentRow,
 )
+from integrations.ledger.tables.shards import T_SHARDS, ShardRow
 from integrations.ledger.tables.touchpoints import (
     T_REWARD_TERMS,
     T_TOUCHPOINTS,
@@ -195,6 +196,7 @@ __all__ = [
     "T_REWARD_CHOICES",
     "T_REWARD_PAYMENTS",
     "T_REWARD_TERMS",
+    "T_SHARDS",
     "T_SOURCE_CURSORS",
     "T_SOURCE_EVENTS",
     "T_STRIPE_EVENTS",
@@ -238,6 +240,7 @@ __all__ = [
     "RewardPaymentRow",
     "RewardRow",
     "RewardTermsRow",
+    "ShardRow",
     "SourceCursorRow",
     "SourceEventRow",
     "StripeEventRow",
