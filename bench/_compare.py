@@ -33,7 +33,8 @@ def run_once(module: str, args: Sequence[str]) -> dict[str, Any]:
     )
     sys.stdout.write(proc.stdout)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    return json.loads(lines[-1])
+    figures: dict[str, Any] = json.loads(lines[-1])
+    return figures
 
 
 def compare(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,8 +44,11 @@ def compare(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, Any
     for t in first.get("targets", []):
         other = seconds.get(t["name"])
         a, b = t["measured"], other["measured"] if other else None
-        numeric = isinstance(a, int | float) and isinstance(b, int | float)
-        s = spread(float(a), float(b)) if numeric else None
+        s = (
+            spread(float(a), float(b))
+            if isinstance(a, int | float) and isinstance(b, int | float)
+            else None
+        )
         rows.append(
             {
                 "name": t["name"],
