@@ -7,6 +7,7 @@ is tested against the behaviour the ledger has.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from domain.errors import InputRejected
 from domain.fraud import FraudHistory
 from domain.models import Conversion, Milestone, derived_id
 from domain.money import Money
-from domain.placement import ConversionTally, EarlierConversion
+from domain.placement import ConversionTally, EarlierConversion, PlacementFacts
 from domain.program import Program, RegistrationRules
 from domain.registration import Claim, RegistrationStatus
 from domain.stores.conversions import ConversionsRecorded, ConversionStore
@@ -313,6 +314,21 @@ def a_mixed_stripe_batch(now: datetime) -> list[StripeConversion]:
     ]
 
 
+def placed_one_by_one(
+    ledger: SqlLedger, items: list[tuple[Conversion, StripeConversion]], now: datetime
+) -> tuple[ConversionTally, PlacementFacts]:
+    """Place ``items`` one conversion at a time on the ledger, as placement ran before it
+    was batched: what it decided and what it left behind, then rolled back."""
+    tally = ConversionTally()
+    left = PlacementFacts()
+    with suppress(_RolledBack), ledger.transaction() as uow:
+        for conversion, stripe in items:
+            place_conversion(uow.conversions, conversion, stripe, tally, now)
+        left = uow.conversions.placement_facts(items)
+        raise _RolledBack
+    return tally, left
+
+
 def test_a_batch_placed_at_once_comes_to_what_placing_it_one_by_one_comes_to(
     ledger: SqlLedger, now: datetime
 ) -> None:
@@ -322,14 +338,7 @@ def test_a_batch_placed_at_once_comes_to_what_placing_it_one_by_one_comes_to(
     )
     batch = a_mixed_stripe_batch(now)
     items = [(s.conversion, s) for s in batch]
-    # One conversion at a time on the ledger, as placement ran before it was batched;
-    # what it decided and left behind is read, then rolled back.
-    one_by_one = ConversionTally()
-    with pytest.raises(_RolledBack), ledger.transaction() as uow:
-        for conversion, stripe in items:
-            place_conversion(uow.conversions, conversion, stripe, one_by_one, now)
-        left_one_by_one = uow.conversions.placement_facts(items)
-        raise _RolledBack
+    one_by_one, left_one_by_one = placed_one_by_one(ledger, items, now)
 
     at_once = record_stripe_conversions(ledger, [], batch, [], {}, now)
 
