@@ -24,13 +24,20 @@ inserted, the ledger is asked for one already recorded:
 Otherwise the conversion is **inserted**. Placement is order-dependent: within a batch,
 each conversion is placed after the ones before it, and sees them.
 
-The use case :func:`tasks.use_cases.conversions.place_conversions` applies these rules
-in one unit of work under the conversions lock.
+The use case :func:`tasks.use_cases.conversions.place_conversion` applies these rules
+in one unit of work under the conversions lock, on a :class:`PlacementBook`: what the
+ledger knows of the batch's referees and payments, read once for the whole batch
+(:class:`PlacementFacts`), plus what the batch has placed so far. The book answers each
+step as the ledger would have answered it one conversion at a time, and collects the
+conversions and payment ids to write, so a batch costs a few statements, not a few per
+conversion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from domain.models import Conversion, Milestone, Rejected
@@ -109,3 +116,192 @@ def refusal(conversion: Conversion, earlier: EarlierConversion) -> Rejected:
         f"referee already converted at milestone {conversion.milestone.value} "
         f"through another referral code (conversion {earlier.conversion_id})",
     )
+
+
+# -- a batch placed in memory -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownConversion:
+    """A conversion the ledger holds, as placement sees it.
+
+    Attributes:
+        conversion_id: its id.
+        source_event: the event it was made from (unique, as its id is).
+        referral_code: the code it was made with.
+        milestone: its milestone.
+        referee_account_id: the referee's CRM account, if known.
+        referee_contact_id: the referee's CRM contact, if known.
+        created_at: when it was recorded ("earliest" orders by this, then by id).
+    """
+
+    conversion_id: str
+    source_event: str
+    referral_code: str
+    milestone: Milestone
+    referee_account_id: str | None
+    referee_contact_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KnownPayment:
+    """A Stripe id the ledger links to a conversion.
+
+    Attributes:
+        payment_ref: the Stripe id.
+        conversion_id: the conversion owning it.
+        customer: the Stripe customer the payment came from, if any.
+        created_at: when it was linked.
+    """
+
+    payment_ref: str
+    conversion_id: str
+    customer: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementFacts:
+    """What the ledger knows that placing one batch can depend on.
+
+    ``conversions``: every conversion of the batch's referees (by CRM account, CRM
+    contact, or a Stripe customer of its payments), every one owning one of the
+    batch's Stripe ids, and those sharing an id or a source event with a conversion
+    of the batch. ``payments``: every Stripe id of those conversions, and every
+    Stripe id the batch names (each owned by one of ``conversions``).
+    """
+
+    conversions: Sequence[KnownConversion] = ()
+    payments: Sequence[KnownPayment] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewPayment:
+    """A Stripe id a batch links to a conversion: one ``conversion_payments`` row."""
+
+    payment_ref: str
+    conversion_id: str
+    stripe: StripeConversion
+
+
+class PlacementBook:
+    """The ledger's conversions and Stripe ids around one batch, and what the batch
+    adds to them, answering each placement step as the ledger would.
+
+    It offers the steps the use case asks of a store (``payment_owner``,
+    ``earliest_of_referee``, ``insert``, ``add_payments``) with the same answers: the
+    same payment's owner is the one linked first (then by Stripe id); the earliest
+    conversion of a referee is the first recorded (then by id); an insert whose id or
+    source event is already recorded is refused; a Stripe id already linked is not
+    linked again. What was inserted and linked, in order, is in :attr:`inserted` and
+    :attr:`linked`, for the store to write in one go.
+
+    Args:
+        facts: what the ledger knows around the batch (read under the conversions
+            lock, so nothing changes it until the batch is written).
+    """
+
+    def __init__(self, facts: PlacementFacts) -> None:
+        self._conversions: dict[str, KnownConversion] = {}
+        self._source_events: set[str] = set()
+        self._by_account: dict[tuple[Milestone, str], list[str]] = {}
+        self._by_contact: dict[tuple[Milestone, str], list[str]] = {}
+        self._by_customer: dict[str, set[str]] = {}
+        self._payments: dict[str, KnownPayment] = {}
+        self._with_stripe: set[str] = set()
+        self.inserted: list[Conversion] = []
+        self.linked: list[NewPayment] = []
+        for known in facts.conversions:
+            self._remember(known)
+        for payment in facts.payments:
+            self._link(payment)
+
+    def _remember(self, known: KnownConversion) -> None:
+        if known.conversion_id in self._conversions:
+            return
+        self._conversions[known.conversion_id] = known
+        self._source_events.add(known.source_event)
+        if known.referee_account_id:
+            key = (known.milestone, known.referee_account_id)
+            self._by_account.setdefault(key, []).append(known.conversion_id)
+        if known.referee_contact_id:
+            key = (known.milestone, known.referee_contact_id)
+            self._by_contact.setdefault(key, []).append(known.conversion_id)
+
+    def _link(self, payment: KnownPayment) -> None:
+        self._payments.setdefault(payment.payment_ref, payment)
+        self._with_stripe.add(payment.conversion_id)
+        if payment.customer is not None:
+            self._by_customer.setdefault(payment.customer, set()).add(payment.conversion_id)
+
+    def payment_owner(self, refs: Sequence[str], milestone: Milestone) -> str | None:
+        """The conversion at ``milestone`` owning any of the Stripe ids ``refs``."""
+        owned = [
+            (p.created_at, p.payment_ref, p.conversion_id)
+            for ref in set(refs)
+            if (p := self._payments.get(ref)) is not None
+            and self._conversions[p.conversion_id].milestone is milestone
+        ]
+        return min(owned)[2] if owned else None
+
+    def earliest_of_referee(
+        self, conversion: Conversion, customer: str | None
+    ) -> EarlierConversion | None:
+        """The earliest conversion of the same referee (CRM account, CRM contact or
+        Stripe customer) at the same milestone, or None."""
+        milestone = conversion.milestone
+        same: set[str] = set()
+        if conversion.referee_account_id:
+            same.update(self._by_account.get((milestone, conversion.referee_account_id), ()))
+        if conversion.referee_contact_id:
+            same.update(self._by_contact.get((milestone, conversion.referee_contact_id), ()))
+        if customer:
+            same.update(
+                i
+                for i in self._by_customer.get(customer, ())
+                if self._conversions[i].milestone is milestone
+            )
+        if not same:
+            return None
+        earliest = min(
+            (self._conversions[i] for i in same), key=lambda k: (k.created_at, k.conversion_id)
+        )
+        return EarlierConversion(
+            earliest.conversion_id,
+            earliest.referral_code,
+            earliest.conversion_id in self._with_stripe,
+        )
+
+    def insert(self, conversion: Conversion, now: datetime) -> bool:
+        """Take ``conversion`` as inserted at ``now``; False when its id or source
+        event is already recorded."""
+        if (
+            conversion.conversion_id in self._conversions
+            or conversion.source_event in self._source_events
+        ):
+            return False
+        self._remember(
+            KnownConversion(
+                conversion.conversion_id,
+                conversion.source_event,
+                conversion.referral_code,
+                conversion.milestone,
+                conversion.referee_account_id,
+                conversion.referee_contact_id,
+                now,
+            )
+        )
+        self.inserted.append(conversion)
+        return True
+
+    def add_payments(self, conversion_id: str, stripe: StripeConversion, now: datetime) -> int:
+        """Link the payment's Stripe ids not linked yet to ``conversion_id``; how many."""
+        added = 0
+        for ref in stripe.payment_refs:
+            if ref in self._payments:
+                continue
+            self._link(KnownPayment(ref, conversion_id, stripe.customer, now))
+            self.linked.append(NewPayment(ref, conversion_id, stripe))
+            added += 1
+        return added

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -44,9 +44,16 @@ class _Credits:
         return {c.contact_id for credits in self.by_conversion.values() for c, _ in credits}
 
 
-def _credits(ledger: SqlLedger, conversions: Sequence[Conversion], program: Program) -> _Credits:
+def _credits(
+    ledger: SqlLedger,
+    conversions: Sequence[Conversion],
+    program: Program,
+    read: Mapping[str, Contact],
+) -> _Credits:
     """Each conversion's (referrer, weight) under the program's attribution model, from
-    the touchpoints of its referee up to the conversion (its own code always one)."""
+    the touchpoints of its referee up to the conversion (its own code always one).
+    ``read``: contacts the caller has already read (the batch's referrers), not read
+    again."""
     touches = ledger.touchpoints.touchpoints_for(conversions)
     weights = {
         c.conversion_id: credits_for(
@@ -57,7 +64,9 @@ def _credits(ledger: SqlLedger, conversions: Sequence[Conversion], program: Prog
         )
         for c in conversions
     }
-    contacts = ledger.asks.contacts({r for w in weights.values() for r, _ in w})
+    credited = {r for w in weights.values() for r, _ in w}
+    contacts = {r: read[r] for r in credited if r in read}
+    contacts.update(ledger.asks.contacts(credited - read.keys()))
     plan = _Credits()
     for conversion in conversions:
         if conversion.referrer_id not in contacts:
@@ -110,7 +119,7 @@ def compute_new_rewards(
         referrers = ledger.asks.contacts(c.referrer_id for c in conversions)
         history = ledger.fraud.fraud_history(conversions, referrers, program.fraud)
         flags = flags_for_batch(conversions, referrers, history, program.fraud)
-        plan = _credits(ledger, conversions, program)
+        plan = _credits(ledger, conversions, program, referrers)
         first = ledger.reward_rules.first_payments(c.conversion_id for c in conversions)
         accrued = accrue_conversions(
             ledger, conversions, plan.by_conversion, flags, first, program, plan.rejected, now
@@ -172,7 +181,7 @@ def _recurring_rewards(
         referrers = ledger.asks.contacts(c.referrer_id for c in paying)
         history = ledger.fraud.fraud_history(paying, referrers, program.fraud)
         flags = flags_for_batch(paying, referrers, history, program.fraud)
-        plan = _credits(ledger, paying, program)
+        plan = _credits(ledger, paying, program, referrers)
         total += accrue_invoices(
             ledger,
             paying,

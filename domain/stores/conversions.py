@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.models import Contact, Conversion, Milestone, Rejected, SourceEvent
-from domain.placement import EarlierConversion
+from domain.placement import EarlierConversion, NewPayment, PlacementFacts
 from domain.stripe_conversions import StripeConversion
 
 
@@ -89,6 +89,25 @@ class ConversionStore(Protocol):
 
     def insert(self, conversion: Conversion, now: datetime) -> bool:
         """Insert ``conversion``; False when its id was already recorded."""
+        ...
+
+    def placement_facts(
+        self, items: Sequence[tuple[Conversion, StripeConversion | None]]
+    ) -> PlacementFacts:
+        """What placing this batch can depend on (see
+        :class:`domain.placement.PlacementFacts`): a few reads keyed by the batch's
+        referees, Stripe ids, conversion ids and source events."""
+        ...
+
+    def record_placed(
+        self, conversions: Sequence[Conversion], payments: Sequence[NewPayment], now: datetime
+    ) -> tuple[set[str], int]:
+        """Insert a placed batch's new conversions, then link its new Stripe ids, a
+        statement or two each, not one per row (rows already recorded are skipped).
+
+        Returns:
+            The ids of the conversions inserted, and how many Stripe ids were linked.
+        """
         ...
 
     def add_payments(self, conversion_id: str, stripe: StripeConversion, now: datetime) -> int:

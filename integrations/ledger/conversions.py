@@ -25,7 +25,13 @@ from typing import Any
 from sqlalchemy import Connection, exists, or_, select, text, update
 
 from domain.models import Contact, Conversion, Milestone, Rejected, SourceEvent
-from domain.placement import EarlierConversion
+from domain.placement import (
+    EarlierConversion,
+    KnownConversion,
+    KnownPayment,
+    NewPayment,
+    PlacementFacts,
+)
 from domain.stripe_conversions import SOURCE, StripeConversion
 from integrations.ledger.base import (
     LedgerBase,
@@ -213,21 +219,98 @@ class SqlConversionStore(LedgerBase):
                 self._insert_ignore(
                     conn,
                     T_CONVERSION_PAYMENTS,
-                    [
-                        {
-                            "provider": SOURCE,
-                            "payment_ref": ref,
-                            "conversion_id": conversion_id,
-                            "customer_ref": stripe.customer,
-                            "amount_minor": stripe.payment.amount_minor,
-                            "currency": stripe.payment.currency,
-                            "created_at": now,
-                        }
-                        for ref in stripe.payment_refs
-                    ],
+                    [_payment_row(ref, conversion_id, stripe, now) for ref in stripe.payment_refs],
                     T_CONVERSION_PAYMENTS.c.payment_ref,
                 )
             )
+
+    # -- a batch placed at once (see domain.placement.PlacementBook) ----------------------
+
+    def placement_facts(
+        self, items: Sequence[tuple[Conversion, StripeConversion | None]]
+    ) -> PlacementFacts:
+        """What placing this batch can depend on: a few reads per kind of key (CRM
+        accounts, CRM contacts, Stripe customers, Stripe ids, conversion ids, source
+        events), each an index lookup by the batch's own keys, whatever the table's
+        size."""
+        c, p = T_CONVERSIONS, T_CONVERSION_PAYMENTS
+        accounts = {x.referee_account_id for x, _ in items if x.referee_account_id}
+        contacts = {x.referee_contact_id for x, _ in items if x.referee_contact_id}
+        customers = {s.customer for _, s in items if s is not None and s.customer}
+        refs = {r for _, s in items if s is not None for r in s.payment_refs}
+        ids = {x.conversion_id for x, _ in items}
+        events = {x.source_event for x, _ in items}
+        known: dict[str, KnownConversion] = {}
+        with self._connect() as conn:
+
+            def read(where: Any, values: set[str]) -> None:
+                for chunk in chunks(sorted(values)):
+                    for row in conn.execute(
+                        select(
+                            c.c.conversion_id,
+                            c.c.source_event,
+                            c.c.referral_code,
+                            c.c.milestone,
+                            c.c.referee_account_id,
+                            c.c.referee_contact_id,
+                            c.c.created_at,
+                        ).where(where.in_(chunk))
+                    ):
+                        known[row[0]] = KnownConversion(
+                            row[0], row[1], row[2], Milestone(row[3]), row[4], row[5], row[6]
+                        )
+
+            def paid(where: Any, values: set[str]) -> set[str]:
+                found: set[str] = set()
+                for chunk in chunks(sorted(values)):
+                    found.update(
+                        conn.execute(
+                            select(p.c.conversion_id).where(
+                                p.c.provider == SOURCE, where.in_(chunk)
+                            )
+                        ).scalars()
+                    )
+                return found
+
+            read(c.c.referee_account_id, accounts)
+            read(c.c.referee_contact_id, contacts)
+            read(c.c.conversion_id, ids)
+            read(c.c.source_event, events)
+            others = paid(p.c.customer_ref, customers) | paid(p.c.payment_ref, refs)
+            read(c.c.conversion_id, others - known.keys())
+            payments: list[KnownPayment] = []
+            for chunk in chunks(sorted(known)):
+                payments += [
+                    KnownPayment(*row)
+                    for row in conn.execute(
+                        select(p.c.payment_ref, p.c.conversion_id, p.c.customer_ref, p.c.created_at)
+                        .where(p.c.provider == SOURCE, p.c.conversion_id.in_(chunk))
+                        .order_by(p.c.conversion_id, p.c.payment_ref)
+                    )
+                ]
+        return PlacementFacts(sorted(known.values(), key=lambda k: k.conversion_id), payments)
+
+    def record_placed(
+        self, conversions: Sequence[Conversion], payments: Sequence[NewPayment], now: datetime
+    ) -> tuple[set[str], int]:
+        """Insert a placed batch's new conversions, then link its new Stripe ids, in a
+        statement or two each (rows already recorded are skipped)."""
+        with self._begin() as conn:
+            inserted = set(
+                self._insert_ignore(
+                    conn,
+                    T_CONVERSIONS,
+                    [conversion_row(x, now) for x in conversions],
+                    T_CONVERSIONS.c.conversion_id,
+                )
+            )
+            linked = self._insert_ignore(
+                conn,
+                T_CONVERSION_PAYMENTS,
+                [_payment_row(n.payment_ref, n.conversion_id, n.stripe, now) for n in payments],
+                T_CONVERSION_PAYMENTS.c.payment_ref,
+            )
+        return inserted, len(linked)
 
     def mark_events_converted(self, event_ids: Sequence[int], now: datetime) -> int:
         """Mark CRM events examined; how many were not already."""
@@ -257,3 +340,18 @@ class SqlConversionStore(LedgerBase):
         """Queue the notifications of new conversions; how many were new."""
         with self._begin() as conn:
             return self._queue_notifications(conn, rows, now)
+
+
+def _payment_row(
+    ref: str, conversion_id: str, stripe: StripeConversion, now: datetime
+) -> dict[str, Any]:
+    """The ``conversion_payments`` row linking Stripe id ``ref`` to ``conversion_id``."""
+    return {
+        "provider": SOURCE,
+        "payment_ref": ref,
+        "conversion_id": conversion_id,
+        "customer_ref": stripe.customer,
+        "amount_minor": stripe.payment.amount_minor,
+        "currency": stripe.payment.currency,
+        "created_at": now,
+    }

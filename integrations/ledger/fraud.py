@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, or_, select, update
+from sqlalchemy import Connection, exists, func, select, update
 
 from domain.fraud import MAX_CYCLE_LENGTH, FirstClicks, FraudHistory, ReferralEdge, party
 from domain.models import Contact, Conversion
@@ -282,6 +282,22 @@ class SqlFraudStore(LedgerBase):
         found: dict[str, ReferralEdge] = {}
         referee_contact = T_CONTACTS.alias("referee_contact")
         referrer_contact = T_CONTACTS.alias("referrer_contact")
+        conversions = select(
+            T_CONVERSIONS.c.conversion_id,
+            T_CONVERSIONS.c.referee_account_id,
+            T_CONVERSIONS.c.referee_contact_id,
+            referee_contact.c.account_id.label("referee_contact_account"),
+            T_CONVERSIONS.c.referrer_id,
+            referrer_contact.c.account_id.label("referrer_account"),
+        ).select_from(
+            T_CONVERSIONS.outerjoin(
+                referee_contact,
+                referee_contact.c.contact_id == T_CONVERSIONS.c.referee_contact_id,
+            ).outerjoin(
+                referrer_contact,
+                referrer_contact.c.contact_id == T_CONVERSIONS.c.referrer_id,
+            )
+        )
         for _ in range(MAX_CYCLE_LENGTH):
             if not frontier:
                 break
@@ -290,34 +306,26 @@ class SqlFraudStore(LedgerBase):
             next_frontier: set[str] = set()
             for kind, ids in (("account", accounts), ("contact", contacts)):
                 for chunk in chunks(ids):
+                    # A party's conversions are those naming it, or (an account) one of
+                    # its contacts. One OR across the join would scan every conversion
+                    # (no index serves it), for each chunk of each batch: two lookups.
                     if kind == "account":
-                        where = or_(
+                        wheres = [
                             T_CONVERSIONS.c.referee_account_id.in_(chunk),
-                            referee_contact.c.account_id.in_(chunk),
-                        )
+                            T_CONVERSIONS.c.referee_contact_id.in_(
+                                select(T_CONTACTS.c.contact_id).where(
+                                    T_CONTACTS.c.account_id.in_(chunk)
+                                )
+                            ),
+                        ]
                     else:
-                        where = T_CONVERSIONS.c.referee_contact_id.in_(chunk)
-                    stmt = (
-                        select(
-                            T_CONVERSIONS.c.conversion_id,
-                            T_CONVERSIONS.c.referee_account_id,
-                            T_CONVERSIONS.c.referee_contact_id,
-                            referee_contact.c.account_id.label("referee_contact_account"),
-                            T_CONVERSIONS.c.referrer_id,
-                            referrer_contact.c.account_id.label("referrer_account"),
-                        )
-                        .select_from(
-                            T_CONVERSIONS.outerjoin(
-                                referee_contact,
-                                referee_contact.c.contact_id == T_CONVERSIONS.c.referee_contact_id,
-                            ).outerjoin(
-                                referrer_contact,
-                                referrer_contact.c.contact_id == T_CONVERSIONS.c.referrer_id,
-                            )
-                        )
-                        .where(where)
-                    )
-                    for row in conn.execute(stmt).mappings():
+                        wheres = [T_CONVERSIONS.c.referee_contact_id.in_(chunk)]
+                    rows = [
+                        row
+                        for where in wheres
+                        for row in conn.execute(conversions.where(where)).mappings()
+                    ]
+                    for row in rows:
                         edge = ReferralEdge(
                             conversion_id=row["conversion_id"],
                             referee_account_id=row["referee_account_id"]

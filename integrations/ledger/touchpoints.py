@@ -313,21 +313,31 @@ class SqlTouchpointStore(LedgerBase):
                         )
                     ).mappings():
                         rows[row["touchpoint_id"]] = dict(row)
-        # Sorted once for the batch: sorting per conversion made a batch quadratic.
+        # Sorted once for the batch, then indexed by referee: sorting per conversion, then
+        # scanning every touch of the batch per conversion, made a batch quadratic.
         ordered = sorted(rows.values(), key=lambda r: (r["occurred_at"], r["touchpoint_id"]))
+        by_name: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(ordered):
+            for name, column in (
+                ("account", "referee_account_id"),
+                ("contact", "referee_contact_id"),
+                ("customer", "referee_customer"),
+            ):
+                if r[column] is not None:
+                    by_name.setdefault((name, r[column]), []).append(i)
         found: dict[str, list[StoredTouchpoint]] = {}
         for c in conversions:
-            mine = customers.get(c.conversion_id, set())
+            keys = [("customer", customer) for customer in customers.get(c.conversion_id, ())]
+            if c.referee_account_id:
+                keys.append(("account", c.referee_account_id))
+            if c.referee_contact_id:
+                keys.append(("contact", c.referee_contact_id))
+            mine = sorted({i for key in keys for i in by_name.get(key, ())})
             found[c.conversion_id] = [
                 StoredTouchpoint(
                     r["referrer_id"], r["occurred_at"], TouchpointKind(r["kind"]), r["ref"]
                 )
-                for r in ordered
+                for r in (ordered[i] for i in mine)
                 if r["occurred_at"] <= c.occurred_at
-                and (
-                    (c.referee_account_id and r["referee_account_id"] == c.referee_account_id)
-                    or (c.referee_contact_id and r["referee_contact_id"] == c.referee_contact_id)
-                    or (r["referee_customer"] is not None and r["referee_customer"] in mine)
-                )
             ]
         return found

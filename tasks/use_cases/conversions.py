@@ -18,7 +18,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.models import Conversion, Milestone, Rejected
-from domain.placement import ConversionTally, Placement, placement, refusal
+from domain.placement import (
+    ConversionTally,
+    EarlierConversion,
+    Placement,
+    PlacementBook,
+    placement,
+    refusal,
+)
 from domain.registration import Registration
 from domain.stores.conversions import ConversionsRecorded, ConversionStore
 from domain.stores.partners import PartnerStore, RegisteredConversions, RegisteredCredit
@@ -188,11 +195,22 @@ def _place_batch(
 ) -> tuple[ConversionTally, int, int]:
     """Place a batch under the conversions lock, in order (each sees the ones before
     it), store the new conversions' touches, quarantine the refused and queue the new
-    conversions' notices. Returns the tally, how many were quarantined and queued."""
+    conversions' notices. Returns the tally, how many were quarantined and queued.
+
+    The batch is placed in memory on a :class:`~domain.placement.PlacementBook` over
+    what the ledger knows of its referees and payments (read once, under the lock),
+    then written at once: the same decisions as placing each conversion on the ledger
+    in turn, in a few statements instead of a few per conversion."""
     uow.conversions.lock()
+    book = PlacementBook(uow.conversions.placement_facts(items))
     tally = ConversionTally(rejected=list(rejected))
     for conversion, stripe in items:
-        place_conversion(uow.conversions, conversion, stripe, tally, now)
+        place_conversion(book, conversion, stripe, tally, now)
+    inserted, linked = uow.conversions.record_placed(book.inserted, book.linked, now)
+    if inserted != set(tally.new) or linked != len(book.linked):
+        # Only a writer outside the lock could make the ledger disagree with the book:
+        # roll the batch back rather than record a placement nobody decided.
+        raise RuntimeError("conversions changed while a batch was placed under the lock")
     # Right after the batch, in its transaction, before anything else changes.
     uow.touchpoints.record_conversion_touches(tally.touching, now)
     tally.touching.clear()
@@ -201,8 +219,23 @@ def _place_batch(
     return tally, quarantined, queued
 
 
+class PlacementSteps(Protocol):
+    """The steps of placing one conversion: a :class:`~domain.placement.PlacementBook`,
+    or a :class:`~domain.stores.conversions.ConversionStore` one step at a time."""
+
+    def payment_owner(self, refs: Sequence[str], milestone: Milestone) -> str | None: ...
+
+    def earliest_of_referee(
+        self, conversion: Conversion, customer: str | None
+    ) -> EarlierConversion | None: ...
+
+    def insert(self, conversion: Conversion, now: datetime) -> bool: ...
+
+    def add_payments(self, conversion_id: str, stripe: StripeConversion, now: datetime) -> int: ...
+
+
 def place_conversion(
-    store: ConversionStore,
+    store: PlacementSteps,
     conversion: Conversion,
     stripe: StripeConversion | None,
     tally: ConversionTally,

@@ -7,6 +7,7 @@ is tested against the behaviour the ledger has.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from domain.errors import InputRejected
 from domain.fraud import FraudHistory
 from domain.models import Conversion, Milestone, derived_id
 from domain.money import Money
-from domain.placement import EarlierConversion
+from domain.placement import ConversionTally, EarlierConversion, PlacementFacts
 from domain.program import Program, RegistrationRules
 from domain.registration import Claim, RegistrationStatus
 from domain.stores.conversions import ConversionsRecorded, ConversionStore
@@ -37,6 +38,7 @@ from integrations.ledger.memory.touchpoints import InMemoryTouchpointStore
 from integrations.ledger.sql import SqlLedger
 from tasks.use_cases.conversions import (
     ConversionsLedger,
+    place_conversion,
     record_crm_conversions,
     record_stripe_conversions,
 )
@@ -288,6 +290,71 @@ def test_the_use_cases_place_conversions_alike_on_the_ledger_and_in_memory(
     assert owner == one.conversion_id
     assert earliest == EarlierConversion(one.conversion_id, CODE_A, has_stripe=True)
     assert touches == [one.conversion_id]
+
+
+class _RolledBack(Exception):
+    """Ends a unit of work without keeping what it wrote."""
+
+
+def a_mixed_stripe_batch(now: datetime) -> list[StripeConversion]:
+    """Payments joining, repeating, refusing and inserting, some only because of a
+    conversion placed earlier in the same batch."""
+    refused = placed(10, "ACC-3", CODE_B, Milestone.CUSTOMER, now, source="stripe")
+    lead = placed(11, "ACC-5", CODE_A, Milestone.LEAD, now, source="stripe")
+    return [
+        paid(5, "ACC-1", ("in_1", "pi_1"), now),  # the CRM conversion's payment: joins it
+        paid(6, "ACC-1", ("in_1",), now),  # the same payment again: nothing new
+        paid(7, "ACC-1", ("in_1", "ch_1"), now),  # the same payment, one more id
+        paid(8, "ACC-3", ("in_3",), now, customer="cus_3"),  # a new referee
+        paid(9, "ACC-4", ("in_9",), now, customer="cus_3"),  # the same Stripe customer
+        StripeConversion("evt_10", refused, "cus_3", ("in_10",), Money(499_00, "EUR"), True),
+        StripeConversion("evt_11", lead, "cus_5", ("sub_11",), Money(0, "EUR"), False),
+        paid(12, "ACC-5", ("in_12",), now, customer="cus_5"),  # the lead's customer step
+        paid(8, "ACC-3", ("in_3",), now, customer="cus_3"),  # delivered twice in a batch
+    ]
+
+
+def placed_one_by_one(
+    ledger: SqlLedger, items: list[tuple[Conversion, StripeConversion]], now: datetime
+) -> tuple[ConversionTally, PlacementFacts]:
+    """Place ``items`` one conversion at a time on the ledger, as placement ran before it
+    was batched: what it decided and what it left behind, then rolled back."""
+    tally = ConversionTally()
+    left = PlacementFacts()
+    with suppress(_RolledBack), ledger.transaction() as uow:
+        for conversion, stripe in items:
+            place_conversion(uow.conversions, conversion, stripe, tally, now)
+        left = uow.conversions.placement_facts(items)
+        raise _RolledBack
+    return tally, left
+
+
+def test_a_batch_placed_at_once_comes_to_what_placing_it_one_by_one_comes_to(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    given_referrers(ledger, now, R1=CODE_A, R2=CODE_B)
+    record_crm_conversions(
+        ledger, [], [placed(1, "ACC-1", CODE_A, Milestone.CUSTOMER, now)], [], {}, now
+    )
+    batch = a_mixed_stripe_batch(now)
+    items = [(s.conversion, s) for s in batch]
+    one_by_one, left_one_by_one = placed_one_by_one(ledger, items, now)
+
+    at_once = record_stripe_conversions(ledger, [], batch, [], {}, now)
+
+    assert at_once == ConversionsRecorded(
+        new=tuple(one_by_one.new),
+        joined=one_by_one.joined,
+        duplicates=one_by_one.duplicates,
+        quarantined=len(one_by_one.rejected),
+    )
+    assert (len(at_once.new), at_once.joined, at_once.duplicates, at_once.quarantined) == (
+        3,
+        2,
+        3,
+        1,
+    )
+    assert ledger.conversions.placement_facts(items) == left_one_by_one
 
 
 # -- partners ---------------------------------------------------------------------------------

@@ -8,7 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from domain.models import Contact, Conversion, Milestone, Rejected, SourceEvent
-from domain.placement import EarlierConversion
+from domain.placement import (
+    EarlierConversion,
+    KnownConversion,
+    KnownPayment,
+    NewPayment,
+    PlacementFacts,
+)
 from domain.stripe_conversions import StripeConversion
 
 
@@ -123,6 +129,70 @@ class InMemoryConversionStore:
                 self.payments[ref] = _Payment(conversion_id, stripe.customer, now)
                 added += 1
         return added
+
+    def placement_facts(
+        self, items: Sequence[tuple[Conversion, StripeConversion | None]]
+    ) -> PlacementFacts:
+        self.calls.append(("placement_facts", [c.conversion_id for c, _ in items]))
+        accounts = {c.referee_account_id for c, _ in items if c.referee_account_id}
+        contacts = {c.referee_contact_id for c, _ in items if c.referee_contact_id}
+        customers = {s.customer for _, s in items if s is not None and s.customer}
+        refs = {r for _, s in items if s is not None for r in s.payment_refs}
+        ids = {c.conversion_id for c, _ in items}
+        events = {c.source_event for c, _ in items}
+        wanted = {
+            conversion_id
+            for conversion_id, (c, _) in self.conversions.items()
+            if c.referee_account_id in accounts
+            or c.referee_contact_id in contacts
+            or conversion_id in ids
+            or c.source_event in events
+        }
+        wanted |= {
+            p.conversion_id
+            for ref, p in self.payments.items()
+            if ref in refs or (p.customer is not None and p.customer in customers)
+        }
+        return PlacementFacts(
+            [
+                KnownConversion(
+                    c.conversion_id,
+                    c.source_event,
+                    c.referral_code,
+                    c.milestone,
+                    c.referee_account_id,
+                    c.referee_contact_id,
+                    created,
+                )
+                for c, created in (self.conversions[i] for i in sorted(wanted))
+            ],
+            [
+                KnownPayment(ref, p.conversion_id, p.customer, p.created_at)
+                for ref, p in sorted(self.payments.items())
+                if p.conversion_id in wanted
+            ],
+        )
+
+    def record_placed(
+        self, conversions: Sequence[Conversion], payments: Sequence[NewPayment], now: datetime
+    ) -> tuple[set[str], int]:
+        self.calls.append(("record_placed", [c.conversion_id for c in conversions]))
+        events = {c.source_event for c, _ in self.conversions.values()}
+        inserted: set[str] = set()
+        for conversion in conversions:
+            if conversion.conversion_id in self.conversions or conversion.source_event in events:
+                continue
+            self.conversions[conversion.conversion_id] = (conversion, now)
+            events.add(conversion.source_event)
+            inserted.add(conversion.conversion_id)
+        linked = 0
+        for new in payments:
+            if new.payment_ref not in self.payments:
+                self.payments[new.payment_ref] = _Payment(
+                    new.conversion_id, new.stripe.customer, now
+                )
+                linked += 1
+        return inserted, linked
 
     def mark_events_converted(self, event_ids: Sequence[int], now: datetime) -> int:
         self.calls.append(("mark_events_converted", sorted(set(event_ids))))
