@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from prefect import flow
-from prefect.context import get_run_context
+from prefect.context import FlowRunContext
 from prefect.flow_engine import BaseFlowRunEngine
 from prefect.settings import (
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -25,7 +25,7 @@ def heartbeats(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     beat: list[str] = []
     lock = threading.Lock()
 
-    def record(self: BaseFlowRunEngine, *args: object, **kwargs: object) -> None:
+    def record(self: BaseFlowRunEngine[..., object], *args: object, **kwargs: object) -> None:
         with lock:
             beat.append(str(self.flow_run.id) if self.flow_run else "?")
 
@@ -35,7 +35,10 @@ def heartbeats(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def _run_id() -> str:
-    return str(get_run_context().flow_run.id)  # type: ignore[attr-defined]
+    context = FlowRunContext.get()
+    assert context is not None
+    assert context.flow_run is not None
+    return str(context.flow_run.id)
 
 
 @flow(name="stage-stand-in")
