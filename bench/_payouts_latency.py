@@ -24,7 +24,9 @@ other engineers' work (load average 1 min about 7): before the listener (the run
 the run's process start (3.8 s on a quieter machine); with the listener
 (``--skip-rate --repeats 5``), median 0.50 s, max 3.1 s (one resume call itself took
 2.6 s), every payout by the listener, none after a pull step or process start of the
-run, every run then Completed "paid" (about 11 s after the resume at that load).
+run, every run then Completed "paid" (about 11 s after the resume at that load). Again
+at a load of 9: median 0.96 s; its max, 14.3 s, was the resume call itself (Prefect's
+SQLite server stalling on its database lock, README "Scale beyond one machine").
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ _LOG_MARKS: tuple[tuple[str, str], ...] = (
 
 def _timeline(
     run_id: str, resumed_wall: datetime
-) -> tuple[list[tuple[str, float]], list[Any], dict[str, float]]:
+) -> tuple[list[tuple[str, float]], list[Any], dict[str, float], str]:
     """States, task runs and log marks of the run since ``resumed_wall`` (seconds after
     it); a mark is its first log line after ``resumed_wall``."""
     from prefect.client.orchestration import get_client
@@ -190,6 +192,7 @@ def _timeline(
         )
         inputs = client.filter_flow_run_input(UUID(run_id), "answer-", 20, set())
     marks: dict[str, float] = {}
+    holder = "?"
     # The first question's claim and outcome (the one this repeat resumed).
     for found in sorted(inputs, key=lambda i: i.created or resumed_wall):
         kind = "claim" if found.key.startswith("answer-claim-") else "outcome"
@@ -197,9 +200,7 @@ def _timeline(
         if offset is not None and offset >= 0 and kind not in marks:
             marks[kind] = offset
             if kind == "claim":
-                marks["claimed_by_listener"] = float(
-                    json.loads(found.value).get("by") == "listener"
-                )
+                holder = str(json.loads(found.value).get("by"))
     for log in logs:
         offset = after(log.timestamp)
         if offset is None or offset < 0:
@@ -209,7 +210,7 @@ def _timeline(
                 key not in marks or offset < marks[key]
             ):
                 marks[key] = offset
-    return states, [t for t in tasks if t[1] is not None and t[1] >= 0], marks
+    return states, [t for t in tasks if t[1] is not None and t[1] >= 0], marks, holder
 
 
 # The resumed run's moments, reported after the fact: (key, label).
@@ -266,8 +267,10 @@ def _phases(
     call_s: float,
     answered_s: float | None,
     seen_s: float,
+    paid_by: str,
 ) -> dict[str, float]:
-    """Split ``seen_s`` into the phases of :data:`PHASES` (seconds; missing marks skip)."""
+    """Split ``seen_s`` into the phases of :data:`PHASES` when the listener paid, else of
+    :data:`RUN_PHASES` (seconds; missing marks skip)."""
 
     def first_state(kind: str) -> float | None:
         return min((at for name, at in states if name == kind), default=None)
@@ -275,7 +278,7 @@ def _phases(
     def task_start(prefix: str) -> float | None:
         return min((t[1] for t in tasks if str(t[0]).startswith(prefix)), default=None)
 
-    if logged.get("claimed_by_listener"):
+    if paid_by == "listener":
         marks: list[tuple[str, float | None]] = [
             ("resume_call", call_s),
             ("listener_claim", logged.get("claim")),
@@ -456,8 +459,7 @@ def _one(
     final = _final_message(run_id)
     # Task runs reach the server as events; give the recorder a moment.
     time.sleep(1.0)
-    states, tasks, marks = _timeline(run_id, resumed_wall)
-    paid_by = "listener" if marks.get("claimed_by_listener") else "run"
+    states, tasks, marks, paid_by = _timeline(run_id, resumed_wall)
     run_marks = _run_marks(states, marks)
     # On the path: the run judged the answer itself, or (conservatively, though the
     # listener held the answer) its pull steps were done or its flow running before
@@ -474,7 +476,7 @@ def _one(
         run_on_path=on_path,
         run_marks=run_marks,
         final=final,
-        phases=_phases(states, tasks, marks, call_s, answered_s, seen_s),
+        phases=_phases(states, tasks, marks, call_s, answered_s, seen_s, paid_by),
         states=states,
         tasks=tasks,
     )

@@ -222,6 +222,17 @@ def payout_approval(reward_id: str) -> str:
         if refused > MAX_REFUSED_DECISIONS:
             raise RuntimeError(f"reward {reward_id}: too many refused decisions; last: {error}")
         view = load_approval(app.ledger, reward_id)
+        if (
+            error is None
+            and view.reward.status is RewardStatus.AWAITING_APPROVAL
+            and len(view.decisions) < stage
+        ):
+            # Said applied, yet the ledger holds no decision for it (an outcome written
+            # by someone else than the listener): asking again would ask this forever.
+            raise RuntimeError(
+                f"reward {reward_id}: the answer to {key} was reported applied, "
+                "but the ledger holds no decision for it"
+            )
     if view.reward.status is RewardStatus.APPROVED:
         submit_payouts(app.ledger, app.rails, [reward_id], datetime.now(UTC))
     send_notifications(

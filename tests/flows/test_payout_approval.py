@@ -701,3 +701,24 @@ def test_the_listener_hears_resuming_events_of_flow_runs_only() -> None:
 
     assert resumed_run_id(resuming) == run_id
     assert resumed_run_id(other) is None
+
+
+def test_an_outcome_the_listener_never_wrote_fails_the_run_and_pays_nothing(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    # Someone with the Prefect password claims the answer as the listener and says
+    # it was applied: the run must neither judge it as approved nor ask it forever.
+    answers = PrefectAnswers()
+    answers.claim(resumed_run, "stage-1-try-0", "listener")
+    answers.record_outcome(resumed_run, "stage-1-try-0", {"applied": True, "error": None})
+    decide(approver, test_app, "maya")
+
+    state = payout_approval(reward_id, return_state=True)
+
+    assert state.type.value == "FAILED"
+    assert "no decision" in str(state.message)
+    assert _paid(test_app) == []
+    assert test_app.ledger.approvals.view(reward_id).decisions == ()
