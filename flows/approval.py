@@ -5,6 +5,12 @@ the Prefect UI renders :class:`PayoutDecision` as the Resume form, and the CLI r
 it through the API. After each resume the run starts again from the top; decisions
 already recorded in the ledger are not asked again, so the run picks up at the stage
 that is still open. Rewards at or above the second threshold need two approvers.
+
+The approval listener (:mod:`flows.approval_listener`, started by ``referrals up``)
+usually applies an answer, and pays, before a worker has even started the resumed run:
+each answer is judged once, by whoever claims it first
+(:mod:`integrations.approvals.answers`), and the run reads the listener's outcome
+instead of judging the answer again.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pydantic import Field
 
 from domain.models import RewardStatus
 from flows import bootstrap
+from integrations.approvals.answers import RUN, PrefectAnswers
 from integrations.approvals.suspend import received_at, suspend_with_message
 from tasks.approvals import (
     apply_decision,
@@ -36,6 +43,9 @@ from tasks.reports import publish_waiting_approvals
 from tasks.use_cases.approvals import Question
 
 MAX_REFUSED_DECISIONS = 20
+#: How long a run waits for the listener's outcome of an answer the listener claimed
+#: (it pays within a second or two; a listener that died mid-way leaves it to the run).
+LISTENER_OUTCOME_WAIT_S = 120.0
 
 
 class PayoutDecision(RunInput):
@@ -98,6 +108,29 @@ def decision_received_at(key: str) -> datetime | None:
     return received_at(key)
 
 
+def applied_by_listener(key: str) -> dict[str, object] | None:
+    """The listener's outcome when it applied this run's answer to ``key``; None when
+    this run applies it (it claimed the answer now or earlier, or runs outside Prefect).
+
+    Tests replace this function when they script decisions without a Prefect server.
+    """
+    run_id = _run_id()
+    if run_id is None:
+        return None
+    answers = PrefectAnswers()
+    if answers.claim(run_id, key, RUN).holder == RUN:
+        return None
+    outcome = answers.wait_for_outcome(run_id, key, LISTENER_OUTCOME_WAIT_S)
+    if outcome is None or not outcome.get("applied"):
+        get_run_logger().warning(
+            "the approval listener claimed the answer to %s but did not apply it; "
+            "this run applies it",
+            key,
+        )
+        return None
+    return outcome
+
+
 def _refresh_waiting_table(app: bootstrap.App, now: datetime) -> None:
     """Rewrite the waiting-approvals artifact so it no longer lists what was just decided.
 
@@ -139,6 +172,10 @@ def payout_approval(reward_id: str) -> str:
     refused = 0
     error: str | None = None
     view = load_approval(app.ledger, reward_id)
+    if view.reward.status is not RewardStatus.AWAITING_APPROVAL:
+        # Decided before this pass, usually by the approval listener: the waiting table
+        # (an artifact, written from a run) may still list the reward.
+        _refresh_waiting_table(app, datetime.now(UTC))
     while view.reward.status is RewardStatus.AWAITING_APPROVAL:
         stage = len(view.decisions) + 1
         form = PayoutDecision.with_initial_data(
@@ -154,23 +191,48 @@ def payout_approval(reward_id: str) -> str:
             message=f"decision refused: {error}" if error else None,
         )
         now = datetime.now(UTC)
-        outcome = apply_decision(
-            app.ledger,
-            app.approvers,
-            app.codes,
-            app.program,
-            reward_id,
-            decision.model_dump(include=FORM_FIELDS),
-            Question(_run_id(), key, min(decision_received_at(key) or now, now)),
-            now,
-        )
-        error = outcome.error
-        if error is None:
-            _refresh_waiting_table(app, now)
+        applied = applied_by_listener(key)
+        if applied is not None:
+            # Judged (and an approval paid) by the listener already: judging the answer
+            # again would find its code spent, or take it for the next stage's.
+            error = cast("str | None", applied.get("error"))
+            get_run_logger().info(
+                "reward %s: the answer to %s was applied by the approval listener (%s)",
+                reward_id,
+                key,
+                f"refused: {error}" if error else applied.get("status"),
+            )
+            if error is None:
+                _refresh_waiting_table(app, now)
+        else:
+            outcome = apply_decision(
+                app.ledger,
+                app.approvers,
+                app.codes,
+                app.program,
+                reward_id,
+                decision.model_dump(include=FORM_FIELDS),
+                Question(_run_id(), key, min(decision_received_at(key) or now, now)),
+                now,
+            )
+            error = outcome.error
+            if error is None:
+                _refresh_waiting_table(app, now)
         refused = refused + 1 if error else 0
         if refused > MAX_REFUSED_DECISIONS:
             raise RuntimeError(f"reward {reward_id}: too many refused decisions; last: {error}")
         view = load_approval(app.ledger, reward_id)
+        if (
+            error is None
+            and view.reward.status is RewardStatus.AWAITING_APPROVAL
+            and len(view.decisions) < stage
+        ):
+            # Said applied, yet the ledger holds no decision for it (an outcome written
+            # by someone else than the listener): asking again would ask this forever.
+            raise RuntimeError(
+                f"reward {reward_id}: the answer to {key} was reported applied, "
+                "but the ledger holds no decision for it"
+            )
     if view.reward.status is RewardStatus.APPROVED:
         submit_payouts(app.ledger, app.rails, [reward_id], datetime.now(UTC))
     send_notifications(

@@ -461,6 +461,16 @@ def _waiting(reward_or_run: str) -> Any:
     return matches[0]
 
 
+@approvals_app.command("listen")
+def approvals_listen() -> None:
+    """Apply approvers' answers as soon as they resume a run, and pay approvals at once
+    (started and stopped by `up`/`down`; runs until stopped)."""
+    _prefect_env(need_api=True)
+    from flows.approval_listener import main
+
+    main()
+
+
 @approvals_app.command("list")
 def approvals_list() -> None:
     """Rewards waiting for a decision, oldest first, with the UI link of each run."""

@@ -15,6 +15,7 @@ from prefect import flow
 
 from flows import bootstrap
 from flows.shards import run_stage_sharded
+from flows.subflows import under_parent_heartbeat
 from tasks.approvals import request_approvals
 from tasks.asks import decide_asks
 from tasks.cards import learn_card_fingerprints
@@ -249,13 +250,14 @@ def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
     """
     app = bootstrap.app()
     before = app.ledger.metrics.summary()
-    stages = {
-        "detect moments": detect_moments(),
-        "send asks": send_asks(as_of),
-        "check conversions": check_conversions(),
-        "route rewards": route_rewards(as_of),
-        "notify referrers": notify_referrers(),
-    }
+    with under_parent_heartbeat():  # this run's heartbeats cover its stages' process
+        stages = {
+            "detect moments": detect_moments(),
+            "send asks": send_asks(as_of),
+            "check conversions": check_conversions(),
+            "route rewards": route_rewards(as_of),
+            "notify referrers": notify_referrers(),
+        }
     summary = publish_cycle_report(app.ledger, app.approvals, _brief(stages))
     return {
         "stages": stages,

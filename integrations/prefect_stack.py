@@ -37,6 +37,8 @@ import yaml
 from integrations.local_secrets import read_or_make_secret
 
 WORK_POOL = "referrals"
+#: The process name (PID file, log) of the approval listener (``referrals approvals listen``).
+LISTENER = "approval-listener"
 #: The process name (PID file, log) of the demo's local Stripe stand-in.
 STAND_IN = "stripe-stand-in"
 
@@ -532,6 +534,18 @@ class LocalStack:
         self._spawn(name, args + (["--limit", str(limit)] if limit else []))
         return True
 
+    def start_listener(self) -> bool:
+        """Start the approval listener unless it runs; whether it was started now.
+
+        It follows the approval runs' resumes and pays an approval at once, without
+        waiting for the worker to start the resumed run (``flows.approval_listener``);
+        it runs with the worker's settings (the same ledger and Stripe account).
+        """
+        if self._running(LISTENER):
+            return False
+        self._spawn(LISTENER, [_referrals(), "approvals", "listen"])
+        return True
+
     def start_web(self, port: int, *, stripe_stand_in: bool = False) -> str | None:
         """Start the referrers' web app (``referrals web serve``, tracked links and
         pages) on 127.0.0.1:``port`` unless it runs.
@@ -588,7 +602,8 @@ class LocalStack:
         raise StackError(f"the Stripe stand-in did not start (see {self.run_dir}/{STAND_IN}.log)")
 
     def up(self) -> list[Drift]:
-        """Start the server, register the deployments and start a worker.
+        """Start the server, register the deployments, start a worker and the approval
+        listener.
 
         Returns:
             Where the server's deployments differ from prefect.yaml (see :meth:`deploy`).
@@ -596,6 +611,10 @@ class LocalStack:
         self.start_server()
         drifts = self.deploy()
         started = self.start_worker()
+        # With the worker's settings: a listener left from another start goes with them.
+        if started:
+            self.stop(LISTENER)
+        self.start_listener()
         # A worker already running keeps the settings recorded when it started.
         self.write_record(self.env() if started else None)
         return drifts
@@ -678,7 +697,9 @@ class LocalStack:
         return True
 
     def down(self) -> list[str]:
-        stopped = [name for name in ("web", STAND_IN, "worker", "server") if self.stop(name)]
+        stopped = [
+            name for name in ("web", STAND_IN, LISTENER, "worker", "server") if self.stop(name)
+        ]
         # Nothing runs any more: the CLI must not look for a stack on that port.
         assert self.run_dir is not None
         (self.run_dir / f"{STAND_IN}.url").unlink(missing_ok=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from uuid import uuid4
 
 import pytest
 from prefect import flow, get_client
@@ -18,6 +19,7 @@ from prefect.client.schemas.filters import (
     ArtifactCollectionFilter,
     ArtifactCollectionFilterKey,
 )
+from prefect.events import Event
 
 from domain.approvers import make_approver
 from domain.models import (
@@ -32,7 +34,9 @@ from domain.money import Money
 from domain.rewards import compute_rewards
 from flows import approval
 from flows.approval import PayoutDecision, payout_approval
+from flows.approval_listener import apply_resumed_answer
 from flows.bootstrap import App
+from integrations.approvals.answers import PrefectAnswers, ResumedAnswer, resumed_run_id
 from integrations.payments.fake import RecordingRail
 from tasks.approvals import request_approvals
 from tasks.reports import APPROVALS_KEY, publish_waiting_approvals
@@ -499,3 +503,222 @@ def test_a_refused_decision_leaves_the_waiting_approvals_table_as_it_was(
         payout_approval(reward_id)
 
     assert [r["reward"] for r in _waiting_table()] == [reward_id]
+
+
+# -- the approval listener: the answer applied (and paid) as soon as the run is resumed --
+
+
+def _approval_run() -> str:
+    """A flow run on the test server, standing for the resumed approval run: the
+    listener keeps its claim and outcome on it, and the scripted run replays as it."""
+
+    @flow(name="payout-approval-stand-in")
+    def stand_in() -> None:
+        return None
+
+    state = stand_in(return_state=True)
+    return str(state.state_details.flow_run_id)
+
+
+def _resumed(
+    app: App, run_id: str, reward_id: str, approver_id: str, *, approve: bool = True, **form: object
+) -> ResumedAnswer:
+    """The answer a resume brought to the run's first question, as the listener reads it."""
+    return ResumedAnswer(
+        run_id=run_id,
+        run_name="approve 1,845.00 EUR",
+        reward_id=reward_id,
+        question="stage-1-try-0",
+        form={
+            "approver_id": approver_id,
+            "code": code_of(app, approver_id),
+            "approve": approve,
+            "reject": not approve,
+            "reason": "checked the deal",
+            **form,
+        },
+        submitted_at=datetime.now(UTC),
+    )
+
+
+@pytest.fixture
+def resumed_run(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The approval run's id; the scripted run replays as that run (as a deployment's does)."""
+    run_id = _approval_run()
+    monkeypatch.setattr(approval, "_run_id", lambda: run_id)
+    return run_id
+
+
+def test_the_listener_pays_an_approval_once_and_the_resumed_run_ends_paid_without_paying_again(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    _publish_as_the_cycle_does(test_app)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    answer = _resumed(test_app, resumed_run, reward_id, "maya")
+
+    outcome = apply_resumed_answer(test_app, PrefectAnswers(), answer)
+
+    assert outcome is not None
+    assert (outcome["applied"], outcome["error"], outcome["status"]) == (True, None, "paid")
+    assert _paid(test_app) == [Money(184_500, "EUR")]
+    (decision,) = test_app.ledger.approvals.view(reward_id).decisions
+    assert decision.approver_id == "maya"
+    # The worker's run of the same resume, seconds later: the same answer replayed.
+    approver.answers["stage-1-try-0"] = PayoutDecision(**answer.form)
+    state = payout_approval(reward_id, return_state=True)
+    assert (state.type.value, state.result()) == ("COMPLETED", "paid")
+    assert _paid(test_app) == [Money(184_500, "EUR")]
+    # The run rewrites the waiting table the listener (outside any run) leaves alone.
+    assert reward_id not in {r["reward"] for r in _waiting_table()}
+
+
+def test_a_resume_delivered_twice_to_the_listener_is_applied_and_paid_once(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    answer = _resumed(test_app, resumed_run, reward_id, "maya")
+
+    first = apply_resumed_answer(test_app, PrefectAnswers(), answer)
+    # The events websocket replays the last minute after a reconnection.
+    again = apply_resumed_answer(test_app, PrefectAnswers(), answer)
+
+    assert first is not None
+    assert first["status"] == "paid"
+    assert again is None
+    assert _paid(test_app) == [Money(184_500, "EUR")]
+    assert len(test_app.ledger.approvals.view(reward_id).decisions) == 1
+    assert test_app.approvers.refusals(reward_id) == []
+
+
+def test_an_answer_the_run_claimed_first_is_left_to_the_run(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    answer = _resumed(test_app, resumed_run, reward_id, "maya")
+    # The worker was quicker (the listener down, or late): the run judges and pays.
+    approver.answers["stage-1-try-0"] = PayoutDecision(**answer.form)
+    assert payout_approval(reward_id) == "paid"
+
+    assert apply_resumed_answer(test_app, PrefectAnswers(), answer) is None
+    assert _paid(test_app) == [Money(184_500, "EUR")]
+    assert test_app.approvers.refusals(reward_id) == []
+
+
+def test_a_rejection_applied_by_the_listener_pays_nothing_and_the_run_ends_rejected(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    answer = _resumed(test_app, resumed_run, reward_id, "maya", approve=False)
+
+    outcome = apply_resumed_answer(test_app, PrefectAnswers(), answer)
+
+    assert outcome is not None
+    assert outcome["status"] == "rejected"
+    assert _paid(test_app) == []
+    approver.answers["stage-1-try-0"] = PayoutDecision(**answer.form)
+    state = payout_approval(reward_id, return_state=True)
+    assert (state.type.value, state.name, state.result()) == ("COMPLETED", "Rejected", "rejected")
+    assert _paid(test_app) == []
+
+
+def test_a_wrong_code_refused_by_the_listener_is_asked_again_by_the_run_and_kept_once(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    wrong = "000000" if code_of(test_app, "maya") != "000000" else "111111"
+    answer = _resumed(test_app, resumed_run, reward_id, "maya", code=wrong)
+
+    outcome = apply_resumed_answer(test_app, PrefectAnswers(), answer)
+
+    assert outcome is not None
+    assert "wrong or expired" in str(outcome["error"])
+    # The resumed run reads the listener's outcome instead of judging the answer again:
+    # it asks again saying why, and the refusal is kept (and counted) once.
+    approver.answers["stage-1-try-0"] = PayoutDecision(**answer.form)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    assert approver.asked[-1][0] == "stage-1-try-1"
+    assert "wrong or expired" in (approver.messages[-1] or "")
+    assert _paid(test_app) == []
+    assert len(test_app.approvers.refusals(reward_id)) == 1
+    # The next, right answer is the run's to apply: the listener never heard of it.
+    decide(approver, test_app, "maya")
+    assert payout_approval(reward_id) == "paid"
+    assert _paid(test_app) == [Money(184_500, "EUR")]
+
+
+def test_the_second_approval_of_a_two_stage_reward_is_not_taken_for_the_first_again(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=4_000_000)  # 6,000.00 EUR
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    first = _resumed(test_app, resumed_run, reward_id, "maya")
+
+    outcome = apply_resumed_answer(test_app, PrefectAnswers(), first)
+
+    assert outcome is not None
+    assert outcome["status"] == "awaiting_approval"
+    assert _paid(test_app) == []
+    # The run, resumed, asks the second approver; the listener's answer counted once.
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    assert approver.asked[-1][0] == "stage-2-try-0"
+    assert test_app.approvers.refusals(reward_id) == []
+
+
+def test_a_form_that_is_no_decision_is_left_to_the_run_unclaimed(
+    test_app: App, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    forged = _resumed(test_app, resumed_run, reward_id, "maya", code="12345x")
+
+    assert apply_resumed_answer(test_app, PrefectAnswers(), forged) is None
+    assert PrefectAnswers().claim(resumed_run, "stage-1-try-0", "run").holder == "run"
+    assert _paid(test_app) == []
+
+
+def test_the_listener_hears_resuming_events_of_flow_runs_only() -> None:
+    run_id = str(uuid4())
+    resuming = Event(
+        event="prefect.flow-run.Resuming",
+        resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+    )
+    other = Event(
+        event="prefect.flow-run.Running",
+        resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+    )
+
+    assert resumed_run_id(resuming) == run_id
+    assert resumed_run_id(other) is None
+
+
+def test_an_outcome_the_listener_never_wrote_fails_the_run_and_pays_nothing(
+    test_app: App, approver: ScriptedApprover, approvers: dict[str, str], resumed_run: str
+) -> None:
+    reward_id = _reward_awaiting_approval(test_app, deal_minor=1_230_000)
+    with pytest.raises(Suspended):
+        payout_approval(reward_id)
+    # Someone with the Prefect password claims the answer as the listener and says
+    # it was applied: the run must neither judge it as approved nor ask it forever.
+    answers = PrefectAnswers()
+    answers.claim(resumed_run, "stage-1-try-0", "listener")
+    answers.record_outcome(resumed_run, "stage-1-try-0", {"applied": True, "error": None})
+    decide(approver, test_app, "maya")
+
+    state = payout_approval(reward_id, return_state=True)
+
+    assert state.type.value == "FAILED"
+    assert "no decision" in str(state.message)
+    assert _paid(test_app) == []
+    assert test_app.ledger.approvals.view(reward_id).decisions == ()

@@ -5,6 +5,7 @@ changed since its worker started."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from flows import cli
 from flows.bootstrap import App
-from integrations.prefect_stack import LocalStack, read_record
+from integrations.prefect_stack import LISTENER, LocalStack, read_record
 from tests.integration import test_cli as cli_tests
 from tests.integration.test_cli_stack import _unset
 from tests.prefect_database import running_stack
@@ -93,3 +94,18 @@ def test_the_stack_secret_is_the_one_the_cli_read(found: LocalStack) -> None:
 
     assert os.environ["PREFECT_API_URL"] == found.api_url
     assert os.environ["PREFECT_API_AUTH_STRING"] == Path(found.auth_file).read_text().strip()
+
+
+def test_up_starts_the_approval_listener_following_the_approval_runs(stack: LocalStack) -> None:
+    assert stack.run_dir is not None
+    log = stack.run_dir / f"{LISTENER}.log"
+    deadline = time.monotonic() + 90  # the listener imports the app and finds the deployment
+    while time.monotonic() < deadline and "following the resumes" not in _text(log):
+        time.sleep(0.5)
+
+    assert stack.running(LISTENER) is not None
+    assert "following the resumes of deployment" in _text(log)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""

@@ -70,6 +70,7 @@ def test_up_records_its_port_and_the_workers_setting_names_never_their_values(
     for step in ("start_server", "deploy"):
         monkeypatch.setattr(stack, step, lambda: None)
     monkeypatch.setattr(stack, "start_worker", lambda: True)
+    monkeypatch.setattr(stack, "start_listener", lambda: True)
 
     stack.up()
 
@@ -92,6 +93,7 @@ def test_a_worker_already_running_keeps_the_settings_recorded_when_it_started(
     for step in ("start_server", "deploy"):
         monkeypatch.setattr(stack, step, lambda: None)
     monkeypatch.setattr(stack, "start_worker", lambda: False)
+    monkeypatch.setattr(stack, "start_listener", lambda: False)
 
     stack.up()
 
