@@ -33,7 +33,7 @@ from tasks.ingest import ingest_sources
 from tasks.moments import detect_new_moments
 from tasks.payouts import submit_payouts
 from tasks.registrations import intake_registrations, record_registered_conversions
-from tasks.reports import plain_summary, publish_cycle_report
+from tasks.reports import plain_summary, publish_cycle_report, read_ledger_totals
 from tasks.rewards import compute_new_rewards, plan_routes
 from tasks.stripe_events import poll_stripe_events
 
@@ -249,7 +249,7 @@ def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
         formatted (what ``referrals cycle`` prints).
     """
     app = bootstrap.app()
-    before = app.ledger.metrics.summary()
+    before = read_ledger_totals(app.ledger)
     with under_parent_heartbeat():  # this run's heartbeats cover its stages' process
         stages = {
             "detect moments": detect_moments(),
