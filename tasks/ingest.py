@@ -24,6 +24,7 @@ from domain.inputs import Refusal, excerpt, refusal
 from domain.models import Account, Contact, IngestReport, Rejected, SourceEvent
 from domain.ports import EventSource, PagedEventSource, SourceBatch, origin_key
 from domain.quarantine import split_conflicts
+from integrations.ledger.bulk import Columns
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
 
@@ -47,6 +48,8 @@ def without_conflicts(batch: SourceBatch) -> SourceBatch:
     stored in turn, and a destination change between them is recorded and flagged as
     any change between drops is.
     """
+    if _distinct(batch.accounts) and _distinct(batch.contacts):
+        return batch
     split = split_conflicts(batch.source, batch.accounts, batch.contacts)
     if not split.rejected and not split.duplicates:
         return batch
@@ -57,6 +60,12 @@ def without_conflicts(batch: SourceBatch) -> SourceBatch:
         rejected=(*batch.rejected, *split.rejected),
         reference_only=batch.reference_only - len(split.rejected),
     )
+
+
+def _distinct(rows: Sequence[Account] | Sequence[Contact]) -> bool:
+    """Rows held in columns whose ids are all different: none can conflict or repeat
+    (checked on the columns, without making each row an object)."""
+    return isinstance(rows, Columns) and rows.unique_keys()
 
 
 # The database itself failing (gone, locked, out of connections) or refusing the
