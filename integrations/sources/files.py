@@ -39,6 +39,7 @@ import errno
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import stat
@@ -81,6 +82,8 @@ from integrations.ledger.bulk import (
 from integrations.sources import columnar
 from integrations.sources.columnar import POS
 from integrations.sources.http import mask_emails
+
+logger = logging.getLogger(__name__)
 
 SOURCE = "files"
 KINDS = ("accounts", "contacts", "events", "nps")
@@ -1100,7 +1103,17 @@ class FileSource:
         fields = FIELD_CHARS[kind]
         raw = block.frame(fields)
         raw = raw.with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias(POS))
-        clean, rest = columnar.split(kind, raw, fields, self.bounds, window)
+        try:
+            clean, rest = columnar.split(kind, raw, fields, self.bounds, window)
+        except Exception as exc:
+            # Whatever no block check foresaw: every row of the block is checked alone.
+            logger.warning(
+                "file source: checking a block of %s at once failed (%s); checking its rows "
+                "one by one",
+                label,
+                type(exc).__name__,
+            )
+            clean, rest = raw.clear(), list(range(block.count))
         if block.alone:
             clean = clean.filter(~pl.col(POS).is_in(block.alone))
             rest = sorted({*rest, *block.alone})
