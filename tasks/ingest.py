@@ -48,24 +48,30 @@ def without_conflicts(batch: SourceBatch) -> SourceBatch:
     stored in turn, and a destination change between them is recorded and flagged as
     any change between drops is.
     """
-    if _distinct(batch.accounts) and _distinct(batch.contacts):
+    # Rows held in columns with distinct ids need no split (nor to become objects).
+    accounts_distinct, contacts_distinct = _distinct(batch.accounts), _distinct(batch.contacts)
+    if accounts_distinct and contacts_distinct:
         return batch
-    split = split_conflicts(batch.source, batch.accounts, batch.contacts)
+    split = split_conflicts(
+        batch.source,
+        () if accounts_distinct else batch.accounts,
+        () if contacts_distinct else batch.contacts,
+    )
     if not split.rejected and not split.duplicates:
         return batch
     return replace(
         batch,
-        accounts=split.accounts,
-        contacts=split.contacts,
+        accounts=batch.accounts if accounts_distinct else split.accounts,
+        contacts=batch.contacts if contacts_distinct else split.contacts,
         rejected=(*batch.rejected, *split.rejected),
         reference_only=batch.reference_only - len(split.rejected),
     )
 
 
 def _distinct(rows: Sequence[Account] | Sequence[Contact]) -> bool:
-    """Rows held in columns whose ids are all different: none can conflict or repeat
-    (checked on the columns, without making each row an object)."""
-    return isinstance(rows, Columns) and rows.unique_keys()
+    """No rows, or rows held in columns whose ids are all different: none can conflict
+    or repeat (checked on the columns, without making each row an object)."""
+    return not rows or (isinstance(rows, Columns) and rows.unique_keys())
 
 
 # The database itself failing (gone, locked, out of connections) or refusing the

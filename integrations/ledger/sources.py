@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import polars as pl
 from sqlalchemy import Connection, func, select, update
 
@@ -47,14 +48,17 @@ _IGNORE_EVENTS = "ON CONFLICT DO NOTHING"
 
 def _copy(conn: Connection, table: str, frame: pl.DataFrame, conflict: str) -> int:
     """PostgreSQL: ``frame`` copied (``COPY ... FROM STDIN``, CSV) to a temporary
-    table dropped at commit, then inserted from it in the order read; rows written."""
+    table dropped at commit, then inserted from it in the order read; rows written.
+
+    The statements name tables and columns of the ledger's own (no input reaches them).
+    """
     columns = ", ".join(frame.columns)
     staging = f"_bulk_{table}"
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         # The table's columns, without its constraints or defaults (no id drawn).
         cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "  # noqa: S608
             f"SELECT 0::bigint AS _pos, {columns} FROM {table} WITH NO DATA"
         )
         # Strings quoted (an empty one is ''), nulls left empty: COPY's CSV NULL.
@@ -64,7 +68,7 @@ def _copy(conn: Connection, table: str, frame: pl.DataFrame, conflict: str) -> i
         with cursor.copy(f"COPY {staging} (_pos, {columns}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(text)
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "  # noqa: S608
             f"ORDER BY _pos {conflict}"
         )
         written = int(cursor.rowcount)
@@ -168,13 +172,18 @@ class SqlSourcesStore(LedgerBase):
         if not naming.height:
             return
         ids = naming.get_column("contact_id").to_list()
-        stored: set[str] = set()
-        for chunk in chunks(ids, 5_000):
-            stored.update(
-                conn.execute(
-                    select(ContactRow.contact_id).where(ContactRow.contact_id.in_(chunk))
-                ).scalars()
+        # One statement with the ids as one parameter (a JSON array on SQLite, an array
+        # on PostgreSQL), not a compiled IN list of thousands.
+        if self._dialect == "postgresql":
+            query = "SELECT contact_id FROM contacts WHERE contact_id = ANY(%s)"
+            param: Any = ids
+        else:
+            query = (
+                "SELECT contact_id FROM contacts "
+                "WHERE contact_id IN (SELECT value FROM json_each(?))"
             )
+            param = orjson.dumps(ids).decode()
+        stored = {row[0] for row in conn.exec_driver_sql(query, (param,))}
         if stored:
             known = ContactColumns(naming.filter(pl.col("contact_id").is_in(list(stored))))
             record_destination_changes(conn, list(known), source, now)
@@ -205,11 +214,11 @@ class SqlSourcesStore(LedgerBase):
         )
         columns = ", ".join(frame.columns)
         marks = ", ".join("?" * len(frame.columns))
+        # The ledger's own table and column names; the values are bound.
+        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) {conflict}"  # noqa: S608
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES ({marks}) {conflict}", frame.rows()
-            )
+            cursor.executemany(insert, frame.rows())
             return int(cursor.rowcount)
         finally:
             cursor.close()

@@ -505,13 +505,13 @@ def _jsonl_record(line: str, bounds: InputBounds) -> tuple[Any, str] | None:
 
 @dataclass
 class _Block:
-    """Lines of a file whose records are one line each, from line ``first`` on:
-    ``values`` holds each field's text by row (``None`` when absent), ``alone`` the
-    rows that must be read by the row-by-row reader (a JSONL line that is not a flat
-    object of texts)."""
+    """Records of a file whose records are one line each: ``lines`` (blank lines
+    left out), the line number of each (``numbers``), ``values`` each field's text by
+    record (``None`` when absent), and ``alone`` the records the row-by-row reader must
+    read (a JSONL line that is not a flat object of texts, a CSV line not UTF-8)."""
 
     lines: list[bytes]
-    first: int
+    numbers: np.ndarray
     header: list[str] | None
     bounds: InputBounds
     values: pl.DataFrame
@@ -529,42 +529,48 @@ class _Block:
         )
 
     def record(self, index: int) -> tuple[Any, str]:
-        """Row ``index`` as the row-by-row reader reads it: the row (or why it is
+        """Record ``index`` as the row-by-row reader reads it: the row (or why it is
         none) and its raw text."""
-        text = self.lines[index].decode("utf-8", "surrogateescape")
-        if self.header is None:
-            read = _jsonl_record(text, self.bounds)
-            assert read is not None  # a block holds no blank line
-            return read
-        try:
-            values = next(csv.reader([text]))
-        except csv.Error as exc:
-            name = (
-                Refusal.CSV_FIELD_TOO_LARGE
-                if "field larger than field limit" in str(exc)
-                else Refusal.CSV_MALFORMED
-            )
-            return _Bad(refusal(name, str(exc))), ""
-        raw = ",".join(values)
-        if len(values) > len(self.header):
-            return _Bad("more fields than the header names"), raw
-        return dict(zip(self.header, values, strict=False)), raw
+        return _read_line(self.lines[index], self.header, self.bounds)
 
     def raw(self, line: int) -> str:
         """The raw text the row-by-row reader keeps of the record at ``line``."""
-        return self.record(line - self.first)[1]
+        return self.record(int(np.searchsorted(self.numbers, line)))[1]
+
+
+def _read_line(line: bytes, header: list[str] | None, bounds: InputBounds) -> tuple[Any, str]:
+    """One line that is not blank, read as the row-by-row reader reads it (CSV with
+    ``header``, else JSONL): the row (or why it is none) and its raw text."""
+    text = line.decode("utf-8", "surrogateescape")
+    if header is None:
+        read = _jsonl_record(text, bounds)
+        assert read is not None  # not blank
+        return read
+    try:
+        values = next(csv.reader([text]))
+    except csv.Error as exc:
+        name = (
+            Refusal.CSV_FIELD_TOO_LARGE
+            if "field larger than field limit" in str(exc)
+            else Refusal.CSV_MALFORMED
+        )
+        return _Bad(refusal(name, str(exc))), ""
+    raw = ",".join(values)
+    if len(values) > len(header):
+        return _Bad("more fields than the header names"), raw
+    return dict(zip(header, values, strict=False)), raw
 
 
 def _blocks(
     handle: IO[bytes], name: str, bounds: InputBounds, room: Callable[[], int]
 ) -> Iterator[tuple[int | None, Any, str] | _Block]:
-    """The records of a file of one-line records (see :func:`_scan`): blocks of
-    ``room()`` lines, or a block's records one by one where it cannot be read as a
-    block (a blank line, a byte that is not UTF-8, a line polars will not split)."""
+    """The records of a file of one-line records (see :func:`_scan`), in blocks of
+    ``room()`` lines; a block's records one by one where polars will not split it."""
     csv.field_size_limit(bounds.max_record_chars)
     feed = _LineFeed(handle)
     header: list[str] | None = None
     number = 0
+    fields = FIELD_CHARS[_kind_of(name) or "events"]
     if name.endswith(".csv"):
         head = feed.take(1)
         if not head:
@@ -577,19 +583,22 @@ def _blocks(
         number += len(lines)
         if first == 1:
             lines[0] = lines[0].removeprefix(_BOM)
-        block = _block(lines, first, header, bounds, FIELD_CHARS[_kind_of(name) or "events"])
+        block = _block(lines, first, header, bounds, fields)
         if block is not None:
             yield block
             continue
         for offset, line in enumerate(lines):
-            text = line.decode("utf-8", "surrogateescape")
-            if header is None:
-                read = _jsonl_record(text, bounds)
-                if read is not None:
-                    yield first + offset, read[0], read[1]
-            elif line not in (b"", b"\r"):
-                row, raw = _Block(lines, first, header, bounds, pl.DataFrame(), []).record(offset)
+            if line not in (b"", b"\r"):
+                row, raw = _read_line(line, header, bounds)
                 yield first + offset, row, raw
+
+
+def _numbered(
+    lines: list[bytes], first: int, blank: Callable[[bytes], bool]
+) -> tuple[list[bytes], np.ndarray]:
+    """``lines`` without the blank ones, and the line number of each kept."""
+    kept = [i for i, line in enumerate(lines) if not blank(line)]
+    return [lines[i] for i in kept], np.asarray(kept, dtype=np.int64) + first
 
 
 def _block(
@@ -599,10 +608,10 @@ def _block(
     bounds: InputBounds,
     fields: Mapping[str, int],
 ) -> _Block | None:
-    """``lines`` as a block, or ``None`` when they must be read one by one."""
+    """``lines`` (from line ``first``) as a block, or ``None`` when they must be read
+    one by one."""
     if header is None:
         return _jsonl_block(lines, first, bounds, fields)
-    original = lines
     data = b"\n".join(lines)
     if (
         b"\n\n" in data
@@ -610,21 +619,28 @@ def _block(
         or lines[0] in (b"", b"\r")
         or lines[-1] in (b"", b"\r")
     ):
+        # Blank lines are no records (the csv module skips them).
+        lines, numbers = _numbered(lines, first, lambda line: line in (b"", b"\r"))
+        data = b"\n".join(lines)
+    else:
+        numbers = np.arange(first, first + len(lines), dtype=np.int64)
+    if not lines:
         return None
     alone: list[int] = []
+    read = lines
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
         # The lines that are not UTF-8 are read alone (refused by the field that
         # holds the bytes); a row of one empty field stands in for them here.
-        lines = list(lines)
+        read = list(lines)
         for index, line in enumerate(lines):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError:
                 alone.append(index)
-                lines[index] = b'""'
-        data = b"\n".join(lines)
+                read[index] = b'""'
+        data = b"\n".join(read)
     try:
         names = [f"c{i}" for i in range(len(header))]
         frame = pl.read_csv(
@@ -638,15 +654,15 @@ def _block(
     if frame.height != len(lines):
         return None
     values = frame.select([pl.col(c).alias(h) for c, h in zip(names, header, strict=True)])
-    return _Block(original, first, header, bounds, values, alone)
+    return _Block(lines, numbers, header, bounds, values, alone)
 
 
 def _jsonl_block(
     lines: list[bytes], first: int, bounds: InputBounds, fields: Mapping[str, int]
 ) -> _Block | None:
-    if not all(line.strip() for line in lines):
-        return None
+    numbers = np.arange(first, first + len(lines), dtype=np.int64)
     alone: list[int] = []
+    blank: list[int] = []
     columns: dict[str, list[str | None]] = {f: [] for f in fields}
     appends = [(f, columns[f].append) for f in fields]
     empty: dict[str, Any] = {}
@@ -655,17 +671,25 @@ def _jsonl_block(
             row = orjson.loads(line)
         except orjson.JSONDecodeError:
             if not line.decode("utf-8", "surrogateescape").strip():
-                return None  # blank but for Unicode spaces: not a record
+                blank.append(index)  # no record (the row-by-row reader skips it)
+                continue
             row = None
         # A flat object of texts and nulls only: a number keeps the text it was
         # written as only on the row-by-row reader, a nested value needs its checks.
         if type(row) is not dict or not all(type(v) is str or v is None for v in row.values()):
-            alone.append(index)
+            alone.append(index - len(blank))
             row = empty
         for f, append in appends:
             append(row.get(f))
+    if blank:
+        skipped = set(blank)
+        lines, numbers = _numbered(lines, first, lambda _line: False)
+        keep = [i for i in range(len(lines)) if i not in skipped]
+        lines, numbers = [lines[i] for i in keep], numbers[keep]
+    if not lines:
+        return None
     values = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.String))
-    return _Block(lines, first, None, bounds, values, alone)
+    return _Block(lines, numbers, None, bounds, values, alone)
 
 
 @dataclass
@@ -692,7 +716,8 @@ class _Page:
     contacts: list[Contact] = dataclass_field(default_factory=list)
     events: list[SourceEvent] = dataclass_field(default_factory=list)
     rejected: list[Rejected] = dataclass_field(default_factory=list)
-    origins: dict[str, str] = dataclass_field(default_factory=dict)
+    # Where each row checked alone was read: (place in the page, origin key, record).
+    origins: list[tuple[int, str, str]] = dataclass_field(default_factory=list)
     records_in: int = 0
     account_at: list[int] = dataclass_field(default_factory=list)
     contact_at: list[int] = dataclass_field(default_factory=list)
@@ -710,6 +735,7 @@ class _Page:
 
     def batch(self, cursor: str | None, seen: _SeenIds) -> SourceBatch:
         events, dropped = self._events(seen)
+        repeats = {place for place, _ in dropped}
         rejected = self.rejected
         if dropped:
             at = self.rejected_at + [d[0] for d in dropped]
@@ -726,7 +752,7 @@ class _Page:
             records_in=self.records_in,
             reference_only=len(accounts) + len(contacts),
             cursor=cursor,
-            origins=_Origins(self.origins, self.fast),
+            origins=_Origins(self.origins, self.fast, repeats),
         )
 
     def _rows(self, kind: str, objects: list[Any], at: list[int]) -> Sequence[Any]:
@@ -826,31 +852,45 @@ def _which(fast: list[_Fast], index: int) -> tuple[_Fast, int]:
 
 
 class _Origins(Mapping[str, str]):
-    """Where each row of a page was read, by :func:`origin_key`: the rows checked one
-    by one at once, the others worked out when first asked (only a page the ledger
-    refuses asks)."""
+    """Where each row of a page was read, by :func:`origin_key`, worked out when first
+    asked (only a page the ledger refuses asks): as the row-by-row reader kept them,
+    the last row of an account or contact, the first of an event."""
 
-    def __init__(self, eager: dict[str, str], fast: dict[str, list[_Fast]]) -> None:
-        self._eager = eager
+    def __init__(
+        self,
+        alone: list[tuple[int, str, str]],
+        fast: dict[str, list[_Fast]],
+        repeats: set[int],
+    ) -> None:
+        self._alone = alone
         self._fast = fast
+        self._repeats = repeats
         self._all: dict[str, str] | None = None
 
     def _built(self) -> dict[str, str]:
         if self._all is None:
-            built: dict[str, str] = {}
+            found = list(self._alone)
             for kind, prefix, key in (
                 ("accounts", "account", "account_id"),
                 ("contacts", "contact", "contact_id"),
                 ("events", "event", "event_id"),
             ):
                 for f in self._fast[kind]:
-                    for row_id, line in zip(
-                        f.frame.get_column(key).to_list(),
-                        f.frame.get_column("_line").to_list(),
+                    found += zip(
+                        f.frame.get_column(POS).to_list(),
+                        [f"{prefix}:{i}" for i in f.frame.get_column(key).to_list()],
+                        [f"{f.label}:{n}" for n in f.frame.get_column("_line").to_list()],
                         strict=True,
-                    ):
-                        built.setdefault(f"{prefix}:{row_id}", f"{f.label}:{line}")
-            built.update(self._eager)
+                    )
+            found.sort()
+            built: dict[str, str] = {}
+            for place, key, record in found:
+                if place in self._repeats:
+                    continue  # a repeated event id, refused
+                if key.startswith("event:"):
+                    built.setdefault(key, record)
+                else:
+                    built[key] = record
             self._all = built
         return self._all
 
@@ -903,7 +943,7 @@ class _SeenIds:
         """
         if ids.len() == 0:
             return {}
-        hashes = ids.hash(seed=0).to_numpy()
+        hashes = self._hashes(ids)
         first_here = ids.is_first_distinct().to_numpy()
         earlier: dict[int, str] = {}
         candidates = np.zeros(len(hashes), dtype=bool)
@@ -933,6 +973,10 @@ class _SeenIds:
             new[list(earlier)] = False
         self._remember(ids.filter(pl.Series(new)), hashes[new], files[new], lines[new])
         return earlier
+
+    @staticmethod
+    def _hashes(ids: pl.Series) -> np.ndarray:
+        return ids.hash(seed=0).to_numpy()
 
     def _find(self, hashed: int, row_id: str) -> str | None:
         """The first record of ``row_id`` remembered (under its hash), if any."""
@@ -1066,12 +1110,12 @@ class FileSource:
                 account = _account(record, fields, self.bounds, window)
                 page.accounts.append(account)
                 page.account_at.append(at)
-                page.origins[origin_key(account)] = record
+                page.origins.append((at, origin_key(account), record))
             elif kind == "contacts":
                 contact = _contact(record, fields)
                 page.contacts.append(contact)
                 page.contact_at.append(at)
-                page.origins[origin_key(contact)] = record
+                page.origins.append((at, origin_key(contact), record))
             else:
                 event = (
                     _event(record, fields, self.bounds, window)
@@ -1082,7 +1126,7 @@ class FileSource:
                 page.events.append(event)
                 page.event_at.append(at)
                 page.event_from.append((label, line, raw))
-                page.origins.setdefault(origin_key(event), record)
+                page.origins.append((at, origin_key(event), record))
         except InputRejected as exc:
             page.reject(_rejected(exc, raw))
         except Exception as exc:
@@ -1117,8 +1161,9 @@ class FileSource:
         if block.alone:
             clean = clean.filter(~pl.col(POS).is_in(block.alone))
             rest = sorted({*rest, *block.alone})
+        numbers = pl.Series("_line", block.numbers)
         clean = clean.with_columns(
-            (pl.col(POS) + block.first).alias("_line"), (pl.col(POS) + base).alias(POS)
+            numbers.gather(clean.get_column(POS)), (pl.col(POS) + base).alias(POS)
         )
         target = "events" if kind in ("events", "nps") else kind
         if clean.height:
@@ -1126,7 +1171,7 @@ class FileSource:
         for index in rest:
             page.records_in = base + index + 1
             row, text = block.record(index)
-            self._take(page, kind, label, block.first + index, row, text, window)
+            self._take(page, kind, label, int(block.numbers[index]), row, text, window)
         page.records_in = base + block.count
 
     def _records(
