@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -201,6 +203,52 @@ def _escaped(rejects: Sequence[Rejected]) -> list[Rejected]:
     ]
 
 
+def _read_ahead(pages: Iterator[SourceBatch]) -> Iterator[SourceBatch]:
+    """``pages`` in order, the next one read in a thread of its own while this one is
+    stored: reading (polars, file reads) and storing (the database) overlap. At most
+    two pages wait; a reading error is raised here, where the page would have come;
+    stopping early (a storing error) stops the reading too.
+    """
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand(kind: str, item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((kind, item), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for page in pages:
+                if not hand("page", page):
+                    return
+            hand("done", None)
+        except BaseException as exc:  # raised again in the storing thread
+            hand("error", exc)
+        finally:
+            if isinstance(pages, Generator):
+                pages.close()
+
+    reader = threading.Thread(target=read, name="ingest-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "page":
+                yield item
+            elif kind == "error":
+                raise item
+            else:
+                return
+    finally:
+        stop.set()
+        reader.join()
+
+
 def _worth_retrying(_task: object, _run: object, state: State[Any]) -> bool:
     """Retry a source that failed for a passing reason, not one that refused us."""
     if not state.is_failed():
@@ -255,7 +303,7 @@ def ingest_sources(
     for source in sources:
         cursor = ledger.sources.cursor(source.name)
         batches: Iterable[SourceBatch] = (
-            source.pages(cursor, page_records)
+            _read_ahead(source.pages(cursor, page_records))
             if isinstance(source, PagedEventSource)
             else [source.fetch(cursor)]
         )
