@@ -73,9 +73,7 @@ def child(
     figures: dict[str, Any] = {"mode": mode}
     began, cpu = time.perf_counter(), time.process_time()
     if mode != "baseline":
-        (report,) = ingest_sources.fn(
-            [FileSource(folder)], ledger, datetime.now(UTC), page_records
-        )
+        (report,) = ingest_sources.fn([FileSource(folder)], ledger, datetime.now(UTC), page_records)
         figures.update(
             records_in=report.records_in,
             new_events=report.new_events,
@@ -136,9 +134,7 @@ def run(n: int, page_records: int, database_url: str | None) -> dict[str, Any]:
         (inbox / "manifest.json").unlink(missing_ok=True)
         as_jsonl(inbox, root / "jsonl")
         generate_s = time.perf_counter() - began
-        drop_mb = {
-            f: sum(p.stat().st_size for p in (root / f).iterdir()) / 2**20 for f in FORMATS
-        }
+        drop_mb = {f: sum(p.stat().st_size for p in (root / f).iterdir()) / 2**20 for f in FORMATS}
         runs = []
         for mode in ("baseline", *FORMATS):
             if database_url is None:

@@ -101,7 +101,7 @@ class Columns(Sequence[T], Generic[T]):
         raise NotImplementedError
 
     @classmethod
-    def of(cls, rows: Sequence[T], to_row: Callable[[T], dict[str, Any]]) -> pl.DataFrame:
+    def of(cls, rows: Sequence[Any], to_row: Callable[[Any], dict[str, Any]]) -> pl.DataFrame:
         """A frame of ``rows`` (domain objects), in this kind's schema."""
         return pl.DataFrame([to_row(r) for r in rows], schema=cls.schema, orient="row")
 

@@ -1230,7 +1230,10 @@ class FileSource:
         rejected: list[Rejected] = []
         for path in _listed(self.folder, _is_registrations):
             label = _label(path.name)
-            for line, row, _raw in self._records(path, seen):
+            for item in self._records(path, seen):
+                if isinstance(item, _Block):
+                    continue  # never: blocks come only with a page's room to fill
+                line, row, _raw = item
                 record = label if line is None else f"{label}:{line}"
                 try:
                     if isinstance(row, _Bad):
