@@ -308,11 +308,16 @@ def ingest_sources(
             else [source.fetch(cursor)]
         )
         report: IngestReport | None = None
-        for batch in batches:
-            stored = store_batch(ledger, without_conflicts(batch), now)
-            if not stored.balanced:
-                raise UnbalancedIngest(f"{source.name}: {stored} does not add up")
-            report = stored if report is None else report.plus(stored)
+        try:
+            for batch in batches:
+                stored = store_batch(ledger, without_conflicts(batch), now)
+                if not stored.balanced:
+                    raise UnbalancedIngest(f"{source.name}: {stored} does not add up")
+                report = stored if report is None else report.plus(stored)
+        finally:
+            # A store failing stops the read-ahead now, not when the traceback goes.
+            if isinstance(batches, Generator):
+                batches.close()
         if report is None:
             raise UnbalancedIngest(f"{source.name}: a paged read gave no page, not its cursor")
         log.info(
