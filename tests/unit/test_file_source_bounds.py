@@ -20,7 +20,7 @@ from integrations.ledger.tables import (
     T_PARTNER_REGISTRATIONS,
     T_SOURCE_EVENTS,
 )
-from integrations.sources import files
+from integrations.sources import columnar, files
 from integrations.sources.files import FIELD_CHARS, FileSource
 from tests.hostile_inputs import CLASSES, build, write
 
@@ -303,7 +303,7 @@ def test_a_block_check_failing_unforeseen_leaves_its_rows_to_the_row_by_row_chec
     def broken(*_args: Any) -> Any:
         raise MemoryError("a block check that broke")
 
-    monkeypatch.setattr(files.columnar, "split", broken)
+    monkeypatch.setattr(columnar, "split", broken)
     (tmp_path / "events.csv").write_text(
         HEADER
         + "".join(f"E{i},nps_response,2026-10-01T10:00:00Z,C1,,,{i}\n" for i in (1, 2, 3))
