@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -24,6 +26,7 @@ from domain.inputs import Refusal, excerpt, refusal
 from domain.models import Account, Contact, IngestReport, Rejected, SourceEvent
 from domain.ports import EventSource, PagedEventSource, SourceBatch, origin_key
 from domain.quarantine import split_conflicts
+from integrations.ledger.bulk import Columns
 from integrations.ledger.sql import SqlLedger
 from tasks._support import run_logger
 
@@ -47,16 +50,30 @@ def without_conflicts(batch: SourceBatch) -> SourceBatch:
     stored in turn, and a destination change between them is recorded and flagged as
     any change between drops is.
     """
-    split = split_conflicts(batch.source, batch.accounts, batch.contacts)
+    # Rows held in columns with distinct ids need no split (nor to become objects).
+    accounts_distinct, contacts_distinct = _distinct(batch.accounts), _distinct(batch.contacts)
+    if accounts_distinct and contacts_distinct:
+        return batch
+    split = split_conflicts(
+        batch.source,
+        () if accounts_distinct else batch.accounts,
+        () if contacts_distinct else batch.contacts,
+    )
     if not split.rejected and not split.duplicates:
         return batch
     return replace(
         batch,
-        accounts=split.accounts,
-        contacts=split.contacts,
+        accounts=batch.accounts if accounts_distinct else split.accounts,
+        contacts=batch.contacts if contacts_distinct else split.contacts,
         rejected=(*batch.rejected, *split.rejected),
         reference_only=batch.reference_only - len(split.rejected),
     )
+
+
+def _distinct(rows: Sequence[Account] | Sequence[Contact]) -> bool:
+    """No rows, or rows held in columns whose ids are all different: none can conflict
+    or repeat (checked on the columns, without making each row an object)."""
+    return not rows or (isinstance(rows, Columns) and rows.unique_keys())
 
 
 # The database itself failing (gone, locked, out of connections) or refusing the
@@ -186,6 +203,52 @@ def _escaped(rejects: Sequence[Rejected]) -> list[Rejected]:
     ]
 
 
+def _read_ahead(pages: Iterator[SourceBatch]) -> Iterator[SourceBatch]:
+    """``pages`` in order, the next one read in a thread of its own while this one is
+    stored: reading (polars, file reads) and storing (the database) overlap. At most
+    two pages wait; a reading error is raised here, where the page would have come;
+    stopping early (a storing error) stops the reading too.
+    """
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand(kind: str, item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((kind, item), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for page in pages:
+                if not hand("page", page):
+                    return
+            hand("done", None)
+        except BaseException as exc:  # raised again in the storing thread
+            hand("error", exc)
+        finally:
+            if isinstance(pages, Generator):
+                pages.close()
+
+    reader = threading.Thread(target=read, name="ingest-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "page":
+                yield item
+            elif kind == "error":
+                raise item
+            else:
+                return
+    finally:
+        stop.set()
+        reader.join()
+
+
 def _worth_retrying(_task: object, _run: object, state: State[Any]) -> bool:
     """Retry a source that failed for a passing reason, not one that refused us."""
     if not state.is_failed():
@@ -240,16 +303,21 @@ def ingest_sources(
     for source in sources:
         cursor = ledger.sources.cursor(source.name)
         batches: Iterable[SourceBatch] = (
-            source.pages(cursor, page_records)
+            _read_ahead(source.pages(cursor, page_records))
             if isinstance(source, PagedEventSource)
             else [source.fetch(cursor)]
         )
         report: IngestReport | None = None
-        for batch in batches:
-            stored = store_batch(ledger, without_conflicts(batch), now)
-            if not stored.balanced:
-                raise UnbalancedIngest(f"{source.name}: {stored} does not add up")
-            report = stored if report is None else report.plus(stored)
+        try:
+            for batch in batches:
+                stored = store_batch(ledger, without_conflicts(batch), now)
+                if not stored.balanced:
+                    raise UnbalancedIngest(f"{source.name}: {stored} does not add up")
+                report = stored if report is None else report.plus(stored)
+        finally:
+            # A store failing stops the read-ahead now, not when the traceback goes.
+            if isinstance(batches, Generator):
+                batches.close()
         if report is None:
             raise UnbalancedIngest(f"{source.name}: a paged read gave no page, not its cursor")
         log.info(

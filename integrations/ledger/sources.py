@@ -8,14 +8,17 @@ and the purge of its excerpts once the retention period is over.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+import polars as pl
 from sqlalchemy import Connection, func, select, update
 
 from domain.models import IngestReport, Rejected
 from domain.ports import SourceBatch
 from integrations.ledger.base import LedgerBase, chunks, contact_row, event_row
+from integrations.ledger.bulk import AccountColumns, ContactColumns, EventColumns
 from integrations.ledger.destinations import record_destination_changes
 from integrations.ledger.tables import (
     T_QUARANTINE,
@@ -25,6 +28,55 @@ from integrations.ledger.tables import (
     SourceCursorRow,
     SourceEventRow,
 )
+
+# What a row already stored does when written in bulk (SourcesStore._bulk): the same
+# as _upsert, _upsert_contacts and _insert_ignore say for one row at a time.
+_UPSERT_ACCOUNTS = (
+    "ON CONFLICT (account_id) DO UPDATE SET name = excluded.name, domain = excluded.domain, "
+    "customer_since = excluded.customer_since, updated_at = excluded.updated_at"
+)
+_UPSERT_CONTACTS = (
+    "ON CONFLICT (contact_id) DO UPDATE SET account_id = excluded.account_id, "
+    "name = excluded.name, email = excluded.email, referrer_type = excluded.referrer_type, "
+    "opted_out = excluded.opted_out, "
+    "stripe_customer_id = coalesce(excluded.stripe_customer_id, contacts.stripe_customer_id), "
+    "stripe_account_id = coalesce(excluded.stripe_account_id, contacts.stripe_account_id), "
+    "updated_at = excluded.updated_at"
+)
+_IGNORE_EVENTS = "ON CONFLICT DO NOTHING"
+
+
+def _copy(conn: Connection, table: str, frame: pl.DataFrame, conflict: str) -> int:
+    """PostgreSQL: ``frame`` copied (``COPY ... FROM STDIN``, CSV) to a temporary
+    table dropped at commit, then inserted from it in the order read; rows written.
+
+    The statements name tables and columns of the ledger's own (no input reaches them).
+    """
+    columns = ", ".join(frame.columns)
+    staging = f"_bulk_{table}"
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        # The table's columns, without its constraints or defaults (no id drawn).
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "  # noqa: S608
+            f"SELECT 0::bigint AS _pos, {columns} FROM {table} WITH NO DATA"
+        )
+        # Strings quoted (an empty one is ''), nulls left empty: COPY's CSV NULL.
+        text = frame.with_row_index("_pos").write_csv(
+            include_header=False, quote_style="non_numeric", null_value=""
+        )
+        with cursor.copy(f"COPY {staging} (_pos, {columns}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(text)
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "  # noqa: S608
+            f"ORDER BY _pos {conflict}"
+        )
+        written = int(cursor.rowcount)
+        cursor.execute(f"TRUNCATE {staging}")
+        return written
+    finally:
+        cursor.close()
+
 
 # Rows purged per transaction: a first purge of a large quarantine holds no long lock.
 PURGE_CHUNK = 5_000
@@ -49,26 +101,42 @@ class SqlSourcesStore(LedgerBase):
         ``payout_destination_changes`` rows in the same transaction.
         """
         with self._begin() as conn:
-            self._upsert(
-                conn,
-                AccountRow,
-                [
-                    {
-                        "account_id": a.account_id,
-                        "name": a.name,
-                        "domain": a.domain,
-                        "customer_since": a.customer_since,
-                        "updated_at": now,
-                    }
-                    for a in batch.accounts
-                ],
-                "account_id",
-            )
-            record_destination_changes(conn, batch.contacts, batch.source, now)
-            self._upsert_contacts(conn, [contact_row(c, now) for c in batch.contacts])
-            inserted = self._insert_ignore(
-                conn, SourceEventRow, [event_row(e, now) for e in batch.events], SourceEventRow.id
-            )
+            if isinstance(batch.accounts, AccountColumns):
+                self._bulk(conn, "accounts", batch.accounts.frame, now, _UPSERT_ACCOUNTS)
+            else:
+                self._upsert(
+                    conn,
+                    AccountRow,
+                    [
+                        {
+                            "account_id": a.account_id,
+                            "name": a.name,
+                            "domain": a.domain,
+                            "customer_since": a.customer_since,
+                            "updated_at": now,
+                        }
+                        for a in batch.accounts
+                    ],
+                    "account_id",
+                )
+            if isinstance(batch.contacts, ContactColumns):
+                self._destination_changes(conn, batch.contacts, batch.source, now)
+                self._bulk(conn, "contacts", batch.contacts.frame, now, _UPSERT_CONTACTS)
+            else:
+                record_destination_changes(conn, batch.contacts, batch.source, now)
+                self._upsert_contacts(conn, [contact_row(c, now) for c in batch.contacts])
+            if isinstance(batch.events, EventColumns):
+                frame = batch.events.frame.with_columns(pl.lit(batch.source).alias("source"))
+                new_events = self._bulk(conn, "source_events", frame, now, _IGNORE_EVENTS)
+            else:
+                new_events = len(
+                    self._insert_ignore(
+                        conn,
+                        SourceEventRow,
+                        [event_row(e, now) for e in batch.events],
+                        SourceEventRow.id,
+                    )
+                )
             # A reject delivered again is counted as quarantined all the same.
             self._insert_ignore(
                 conn,
@@ -86,11 +154,74 @@ class SqlSourcesStore(LedgerBase):
         return IngestReport(
             source=batch.source,
             records_in=batch.records_in,
-            new_events=len(inserted),
-            already_seen=len(batch.events) - len(inserted),
+            new_events=new_events,
+            already_seen=len(batch.events) - new_events,
             quarantined=len(batch.rejected),
             reference_rows=batch.reference_only,
         )
+
+    def _destination_changes(
+        self, conn: Connection, contacts: ContactColumns, source: str, now: datetime
+    ) -> None:
+        """:func:`record_destination_changes` for the contacts of a frame: only those
+        already stored and naming a destination can change one, so only they are made
+        into objects (none, on a first read of a drop)."""
+        naming = contacts.frame.filter(
+            pl.col("stripe_customer_id").is_not_null() | pl.col("stripe_account_id").is_not_null()
+        )
+        if not naming.height:
+            return
+        ids = naming.get_column("contact_id").to_list()
+        # One statement with the ids as one parameter (a JSON array on SQLite, an array
+        # on PostgreSQL), not a compiled IN list of thousands.
+        if self._dialect == "postgresql":
+            query = "SELECT contact_id FROM contacts WHERE contact_id = ANY(%s)"
+            param: Any = ids
+        else:
+            query = (
+                "SELECT contact_id FROM contacts "
+                "WHERE contact_id IN (SELECT value FROM json_each(?))"
+            )
+            param = orjson.dumps(ids).decode()
+        stored = {row[0] for row in conn.exec_driver_sql(query, (param,))}
+        if stored:
+            known = ContactColumns(naming.filter(pl.col("contact_id").is_in(list(stored))))
+            record_destination_changes(conn, list(known), source, now)
+
+    def _bulk(
+        self, conn: Connection, table: str, frame: pl.DataFrame, now: datetime, conflict: str
+    ) -> int:
+        """Write ``frame``'s rows to ``table`` (stamped ``now``) in bulk, ``conflict``
+        deciding what a row whose key is stored already does; how many rows were
+        written. SQLite: one ``executemany`` of plain tuples in the ledger's own text
+        forms; PostgreSQL: ``COPY`` to a temporary table, then one ``INSERT ...
+        SELECT`` in the order read."""
+        if not frame.height:
+            return 0
+        stamp = "ingested_at" if table == "source_events" else "updated_at"
+        stamped = now.astimezone(UTC).replace(tzinfo=None)
+        if self._dialect == "postgresql":
+            return _copy(conn, table, frame.with_columns(pl.lit(stamped).alias(stamp)), conflict)
+        frame = frame.with_columns(
+            [
+                pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S%.6f")
+                for c, t in frame.schema.items()
+                if t == pl.Datetime
+            ]
+            + [pl.col(c).dt.strftime("%Y-%m-%d") for c, t in frame.schema.items() if t == pl.Date]
+            + [pl.col(c).cast(pl.Int64) for c, t in frame.schema.items() if t == pl.Boolean]
+            + [pl.lit(stamped.strftime("%Y-%m-%d %H:%M:%S.%f")).alias(stamp)]
+        )
+        columns = ", ".join(frame.columns)
+        marks = ", ".join("?" * len(frame.columns))
+        # The ledger's own table and column names; the values are bound.
+        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) {conflict}"  # noqa: S608
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(insert, frame.rows())
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
 
     def _upsert_contacts(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert or refresh contacts. A source that does not know a contact's Stripe

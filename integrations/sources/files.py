@@ -33,19 +33,26 @@ a file that cannot be read is refused as a file and the rest of the drop goes on
 
 from __future__ import annotations
 
+import bisect
 import csv
 import errno
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
+import orjson
+import polars as pl
 
 from domain.errors import InputRejected, InvalidAmount
 from domain.inputs import (
@@ -63,7 +70,20 @@ from domain.models import Account, Contact, EventType, ReferrerType, Rejected, S
 from domain.money import Money
 from domain.ports import ClaimRow, ClaimsRead, SourceBatch, origin_key
 from domain.registration import MAX_EVIDENCE_CHARS
+from integrations.ledger.bulk import (
+    EVENT_SCHEMA,
+    AccountColumns,
+    ContactColumns,
+    EventColumns,
+    account_values,
+    contact_values,
+    event_values,
+)
+from integrations.sources import columnar
+from integrations.sources.columnar import POS
 from integrations.sources.http import mask_emails
+
+logger = logging.getLogger(__name__)
 
 SOURCE = "files"
 KINDS = ("accounts", "contacts", "events", "nps")
@@ -372,29 +392,625 @@ def _text_of(handle: io.BufferedReader) -> IO[str]:
     return io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
+# Bytes read at a time to hash a file and see whether every record is one line.
+_SCAN_BYTES = 1 << 23
+# Lines per block when a page has no bound (a drop read whole).
+_BLOCK_LINES = 10_000
+_BOM = b"\xef\xbb\xbf"
+# A CSV line whose quotes all enclose whole fields: it is one record, and polars and
+# the csv module read it into the same values.
+_QUOTED_LINE = re.compile(rb'(?:[^",\n]*|"(?:[^"\n]|"")*")(?:,(?:[^",\n]*|"(?:[^"\n]|"")*"))*\r?')
+
+
+def _scan(handle: IO[bytes], name: str, bounds: InputBounds) -> tuple[str, bool]:
+    """The file's SHA-256, and whether each of its records is exactly one line: lines
+    end in a line feed (a carriage return only just before it), no line is longer
+    than a record may be, a CSV header of distinct names and no quote that could
+    open a field spanning lines."""
+    digest = hashlib.sha256()
+    one_line = name.endswith((".csv", ".jsonl"))
+    is_csv = name.endswith(".csv")
+    limit = bounds.max_record_chars
+    tail = b""
+    first: bytes | None = None
+    while chunk := handle.read(_SCAN_BYTES):
+        digest.update(chunk)
+        if not one_line:
+            continue
+        data = tail + chunk
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        body = data[: len(data) - len(tail)]
+        if first is None and lines:
+            first = lines[0]
+        one_line = (
+            body.count(b"\r") == body.count(b"\r\n")
+            and len(tail) <= limit
+            and (not lines or max(map(len, lines)) <= limit)
+            and not (
+                is_csv
+                and b'"' in body
+                and not all(_QUOTED_LINE.fullmatch(line) for line in lines if b'"' in line)
+            )
+        )
+    if tail and one_line:
+        first = tail if first is None else first
+        one_line = not (
+            b"\r" in tail[:-1]
+            or len(tail) > limit
+            or (is_csv and b'"' in tail and not _QUOTED_LINE.fullmatch(tail))
+        )
+    if one_line and is_csv:
+        one_line = first is not None and _header(first) is not None
+    return digest.hexdigest(), one_line
+
+
+def _header(line: bytes) -> list[str] | None:
+    """A CSV file's header line read as the csv module reads it, if it is plain:
+    UTF-8, one or more names, no name twice."""
+    try:
+        text = line.removeprefix(_BOM).decode("utf-8")
+        header = next(csv.reader([text]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    return header if header and len(set(header)) == len(header) else None
+
+
+class _LineFeed:
+    """The lines of a binary file (without their line feed), ``take(k)`` at a time."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._lines: list[bytes] = []
+        self._at = 0
+        self._tail = b""
+        self._done = False
+
+    def take(self, count: int) -> list[bytes]:
+        while len(self._lines) - self._at < count and not self._done:
+            chunk = self._handle.read(_SCAN_BYTES)
+            if not chunk:
+                self._done = True
+                if self._tail:
+                    self._lines.append(self._tail)
+                break
+            lines = (self._tail + chunk).split(b"\n")
+            self._tail = lines.pop()
+            self._lines = self._lines[self._at :] + lines
+            self._at = 0
+        taken = self._lines[self._at : self._at + count]
+        self._at += len(taken)
+        return taken
+
+
+def _jsonl_record(line: str, bounds: InputBounds) -> tuple[Any, str] | None:
+    """One JSONL line as :func:`_jsonl_rows` reads it: the row or why it is none, and
+    its text; ``None`` for a blank line."""
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return None
+    if json_depth_exceeds(line, bounds.max_json_depth):
+        reason = f"nested deeper than {bounds.max_json_depth} levels"
+        return _Bad(refusal(Refusal.JSON_TOO_DEEP, reason)), line
+    try:
+        row = json.loads(
+            line, parse_int=_JsonNumber, parse_float=_JsonNumber, parse_constant=_JsonNumber
+        )
+    except json.JSONDecodeError as exc:
+        return _Bad(f"not valid JSON: {exc.msg}"), line
+    if not isinstance(row, dict):
+        return _Bad("a JSONL line must be an object"), line
+    return row, line
+
+
+@dataclass
+class _Block:
+    """Records of a file whose records are one line each: ``lines`` (blank lines
+    left out), the line number of each (``numbers``), ``values`` each field's text by
+    record (``None`` when absent), and ``alone`` the records the row-by-row reader must
+    read (a JSONL line that is not a flat object of texts, a CSV line not UTF-8)."""
+
+    lines: list[bytes]
+    numbers: np.ndarray
+    header: list[str] | None
+    bounds: InputBounds
+    values: pl.DataFrame
+    alone: list[int]
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    def frame(self, fields: Mapping[str, int]) -> pl.DataFrame:
+        """One text column per field of ``fields`` (null where absent)."""
+        present = set(self.values.columns)
+        return self.values.select(
+            [pl.col(f) if f in present else pl.lit(None, pl.String).alias(f) for f in fields]
+        )
+
+    def record(self, index: int) -> tuple[Any, str]:
+        """Record ``index`` as the row-by-row reader reads it: the row (or why it is
+        none) and its raw text."""
+        return _read_line(self.lines[index], self.header, self.bounds)
+
+    def raw(self, line: int) -> str:
+        """The raw text the row-by-row reader keeps of the record at ``line``."""
+        return self.record(int(np.searchsorted(self.numbers, line)))[1]
+
+
+def _read_line(line: bytes, header: list[str] | None, bounds: InputBounds) -> tuple[Any, str]:
+    """One line that is not blank, read as the row-by-row reader reads it (CSV with
+    ``header``, else JSONL): the row (or why it is none) and its raw text."""
+    text = line.decode("utf-8", "surrogateescape")
+    if header is None:
+        read = _jsonl_record(text, bounds)
+        assert read is not None  # not blank
+        return read
+    try:
+        values = next(csv.reader([text]))
+    except csv.Error as exc:
+        name = (
+            Refusal.CSV_FIELD_TOO_LARGE
+            if "field larger than field limit" in str(exc)
+            else Refusal.CSV_MALFORMED
+        )
+        return _Bad(refusal(name, str(exc))), ""
+    raw = ",".join(values)
+    if len(values) > len(header):
+        return _Bad("more fields than the header names"), raw
+    return dict(zip(header, values, strict=False)), raw
+
+
+def _blocks(
+    handle: IO[bytes], name: str, bounds: InputBounds, room: Callable[[], int]
+) -> Iterator[tuple[int | None, Any, str] | _Block]:
+    """The records of a file of one-line records (see :func:`_scan`), in blocks of
+    ``room()`` lines; a block's records one by one where polars will not split it."""
+    csv.field_size_limit(bounds.max_record_chars)
+    feed = _LineFeed(handle)
+    header: list[str] | None = None
+    number = 0
+    fields = FIELD_CHARS[_kind_of(name) or "events"]
+    if name.endswith(".csv"):
+        head = feed.take(1)
+        if not head:
+            return
+        header = _header(head[0])
+        assert header is not None  # _scan saw it
+        number = 1
+    while lines := feed.take(max(1, room())):
+        first = number + 1
+        number += len(lines)
+        if first == 1:
+            lines[0] = lines[0].removeprefix(_BOM)
+        block = _block(lines, first, header, bounds, fields)
+        if block is not None:
+            yield block
+            continue
+        for offset, line in enumerate(lines):
+            if line not in (b"", b"\r"):
+                row, raw = _read_line(line, header, bounds)
+                yield first + offset, row, raw
+
+
+def _numbered(
+    lines: list[bytes], first: int, blank: Callable[[bytes], bool]
+) -> tuple[list[bytes], np.ndarray]:
+    """``lines`` without the blank ones, and the line number of each kept."""
+    kept = [i for i, line in enumerate(lines) if not blank(line)]
+    return [lines[i] for i in kept], np.asarray(kept, dtype=np.int64) + first
+
+
+def _block(
+    lines: list[bytes],
+    first: int,
+    header: list[str] | None,
+    bounds: InputBounds,
+    fields: Mapping[str, int],
+) -> _Block | None:
+    """``lines`` (from line ``first``) as a block, or ``None`` when they must be read
+    one by one."""
+    if header is None:
+        return _jsonl_block(lines, first, bounds, fields)
+    data = b"\n".join(lines)
+    if (
+        b"\n\n" in data
+        or b"\n\r\n" in data
+        or lines[0] in (b"", b"\r")
+        or lines[-1] in (b"", b"\r")
+    ):
+        # Blank lines are no records (the csv module skips them).
+        lines, numbers = _numbered(lines, first, lambda line: line in (b"", b"\r"))
+        data = b"\n".join(lines)
+    else:
+        numbers = np.arange(first, first + len(lines), dtype=np.int64)
+    if not lines:
+        return None
+    alone: list[int] = []
+    read = lines
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        # The lines that are not UTF-8 are read alone (refused by the field that
+        # holds the bytes); a row of one empty field stands in for them here.
+        read = list(lines)
+        for index, line in enumerate(lines):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                alone.append(index)
+                read[index] = b'""'
+        data = b"\n".join(read)
+    try:
+        names = [f"c{i}" for i in range(len(header))]
+        frame = pl.read_csv(
+            data + b"\n",
+            has_header=False,
+            schema=dict.fromkeys(names, pl.String),
+            quote_char='"',
+        )
+    except Exception:
+        return None
+    if frame.height != len(lines):
+        return None
+    values = frame.select([pl.col(c).alias(h) for c, h in zip(names, header, strict=True)])
+    return _Block(lines, numbers, header, bounds, values, alone)
+
+
+def _jsonl_block(
+    lines: list[bytes], first: int, bounds: InputBounds, fields: Mapping[str, int]
+) -> _Block | None:
+    numbers = np.arange(first, first + len(lines), dtype=np.int64)
+    alone: list[int] = []
+    blank: list[int] = []
+    columns: dict[str, list[str | None]] = {f: [] for f in fields}
+    appends = [(f, columns[f].append) for f in fields]
+    empty: dict[str, Any] = {}
+    for index, line in enumerate(lines):
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if not line.decode("utf-8", "surrogateescape").strip():
+                blank.append(index)  # no record (the row-by-row reader skips it)
+                continue
+            row = None
+        # A flat object of texts and nulls only: a number keeps the text it was
+        # written as only on the row-by-row reader, a nested value needs its checks.
+        if type(row) is not dict or not all(type(v) is str or v is None for v in row.values()):
+            alone.append(index - len(blank))
+            row = empty
+        for f, append in appends:
+            append(row.get(f))
+    if blank:
+        skipped = set(blank)
+        lines, numbers = _numbered(lines, first, lambda _line: False)
+        keep = [i for i in range(len(lines)) if i not in skipped]
+        lines, numbers = [lines[i] for i in keep], numbers[keep]
+    if not lines:
+        return None
+    values = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.String))
+    return _Block(lines, numbers, None, bounds, values, alone)
+
+
+@dataclass
+class _Fast:
+    """Rows of one block that passed every check at once (:mod:`columnar`): the
+    frame (with ``_pos``, the record's place in its page, and ``_line``) and the
+    block, to name and quote a row later refused (a repeated event id)."""
+
+    frame: pl.DataFrame
+    label: str
+    block: _Block
+
+
 @dataclass
 class _Page:
-    """The rows of one page of a drop, as they are read."""
+    """The rows of one page of a drop, as they are read.
+
+    Rows checked one by one are kept as objects, each with its place in the page;
+    rows checked a block at a time as frames (``fast``). The page's events are
+    checked for repeated ids when it is closed (:meth:`batch`), in the order read.
+    """
 
     accounts: list[Account] = dataclass_field(default_factory=list)
     contacts: list[Contact] = dataclass_field(default_factory=list)
     events: list[SourceEvent] = dataclass_field(default_factory=list)
     rejected: list[Rejected] = dataclass_field(default_factory=list)
-    origins: dict[str, str] = dataclass_field(default_factory=dict)
+    # Where each row checked alone was read: (place in the page, origin key, record).
+    origins: list[tuple[int, str, str]] = dataclass_field(default_factory=list)
     records_in: int = 0
+    account_at: list[int] = dataclass_field(default_factory=list)
+    contact_at: list[int] = dataclass_field(default_factory=list)
+    event_at: list[int] = dataclass_field(default_factory=list)
+    rejected_at: list[int] = dataclass_field(default_factory=list)
+    # Each event checked one by one: its file's label, its line, its raw text.
+    event_from: list[tuple[str, int | None, str]] = dataclass_field(default_factory=list)
+    fast: dict[str, list[_Fast]] = dataclass_field(
+        default_factory=lambda: {"accounts": [], "contacts": [], "events": []}
+    )
 
-    def batch(self, cursor: str | None) -> SourceBatch:
+    def reject(self, rejected: Rejected) -> None:
+        self.rejected_at.append(self.records_in - 1)
+        self.rejected.append(rejected)
+
+    def batch(self, cursor: str | None, seen: _SeenIds) -> SourceBatch:
+        events, dropped = self._events(seen)
+        repeats = {place for place, _ in dropped}
+        rejected = self.rejected
+        if dropped:
+            at = self.rejected_at + [d[0] for d in dropped]
+            together = [*rejected, *(d[1] for d in dropped)]
+            rejected = [together[i] for i in sorted(range(len(at)), key=at.__getitem__)]
+        accounts = self._rows("accounts", self.accounts, self.account_at)
+        contacts = self._rows("contacts", self.contacts, self.contact_at)
         return SourceBatch(
             source=SOURCE,
-            accounts=self.accounts,
-            contacts=self.contacts,
-            events=self.events,
-            rejected=self.rejected,
+            accounts=accounts,
+            contacts=contacts,
+            events=events,
+            rejected=rejected,
             records_in=self.records_in,
-            reference_only=len(self.accounts) + len(self.contacts),
+            reference_only=len(accounts) + len(contacts),
             cursor=cursor,
-            origins=self.origins,
+            origins=_Origins(self.origins, self.fast, repeats),
         )
+
+    def _rows(self, kind: str, objects: list[Any], at: list[int]) -> Sequence[Any]:
+        fast = self.fast[kind]
+        if not fast:
+            return objects
+        columns = AccountColumns if kind == "accounts" else ContactColumns
+        values = account_values if kind == "accounts" else contact_values
+        frames = [f.frame.select([*columns.schema, POS]) for f in fast]
+        if objects:
+            frames.append(
+                columns.of(objects, values).with_columns(pl.Series(POS, at, dtype=pl.Int64))
+            )
+        frame = pl.concat(frames, how="vertical_relaxed")
+        if objects or len(frames) > 1:
+            frame = frame.sort(POS)
+        return columns(frame.drop(POS))
+
+    def _events(self, seen: _SeenIds) -> tuple[Sequence[SourceEvent], list[tuple[int, Rejected]]]:
+        """The page's events without repeats of an event id read before in this drop,
+        and the repeats as rejects by their place in the page."""
+        fast = self.fast["events"]
+        ids: list[pl.Series] = [f.frame.get_column("event_id") for f in fast]
+        at: list[pl.Series] = [f.frame.get_column(POS) for f in fast]
+        labels: list[str] = []
+        lines: list[pl.Series] = []
+        for f in fast:
+            labels.append(f.label)
+            lines.append(f.frame.get_column("_line"))
+        if self.events:
+            ids.append(pl.Series([e.event_id for e in self.events], dtype=pl.String))
+            at.append(pl.Series(self.event_at, dtype=pl.Int64))
+        all_ids = pl.concat(ids) if ids else pl.Series([], dtype=pl.String)
+        all_at = pl.concat(at) if at else pl.Series([], dtype=pl.Int64)
+        # Where each event was read: (label index, line) for the repeats' reason.
+        label_of = [seen.label(lb) for lb in labels]
+        label_col = pl.concat(
+            [
+                pl.repeat(li, len(s), dtype=pl.Int64, eager=True)
+                for li, s in zip(label_of, lines, strict=True)
+            ]
+            + [pl.Series([seen.label(lb) for lb, _, _ in self.event_from], dtype=pl.Int64)]
+        )
+        line_col = pl.concat(
+            [s.cast(pl.Int64) for s in lines]
+            + [pl.Series([ln for _, ln, _ in self.event_from], dtype=pl.Int64)]
+        )
+        order = all_at.arg_sort()
+        ordered = all_ids.gather(order)
+        earlier = seen.check(
+            ordered, label_col.gather(order).to_numpy(), line_col.gather(order).to_numpy()
+        )
+        dropped: list[tuple[int, Rejected]] = []
+        repeated: set[int] = set()
+        if earlier:
+            n_fast = sum(len(s) for s in lines)
+            order_list = order.to_list()
+            at_list = all_at.to_list()
+            for k, first in earlier.items():
+                index = order_list[k]
+                place = at_list[index]
+                if index < n_fast:
+                    f, offset = _which(fast, index)
+                    line = f.frame.get_column("_line")[offset]
+                    record = f"{f.label}:{line}"
+                    raw = f.block.raw(line)
+                else:
+                    label, line, raw = self.event_from[index - n_fast]
+                    record = label if line is None else f"{label}:{line}"
+                exc = InputRejected(record, "event_id", f"duplicate of {first} in this drop")
+                dropped.append((place, _rejected(exc, raw)))
+                repeated.add(place)
+        if not fast:
+            kept = [e for e, p in zip(self.events, self.event_at, strict=True) if p not in repeated]
+            return kept, dropped
+        frames = [f.frame.select([*EVENT_SCHEMA, POS]) for f in fast]
+        if self.events:
+            frames.append(
+                EventColumns.of(self.events, event_values).with_columns(
+                    pl.Series(POS, self.event_at, dtype=pl.Int64)
+                )
+            )
+        frame = pl.concat(frames, how="vertical_relaxed")
+        if self.events or len(frames) > 1:
+            frame = frame.sort(POS)
+        if repeated:
+            frame = frame.filter(~pl.col(POS).is_in(list(repeated)))
+        return EventColumns(frame.drop(POS), SOURCE), dropped
+
+
+def _which(fast: list[_Fast], index: int) -> tuple[_Fast, int]:
+    for f in fast:
+        if index < f.frame.height:
+            return f, index
+        index -= f.frame.height
+    raise IndexError(index)
+
+
+class _Origins(Mapping[str, str]):
+    """Where each row of a page was read, by :func:`origin_key`, worked out when first
+    asked (only a page the ledger refuses asks): as the row-by-row reader kept them,
+    the last row of an account or contact, the first of an event."""
+
+    def __init__(
+        self,
+        alone: list[tuple[int, str, str]],
+        fast: dict[str, list[_Fast]],
+        repeats: set[int],
+    ) -> None:
+        self._alone = alone
+        self._fast = fast
+        self._repeats = repeats
+        self._all: dict[str, str] | None = None
+
+    def _built(self) -> dict[str, str]:
+        if self._all is None:
+            found = list(self._alone)
+            for kind, prefix, key in (
+                ("accounts", "account", "account_id"),
+                ("contacts", "contact", "contact_id"),
+                ("events", "event", "event_id"),
+            ):
+                for f in self._fast[kind]:
+                    found += zip(
+                        f.frame.get_column(POS).to_list(),
+                        [f"{prefix}:{i}" for i in f.frame.get_column(key).to_list()],
+                        [f"{f.label}:{n}" for n in f.frame.get_column("_line").to_list()],
+                        strict=True,
+                    )
+            found.sort()
+            built: dict[str, str] = {}
+            for place, key, record in found:
+                if place in self._repeats:
+                    continue  # a repeated event id, refused
+                if key.startswith("event:"):
+                    built.setdefault(key, record)
+                else:
+                    built[key] = record
+            self._all = built
+        return self._all
+
+    def __getitem__(self, key: str) -> str:
+        return self._built()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+
+class _SeenIds:
+    """The event ids read so far in one read of the drop, each with where it was first
+    read, kept compactly: a 64-bit hash of each id in sorted arrays (merged as they
+    grow), the ids themselves to tell two ids of one hash apart, and (file, line).
+    About 40 bytes an id, where a dict of them took about 170."""
+
+    def __init__(self) -> None:
+        self._labels: list[str] = []
+        self._label_index: dict[str, int] = {}
+        self._levels: list[tuple[np.ndarray, np.ndarray]] = []
+        self._ids: list[pl.Series] = []
+        self._files: list[np.ndarray] = []
+        self._lines: list[np.ndarray] = []
+        self._starts: list[int] = []
+        self._count = 0
+
+    def label(self, label: str) -> int:
+        index = self._label_index.get(label)
+        if index is None:
+            index = self._label_index[label] = len(self._labels)
+            self._labels.append(label)
+        return index
+
+    def _record(self, g: int) -> tuple[str, str]:
+        chunk = bisect.bisect_right(self._starts, g) - 1
+        offset = g - self._starts[chunk]
+        label = self._labels[int(self._files[chunk][offset])]
+        line = int(self._lines[chunk][offset])
+        return self._ids[chunk][offset], f"{label}:{line}"
+
+    def check(self, ids: pl.Series, files: np.ndarray, lines: np.ndarray) -> dict[int, str]:
+        """Which of ``ids`` (in the order read) repeat one read before, and where that
+        one was first read; the others are remembered.
+
+        Returns:
+            By index in ``ids``: the record (``events.csv:17``) the id was first read at.
+        """
+        if ids.len() == 0:
+            return {}
+        hashes = self._hashes(ids)
+        first_here = ids.is_first_distinct().to_numpy()
+        earlier: dict[int, str] = {}
+        candidates = np.zeros(len(hashes), dtype=bool)
+        for level_hashes, _ in self._levels:
+            places = np.searchsorted(level_hashes, hashes)
+            inside = places < len(level_hashes)
+            hit = np.zeros(len(hashes), dtype=bool)
+            hit[inside] = level_hashes[places[inside]] == hashes[inside]
+            candidates |= hit
+        id_list: list[str] | None = None
+        for k in np.flatnonzero(candidates & first_here).tolist():
+            id_list = id_list or ids.to_list()
+            found = self._find(int(hashes[k]), id_list[k])
+            if found is not None:
+                earlier[k] = found
+        if not first_here.all():
+            id_list = id_list or ids.to_list()
+            first_at: dict[str, int] = {}
+            for k, row_id in enumerate(id_list):
+                if row_id not in first_at:
+                    first_at[row_id] = k
+                    continue
+                f = first_at[row_id]
+                earlier[k] = earlier.get(f) or (f"{self._labels[int(files[f])]}:{int(lines[f])}")
+        new = first_here.copy()
+        if earlier:
+            new[list(earlier)] = False
+        self._remember(ids.filter(pl.Series(new)), hashes[new], files[new], lines[new])
+        return earlier
+
+    @staticmethod
+    def _hashes(ids: pl.Series) -> np.ndarray:
+        return ids.hash(seed=0).to_numpy()
+
+    def _find(self, hashed: int, row_id: str) -> str | None:
+        """The first record of ``row_id`` remembered (under its hash), if any."""
+        best: tuple[int, str] | None = None
+        for level_hashes, level_at in self._levels:
+            place = int(np.searchsorted(level_hashes, np.uint64(hashed)))
+            while place < len(level_hashes) and int(level_hashes[place]) == hashed:
+                g = int(level_at[place])
+                stored, record = self._record(g)
+                if stored == row_id and (best is None or g < best[0]):
+                    best = (g, record)
+                place += 1
+        return None if best is None else best[1]
+
+    def _remember(
+        self, ids: pl.Series, hashes: np.ndarray, files: np.ndarray, lines: np.ndarray
+    ) -> None:
+        if not len(hashes):
+            return
+        self._starts.append(self._count)
+        self._ids.append(ids)
+        self._files.append(files.astype(np.uint32))
+        self._lines.append(lines.astype(np.int64))
+        at = np.arange(self._count, self._count + len(hashes), dtype=np.int64)
+        self._count += len(hashes)
+        order = np.argsort(hashes, kind="stable")
+        self._levels.append((hashes[order], at[order]))
+        # Merge the newest levels while they are of a size, so a lookup searches a few
+        # arrays, and each id is merged about log2(ids / page) times in all.
+        while len(self._levels) > 1 and len(self._levels[-2][0]) <= 2 * len(self._levels[-1][0]):
+            (h1, a1), (h2, a2) = self._levels[-2], self._levels[-1]
+            h, a = np.concatenate([h1, h2]), np.concatenate([a1, a2])
+            order = np.argsort(h, kind="stable")
+            self._levels[-2:] = [(h[order], a[order])]
 
 
 class FileSource:
@@ -438,61 +1054,139 @@ class FileSource:
         """The rows of the files new or changed since ``cursor``, ``page_records`` at a
         time (all in one page when 0), read from disk as they are needed: a drop of a
         million customers is never in memory whole. The last page carries the cursor
-        (each file's SHA-256)."""
+        (each file's SHA-256).
+
+        A file whose every record is one line (no carriage return, no quoted line
+        break, no line over the bound) is read a block of lines at a time, and the
+        rows of a block are checked together (:mod:`integrations.sources.columnar`);
+        a row those checks do not pass is checked alone, as every row of any other
+        file is, with the same outcome and reason as ever.
+        """
         seen: dict[str, str] = json.loads(cursor) if cursor else {}
         window = self.bounds.date_window(self.clock())
         page = _Page()
         # Across pages, so a second row of one event id is refused wherever it is.
-        first_line: dict[str, str] = {}
+        ids = _SeenIds()
         files = _listed(self.folder, lambda name: _kind_of(name) is not None)
         # Reference data first, so events of the same drop can name those contacts.
         files.sort(key=lambda p: KINDS.index(_kind_of(p.name) or "events"))
+
+        def room() -> int:
+            return page_records - page.records_in if page_records else _BLOCK_LINES
+
         for path in files:
             kind = _kind_of(path.name) or "events"
             label = _label(path.name)
-            for line, row, raw in self._records(path, seen):
-                page.records_in += 1
-                record = label if line is None else f"{label}:{line}"
-                try:
-                    if isinstance(row, _Bad):
-                        raise InputRejected(record, row.field, row.reason)
-                    fields = _fields(record, row, kind)
-                    if kind == "accounts":
-                        account = _account(record, fields, self.bounds, window)
-                        page.accounts.append(account)
-                        page.origins[origin_key(account)] = record
-                    elif kind == "contacts":
-                        contact = _contact(record, fields)
-                        page.contacts.append(contact)
-                        page.origins[origin_key(contact)] = record
-                    else:
-                        event = (
-                            _event(record, fields, self.bounds, window)
-                            if kind == "events"
-                            else _nps(record, fields, window)
-                        )
-                        earlier = first_line.get(event.event_id)
-                        if earlier is not None:
-                            raise InputRejected(
-                                record, "event_id", f"duplicate of {earlier} in this drop"
-                            )
-                        first_line[event.event_id] = record
-                        page.events.append(event)
-                        page.origins[origin_key(event)] = record
-                except InputRejected as exc:
-                    page.rejected.append(_rejected(exc, raw))
-                except Exception as exc:
-                    # Whatever no check foresaw: still this record's failure alone.
-                    page.rejected.append(_unforeseen(record, exc, raw))
+            for item in self._records(path, seen, room):
+                if isinstance(item, _Block):
+                    self._take_block(page, kind, label, item, window)
+                else:
+                    line, row, raw = item
+                    page.records_in += 1
+                    self._take(page, kind, label, line, row, raw, window)
                 if page_records and page.records_in >= page_records:
-                    yield page.batch(cursor=None)
+                    yield page.batch(None, ids)
                     page = _Page()
-        yield page.batch(cursor=json.dumps(seen, sort_keys=True))
+        yield page.batch(json.dumps(seen, sort_keys=True), ids)
 
-    def _records(self, path: Path, seen: dict[str, str]) -> Iterator[tuple[int | None, Any, str]]:
+    def _take(
+        self,
+        page: _Page,
+        kind: str,
+        label: str,
+        line: int | None,
+        row: Any,
+        raw: str,
+        window: tuple[datetime, datetime],
+    ) -> None:
+        """Check one record alone and add it to ``page`` (counted already)."""
+        record = label if line is None else f"{label}:{line}"
+        at = page.records_in - 1
+        try:
+            if isinstance(row, _Bad):
+                raise InputRejected(record, row.field, row.reason)
+            fields = _fields(record, row, kind)
+            if kind == "accounts":
+                account = _account(record, fields, self.bounds, window)
+                page.accounts.append(account)
+                page.account_at.append(at)
+                page.origins.append((at, origin_key(account), record))
+            elif kind == "contacts":
+                contact = _contact(record, fields)
+                page.contacts.append(contact)
+                page.contact_at.append(at)
+                page.origins.append((at, origin_key(contact), record))
+            else:
+                event = (
+                    _event(record, fields, self.bounds, window)
+                    if kind == "events"
+                    else _nps(record, fields, window)
+                )
+                # A repeated event id is refused when the page closes (_Page.batch).
+                page.events.append(event)
+                page.event_at.append(at)
+                page.event_from.append((label, line, raw))
+                page.origins.append((at, origin_key(event), record))
+        except InputRejected as exc:
+            page.reject(_rejected(exc, raw))
+        except Exception as exc:
+            # Whatever no check foresaw: still this record's failure alone.
+            page.reject(_unforeseen(record, exc, raw))
+
+    def _take_block(
+        self,
+        page: _Page,
+        kind: str,
+        label: str,
+        block: _Block,
+        window: tuple[datetime, datetime],
+    ) -> None:
+        """Check a block of one-line records together; those the block checks do not
+        pass are checked alone (:meth:`_take`), in their place."""
+        base = page.records_in
+        fields = FIELD_CHARS[kind]
+        raw = block.frame(fields)
+        raw = raw.with_columns(pl.int_range(0, pl.len(), dtype=pl.Int64).alias(POS))
+        try:
+            clean, rest = columnar.split(kind, raw, fields, self.bounds, window)
+        except Exception as exc:
+            # Whatever no block check foresaw: every row of the block is checked alone.
+            logger.warning(
+                "file source: checking a block of %s at once failed (%s); checking its rows "
+                "one by one",
+                label,
+                type(exc).__name__,
+            )
+            clean, rest = raw.clear(), list(range(block.count))
+        if block.alone:
+            clean = clean.filter(~pl.col(POS).is_in(block.alone))
+            rest = sorted({*rest, *block.alone})
+        numbers = pl.Series("_line", block.numbers)
+        clean = clean.with_columns(
+            numbers.gather(clean.get_column(POS)), (pl.col(POS) + base).alias(POS)
+        )
+        target = "events" if kind in ("events", "nps") else kind
+        if clean.height:
+            page.fast[target].append(_Fast(clean, label, block))
+        for index in rest:
+            page.records_in = base + index + 1
+            row, text = block.record(index)
+            self._take(page, kind, label, int(block.numbers[index]), row, text, window)
+        page.records_in = base + block.count
+
+    def _records(
+        self,
+        path: Path,
+        seen: dict[str, str],
+        room: Callable[[], int] | None = None,
+    ) -> Iterator[tuple[int | None, Any, str] | _Block]:
         """The records of one inbox file not read before, or the file's own refusal
         (line ``None``). ``seen`` learns the file once it was read to its end, or
-        refused for what it is (a link, a device)."""
+        refused for what it is (a link, a device).
+
+        With ``room`` (how many records the page has room for), a file of one-line
+        records comes as blocks of lines (:class:`_Block`), ``room()`` lines each.
+        """
         try:
             handle = _open_regular(path)
         except _FileRefused as refused:
@@ -503,14 +1197,17 @@ class FileSource:
             return
         with handle:
             try:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                digest, one_line = _scan(handle, path.name, self.bounds)
                 if seen.get(path.name) == digest:
                     return
                 handle.seek(0)
-                # Closing the text closes the file too (the outer with is for a refusal
-                # before it exists).
-                with _text_of(handle) as text:
-                    yield from _rows(text, path.name, self.bounds)
+                if room is not None and one_line:
+                    yield from _blocks(handle, path.name, self.bounds, room)
+                else:
+                    # Closing the text closes the file too (the outer with is for a
+                    # refusal before it exists).
+                    with _text_of(handle) as text:
+                        yield from _rows(text, path.name, self.bounds)
             except _FileRefused as refused:
                 yield None, _Bad(refused.reason), ""
                 return
@@ -533,7 +1230,10 @@ class FileSource:
         rejected: list[Rejected] = []
         for path in _listed(self.folder, _is_registrations):
             label = _label(path.name)
-            for line, row, _raw in self._records(path, seen):
+            for item in self._records(path, seen):
+                if isinstance(item, _Block):
+                    continue  # never: blocks come only with a page's room to fill
+                line, row, _raw = item
                 record = label if line is None else f"{label}:{line}"
                 try:
                     if isinstance(row, _Bad):

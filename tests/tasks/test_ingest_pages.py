@@ -3,10 +3,13 @@ accounted for, and the cursor moved only once the whole drop is stored."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from domain.ports import PagedEventSource, SourceBatch
 from integrations.ledger.sql import SqlLedger
@@ -139,3 +142,27 @@ def test_a_jsonl_record_holding_a_line_separator_character_stays_one_record(
     assert batch.records_in == 2
     assert [e.event_id for e in batch.events] == ["E1", "E2"]
     assert [r.record for r in batch.rejected] == []
+
+
+def test_a_page_the_database_fails_to_store_stops_the_read_ahead_and_moves_no_cursor(
+    sqlite_ledger: SqlLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _drop(tmp_path, events=30)
+    stored: list[int] = []
+    record_batch = sqlite_ledger.sources.record_batch
+
+    def fails_second(batch: SourceBatch, now: Any) -> Any:
+        if stored:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        stored.append(batch.records_in)
+        return record_batch(batch, now)
+
+    monkeypatch.setattr(sqlite_ledger.sources, "record_batch", fails_second)
+
+    with pytest.raises(OperationalError):
+        ingest_sources.fn([FileSource(tmp_path)], sqlite_ledger, NOW, page_records=5)
+
+    # The page read ahead was dropped with the reader, nothing stored past the failure.
+    assert stored == [5]
+    assert sqlite_ledger.sources.cursor("files") is None
+    assert not [t for t in threading.enumerate() if t.name == "ingest-read-ahead"]

@@ -192,7 +192,7 @@ def test_cycle_bench_refuses_a_size_below_one(capsys: pytest.CaptureFixture[str]
     assert "must be at least 1" in capsys.readouterr().err
 
 
-def test_ingest_bench_reads_the_drop_whole_and_in_pages_and_both_count_the_same(
+def test_ingest_bench_reads_the_drop_as_csv_and_as_jsonl_and_both_count_the_same(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     before = leftover_dirs("bench-ingest-")
@@ -203,12 +203,19 @@ def test_ingest_bench_reads_the_drop_whole_and_in_pages_and_both_count_the_same(
     figures = last_json_line(out)
     assert "File drop ingest: 300 customer accounts" in out
     assert figures["bench"] == "ingest"
-    assert [r["mode"] for r in figures["runs"]] == ["baseline", "whole", "paged"]
-    whole, paged = figures["runs"][1:]
-    assert whole["records_in"] == paged["records_in"] > 500  # more than one page
-    assert whole["balanced"] is paged["balanced"] is True
+    assert [r["mode"] for r in figures["runs"]] == ["baseline", "csv", "jsonl"]
+    as_csv, as_jsonl = figures["runs"][1:]
+    assert as_csv["records_in"] == as_jsonl["records_in"] > 500  # more than one page
+    assert as_csv["balanced"] is as_jsonl["balanced"] is True
     assert figures["same_counts"] is True
+    assert all(positive_rate(r["records_per_s"]) for r in (as_csv, as_jsonl))
     assert all(r["max_rss_mb"] > 0 for r in figures["runs"])
+    assert [t["name"] for t in figures["targets"]] == [
+        "ingest records/s, CSV (SQLite)",
+        "ingest peak memory, CSV",
+        "ingest records/s, JSONL (SQLite)",
+        "ingest peak memory, JSONL",
+    ]
     assert leftover_dirs("bench-ingest-") == before
 
 

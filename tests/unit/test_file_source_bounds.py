@@ -20,7 +20,7 @@ from integrations.ledger.tables import (
     T_PARTNER_REGISTRATIONS,
     T_SOURCE_EVENTS,
 )
-from integrations.sources import files
+from integrations.sources import columnar, files
 from integrations.sources.files import FIELD_CHARS, FileSource
 from tests.hostile_inputs import CLASSES, build, write
 
@@ -284,8 +284,10 @@ def test_an_exception_no_check_foresaw_refuses_its_record_alone(
         return real_event(record, fields, bounds, window)
 
     monkeypatch.setattr(files, "_event", fragile)
+    # Times written with an offset: rows the block checks leave to the row-by-row
+    # checks, where _event runs.
     (tmp_path / "events.csv").write_text(
-        HEADER + "".join(f"E{i},nps_response,2026-10-01T10:00:00Z,C1,,,9\n" for i in (1, 2, 3))
+        HEADER + "".join(f"E{i},nps_response,2026-10-01T10:00:00+00:00,C1,,,9\n" for i in (1, 2, 3))
     )
 
     batch = _source(tmp_path).fetch(None)
@@ -293,6 +295,27 @@ def test_an_exception_no_check_foresaw_refuses_its_record_alone(
     assert [e.event_id for e in batch.events] == ["E1", "E3"]
     (refused,) = batch.rejected
     assert (refused.record, refused.reason) == ("events.csv:3", "unexpected_error: RecursionError")
+
+
+def test_a_block_check_failing_unforeseen_leaves_its_rows_to_the_row_by_row_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any) -> Any:
+        raise MemoryError("a block check that broke")
+
+    monkeypatch.setattr(columnar, "split", broken)
+    (tmp_path / "events.csv").write_text(
+        HEADER
+        + "".join(f"E{i},nps_response,2026-10-01T10:00:00Z,C1,,,{i}\n" for i in (1, 2, 3))
+        + "E4,nps_response,2026-10-01T10:00:00Z,C1,,,11\n"
+    )
+
+    batch = _source(tmp_path).fetch(None)
+
+    # Every row still read, and refused only for what it holds.
+    assert [e.event_id for e in batch.events] == ["E1", "E2", "E3"]
+    (refused,) = batch.rejected
+    assert (refused.record, refused.field) == ("events.csv:5", "score")
 
 
 def test_a_reason_quoting_the_refused_value_masks_an_address_in_it(tmp_path: Path) -> None:

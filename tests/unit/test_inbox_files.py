@@ -165,14 +165,21 @@ def test_a_file_whose_open_fails_is_refused_as_a_file_and_the_drop_goes_on(
 def test_a_file_failing_midway_keeps_the_records_read_before_and_is_read_again(
     inbox: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_rows = files._rows
+    real_rows, real_blocks = files._rows, files._blocks
 
     def failing_rows(handle: Any, name: str, bounds: Any) -> Iterator[Any]:
         rows = real_rows(handle, name, bounds)
         yield next(rows)
         raise OSError(errno.EIO, "Input/output error")
 
+    def failing_blocks(handle: Any, name: str, bounds: Any, room: Any) -> Iterator[Any]:
+        blocks = real_blocks(handle, name, bounds, lambda: 1)  # a block of one line
+        yield next(blocks)
+        raise OSError(errno.EIO, "Input/output error")
+
+    # However the file is read: row by row, or in blocks of lines.
     monkeypatch.setattr(files, "_rows", failing_rows)
+    monkeypatch.setattr(files, "_blocks", failing_blocks)
     (inbox / "events.csv").write_text(EVENTS + "E7,nps_response,2026-10-01T10:00:00Z,C1,9\n")
 
     batch = _read(inbox)
