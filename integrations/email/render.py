@@ -28,8 +28,8 @@ from jinja2 import nodes as n
 
 TEMPLATES = Path(__file__).with_name("templates")
 _SUBJECT = re.compile(r"^\{#\s*subject:\s*(.*?)\s*#\}", re.S)
-# The marker of a printed value in a skeleton: NUL never occurs in our templates, and a
-# value holding one is rendered by Jinja instead.
+# The marker of a printed value while a skeleton is made: NUL never occurs in our
+# templates, and a keyed value holding one is rendered by Jinja instead.
 _MARK = "\x00"
 _MARKED = re.compile("\x00([0-9]+)\x00")
 # Shapes kept per process: a template has a handful (its keyed values' combinations).
@@ -69,10 +69,16 @@ class _Compiled:
 
 @dataclass(frozen=True)
 class _Skeleton:
-    """A rendered subject and body with markers: literal parts around printed names."""
+    """A rendered subject and body as ``%``-format strings, and the names filling them.
 
-    subject: tuple[tuple[str, ...], tuple[str, ...]] | None
-    body: tuple[tuple[str, ...], tuple[str, ...]]
+    ``%s`` turns a value into text exactly as Jinja prints it (``str``), and any ``%``
+    of the template's own text is doubled, so ``subject % values`` is the subject.
+    """
+
+    subject: str | None
+    subject_names: tuple[str, ...]
+    body: str
+    body_names: tuple[str, ...]
 
 
 @lru_cache(maxsize=64)
@@ -211,8 +217,13 @@ def render(template: str, data: Mapping[str, str]) -> tuple[str, str]:
     skeleton = _skeleton_for(template, compiled, data)
     if skeleton is None:
         return _render_by_jinja(template, compiled, data)
-    subject = _fill(skeleton.subject, data) if skeleton.subject is not None else template
-    return subject, _fill(skeleton.body, data).strip() + "\n"
+    subject = (
+        skeleton.subject % tuple([data[name] for name in skeleton.subject_names])
+        if skeleton.subject is not None
+        else template
+    )
+    body = skeleton.body % tuple([data[name] for name in skeleton.body_names])
+    return subject, body.strip() + "\n"
 
 
 def render_by_jinja(template: str, data: Mapping[str, str]) -> tuple[str, str]:
@@ -233,45 +244,36 @@ def _skeleton_for(template: str, compiled: _Compiled, data: Mapping[str, str]) -
     keyed = compiled.keyed
     if keyed is None:
         return None
-    printed = sorted(k for k in data if k not in keyed)
-    for name in printed:
-        value = data[name]
-        if type(value) is not str or _MARK in value:
-            return None
     try:
-        key = (
-            template,
-            tuple(printed),
-            tuple((k, data[k]) for k in sorted(keyed) if k in data),
-        )
+        # The names given (in their order) and the keyed values make the shape.
+        key = (template, tuple(data), tuple([data[k] for k in keyed if k in data]))
         found = _skeletons.get(key)
     except TypeError:  # a keyed value that cannot be a key: Jinja renders it
         return None
     if found is not None:
         return found
-    if len(_skeletons) >= MAX_SKELETONS:
+    if len(_skeletons) >= MAX_SKELETONS or any(_MARK in str(data[k]) for k in keyed if k in data):
         return None
+    printed = [k for k in data if k not in keyed]
     marked = {**data, **{name: f"{_MARK}{i}{_MARK}" for i, name in enumerate(printed)}}
-    subject, body = (
-        compiled.subject.render(marked) if compiled.subject is not None else None,
-        compiled.body.render(marked),
+    subject, subject_names = (
+        _format(compiled.subject.render(marked), printed)
+        if compiled.subject is not None
+        else (None, ())
     )
-    skeleton = _Skeleton(
-        _split(subject, printed) if subject is not None else None, _split(body, printed)
-    )
+    body, body_names = _format(compiled.body.render(marked), printed)
+    skeleton = _Skeleton(subject, subject_names, body, body_names)
     _skeletons[key] = skeleton
     return skeleton
 
 
-def _split(text: str, printed: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _format(text: str, printed: list[str]) -> tuple[str, tuple[str, ...]]:
+    """``text`` as a ``%``-format string, and the name whose value each ``%s`` takes."""
     parts = _MARKED.split(text)
-    return tuple(parts[0::2]), tuple(printed[int(i)] for i in parts[1::2])
-
-
-def _fill(skeleton: tuple[tuple[str, ...], tuple[str, ...]], data: Mapping[str, str]) -> str:
-    literals, names = skeleton
-    out = [literals[0]]
-    for name, literal in zip(names, literals[1:], strict=True):
-        out.append(data[name])
-        out.append(literal)
-    return "".join(out)
+    out = [parts[0].replace("%", "%%")]
+    names: list[str] = []
+    for i in range(1, len(parts), 2):
+        names.append(printed[int(parts[i])])
+        out.append("%s")
+        out.append(parts[i + 1].replace("%", "%%"))
+    return "".join(out), tuple(names)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, func, select, update
 
 from domain.models import (
     Contact,
@@ -126,29 +126,31 @@ class SqlEmailStore(LedgerBase):
         }
         if not results:
             return
-        # One statement run for every row (executemany), not one statement per row.
-        stmt = (
-            update(table)
-            .where(pk == bindparam("m_id"), table.c.status == "sending")
-            .values(
-                status=bindparam("m_status"),
-                provider_ref=bindparam("m_ref"),
-                error=bindparam("m_error"),
-                sent_at=bindparam("m_sent"),
+        # A provider request settles up to 1,000 messages alike (accepted, one shared
+        # provider ref): each group of identical outcomes is one UPDATE ... IN (...),
+        # far cheaper than a statement run per row.
+        groups: dict[tuple[str, str | None, str | None, datetime | None], list[str]] = {}
+        seen: set[str] = set()
+        for r in results:
+            # A message listed twice is settled by its first result, as row by row.
+            if r.message_id in seen:
+                continue
+            seen.add(r.message_id)
+            key = (
+                status[r.outcome],
+                r.provider_ref,
+                r.error[:512] if r.error else None,
+                now if r.outcome is EmailOutcome.ACCEPTED else None,
             )
-        )
-        rows = [
-            {
-                "m_id": r.message_id,
-                "m_status": status[r.outcome],
-                "m_ref": r.provider_ref,
-                "m_error": r.error[:512] if r.error else None,
-                "m_sent": now if r.outcome is EmailOutcome.ACCEPTED else None,
-            }
-            for r in results
-        ]
+            groups.setdefault(key, []).append(r.message_id)
         with self._begin() as conn:
-            conn.execute(stmt, rows)
+            for (new_status, ref, error, sent_at), ids in groups.items():
+                for chunk in chunks(ids):
+                    conn.execute(
+                        update(table)
+                        .where(pk.in_(chunk), table.c.status == "sending")
+                        .values(status=new_status, provider_ref=ref, error=error, sent_at=sent_at)
+                    )
 
     def queue_notifications(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> int:
         """Queue notifications in a transaction of their own (areas queueing inside

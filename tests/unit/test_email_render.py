@@ -34,6 +34,7 @@ _POOL = (
     "two\nlines",
     "https://r.example/x?y=1&z=2",
     "EUR 50.00",
+    "100% %s %(x)s %%",
 )
 
 
@@ -123,10 +124,21 @@ def test_every_notice_reads_as_jinja_renders_it(kind: str) -> None:
         assert (message.subject, message.data["text"]) == render_by_jinja(message.template, values)
 
 
-def test_a_value_holding_the_skeleton_marker_is_rendered_by_jinja_all_the_same() -> None:
-    data = {name: "x" for name in _names("ask_renewal")}
+def test_values_holding_the_skeleton_marker_read_as_jinja_renders_them() -> None:
+    data = {name: "x" for name in _names("ask_nps_promoter")}
     data["first_name"] = "Ada\x000\x00"
-    assert render("ask_renewal", data) == render_by_jinja("ask_renewal", data)
+    assert render("ask_nps_promoter", data) == render_by_jinja("ask_nps_promoter", data)
+    # moment_detail goes through a filter, so its value is rendered into the skeleton.
+    data["moment_detail"] = "NPS \x001\x00"
+    assert render("ask_nps_promoter", data) == render_by_jinja("ask_nps_promoter", data)
+
+
+def test_values_that_are_not_text_print_as_jinja_prints_them() -> None:
+    data: dict[str, Any] = {name: "x" for name in _names("notice_reward_paid")}
+    data.update(amount=50, first_name=None, rail=("stripe", "balance"), program_name=1.5)
+    assert render("notice_reward_paid", data) == render_by_jinja("notice_reward_paid", data)
+    data["rail"] = ["unhashable"]
+    assert render("notice_reward_paid", data) == render_by_jinja("notice_reward_paid", data)
 
 
 def test_an_unknown_template_is_a_key_error() -> None:
