@@ -308,7 +308,10 @@ class SqlAskStore(LedgerBase):
         """
         with self._connect() as conn:
             # Only the columns an ask email needs, read by position: this runs for every
-            # ask sent, and mappings of whole rows cost more than the query itself.
+            # ask sent, and mappings of whole rows cost more than the query itself (as
+            # do enum lookups by value, hence the dicts).
+            moment_types = {t.value: t for t in MomentType}
+            referrer_types = {t.value: t for t in ReferrerType}
             rows = conn.execute(
                 select(
                     AskRow.ask_id,
@@ -334,13 +337,13 @@ class SqlAskStore(LedgerBase):
             ).tuples()
             return [
                 (
-                    Ask(ask_id, moment_id, contact_id, code, MomentType(moment_type)),
+                    Ask(ask_id, moment_id, contact_id, code, moment_types[moment_type]),
                     Contact(
                         contact_id=contact_id,
                         account_id=account_id,
                         name=name,
                         email=email,
-                        referrer_type=ReferrerType(referrer_type),
+                        referrer_type=referrer_types[referrer_type],
                         opted_out=bool(opted_out),
                         stripe_customer_id=customer,
                         stripe_account_id=connected,
