@@ -60,6 +60,7 @@ from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.moments_seed import record_detection
 
 DEFAULT_N = 100_000
+TARGET_ASKS_PER_S = 10_000
 BATCH = 1000
 SEED_CHUNK = 5000
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -285,6 +286,29 @@ def run(n: int, profile: bool = False) -> dict[str, Any]:
         and delivery.accepted == n
     )
     ledger_s = sum(ledger.seconds.values())
+    rate = _report.rate(n, stage_s)
+    targets = [
+        _report.target(
+            "asks sent per second (whole stage)",
+            f">= {TARGET_ASKS_PER_S:,}",
+            round(rate),
+            rate >= TARGET_ASKS_PER_S,
+            unit="asks/s",
+        ),
+        _report.target(
+            "requests the fake accepted",
+            f"== ceil(N / {MAX_PERSONALIZATIONS:,}) = {target_requests:,}",
+            requests,
+            requests == target_requests,
+            unit="requests",
+        ),
+        _report.target(
+            "every ask accepted exactly once",
+            "yes",
+            exactly_once,
+            exactly_once,
+        ),
+    ]
     figures: dict[str, Any] = {
         "bench": "send_asks",
         "n": n,
@@ -293,7 +317,7 @@ def run(n: int, profile: bool = False) -> dict[str, Any]:
         "seed_s": seed_s,
         "queued_before": queued,
         "stage_s": stage_s,
-        "asks_per_s": _report.rate(n, stage_s),
+        "asks_per_s": rate,
         "stage_cpu_s": stage_cpu_s,
         "asks_per_cpu_s": _report.rate(n, stage_cpu_s),
         "ledger_read_s": ledger.seconds["read"],
@@ -315,6 +339,7 @@ def run(n: int, profile: bool = False) -> dict[str, Any]:
         "no_address": delivery.no_address,
         "ask_statuses": statuses,
         "accepted_exactly_once": exactly_once,
+        "targets": targets,
         "load_average": list(os.getloadavg()),
         **_report.machine(),
     }
@@ -369,6 +394,7 @@ def print_tables(f: dict[str, Any], listing: str) -> None:
             ["seeding seconds (not timed above)", round(f["seed_s"], 2)],
         ],
     )
+    _report.targets(f["targets"])
     if listing:
         _report.title("Where the stage's time goes (cProfile, by own time)")
         print(listing.rstrip())

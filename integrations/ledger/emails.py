@@ -38,7 +38,7 @@ from domain.models import (
 )
 from domain.shards import Shard
 from domain.suppression import suppressions
-from integrations.ledger.base import LedgerBase, chunks, contact_from_row
+from integrations.ledger.base import LedgerBase, contact_from_row
 from integrations.ledger.email_events import (
     QUARANTINE_STAGE,
     SENDGRID,
@@ -210,17 +210,16 @@ class SqlEmailStore(LedgerBase):
     def suppressed(self, contact_ids: Iterable[str]) -> set[str]:
         """Those of ``contact_ids`` on the suppression list."""
         ids = sorted(set(contact_ids))
-        found: set[str] = set()
+        if not ids:
+            return set()
         with self._connect() as conn:
-            for chunk in chunks(ids):
-                found.update(
-                    conn.execute(
-                        select(SuppressionRow.contact_id).where(
-                            SuppressionRow.contact_id.in_(chunk)
-                        )
-                    ).scalars()
-                )
-        return found
+            return set(
+                conn.execute(
+                    select(SuppressionRow.contact_id).where(
+                        self._one_of(SuppressionRow.contact_id, ids)
+                    )
+                ).scalars()
+            )
 
     def suppress(self, contact_ids: Sequence[str], reason: str, now: datetime) -> int:
         with self._begin() as conn:
