@@ -34,11 +34,12 @@ from domain.models import (
     EmailEventsApplied,
     EmailOutcome,
     EmailResult,
+    ReferrerType,
     Rejected,
 )
 from domain.shards import Shard
 from domain.suppression import suppressions
-from integrations.ledger.base import LedgerBase, contact_from_row
+from integrations.ledger.base import LedgerBase
 from integrations.ledger.email_events import (
     QUARANTINE_STAGE,
     SENDGRID,
@@ -50,7 +51,6 @@ from integrations.ledger.notifications import queue_notifications
 from integrations.ledger.shards import in_shard
 from integrations.ledger.tables import (
     T_ASKS,
-    T_CONTACTS,
     T_EMAIL_EVENTS,
     T_NOTIFICATIONS,
     AskRow,
@@ -63,6 +63,8 @@ from integrations.ledger.tables import (
 )
 
 _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTIFICATIONS}
+# Results alike from this many messages on are recorded by one UPDATE over their ids.
+_GROUP_MIN = 16
 
 
 class SqlEmailStore(LedgerBase):
@@ -136,8 +138,10 @@ class SqlEmailStore(LedgerBase):
         if not results:
             return
         # A provider request settles up to 1,000 messages alike (accepted, one shared
-        # provider ref): each group of identical outcomes is one UPDATE ... IN (...),
-        # far cheaper than a statement run per row.
+        # provider ref): each large group of identical outcomes is one UPDATE over its
+        # ids, far cheaper than a statement run per row. Outcomes of their own (a
+        # backend with a ref per message, scattered failures) go row by row, in one
+        # executemany.
         groups: dict[tuple[str, str | None, str | None, datetime | None], list[str]] = {}
         seen: set[str] = set()
         for r in results:
@@ -152,12 +156,31 @@ class SqlEmailStore(LedgerBase):
                 now if r.outcome is EmailOutcome.ACCEPTED else None,
             )
             groups.setdefault(key, []).append(r.message_id)
+        singles = [
+            {"m_id": m_id, "m_status": s, "m_ref": ref, "m_error": error, "m_sent": sent_at}
+            for (s, ref, error, sent_at), ids in groups.items()
+            if len(ids) < _GROUP_MIN
+            for m_id in ids
+        ]
         with self._begin() as conn:
             for (new_status, ref, error, sent_at), ids in groups.items():
+                if len(ids) >= _GROUP_MIN:
+                    conn.execute(
+                        update(table)
+                        .where(self._one_of(pk, ids), table.c.status == "sending")
+                        .values(status=new_status, provider_ref=ref, error=error, sent_at=sent_at)
+                    )
+            if singles:
                 conn.execute(
                     update(table)
-                    .where(self._one_of(pk, ids), table.c.status == "sending")
-                    .values(status=new_status, provider_ref=ref, error=error, sent_at=sent_at)
+                    .where(pk == bindparam("m_id"), table.c.status == "sending")
+                    .values(
+                        status=bindparam("m_status"),
+                        provider_ref=bindparam("m_ref"),
+                        error=bindparam("m_error"),
+                        sent_at=bindparam("m_sent"),
+                    ),
+                    singles,
                 )
 
     def _one_of(self, column: Any, ids: Sequence[str]) -> ColumnElement[bool]:
@@ -180,9 +203,24 @@ class SqlEmailStore(LedgerBase):
         self, after: str, limit: int, shard: Shard | None = None
     ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
         """Queued notifications (id, kind, contact, data), by id after ``after``."""
+        referrer_types = {t.value: t for t in ReferrerType}
         with self._connect() as conn:
+            # The columns a notice needs, read by position (mappings of whole rows cost
+            # more than the query).
             rows = conn.execute(
-                select(T_NOTIFICATIONS, T_CONTACTS)
+                select(
+                    NotificationRow.notification_id,
+                    NotificationRow.kind,
+                    NotificationRow.data,
+                    ContactRow.contact_id,
+                    ContactRow.account_id,
+                    ContactRow.name,
+                    ContactRow.email,
+                    ContactRow.referrer_type,
+                    ContactRow.opted_out,
+                    ContactRow.stripe_customer_id,
+                    ContactRow.stripe_account_id,
+                )
                 .join(ContactRow, ContactRow.contact_id == NotificationRow.contact_id)
                 .where(
                     NotificationRow.status == "queued",
@@ -191,10 +229,36 @@ class SqlEmailStore(LedgerBase):
                 .where(in_shard(NotificationRow.contact_id, shard))
                 .order_by(NotificationRow.notification_id)
                 .limit(limit)
-            ).mappings()
+            ).tuples()
             return [
-                (r["notification_id"], r["kind"], contact_from_row(r), dict(r["data"]))
-                for r in rows
+                (
+                    notification_id,
+                    kind,
+                    Contact(
+                        contact_id=contact_id,
+                        account_id=account_id,
+                        name=name,
+                        email=email,
+                        referrer_type=referrer_types[referrer_type],
+                        opted_out=bool(opted_out),
+                        stripe_customer_id=customer,
+                        stripe_account_id=connected,
+                    ),
+                    dict(data),
+                )
+                for (
+                    notification_id,
+                    kind,
+                    data,
+                    contact_id,
+                    account_id,
+                    name,
+                    email,
+                    referrer_type,
+                    opted_out,
+                    customer,
+                    connected,
+                ) in rows
             ]
 
     def queued_emails(self, kind: str) -> int:
