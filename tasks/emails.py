@@ -113,10 +113,11 @@ def send_ask_emails(
 ) -> Delivery:
     """Send every queued ask, a batch per request, and record what the provider said.
 
-    Asks are claimed (``sending``) before the call. An ask for a contact suppressed
-    since it was queued is not sent. An ask accepted by the provider is never sent
-    again; one left ``sending`` by a crash becomes ``unknown`` and is listed for a
-    person rather than risk a second email.
+    Asks are claimed (``sending``) before the call, and what the provider said is
+    recorded with the next batch's claim (one commit per batch), or at the end. An ask
+    for a contact suppressed since it was queued is not sent. An ask accepted by the
+    provider is never sent again; one left ``sending`` by a crash becomes ``unknown``
+    and is listed for a person rather than risk a second email.
 
     Args:
         ledger: where queued asks are read and their outcome recorded.

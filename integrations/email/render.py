@@ -186,8 +186,8 @@ def _walk(node: n.Node, printed: bool) -> Iterator[tuple[n.Node, bool]]:
     ):
         yield node.node, True
         return
-    for child in node.iter_child_nodes():
-        yield from _walk(child, False)
+    for inner in node.iter_child_nodes():
+        yield from _walk(inner, False)
 
 
 def _is_plain_default(node: n.Node) -> bool:

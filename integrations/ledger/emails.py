@@ -188,10 +188,13 @@ class SqlEmailStore(LedgerBase):
         array on SQLite, an array on PostgreSQL. A page of 1,000 ids is one statement,
         not two lists of 500 parameters, each parameter compiled into the SQL on every
         call (what ``IN`` with a list costs)."""
+        clause: ColumnElement[bool]
         if self._dialect == "postgresql":
-            return column == any_(bindparam("one_of", list(ids), type_=ARRAY(String)))
-        each = func.json_each(bindparam("one_of", json.dumps(list(ids)), type_=String))
-        return column.in_(select(literal_column("value", String)).select_from(each))
+            clause = column == any_(bindparam("one_of", list(ids), type_=ARRAY(String)))
+        else:
+            each = func.json_each(bindparam("one_of", json.dumps(list(ids)), type_=String))
+            clause = column.in_(select(literal_column("value", String)).select_from(each))
+        return clause
 
     def queue_notifications(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> int:
         """Queue notifications in a transaction of their own (areas queueing inside
