@@ -2,13 +2,35 @@
 
 Seeds a fresh, migrated SQLite ledger through :class:`SqlLedger` (contacts, one moment
 each of the five types in turn, the asks queued by ``record_ask_decisions``), starts
-the local fake of SendGrid's Mail Send API (``tests/fakes/sendgrid_server.py``), points
-the real :class:`SendGridEmailSender` at it, and times the stage as the flow runs it:
+the local fake of SendGrid's Mail Send API (``tests/fakes/sendgrid_server.py``, a thread
+of this process: its CPU counts), points the real :class:`SendGridEmailSender` at it,
+and times the stage as the flow runs it:
 ``send_ask_emails.fn(ledger, sender, program, now, batch_size=1000)``.
 
-Reports asks/s (split into ledger / compose / send), the requests the fake saw against
-the target ``ceil(N / 1000)``, and checks that every ask ended ``accepted`` exactly once
-(in the ledger and in what the fake received).
+Reports asks/s (split into ledger read / the per-page transaction that records the
+previous page and claims this one / compose / send), the process CPU seconds of the
+stage (steadier than the wall clock on a shared machine) and the load average, the
+requests the fake saw against ``ceil(N / 1000)``, and checks that every ask ended
+``accepted`` exactly once (in the ledger and in what the fake received). Its targets
+(issue 17): >= 10,000 asks/s; requests == ceil(N / 1000); exactly once.
+
+Measured at N = 100,000 on the shared 2-core box (load average 6 to 9.5 from other
+engineers' work, so the wall clock is about three times the CPU), twice each:
+
+=====================  ==============  ===============  ==================
+                        stage wall (s)  stage CPU (s)    asks per CPU second
+=====================  ==============  ===============  ==================
+before (main 774f019)   59.2 / 35.6     16.4 / 15.7      6,100 / 6,400
+after                   34.0 / 35.5     12.0 / 12.1      8,350 / 8,270
+=====================  ==============  ===============  ==================
+
+Requests: 100 of 1,000 personalizations (target met), every ask accepted once. The
+10,000 asks/s target is not met: per ask, about 120 us of CPU remain, of which the
+fake (parsing, validating, keeping every body) ~30, SQLite's two status updates and
+their commit ~40 (each page's asks lie on ~1,000 different table pages, rows being
+stored in insertion order, not ask id order), the read ~20, and garbage collection
+of the growing heap ~20 (``--profile`` shows the rest). Rendering, once 34 % of the
+stage, is now about 2 us an ask.
 
     python -m bench.send_asks [--n N] [--profile]
 """
