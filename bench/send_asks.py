@@ -2,13 +2,35 @@
 
 Seeds a fresh, migrated SQLite ledger through :class:`SqlLedger` (contacts, one moment
 each of the five types in turn, the asks queued by ``record_ask_decisions``), starts
-the local fake of SendGrid's Mail Send API (``tests/fakes/sendgrid_server.py``), points
-the real :class:`SendGridEmailSender` at it, and times the stage as the flow runs it:
+the local fake of SendGrid's Mail Send API (``tests/fakes/sendgrid_server.py``, a thread
+of this process: its CPU counts), points the real :class:`SendGridEmailSender` at it,
+and times the stage as the flow runs it:
 ``send_ask_emails.fn(ledger, sender, program, now, batch_size=1000)``.
 
-Reports asks/s (split into ledger / compose / send), the requests the fake saw against
-the target ``ceil(N / 1000)``, and checks that every ask ended ``accepted`` exactly once
-(in the ledger and in what the fake received).
+Reports asks/s (split into ledger read / the per-page transaction that records the
+previous page and claims this one / compose / send), the process CPU seconds of the
+stage (steadier than the wall clock on a shared machine) and the load average, the
+requests the fake saw against ``ceil(N / 1000)``, and checks that every ask ended
+``accepted`` exactly once (in the ledger and in what the fake received). Its targets
+(issue 17): >= 10,000 asks/s; requests == ceil(N / 1000); exactly once.
+
+Measured at N = 100,000 on the shared 2-core box (load average 6 to 9.5 from other
+engineers' work, so the wall clock is about three times the CPU), twice each:
+
+=====================  ==============  ===============  ==================
+                        stage wall (s)  stage CPU (s)    asks per CPU second
+=====================  ==============  ===============  ==================
+before (main 774f019)   59.2 / 35.6     16.4 / 15.7      6,100 / 6,400
+after                   34.0 / 35.5     12.0 / 12.1      8,350 / 8,270
+=====================  ==============  ===============  ==================
+
+Requests: 100 of 1,000 personalizations (target met), every ask accepted once. The
+10,000 asks/s target is not met: per ask, about 120 us of CPU remain, of which the
+fake (parsing, validating, keeping every body) ~30, SQLite's two status updates and
+their commit ~40 (each page's asks lie on ~1,000 different table pages, rows being
+stored in insertion order, not ask id order), the read ~20, and garbage collection
+of the growing heap ~20 (``--profile`` shows the rest). Rendering, once 34 % of the
+stage, is now about 2 us an ask.
 
     python -m bench.send_asks [--n N] [--profile]
 """
@@ -19,10 +41,12 @@ import cProfile
 import io
 import json
 import math
+import os
 import pstats
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -51,12 +75,14 @@ from integrations.email.sendgrid_sender import MAX_PERSONALIZATIONS, SendGridEma
 from integrations.ledger.asks import SqlAskStore
 from integrations.ledger.emails import SqlEmailStore
 from integrations.ledger.sql import SqlLedger
+from integrations.ledger.uow import SqlStores
 from tasks.emails import send_ask_emails
 from tasks.use_cases.asks import record_ask_decisions
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.moments_seed import record_detection
 
 DEFAULT_N = 100_000
+TARGET_ASKS_PER_S = 10_000
 BATCH = 1000
 SEED_CHUNK = 5000
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -75,18 +101,11 @@ _REFERRER = (ReferrerType.CUSTOMER,) * 8 + (ReferrerType.PARTNER, ReferrerType.E
 
 
 class TimedEmailStore(SqlEmailStore):
-    """The real ``emails`` store, with the time of the send stage's calls added up."""
+    """The real ``emails`` store, with the time of its standalone records added up."""
 
     def __init__(self, engine: Engine, seconds: dict[str, float]) -> None:
         super().__init__(engine)
         self.seconds = seconds
-
-    def mark_sending(self, kind: str, message_ids: Sequence[str], now: datetime) -> list[str]:
-        start = time.perf_counter()
-        try:
-            return super().mark_sending(kind, message_ids, now)
-        finally:
-            self.seconds["claim"] += time.perf_counter() - start
 
     def record_email_results(
         self, kind: str, results: Sequence[EmailResult], now: datetime
@@ -116,13 +135,26 @@ class TimedAskStore(SqlAskStore):
 
 
 class TimedLedger(SqlLedger):
-    """The real ledger, with the time of the calls the send stage makes added up."""
+    """The real ledger, with the time of the calls the send stage makes added up.
+
+    ``claim`` is each page's transaction: the previous page's results recorded and this
+    page claimed (``mark_sending``), commit included; ``record`` the last page's record.
+    """
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self.seconds: dict[str, float] = {"read": 0.0, "claim": 0.0, "record": 0.0}
         self.asks = TimedAskStore(engine, self.seconds)
         self.emails = TimedEmailStore(engine, self.seconds)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlStores]:
+        start = time.perf_counter()
+        try:
+            with super().transaction() as stores:
+                yield stores
+        finally:
+            self.seconds["claim"] += time.perf_counter() - start
 
 
 class TimedSender:
@@ -231,6 +263,8 @@ def run(n: int, profile: bool = False) -> dict[str, Any]:
         queued = ask_statuses(engine).get("queued", 0)
         all_asks = ask_ids(engine)
         checkpoint(engine)
+        # Seeding ran through the same ledger (its transactions too): only the stage counts.
+        ledger.seconds.update(dict.fromkeys(ledger.seconds, 0.0))
         with FakeSendGrid() as fake:
             sender = TimedSender(
                 SendGridEmailSender(
@@ -242,13 +276,16 @@ def run(n: int, profile: bool = False) -> dict[str, Any]:
                 )
             )
             profiler = cProfile.Profile() if profile else None
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             if profiler is not None:
                 profiler.enable()
             delivery = send_ask_emails.fn(ledger, sender, program, NOW, batch_size=BATCH)
             if profiler is not None:
                 profiler.disable()
             stage_s = time.perf_counter() - start
+            # CPU of the whole process (the fake's server thread included): steadier than
+            # the wall clock on a shared machine.
+            stage_cpu_s = time.process_time() - cpu_start
             requests = len(fake.requests)
             attempts = len(fake.attempts)
             sizes = [len(r.body["personalizations"]) for r in fake.requests]
@@ -271,6 +308,29 @@ def run(n: int, profile: bool = False) -> dict[str, Any]:
         and delivery.accepted == n
     )
     ledger_s = sum(ledger.seconds.values())
+    rate = _report.rate(n, stage_s)
+    targets = [
+        _report.target(
+            "asks sent per second (whole stage)",
+            f">= {TARGET_ASKS_PER_S:,}",
+            round(rate),
+            rate >= TARGET_ASKS_PER_S,
+            unit="asks/s",
+        ),
+        _report.target(
+            "requests the fake accepted",
+            f"== ceil(N / {MAX_PERSONALIZATIONS:,}) = {target_requests:,}",
+            requests,
+            requests == target_requests,
+            unit="requests",
+        ),
+        _report.target(
+            "every ask accepted exactly once",
+            "yes",
+            exactly_once,
+            exactly_once,
+        ),
+    ]
     figures: dict[str, Any] = {
         "bench": "send_asks",
         "n": n,
@@ -279,7 +339,9 @@ def run(n: int, profile: bool = False) -> dict[str, Any]:
         "seed_s": seed_s,
         "queued_before": queued,
         "stage_s": stage_s,
-        "asks_per_s": _report.rate(n, stage_s),
+        "asks_per_s": rate,
+        "stage_cpu_s": stage_cpu_s,
+        "asks_per_cpu_s": _report.rate(n, stage_cpu_s),
         "ledger_read_s": ledger.seconds["read"],
         "ledger_claim_s": ledger.seconds["claim"],
         "ledger_record_s": ledger.seconds["record"],
@@ -299,6 +361,8 @@ def run(n: int, profile: bool = False) -> dict[str, Any]:
         "no_address": delivery.no_address,
         "ask_statuses": statuses,
         "accepted_exactly_once": exactly_once,
+        "targets": targets,
+        "load_average": list(os.getloadavg()),
         **_report.machine(),
     }
     print_tables(figures, listing)
@@ -314,15 +378,16 @@ def print_tables(f: dict[str, Any], listing: str) -> None:
     )
     parts = [
         ("ledger: read queued asks", f["ledger_read_s"]),
-        ("ledger: claim (mark_sending)", f["ledger_claim_s"]),
+        ("ledger: record previous + claim (1 tx)", f["ledger_claim_s"]),
         ("compose_ask (render)", f["compose_s"]),
         ("sender.send (build + HTTP + fake)", f["send_s"]),
-        ("ledger: record results", f["ledger_record_s"]),
+        ("ledger: record the last page", f["ledger_record_s"]),
     ]
     _report.table(
         ["what", "seconds", "asks/s", "share"],
         [
             ["send_ask_emails (whole stage)", stage, f["asks_per_s"], "100%"],
+            ["  the same, process CPU seconds", f["stage_cpu_s"], f["asks_per_cpu_s"], "-"],
             *[
                 [f"  {name}", s, _report.rate(n, s), f"{100 * s / stage:.0f}%" if stage else "-"]
                 for name, s in parts
@@ -351,6 +416,7 @@ def print_tables(f: dict[str, Any], listing: str) -> None:
             ["seeding seconds (not timed above)", round(f["seed_s"], 2)],
         ],
     )
+    _report.targets(f["targets"])
     if listing:
         _report.title("Where the stage's time goes (cProfile, by own time)")
         print(listing.rstrip())

@@ -84,18 +84,23 @@ def compose_ask(
     detail: str,
     program: Program,
     page_link: Callable[[str], str] | None = None,
+    reward: str | None = None,
 ) -> EmailMessage:
     """The personalized ask: name, moment, concrete reward, one-click link (the tracked
     link ``<referral_link_base>/<code>`` served by ``referrals web serve``, which
     counts its clicks; the code itself is shown too, for those who type it), and with
-    ``page_link`` the magic link to the referrer's own page (in the body only)."""
+    ``page_link`` the magic link to the referrer's own page (in the body only).
+    ``reward`` is ``reward_line(program, contact.referrer_type)`` when the caller has
+    it already (a send of many asks words each referrer type's reward once)."""
     data = {
         "first_name": contact.first_name,
         "moment": ask.moment_type.value,
         "moment_detail": detail,
         "code": ask.referral_code,
         "link": tracked_link(program.referral_link_base, ask.referral_code),
-        "reward_line": reward_line(program, contact.referrer_type),
+        "reward_line": reward
+        if reward is not None
+        else reward_line(program, contact.referrer_type),
         "program_name": program.name,
         "unsubscribe_link": f"{program.unsubscribe_url}?m={ask.ask_id}",
     }

@@ -9,14 +9,21 @@ from datetime import datetime, timedelta
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from domain.models import Contact, EmailMessage, EmailOutcome, EmailResult, PayoutRailKind
+from domain.models import (
+    Contact,
+    EmailMessage,
+    EmailOutcome,
+    EmailResult,
+    PayoutRailKind,
+    ReferrerType,
+)
 from domain.ports import EmailSender
 from domain.program import Program
 from domain.referrer_page import needs_payout_setup
 from domain.shards import Shard
 from integrations.ledger.sql import SqlLedger
 from tasks._support import Progress, run_logger
-from tasks.asks import REWARD_EARNED, compose_ask, compose_notice
+from tasks.asks import REWARD_EARNED, compose_ask, compose_notice, reward_line
 
 STALE_CLAIM = timedelta(minutes=30)
 NO_ADDRESS = "no email address"
@@ -48,25 +55,39 @@ def _deliver(
     counts = {o: 0 for o in EmailOutcome}
     no_address = suppressed = 0
     after = ""
-    while page := pages(after):
-        after = page[-1].message_id
-        refused = refuse(page)
-        suppressed_here = len(refused)
-        refused.update({m.message_id: NO_ADDRESS for m in page if not m.to_email})
-        sendable = [m for m in page if m.message_id not in refused]
-        claimed = set(ledger.emails.mark_sending(kind, [m.message_id for m in page], now))
-        results = list(sender.send([m for m in sendable if m.message_id in claimed]))
-        results += [
-            EmailResult(message_id, EmailOutcome.FAILED, error=reason)
-            for message_id, reason in refused.items()
-            if message_id in claimed
-        ]
-        ledger.emails.record_email_results(kind, results, now)
-        for r in results:
-            counts[r.outcome] += 1
-        suppressed += suppressed_here
-        no_address += len(refused) - suppressed_here
-        progress.advance(len(page))
+    # What the provider said about the last page, not yet recorded: it is recorded in
+    # the transaction that claims the next page (one commit per page instead of two),
+    # and at the latest when the pages end or anything fails. Until then those messages
+    # stay ``sending``: a crash leaves them ``unknown``, never sent twice, as a crash
+    # between the call and its record always did.
+    unrecorded: list[EmailResult] = []
+    try:
+        while page := pages(after):
+            after = page[-1].message_id
+            refused = refuse(page)
+            suppressed_here = len(refused)
+            refused.update({m.message_id: NO_ADDRESS for m in page if not m.to_email})
+            sendable = [m for m in page if m.message_id not in refused]
+            with ledger.transaction() as tx:
+                if unrecorded:
+                    tx.emails.record_email_results(kind, unrecorded, now)
+                claimed = set(tx.emails.mark_sending(kind, [m.message_id for m in page], now))
+            unrecorded = []
+            results = list(sender.send([m for m in sendable if m.message_id in claimed]))
+            results += [
+                EmailResult(message_id, EmailOutcome.FAILED, error=reason)
+                for message_id, reason in refused.items()
+                if message_id in claimed
+            ]
+            unrecorded = results
+            for r in results:
+                counts[r.outcome] += 1
+            suppressed += suppressed_here
+            no_address += len(refused) - suppressed_here
+            progress.advance(len(page))
+    finally:
+        if unrecorded:
+            ledger.emails.record_email_results(kind, unrecorded, now)
     progress.finish()
     delivery = Delivery(
         accepted=counts[EmailOutcome.ACCEPTED],
@@ -92,10 +113,11 @@ def send_ask_emails(
 ) -> Delivery:
     """Send every queued ask, a batch per request, and record what the provider said.
 
-    Asks are claimed (``sending``) before the call. An ask for a contact suppressed
-    since it was queued is not sent. An ask accepted by the provider is never sent
-    again; one left ``sending`` by a crash becomes ``unknown`` and is listed for a
-    person rather than risk a second email.
+    Asks are claimed (``sending``) before the call, and what the provider said is
+    recorded with the next batch's claim (one commit per batch), or at the end. An ask
+    for a contact suppressed since it was queued is not sent. An ask accepted by the
+    provider is never sent again; one left ``sending`` by a crash becomes ``unknown``
+    and is listed for a person rather than risk a second email.
 
     Args:
         ledger: where queued asks are read and their outcome recorded.
@@ -112,6 +134,13 @@ def send_ask_emails(
     """
 
     contact_of: dict[str, str] = {}
+    # The reward sentence depends on the referrer type alone: worded once per type.
+    rewards: dict[ReferrerType, str] = {}
+
+    def reward(kind: ReferrerType) -> str:
+        if kind not in rewards:
+            rewards[kind] = reward_line(program, kind)
+        return rewards[kind]
 
     def page(after: str) -> list[EmailMessage]:
         # Unsharded, the two-argument call of before (stores timed or faked elsewhere).
@@ -122,7 +151,8 @@ def send_ask_emails(
         )
         contact_of.update({ask.ask_id: contact.contact_id for ask, contact, _ in rows})
         return [
-            compose_ask(ask, contact, detail, program, page_link) for ask, contact, detail in rows
+            compose_ask(ask, contact, detail, program, page_link, reward(contact.referrer_type))
+            for ask, contact, detail in rows
         ]
 
     def unsubscribed_since_queued(messages: Sequence[EmailMessage]) -> dict[str, str]:

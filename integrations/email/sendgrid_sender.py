@@ -307,7 +307,7 @@ class SendGridEmailSender:
         shaped: dict[tuple[bool, bool], list[EmailMessage]] = {}
         for message in messages:
             text, html = message.data.get("text"), message.data.get("html")
-            if _substitutions_size(text, html) > SUBSTITUTIONS_BUDGET_BYTES:
+            if _over_substitutions_budget(text, html):
                 yield self._inline_request(template, message)
             else:
                 shaped.setdefault((bool(text), bool(html)), []).append(message)
@@ -454,9 +454,15 @@ def _substitutions(message: EmailMessage) -> dict[str, str]:
     return subs
 
 
-def _substitutions_size(text: str | None, html: str | None) -> int:
+def _over_substitutions_budget(text: str | None, html: str | None) -> bool:
+    # A character takes at most 6 bytes of JSON (\uXXXX; in UTF-8 at most 4): a body
+    # that cannot reach the budget even so is not serialized just to be measured.
+    most = 6 * (len(text or "") + len(html or "")) + len(TEXT_TAG) + len(HTML_TAG) + 16
+    if most <= SUBSTITUTIONS_BUDGET_BYTES:
+        return False
     subs = {k: v for k, v in ((TEXT_TAG, text), (HTML_TAG, html)) if v}
-    return len(json.dumps(subs, separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(json.dumps(subs, separators=(",", ":"), ensure_ascii=False).encode())
+    return size > SUBSTITUTIONS_BUDGET_BYTES
 
 
 def _results(

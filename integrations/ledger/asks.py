@@ -24,12 +24,12 @@ from domain.models import (
     Moment,
     MomentType,
     NpsAnswer,
+    ReferrerType,
 )
 from domain.shards import Shard
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row, pairs
 from integrations.ledger.shards import in_shard
 from integrations.ledger.tables import (
-    T_ASKS,
     T_CONTACTS,
     T_MOMENTS,
     T_SOURCE_EVENTS,
@@ -307,26 +307,62 @@ class SqlAskStore(LedgerBase):
         to ``queued`` for a retry in a later run.
         """
         with self._connect() as conn:
+            # Only the columns an ask email needs, read by position: this runs for every
+            # ask sent, and mappings of whole rows cost more than the query itself (as
+            # do enum lookups by value, hence the dicts).
+            moment_types = {t.value: t for t in MomentType}
+            referrer_types = {t.value: t for t in ReferrerType}
             rows = conn.execute(
-                select(T_ASKS, T_CONTACTS, MomentRow.detail)
+                select(
+                    AskRow.ask_id,
+                    AskRow.moment_id,
+                    AskRow.contact_id,
+                    AskRow.referral_code,
+                    AskRow.moment_type,
+                    ContactRow.account_id,
+                    ContactRow.name,
+                    ContactRow.email,
+                    ContactRow.referrer_type,
+                    ContactRow.opted_out,
+                    ContactRow.stripe_customer_id,
+                    ContactRow.stripe_account_id,
+                    MomentRow.detail,
+                )
                 .join(ContactRow, ContactRow.contact_id == AskRow.contact_id)
                 .join(MomentRow, MomentRow.moment_id == AskRow.moment_id)
                 .where(AskRow.status == "queued", AskRow.ask_id > after)
                 .where(in_shard(AskRow.contact_id, shard))
                 .order_by(AskRow.ask_id)
                 .limit(limit)
-            ).mappings()
+            ).tuples()
             return [
                 (
-                    Ask(
-                        ask_id=r["ask_id"],
-                        moment_id=r["moment_id"],
-                        contact_id=r["contact_id"],
-                        referral_code=r["referral_code"],
-                        moment_type=MomentType(r["moment_type"]),
+                    Ask(ask_id, moment_id, contact_id, code, moment_types[moment_type]),
+                    Contact(
+                        contact_id=contact_id,
+                        account_id=account_id,
+                        name=name,
+                        email=email,
+                        referrer_type=referrer_types[referrer_type],
+                        opted_out=bool(opted_out),
+                        stripe_customer_id=customer,
+                        stripe_account_id=connected,
                     ),
-                    contact_from_row(r),
-                    r["detail"],
+                    detail,
                 )
-                for r in rows
+                for (
+                    ask_id,
+                    moment_id,
+                    contact_id,
+                    code,
+                    moment_type,
+                    account_id,
+                    name,
+                    email,
+                    referrer_type,
+                    opted_out,
+                    customer,
+                    connected,
+                    detail,
+                ) in rows
             ]

@@ -10,11 +10,23 @@ helpers in :mod:`integrations.ledger.email_events`). Typed by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from domain.models import (
     Contact,
@@ -22,11 +34,12 @@ from domain.models import (
     EmailEventsApplied,
     EmailOutcome,
     EmailResult,
+    ReferrerType,
     Rejected,
 )
 from domain.shards import Shard
 from domain.suppression import suppressions
-from integrations.ledger.base import LedgerBase, chunks, contact_from_row
+from integrations.ledger.base import LedgerBase
 from integrations.ledger.email_events import (
     QUARANTINE_STAGE,
     SENDGRID,
@@ -38,7 +51,6 @@ from integrations.ledger.notifications import queue_notifications
 from integrations.ledger.shards import in_shard
 from integrations.ledger.tables import (
     T_ASKS,
-    T_CONTACTS,
     T_EMAIL_EVENTS,
     T_NOTIFICATIONS,
     AskRow,
@@ -51,6 +63,8 @@ from integrations.ledger.tables import (
 )
 
 _MESSAGE_TABLES: dict[str, Table] = {"ask": T_ASKS, "notification": T_NOTIFICATIONS}
+# Results alike from this many messages on are recorded by one UPDATE over their ids.
+_GROUP_MIN = 16
 
 
 class SqlEmailStore(LedgerBase):
@@ -88,20 +102,17 @@ class SqlEmailStore(LedgerBase):
         """
         table = _MESSAGE_TABLES[kind]
         pk = table.primary_key.columns.values()[0]
-        claimed: list[str] = []
+        if not message_ids:
+            return []
         with self._begin() as conn:
-            for chunk in chunks(message_ids):
-                claimed += (
-                    conn.execute(
-                        update(table)
-                        .where(pk.in_(chunk), table.c.status == "queued")
-                        .values(status="sending", sent_at=now)
-                        .returning(pk)
-                    )
-                    .scalars()
-                    .all()
-                )
-        return claimed
+            return list(
+                conn.execute(
+                    update(table)
+                    .where(self._one_of(pk, message_ids), table.c.status == "queued")
+                    .values(status="sending", sent_at=now)
+                    .returning(pk)
+                ).scalars()
+            )
 
     def expire_sending(self, kind: str, claimed_before: datetime) -> int:
         """Mark ``unknown`` the messages claimed before ``claimed_before`` and never
@@ -126,29 +137,64 @@ class SqlEmailStore(LedgerBase):
         }
         if not results:
             return
-        # One statement run for every row (executemany), not one statement per row.
-        stmt = (
-            update(table)
-            .where(pk == bindparam("m_id"), table.c.status == "sending")
-            .values(
-                status=bindparam("m_status"),
-                provider_ref=bindparam("m_ref"),
-                error=bindparam("m_error"),
-                sent_at=bindparam("m_sent"),
+        # A provider request settles up to 1,000 messages alike (accepted, one shared
+        # provider ref): each large group of identical outcomes is one UPDATE over its
+        # ids, far cheaper than a statement run per row. Outcomes of their own (a
+        # backend with a ref per message, scattered failures) go row by row, in one
+        # executemany.
+        groups: dict[tuple[str, str | None, str | None, datetime | None], list[str]] = {}
+        seen: set[str] = set()
+        for r in results:
+            # A message listed twice is settled by its first result, as row by row.
+            if r.message_id in seen:
+                continue
+            seen.add(r.message_id)
+            key = (
+                status[r.outcome],
+                r.provider_ref,
+                r.error[:512] if r.error else None,
+                now if r.outcome is EmailOutcome.ACCEPTED else None,
             )
-        )
-        rows = [
-            {
-                "m_id": r.message_id,
-                "m_status": status[r.outcome],
-                "m_ref": r.provider_ref,
-                "m_error": r.error[:512] if r.error else None,
-                "m_sent": now if r.outcome is EmailOutcome.ACCEPTED else None,
-            }
-            for r in results
+            groups.setdefault(key, []).append(r.message_id)
+        singles = [
+            {"m_id": m_id, "m_status": s, "m_ref": ref, "m_error": error, "m_sent": sent_at}
+            for (s, ref, error, sent_at), ids in groups.items()
+            if len(ids) < _GROUP_MIN
+            for m_id in ids
         ]
         with self._begin() as conn:
-            conn.execute(stmt, rows)
+            for (new_status, ref, error, sent_at), ids in groups.items():
+                if len(ids) >= _GROUP_MIN:
+                    conn.execute(
+                        update(table)
+                        .where(self._one_of(pk, ids), table.c.status == "sending")
+                        .values(status=new_status, provider_ref=ref, error=error, sent_at=sent_at)
+                    )
+            if singles:
+                conn.execute(
+                    update(table)
+                    .where(pk == bindparam("m_id"), table.c.status == "sending")
+                    .values(
+                        status=bindparam("m_status"),
+                        provider_ref=bindparam("m_ref"),
+                        error=bindparam("m_error"),
+                        sent_at=bindparam("m_sent"),
+                    ),
+                    singles,
+                )
+
+    def _one_of(self, column: Any, ids: Sequence[str]) -> ColumnElement[bool]:
+        """``column`` is one of ``ids``, as one bound value whatever their number: a JSON
+        array on SQLite, an array on PostgreSQL. A page of 1,000 ids is one statement,
+        not two lists of 500 parameters, each parameter compiled into the SQL on every
+        call (what ``IN`` with a list costs)."""
+        clause: ColumnElement[bool]
+        if self._dialect == "postgresql":
+            clause = column == any_(bindparam("one_of", list(ids), type_=ARRAY(String)))
+        else:
+            each = func.json_each(bindparam("one_of", json.dumps(list(ids)), type_=String))
+            clause = column.in_(select(literal_column("value", String)).select_from(each))
+        return clause
 
     def queue_notifications(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> int:
         """Queue notifications in a transaction of their own (areas queueing inside
@@ -160,9 +206,24 @@ class SqlEmailStore(LedgerBase):
         self, after: str, limit: int, shard: Shard | None = None
     ) -> list[tuple[str, str, Contact, dict[str, Any]]]:
         """Queued notifications (id, kind, contact, data), by id after ``after``."""
+        referrer_types = {t.value: t for t in ReferrerType}
         with self._connect() as conn:
+            # The columns a notice needs, read by position (mappings of whole rows cost
+            # more than the query).
             rows = conn.execute(
-                select(T_NOTIFICATIONS, T_CONTACTS)
+                select(
+                    NotificationRow.notification_id,
+                    NotificationRow.kind,
+                    NotificationRow.data,
+                    ContactRow.contact_id,
+                    ContactRow.account_id,
+                    ContactRow.name,
+                    ContactRow.email,
+                    ContactRow.referrer_type,
+                    ContactRow.opted_out,
+                    ContactRow.stripe_customer_id,
+                    ContactRow.stripe_account_id,
+                )
                 .join(ContactRow, ContactRow.contact_id == NotificationRow.contact_id)
                 .where(
                     NotificationRow.status == "queued",
@@ -171,10 +232,36 @@ class SqlEmailStore(LedgerBase):
                 .where(in_shard(NotificationRow.contact_id, shard))
                 .order_by(NotificationRow.notification_id)
                 .limit(limit)
-            ).mappings()
+            ).tuples()
             return [
-                (r["notification_id"], r["kind"], contact_from_row(r), dict(r["data"]))
-                for r in rows
+                (
+                    notification_id,
+                    kind,
+                    Contact(
+                        contact_id=contact_id,
+                        account_id=account_id,
+                        name=name,
+                        email=email,
+                        referrer_type=referrer_types[referrer_type],
+                        opted_out=bool(opted_out),
+                        stripe_customer_id=customer,
+                        stripe_account_id=connected,
+                    ),
+                    dict(data),
+                )
+                for (
+                    notification_id,
+                    kind,
+                    data,
+                    contact_id,
+                    account_id,
+                    name,
+                    email,
+                    referrer_type,
+                    opted_out,
+                    customer,
+                    connected,
+                ) in rows
             ]
 
     def queued_emails(self, kind: str) -> int:
@@ -190,17 +277,16 @@ class SqlEmailStore(LedgerBase):
     def suppressed(self, contact_ids: Iterable[str]) -> set[str]:
         """Those of ``contact_ids`` on the suppression list."""
         ids = sorted(set(contact_ids))
-        found: set[str] = set()
+        if not ids:
+            return set()
         with self._connect() as conn:
-            for chunk in chunks(ids):
-                found.update(
-                    conn.execute(
-                        select(SuppressionRow.contact_id).where(
-                            SuppressionRow.contact_id.in_(chunk)
-                        )
-                    ).scalars()
-                )
-        return found
+            return set(
+                conn.execute(
+                    select(SuppressionRow.contact_id).where(
+                        self._one_of(SuppressionRow.contact_id, ids)
+                    )
+                ).scalars()
+            )
 
     def suppress(self, contact_ids: Sequence[str], reason: str, now: datetime) -> int:
         with self._begin() as conn:

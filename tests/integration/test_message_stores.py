@@ -362,3 +362,39 @@ def test_recording_decisions_mints_missing_codes_queues_asks_and_closes_the_mome
     assert record_ask_decisions(ledger, decisions, {}, now, now) == []
     assert set(ledger.asks.contacts(["C1", "C2", "C9"])) == {"C1", "C2"}
     assert ledger.asks.account_domains(["A-C1", "A-C2"]) == {"A-C1": "c1.example"}
+
+
+def test_results_alike_and_results_of_their_own_are_each_recorded_on_their_message(
+    backend: tuple[Any, Given, GivenMoment], now: datetime
+) -> None:
+    # A page settles most messages alike (one provider request, one ref) and a few
+    # differently (refused locally, a ref each): every one ends as its own result said,
+    # and a message listed twice keeps its first result.
+    ledger, given, _ = backend
+    given("C1", "CODEONE")
+    emails = ledger.emails
+    ids = [f"n{i:03d}" for i in range(40)]
+    emails.queue_notifications([_notice(n, "C1") for n in ids], now)
+    assert sorted(emails.mark_sending("notification", ids, now)) == ids
+    results = [EmailResult(n, EmailOutcome.ACCEPTED, provider_ref="sg-shared") for n in ids[:30]]
+    results += [EmailResult(n, EmailOutcome.ACCEPTED, provider_ref=f"own-{n}") for n in ids[30:35]]
+    results += [EmailResult(n, EmailOutcome.FAILED, error="invalid address") for n in ids[35:38]]
+    results += [EmailResult(n, EmailOutcome.RETRYABLE, error="503") for n in ids[38:]]
+    results.append(EmailResult(ids[0], EmailOutcome.FAILED, error="listed twice"))
+
+    emails.record_email_results("notification", results, now)
+
+    assert [n for n, *_ in emails.notifications_to_send("", 100)] == ids[38:]
+    if isinstance(ledger, SqlLedger):
+        with ledger.engine.connect() as conn:
+            rows = {
+                n: (status, ref, error)
+                for n, status, ref, error in conn.exec_driver_sql(
+                    "SELECT notification_id, status, provider_ref, error FROM notifications"
+                )
+            }
+        assert rows[ids[0]] == ("accepted", "sg-shared", None)
+        assert {rows[n] for n in ids[:30]} == {("accepted", "sg-shared", None)}
+        assert [rows[n] for n in ids[30:35]] == [("accepted", f"own-{n}", None) for n in ids[30:35]]
+        assert {rows[n] for n in ids[35:38]} == {("failed", None, "invalid address")}
+        assert {rows[n] for n in ids[38:]} == {("queued", None, "503")}

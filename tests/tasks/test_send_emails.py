@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 
 from domain.eligibility import decide
-from domain.models import Moment, MomentType, derived_id
+from domain.models import EmailMessage, EmailResult, Moment, MomentType, derived_id
 from domain.program import Program
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
@@ -87,6 +88,57 @@ def test_an_ask_the_provider_may_have_taken_before_a_crash_is_never_resent(
     assert delivery.unknown_after_crash == 1
     assert sender.sent == []
     assert sqlite_ledger.metrics.summary()["asks"] == {"unknown": 1}
+
+
+class _DiesOnSecondRequest(RecordingEmailSender):
+    """A sender whose process dies (an exception) on its second request, unsent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    def send(self, messages: Sequence[EmailMessage]) -> list[EmailResult]:
+        self.requests += 1
+        if self.requests == 2:
+            raise RuntimeError("the worker died mid-request")
+        return super().send(messages)
+
+
+def test_a_page_sent_before_a_crash_is_recorded_and_the_claimed_page_is_never_resent(
+    sqlite_ledger: SqlLedger, program: Program
+) -> None:
+    # A page's outcome is recorded with the next page's claim: a crash on the second
+    # request must still leave the first page accepted, and the second page claimed
+    # (it may have reached the provider) is not sent by any later run.
+    _queue_asks(sqlite_ledger, program, "C1", "C2", "C3", "C4")
+    dying = _DiesOnSecondRequest()
+
+    with pytest.raises(RuntimeError):
+        send_ask_emails.fn(sqlite_ledger, dying, program, NOW, batch_size=2)
+    assert sqlite_ledger.metrics.summary()["asks"] == {"accepted": 2, "sending": 2}
+
+    later = RecordingEmailSender()
+    delivery = send_ask_emails.fn(sqlite_ledger, later, program, NOW + STALE_CLAIM * 2)
+
+    assert (delivery.accepted, delivery.unknown_after_crash) == (0, 2)
+    assert later.sent == []
+    assert len(dying.sent) == 2
+    assert sqlite_ledger.metrics.summary()["asks"] == {"accepted": 2, "unknown": 2}
+
+
+def test_every_page_is_recorded_when_asks_span_many_requests(
+    sqlite_ledger: SqlLedger, program: Program, sender: RecordingEmailSender
+) -> None:
+    _queue_asks(sqlite_ledger, program, "C1", "C2", "C3", "C4", "C5")
+    (ask, _, _) = sqlite_ledger.asks.asks_to_send("", 10)[2]
+    sender.defer([ask.ask_id], times=1)
+
+    delivery = send_ask_emails.fn(sqlite_ledger, sender, program, NOW, batch_size=2)
+
+    assert (delivery.accepted, delivery.retry_later) == (4, 1)
+    assert sqlite_ledger.metrics.summary()["asks"] == {"accepted": 4, "queued": 1}
+    assert len(set(sender.sent_ids)) == 4
+    assert ask.ask_id not in sender.sent_ids
 
 
 def test_a_retryable_failure_keeps_the_ask_for_the_next_run(

@@ -91,6 +91,13 @@ def test_send_asks_bench_reports_its_figures_as_the_last_line(
     assert figures["failed"] == figures["retry_later"] == figures["no_address"] == 0
     assert figures["ask_statuses"] == {"accepted": N}
     assert figures["accepted_exactly_once"] is True
+    # The targets: the rate (met or not, a figure), one request per 1,000 asks.
+    targets = {t["name"]: t for t in figures["targets"]}
+    assert positive_rate(targets["asks sent per second (whole stage)"]["measured"])
+    assert targets["requests the fake accepted"]["measured"] == figures["requests"]
+    assert targets["requests the fake accepted"]["met"] == figures["requests_met"]
+    assert targets["every ask accepted exactly once"]["met"] is True
+    assert "Targets" in out
     assert leftover_dirs("bench-send-asks-") == before
 
 
