@@ -10,7 +10,6 @@ from sqlalchemy.engine import make_url
 
 from domain.shards import shard_of
 
-
 # Per connection, in KiB (SQLite's default is 2 MiB). Bulk writes put rows into several
 # indexes keyed by ids in no particular order (event ids, UUIDs); with a small cache
 # every page of those indexes is evicted and read back many times, which makes the
