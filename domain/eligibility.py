@@ -92,15 +92,10 @@ def _skip_reason(
     min_tenure: timedelta,
     nps_since: datetime,
 ) -> SkipReason | None:
-    if not program.moments.enabled(moment.type):
-        return SkipReason.MOMENT_DISABLED
     contact = contacts.get(moment.contact_id)
-    if contact is None:
-        return SkipReason.UNKNOWN_CONTACT
-    if as_of - moment.occurred_at > max_age:
-        return SkipReason.MOMENT_TOO_OLD
-    if contact.opted_out:
-        return SkipReason.OPTED_OUT
+    reason = _skip_reason_before_history(moment, contact, program, as_of, max_age)
+    if reason is not None or contact is None:
+        return reason
     past = history.get(contact.contact_id, _NO_HISTORY)
     if past.suppressed:
         return SkipReason.SUPPRESSED
@@ -117,6 +112,51 @@ def _skip_reason(
     if past.last_asked_at is not None and as_of - past.last_asked_at < cooldown:
         return SkipReason.COOLDOWN
     return None
+
+
+def _skip_reason_before_history(
+    moment: Moment,
+    contact: Contact | None,
+    program: Program,
+    as_of: datetime,
+    max_age: timedelta,
+) -> SkipReason | None:
+    """The reasons that come first, told by the moment and its contact alone."""
+    if not program.moments.enabled(moment.type):
+        return SkipReason.MOMENT_DISABLED
+    if contact is None:
+        return SkipReason.UNKNOWN_CONTACT
+    if as_of - moment.occurred_at > max_age:
+        return SkipReason.MOMENT_TOO_OLD
+    if contact.opted_out:
+        return SkipReason.OPTED_OUT
+    return None
+
+
+def histories_needed(
+    moments: Iterable[Moment],
+    contacts: Mapping[str, Contact],
+    program: Program,
+    as_of: datetime,
+) -> set[str]:
+    """The contacts whose history :func:`decide` reads to decide ``moments``.
+
+    A moment skipped for what it and its contact alone tell (its type disabled, an
+    unknown contact, too old, opted out) is decided before any history is looked at,
+    so only the contacts of the other moments need one: the ledger reads no more.
+    Most pending moments of a first cycle are too old, so this is most of the reading
+    saved. Moments after ``as_of`` get no decision and need nothing.
+    """
+    max_age = timedelta(days=program.moments.max_age_days)
+    return {
+        moment.contact_id
+        for moment in moments
+        if moment.occurred_at <= as_of
+        and _skip_reason_before_history(
+            moment, contacts.get(moment.contact_id), program, as_of, max_age
+        )
+        is None
+    }
 
 
 def nps_answers_since(program: Program, as_of: datetime) -> datetime:

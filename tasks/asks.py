@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domain.codes import new_referral_code
-from domain.eligibility import decide, nps_answers_since
+from domain.eligibility import decide, histories_needed, nps_answers_since
 from domain.links import tracked_link
 from domain.models import Ask, Contact, EmailMessage, ReferrerType
 from domain.program import Program
@@ -53,8 +53,10 @@ def decide_asks(
     while moments := ledger.asks.pending_moments(as_of, batch_size):
         contact_ids = {m.contact_id for m in moments}
         contacts = ledger.asks.contacts(contact_ids)
+        # Only the contacts whose history a decision reads (most moments are decided
+        # on the moment and contact alone: too old, opted out).
         history = ledger.asks.histories(
-            contact_ids,
+            histories_needed(moments, contacts, program, as_of),
             as_of,
             program.eligibility.blocking_ticket_priorities,
             nps_since=nps_answers_since(program, as_of),

@@ -52,7 +52,9 @@ class SqlAskStore(LedgerBase):
                 .where(T_MOMENTS.c.status == "new", T_MOMENTS.c.occurred_at <= as_of)
                 .order_by(T_MOMENTS.c.occurred_at, T_MOMENTS.c.moment_id)
                 .limit(limit)
-            ).mappings()
+            )
+            # Fetched at once (fetchall), not row by row: most of the cost of a page
+            # was the per-row fetch.
             return [
                 Moment(
                     moment_id=r["moment_id"],
@@ -63,7 +65,7 @@ class SqlAskStore(LedgerBase):
                     source_event=r["source_event"],
                     detail=r["detail"],
                 )
-                for r in rows
+                for r in rows.mappings().all()
             ]
 
     def contacts(self, contact_ids: Iterable[str]) -> dict[str, Contact]:
@@ -71,9 +73,11 @@ class SqlAskStore(LedgerBase):
         found: dict[str, Contact] = {}
         with self._connect() as conn:
             for chunk in chunks(ids):
-                for row in conn.execute(
-                    select(T_CONTACTS).where(ContactRow.contact_id.in_(chunk))
-                ).mappings():
+                for row in (
+                    conn.execute(select(T_CONTACTS).where(ContactRow.contact_id.in_(chunk)))
+                    .mappings()
+                    .all()
+                ):
                     found[row["contact_id"]] = contact_from_row(row)
         return found
 
