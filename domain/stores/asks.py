@@ -21,12 +21,18 @@ class AskStore(Protocol):
 
     # -- what deciding reads -----------------------------------------------------------
 
-    def pending_moments(self, as_of: datetime, limit: int) -> list[Moment]:
-        """Moments not yet decided that happened by ``as_of``, oldest first.
+    def pending_moments(
+        self, as_of: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Moment]:
+        """Moments not yet decided that happened by ``as_of``, oldest first (by
+        ``occurred_at``, then id).
 
         Args:
             as_of: the decision's time; later moments wait.
             limit: at most this many.
+            after: (occurred_at, moment id) of the last moment of the previous page:
+                only moments after it in that order (a run that closes some of its
+                moments later pages on with it).
         """
         ...
 

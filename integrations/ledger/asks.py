@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, exists, func, literal_column, select, update
+from sqlalchemy import Connection, exists, func, literal_column, or_, select, update
 
 from domain.models import (
     Ask,
@@ -42,17 +42,27 @@ from integrations.ledger.tables import (
 )
 
 
+#: Moment ids per ``UPDATE`` when closing: sent as one parameter, so any size works;
+#: bounded only to keep a statement's parameter a few hundred KB.
+CLOSE_CHUNK = 20_000
+
+
 class SqlAskStore(LedgerBase):
     """Moments to decide, contacts and their history, codes, and queued asks."""
 
-    def pending_moments(self, as_of: datetime, limit: int) -> list[Moment]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                select(T_MOMENTS)
-                .where(T_MOMENTS.c.status == "new", T_MOMENTS.c.occurred_at <= as_of)
-                .order_by(T_MOMENTS.c.occurred_at, T_MOMENTS.c.moment_id)
-                .limit(limit)
+    def pending_moments(
+        self, as_of: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Moment]:
+        m = T_MOMENTS.c
+        query = select(T_MOMENTS).where(m.status == "new", m.occurred_at <= as_of)
+        if after is not None:
+            # Written so that the (status, occurred_at) index still bounds the range.
+            at, moment_id = after
+            query = query.where(
+                m.occurred_at >= at, or_(m.occurred_at > at, m.moment_id > moment_id)
             )
+        with self._connect() as conn:
+            rows = conn.execute(query.order_by(m.occurred_at, m.moment_id).limit(limit))
             # Fetched at once (fetchall), not row by row: most of the cost of a page
             # was the per-row fetch.
             return [
@@ -74,7 +84,7 @@ class SqlAskStore(LedgerBase):
         with self._connect() as conn:
             for chunk in chunks(ids):
                 for row in (
-                    conn.execute(select(T_CONTACTS).where(ContactRow.contact_id.in_(chunk)))
+                    conn.execute(select(T_CONTACTS).where(self._among(ContactRow.contact_id, chunk)))
                     .mappings()
                     .all()
                 ):
@@ -107,27 +117,27 @@ class SqlAskStore(LedgerBase):
                 last_asked = pairs(
                     conn,
                     select(AskRow.contact_id, func.max(AskRow.created_at))
-                    .where(AskRow.contact_id.in_(chunk), AskRow.status != "failed")
+                    .where(self._among(AskRow.contact_id, chunk), AskRow.status != "failed")
                     .group_by(AskRow.contact_id),
                 )
                 suppressed = set(
                     conn.execute(
                         select(SuppressionRow.contact_id).where(
-                            SuppressionRow.contact_id.in_(chunk)
+                            self._among(SuppressionRow.contact_id, chunk)
                         )
                     ).scalars()
                 )
                 accounts = pairs(
                     conn,
                     select(ContactRow.contact_id, ContactRow.account_id).where(
-                        ContactRow.contact_id.in_(chunk)
+                        self._among(ContactRow.contact_id, chunk)
                     ),
                 )
                 account_ids = sorted({a for a in accounts.values() if a})
                 since = pairs(
                     conn,
                     select(AccountRow.account_id, AccountRow.customer_since).where(
-                        AccountRow.account_id.in_(account_ids)
+                        self._among(AccountRow.account_id, account_ids)
                     ),
                 )
                 opened = T_SOURCE_EVENTS.alias("opened")
@@ -138,7 +148,7 @@ class SqlAskStore(LedgerBase):
                     .where(
                         opened.c.type == EventType.TICKET_OPENED.value,
                         opened.c.priority.in_(list(blocking_priorities)),
-                        opened.c.account_id.in_(account_ids),
+                        self._among(opened.c.account_id, account_ids),
                         opened.c.occurred_at <= as_of,
                         ~exists().where(
                             resolved.c.type == EventType.TICKET_RESOLVED.value,
@@ -160,8 +170,8 @@ class SqlAskStore(LedgerBase):
                     )
         return result
 
-    @staticmethod
     def _nps_answers(
+        self,
         conn: Connection, contact_ids: Sequence[str], as_of: datetime, since: datetime | None
     ) -> dict[str, list[NpsAnswer]]:
         """The NPS answers of ``contact_ids`` from ``since`` to ``as_of``: the events
@@ -174,7 +184,7 @@ class SqlAskStore(LedgerBase):
         """
         e = T_SOURCE_EVENTS.c
         query = select(e.contact_id, e.score, e.occurred_at).where(
-            e.contact_id.in_(contact_ids),
+            self._among(e.contact_id, contact_ids),
             # A literal, not a parameter: only then do SQLite and PostgreSQL see that
             # the partial index ix_source_events_nps_answers holds every row asked for.
             e.type == literal_column(f"'{EventType.NPS_RESPONSE.value}'"),
@@ -197,7 +207,7 @@ class SqlAskStore(LedgerBase):
                     pairs(
                         conn,
                         select(ReferralCodeRow.contact_id, ReferralCodeRow.code).where(
-                            ReferralCodeRow.contact_id.in_(chunk)
+                            self._among(ReferralCodeRow.contact_id, chunk)
                         ),
                     )
                 )
@@ -295,10 +305,12 @@ class SqlAskStore(LedgerBase):
             closing.setdefault(outcome, []).append(moment_id)
         with self._begin() as conn:
             for (moment_status, reason), moment_ids in closing.items():
-                for chunk in chunks(moment_ids):
+                # In id order, in large chunks (one parameter each): a large close
+                # then rewrites each page of the table once, in order.
+                for chunk in chunks(sorted(moment_ids), CLOSE_CHUNK):
                     conn.execute(
                         update(T_MOMENTS)
-                        .where(T_MOMENTS.c.moment_id.in_(chunk), still_new)
+                        .where(self._among(T_MOMENTS.c.moment_id, chunk), still_new)
                         .values(status=moment_status, skip_reason=reason, decided_at=now)
                     )
 

@@ -37,10 +37,14 @@ class InMemoryAskStore:
         self.skip_reasons: dict[str, str | None] = {}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    def pending_moments(self, as_of: datetime, limit: int) -> list[Moment]:
-        self.calls.append(("pending_moments", (as_of, limit)))
+    def pending_moments(
+        self, as_of: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Moment]:
+        self.calls.append(("pending_moments", (as_of, limit, after)))
         pending = [m for m, status in self.moments.values() if status == "new"]
         pending = [m for m in pending if m.occurred_at <= as_of]
+        if after is not None:
+            pending = [m for m in pending if (m.occurred_at, m.moment_id) > after]
         return sorted(pending, key=lambda m: (m.occurred_at, m.moment_id))[:limit]
 
     def contacts(self, contact_ids: Iterable[str]) -> dict[str, Contact]:
