@@ -41,7 +41,6 @@ from integrations.ledger.tables import (
     SuppressionRow,
 )
 
-
 #: Moment ids per ``UPDATE`` when closing: sent as one parameter, so any size works;
 #: bounded only to keep a statement's parameter a few hundred KB.
 CLOSE_CHUNK = 20_000
@@ -83,11 +82,8 @@ class SqlAskStore(LedgerBase):
         found: dict[str, Contact] = {}
         with self._connect() as conn:
             for chunk in chunks(ids):
-                for row in (
-                    conn.execute(select(T_CONTACTS).where(self._among(ContactRow.contact_id, chunk)))
-                    .mappings()
-                    .all()
-                ):
+                query = select(T_CONTACTS).where(self._among(ContactRow.contact_id, chunk))
+                for row in conn.execute(query).mappings().all():
                     found[row["contact_id"]] = contact_from_row(row)
         return found
 
@@ -171,8 +167,7 @@ class SqlAskStore(LedgerBase):
         return result
 
     def _nps_answers(
-        self,
-        conn: Connection, contact_ids: Sequence[str], as_of: datetime, since: datetime | None
+        self, conn: Connection, contact_ids: Sequence[str], as_of: datetime, since: datetime | None
     ) -> dict[str, list[NpsAnswer]]:
         """The NPS answers of ``contact_ids`` from ``since`` to ``as_of``: the events
         ``domain.eligibility.nps_answer`` reads as answers (scored NPS responses).

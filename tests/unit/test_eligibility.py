@@ -320,7 +320,9 @@ histories = st.sampled_from(
         TENURED,
         ContactHistory(),  # no tenure known
         ContactHistory(customer_since=TENURED.customer_since, suppressed=True),
-        ContactHistory(customer_since=TENURED.customer_since, last_asked_at=NOW - timedelta(days=1)),
+        ContactHistory(
+            customer_since=TENURED.customer_since, last_asked_at=NOW - timedelta(days=1)
+        ),
         ContactHistory(customer_since=TENURED.customer_since, open_high_priority_tickets=1),
         ContactHistory(customer_since=TENURED.customer_since, nps_answers=(NpsAnswer(3, NOW),)),
     ]
