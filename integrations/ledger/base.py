@@ -110,10 +110,13 @@ class LedgerBase:
         json_each(?))``) or one array (PostgreSQL: ``= ANY(?)``), and both planners
         still look each value up in the column's index.
         """
+        among: ColumnElement[bool]
         if self._dialect == "postgresql":
-            return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
-        listed = func.json_each(bindparam(None, json.dumps(list(values)), type_=String))
-        return column.in_(select(literal_column("value")).select_from(listed))
+            among = column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+        else:
+            listed = func.json_each(bindparam(None, json.dumps(list(values)), type_=String))
+            among = column.in_(select(literal_column("value")).select_from(listed))
+        return among
 
     def _insert_ignore(
         self, conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], returning: Any
