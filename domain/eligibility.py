@@ -25,6 +25,7 @@ from domain.models import (
     ContactHistory,
     EventType,
     Moment,
+    MomentType,
     NpsAnswer,
     ReferrerType,
     SkipReason,
@@ -55,6 +56,7 @@ def decide(
     min_tenure = timedelta(days=program.eligibility.min_tenure_days)
     nps_since = nps_answers_since(program, as_of)
     rank = {moment_type: i for i, moment_type in enumerate(rules.priority)}
+    enabled = _enabled(program)
 
     decisions: list[AskDecision] = []
     candidates: dict[str, list[Moment]] = {}
@@ -62,7 +64,7 @@ def decide(
         if moment.occurred_at > as_of:
             continue
         reason = _skip_reason(
-            moment, contacts, history, program, as_of, max_age, cooldown, min_tenure, nps_since
+            moment, contacts, history, enabled, as_of, max_age, cooldown, min_tenure, nps_since
         )
         if reason is None and moment.contact_id in asked_this_run:
             reason = SkipReason.ANOTHER_MOMENT_THIS_RUN
@@ -85,7 +87,7 @@ def _skip_reason(
     moment: Moment,
     contacts: Mapping[str, Contact],
     history: Mapping[str, ContactHistory],
-    program: Program,
+    enabled: Collection[MomentType],
     as_of: datetime,
     max_age: timedelta,
     cooldown: timedelta,
@@ -93,7 +95,7 @@ def _skip_reason(
     nps_since: datetime,
 ) -> SkipReason | None:
     contact = contacts.get(moment.contact_id)
-    reason = _skip_reason_before_history(moment, contact, program, as_of, max_age)
+    reason = _skip_reason_before_history(moment, contact, enabled, as_of, max_age)
     if reason is not None or contact is None:
         return reason
     past = history.get(contact.contact_id, _NO_HISTORY)
@@ -114,15 +116,20 @@ def _skip_reason(
     return None
 
 
+def _enabled(program: Program) -> frozenset[MomentType]:
+    """The moment types the program asks for (looked up once per call, not per moment)."""
+    return frozenset(t for t in MomentType if program.moments.enabled(t))
+
+
 def _skip_reason_before_history(
     moment: Moment,
     contact: Contact | None,
-    program: Program,
+    enabled: Collection[MomentType],
     as_of: datetime,
     max_age: timedelta,
 ) -> SkipReason | None:
     """The reasons that come first, told by the moment and its contact alone."""
-    if not program.moments.enabled(moment.type):
+    if moment.type not in enabled:
         return SkipReason.MOMENT_DISABLED
     if contact is None:
         return SkipReason.UNKNOWN_CONTACT
@@ -148,12 +155,13 @@ def histories_needed(
     saved. Moments after ``as_of`` get no decision and need nothing.
     """
     max_age = timedelta(days=program.moments.max_age_days)
+    enabled = _enabled(program)
     return {
         moment.contact_id
         for moment in moments
         if moment.occurred_at <= as_of
         and _skip_reason_before_history(
-            moment, contacts.get(moment.contact_id), program, as_of, max_age
+            moment, contacts.get(moment.contact_id), enabled, as_of, max_age
         )
         is None
     }

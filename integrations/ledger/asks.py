@@ -53,7 +53,9 @@ class SqlAskStore(LedgerBase):
         self, as_of: datetime, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[Moment]:
         m = T_MOMENTS.c
-        query = select(T_MOMENTS).where(m.status == "new", m.occurred_at <= as_of)
+        query = select(
+            m.moment_id, m.type, m.contact_id, m.account_id, m.occurred_at, m.source_event, m.detail
+        ).where(m.status == "new", m.occurred_at <= as_of)
         if after is not None:
             # Written so that the (status, occurred_at) index still bounds the range.
             at, moment_id = after
@@ -62,27 +64,37 @@ class SqlAskStore(LedgerBase):
             )
         with self._connect() as conn:
             rows = conn.execute(query.order_by(m.occurred_at, m.moment_id).limit(limit))
-            # Fetched at once (fetchall), not row by row: most of the cost of a page
-            # was the per-row fetch.
+            # Only the columns a moment has, fetched at once (fetchall) as plain rows:
+            # the per-row fetch and mapping were most of the cost of a page.
             return [
                 Moment(
-                    moment_id=r["moment_id"],
-                    type=MomentType(r["type"]),
-                    contact_id=r["contact_id"],
-                    account_id=r["account_id"],
-                    occurred_at=r["occurred_at"],
-                    source_event=r["source_event"],
-                    detail=r["detail"],
+                    moment_id=moment_id,
+                    type=MomentType(type_),
+                    contact_id=contact_id,
+                    account_id=account_id,
+                    occurred_at=occurred_at,
+                    source_event=source_event,
+                    detail=detail,
                 )
-                for r in rows.mappings().all()
+                for (
+                    moment_id,
+                    type_,
+                    contact_id,
+                    account_id,
+                    occurred_at,
+                    source_event,
+                    detail,
+                ) in rows.all()
             ]
 
     def contacts(self, contact_ids: Iterable[str]) -> dict[str, Contact]:
         ids = sorted(set(contact_ids))
         found: dict[str, Contact] = {}
+        # What a Contact holds (not updated_at: a datetime to convert per row for nothing).
+        columns = [c for c in T_CONTACTS.c if c.name != "updated_at"]
         with self._connect() as conn:
             for chunk in chunks(ids):
-                query = select(T_CONTACTS).where(self._among(ContactRow.contact_id, chunk))
+                query = select(*columns).where(self._among(ContactRow.contact_id, chunk))
                 for row in conn.execute(query).mappings().all():
                     found[row["contact_id"]] = contact_from_row(row)
         return found
