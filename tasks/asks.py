@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from domain.codes import new_referral_code
 from domain.eligibility import decide, histories_needed, nps_answers_since
 from domain.links import tracked_link
-from domain.models import Ask, AskDecision, Contact, EmailMessage, ReferrerType
+from domain.models import Ask, Contact, EmailMessage, ReferrerType, SkipReason
 from domain.program import Program
 from domain.reward_wording import headline
 from integrations.email.render import render
@@ -30,8 +30,9 @@ class AskDecisions:
 
 #: Skipped moments closed together: one large ``UPDATE`` rewrites each page of the
 #: moments table at most once, where closing them batch by batch rewrote about a page
-#: per moment (a batch's moments lie all over the table). Bounds the ids held.
-CLOSE_SKIPPED_EVERY = 200_000
+#: per moment (a batch's moments lie all over the table). Only their ids are held
+#: (some 70 MB for a million); more than this many are closed on the way.
+CLOSE_SKIPPED_EVERY = 1_000_000
 
 
 @task(name="decide-asks", cache_policy=NO_CACHE)
@@ -66,7 +67,8 @@ def decide_asks(
     queued = 0
     skipped: Counter[str] = Counter()
     asked: set[str] = set()
-    to_close: list[AskDecision] = []
+    to_close: dict[SkipReason, list[str]] = {}
+    holding = 0
     after: tuple[datetime, str] | None = None
     while moments := ledger.asks.pending_moments(as_of, batch_size, after):
         after = (moments[-1].occurred_at, moments[-1].moment_id)
@@ -87,12 +89,15 @@ def decide_asks(
         new_codes = {c: new_referral_code() for c in sorted(to_ask - have.keys())}
         queued += len(record_ask_decisions(ledger, asking, new_codes, as_of, now))
         asked |= to_ask
-        to_close += (d for d in decisions if not d.ask)
-        if len(to_close) >= close_skipped_every:
-            ledger.asks.close_moments(to_close, now)
-            to_close = []
+        for d in decisions:
+            if d.reason is not None:
+                to_close.setdefault(d.reason, []).append(d.moment.moment_id)
+                holding += 1
+        if holding >= close_skipped_every:
+            ledger.asks.skip_moments(to_close, now)
+            to_close, holding = {}, 0
         skipped.update(d.reason.value for d in decisions if d.reason is not None)
-    ledger.asks.close_moments(to_close, now)
+    ledger.asks.skip_moments(to_close, now)
     run_logger().info("queued %d asks; skipped %s", queued, dict(skipped) or "none")
     return AskDecisions(queued, dict(sorted(skipped.items())))
 

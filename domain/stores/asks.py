@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment
+from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment, SkipReason
 from domain.shards import Shard
 
 
@@ -85,6 +85,12 @@ class AskStore(Protocol):
     def close_moments(self, decisions: Sequence[AskDecision], now: datetime) -> None:
         """Mark each decided moment still undecided as asked or skipped (with the
         reason); the first decision of a moment counts."""
+        ...
+
+    def skip_moments(self, skipped: Mapping[SkipReason, Sequence[str]], now: datetime) -> None:
+        """Mark the moments of ``skipped`` (reason -> moment ids) still undecided as
+        skipped with that reason: decided moments held by id only, closed many at once
+        (one statement rewrites each page of the moments once)."""
         ...
 
     # -- sending -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from domain.models import (
     Moment,
     MomentType,
     NpsAnswer,
+    SkipReason,
 )
 from domain.shards import Shard
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row, pairs
@@ -291,13 +292,6 @@ class SqlAskStore(LedgerBase):
         # decided moment was most of the stage's time at scale. Only the first
         # decision of a moment counts, as when each moment was updated in turn (the
         # later updates found it no longer "new").
-        #
-        # The status test is written ``status || '' = 'new'`` so that SQLite cannot
-        # serve it from ix_moments_status (status, occurred_at): without statistics
-        # its planner prefers that index to the primary key for an IN list, and
-        # then walks every pending moment for each chunk (38 s of a 48 s stage, at
-        # 80,000 pending moments). Postgres looks the ids up by primary key anyway.
-        still_new = T_MOMENTS.c.status.concat("") == "new"
         outcomes: dict[str, tuple[str, str | None]] = {}
         for decision in decisions:
             outcomes.setdefault(
@@ -310,6 +304,24 @@ class SqlAskStore(LedgerBase):
         closing: dict[tuple[str, str | None], list[str]] = {}
         for moment_id, outcome in outcomes.items():
             closing.setdefault(outcome, []).append(moment_id)
+        self._close(closing, now)
+
+    def skip_moments(self, skipped: Mapping[SkipReason, Sequence[str]], now: datetime) -> None:
+        """Mark the moments still ``new`` among ``skipped`` (reason -> moment ids)
+        ``skipped`` with their reason: decided moments held by id only, to close many
+        at once."""
+        self._close({("skipped", r.value): list(ids) for r, ids in skipped.items()}, now)
+
+    def _close(
+        self, closing: Mapping[tuple[str, str | None], Sequence[str]], now: datetime
+    ) -> None:
+        """Set (status, skip reason) on the moments listed under it that are still new."""
+        # The status test is written ``status || '' = 'new'`` so that SQLite cannot
+        # serve it from ix_moments_status (status, occurred_at): without statistics
+        # its planner prefers that index to the primary key for an IN list, and
+        # then walks every pending moment for each chunk (38 s of a 48 s stage, at
+        # 80,000 pending moments). Postgres looks the ids up by primary key anyway.
+        still_new = T_MOMENTS.c.status.concat("") == "new"
         with self._begin() as conn:
             for (moment_status, reason), moment_ids in closing.items():
                 # In id order, in large chunks (one parameter each): a large close

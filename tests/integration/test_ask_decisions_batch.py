@@ -226,3 +226,26 @@ def test_pending_moments_after_a_moment_are_those_later_in_time_then_id_order(
     rest = ledger.asks.pending_moments(now, 10, (first[-1].occurred_at, first[-1].moment_id))
 
     assert [m.moment_id for m in first + rest] == [m.moment_id for m in ordered]
+
+
+def test_skip_moments_closes_the_moments_still_new_with_their_reason_and_no_other(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    first, second, third = given_moments(ledger, now, ["C1", "C2", "C3"])
+    record_ask_decisions(ledger, [AskDecision(first)], {"C1": "CODE-1"}, now, now)
+    later = now + timedelta(hours=1)
+
+    ledger.asks.skip_moments(
+        {
+            SkipReason.COOLDOWN: [first.moment_id, second.moment_id],
+            SkipReason.MOMENT_TOO_OLD: [third.moment_id],
+        },
+        later,
+    )
+
+    assert closed(ledger) == {
+        # Asked before: stays as it was.
+        first.moment_id: ("asked", None, now),
+        second.moment_id: ("skipped", "cooldown", later),
+        third.moment_id: ("skipped", "moment_too_old", later),
+    }

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment
+from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment, SkipReason
 from domain.shards import Shard
 
 
@@ -105,6 +105,14 @@ class InMemoryAskStore:
                 status = "asked" if decision.ask else "skipped"
                 self.moments[moment_id] = (self.moments[moment_id][0], status)
                 self.skip_reasons[moment_id] = decision.reason.value if decision.reason else None
+
+    def skip_moments(self, skipped: Mapping[SkipReason, Sequence[str]], now: datetime) -> None:
+        self.calls.append(("skip_moments", ({r: list(ids) for r, ids in skipped.items()}, now)))
+        for reason, moment_ids in skipped.items():
+            for moment_id in moment_ids:
+                if moment_id in self.moments and self.moments[moment_id][1] == "new":
+                    self.moments[moment_id] = (self.moments[moment_id][0], "skipped")
+                    self.skip_reasons[moment_id] = reason.value
 
     def asks_to_send(
         self, after: str, limit: int, shard: Shard | None = None
