@@ -25,6 +25,7 @@ from domain.models import (
     ContactHistory,
     EventType,
     Moment,
+    MomentType,
     NpsAnswer,
     ReferrerType,
     SkipReason,
@@ -55,6 +56,7 @@ def decide(
     min_tenure = timedelta(days=program.eligibility.min_tenure_days)
     nps_since = nps_answers_since(program, as_of)
     rank = {moment_type: i for i, moment_type in enumerate(rules.priority)}
+    enabled = _enabled(program)
 
     decisions: list[AskDecision] = []
     candidates: dict[str, list[Moment]] = {}
@@ -62,7 +64,7 @@ def decide(
         if moment.occurred_at > as_of:
             continue
         reason = _skip_reason(
-            moment, contacts, history, program, as_of, max_age, cooldown, min_tenure, nps_since
+            moment, contacts, history, enabled, as_of, max_age, cooldown, min_tenure, nps_since
         )
         if reason is None and moment.contact_id in asked_this_run:
             reason = SkipReason.ANOTHER_MOMENT_THIS_RUN
@@ -85,22 +87,17 @@ def _skip_reason(
     moment: Moment,
     contacts: Mapping[str, Contact],
     history: Mapping[str, ContactHistory],
-    program: Program,
+    enabled: Collection[MomentType],
     as_of: datetime,
     max_age: timedelta,
     cooldown: timedelta,
     min_tenure: timedelta,
     nps_since: datetime,
 ) -> SkipReason | None:
-    if not program.moments.enabled(moment.type):
-        return SkipReason.MOMENT_DISABLED
     contact = contacts.get(moment.contact_id)
-    if contact is None:
-        return SkipReason.UNKNOWN_CONTACT
-    if as_of - moment.occurred_at > max_age:
-        return SkipReason.MOMENT_TOO_OLD
-    if contact.opted_out:
-        return SkipReason.OPTED_OUT
+    reason = _skip_reason_before_history(moment, contact, enabled, as_of, max_age)
+    if reason is not None or contact is None:
+        return reason
     past = history.get(contact.contact_id, _NO_HISTORY)
     if past.suppressed:
         return SkipReason.SUPPRESSED
@@ -117,6 +114,57 @@ def _skip_reason(
     if past.last_asked_at is not None and as_of - past.last_asked_at < cooldown:
         return SkipReason.COOLDOWN
     return None
+
+
+def _enabled(program: Program) -> frozenset[MomentType]:
+    """The moment types the program asks for (looked up once per call, not per moment)."""
+    return frozenset(t for t in MomentType if program.moments.enabled(t))
+
+
+def _skip_reason_before_history(
+    moment: Moment,
+    contact: Contact | None,
+    enabled: Collection[MomentType],
+    as_of: datetime,
+    max_age: timedelta,
+) -> SkipReason | None:
+    """The reasons that come first, told by the moment and its contact alone."""
+    if moment.type not in enabled:
+        return SkipReason.MOMENT_DISABLED
+    if contact is None:
+        return SkipReason.UNKNOWN_CONTACT
+    if as_of - moment.occurred_at > max_age:
+        return SkipReason.MOMENT_TOO_OLD
+    if contact.opted_out:
+        return SkipReason.OPTED_OUT
+    return None
+
+
+def histories_needed(
+    moments: Iterable[Moment],
+    contacts: Mapping[str, Contact],
+    program: Program,
+    as_of: datetime,
+) -> set[str]:
+    """The contacts whose history :func:`decide` reads to decide ``moments``.
+
+    A moment skipped for what it and its contact alone tell (its type disabled, an
+    unknown contact, too old, opted out) is decided before any history is looked at,
+    so only the contacts of the other moments need one: the ledger reads no more.
+    Most pending moments of a first cycle are too old, so this is most of the reading
+    saved. Moments after ``as_of`` get no decision and need nothing.
+    """
+    max_age = timedelta(days=program.moments.max_age_days)
+    enabled = _enabled(program)
+    return {
+        moment.contact_id
+        for moment in moments
+        if moment.occurred_at <= as_of
+        and _skip_reason_before_history(
+            moment, contacts.get(moment.contact_id), enabled, as_of, max_age
+        )
+        is None
+    }
 
 
 def nps_answers_since(program: Program, as_of: datetime) -> datetime:

@@ -11,9 +11,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from domain.codes import new_referral_code
-from domain.eligibility import decide, nps_answers_since
+from domain.eligibility import decide, histories_needed, nps_answers_since
 from domain.links import tracked_link
-from domain.models import Ask, Contact, EmailMessage, ReferrerType
+from domain.models import Ask, Contact, EmailMessage, ReferrerType, SkipReason
 from domain.program import Program
 from domain.reward_wording import headline
 from integrations.email.render import render
@@ -28,14 +28,30 @@ class AskDecisions:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
+#: Skipped moments closed together: one large ``UPDATE`` rewrites each page of the
+#: moments table at most once, where closing them batch by batch rewrote about a page
+#: per moment (a batch's moments lie all over the table). Only their ids are held
+#: (some 70 MB for a million); more than this many are closed on the way.
+CLOSE_SKIPPED_EVERY = 1_000_000
+
+
 @task(name="decide-asks", cache_policy=NO_CACHE)
 def decide_asks(
-    ledger: SqlLedger, program: Program, as_of: datetime, now: datetime, batch_size: int = 1000
+    ledger: SqlLedger,
+    program: Program,
+    as_of: datetime,
+    now: datetime,
+    batch_size: int = 1000,
+    close_skipped_every: int = CLOSE_SKIPPED_EVERY,
 ) -> AskDecisions:
     """Decide every pending moment: queue an ask, or skip it with a reason.
 
-    Each batch mints missing referral codes, queues asks and closes its moments in one
-    transaction. A contact is asked at most once per run, even across batches.
+    Each batch mints missing referral codes, queues asks and closes their moments in
+    one transaction. A contact is asked at most once per run, even across batches.
+    Skipped moments are closed later, ``close_skipped_every`` at a time and at the
+    end: the batches page on past them, so they are the same batches, with the same
+    decisions, as when each batch closed all of its moments. Should the run stop
+    before, those moments are still pending and the next run decides them.
 
     Args:
         ledger: where moments, contacts and their history are read and asks queued.
@@ -43,6 +59,7 @@ def decide_asks(
         as_of: the moment of decision; moments after it wait for a later run.
         now: when decisions are recorded.
         batch_size: moments per batch.
+        close_skipped_every: skipped moments closed together.
 
     Returns:
         How many asks were queued, and skipped moments counted per reason.
@@ -50,22 +67,37 @@ def decide_asks(
     queued = 0
     skipped: Counter[str] = Counter()
     asked: set[str] = set()
-    while moments := ledger.asks.pending_moments(as_of, batch_size):
+    to_close: dict[SkipReason, list[str]] = {}
+    holding = 0
+    after: tuple[datetime, str] | None = None
+    while moments := ledger.asks.pending_moments(as_of, batch_size, after):
+        after = (moments[-1].occurred_at, moments[-1].moment_id)
         contact_ids = {m.contact_id for m in moments}
         contacts = ledger.asks.contacts(contact_ids)
+        # Only the contacts whose history a decision reads (most moments are decided
+        # on the moment and contact alone: too old, opted out).
         history = ledger.asks.histories(
-            contact_ids,
+            histories_needed(moments, contacts, program, as_of),
             as_of,
             program.eligibility.blocking_ticket_priorities,
             nps_since=nps_answers_since(program, as_of),
         )
         decisions = decide(moments, contacts, history, program, as_of, asked_this_run=asked)
-        to_ask = {d.moment.contact_id for d in decisions if d.ask}
+        asking = [d for d in decisions if d.ask]
+        to_ask = {d.moment.contact_id for d in asking}
         have = ledger.asks.codes_for(to_ask)
         new_codes = {c: new_referral_code() for c in sorted(to_ask - have.keys())}
-        queued += len(record_ask_decisions(ledger, decisions, new_codes, as_of, now))
+        queued += len(record_ask_decisions(ledger, asking, new_codes, as_of, now))
         asked |= to_ask
+        for d in decisions:
+            if d.reason is not None:
+                to_close.setdefault(d.reason, []).append(d.moment.moment_id)
+                holding += 1
+        if holding >= close_skipped_every:
+            ledger.asks.skip_moments(to_close, now)
+            to_close, holding = {}, 0
         skipped.update(d.reason.value for d in decisions if d.reason is not None)
+    ledger.asks.skip_moments(to_close, now)
     run_logger().info("queued %d asks; skipped %s", queued, dict(skipped) or "none")
     return AskDecisions(queued, dict(sorted(skipped.items())))
 

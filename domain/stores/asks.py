@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment
+from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment, SkipReason
 from domain.shards import Shard
 
 
@@ -21,12 +21,18 @@ class AskStore(Protocol):
 
     # -- what deciding reads -----------------------------------------------------------
 
-    def pending_moments(self, as_of: datetime, limit: int) -> list[Moment]:
-        """Moments not yet decided that happened by ``as_of``, oldest first.
+    def pending_moments(
+        self, as_of: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Moment]:
+        """Moments not yet decided that happened by ``as_of``, oldest first (by
+        ``occurred_at``, then id).
 
         Args:
             as_of: the decision's time; later moments wait.
             limit: at most this many.
+            after: (occurred_at, moment id) of the last moment of the previous page:
+                only moments after it in that order (a run that closes some of its
+                moments later pages on with it).
         """
         ...
 
@@ -79,6 +85,12 @@ class AskStore(Protocol):
     def close_moments(self, decisions: Sequence[AskDecision], now: datetime) -> None:
         """Mark each decided moment still undecided as asked or skipped (with the
         reason); the first decision of a moment counts."""
+        ...
+
+    def skip_moments(self, skipped: Mapping[SkipReason, Sequence[str]], now: datetime) -> None:
+        """Mark the moments of ``skipped`` (reason -> moment ids) still undecided as
+        skipped with that reason: decided moments held by id only, closed many at once
+        (one statement rewrites each page of the moments once)."""
         ...
 
     # -- sending -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, case, exists, func, or_, select, update
+from sqlalchemy import Connection, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.approvals import CheckedDecision
@@ -28,7 +28,7 @@ from domain.models import (
     derived_id,
 )
 from domain.money import Money
-from integrations.ledger.base import LedgerBase, chunks, contact_from_row
+from integrations.ledger.base import LedgerBase, chunks, contact_from_row, pairs
 from integrations.ledger.tables import (
     T_APPROVAL_DECISIONS,
     T_CONTACTS,
@@ -54,52 +54,67 @@ class SqlApprovalsStore(LedgerBase):
         """One waiting request per reward: reward id -> (request id, flow run id or None).
 
         Rewards already waiting keep their request (and run); others get a new one.
+        A few statements per chunk of rewards, whatever its size: the waiting requests
+        in one query, the attempts so far of the others in a second, their new
+        requests in one insert.
         """
         out: dict[str, tuple[str, str | None]] = {}
         with self._begin() as conn:
-            for reward_id in reward_ids:
-                waiting = conn.execute(
-                    select(ApprovalRequestRow.request_id, ApprovalRequestRow.flow_run_id).where(
-                        ApprovalRequestRow.reward_id == reward_id,
-                        ApprovalRequestRow.status == "waiting",
+            for chunk in chunks(list(dict.fromkeys(reward_ids))):
+                waiting = {
+                    r.reward_id: (r.request_id, r.flow_run_id)
+                    for r in conn.execute(
+                        select(
+                            ApprovalRequestRow.reward_id,
+                            ApprovalRequestRow.request_id,
+                            ApprovalRequestRow.flow_run_id,
+                        ).where(
+                            ApprovalRequestRow.reward_id.in_(chunk),
+                            ApprovalRequestRow.status == "waiting",
+                        )
                     )
-                ).first()
-                if waiting is None:
-                    attempt = (
-                        1
-                        + conn.execute(
-                            select(func.count()).where(ApprovalRequestRow.reward_id == reward_id)
-                        ).scalar_one()
-                    )
-                    request_id = derived_id("approval", reward_id, str(attempt))
-                    self._insert_ignore(
+                }
+                missing = [reward_id for reward_id in chunk if reward_id not in waiting]
+                tried = (
+                    pairs(
                         conn,
-                        ApprovalRequestRow,
-                        [
-                            {
-                                "request_id": request_id,
-                                "reward_id": reward_id,
-                                "attempt": attempt,
-                                "status": "waiting",
-                                "created_at": now,
-                            }
-                        ],
-                        ApprovalRequestRow.request_id,
+                        select(ApprovalRequestRow.reward_id, func.count())
+                        .where(ApprovalRequestRow.reward_id.in_(missing))
+                        .group_by(ApprovalRequestRow.reward_id),
                     )
-                    out[reward_id] = (request_id, None)
-                else:
-                    out[reward_id] = (waiting.request_id, waiting.flow_run_id)
+                    if missing
+                    else {}
+                )
+                rows = []
+                for reward_id in missing:
+                    attempt = 1 + int(tried.get(reward_id, 0))
+                    request_id = derived_id("approval", reward_id, str(attempt))
+                    rows.append(
+                        {
+                            "request_id": request_id,
+                            "reward_id": reward_id,
+                            "attempt": attempt,
+                            "status": "waiting",
+                            "created_at": now,
+                        }
+                    )
+                    waiting[reward_id] = (request_id, None)
+                # A request written concurrently by another run is kept, as before.
+                self._insert_ignore(conn, ApprovalRequestRow, rows, ApprovalRequestRow.request_id)
+                out.update((reward_id, waiting[reward_id]) for reward_id in chunk)
         return out
 
     def attach_flow_runs(self, runs: Mapping[str, str]) -> None:
-        """Remember which flow run waits for each approval request."""
+        """Remember which flow run waits for each approval request (one executemany)."""
+        if not runs:
+            return
         with self._begin() as conn:
-            for request_id, flow_run_id in runs.items():
-                conn.execute(
-                    update(ApprovalRequestRow)
-                    .where(ApprovalRequestRow.request_id == request_id)
-                    .values(flow_run_id=flow_run_id)
-                )
+            conn.execute(
+                update(ApprovalRequestRow)
+                .where(ApprovalRequestRow.request_id == bindparam("request"))
+                .values(flow_run_id=bindparam("run")),
+                [{"request": request, "run": run} for request, run in runs.items()],
+            )
 
     def view(self, reward_id: str) -> ApprovalView:
         """The reward, its people, its decisions so far and the referrer's history."""

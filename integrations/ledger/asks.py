@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, exists, func, literal_column, select, update
+from sqlalchemy import Connection, exists, func, literal_column, or_, select, update
 
 from domain.models import (
     Ask,
@@ -25,6 +25,7 @@ from domain.models import (
     MomentType,
     NpsAnswer,
     ReferrerType,
+    SkipReason,
 )
 from domain.shards import Shard
 from integrations.ledger.base import LedgerBase, chunks, contact_from_row, pairs
@@ -41,39 +42,61 @@ from integrations.ledger.tables import (
     SuppressionRow,
 )
 
+#: Moment ids per ``UPDATE`` when closing: sent as one parameter, so any size works;
+#: bounded only to keep a statement's parameter a few hundred KB.
+CLOSE_CHUNK = 20_000
+
 
 class SqlAskStore(LedgerBase):
     """Moments to decide, contacts and their history, codes, and queued asks."""
 
-    def pending_moments(self, as_of: datetime, limit: int) -> list[Moment]:
+    def pending_moments(
+        self, as_of: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Moment]:
+        m = T_MOMENTS.c
+        query = select(
+            m.moment_id, m.type, m.contact_id, m.account_id, m.occurred_at, m.source_event, m.detail
+        ).where(m.status == "new", m.occurred_at <= as_of)
+        if after is not None:
+            # Written so that the (status, occurred_at) index still bounds the range.
+            at, moment_id = after
+            query = query.where(
+                m.occurred_at >= at, or_(m.occurred_at > at, m.moment_id > moment_id)
+            )
         with self._connect() as conn:
-            rows = conn.execute(
-                select(T_MOMENTS)
-                .where(T_MOMENTS.c.status == "new", T_MOMENTS.c.occurred_at <= as_of)
-                .order_by(T_MOMENTS.c.occurred_at, T_MOMENTS.c.moment_id)
-                .limit(limit)
-            ).mappings()
+            rows = conn.execute(query.order_by(m.occurred_at, m.moment_id).limit(limit))
+            # Only the columns a moment has, fetched at once (fetchall) as plain rows:
+            # the per-row fetch and mapping were most of the cost of a page.
             return [
                 Moment(
-                    moment_id=r["moment_id"],
-                    type=MomentType(r["type"]),
-                    contact_id=r["contact_id"],
-                    account_id=r["account_id"],
-                    occurred_at=r["occurred_at"],
-                    source_event=r["source_event"],
-                    detail=r["detail"],
+                    moment_id=moment_id,
+                    type=MomentType(type_),
+                    contact_id=contact_id,
+                    account_id=account_id,
+                    occurred_at=occurred_at,
+                    source_event=source_event,
+                    detail=detail,
                 )
-                for r in rows
+                for (
+                    moment_id,
+                    type_,
+                    contact_id,
+                    account_id,
+                    occurred_at,
+                    source_event,
+                    detail,
+                ) in rows.all()
             ]
 
     def contacts(self, contact_ids: Iterable[str]) -> dict[str, Contact]:
         ids = sorted(set(contact_ids))
         found: dict[str, Contact] = {}
+        # What a Contact holds (not updated_at: a datetime to convert per row for nothing).
+        columns = [c for c in T_CONTACTS.c if c.name != "updated_at"]
         with self._connect() as conn:
             for chunk in chunks(ids):
-                for row in conn.execute(
-                    select(T_CONTACTS).where(ContactRow.contact_id.in_(chunk))
-                ).mappings():
+                query = select(*columns).where(self._among(ContactRow.contact_id, chunk))
+                for row in conn.execute(query).mappings().all():
                     found[row["contact_id"]] = contact_from_row(row)
         return found
 
@@ -103,27 +126,27 @@ class SqlAskStore(LedgerBase):
                 last_asked = pairs(
                     conn,
                     select(AskRow.contact_id, func.max(AskRow.created_at))
-                    .where(AskRow.contact_id.in_(chunk), AskRow.status != "failed")
+                    .where(self._among(AskRow.contact_id, chunk), AskRow.status != "failed")
                     .group_by(AskRow.contact_id),
                 )
                 suppressed = set(
                     conn.execute(
                         select(SuppressionRow.contact_id).where(
-                            SuppressionRow.contact_id.in_(chunk)
+                            self._among(SuppressionRow.contact_id, chunk)
                         )
                     ).scalars()
                 )
                 accounts = pairs(
                     conn,
                     select(ContactRow.contact_id, ContactRow.account_id).where(
-                        ContactRow.contact_id.in_(chunk)
+                        self._among(ContactRow.contact_id, chunk)
                     ),
                 )
                 account_ids = sorted({a for a in accounts.values() if a})
                 since = pairs(
                     conn,
                     select(AccountRow.account_id, AccountRow.customer_since).where(
-                        AccountRow.account_id.in_(account_ids)
+                        self._among(AccountRow.account_id, account_ids)
                     ),
                 )
                 opened = T_SOURCE_EVENTS.alias("opened")
@@ -134,7 +157,7 @@ class SqlAskStore(LedgerBase):
                     .where(
                         opened.c.type == EventType.TICKET_OPENED.value,
                         opened.c.priority.in_(list(blocking_priorities)),
-                        opened.c.account_id.in_(account_ids),
+                        self._among(opened.c.account_id, account_ids),
                         opened.c.occurred_at <= as_of,
                         ~exists().where(
                             resolved.c.type == EventType.TICKET_RESOLVED.value,
@@ -156,9 +179,8 @@ class SqlAskStore(LedgerBase):
                     )
         return result
 
-    @staticmethod
     def _nps_answers(
-        conn: Connection, contact_ids: Sequence[str], as_of: datetime, since: datetime | None
+        self, conn: Connection, contact_ids: Sequence[str], as_of: datetime, since: datetime | None
     ) -> dict[str, list[NpsAnswer]]:
         """The NPS answers of ``contact_ids`` from ``since`` to ``as_of``: the events
         ``domain.eligibility.nps_answer`` reads as answers (scored NPS responses).
@@ -170,7 +192,7 @@ class SqlAskStore(LedgerBase):
         """
         e = T_SOURCE_EVENTS.c
         query = select(e.contact_id, e.score, e.occurred_at).where(
-            e.contact_id.in_(contact_ids),
+            self._among(e.contact_id, contact_ids),
             # A literal, not a parameter: only then do SQLite and PostgreSQL see that
             # the partial index ix_source_events_nps_answers holds every row asked for.
             e.type == literal_column(f"'{EventType.NPS_RESPONSE.value}'"),
@@ -193,7 +215,7 @@ class SqlAskStore(LedgerBase):
                     pairs(
                         conn,
                         select(ReferralCodeRow.contact_id, ReferralCodeRow.code).where(
-                            ReferralCodeRow.contact_id.in_(chunk)
+                            self._among(ReferralCodeRow.contact_id, chunk)
                         ),
                     )
                 )
@@ -270,13 +292,6 @@ class SqlAskStore(LedgerBase):
         # decided moment was most of the stage's time at scale. Only the first
         # decision of a moment counts, as when each moment was updated in turn (the
         # later updates found it no longer "new").
-        #
-        # The status test is written ``status || '' = 'new'`` so that SQLite cannot
-        # serve it from ix_moments_status (status, occurred_at): without statistics
-        # its planner prefers that index to the primary key for an IN list, and
-        # then walks every pending moment for each chunk (38 s of a 48 s stage, at
-        # 80,000 pending moments). Postgres looks the ids up by primary key anyway.
-        still_new = T_MOMENTS.c.status.concat("") == "new"
         outcomes: dict[str, tuple[str, str | None]] = {}
         for decision in decisions:
             outcomes.setdefault(
@@ -289,12 +304,32 @@ class SqlAskStore(LedgerBase):
         closing: dict[tuple[str, str | None], list[str]] = {}
         for moment_id, outcome in outcomes.items():
             closing.setdefault(outcome, []).append(moment_id)
+        self._close(closing, now)
+
+    def skip_moments(self, skipped: Mapping[SkipReason, Sequence[str]], now: datetime) -> None:
+        """Mark the moments still ``new`` among ``skipped`` (reason -> moment ids)
+        ``skipped`` with their reason: decided moments held by id only, to close many
+        at once."""
+        self._close({("skipped", r.value): list(ids) for r, ids in skipped.items()}, now)
+
+    def _close(
+        self, closing: Mapping[tuple[str, str | None], Sequence[str]], now: datetime
+    ) -> None:
+        """Set (status, skip reason) on the moments listed under it that are still new."""
+        # The status test is written ``status || '' = 'new'`` so that SQLite cannot
+        # serve it from ix_moments_status (status, occurred_at): without statistics
+        # its planner prefers that index to the primary key for an IN list, and
+        # then walks every pending moment for each chunk (38 s of a 48 s stage, at
+        # 80,000 pending moments). Postgres looks the ids up by primary key anyway.
+        still_new = T_MOMENTS.c.status.concat("") == "new"
         with self._begin() as conn:
             for (moment_status, reason), moment_ids in closing.items():
-                for chunk in chunks(moment_ids):
+                # In id order, in large chunks (one parameter each): a large close
+                # then rewrites each page of the table once, in order.
+                for chunk in chunks(sorted(moment_ids), CLOSE_CHUNK):
                     conn.execute(
                         update(T_MOMENTS)
-                        .where(T_MOMENTS.c.moment_id.in_(chunk), still_new)
+                        .where(self._among(T_MOMENTS.c.moment_id, chunk), still_new)
                         .values(status=moment_status, skip_reason=reason, decided_at=now)
                     )
 

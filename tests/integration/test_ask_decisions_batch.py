@@ -13,14 +13,20 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
 
-from domain.models import Ask, AskDecision, Moment, SkipReason, derived_id
+from domain.models import Ask, AskDecision, Moment, MomentType, SkipReason, derived_id
+from domain.moments import detection_spec
+from domain.program import Program
 from integrations.ledger.base import CHUNK
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import MomentRow
+from tasks.asks import decide_asks
 from tasks.use_cases.asks import record_ask_decisions
-from tests.integration.test_ledger_flow import given_moments
+from tests.conftest import NOW, contact, people_batch
+from tests.integration.test_detractor_asks import moment_event
+from tests.integration.test_ledger_flow import events_batch, given_moments
 
 OUTCOMES = (None, SkipReason.COOLDOWN, SkipReason.SUPPRESSED)
 
@@ -161,7 +167,85 @@ def test_on_sqlite_closing_moments_looks_them_up_by_primary_key(
                 row[-1]
                 for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
             ]
-            # The wording of a plan varies between SQLite versions; the index used does not.
-            assert len(plan) == 1
-            assert "(moment_id=?)" in plan[0]
-            assert "ix_moments_status" not in plan[0]
+            # The wording of a plan varies between SQLite versions; the index used does
+            # not. The ids come as one JSON parameter, read by a subquery of their own.
+            on_moments = [step for step in plan if " moments " in f"{step} "]
+            assert len(on_moments) == 1
+            assert "(moment_id=?)" in on_moments[0]
+            assert not any("ix_moments_status" in step for step in plan)
+
+
+@pytest.mark.parametrize("close_skipped_every", [1, 100])
+def test_skipped_moments_closed_after_their_batch_leave_every_batch_and_decision_as_it_was(
+    close_skipped_every: int, ledger: SqlLedger, program: Program
+) -> None:
+    """decide-asks closes skipped moments late (many at a time, see
+    ``tasks.asks.CLOSE_SKIPPED_EVERY``) and pages on past them. With two moments a
+    batch: the old moments fill the first batch and a half, the deal is asked in the
+    second, and the renewal, alone in the third, meets the ask just queued (cooldown);
+    had a batch read a skipped moment again, or the two moments of C3 come together,
+    the outcomes would differ."""
+    day = timedelta(days=1)
+    old = [
+        moment_event(c, MomentType.RENEWAL, NOW - (30 - i) * day)
+        for i, c in enumerate(["C1", "C1", "C2"])
+    ]
+    deal = moment_event("C3", MomentType.DEAL_WON, NOW - 2 * day)
+    renewal = moment_event("C3", MomentType.RENEWAL, NOW - day)
+    people = ["C1", "C2", "C3"]
+    ledger.sources.record_batch(people_batch(*(contact(c, f"A-{c}") for c in people)), NOW)
+    ledger.sources.record_batch(events_batch(*old, deal, renewal), NOW)
+    ledger.moments.detect_in_database(detection_spec(program), NOW)
+
+    decided = decide_asks.fn(
+        ledger, program, NOW, NOW, batch_size=2, close_skipped_every=close_skipped_every
+    )
+
+    assert decided.queued == 1
+    assert decided.skipped == {"cooldown": 1, "moment_too_old": 3}
+    assert {moment_id: status for moment_id, (status, _, _) in closed(ledger).items()} == {
+        **{e.key: "skipped" for e in old},
+        deal.key: "asked",
+        renewal.key: "skipped",
+    }
+    assert {reason for _, reason, _ in closed(ledger).values()} == {
+        "moment_too_old",
+        None,
+        "cooldown",
+    }
+    assert ledger.asks.pending_moments(NOW, 10) == []
+
+
+def test_pending_moments_after_a_moment_are_those_later_in_time_then_id_order(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    moments = given_moments(ledger, now, ["C1", "C2", "C3", "C4"])
+    ordered = sorted(moments, key=lambda m: (m.occurred_at, m.moment_id))
+
+    first = ledger.asks.pending_moments(now, 2)
+    rest = ledger.asks.pending_moments(now, 10, (first[-1].occurred_at, first[-1].moment_id))
+
+    assert [m.moment_id for m in first + rest] == [m.moment_id for m in ordered]
+
+
+def test_skip_moments_closes_the_moments_still_new_with_their_reason_and_no_other(
+    ledger: SqlLedger, now: datetime
+) -> None:
+    first, second, third = given_moments(ledger, now, ["C1", "C2", "C3"])
+    record_ask_decisions(ledger, [AskDecision(first)], {"C1": "CODE-1"}, now, now)
+    later = now + timedelta(hours=1)
+
+    ledger.asks.skip_moments(
+        {
+            SkipReason.COOLDOWN: [first.moment_id, second.moment_id],
+            SkipReason.MOMENT_TOO_OLD: [third.moment_id],
+        },
+        later,
+    )
+
+    assert closed(ledger) == {
+        # Asked before: stays as it was.
+        first.moment_id: ("asked", None, now),
+        second.moment_id: ("skipped", "cooldown", later),
+        third.moment_id: ("skipped", "moment_too_old", later),
+    }

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from config.program import parse_program
 from domain.eligibility import (
     decide,
+    histories_needed,
     latest_nps_answer,
     nps_answers_since,
     recent_detractor,
@@ -312,6 +313,62 @@ def test_every_past_moment_gets_exactly_one_decision_and_each_contact_at_most_on
     assert all(n == 1 for n in asks.values())
     assert not set(asks) & already
     assert "GHOST" not in asks
+
+
+histories = st.sampled_from(
+    [
+        TENURED,
+        ContactHistory(),  # no tenure known
+        ContactHistory(customer_since=TENURED.customer_since, suppressed=True),
+        ContactHistory(
+            customer_since=TENURED.customer_since, last_asked_at=NOW - timedelta(days=1)
+        ),
+        ContactHistory(customer_since=TENURED.customer_since, open_high_priority_tickets=1),
+        ContactHistory(customer_since=TENURED.customer_since, nps_answers=(NpsAnswer(3, NOW),)),
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    specs=moment_specs,
+    pasts=st.fixed_dictionaries({cid: histories for cid in ("C1", "C2", "C3")}),
+    opted_out=st.sets(st.sampled_from(["C1", "C2", "C3"]), max_size=2),
+    already=st.sets(contact_ids, max_size=1),
+)
+def test_the_histories_named_as_needed_are_all_a_decision_reads(
+    specs: list[tuple[str, MomentType, int]],
+    pasts: dict[str, ContactHistory],
+    opted_out: set[str],
+    already: set[str],
+    program: Program,
+) -> None:
+    """The ledger reads only the histories ``histories_needed`` names: deciding with
+    those alone must decide every moment as deciding with all of them does."""
+    people = {cid: contact(cid, opted_out=cid in opted_out) for cid in ("C1", "C2", "C3")}
+    moments = [moment(cid, t, age=timedelta(hours=h)) for cid, t, h in specs]
+
+    needed = histories_needed(moments, people, program, NOW)
+    narrowed = {cid: past for cid, past in pasts.items() if cid in needed}
+
+    assert decide(moments, people, narrowed, program, NOW, asked_this_run=already) == decide(
+        moments, people, pasts, program, NOW, asked_this_run=already
+    )
+
+
+def test_no_history_is_needed_for_moments_decided_on_the_moment_and_contact_alone(
+    program: Program,
+) -> None:
+    people = {"C1": contact("C1"), "C2": contact("C2", opted_out=True), "C3": contact("C3")}
+    moments = [
+        moment("C1", age=timedelta(days=program.moments.max_age_days + 1)),  # too old
+        moment("C2"),  # opted out
+        moment("GHOST"),  # unknown contact
+        moment("C3", age=-timedelta(days=1)),  # after as_of: no decision yet
+    ]
+
+    assert histories_needed(moments, people, program, NOW) == set()
+    assert histories_needed([*moments, moment("C1")], people, program, NOW) == {"C1"}
 
 
 # --- recent detractors are asked for no moment at all ------------------------------------

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment
+from domain.models import Ask, AskDecision, Contact, ContactHistory, Moment, SkipReason
 from domain.shards import Shard
 
 
@@ -37,10 +37,14 @@ class InMemoryAskStore:
         self.skip_reasons: dict[str, str | None] = {}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    def pending_moments(self, as_of: datetime, limit: int) -> list[Moment]:
-        self.calls.append(("pending_moments", (as_of, limit)))
+    def pending_moments(
+        self, as_of: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Moment]:
+        self.calls.append(("pending_moments", (as_of, limit, after)))
         pending = [m for m, status in self.moments.values() if status == "new"]
         pending = [m for m in pending if m.occurred_at <= as_of]
+        if after is not None:
+            pending = [m for m in pending if (m.occurred_at, m.moment_id) > after]
         return sorted(pending, key=lambda m: (m.occurred_at, m.moment_id))[:limit]
 
     def contacts(self, contact_ids: Iterable[str]) -> dict[str, Contact]:
@@ -101,6 +105,14 @@ class InMemoryAskStore:
                 status = "asked" if decision.ask else "skipped"
                 self.moments[moment_id] = (self.moments[moment_id][0], status)
                 self.skip_reasons[moment_id] = decision.reason.value if decision.reason else None
+
+    def skip_moments(self, skipped: Mapping[SkipReason, Sequence[str]], now: datetime) -> None:
+        self.calls.append(("skip_moments", ({r: list(ids) for r, ids in skipped.items()}, now)))
+        for reason, moment_ids in skipped.items():
+            for moment_id in moment_ids:
+                if moment_id in self.moments and self.moments[moment_id][1] == "new":
+                    self.moments[moment_id] = (self.moments[moment_id][0], "skipped")
+                    self.skip_reasons[moment_id] = reason.value
 
     def asks_to_send(
         self, after: str, limit: int, shard: Shard | None = None
