@@ -11,7 +11,7 @@ ledger-only payout rail, and recorded approval runs (a real approval run is one
 paused deployment run per large reward, started on a server with the deployments;
 none is started here). As the demo and the flow tests do, ``referral_cycle`` runs
 twice: at the sample's first-cycle date (moments, asks), then, after the referred
-friends' signups and deals are written, now (conversions, rewards, payouts,
+friends' signups and deals are written, at the sample's anchor (conversions, rewards, payouts,
 notifications). Generating the company and the referrals is not timed.
 
 How the time is split. Each stage's subflow call is timed from the parent flow (the
@@ -290,7 +290,11 @@ def run_one(n: int, database_url: str | None) -> dict[str, Any]:
         referrals = 0
         referrals_s = 0.0
         with use_app(app), instrumented(clock):
-            for number, as_of in ((1, sample.first_cycle_at), (2, None)):
+            # The second cycle decides at the sample's anchor (its export's "now": no event
+            # is later), not at the wall clock: moment age and the detractor window are
+            # measured from it, and a wall-clock now moved a few outcomes across those
+            # edges from one run to the next.
+            for number, as_of in ((1, sample.first_cycle_at), (2, sample.anchor)):
                 if number == 2:
                     start = time.perf_counter()
                     referrals = _write_referrals(app, sample)
@@ -298,7 +302,7 @@ def run_one(n: int, database_url: str | None) -> dict[str, Any]:
                 gc.collect()
                 clock.cycle, clock.stage = number, REPORT
                 start = time.perf_counter()
-                results.append(cycle_flows.referral_cycle(as_of=as_of or datetime.now(UTC)))
+                results.append(cycle_flows.referral_cycle(as_of=as_of))
                 clock.cycles[number] = time.perf_counter() - start
         summary = app.ledger.metrics.summary()
         contacts = _contacts(engine)
