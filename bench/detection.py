@@ -47,7 +47,7 @@ from integrations.ledger.sql import SqlLedger
 from tasks.moments import DetectionReport, detect_new_moments
 
 DEFAULT_N = 1_000_000
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.2
 TARGET_EVENTS_PER_S = 200_000.0
 EXAMINED_AT = _events.NOW
 
@@ -376,6 +376,18 @@ def run(n: int, batch_size: int = DEFAULT_CHUNK, profile: bool = False) -> dict[
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "ratio_met": ratio <= TARGET_RATIO,
         "throughput_met": stage_eps >= TARGET_EVENTS_PER_S,
+        "targets": [
+            _report.target(
+                "stage / SQL floor (wall)", f"<= {TARGET_RATIO}", ratio, ratio <= TARGET_RATIO
+            ),
+            _report.target(
+                "stage events/s (wall)",
+                f">= {TARGET_EVENTS_PER_S:,.0f}",
+                stage_eps,
+                stage_eps >= TARGET_EVENTS_PER_S,
+                unit="events/s",
+            ),
+        ],
         "examined": report.examined,
         "moments": report.moments,
         "detractors": report.detractors,
@@ -412,19 +424,7 @@ def print_tables(f: dict[str, Any], listing: str) -> None:
         [[name, s, _report.rate(n, s), s / sql_s if sql_s else float("inf")] for name, s in phases],
     )
 
-    _report.title("Targets")
-    _report.table(
-        ["target", "wanted", "measured", "met"],
-        [
-            ["stage / SQL floor", f"<= {TARGET_RATIO}", f["ratio_stage_to_sql"], f["ratio_met"]],
-            [
-                "stage events/s",
-                f">= {TARGET_EVENTS_PER_S:,.0f}",
-                f["stage_events_per_s"],
-                f["throughput_met"],
-            ],
-        ],
-    )
+    _report.targets(f["targets"])
     print(
         f"(CPU seconds, insensitive to other processes: stage {f['stage_cpu_s']:.3f},"
         f" floor {f['sql_cpu_s']:.3f}, ratio {f['ratio_stage_to_sql_cpu']:.3f};"
