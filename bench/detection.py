@@ -18,21 +18,26 @@ Targets (issue 17): the stage within 1.2x of the SQL floor, and over 200,000 eve
 (1M events, SQLite), in the shared Targets table and under the JSON's ``targets``.
 ``--profile`` runs the stage under cProfile and prints where its time goes.
 
-Figures at 1,000,000 events, on a shared 2-core machine (1-minute load 3 to 6 while
-measuring; wall seconds moved by 2x between runs of the same code, CPU seconds far less):
+Figures at 1,000,000 events, on a shared 2-core machine (1-minute load 0.6 to 6.5 while
+measuring). Wall seconds moved by 2-3x between runs of the same code (in a fresh run
+the checkpoints' fsyncs may wait for the seeding's writes to reach the disk), CPU
+seconds far less; base and change were run back to back.
 
-* before (73666e2), three runs: stage / floor 1.24, 1.22, 1.23 on wall, 1.28, 1.24, 1.21
-  on CPU (stage 3.05, 2.54, 2.64 CPU s); 141,000, 327,000, 188,000 events/s.
-* after (moments CHECK without IN, migration 0032; leaner compiled rules), three runs:
-  stage / floor 1.27, 1.23, 1.13 on wall, 1.18, 1.16, 0.98 on CPU (stage 2.24, 2.62,
-  2.70 CPU s); 126,000 to 143,000 events/s on wall, with wall 3x the CPU time: in a
-  fresh run the checkpoints' fsyncs wait for the seeding's writes to reach the disk.
-  On an already written copy of the same ledger (same code, two runs each), the stage
-  took 2.1 to 2.9 s (345,000 to 475,000 events/s), 1.07 to 1.12x the floor on CPU.
+* before (73666e2), four runs: stage / floor 1.24, 1.22, 1.23, 1.54 on wall and 1.28,
+  1.24, 1.21, 1.70 on CPU (stage 3.05, 2.54, 2.64, 2.17 CPU s); 141,000, 327,000,
+  188,000, 381,000 events/s.
+* after (moments CHECK without IN, migration 0032; leaner compiled rules), five runs:
+  stage / floor 1.27, 1.23, 1.13, 1.19, 0.89 on wall and 1.18, 1.16, 0.98, 1.12, 1.04
+  on CPU (stage 2.24, 2.62, 2.70, 2.07, 2.15 CPU s); 126,000, 143,000, 136,000 events/s
+  in the three runs at load 6 to 6.5, 394,000 and 365,000 at load 3.3 to 3.8 (both
+  targets met in those two).
 * the moments ``INSERT ... SELECT`` alone, 200,000 events in one chunk, counted by
-  callgrind: 3.49 G instructions before, 2.65 G after (the floor's whole statement:
-  2.06 G). SQLite 3.40 built a temporary index per moment for ``CHECK (status IN
-  (...))``.
+  callgrind (independent of load): 3.49 G instructions before, 2.65 G after (the
+  floor's whole statement: 2.06 G). SQLite 3.40 built a temporary index per written
+  moment for ``CHECK (status IN (...))``.
+* tried and left out, no gain measured: chunks of 500,000 (same CPU as 200,000), a
+  memory-mapped database during the stage, checkpointing once at the end instead of at
+  every chunk's commit.
 
     python -m bench.detection [--n N] [--batch-size B] [--profile]
 """
