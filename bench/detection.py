@@ -35,6 +35,11 @@ seconds far less; base and change were run back to back.
   callgrind (independent of load): 3.49 G instructions before, 2.65 G after (the
   floor's whole statement: 2.06 G). SQLite 3.40 built a temporary index per written
   moment for ``CHECK (status IN (...))``.
+* merged with main at fb843ba, whose engine gives every SQLite connection a 64 MiB page
+  cache (the floor's too, which then stops spilling pages and takes 1.5 to 2.5 s): stage
+  / floor 1.36, 1.31 (chunks of 200,000) and 1.38 (500,000) on wall, 1.47 to 1.55 on
+  CPU; 486,000, 305,000 and 363,000 events/s. Main at fb843ba itself: 3.27 on wall,
+  1.94 on CPU, 205,000 events/s. The 1.2x target is not met against that floor.
 * tried and left out, no gain measured: chunks of 500,000 (same CPU as 200,000), a
   memory-mapped database during the stage, checkpointing once at the end instead of at
   every chunk's commit.
