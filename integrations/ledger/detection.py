@@ -140,14 +140,32 @@ def detractor_sql(spec: DetectionSpec) -> ColumnElement[bool]:
     return rule_sql(spec.detractors)
 
 
+def _excludes(rule: EventRule, other: EventRule) -> bool:
+    """Whether no event can meet both rules: the types differ, or one field must be at
+    least a value above the most the other allows (a missing value meets neither)."""
+    if rule.event is not other.event:
+        return True
+    return any(
+        isinstance(low, AtLeast)
+        and isinstance(high, AtMost)
+        and low.field is high.field
+        and low.value > high.value
+        for mine in rule.conditions
+        for theirs in other.conditions
+        for low, high in ((mine, theirs), (theirs, mine))
+    )
+
+
 def moment_sql(spec: DetectionSpec) -> ColumnElement[bool]:
     """The events that are moments, contact or not (as in ``detect()``: a detractor is
-    never a moment, whatever the rule for its type says)."""
+    never a moment, whatever the rule for its type says). The detractor test is left
+    out of a rule that already excludes detractors (promoters start above their
+    scores): the database would evaluate it on every row for nothing."""
     detractor = detractor_sql(spec)
     rules = [
-        and_(rule_sql(rule.when), _none_of(detractor))
-        if rule.when.event is spec.detractors.event
-        else rule_sql(rule.when)
+        rule_sql(rule.when)
+        if _excludes(rule.when, spec.detractors)
+        else and_(rule_sql(rule.when), _none_of(detractor))
         for rule in spec.moments
     ]
     return or_(false(), *rules)
@@ -186,8 +204,15 @@ class _Statements:
         detractor = detractor_sql(spec)
         moments = None
         if spec.moments:
-            moment_type = case(
-                {r.when.event.value: r.moment.value for r in spec.moments}, value=_E.type
+            # Only the types whose moment is named otherwise are mapped; the others keep
+            # their name (every selected row has one of the rules' types).
+            renamed = {
+                r.when.event.value: r.moment.value
+                for r in spec.moments
+                if r.when.event.value != r.moment.value
+            }
+            moment_type: ColumnElement[str] = (
+                case(renamed, value=_E.type, else_=_E.type) if renamed else _E.type
             )
             detail = case(
                 {r.when.event.value: _detail_sql(r.detail) for r in spec.moments},

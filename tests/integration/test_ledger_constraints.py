@@ -32,6 +32,7 @@ from integrations.ledger.tables import (
     T_PROVIDER_EVENTS,
     T_REWARDS,
     Base,
+    MomentRow,
 )
 from tasks.use_cases.approvals import record_decision
 from tests.integration.test_ledger_flow import decide, given_reward, pay
@@ -491,3 +492,33 @@ def test_downgrade_to_base_then_upgrade_again_restores_the_schema_and_its_guards
             engine, T_REWARDS, reward_row(reward.conversion_id, now, rule_id=reward.rule_id)
         )
     assert ledger.rewards.of([reward.reward_id])[reward.reward_id].status is RewardStatus.PAYABLE
+
+
+@pytest.mark.parametrize("status", ["new", "asked", "skipped"])
+def test_a_moment_takes_each_of_its_three_statuses(
+    engine: Engine, now: datetime, status: str
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(MomentRow), [_moment(f"m-{status}", now, status)])
+
+    with engine.connect() as conn:
+        assert conn.execute(select(MomentRow.status)).scalars().all() == [status]
+
+
+def test_a_moment_with_any_other_status_is_refused(engine: Engine, now: datetime) -> None:
+    # 0032 rewrote the check from IN (...) to ORs, so SQLite checks it cheaply: it must
+    # refuse what it refused before.
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(MomentRow), [_moment("m-bad", now, "sent")])
+
+
+def _moment(moment_id: str, now: datetime, status: str) -> dict[str, Any]:
+    return {
+        "moment_id": moment_id,
+        "type": "renewal",
+        "contact_id": "C1",
+        "occurred_at": now,
+        "source_event": moment_id,
+        "detail": "renewed",
+        "status": status,
+    }

@@ -55,10 +55,16 @@ def test_detection_bench_reports_its_figures_as_the_last_line(
         "ratio_stage_to_sql",
     ):
         assert positive_rate(figures[key]), key
-    assert figures["target_ratio"] == 1.5
+    assert figures["target_ratio"] == 1.2
     assert figures["target_events_per_s"] == 200_000
     assert isinstance(figures["ratio_met"], bool)
     assert isinstance(figures["throughput_met"], bool)
+    # Both targets are in the shared Targets table and under the JSON's ``targets``.
+    assert "Targets" in out
+    assert [(t["wanted"], t["measured"], t["met"]) for t in figures["targets"]] == [
+        ("<= 1.2", figures["ratio_stage_to_sql"], figures["ratio_met"]),
+        (">= 200,000", figures["stage_events_per_s"], figures["throughput_met"]),
+    ]
     # The stage, the SQL statement and detect() in memory find the same moments.
     assert figures["counts_agree"] is True
     assert 0 < figures["moments"] == figures["sql_moments"] < N

@@ -206,7 +206,7 @@ class MomentRow(Base):
     skip_reason: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None]
     __table_args__ = (
-        CheckConstraint("status in ('new', 'asked', 'skipped')", name="status"),
+        CheckConstraint("status = 'new' OR status = 'asked' OR status = 'skipped'", name="status"),
         Index("ix_moments_status", "status", "occurred_at"),
     )
 
