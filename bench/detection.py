@@ -26,7 +26,7 @@ seconds far less; base and change were run back to back.
 * before (73666e2), four runs: stage / floor 1.24, 1.22, 1.23, 1.54 on wall and 1.28,
   1.24, 1.21, 1.70 on CPU (stage 3.05, 2.54, 2.64, 2.17 CPU s); 141,000, 327,000,
   188,000, 381,000 events/s.
-* after (moments CHECK without IN, migration 0032; leaner compiled rules), five runs:
+* after (moments CHECK without IN, migration 0028; leaner compiled rules), five runs:
   stage / floor 1.27, 1.23, 1.13, 1.19, 0.89 on wall and 1.18, 1.16, 0.98, 1.12, 1.04
   on CPU (stage 2.24, 2.62, 2.70, 2.07, 2.15 CPU s); 126,000, 143,000, 136,000 events/s
   in the three runs at load 6 to 6.5, 394,000 and 365,000 at load 3.3 to 3.8 (both

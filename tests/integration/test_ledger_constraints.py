@@ -506,7 +506,7 @@ def test_a_moment_takes_each_of_its_three_statuses(
 
 
 def test_a_moment_with_any_other_status_is_refused(engine: Engine, now: datetime) -> None:
-    # 0032 rewrote the check from IN (...) to ORs, so SQLite checks it cheaply: it must
+    # 0028 rewrote the check from IN (...) to ORs, so SQLite checks it cheaply: it must
     # refuse what it refused before.
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(insert(MomentRow), [_moment("m-bad", now, "sent")])

@@ -13,8 +13,8 @@ new ``schema_version``). A definition that does not read as expected is left alo
 old form stays correct, only slower. PostgreSQL: the constraint is dropped and added
 again under the same name.
 
-Revision ID: 0032
-Revises: 0026
+Revision ID: 0028
+Revises: 0027
 Create Date: 2026-12-06
 """
 
@@ -23,8 +23,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0032"
-down_revision = "0026"
+revision = "0028"
+down_revision = "0027"
 branch_labels = None
 depends_on = None
 
