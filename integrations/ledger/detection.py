@@ -28,8 +28,6 @@ ledger detected before this module existed is neither examined twice nor miscoun
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, assert_never
@@ -84,10 +82,9 @@ WATERMARK = "__detection__"
 # times as long as chunks of 200,000. A chunk this size holds the write lock for about
 # half a second on an idle machine.
 DEFAULT_CHUNK = 200_000
-# Page cache (KiB) of the detecting connection on SQLite, 32x the default 2 MiB. The
-# moments indexes are written in contact order, and a small cache evicts and
-# re-reads their pages on every chunk. Restored when detection ends.
-SQLITE_CACHE_KIB = 65_536
+# The page cache detection relies on (the moments indexes are written in contact order,
+# and a small cache evicts and re-reads their pages on every chunk) is every SQLite
+# ledger connection's: integrations.ledger.engine.SQLITE_CACHE_KIB.
 
 _E = T_SOURCE_EVENTS.c
 _FIELDS = {
@@ -311,7 +308,7 @@ class SqlMomentsStore(LedgerBase):
         statements = _Statements.build(spec, self._insert)
         examined = moments = detractors = without_contact = chunks = 0
         end: int | None = None
-        with self._connect() as conn, self._tuned_for_detection(conn):
+        with self._connect() as conn:
             while True:
                 with conn.begin():
                     self._hold_off_new_events(conn)
@@ -369,22 +366,3 @@ class SqlMomentsStore(LedgerBase):
         ``BEGIN IMMEDIATE`` already did; PostgreSQL: see the module docstring)."""
         if self._dialect == "postgresql":
             conn.execute(text(f"LOCK TABLE {T_SOURCE_EVENTS.name} IN SHARE ROW EXCLUSIVE MODE"))
-
-    @contextmanager
-    def _tuned_for_detection(self, conn: Connection) -> Iterator[None]:
-        """On SQLite, a larger page cache for this connection while it detects.
-
-        Set on the driver's connection: through SQLAlchemy, the PRAGMA would open a
-        transaction (``BEGIN IMMEDIATE``) of its own. The pooled connection gets its
-        own size back afterwards, so other stages keep the engine's settings.
-        """
-        if self._dialect != "sqlite":
-            yield
-            return
-        driver: Any = conn.connection.driver_connection
-        (before,) = driver.execute("PRAGMA cache_size").fetchone()
-        driver.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-        try:
-            yield
-        finally:
-            driver.execute(f"PRAGMA cache_size = {int(before)}")

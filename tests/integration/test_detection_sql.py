@@ -34,12 +34,11 @@ from integrations.ledger.base import (
     event_row,
 )
 from integrations.ledger.detection import (
-    SQLITE_CACHE_KIB,
     WATERMARK,
     DetectionCounts,
     condition_sql,
 )
-from integrations.ledger.engine import make_engine
+from integrations.ledger.engine import SQLITE_CACHE_KIB, make_engine
 from integrations.ledger.migrate import alembic_config, upgrade
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
@@ -406,17 +405,18 @@ def page_cache(engine: Engine) -> tuple[int, int]:
         return id(driver), driver.execute("PRAGMA cache_size").fetchone()[0]
 
 
-def test_detection_gives_the_sqlite_connection_its_page_cache_back(
+def test_every_sqlite_ledger_connection_detects_with_the_larger_page_cache(
     sqlite_ledger: SqlLedger, program: Program
 ) -> None:
     engine = sqlite_ledger.engine
     store(sqlite_ledger, an_event("r1"))
     before = page_cache(engine)
-    assert before[1] != -SQLITE_CACHE_KIB
+    # SQLite's default is 2 MiB (-2000); the engine gives each connection 64 MiB.
+    assert before[1] == -SQLITE_CACHE_KIB
 
     assert SqlLedger(engine).moments.detect_in_database(detection_spec(program), NOW).moments == 1
 
-    # Used one at a time, the pool hands the same connection out again.
+    # Used one at a time, the pool hands the same connection out again, as it was.
     assert page_cache(engine) == before
 
 
