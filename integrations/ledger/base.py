@@ -245,9 +245,10 @@ def contact_from_row(r: RowMapping) -> Contact:
     )
 
 
-def event_row(e: SourceEvent, now: datetime) -> dict[str, Any]:
+def event_fields(e: SourceEvent) -> dict[str, Any]:
+    """An event's own columns (not its source or when it was stored), as one
+    ``source_events`` row holds them; the bulk reader's frames share this mapping."""
     return {
-        "source": e.source,
         "event_id": e.event_id,
         "type": e.type.value,
         "occurred_at": e.occurred_at,
@@ -263,8 +264,11 @@ def event_row(e: SourceEvent, now: datetime) -> dict[str, Any]:
         "deal_id": e.deal_id,
         "ticket_id": e.ticket_id,
         "referee_email_domain": e.referee_email_domain,
-        "ingested_at": now,
     }
+
+
+def event_row(e: SourceEvent, now: datetime) -> dict[str, Any]:
+    return {"source": e.source, **event_fields(e), "ingested_at": now}
 
 
 def event_from_row(r: RowMapping) -> SourceEvent:

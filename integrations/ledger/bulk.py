@@ -22,6 +22,7 @@ import polars as pl
 
 from domain.models import Account, Contact, EventType, ReferrerType, SourceEvent
 from domain.money import Money
+from integrations.ledger.base import event_fields
 
 # The columns of each frame, in the order of the ledger's tables.
 ACCOUNT_SCHEMA: dict[str, Any] = {
@@ -168,20 +169,5 @@ def contact_values(c: Contact) -> dict[str, Any]:
 
 
 def event_values(e: SourceEvent) -> dict[str, Any]:
-    return {
-        "event_id": e.event_id,
-        "type": e.type.value,
-        "occurred_at": e.occurred_at.astimezone(UTC).replace(tzinfo=None),
-        "account_id": e.account_id,
-        "contact_id": e.contact_id,
-        "amount_minor": e.amount.amount_minor if e.amount else None,
-        "currency": e.amount.currency if e.amount else None,
-        "score": e.score,
-        "csat": e.csat,
-        "priority": e.priority,
-        "milestone": e.milestone,
-        "referral_code": e.referral_code,
-        "deal_id": e.deal_id,
-        "ticket_id": e.ticket_id,
-        "referee_email_domain": e.referee_email_domain,
-    }
+    """:func:`event_fields`, the time as naive UTC (how the frames hold it)."""
+    return {**event_fields(e), "occurred_at": e.occurred_at.astimezone(UTC).replace(tzinfo=None)}
