@@ -139,6 +139,7 @@ from config.program import load_program
 from config.settings import PROJECT_ROOT, load_settings
 from domain.models import PayoutRailKind
 from flows import cycle as cycle_flows
+from flows import shards as shard_flows
 from flows.bootstrap import App, approver_adapters, use_app
 from integrations.approvals.fake import RecordingApprovalRuns
 from integrations.email.outbox import OutboxEmailSender
@@ -220,7 +221,13 @@ def instrumented(clock: Clock) -> Iterator[None]:
     at each run, so wrapping both times the real run; both are put back on exit.
     """
     subflows = {stage: getattr(cycle_flows, name) for stage, name in STAGES.items()}
-    tasks = {name: value for name, value in vars(cycle_flows).items() if isinstance(value, Task)}
+    # The stages' tasks, also those a stage reaches through flows.shards (its delivery).
+    tasks = {
+        name: value
+        for module in (cycle_flows, shard_flows)
+        for name, value in vars(module).items()
+        if isinstance(value, Task)
+    }
     bodies = {name: t.fn for name, t in tasks.items()}
     try:
         for stage, subflow in subflows.items():

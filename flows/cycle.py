@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow
 
 from flows import bootstrap
-from flows.shards import run_stage_sharded
+from flows.shards import deliver
 from flows.subflows import under_parent_heartbeat
 from tasks.approvals import request_approvals
 from tasks.asks import decide_asks
@@ -28,7 +28,6 @@ from tasks.conversions import (
 )
 from tasks.detractors import hand_on_detractors
 from tasks.discounts import publish_referee_discounts
-from tasks.emails import send_ask_emails, send_notifications
 from tasks.ingest import ingest_sources
 from tasks.moments import detect_new_moments
 from tasks.payouts import submit_payouts
@@ -77,15 +76,7 @@ def send_asks(as_of: datetime | None = None) -> dict[str, Any]:
     decisions = decide_asks(app.ledger, app.program, when, now, app.settings.batch_size)
     # Deciding stays in this run: which moment wins depends on what one run has seen.
     # Sending is per ask, so with REFERRALS_SHARDS > 1 workers share it (flows/shards.py).
-    delivery = (
-        run_stage_sharded(app, "send-ask-emails", now)
-        if app.settings.shards > 1
-        else asdict(
-            send_ask_emails(
-                app.ledger, app.email, app.program, now, app.settings.batch_size, app.page_links
-            )
-        )
-    )
+    delivery = deliver(app, "send-ask-emails", now)
     # The codes just sent become the referee's discount (two-sided rewards).
     discounts = (
         publish_referee_discounts(
@@ -207,21 +198,7 @@ def notify_referrers() -> dict[str, Any]:
     """
     app = bootstrap.app()
     now = datetime.now(UTC)
-    delivery = (
-        run_stage_sharded(app, "send-notifications", now)
-        if app.settings.shards > 1
-        else asdict(
-            send_notifications(
-                app.ledger,
-                app.email,
-                app.program,
-                now,
-                app.settings.batch_size,
-                app.page_links,
-                payout_rails=frozenset(app.rails) if app.connect is not None else None,
-            )
-        )
-    )
+    delivery = deliver(app, "send-notifications", now)
     detractors = hand_on_detractors(
         app.ledger,
         app.email,

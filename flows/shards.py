@@ -39,7 +39,7 @@ from tasks.emails import send_ask_emails, send_notifications
 from tasks.shards import claim_shard, complete_shard, run_sharded
 
 
-def _send_ask_emails(app: App, shard: Shard, now: datetime) -> Mapping[str, int]:
+def _send_ask_emails(app: App, shard: Shard | None, now: datetime) -> Mapping[str, int]:
     return asdict(
         send_ask_emails(
             app.ledger,
@@ -53,7 +53,7 @@ def _send_ask_emails(app: App, shard: Shard, now: datetime) -> Mapping[str, int]
     )
 
 
-def _send_notifications(app: App, shard: Shard, now: datetime) -> Mapping[str, int]:
+def _send_notifications(app: App, shard: Shard | None, now: datetime) -> Mapping[str, int]:
     return asdict(
         send_notifications(
             app.ledger,
@@ -69,10 +69,18 @@ def _send_notifications(app: App, shard: Shard, now: datetime) -> Mapping[str, i
 
 
 #: The work of each sharded stage on one shard; it returns counts (added up over shards).
-SHARD_WORK: dict[str, Callable[[App, Shard, datetime], Mapping[str, int]]] = {
+SHARD_WORK: dict[str, Callable[[App, Shard | None, datetime], Mapping[str, int]]] = {
     "send-ask-emails": _send_ask_emails,
     "send-notifications": _send_notifications,
 }
+
+
+def deliver(app: App, stage: str, now: datetime) -> dict[str, int]:
+    """A sharded stage's work: spread over the workers when ``REFERRALS_SHARDS`` > 1,
+    else done here, in this run, on every row (shard ``None``)."""
+    if app.settings.shards > 1:
+        return run_stage_sharded(app, stage, now)
+    return dict(SHARD_WORK[stage](app, None, now))
 
 
 def _run_id() -> str | None:
