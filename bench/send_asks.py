@@ -24,6 +24,9 @@ before (main 774f019)   59.2 / 35.6     16.4 / 15.7      6,100 / 6,400
 after                   34.0 / 35.5     12.0 / 12.1      8,350 / 8,270
 =====================  ==============  ===============  ==================
 
+All of issue 17 merged (4b51ea9), the machine otherwise idle (load 2.2): 9,682 asks/s
+for 100,000 (before the issue: 2,753).
+
 Requests: 100 of 1,000 personalizations (target met), every ask accepted once. The
 10,000 asks/s target is not met: per ask, about 120 us of CPU remain, of which the
 fake (parsing, validating, keeping every body) ~30, SQLite's two status updates and
