@@ -7,42 +7,17 @@ from datetime import timedelta
 
 import pytest
 
-from domain.eligibility import decide
-from domain.models import EmailMessage, EmailResult, Moment, MomentType, derived_id
+from domain.models import EmailMessage, EmailResult, derived_id
 from domain.program import Program
 from integrations.email.fake import RecordingEmailSender
 from integrations.ledger.sql import SqlLedger
 from tasks.emails import STALE_CLAIM, send_ask_emails, send_notifications
-from tasks.use_cases.asks import record_ask_decisions
 from tests.conftest import NOW, contact, people_batch
-from tests.moments_seed import record_detection
+from tests.shards_seed import queue_asks
 
 
 def _queue_asks(ledger: SqlLedger, program: Program, *contact_ids: str) -> None:
-    people = [contact(c, f"A{c}") for c in contact_ids]
-    ledger.sources.record_batch(people_batch(*people), NOW)
-    moments = [
-        Moment(
-            moment_id=derived_id("moment", c),
-            type=MomentType.NPS_PROMOTER,
-            contact_id=c,
-            account_id=f"A{c}",
-            occurred_at=NOW - timedelta(days=1),
-            source_event=f"test:{c}",
-            detail="NPS 10",
-        )
-        for c in contact_ids
-    ]
-    record_detection(ledger.engine, [], moments, [], NOW)
-    decisions = decide(
-        moments,
-        ledger.asks.contacts(contact_ids),
-        ledger.asks.histories(contact_ids, NOW, ()),
-        program,
-        NOW,
-    )
-    codes = {c: "R" + chr(ord("A") + i) * 20 for i, c in enumerate(contact_ids)}
-    record_ask_decisions(ledger, decisions, codes, NOW, NOW)
+    queue_asks(ledger, program, contact_ids, NOW)
 
 
 @pytest.fixture
