@@ -323,6 +323,17 @@ def decide(
     ):
         # The form was shown before the change: an approval now would pay a destination
         # the approver never saw. Flag the reward and ask again, the flag now shown.
+        # The answer is kept refused first: a replaying run meets it again, and with the
+        # flag set it would otherwise be judged and could pay the unseen destination.
+        refuse(
+            approvers,
+            reward_id,
+            form,
+            DecisionRefused(DESTINATION_CHANGED_SINCE_ASKED),
+            flow_run_id,
+            now,
+            attempt,
+        )
         ledger.rewards.add_flag([reward_id], PAYOUT_DESTINATION_CHANGED, now)
         return DecisionOutcome(view.reward.status, error=DESTINATION_CHANGED_SINCE_ASKED)
     try:

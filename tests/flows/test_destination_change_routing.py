@@ -18,11 +18,12 @@ from flows.quarantine import purge_quarantine
 from integrations.payments.fake import RecordingRail
 from tasks.use_cases.approvals import DESTINATION_CHANGED_SINCE_ASKED
 from tests.conftest import contact, people_batch
-from tests.flows.test_payout_approval import (  # noqa: F401 (approvers: a fixture)
+from tests.flows.test_payout_approval import (  # noqa: F401 (approvers, resumed_run: fixtures)
     ScriptedApprover,
     Suspended,
     approvers,
     decide,
+    resumed_run,
 )
 from tests.integration.test_ledger_flow import given_reward
 
@@ -94,6 +95,36 @@ def test_an_approval_asked_before_a_destination_change_is_asked_again_showing_th
     assert test_app.ledger.approvals.view(waiting.reward_id).decisions == ()
     decide(approver, test_app, "maya", reason="new account confirmed")
     assert payout_approval(waiting.reward_id) == "paid"
+
+
+@pytest.mark.usefixtures("approvers", "resumed_run")
+def test_a_run_replaying_after_a_destination_change_does_not_judge_the_stale_answer_again(
+    test_app: App, approver: ScriptedApprover
+) -> None:
+    ledger, now = test_app.ledger, datetime.now(UTC)
+    waiting = given_reward(ledger, now, 1, status=RewardStatus.AWAITING_APPROVAL)
+    with pytest.raises(Suspended):
+        payout_approval(waiting.reward_id)
+    ledger.sources.record_batch(
+        people_batch(contact("C1", "A-C1", stripe_account_id="acct_new")), now
+    )
+    decide(approver, test_app, "maya", reason="looks right")
+    with pytest.raises(Suspended):
+        payout_approval(waiting.reward_id)
+
+    # The run replays from the top (a retry, a restarted worker) before anyone answers
+    # the new question: the answer given before the change is met again, with the flag
+    # now on the reward, and must stay refused.
+    with pytest.raises(Suspended):
+        payout_approval(waiting.reward_id)
+
+    rail = test_app.rails[PayoutRailKind.LEDGER_ONLY]
+    assert isinstance(rail, RecordingRail)
+    assert rail.paid == []
+    assert ledger.approvals.view(waiting.reward_id).decisions == ()
+    refusals = test_app.approvers.refusals(waiting.reward_id)
+    assert [r["reason"] for r in refusals] == [DESTINATION_CHANGED_SINCE_ASKED]
+    assert DESTINATION_CHANGED_SINCE_ASKED in approver.last_description
 
 
 def test_the_purge_flow_empties_excerpts_older_than_the_configured_retention(
