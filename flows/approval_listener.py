@@ -100,11 +100,43 @@ def apply_resumed_answer(
     return outcome
 
 
+class ApprovalDeployment:
+    """Whether a run belongs to the approval deployment, known by its name.
+
+    The id is read once and read again when a resumed run names another one: a
+    deployment deleted and registered again (``prefect deploy``, ``referrals up`` on a
+    fresh server database) gets a new id, and the listener must follow it without a
+    restart. Runs of other deployments cost one read each; resumes are rare.
+    """
+
+    def __init__(self, answers: PrefectAnswers, name: str) -> None:
+        self._answers = answers
+        self.name = name
+        self.known_id: str | None = None
+
+    def resolve(self) -> str | None:
+        """The deployment's id now (None while it is not registered)."""
+        try:
+            self.known_id = self._answers.deployment_id(self.name)
+        except Exception:
+            # Not registered (yet): no run is the approval deployment's until it is.
+            log.warning("deployment %s not found; will look again at the next resume", self.name)
+            self.known_id = None
+        return self.known_id
+
+    def __call__(self, deployment_id: str | None) -> bool:
+        if deployment_id is None:
+            return False
+        if deployment_id == self.known_id:
+            return True
+        return deployment_id == self.resolve()
+
+
 def handle_resumed_run(
-    app: bootstrap.App, answers: PrefectAnswers, deployment_id: str, run_id: str
+    app: bootstrap.App, answers: PrefectAnswers, deployment: ApprovalDeployment, run_id: str
 ) -> dict[str, Any] | None:
     """Apply the answer that resumed ``run_id`` if it is an approval run's."""
-    resumed = answers.resumed_answer(run_id, deployment_id)
+    resumed = answers.resumed_answer(run_id, deployment)
     if resumed is None:
         return None
     outcome = apply_resumed_answer(app, answers, resumed)
@@ -118,14 +150,16 @@ def handle_resumed_run(
     return outcome
 
 
-async def listen(app: bootstrap.App, answers: PrefectAnswers, deployment_id: str) -> None:
+async def listen(
+    app: bootstrap.App, answers: PrefectAnswers, deployment: ApprovalDeployment
+) -> None:
     """Apply every approval run's resume as it comes, one at a time, until stopped."""
     from integrations.approvals.answers import resumed_runs
 
-    log.info("following the resumes of deployment %s", deployment_id)
+    log.info("following the resumes of deployment %s (%s)", deployment.name, deployment.resolve())
     async for run_id in resumed_runs():
         try:
-            await asyncio.to_thread(handle_resumed_run, app, answers, deployment_id, run_id)
+            await asyncio.to_thread(handle_resumed_run, app, answers, deployment, run_id)
         except Exception:
             # One answer that cannot be read never stops the listener: its run applies it.
             log.exception("run %s: not applied here; the run applies it", run_id)
@@ -142,8 +176,7 @@ def main() -> None:
     log.propagate = False
     app = bootstrap.app()
     answers = PrefectAnswers()
-    deployment_id = answers.deployment_id(app.settings.approval_deployment)
-    asyncio.run(listen(app, answers, deployment_id))
+    asyncio.run(listen(app, answers, ApprovalDeployment(answers, app.settings.approval_deployment)))
 
 
 if __name__ == "__main__":

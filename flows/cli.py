@@ -438,8 +438,17 @@ def status() -> None:
     except Exception as exc:  # the ledger unreachable is itself a status
         waiting = f"could not read the ledger: {type(exc).__name__}"
     worker = stack.running("worker") if local else None
+    from integrations.prefect_stack import LISTENER
+
     for line in cli_status.status_lines(
-        server, worker, stack.recorded_pid("worker") if local else None, runs, waiting, now
+        server,
+        worker,
+        stack.recorded_pid("worker") if local else None,
+        runs,
+        waiting,
+        now,
+        listener_pid=stack.running(LISTENER) if local else None,
+        recorded_listener_pid=stack.recorded_pid(LISTENER) if local else None,
     ):
         typer.echo(line)
     if not cli_status.healthy(server, worker, local):

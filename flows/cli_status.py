@@ -146,6 +146,8 @@ def status_lines(
     runs: Runs | str,
     waiting: Sequence[WaitingApproval] | str,
     now: datetime,
+    listener_pid: int | None = None,
+    recorded_listener_pid: int | None = None,
 ) -> list[str]:
     """One line per part of the stack, in plain words.
 
@@ -156,6 +158,8 @@ def status_lines(
         runs: the runs seen, or why they could not be read.
         waiting: the rewards waiting for a person, or why they could not be read.
         now: ages are measured from it.
+        listener_pid: the approval listener's PID when it is alive.
+        recorded_listener_pid: the PID ``up`` recorded for it, alive or not.
     """
     if not server.up:
         server_line = f"server: down (no answer at {server.api_url}); start it with `make up`"
@@ -177,6 +181,19 @@ def status_lines(
         )
     else:
         worker_line = "worker: not running (none started by `make up` here)"
+    if listener_pid is not None:
+        listener_line = f"approval listener: running (PID {listener_pid})"
+    else:
+        # Not a failure: each resumed run applies its answer itself, only later.
+        gone = (
+            f"PID {recorded_listener_pid} is gone"
+            if recorded_listener_pid is not None
+            else "none started by `make up` here"
+        )
+        listener_line = (
+            f"approval listener: not running ({gone}): approvals are paid when the worker "
+            "starts the resumed run, seconds later"
+        )
     if isinstance(runs, str):
         cycle_line = f"last cycle: unknown ({runs})"
         failed_line = f"failed runs in the last day: unknown ({runs})"
@@ -200,7 +217,7 @@ def status_lines(
         waiting_line = (
             f"waiting approvals: {len(waiting)}, the oldest waiting {age_words(now - oldest)}"
         )
-    return [server_line, worker_line, cycle_line, waiting_line, failed_line]
+    return [server_line, worker_line, listener_line, cycle_line, waiting_line, failed_line]
 
 
 def healthy(server: Server, worker_pid: int | None, local: bool = True) -> bool:

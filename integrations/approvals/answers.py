@@ -117,9 +117,14 @@ class PrefectAnswers:
             sleep(every)
 
     def resumed_answer(
-        self, run_id: str, deployment_id: str, attempts: int = 10, every: float = 0.05
+        self,
+        run_id: str,
+        is_approval_deployment: Callable[[str | None], bool],
+        attempts: int = 10,
+        every: float = 0.05,
     ) -> ResumedAnswer | None:
-        """The answer the last resume brought to ``run_id``, a run of ``deployment_id``.
+        """The answer the last resume brought to ``run_id``, a run of the deployment
+        ``is_approval_deployment`` accepts the id of.
 
         None when the run is another deployment's or its last suspension asked nothing.
         The server stores the answer in the resume's transaction; the event announcing
@@ -129,7 +134,8 @@ class PrefectAnswers:
 
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(UUID(run_id))
-            if str(run.deployment_id) != deployment_id or "reward_id" not in run.parameters:
+            deployment_id = None if run.deployment_id is None else str(run.deployment_id)
+            if "reward_id" not in run.parameters or not is_approval_deployment(deployment_id):
                 return None
             paused = [s for s in client.read_flow_run_states(UUID(run_id)) if s.is_paused()]
             if not paused:

@@ -70,9 +70,10 @@ def test_status_finds_the_stack_and_is_let_in_without_any_variable(
     lines = result.output.splitlines()
     assert lines[0] == f"server: up at {found.api_url}, authenticated"
     assert lines[1] == f"worker: running (PID {found.running('worker')})"
-    assert lines[2] == "last cycle: never run"
-    assert lines[3].startswith("waiting approvals: 1, the oldest waiting ")
-    assert lines[4] == "failed runs in the last day: 0"
+    assert lines[2] == f"approval listener: running (PID {found.running(LISTENER)})"
+    assert lines[3] == "last cycle: never run"
+    assert lines[4].startswith("waiting approvals: 1, the oldest waiting ")
+    assert lines[5] == "failed runs in the last day: 0"
     assert "warning" not in result.output
 
 

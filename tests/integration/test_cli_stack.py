@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from flows import cli, cli_status
 from flows.bootstrap import App
 from flows.cli import app as cli_app_
-from integrations.prefect_stack import LocalStack, free_port, read_record
+from integrations.prefect_stack import LISTENER, LocalStack, free_port, read_record
 from tests.integration import test_cli as cli_tests
 
 runner = CliRunner()
@@ -206,13 +206,17 @@ def test_status_prints_one_plain_line_per_part_of_a_healthy_stack(
     lines = result.output.splitlines()
     assert lines[0] == f"server: up at {stack.api_url}, authenticated"
     assert lines[1] == f"worker: running (PID {os.getpid()})"
+    # Not started here: said so, and not counted against the stack's health.
+    assert lines[2].startswith(
+        "approval listener: not running (none started by `make up` here): approvals are paid"
+    )
     # A busy machine may take a minute between the runs read and the line printed.
     assert re.fullmatch(
-        r"last cycle: \d{4}-\d\d-\d\d \d\d:\d\d UTC \(2 h [01] min ago\), Completed", lines[2]
-    ), lines[2]
-    assert lines[3].startswith("waiting approvals: 1, the oldest waiting ")
-    assert lines[4] == "failed runs in the last day: 1 (poll-stripe-events)"
-    assert len(lines) == 5
+        r"last cycle: \d{4}-\d\d-\d\d \d\d:\d\d UTC \(2 h [01] min ago\), Completed", lines[3]
+    ), lines[3]
+    assert lines[4].startswith("waiting approvals: 1, the oldest waiting ")
+    assert lines[5] == "failed runs in the last day: 1 (poll-stripe-events)"
+    assert len(lines) == 6
 
 
 def test_status_says_the_server_is_down_and_the_worker_gone_and_exits_1(
@@ -222,6 +226,7 @@ def test_status_says_the_server_is_down_and_the_worker_gone_and_exits_1(
     stack = _stack(tmp_path, run_dir, free_port())
     run_dir.mkdir(parents=True)
     (run_dir / "worker.pid").write_text("999999999")
+    (run_dir / f"{LISTENER}.pid").write_text("999999998")
 
     result = _status(
         monkeypatch,
@@ -233,9 +238,10 @@ def test_status_says_the_server_is_down_and_the_worker_gone_and_exits_1(
     lines = result.output.splitlines()
     assert lines[0] == f"server: down (no answer at {stack.api_url}); start it with `make up`"
     assert lines[1].startswith("worker: not running (PID 999999999 is gone)")
-    assert lines[2] == "last cycle: unknown (the server does not answer)"
-    assert lines[3] == "waiting approvals: none"
-    assert lines[4] == "failed runs in the last day: unknown (the server does not answer)"
+    assert lines[2].startswith("approval listener: not running (PID 999999998 is gone)")
+    assert lines[3] == "last cycle: unknown (the server does not answer)"
+    assert lines[4] == "waiting approvals: none"
+    assert lines[5] == "failed runs in the last day: unknown (the server does not answer)"
 
 
 def test_status_says_when_the_server_refuses_our_credentials(
