@@ -279,6 +279,12 @@ class PayoutRailKind(StrEnum):
     STRIPE_BALANCE = "stripe_balance"
 
 
+#: Attempts at paying one reward: after this many payouts failed for good (a closed
+#: account, a refused transfer), no further payout is started for it, rather than one
+#: more on every cycle. Each attempt has its own idempotency key (``key_for``).
+MAX_PAYOUT_ATTEMPTS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class PayoutInstruction:
     """What a payment rail needs to move one reward's money, exactly once."""

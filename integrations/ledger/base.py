@@ -53,7 +53,6 @@ from integrations.ledger.tables import (
 )
 
 CHUNK = 500  # ids per IN (...) list: far under every backend's parameter limit
-MAX_PAYOUT_ATTEMPTS = 3
 
 
 def pairs(conn: Connection, stmt: Any) -> dict[Any, Any]:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, and_, case, func, literal, or_, select, true,
 
 from domain.clawbacks import net_against_debts
 from domain.models import (
+    MAX_PAYOUT_ATTEMPTS,
     PayoutInstruction,
     PayoutOutcome,
     PayoutRailKind,
@@ -27,7 +28,7 @@ from domain.models import (
     derived_id,
 )
 from domain.money import Money
-from integrations.ledger.base import MAX_PAYOUT_ATTEMPTS, LedgerBase, chunks, pairs
+from integrations.ledger.base import LedgerBase, chunks, pairs
 from integrations.ledger.clawbacks import (
     book_netting,
     live_payouts,

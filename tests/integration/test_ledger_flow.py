@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from domain.approvals import CheckedDecision
 from domain.errors import DecisionConflict, InvalidDecision
 from domain.models import (
+    MAX_PAYOUT_ATTEMPTS,
     AskDecision,
     Conversion,
     Decision,
@@ -43,7 +44,6 @@ from domain.models import (
 )
 from domain.money import Money
 from domain.ports import SourceBatch
-from integrations.ledger.base import MAX_PAYOUT_ATTEMPTS
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import (
     ApprovalDecisionRow,

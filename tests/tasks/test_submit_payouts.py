@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from domain.models import (
+    MAX_PAYOUT_ATTEMPTS,
     Contact,
     PayoutOutcome,
     PayoutRailKind,
@@ -18,7 +19,6 @@ from domain.models import (
     derived_id,
 )
 from domain.money import Money
-from integrations.ledger.base import MAX_PAYOUT_ATTEMPTS
 from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
 from integrations.payments.ledger_only import LedgerOnlyRail

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from domain.models import (
+    MAX_PAYOUT_ATTEMPTS,
     PayoutInstruction,
     PayoutOutcome,
     PayoutRailKind,
@@ -14,7 +15,6 @@ from domain.models import (
     RewardStatus,
     derived_id,
 )
-from integrations.ledger.base import MAX_PAYOUT_ATTEMPTS
 from integrations.ledger.memory.rewards import Calls, MoneyBook
 
 
