@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -134,6 +134,23 @@ def may_complete(state: ShardState, worker: str) -> bool:
     (and a stage whose work commits with the mark rolls that work back).
     """
     return not state.done and state.claimed_by == worker
+
+
+def renewed(state: ShardState, worker: str, now: datetime, lease: timedelta) -> ShardState:
+    """``state`` with ``worker``'s lease extended to ``now + lease`` (not a new attempt).
+
+    A worker renews while its shard's work runs, so a shard slower than one lease is not
+    taken over from a live worker. Only the holder of a shard not done may renew, even
+    after its lease ran out as long as nobody claimed it since (:func:`may_complete`).
+
+    Raises:
+        ValueError: ``worker`` does not hold the shard, or it is done.
+    """
+    if not may_complete(state, worker):
+        raise ValueError("only the worker holding a shard not done renews its lease")
+    if lease <= timedelta(0):
+        raise ValueError("a lease lasts some time")
+    return replace(state, lease_until=now + lease)
 
 
 def needs_takeover(state: ShardState, now: datetime) -> bool:

@@ -36,7 +36,7 @@ from domain.shards import Shard, run_key, worker_identity
 from flows import bootstrap
 from flows.bootstrap import App
 from tasks.emails import send_ask_emails, send_notifications
-from tasks.shards import claim_shard, complete_shard, run_sharded
+from tasks.shards import claim_shard, complete_shard, lease_kept, run_sharded
 
 
 def _send_ask_emails(app: App, shard: Shard | None, now: datetime) -> Mapping[str, int]:
@@ -117,7 +117,8 @@ def run_shard(stage: str, key: str, shard: int, of_shards: int, now: datetime) -
     state = claim_shard(app.ledger.shards, key, part, worker, datetime.now(UTC), lease)
     if state is None:
         return {"shard": shard, "skipped": "done, or held by another worker"}
-    outcome = SHARD_WORK[stage](app, part, _aware(now))
+    with lease_kept(app.ledger.shards, key, part, worker, lease):
+        outcome = SHARD_WORK[stage](app, part, _aware(now))
     marked = complete_shard(app.ledger.shards, key, part, worker, datetime.now(UTC), outcome)
     return {"shard": shard, "outcome": dict(outcome), "completed": marked}
 

@@ -7,8 +7,12 @@ shard runs is the ``ShardRuns`` port (a deployment run on the work pool).
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prefect import task
@@ -45,6 +49,69 @@ def claim_shard(
             "shard %d of %d claimed (attempt %d)", shard.index, shard.of, state.attempts
         )
     return state
+
+
+@dataclass
+class LeaseKeeping:
+    """What keeping a shard's lease came to: renewals made, and whether the shard was
+    found taken over (its lease had run out and another worker claimed it)."""
+
+    renewals: int = 0
+    lost: bool = False
+
+
+@contextmanager
+def lease_kept(
+    store: ShardStore,
+    key: str,
+    shard: Shard,
+    worker: str,
+    lease: timedelta,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Iterator[LeaseKeeping]:
+    """Renew ``worker``'s lease on ``shard`` every third of ``lease`` while the block runs.
+
+    A shard whose work outlasts one lease would otherwise look lost to the stage run,
+    which submits it again: a second worker would then redo the shard's reads for
+    nothing (its writes are idempotent per row). Renewing from a thread keeps the lease
+    live exactly as long as this process is; a killed worker stops renewing, and its
+    shard is taken over one lease later, as before. A renewal refused (the shard was
+    taken over meanwhile) stops the renewals; the work goes on and its done mark is
+    refused (:func:`complete_shard`).
+    """
+    kept = LeaseKeeping()
+    stop = threading.Event()
+    every = lease.total_seconds() / 3
+
+    def renew_until_stopped() -> None:
+        while not stop.wait(every):
+            try:
+                if not store.renew(key, shard.index, worker, clock(), lease):
+                    kept.lost = True
+                    run_logger().warning(
+                        "shard %d of %d: its lease was taken over; not renewed any more",
+                        shard.index,
+                        shard.of,
+                    )
+                    return
+                kept.renewals += 1
+            except Exception:
+                # A busy database now and then: the next third of the lease tries again.
+                run_logger().warning(
+                    "shard %d of %d: lease renewal failed; trying again", shard.index, shard.of
+                )
+
+    # The run's context goes with the thread, so its warnings reach the run's log.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(renew_until_stopped,), name="shard-lease", daemon=True
+    )
+    thread.start()
+    try:
+        yield kept
+    finally:
+        stop.set()
+        thread.join()
 
 
 @task(name="complete-shard", cache_policy=NO_CACHE)

@@ -37,6 +37,11 @@ class ShardStore(Protocol):
         another worker's live lease, or never opened)."""
         ...
 
+    def renew(self, run_key: str, shard: int, worker: str, now: datetime, lease: timedelta) -> bool:
+        """Extend ``worker``'s lease to ``now + lease`` when it holds the shard and the
+        shard is not done (:func:`domain.shards.renewed`); whether it was extended."""
+        ...
+
     def complete(
         self, run_key: str, shard: int, worker: str, now: datetime, outcome: Mapping[str, int]
     ) -> bool:

@@ -148,6 +148,25 @@ class SqlShardStore(LedgerBase):
             )
         return _state(row) if row is not None else None
 
+    def renew(self, run_key: str, shard: int, worker: str, now: datetime, lease: timedelta) -> bool:
+        if lease <= timedelta(0):
+            raise ValueError("a lease lasts some time")
+        c = T_SHARDS.c
+        with self._begin() as conn:
+            # domain.shards.renewed, as one conditional update.
+            held = conn.execute(
+                update(T_SHARDS)
+                .where(
+                    c.run_key == run_key,
+                    c.shard == shard,
+                    c.done_at.is_(None),
+                    c.claimed_by == worker,
+                )
+                .values(lease_until=now + lease)
+                .returning(c.shard)
+            ).first()
+        return held is not None
+
     def complete(
         self, run_key: str, shard: int, worker: str, now: datetime, outcome: Mapping[str, int]
     ) -> bool:

@@ -88,6 +88,26 @@ def test_a_shard_is_held_by_one_worker_until_its_lease_runs_out_then_taken_over(
     assert (untouched.claimed_by, untouched.attempts) == (None, 0)
 
 
+def test_the_holder_keeps_its_shard_by_renewing_its_lease_and_a_taken_shard_is_not_renewed(
+    ledger: Any,
+) -> None:
+    ledger.shards.open(KEY, 1, NOW)
+    ledger.shards.claim(KEY, 0, "w1", NOW, LEASE)
+
+    assert ledger.shards.renew(KEY, 0, "w1", NOW + LEASE / 2, LEASE)
+    # Where the first lease would have run out, the renewed one still holds.
+    assert ledger.shards.claim(KEY, 0, "w2", NOW + LEASE, LEASE) is None
+    assert not ledger.shards.renew(KEY, 0, "w2", NOW + LEASE, LEASE)
+    (state,) = ledger.shards.shards(KEY)
+    assert (state.claimed_by, state.lease_until, state.attempts) == ("w1", NOW + LEASE * 3 / 2, 1)
+
+    later = NOW + LEASE * 2
+    assert ledger.shards.claim(KEY, 0, "w2", later, LEASE) is not None
+    assert not ledger.shards.renew(KEY, 0, "w1", later, LEASE)  # taken over: lost
+    assert ledger.shards.complete(KEY, 0, "w2", later, {"accepted": 1})
+    assert not ledger.shards.renew(KEY, 0, "w2", later, LEASE)  # done: nothing to keep
+
+
 def test_a_done_shard_is_never_claimed_or_done_again(ledger: Any) -> None:
     ledger.shards.open(KEY, 1, NOW)
     ledger.shards.claim(KEY, 0, "w1", NOW, LEASE)

@@ -18,6 +18,7 @@ from domain.shards import (
     claimed,
     may_complete,
     needs_takeover,
+    renewed,
     run_key,
     shard_of,
     summed,
@@ -89,6 +90,19 @@ def test_only_the_holder_marks_a_shard_done_even_after_its_lease_when_nobody_too
     # Late but whole: nobody claimed it since, so its mark stands.
     assert may_complete(ShardState("k", 0, 1, "w1", NOW - LEASE, 1), "w1")
     assert not may_complete(ShardState("k", 0, 1), "w1")
+
+
+def test_the_holder_renews_its_lease_without_counting_an_attempt_and_nobody_else_can() -> None:
+    held = claimed(ShardState("k", 0, 1), "w1", NOW, LEASE)
+    later = NOW + LEASE / 2
+
+    kept = renewed(held, "w1", later, LEASE)
+
+    assert (kept.claimed_by, kept.lease_until, kept.attempts) == ("w1", later + LEASE, 1)
+    with pytest.raises(ValueError, match="only the worker holding"):
+        renewed(held, "w2", later, LEASE)
+    with pytest.raises(ValueError, match="only the worker holding"):
+        renewed(ShardState("k", 0, 1, "w1", NOW, 1, done_at=NOW), "w1", later, LEASE)
 
 
 def test_the_orchestrator_resubmits_a_shard_only_when_its_workers_lease_ran_out() -> None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.shards import MAX_SHARDS, ShardState, claimable, claimed, may_complete
+from domain.shards import MAX_SHARDS, ShardState, claimable, claimed, may_complete, renewed
 
 
 class InMemoryShardStore:
@@ -47,6 +47,16 @@ class InMemoryShardStore:
             return None
         self.rows[(run_key, shard)] = claimed(state, worker, now, lease)
         return self.rows[(run_key, shard)]
+
+    def renew(self, run_key: str, shard: int, worker: str, now: datetime, lease: timedelta) -> bool:
+        self.calls.append(("renew", run_key, shard, worker, now, lease))
+        if lease <= timedelta(0):
+            raise ValueError("a lease lasts some time")
+        state = self.rows.get((run_key, shard))
+        if state is None or not may_complete(state, worker):
+            return False
+        self.rows[(run_key, shard)] = renewed(state, worker, now, lease)
+        return True
 
     def complete(
         self, run_key: str, shard: int, worker: str, now: datetime, outcome: Mapping[str, int]
