@@ -50,6 +50,7 @@ from integrations.ledger.base import (
     LedgerBase,
     chunks,
     event_from_row,
+    not_indexed,
 )
 from integrations.ledger.tables import (
     T_ACCOUNTS,
@@ -83,7 +84,7 @@ class SqlPartnerStore(LedgerBase):
                 for row in conn.execute(
                     select(T_PARTNER_REGISTRATIONS).where(
                         T_PARTNER_REGISTRATIONS.c.domain.in_(chunk),
-                        T_PARTNER_REGISTRATIONS.c.status.in_(_HOLDING),
+                        not_indexed(T_PARTNER_REGISTRATIONS.c.status).in_(_HOLDING),
                     )
                 ).mappings():
                     found[row["domain"]] = registration_from_row(row)

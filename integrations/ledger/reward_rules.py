@@ -55,6 +55,7 @@ from integrations.ledger.base import (
     LedgerBase,
     chunks,
     conversion_from_row,
+    not_indexed,
     reward_row,
 )
 from integrations.ledger.locks import lock_referrers
@@ -293,7 +294,7 @@ class SqlRewardRulesStore(LedgerBase):
                     conn.execute(
                         select(T_CONVERSIONS.c.conversion_id).where(
                             T_CONVERSIONS.c.conversion_id.in_(chunk),
-                            T_CONVERSIONS.c.rewarded_at.is_(None),
+                            not_indexed(T_CONVERSIONS.c.rewarded_at).is_(None),
                         )
                     ).scalars()
                 )
@@ -348,7 +349,7 @@ class SqlRewardRulesStore(LedgerBase):
                     update(T_CONVERSIONS)
                     .where(
                         T_CONVERSIONS.c.conversion_id.in_(chunk),
-                        T_CONVERSIONS.c.rewarded_at.is_(None),
+                        not_indexed(T_CONVERSIONS.c.rewarded_at).is_(None),
                     )
                     .values(rewarded_at=now)
                 )

@@ -17,7 +17,13 @@ from sqlalchemy import and_, case, select, update
 
 from domain.fraud import PAYOUT_DESTINATION_CHANGED
 from domain.models import Conversion, Rejected, Reward, RewardStatus, RewardView, derived_id
-from integrations.ledger.base import LedgerBase, chunks, conversion_from_row, reward_row
+from integrations.ledger.base import (
+    LedgerBase,
+    chunks,
+    conversion_from_row,
+    not_indexed,
+    reward_row,
+)
 from integrations.ledger.destinations import changed_destination_referrers
 from integrations.ledger.tables import (
     T_CONVERSIONS,
@@ -129,11 +135,13 @@ class SqlRewardsStore(LedgerBase):
         with self._connect() as conn:
             views = self._reward_views(
                 conn,
+                # By the key from ``after``: the status index would read every
+                # routable reward for each page and sort them (not_indexed).
                 and_(
-                    T_REWARDS.c.status.in_(
+                    not_indexed(T_REWARDS.c.status).in_(
                         [RewardStatus.HOLDING.value, RewardStatus.PAYABLE.value]
                     ),
-                    T_REWARDS.c.payable_at <= as_of,
+                    not_indexed(T_REWARDS.c.payable_at) <= as_of,
                     T_REWARDS.c.reward_id > after,
                 ),
                 limit,
@@ -165,7 +173,7 @@ class SqlRewardsStore(LedgerBase):
                         update(T_REWARDS)
                         .where(
                             T_REWARDS.c.reward_id.in_(chunk),
-                            T_REWARDS.c.status.in_([s.value for s in from_statuses]),
+                            not_indexed(T_REWARDS.c.status).in_([s.value for s in from_statuses]),
                         )
                         .values(status=to.value, updated_at=now)
                         .returning(T_REWARDS.c.reward_id)
