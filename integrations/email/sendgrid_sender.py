@@ -431,7 +431,8 @@ class SendGridEmailSender:
             HTTPError: SendGrid answered with an error status.
         """
         client = self._client.client.mail.send
-        request = urllib.request.Request(
+        # The configured API host, as the library itself opens it.
+        request = urllib.request.Request(  # noqa: S310
             client._build_url(None),
             headers={**client.request_headers, "Content-Type": "application/json"},
             data=json.dumps(body).encode("utf-8"),

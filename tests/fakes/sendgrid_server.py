@@ -316,6 +316,14 @@ def _size(value: object) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
+def _over(strings: dict[str, str], limit: int) -> bool:
+    """Whether the compact UTF-8 JSON of ``strings`` is longer than ``limit`` bytes."""
+    # A character takes at most 6 bytes (\uXXXX), a pair 6 more ("":"",) and the
+    # braces 2: what cannot reach the limit even so is not serialized to be measured.
+    most = 6 * sum(len(k) + len(v) for k, v in strings.items()) + 6 * len(strings) + 2
+    return most > limit and _size(strings) > limit
+
+
 def validate_mail_send(body: object) -> list[dict[str, Any]]:
     """SendGrid's 400 errors for a Mail Send body (empty when it would be accepted).
 
@@ -461,7 +469,7 @@ def validate_mail_send(body: object) -> list[dict[str, Any]]:
                         "personalizations.substitutions",
                     )
                 )
-            elif _size(subs) > MAX_SUBSTITUTIONS_BYTES:
+            elif _over(subs, MAX_SUBSTITUTIONS_BYTES):
                 errors.append(
                     _error(
                         "The total collective size of your substitutions may not exceed "
