@@ -269,8 +269,8 @@ class SqlAskStore(LedgerBase):
         # In id order: asks are sent by id, a page of 1,000 at a time, and each is
         # updated twice (claimed, then settled). Rows lie in the order they were
         # inserted, so a batch inserted in id order puts the asks one page sends
-        # side by side: its updates rewrite some 150 table pages instead of nearly
-        # one page per ask (about 5 times less written and checkpointed per send).
+        # side by side, a few per batch: claiming 1,000 of 100,000 asks queued in
+        # batches of 1,000 wrote 435 pages to SQLite's log instead of 1,145.
         with self._begin() as conn:
             return self._insert_ignore(
                 conn,
