@@ -422,10 +422,10 @@ class SendGridEmailSender:
         headers, JSON and errors), minus its eager DEBUG line.
 
         ``post`` formats the whole payload into a debug message before any log level is
-        consulted: some 4 ms for a request of 1,000 emails, twice the time of its JSON
-        encoding. The request goes through the client's own ``_make_request``, the
-        step the library keeps apart to be replaced in tests, which turns HTTP errors
-        into its ``HTTPError``s as ``post`` would.
+        consulted: 1.4 ms of CPU for a request of 1,000 asks (800 kB), more than half
+        of what its JSON encoding takes. The request goes through the client's own
+        ``_make_request``, the step the library keeps apart to be replaced in tests,
+        which turns HTTP errors into its ``HTTPError``s as ``post`` would.
 
         Raises:
             HTTPError: SendGrid answered with an error status.
