@@ -25,15 +25,53 @@ after                   34.0 / 35.5     12.0 / 12.1      8,350 / 8,270
 =====================  ==============  ===============  ==================
 
 All of issue 17 merged (4b51ea9), the machine otherwise idle (load 2.2): 9,682 asks/s
-for 100,000 (before the issue: 2,753).
+for 100,000 (before the issue: 2,753); then 10,744 and 10,473: on the edge.
 
-Requests: 100 of 1,000 personalizations (target met), every ask accepted once. The
-10,000 asks/s target is not met: per ask, about 120 us of CPU remain, of which the
-fake (parsing, validating, keeping every body) ~30, SQLite's two status updates and
-their commit ~40 (each page's asks lie on ~1,000 different table pages, rows being
-stored in insertion order, not ask id order), the read ~20, and garbage collection
-of the growing heap ~20 (``--profile`` shows the rest). Rendering, once 34 % of the
-stage, is now about 2 us an ask.
+Then (branch ``sendasks``; main at d83730b run back to back with it, in turns, on the
+machine loaded by others' work, load average 5 to 17), six times each at 100,000:
+
+======  ===============================  ===================  =======================
+        stage CPU (s)                    asks per CPU second  asks/s (wall, loaded)
+======  ===============================  ===================  =======================
+main    8.38 7.89 7.77 7.67 8.26 8.08    11,900 to 13,000     2,087 2,958 4,805 3,646
+                                                              2,075 2,781
+this    6.14 5.51 5.42 5.50 5.45 5.49    16,300 to 18,400     3,843 7,145 5,668 4,887
+                                                              5,334 4,650
+======  ===============================  ===================  =======================
+
+About 30 % less CPU an ask (5.5 s instead of 7.7 to 8.4), and far less waiting on the
+disk: 1.2 to 2.6 times the asks per second of main in the same conditions. Requests:
+100 of 1,000 personalizations, every ask accepted once. Not measured on an idle
+machine: there, before, the stage took 9.3 to 10.3 s for some 7.7 s of CPU, the rest
+largely the fsyncs of the log checkpoints the claims caused (far fewer now); with
+5.5 s of CPU, 13,000 to 18,000 asks/s is to be expected, to be confirmed. What changed:
+
+* asks are inserted in id order within a batch (``queue_asks``), so a send page's
+  asks lie a few to a table page: claiming 1,000 of 100,000 wrote 435 pages to the
+  WAL instead of 1,145, and the per-page transaction fell from 22 to 10 us of CPU an
+  ask, from 66-105 to 18-30 us of wall clock (the log checkpoints' fsyncs: with
+  ``synchronous=OFF`` it was 18 us even before);
+* the fake keeps accepted bodies as bytes and parses them when looked at: kept
+  parsed, they were 200,000 more objects for each full garbage collection to walk
+  (stage CPU 6.6 -> 5.9 s), and it measures substitutions by a bound before
+  serializing them (parse + validate of 1,000: 7.7 -> 5.1 ms);
+* the sender posts through the client's ``_make_request`` itself: the library's
+  ``post`` formatted each 800 kB payload into a DEBUG message whatever the level
+  (1.4 ms of CPU; a request of 1,000 took 12.2 instead of 14.0 ms, client and fake).
+
+Per ask, about 55 us of CPU remain: the read of the page ~8 (SQLite's join), the
+claim and record ~10, composing ~4.5, building and encoding the request ~5, the fake
+~7 (parse, validate, HTTP), and garbage collection ~10 (11 full collections of ~95 ms,
+nearly all of it walking the ~208,000 objects of the imports).
+
+Tried, not kept: the read with ``.all()`` (8.0 us an ask either way); a tuple for each
+recipient list, for the collector to untrack (CPython 3.11 keeps such tuples tracked).
+Measured on a copy, not applied (a migration): the ``asks`` table ``WITHOUT ROWID``
+takes a claim to 85 pages and the transaction to 9 us of CPU; with the id-ordered
+inserts it adds little here, but unlike them it does not depend on asks being queued
+in large batches. ``gc.freeze()`` before the stage cut the collector from 1.8 to
+0.75 s of CPU (measured before the fake's change; a process-wide choice, for the
+flows' entry point if anywhere, not for a task).
 
     python -m bench.send_asks [--n N] [--profile]
 """

@@ -266,6 +266,11 @@ class SqlAskStore(LedgerBase):
     def queue_asks(self, asks: Sequence[Ask], as_of: datetime) -> list[str]:
         """Queue asks, dated ``as_of`` (the decision's time), each once by its id; the
         ids queued now."""
+        # In id order: asks are sent by id, a page of 1,000 at a time, and each is
+        # updated twice (claimed, then settled). Rows lie in the order they were
+        # inserted, so a batch inserted in id order puts the asks one page sends
+        # side by side, a few per batch: claiming 1,000 of 100,000 asks queued in
+        # batches of 1,000 wrote 435 pages to SQLite's log instead of 1,145.
         with self._begin() as conn:
             return self._insert_ignore(
                 conn,
@@ -280,7 +285,7 @@ class SqlAskStore(LedgerBase):
                         "status": "queued",
                         "created_at": as_of,
                     }
-                    for a in asks
+                    for a in sorted(asks, key=lambda a: a.ask_id)
                 ],
                 AskRow.ask_id,
             )

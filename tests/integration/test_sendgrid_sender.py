@@ -16,7 +16,7 @@ from config.settings import load_settings
 from domain.errors import ConfigError
 from domain.models import EmailMessage, EmailOutcome
 from integrations.email.sendgrid_sender import SendGridEmailSender
-from tests.fakes.sendgrid_server import FakeSendGrid, Fault
+from tests.fakes.sendgrid_server import FakeSendGrid, Fault, validate_mail_send
 
 NOW = 1_700_000_000.0
 TEMPLATE_ID = "d-0123456789abcdef0123456789abcdef"
@@ -519,3 +519,22 @@ def test_the_fake_answers_400_with_sendgrids_error_shape_for_an_invalid_body(
     assert {"from.email", "personalizations.0.to", "subject", "content"} <= fields
     assert all(set(e) == {"message", "field", "help"} for e in errors)
     assert fake.requests == []
+
+
+def test_the_fake_takes_substitutions_of_10000_bytes_of_utf8_json_and_refuses_more() -> None:
+    def body(value: str) -> dict[str, Any]:
+        return {
+            "from": {"email": SENDER},
+            "subject": "Hello",
+            "content": [{"type": "text/plain", "value": "-t-"}],
+            "personalizations": [
+                {"to": [{"email": "person@customer.example"}], "substitutions": {"-t-": value}}
+            ],
+        }
+
+    # {"-t-":"..."} is 10 bytes around the value, and each "é" takes 2 bytes of UTF-8.
+    at_limit = "é" * 4995
+
+    assert validate_mail_send(body(at_limit)) == []
+    (error,) = validate_mail_send(body(at_limit + "x"))
+    assert error["field"] == "personalizations.0.substitutions"
