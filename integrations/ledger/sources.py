@@ -106,6 +106,11 @@ def _nulls_unbound(frame: pl.DataFrame) -> tuple[pl.DataFrame, str]:
     return frame.select(filled), ", ".join(marks)
 
 
+def _literal(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 # Rows purged per transaction: a first purge of a large quarantine holds no long lock.
 PURGE_CHUNK = 5_000
 
@@ -154,8 +159,14 @@ class SqlSourcesStore(LedgerBase):
                 record_destination_changes(conn, batch.contacts, batch.source, now)
                 self._upsert_contacts(conn, [contact_row(c, now) for c in batch.contacts])
             if isinstance(batch.events, EventColumns):
-                frame = batch.events.frame.with_columns(pl.lit(batch.source).alias("source"))
-                new_events = self._bulk(conn, "source_events", frame, now, _IGNORE_EVENTS)
+                new_events = self._bulk(
+                    conn,
+                    "source_events",
+                    batch.events.frame,
+                    now,
+                    _IGNORE_EVENTS,
+                    {"source": batch.source},
+                )
             else:
                 new_events = len(
                     self._insert_ignore(
@@ -217,19 +228,27 @@ class SqlSourcesStore(LedgerBase):
             record_destination_changes(conn, list(known), source, now)
 
     def _bulk(
-        self, conn: Connection, table: str, frame: pl.DataFrame, now: datetime, conflict: str
+        self,
+        conn: Connection,
+        table: str,
+        frame: pl.DataFrame,
+        now: datetime,
+        conflict: str,
+        same: Mapping[str, str] | None = None,
     ) -> int:
-        """Write ``frame``'s rows to ``table`` (stamped ``now``) in bulk, ``conflict``
-        deciding what a row whose key is stored already does; how many rows were
-        written. SQLite: one ``executemany`` of plain tuples in the ledger's own text
-        forms; PostgreSQL: ``COPY`` to a temporary table, then one ``INSERT ...
-        SELECT`` in the order read."""
+        """Write ``frame``'s rows to ``table`` (stamped ``now``, with the columns of
+        ``same`` the same on every row) in bulk, ``conflict`` deciding what a row whose
+        key is stored already does; how many rows were written. SQLite: one
+        ``executemany`` of plain tuples in the ledger's own text forms; PostgreSQL:
+        ``COPY`` to a temporary table, then one ``INSERT ... SELECT`` in the order read."""
         if not frame.height:
             return 0
         stamp = "ingested_at" if table == "source_events" else "updated_at"
         stamped = now.astimezone(UTC).replace(tzinfo=None)
         if self._dialect == "postgresql":
-            return _copy(conn, table, frame.with_columns(pl.lit(stamped).alias(stamp)), conflict)
+            every = {**(same or {}), stamp: stamped}
+            frame = frame.with_columns([pl.lit(v).alias(c) for c, v in every.items()])
+            return _copy(conn, table, frame, conflict)
         frame = frame.with_columns(
             [
                 pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S%.6f")
@@ -238,15 +257,19 @@ class SqlSourcesStore(LedgerBase):
             ]
             + [pl.col(c).dt.strftime("%Y-%m-%d") for c, t in frame.schema.items() if t == pl.Date]
             + [pl.col(c).cast(pl.Int64) for c, t in frame.schema.items() if t == pl.Boolean]
-            + [pl.lit(stamped.strftime("%Y-%m-%d %H:%M:%S.%f")).alias(stamp)]
         )
-        columns = ", ".join(frame.columns)
+        every = {**(same or {}), stamp: stamped.strftime("%Y-%m-%d %H:%M:%S.%f")}
+        columns = ", ".join([*frame.columns, *every])
         frame, marks = _nulls_unbound(frame)
-        # The ledger's own table and column names; the values are bound.
-        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) {conflict}"  # noqa: S608
+        # The ledger's own table and column names; the values are bound, but for the
+        # ones every row shares (the source's name, the time), written once as
+        # literals rather than bound on each row.
+        shared = ", ".join(_literal(v) for v in every.values())
+        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}, {shared}) {conflict}"  # noqa: S608
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(insert, frame.rows())
+            # Tuples made as they are bound, column by column (faster than rows()).
+            cursor.executemany(insert, zip(*(c.to_list() for c in frame.iter_columns())))
             return int(cursor.rowcount)
         finally:
             cursor.close()
