@@ -246,8 +246,8 @@ class SqlSourcesStore(LedgerBase):
         stamp = "ingested_at" if table == "source_events" else "updated_at"
         stamped = now.astimezone(UTC).replace(tzinfo=None)
         if self._dialect == "postgresql":
-            every = {**(same or {}), stamp: stamped}
-            frame = frame.with_columns([pl.lit(v).alias(c) for c, v in every.items()])
+            constant = {**(same or {}), stamp: stamped}
+            frame = frame.with_columns([pl.lit(v).alias(c) for c, v in constant.items()])
             return _copy(conn, table, frame, conflict)
         frame = frame.with_columns(
             [
@@ -268,8 +268,10 @@ class SqlSourcesStore(LedgerBase):
         insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}, {shared}) {conflict}"  # noqa: S608
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            # Tuples made as they are bound, column by column (faster than rows()).
-            cursor.executemany(insert, zip(*(c.to_list() for c in frame.iter_columns())))
+            # Tuples made as they are bound, column by column (faster than rows()); the
+            # sqlite3 module takes any iterable of rows.
+            rows = zip(*(c.to_list() for c in frame.iter_columns()), strict=True)
+            cursor.executemany(insert, rows)  # type: ignore[arg-type]
             return int(cursor.rowcount)
         finally:
             cursor.close()

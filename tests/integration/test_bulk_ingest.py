@@ -172,7 +172,7 @@ def test_bulk_writes_keep_nulls_apart_from_empty_texts_and_minus_ones(engine: En
         {
             "event_id": ["E1", "E2", "E3"],
             "type": ["signup", "nps_response", "ticket_opened"],
-            "occurred_at": [datetime(2026, 12, 1, 8, 30)] * 3,
+            "occurred_at": [NOW.replace(tzinfo=None)] * 3,
             "account_id": ["A1", None, "A1"],
             "contact_id": [None, "C2", "C1"],
             "amount_minor": [None, -1, 0],
