@@ -38,10 +38,56 @@ count the same (4,122,399 new events, 7 quarantined at 1,000,000). Before, when 
 file source made every row an object and stored it through SQLAlchemy, the same
 100,000 took 72.7 s at that load (9,900 records/s, paged, 226 MB), and 1,000,000 took
 207 s on the idle machine (34,800 records/s, 834 MB, 0.7 GB of it a dict of every
-event id's first line; now compact hashed arrays). On SQLite about half of the CPU
-time is SQLite itself inserting into ``source_events`` and its four indexes (about
-5 us a row), which bounds it near 200,000 records per CPU second even with reading
-free: the 200,000 records/s target is not met on this machine.
+event id's first line; now compact hashed arrays).
+
+Then (branch ``ingest``) the SQLite bulk write binds no ``None`` (Python's sqlite3 looks
+for an adapter for each one bound, about 0.2 us; most event columns are empty: a column
+empty on every row of a page is written as ``NULL``, one with some nulls binds a value
+it holds nowhere that ``NULLIF`` turns back into ``NULL``), makes each row's tuple from
+the frame's columns as it is bound instead of ``DataFrame.rows()``, writes the source
+name and the time as literals; and a JSONL block of flat objects of texts is made into
+a frame with one ``orjson`` parse a line and ``pl.from_dicts`` instead of a step per
+field. What is stored is the same to the byte (each table compared with ``quote()``
+of every column but the stamps, at 300,000 both formats). Measured back to back,
+before (d83730b) and after, 1,000,000 customers, SQLite, page of 10,000, while other
+work kept the load average at 7 to 16 (so the wall times are two to four times an idle
+machine's; compare the CPU seconds)::
+
+    format   records     code     seconds   CPU seconds   per CPU s    peak
+    CSV      7,201,683   before     154.3          60.2     119,615   689 MB
+                         after      143.8          49.8     144,659   686 MB
+    JSONL    7,201,683   before     300.9          74.2      97,063   687 MB
+                         after      262.2          59.0     122,067   684 MB
+
+At 300,000 customers (2,160,212 records) the same: CSV 17.1 -> 14.3 CPU s, JSONL
+20.7 -> 16.0. Not measured idle: at the idle run's wall-to-CPU ratio above (0.84 CSV,
+0.87 JSONL) that would be about 42 s (about 170,000 records/s) and 51 s (about 140,000).
+
+The 200,000 records/s target is still not met on this machine, and what is left is
+mostly SQLite's own work on one core. A bare ``executemany`` of the same rows (the
+frames a 300,000 drop gives, bound as the store binds them, a transaction a page, CPU
+seconds, one index or trigger dropped at a time): ``source_events`` takes 4.3 us an
+event (5.3 s for 1,236,294), of which its ``BEFORE INSERT`` trigger that checks
+``amount_minor`` is an integer takes 1.0 us (a ``CHECK`` constraint would cost next to
+nothing but means rebuilding the table in a migration), the three secondary indexes
+1.5 us (``ix_source_events_ticket`` 0.75, ``ix_source_events_undetected`` 0.7, the
+partial NPS index 0.4: all read by later stages, none needed to write), and the row with
+its unique ``(source, event_id)`` key and the binding about 2 us; ``contacts`` 3.7 us a
+row, ``accounts`` 1.4 us. The reading thread (polars, orjson) overlaps the storing
+but shares the GIL with the binding. Tried and not kept: a page's rows sorted by their
+key before ``executemany`` (no gain here, the sample's ids are already in key order
+within each file; with ids in random order it would help the unique index, but the
+rows' ``id`` would then follow the key, not the read order); one JSON parameter a page
+read by ``json_each`` (binding nothing per row: 1.6 times slower as arrays, 2.5 as
+objects; SQLite parses each row's JSON again to read its columns).
+
+Pages of 50,000 instead of 10,000 (``--page-records 50000``, 300,000 customers, CSV,
+twice each, load 16 to 18): 13.8 CPU s instead of 14.6 and 14.5, 52.6 and 64.1 s
+instead of 76.0 and 74.5 (fewer commits and checkpoints), 525 MB peak instead of 441;
+not made the default, since the page is also the scope of the check for rows of one
+contact that disagree. Left alone: a larger
+``wal_autocheckpoint`` for the ingest (fewer checkpoints, but more committed pages not
+yet synced with ``synchronous=NORMAL``) and ``synchronous=OFF``.
 
     python -m bench.ingest [--n N] [--page-records P] [--database-url URL]
 """

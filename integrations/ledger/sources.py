@@ -78,6 +78,39 @@ def _copy(conn: Connection, table: str, frame: pl.DataFrame, conflict: str) -> i
         cursor.close()
 
 
+def _nulls_unbound(frame: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """``frame`` as SQLite's ``executemany`` binds it fastest, and the ``VALUES``
+    placeholders that store exactly its rows (nulls included).
+
+    Python's sqlite3 binds a ``None`` about ten times slower than a text or an integer
+    (it looks for an adapter first), and most of an event's columns are empty. So a
+    column empty on every row is written as ``NULL`` and not bound, and in a column
+    with some nulls each null is bound as a value the column holds nowhere (``''`` or
+    ``-1``) that ``NULLIF`` turns back into ``NULL``. A column that holds that value
+    somewhere is bound as it is.
+    """
+    marks: list[str] = []
+    filled: list[pl.Expr] = []
+    for name, dtype in frame.schema.items():
+        column = frame.get_column(name)
+        nulls = column.null_count()
+        stand_in: str | int | None = "" if dtype == pl.String else -1 if dtype == pl.Int64 else None
+        if nulls == frame.height:
+            marks.append("NULL")
+        elif not nulls or stand_in is None or bool((column == stand_in).any()):
+            marks.append("?")
+            filled.append(pl.col(name))
+        else:
+            marks.append(f"NULLIF(?, {stand_in!r})")
+            filled.append(pl.col(name).fill_null(stand_in))
+    return frame.select(filled), ", ".join(marks)
+
+
+def _literal(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 # Rows purged per transaction: a first purge of a large quarantine holds no long lock.
 PURGE_CHUNK = 5_000
 
@@ -126,8 +159,14 @@ class SqlSourcesStore(LedgerBase):
                 record_destination_changes(conn, batch.contacts, batch.source, now)
                 self._upsert_contacts(conn, [contact_row(c, now) for c in batch.contacts])
             if isinstance(batch.events, EventColumns):
-                frame = batch.events.frame.with_columns(pl.lit(batch.source).alias("source"))
-                new_events = self._bulk(conn, "source_events", frame, now, _IGNORE_EVENTS)
+                new_events = self._bulk(
+                    conn,
+                    "source_events",
+                    batch.events.frame,
+                    now,
+                    _IGNORE_EVENTS,
+                    {"source": batch.source},
+                )
             else:
                 new_events = len(
                     self._insert_ignore(
@@ -189,19 +228,27 @@ class SqlSourcesStore(LedgerBase):
             record_destination_changes(conn, list(known), source, now)
 
     def _bulk(
-        self, conn: Connection, table: str, frame: pl.DataFrame, now: datetime, conflict: str
+        self,
+        conn: Connection,
+        table: str,
+        frame: pl.DataFrame,
+        now: datetime,
+        conflict: str,
+        same: Mapping[str, str] | None = None,
     ) -> int:
-        """Write ``frame``'s rows to ``table`` (stamped ``now``) in bulk, ``conflict``
-        deciding what a row whose key is stored already does; how many rows were
-        written. SQLite: one ``executemany`` of plain tuples in the ledger's own text
-        forms; PostgreSQL: ``COPY`` to a temporary table, then one ``INSERT ...
-        SELECT`` in the order read."""
+        """Write ``frame``'s rows to ``table`` (stamped ``now``, with the columns of
+        ``same`` the same on every row) in bulk, ``conflict`` deciding what a row whose
+        key is stored already does; how many rows were written. SQLite: one
+        ``executemany`` of plain tuples in the ledger's own text forms; PostgreSQL:
+        ``COPY`` to a temporary table, then one ``INSERT ... SELECT`` in the order read."""
         if not frame.height:
             return 0
         stamp = "ingested_at" if table == "source_events" else "updated_at"
         stamped = now.astimezone(UTC).replace(tzinfo=None)
         if self._dialect == "postgresql":
-            return _copy(conn, table, frame.with_columns(pl.lit(stamped).alias(stamp)), conflict)
+            constant = {**(same or {}), stamp: stamped}
+            frame = frame.with_columns([pl.lit(v).alias(c) for c, v in constant.items()])
+            return _copy(conn, table, frame, conflict)
         frame = frame.with_columns(
             [
                 pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S%.6f")
@@ -210,15 +257,21 @@ class SqlSourcesStore(LedgerBase):
             ]
             + [pl.col(c).dt.strftime("%Y-%m-%d") for c, t in frame.schema.items() if t == pl.Date]
             + [pl.col(c).cast(pl.Int64) for c, t in frame.schema.items() if t == pl.Boolean]
-            + [pl.lit(stamped.strftime("%Y-%m-%d %H:%M:%S.%f")).alias(stamp)]
         )
-        columns = ", ".join(frame.columns)
-        marks = ", ".join("?" * len(frame.columns))
-        # The ledger's own table and column names; the values are bound.
-        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) {conflict}"  # noqa: S608
+        every = {**(same or {}), stamp: stamped.strftime("%Y-%m-%d %H:%M:%S.%f")}
+        columns = ", ".join([*frame.columns, *every])
+        frame, marks = _nulls_unbound(frame)
+        # The ledger's own table and column names; the values are bound, but for the
+        # ones every row shares (the source's name, the time), written once as
+        # literals rather than bound on each row.
+        shared = ", ".join(_literal(v) for v in every.values())
+        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}, {shared}) {conflict}"  # noqa: S608
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(insert, frame.rows())
+            # Tuples made as they are bound, column by column (faster than rows()); the
+            # sqlite3 module takes any iterable of rows.
+            rows = zip(*(c.to_list() for c in frame.iter_columns()), strict=True)
+            cursor.executemany(insert, rows)  # type: ignore[arg-type]
             return int(cursor.rowcount)
         finally:
             cursor.close()

@@ -661,6 +661,10 @@ def _jsonl_block(
     lines: list[bytes], first: int, bounds: InputBounds, fields: Mapping[str, int]
 ) -> _Block | None:
     numbers = np.arange(first, first + len(lines), dtype=np.int64)
+    plain = _plain_objects(lines)
+    if plain is not None:
+        values = pl.from_dicts(plain, schema=dict.fromkeys(fields, pl.String))
+        return _Block(lines, numbers, None, bounds, values, [])
     alone: list[int] = []
     blank: list[int] = []
     columns: dict[str, list[str | None]] = {f: [] for f in fields}
@@ -690,6 +694,21 @@ def _jsonl_block(
         return None
     values = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.String))
     return _Block(lines, numbers, None, bounds, values, alone)
+
+
+def _plain_objects(lines: list[bytes]) -> list[dict[str, str | None]] | None:
+    """Every line read as JSON, when each is a flat object of texts and nulls (the
+    block's usual case, read without a step per field); ``None`` when any is not."""
+    loads = orjson.loads
+    try:
+        rows = [loads(line) for line in lines]
+    except orjson.JSONDecodeError:
+        return None
+    if not all(type(row) is dict for row in rows):
+        return None
+    if not {type(v) for row in rows for v in row.values()} <= {str, type(None)}:
+        return None
+    return rows
 
 
 @dataclass

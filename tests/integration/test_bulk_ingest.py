@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from sqlalchemy import Engine, text
 
@@ -149,3 +150,83 @@ def test_a_plain_drop_reaches_the_store_as_columns(
     assert any(isinstance(b.accounts, AccountColumns) for b in batches)
     assert any(isinstance(b.contacts, ContactColumns) for b in batches)
     assert all(isinstance(b.events, EventColumns) for b in batches if len(b.events))
+
+
+def test_bulk_writes_keep_nulls_apart_from_empty_texts_and_minus_ones(engine: Engine) -> None:
+    # SQLite binds each null as a value its column holds nowhere else ('' or -1): a
+    # column that does hold that value must keep it, and its nulls, as they were.
+    contacts = pl.DataFrame(
+        {
+            "contact_id": ["C1", "C2", "C3"],
+            "account_id": ["", None, "A1"],
+            "name": ["", "Ann", ""],
+            "email": [None, "ann@example.com", None],
+            "referrer_type": ["customer"] * 3,
+            "opted_out": [False, True, False],
+            "stripe_customer_id": [None] * 3,
+            "stripe_account_id": [None] * 3,
+        },
+        schema=ContactColumns.schema,
+    )
+    events = pl.DataFrame(
+        {
+            "event_id": ["E1", "E2", "E3"],
+            "type": ["signup", "nps_response", "ticket_opened"],
+            "occurred_at": [NOW.replace(tzinfo=None)] * 3,
+            "account_id": ["A1", None, "A1"],
+            "contact_id": [None, "C2", "C1"],
+            "amount_minor": [None, -1, 0],
+            "currency": [None, "EUR", "EUR"],
+            "score": [-1, None, 7],
+            "priority": ["", None, "high"],
+        },
+        schema_overrides=EventColumns.schema,
+    ).select(
+        [
+            pl.col(c)
+            if c
+            in (
+                "event_id",
+                "type",
+                "occurred_at",
+                "account_id",
+                "contact_id",
+                "amount_minor",
+                "currency",
+                "score",
+                "priority",
+            )
+            else pl.lit(None, t).alias(c)
+            for c, t in EventColumns.schema.items()
+        ]
+    )
+    batch = SourceBatch(
+        source="files",
+        contacts=ContactColumns(contacts),
+        events=EventColumns(events, "files"),
+        records_in=6,
+        reference_only=3,
+    )
+
+    SqlLedger(engine).sources.record_batch(batch, NOW)
+
+    with engine.connect() as conn:
+        stored_contacts = conn.execute(
+            text("SELECT contact_id, account_id, name, email FROM contacts ORDER BY contact_id")
+        ).all()
+        stored_events = conn.execute(
+            text(
+                "SELECT event_id, account_id, contact_id, amount_minor, currency, score, "
+                "priority, milestone FROM source_events ORDER BY event_id"
+            )
+        ).all()
+    assert [tuple(r) for r in stored_contacts] == [
+        ("C1", "", "", None),
+        ("C2", None, "Ann", "ann@example.com"),
+        ("C3", "A1", "", None),
+    ]
+    assert [tuple(r) for r in stored_events] == [
+        ("E1", "A1", None, None, None, -1, "", None),
+        ("E2", None, "C2", -1, "EUR", None, None, None),
+        ("E3", "A1", "C1", 0, "EUR", 7, "high", None),
+    ]
