@@ -48,6 +48,32 @@ seconds far less; base and change were run back to back.
 * tried and left out, no gain measured: chunks of 500,000 (same CPU as 200,000), a
   memory-mapped database during the stage, checkpointing once at the end instead of at
   every chunk's commit.
+* one scan per chunk (branch ``detect``): one ``INSERT ... SELECT`` copies the chunk's
+  moments, detractors and moments without a contact into a temporary table, which the
+  moments and follow-ups inserts and the counts read; the events were scanned three
+  times. The machine was loaded by other work (1-minute load 5 to 13), so only CPU
+  seconds mean much; base (d83730b) and change back to back, five pairs: stage / floor
+  on CPU 1.51, 1.58, 1.61, 1.57, 1.56 before and 1.46, 1.43, 1.49, 1.46, 1.47 after
+  (stage 1.71, 1.69, 1.76, 1.71, 1.68 CPU s before, 1.53, 1.65, 1.61, 1.56, 1.61
+  after); 117,000 to 269,000 events/s at that load. By statement, in CPU seconds, on copies of one seeded database (load 4 to 6):
+  moments 1.19, follow-ups 0.14, counts 0.15 before; scan into the table 0.42, moments
+  from it 0.78, follow-ups 0.03, counts 0.05 and dropping the table 0.03 after; commits
+  0.15 to 0.17 in both. Same moments, follow-ups and watermark, row for row.
+* what keeps the stage above 1.2x of this floor: ``moments`` holds two unique indexes
+  on the same key (``pk_moments`` on ``moment_id`` and ``uq_moments_source_event``:
+  moment ids are event keys since migration 0007), the floor's scratch table one.
+  Without ``uq_moments_source_event`` (the table rebuilt by hand on a copy), the
+  moments insert takes 0.66 to 0.72 CPU s instead of 0.79 to 0.89, and the stage 1.19,
+  1.26, 1.34, 1.28x the floor on CPU (four runs, load 6 to 9; 1.38 to 1.47x with the
+  index, run alternately with them).
+  The rest is the chunking itself: five commits rewrite the pages of the two indexes
+  keyed in no order (contact, status) once per chunk (0.15 CPU s against the floor's
+  one commit), and the table, follow-ups and counts (about 0.1).
+* tried with the temporary table, left out: chunks of 500,000 (1.41x against 1.45x at
+  200,000, two pairs on CPU; the write lock held 2.5 times longer), the temporary table
+  in memory (``temp_store``; same CPU), a table of event ids only joined back to the
+  events (1.51x), one statement routing every row through an ``INSTEAD OF`` trigger on
+  a temporary view (1.78x), details without ``CAST``/``coalesce`` (same CPU).
 
     python -m bench.detection [--n N] [--batch-size B] [--profile]
 """
