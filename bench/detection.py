@@ -20,9 +20,9 @@ Targets (issue 17): the stage within 1.2x of the SQL floor, and over 200,000 eve
 ``--profile`` runs the stage under cProfile and prints where its time goes.
 
 Figures at 1,000,000 events, on a shared 2-core machine (1-minute load 0.6 to 6.5 while
-measuring). Wall seconds moved by 2-3x between runs of the same code (in a fresh run
-the checkpoints' fsyncs may wait for the seeding's writes to reach the disk), CPU
-seconds far less; base and change were run back to back.
+measuring; 4 to 17 in the last three items). Wall seconds moved by 2-3x between runs of
+the same code (in a fresh run the checkpoints' fsyncs may wait for the seeding's writes
+to reach the disk), CPU seconds far less; base and change were run back to back.
 
 * before (73666e2), four runs: stage / floor 1.24, 1.22, 1.23, 1.54 on wall and 1.28,
   1.24, 1.21, 1.70 on CPU (stage 3.05, 2.54, 2.64, 2.17 CPU s); 141,000, 327,000,
@@ -51,25 +51,29 @@ seconds far less; base and change were run back to back.
 * one scan per chunk (branch ``detect``): one ``INSERT ... SELECT`` copies the chunk's
   moments, detractors and moments without a contact into a temporary table, which the
   moments and follow-ups inserts and the counts read; the events were scanned three
-  times. The machine was loaded by other work (1-minute load 5 to 13), so only CPU
-  seconds mean much; base (d83730b) and change back to back, five pairs: stage / floor
-  on CPU 1.51, 1.58, 1.61, 1.57, 1.56 before and 1.46, 1.43, 1.49, 1.46, 1.47 after
-  (stage 1.71, 1.69, 1.76, 1.71, 1.68 CPU s before, 1.53, 1.65, 1.61, 1.56, 1.61
-  after); 117,000 to 269,000 events/s at that load. By statement, in CPU seconds, on
-  copies of one seeded database (load 4 to 6): moments 1.19, follow-ups 0.14, counts
-  0.15 before; scan into the table 0.42, moments from it 0.78, follow-ups 0.03, counts
-  0.05 and dropping the table 0.03 after; commits 0.15 to 0.17 in both. Same moments,
-  follow-ups and watermark, row for row.
-* what keeps the stage above 1.2x of this floor: ``moments`` holds two unique indexes
-  on the same key (``pk_moments`` on ``moment_id`` and ``uq_moments_source_event``:
-  moment ids are event keys since migration 0007), the floor's scratch table one.
-  Without ``uq_moments_source_event`` (the table rebuilt by hand on a copy), the
-  moments insert takes 0.66 to 0.72 CPU s instead of 0.79 to 0.89, and the stage 1.19,
-  1.26, 1.34, 1.28x the floor on CPU (four runs, load 6 to 9; 1.38 to 1.47x with the
-  index, run alternately with them).
-  The rest is the chunking itself: five commits rewrite the pages of the two indexes
-  keyed in no order (contact, status) once per chunk (0.15 CPU s against the floor's
-  one commit), and the table, follow-ups and counts (about 0.1).
+  times. The machine was loaded by other work throughout (1-minute load 5 to 17), so
+  only CPU seconds mean much, and even the floor's moved by 15 %. Base (d83730b) and
+  change back to back, seven pairs: stage 1.71, 1.69, 1.76, 1.71, 1.68, 1.74, 1.81 CPU s
+  before, 1.53, 1.65, 1.61, 1.56, 1.61, 1.63, 1.57 after; stage / floor on CPU 1.51,
+  1.58, 1.61, 1.57, 1.56, 1.43, 1.53 before, 1.46, 1.43, 1.49, 1.46, 1.47, 1.45, 1.49
+  after; 117,000 to 269,000 events/s at that load, before and after alike. By statement,
+  in CPU seconds, on copies of one seeded database (load 4 to 6): moments 1.19,
+  follow-ups 0.14, counts 0.15 before; scan into the table 0.42, moments from it 0.78,
+  follow-ups 0.03, counts 0.05, dropping the table 0.03 after; commits 0.15 to 0.17 in
+  both. The same moments, follow-ups and watermark, row for row.
+* what keeps the stage above 1.2x of this floor is mostly the table it writes:
+  ``moments`` holds two unique indexes on the same key (``pk_moments`` on
+  ``moment_id`` and ``uq_moments_source_event``; moment ids are event keys since
+  migration 0007) and a status check, the floor's scratch table one key and no check.
+  The floor's own statement into a table shaped like ``moments`` (printed for reference)
+  took 1.36 to 1.59 CPU s against 1.05 to 1.22, and the stage was 1.09, 1.16x of it
+  before and 1.14, 1.16x after (two pairs, load 12 to 17). Without
+  ``uq_moments_source_event`` (the table rebuilt by hand on a copy), the stage's moments
+  insert took 0.66 to 0.72 CPU s instead of 0.79 to 0.89 and the stage 1.19, 1.26, 1.34,
+  1.28x the floor (four runs, load 6 to 9; 1.38 to 1.47x with the index, run alternately).
+  The rest is the chunking: five commits rewrite the pages of the indexes keyed in no
+  order once per chunk (0.15 CPU s against the floor's one commit), and the table,
+  follow-ups and counts (about 0.1).
 * tried with the temporary table, left out: chunks of 500,000 (1.41x against 1.45x at
   200,000, two pairs on CPU; the write lock held 2.5 times longer), the temporary table
   in memory (``temp_store``; same CPU), a table of event ids only joined back to the
