@@ -2,9 +2,11 @@
 
 The rules stay in ``domain.moments`` as data. This module only translates them into
 SQL, one condition kind at a time, and runs them where the events are. Events are
-never carried through Python: each chunk of event ids is one transaction of
-``INSERT INTO moments SELECT ...``, ``INSERT INTO follow_ups SELECT ...``, two counts,
-and a move of the detection watermark.
+never carried through Python. Each chunk of event ids is one transaction: one scan of
+the chunk copies the events that matter (moments, detractors, moments without a contact)
+into a temporary table, ``INSERT INTO moments SELECT ...`` and ``INSERT INTO follow_ups
+SELECT ...`` and the counts read that table, and the detection watermark moves. Reading
+the chunk's events once instead of three times is about a tenth of the stage's time.
 
 Progress is a watermark, not a mark on every event. The ``__detection__`` row of
 ``source_cursors`` holds the highest event id examined, and it moves in the same
@@ -33,9 +35,13 @@ from datetime import datetime
 from typing import Any, assert_never
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Connection,
+    Integer,
+    MetaData,
     String,
+    Table,
     and_,
     bindparam,
     case,
@@ -66,10 +72,10 @@ from integrations.ledger.base import (
     LedgerBase,
 )
 from integrations.ledger.tables import (
+    T_FOLLOW_UPS,
     T_MOMENTS,
+    T_SOURCE_CURSORS,
     T_SOURCE_EVENTS,
-    FollowUpRow,
-    SourceCursorRow,
 )
 
 __all__ = ["DEFAULT_CHUNK", "WATERMARK", "DetectionCounts", "SqlMomentsStore"]
@@ -183,12 +189,35 @@ def event_key_sql() -> ColumnElement[str]:
 # -- the statements of one chunk -----------------------------------------------------------
 
 
+# The chunk's events that detection keeps: what one scan of the chunk wrote, and what the
+# moments, the follow-ups and the counts then read instead of scanning the chunk again.
+# A table of the connection's own (temporary), created and dropped inside the chunk's
+# transaction, so a failed chunk leaves nothing behind. Its column types are those of
+# the events it copies, so every value reaches moments and follow-ups unchanged.
+_MOMENT, _DETRACTOR, _NO_CONTACT = 0, 1, 2
+T_DETECTED = Table(
+    "detection_chunk",
+    MetaData(),
+    Column("event_key", String),
+    Column("kind", Integer),
+    Column("type", _E.type.type),
+    Column("contact_id", _E.contact_id.type),
+    Column("account_id", _E.account_id.type),
+    Column("occurred_at", _E.occurred_at.type),
+    Column("detail", String),
+    Column("score", _E.score.type),
+    prefixes=["TEMPORARY"],
+)
+_D = T_DETECTED.c
+
+
 @dataclass(frozen=True, slots=True)
 class _Statements:
     """A spec's statements, compiled once per run. ``low`` and ``high`` are bound per
     chunk: the events with ``low < id <= high`` not marked by the old stage."""
 
-    moments: Any | None
+    detected: Any
+    moments: Any
     follow_ups: Any
     examined: Any
     leftovers: Any
@@ -196,72 +225,84 @@ class _Statements:
     @classmethod
     def build(cls, spec: DetectionSpec, insert: Any) -> _Statements:
         chunk = and_(_E.id > bindparam("low"), _E.id <= bindparam("high"), _E.detected_at.is_(None))
-        key = event_key_sql()
-        moment = moment_sql(spec)
         detractor = detractor_sql(spec)
-        moments = None
-        if spec.moments:
-            # Only the types whose moment is named otherwise are mapped; the others keep
-            # their name (every selected row has one of the rules' types).
-            renamed = {
-                r.when.event.value: r.moment.value
-                for r in spec.moments
-                if r.when.event.value != r.moment.value
-            }
-            moment_type: ColumnElement[str] = (
-                case(renamed, value=_E.type, else_=_E.type) if renamed else _E.type
+        # Only the types whose moment is named otherwise are mapped; the others keep
+        # their name (every moment has one of the rules' types). Detractors and moments
+        # without a contact get a type and a detail too: nothing reads them.
+        renamed = {
+            r.when.event.value: r.moment.value
+            for r in spec.moments
+            if r.when.event.value != r.moment.value
+        }
+        moment_type: ColumnElement[str] = (
+            case(renamed, value=_E.type, else_=_E.type) if renamed else _E.type
+        )
+        detail: ColumnElement[str] = (
+            case({r.when.event.value: _detail_sql(r.detail) for r in spec.moments}, value=_E.type)
+            if spec.moments
+            else literal("", String)
+        )
+        kind = case((detractor, _DETRACTOR), (_E.contact_id.is_(None), _NO_CONTACT), else_=_MOMENT)
+        # A detractor is never a moment (moment_sql), so each event has one kind.
+        detected = T_DETECTED.insert().from_select(
+            [c.name for c in T_DETECTED.columns],
+            select(
+                event_key_sql(),
+                kind,
+                moment_type,
+                _E.contact_id,
+                _E.account_id,
+                _E.occurred_at,
+                detail,
+                _E.score,
+            ).where(chunk, or_(moment_sql(spec), detractor)),
+        )
+        moments = (
+            insert(T_MOMENTS)
+            .from_select(
+                [
+                    "moment_id",
+                    "type",
+                    "contact_id",
+                    "account_id",
+                    "occurred_at",
+                    "source_event",
+                    "detail",
+                    "status",
+                ],
+                select(
+                    _D.event_key,
+                    _D.type,
+                    _D.contact_id,
+                    _D.account_id,
+                    _D.occurred_at,
+                    _D.event_key,
+                    _D.detail,
+                    literal("new", String),
+                ).where(_D.kind == _MOMENT),
             )
-            detail = case(
-                {r.when.event.value: _detail_sql(r.detail) for r in spec.moments},
-                value=_E.type,
-            )
-            moments = (
-                insert(T_MOMENTS)
-                .from_select(
-                    [
-                        "moment_id",
-                        "type",
-                        "contact_id",
-                        "account_id",
-                        "occurred_at",
-                        "source_event",
-                        "detail",
-                        "status",
-                    ],
-                    select(
-                        key,
-                        moment_type,
-                        _E.contact_id,
-                        _E.account_id,
-                        _E.occurred_at,
-                        key,
-                        detail,
-                        literal("new", String),
-                    ).where(chunk, _E.contact_id.is_not(None), moment),
-                )
-                .on_conflict_do_nothing()
-                # SQLAlchemy keeps an INSERT's rowcount only when asked (Postgres
-                # reports -1 otherwise); it is the number of new moments.
-                .execution_options(preserve_rowcount=True)
-            )
+            .on_conflict_do_nothing()
+            # SQLAlchemy keeps an INSERT's rowcount only when asked (Postgres
+            # reports -1 otherwise); it is the number of new moments.
+            .execution_options(preserve_rowcount=True)
+        )
         follow_ups = (
-            insert(FollowUpRow)
+            insert(T_FOLLOW_UPS)
             .from_select(
                 ["source_event", "contact_id", "account_id", "score", "occurred_at"],
-                select(key, _E.contact_id, _E.account_id, _E.score, _E.occurred_at).where(
-                    chunk, detractor
+                select(_D.event_key, _D.contact_id, _D.account_id, _D.score, _D.occurred_at).where(
+                    _D.kind == _DETRACTOR
                 ),
             )
             .on_conflict_do_nothing()
         )
-        # Counted apart: SQLite answers the first from the (detected_at, id) index
-        # alone, and the second reads only the few rows it filters for.
+        # SQLite answers this one from the (detected_at, id) index alone.
         examined = select(func.count()).select_from(T_SOURCE_EVENTS).where(chunk)
-        no_contact = and_(_E.contact_id.is_(None), moment)
         leftovers = select(
-            func.count(case((no_contact, 1))), func.count(case((detractor, 1)))
-        ).where(chunk, or_(no_contact, detractor))
-        return cls(moments, follow_ups, examined, leftovers)
+            func.count(case((_D.kind == _NO_CONTACT, 1))),
+            func.count(case((_D.kind == _DETRACTOR, 1))),
+        ).where(_D.kind != _MOMENT)
+        return cls(detected, moments, follow_ups, examined, leftovers)
 
 
 # -- the store -----------------------------------------------------------------------------
@@ -319,16 +360,18 @@ class SqlMomentsStore(LedgerBase):
                         break
                     high = min(low + chunk_size, end)
                     bounds = {"low": low, "high": high}
-                    if statements.moments is not None:
-                        moments += conn.execute(statements.moments, bounds).rowcount
-                    conn.execute(statements.follow_ups, bounds)
+                    T_DETECTED.create(conn)
+                    conn.execute(statements.detected, bounds)
+                    moments += conn.execute(statements.moments).rowcount
+                    conn.execute(statements.follow_ups)
                     examined += conn.execute(statements.examined, bounds).scalar_one()
-                    no_contact, detractor = conn.execute(statements.leftovers, bounds).one()
+                    no_contact, detractor = conn.execute(statements.leftovers).one()
+                    T_DETECTED.drop(conn)
                     without_contact += no_contact
                     detractors += detractor
                     self._upsert(
                         conn,
-                        SourceCursorRow,
+                        T_SOURCE_CURSORS,
                         [{"source": WATERMARK, "cursor": str(high), "updated_at": now}],
                         "source",
                     )
@@ -357,7 +400,7 @@ class SqlMomentsStore(LedgerBase):
     @staticmethod
     def _watermark(conn: Connection) -> int:
         value = conn.execute(
-            select(SourceCursorRow.cursor).where(SourceCursorRow.source == WATERMARK)
+            select(T_SOURCE_CURSORS.c.cursor).where(T_SOURCE_CURSORS.c.source == WATERMARK)
         ).scalar_one_or_none()
         return int(value) if value is not None else 0
 

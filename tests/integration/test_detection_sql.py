@@ -8,6 +8,7 @@ guarantee: nothing is examined twice, and nothing stored late or concurrently is
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -23,6 +24,7 @@ from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, insert, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 from config.program import parse_program
 from domain.models import AskDecision, EventType, Moment, MomentType, SourceEvent, derived_id
@@ -30,6 +32,7 @@ from domain.moments import EventField, detect, detection_spec
 from domain.money import Money
 from domain.ports import SourceBatch
 from domain.program import Program
+from integrations.ledger import detection
 from integrations.ledger.base import (
     event_row,
 )
@@ -287,6 +290,30 @@ def test_a_run_with_every_moment_disabled_still_lists_detractors(detector: SqlLe
     counts = detector.moments.detect_in_database(detection_spec(program), NOW)
 
     assert (counts.examined, counts.moments, counts.detractors) == (2, 0, 1)
+
+
+def test_a_chunk_that_fails_leaves_nothing_behind_for_the_next_run(
+    detector: SqlLedger, program: Program, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store(detector, an_event("r1"), an_event("n1", EventType.NPS_RESPONSE, score=2))
+    spec = detection_spec(program)
+    build = detection._Statements.build
+
+    def failing_follow_ups(spec: Any, insert: Any) -> Any:
+        return dataclasses.replace(build(spec, insert), follow_ups=text("SELECT * FROM nowhere"))
+
+    monkeypatch.setattr(detection._Statements, "build", failing_follow_ups)
+    with pytest.raises(DBAPIError):
+        detector.moments.detect_in_database(spec, NOW)
+    monkeypatch.undo()
+
+    # The failed chunk's scratch table went with its transaction, so the next run (on the
+    # same pooled connection) creates it again and does the whole chunk.
+    counts = detector.moments.detect_in_database(spec, NOW)
+
+    assert (counts.examined, counts.moments, counts.detractors) == (2, 1, 1)
+    assert [m.moment_id for m in stored_moments(detector, "test")] == ["test:r1"]
+    assert stored_follow_ups(detector.engine, "test") == {"test:n1"}
 
 
 # -- concurrency -----------------------------------------------------------------------------
