@@ -5,24 +5,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from prefect.client.orchestration import get_client
-
 from domain.models import ReferrerType
 from domain.registration import Claim, RegistrationStatus
 from flows.bootstrap import App
 from flows.registrations import expire_partner_registrations
 from tasks.registrations import REPORT_KEY, TABLE_KEY
 from tests.conftest import contact, people_batch
+from tests.prefect_artifacts import latest_artifact_text
 
 EVIDENCE = "Budget conversation with the head of sales"
 
 
 def latest(key: str) -> str:
-    with get_client(sync_client=True) as client:
-        found = [a for a in client.read_artifacts() if a.key == key]
-    assert found, f"no {key} artifact"
-    newest = max(found, key=lambda a: a.created or datetime.min.replace(tzinfo=UTC))
-    return str(newest.data)
+    return latest_artifact_text(key)
 
 
 def test_the_expiry_run_closes_lapsed_registrations_and_publishes_them_with_those_expiring_soon(

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
 from sqlalchemy import func, select
 
 from domain.metrics import PeriodKind, periods_ending
@@ -25,6 +24,7 @@ from integrations.reporting.metrics import CHARTS
 from integrations.sources.sample import generate, simulate_referrals
 from tasks.metrics import ARTIFACT_KEY
 from tests.flows.conftest import make_app
+from tests.prefect_artifacts import artifact_texts
 
 Reported = tuple[App, dict[str, Any]]
 
@@ -59,8 +59,7 @@ def reported(
 
 
 def _artifacts(key: str) -> list[str]:
-    with get_client(sync_client=True) as client:
-        return [str(a.data) for a in client.read_artifacts() if a.key == key]
+    return artifact_texts(key)
 
 
 def _window(result: dict[str, Any], source: str = "all") -> dict[str, Any]:

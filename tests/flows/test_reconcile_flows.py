@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from prefect.client.orchestration import get_client
 
 from domain.clawbacks import PaymentRecords, PayoutsOutOfBalance
 from domain.models import PayoutRailKind
@@ -23,6 +22,7 @@ from tasks.reconcile import ARTIFACT_KEY
 from tests.conftest import contact
 from tests.integration.clawback_helpers import entries, link_payment, refund_event
 from tests.integration.test_payout_crashes import seed_payable_reward
+from tests.prefect_artifacts import latest_artifact_text
 
 API_KEY = "sk_test_reconcile_flow_8484"
 
@@ -46,11 +46,7 @@ def records(fake: FakeStripe, monkeypatch: pytest.MonkeyPatch) -> Iterator[Strip
 
 
 def latest_mismatches() -> str:
-    with get_client(sync_client=True) as client:
-        found = [a for a in client.read_artifacts() if a.key == ARTIFACT_KEY]
-    assert found, "no payout-mismatches artifact"
-    newest = max(found, key=lambda a: a.created or datetime.min.replace(tzinfo=UTC))
-    return str(newest.data)
+    return latest_artifact_text(ARTIFACT_KEY)
 
 
 def test_the_reconciliation_publishes_every_mismatch_and_fails_the_run(

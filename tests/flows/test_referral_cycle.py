@@ -24,6 +24,7 @@ from integrations.ledger.sql import SqlLedger
 from integrations.payments.fake import RecordingRail
 from integrations.sources.sample import Sample, generate, simulate_referrals
 from tests.flows.conftest import make_app
+from tests.prefect_artifacts import keyed_artifacts
 
 Cycled = tuple[App, dict[str, Any], dict[str, Any]]
 
@@ -196,8 +197,7 @@ def test_the_cycle_publishes_its_summary_and_waiting_approvals_as_artifacts(
     cycled: Cycled,
 ) -> None:
     waiting_ids = [w.reward_id for w in cycled[0].ledger.approvals.waiting()]
-    with get_client(sync_client=True) as client:
-        artifacts = [a for a in client.read_artifacts() if a.key]
+    artifacts = keyed_artifacts()
     by_key: dict[str, list[str]] = {}
     for artifact in artifacts:
         by_key.setdefault(str(artifact.key), []).append(str(artifact.data))

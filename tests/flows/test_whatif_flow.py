@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from prefect.client.orchestration import get_client
-
 from config.settings import PROJECT_ROOT
 from domain.models import ReferrerType
 from domain.touchpoints import StoredTouchpoint, TouchpointKind
@@ -15,6 +13,7 @@ from flows.whatif import what_if
 from integrations.ledger.touchpoints import Referee
 from tests.conftest import NOW, contact, people_batch
 from tests.flows.test_payout_approval import _reward_awaiting_approval
+from tests.prefect_artifacts import artifact_texts
 
 
 def test_the_comparison_is_published_as_an_artifact(test_app: App, tmp_path: Path) -> None:
@@ -30,9 +29,7 @@ def test_the_comparison_is_published_as_an_artifact(test_app: App, tmp_path: Pat
     assert result["current"]["cost"] == "1,845.00 EUR"
     assert result["proposed"]["cost"] == "1,230.00 EUR"
     assert test_app.ledger.metrics.summary() == before
-    with get_client(sync_client=True) as client:
-        texts = [str(a.data) for a in client.read_artifacts() if a.key == "what-if"]
-    assert any("1,230.00 EUR" in t for t in texts)
+    assert any("1,230.00 EUR" in t for t in artifact_texts("what-if"))
 
 
 def test_a_wrong_rules_file_fails_the_run_naming_the_field(test_app: App, tmp_path: Path) -> None:
@@ -85,6 +82,5 @@ def test_a_proposed_attribution_model_shows_the_changed_split_per_referrer(
             "difference": "922.50 EUR",
         },
     ]
-    with get_client(sync_client=True) as client:
-        texts = [str(a.data) for a in client.read_artifacts() if a.key == "what-if"]
+    texts = artifact_texts("what-if")
     assert any("| P2 | 0, 0.00 EUR | 1, 922.50 EUR | 922.50 EUR |" in t for t in texts)
