@@ -165,10 +165,7 @@ class SqlRewardsStore(LedgerBase):
                         update(T_REWARDS)
                         .where(
                             T_REWARDS.c.reward_id.in_(chunk),
-                            # An expression, not the column: SQLite (no statistics)
-                            # took the status index over the ids and read every reward
-                            # in those statuses for each chunk.
-                            T_REWARDS.c.status.concat("").in_([s.value for s in from_statuses]),
+                            T_REWARDS.c.status.in_([s.value for s in from_statuses]),
                         )
                         .values(status=to.value, updated_at=now)
                         .returning(T_REWARDS.c.reward_id)

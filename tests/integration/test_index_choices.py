@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from domain.models import PayoutOutcome, PayoutResult, RewardStatus
+from domain.models import PayoutOutcome, PayoutResult
 from integrations.ledger.base import CHUNK
 from integrations.ledger.sql import SqlLedger
 from tasks.payouts import CLAIM_LEASE
@@ -72,9 +72,6 @@ def by_ids(ledger: SqlLedger, now: datetime) -> dict[str, Callable[[], object]]:
     worker = "worker-1"
     return {
         "unrewarded": lambda: ledger.reward_rules.unrewarded(IDS),
-        "move": lambda: ledger.rewards.move(
-            IDS, [RewardStatus.HOLDING, RewardStatus.PAYABLE], RewardStatus.PAYABLE, now
-        ),
         "mark_rewarded": lambda: ledger.reward_rules.mark_rewarded(IDS, now),
         "pending": lambda: ledger.payouts.pending(reward_ids=IDS),
         "claim": lambda: ledger.payouts.claim(worker, now, CLAIM_LEASE, reward_ids=IDS),
@@ -89,7 +86,7 @@ def by_ids(ledger: SqlLedger, now: datetime) -> dict[str, Callable[[], object]]:
 
 @pytest.mark.parametrize(
     "name",
-    ["unrewarded", "mark_rewarded", "move", "pending", "claim", "release", "record_results"],
+    ["unrewarded", "mark_rewarded", "pending", "claim", "release", "record_results"],
 )
 def test_statements_about_a_batchs_ids_look_those_ids_up_on_sqlite(
     sqlite_ledger: SqlLedger, now: datetime, name: str
