@@ -58,6 +58,25 @@ grows is SQLite's B-tree work on indexes keyed by random ids (UUIDs, event ids) 
 tables pass the page cache (3.6 GB of ledger at 1M), and the reads of what a batch
 depends on. Before this issue (commit 9d48098): 216 s at 100k, 2,708 s at 1M.
 
+compute-rewards and submit-payouts (revision 0029r): each batch's look-ups by id went
+through an index led by ``rewarded_at`` or by the payouts' ``status``, not the key.
+SQLite, without statistics, guesses that ``rewarded_at IS NULL`` finds ten rows, fewer
+than 500 ids: "these conversions, still unrewarded" and the ``UPDATE`` marking them read
+every unrewarded conversion per chunk of 500, and claiming and booking payouts read
+every pending payout per chunk of 200 (found with a timer on each statement, py-spy and
+``EXPLAIN QUERY PLAN``; at 300k the marking ``UPDATE`` alone took 6.6 s in 243 runs).
+Both indexes are now partial (the unrewarded conversions by occurred_at, the pending
+payouts by created_at), which no look-up by id can take; ``not_indexed`` (c965ac2)
+mends the two conversion statements on main another way. CPU seconds of each task's
+thread, d83730b then 0029r, back to back on the loaded machine (load 5 to 20):
+compute-rewards 6.6 -> 28.4 s from 100k to 300k (4.3x) then 6.3 -> 21.1 s (3.3x),
+submit-payouts 2.5 -> 10.0 s (3.9x) then 2.7 -> 8.6 s (3.2x); wall at 300k 152 -> 67 s
+and 45 -> 23 s. Against main at 28c1cb9 (which has ``not_indexed``), at 300k, main
+then main with 0029r merged: compute-rewards 20.4 and 20.4 s CPU, submit-payouts 9.6
+and 8.1 s (wall 34 -> 15 s). What still grows (about 1.1x linear) is the inserts into
+rewards, entries, terms and notifications keyed by random ids, and the commits. 1M
+not re-run.
+
 Measured on the 2-CPU, 24 GiB reference machine at commit 7217807, SQLite, two
 cycles, other work running beside it (seconds; generating the company not included)::
 

@@ -113,6 +113,9 @@ class ContactRow(Base):
 
 # The partial index's condition; a query matches it only with the literal type.
 NPS_ANSWERS_WHERE = "type = 'nps_response'"
+# The partial indexes' conditions on unrewarded conversions and pending payouts.
+UNREWARDED_WHERE = "rewarded_at IS NULL"
+PENDING_PAYOUTS_WHERE = "status = 'pending'"
 
 
 class SourceEventRow(Base):
@@ -320,7 +323,16 @@ class ConversionRow(Base):
         # then a lookup: without these, recording conversions grew with their square.
         Index("ix_conversions_referee_account", "referee_account_id"),
         Index("ix_conversions_referee_contact", "referee_contact_id"),
-        Index("ix_conversions_unrewarded", "rewarded_at", "occurred_at", "conversion_id"),
+        # Partial (revision 0029): a rewarded conversion leaves it. Keyed by rewarded_at,
+        # SQLite chose it for "these ids, still unrewarded" over the primary key, and
+        # read every unrewarded conversion for each batch of ids.
+        Index(
+            "ix_conversions_to_reward",
+            "occurred_at",
+            "conversion_id",
+            sqlite_where=text(UNREWARDED_WHERE),
+            postgresql_where=text(UNREWARDED_WHERE),
+        ),
     )
 
 
@@ -456,7 +468,18 @@ class PayoutRow(Base):
             sqlite_where=text("status != 'failed'"),
             postgresql_where=text("status != 'failed'"),
         ),
-        Index("ix_payouts_status", "status"),
+        # Partial (revision 0029): the pending payouts in order, for the calls that
+        # take over what a crash left. Keyed by status, SQLite chose it for "these
+        # payouts, still pending" over the primary key, and read every pending payout
+        # for each chunk. Queries that use it name the status as a literal
+        # (PENDING_PAYOUTS_WHERE).
+        Index(
+            "ix_payouts_pending",
+            "created_at",
+            "payout_id",
+            sqlite_where=text(PENDING_PAYOUTS_WHERE),
+            postgresql_where=text(PENDING_PAYOUTS_WHERE),
+        ),
     )
 
 
