@@ -364,7 +364,7 @@ class SqlPartnerStore(LedgerBase):
             conn.execute(
                 select(T_PARTNER_REGISTRATIONS).where(
                     T_PARTNER_REGISTRATIONS.c.domain == domain,
-                    T_PARTNER_REGISTRATIONS.c.status.in_(_HOLDING),
+                    not_indexed(T_PARTNER_REGISTRATIONS.c.status).in_(_HOLDING),
                 )
             )
             .mappings()

@@ -43,6 +43,7 @@ from domain.touchpoints import StoredTouchpoint, TouchpointKind
 from integrations.ledger.base import (
     LedgerBase,
     chunks,
+    not_indexed,
 )
 from integrations.ledger.links import counted_click
 from integrations.ledger.tables import (
@@ -225,7 +226,7 @@ def _registrations_by_conversion(
                 table.c.domain,
                 table.c.registered_at,
                 table.c.expires_at,
-            ).where(table.c.domain.in_(chunk), table.c.status.in_(_HOLDING))
+            ).where(table.c.domain.in_(chunk), not_indexed(table.c.status).in_(_HOLDING))
         ):
             by_domain.setdefault(domain, []).append(
                 (registration_id, partner_id, registered_at, expires_at)
