@@ -15,7 +15,7 @@ from prefect import flow
 
 from flows import bootstrap
 from flows.shards import deliver
-from flows.subflows import under_parent_heartbeat
+from flows.subflows import stage_subflows
 from tasks.approvals import request_approvals
 from tasks.asks import decide_asks
 from tasks.cards import learn_card_fingerprints
@@ -227,7 +227,8 @@ def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
     """
     app = bootstrap.app()
     before = read_ledger_totals(app.ledger)
-    with under_parent_heartbeat():  # this run's heartbeats cover its stages' process
+    # The stages run in this process: under this run's heartbeat, on one client.
+    with stage_subflows():
         stages = {
             "detect moments": detect_moments(),
             "send asks": send_asks(as_of),
