@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows import bootstrap
+from flows import bootstrap, heartbeats
 from flows.shards import deliver
 from flows.subflows import stage_subflows
 from tasks.approvals import request_approvals
@@ -35,6 +35,9 @@ from tasks.registrations import intake_registrations, record_registered_conversi
 from tasks.reports import plain_summary, publish_cycle_report, read_ledger_totals
 from tasks.rewards import compute_new_rewards, plan_routes
 from tasks.stripe_events import poll_stripe_events
+
+# The cycle run returns as soon as it ends, not up to a second later (flows/heartbeats.py).
+heartbeats.install()
 
 
 def _moment(as_of: datetime | None) -> datetime:
