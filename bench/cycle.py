@@ -52,17 +52,17 @@ heartbeat threads), task runs 0.5 s. Three of these bought nothing and are gone:
   the one field changed.
 
 Measured at 10,000 with the server on PostgreSQL, main's code and this one run in
-turns, three pairs, the machine busy (load 5 to 13 on 2 CPUs): Prefect's seconds for
-two cycles 10.6 -> 8.2, 8.8 -> 7.6, 6.2 -> 4.4 (18-30 % less in each pair). An empty
-cycle (five stage runs of three trivial tasks each; a throwaway script), eight in a
-row, two series each: 2.65 and 2.88 s a cycle -> 2.00 and 2.39 s; the parent's own
-share 0.46-2.2 s -> 0.29-1.1 s (before, a cycle's wall time fell on whole seconds
-after its heartbeat thread's start). The idle machine has not been measured again:
-expect about 1 s less than its 3.0 s (the heartbeat wait, 0.5 s a cycle on average,
-and 0.1 s of clients). What is left is the calls to the server, about eighty for two
-cycles, one after the other, and the task runs' bookkeeping. On the test harness's
-SQLite server the same calls wait on the server's database now and then.
-``--prefect-database-url`` puts the server on a fresh PostgreSQL database.
+turns, six pairs (Prefect's seconds for two cycles, main -> this): with the machine
+busy (load 5 to 13 on 2 CPUs) 10.6 -> 8.2, 8.8 -> 7.6, 6.2 -> 4.4; nearly idle (load
+0.3 to 3) 3.55 -> 1.53, 2.25 -> 1.72, 3.01 -> 2.55 (mean 2.9 -> 1.9 s, of which the
+parent runs' own 1.3 -> 0.5 s). An empty cycle (five stage runs of three trivial
+tasks; a throwaway script), eight in a row, two series each, busy machine: 2.65 and
+2.88 s a cycle -> 2.00 and 2.39 s (before, a cycle's wall time fell on whole seconds
+after its heartbeat thread's start). 100,000 has not been measured again. What is
+left is the calls to the server, about eighty for two cycles, one after the other, and
+the task runs' bookkeeping. On the test harness's SQLite server the same calls wait on
+the server's database now and then. ``--prefect-database-url`` puts the server on a
+fresh PostgreSQL database.
 
 Measured at commit d231782 (issue 17: ingest in blocks and bulk, conversions placed a
 batch at a time, decide-asks and sending set-based, rendering from skeletons, a 64 MiB
