@@ -25,14 +25,44 @@ bookkeeping. Task bodies include their calls to the run logger, which ships its
 records to the server in the background.
 
 Where Prefect's time goes: it does not grow with the company (one task run per stage
-and batch operation, never one per row), about 3 s for two cycles with the server on
-PostgreSQL: creating each stage's subflow run with its tracking task run (about 0.25 s
-each, twelve), the state changes, and the parent run's heartbeat thread, which the
-engine joins at the end of the run and which sleeps in 1 s steps (Prefect 3.8.8,
-``flow_engine._send_heartbeats``; the stage subflows run under the parent's heartbeat,
-``flows/subflows.py``, so only the two parent runs wait for one). On the test harness's
-SQLite server the same calls wait on the server's database now and then: 8 s instead.
-``--prefect-database-url`` puts the server on a fresh PostgreSQL database.
+and batch operation, never one per row). A cycle is the parent run, its five stage
+subflow runs and about twenty task runs. Each stage run is seven calls to the server,
+one after the other: its tracking task run in the parent, the flow's registration, the
+run, the look-up for an earlier run under that tracking task run, reading the run back,
+Running, and Completed (the slowest: the server settles the tracking task run too).
+Task runs are made in the process and reported as events (5-8 ms each). Profiled with
+py-spy at 10,000 before the changes below (``--idle``, the server on PostgreSQL,
+other work beside it; 5.7 s of Prefect time): the stage runs' tracking task runs
+1.4 s, their other calls 2.1 s, the parent runs 1.4 s (0.66 s of it waiting for their
+heartbeat threads), task runs 0.5 s. Three of these bought nothing and are gone:
+
+* For each tracking task run Prefect 3.8.8 built an async client (loading the CA
+  bundle: 13 ms at best, about 50 ms on this busy machine), connected it, fetched a
+  CSRF token and closed it again. The stages of a cycle now share one
+  (``flows/subflows.py``); their runs, tracking task runs, task runs, states, logs
+  and artifacts are the same.
+* The parent run's heartbeat thread sleeps in 1 s steps, and the engine joins it when
+  the run ends: a cycle run called in-process returned up to 1 s after it had reported
+  Completed (a deployment run's process only exited that much later). The cycle's
+  processes now send the same heartbeats from a thread that waits on its stop event
+  (``flows/heartbeats.py``, Prefect 3.8.8 only; the stage runs beat under the
+  parent's). Heartbeats stay on: a crashed process still shows as missing ones.
+* Turning off the stage runs' own heartbeats revalidated every Prefect setting from the
+  environment and the profile files (20-65 ms a cycle); it now copies the settings with
+  the one field changed.
+
+Measured at 10,000 with the server on PostgreSQL, main's code and this one run in
+turns, six pairs (Prefect's seconds for two cycles, main -> this): with the machine
+busy (load 5 to 13 on 2 CPUs) 10.6 -> 8.2, 8.8 -> 7.6, 6.2 -> 4.4; nearly idle (load
+0.3 to 3) 3.55 -> 1.53, 2.25 -> 1.72, 3.01 -> 2.55 (mean 2.9 -> 1.9 s, of which the
+parent runs' own 1.3 -> 0.5 s). An empty cycle (five stage runs of three trivial
+tasks; a throwaway script), eight in a row, two series each, busy machine: 2.65 and
+2.88 s a cycle -> 2.00 and 2.39 s (before, a cycle's wall time fell on whole seconds
+after its heartbeat thread's start). 100,000 has not been measured again. What is
+left is the calls to the server, about eighty for two cycles, one after the other, and
+the task runs' bookkeeping. On the test harness's SQLite server the same calls wait on
+the server's database now and then. ``--prefect-database-url`` puts the server on a
+fresh PostgreSQL database.
 
 Measured at commit d231782 (issue 17: ingest in blocks and bulk, conversions placed a
 batch at a time, decide-asks and sending set-based, rendering from skeletons, a 64 MiB

@@ -13,9 +13,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows import bootstrap
+from flows import bootstrap, heartbeats
 from flows.shards import deliver
-from flows.subflows import under_parent_heartbeat
+from flows.subflows import stage_subflows
 from tasks.approvals import request_approvals
 from tasks.asks import decide_asks
 from tasks.cards import learn_card_fingerprints
@@ -35,6 +35,9 @@ from tasks.registrations import intake_registrations, record_registered_conversi
 from tasks.reports import plain_summary, publish_cycle_report, read_ledger_totals
 from tasks.rewards import compute_new_rewards, plan_routes
 from tasks.stripe_events import poll_stripe_events
+
+# The cycle run returns as soon as it ends, not up to a second later (flows/heartbeats.py).
+heartbeats.install()
 
 
 def _moment(as_of: datetime | None) -> datetime:
@@ -227,7 +230,8 @@ def referral_cycle(as_of: datetime | None = None) -> dict[str, Any]:
     """
     app = bootstrap.app()
     before = read_ledger_totals(app.ledger)
-    with under_parent_heartbeat():  # this run's heartbeats cover its stages' process
+    # The stages run in this process: under this run's heartbeat, on one client.
+    with stage_subflows():
         stages = {
             "detect moments": detect_moments(),
             "send asks": send_asks(as_of),

@@ -15,7 +15,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from flows.subflows import under_parent_heartbeat
+from flows.subflows import stage_subflows
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def stage() -> tuple[str, int | None]:
 
 @flow(name="cycle-stand-in")
 def cycle() -> dict[str, tuple[str, int | None]]:
-    with under_parent_heartbeat():
+    with stage_subflows():
         stages = [stage(), stage()]
     after = stage()
     return {"parent": (_run_id(), None), "stage": stages[0], "other": stages[1], "after": after}
