@@ -57,11 +57,15 @@ typecheck: install
 # Every benchmark twice at the same sizes (bench._compare): each prints its Targets table
 # (wanted / measured / met), then the two runs' figures side by side (within 15 %?).
 # The 1,000,000-customer cycle takes minutes on its own: `make bench-cycle-1m`.
+# The cycle's Prefect server keeps its state on PostgreSQL, as the README advises past
+# one machine (Prefect's SQLite server makes its calls wait now and then); `make bench
+# BENCH_PREFECT_DB=` runs it on the test harness's SQLite server instead.
+BENCH_PREFECT_DB ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 bench: install
 	@set -e; for b in bench/[a-z]*.py; do \
 	  name=$$(basename $$b .py); \
 	  case $$name in \
-	    cycle) args="--n 10000,100000";; \
+	    cycle) args="--n 10000,100000 $(if $(BENCH_PREFECT_DB),--prefect-database-url $(BENCH_PREFECT_DB))";; \
 	    detection|ingest) args="--n 1000000";; \
 	    send_asks) args="--n 100000";; \
 	    *) args="";; \
@@ -69,7 +73,7 @@ bench: install
 	  echo "== bench.$$name $$args (twice)"; $(BIN)/python -m bench._compare bench.$$name $$args; done
 
 bench-cycle-1m: install
-	$(BIN)/python -m bench.cycle --n 100000,1000000
+	$(BIN)/python -m bench.cycle --n 100000,1000000 $(if $(BENCH_PREFECT_DB),--prefect-database-url $(BENCH_PREFECT_DB))
 
 clean-demo: down
 	rm -rf data .prefect .run
