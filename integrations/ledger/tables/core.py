@@ -111,8 +111,10 @@ class ContactRow(Base):
     )
 
 
-# The partial index's condition; a query matches it only with the literal type.
+# The partial indexes' conditions; a query matches one only with the literals.
 NPS_ANSWERS_WHERE = "type = 'nps_response'"
+PENDING_MOMENTS_WHERE = "status = 'new'"
+UNCONVERTED_EVENTS_WHERE = "converted_at IS NULL AND referral_code IS NOT NULL"
 
 
 class SourceEventRow(Base):
@@ -156,6 +158,13 @@ class SourceEventRow(Base):
             "occurred_at",
             sqlite_where=text(NPS_ANSWERS_WHERE),
             postgresql_where=text(NPS_ANSWERS_WHERE),
+        ),
+        # The coded events not examined yet, for record-conversions (migration 0030a).
+        Index(
+            "ix_source_events_unconverted",
+            "id",
+            sqlite_where=text(UNCONVERTED_EVENTS_WHERE),
+            postgresql_where=text(UNCONVERTED_EVENTS_WHERE),
         ),
     )
 
@@ -207,7 +216,16 @@ class MomentRow(Base):
     decided_at: Mapped[datetime | None]
     __table_args__ = (
         CheckConstraint("status = 'new' OR status = 'asked' OR status = 'skipped'", name="status"),
-        Index("ix_moments_status", "status", "occurred_at"),
+        # Only the moments waiting for a decision, in the order they are decided
+        # (migration 0030a): closing one removes its entry, and the index is as
+        # large as what waits, not as the history.
+        Index(
+            "ix_moments_pending",
+            "occurred_at",
+            "moment_id",
+            sqlite_where=text(PENDING_MOMENTS_WHERE),
+            postgresql_where=text(PENDING_MOMENTS_WHERE),
+        ),
     )
 
 
