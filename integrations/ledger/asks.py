@@ -314,15 +314,11 @@ class SqlAskStore(LedgerBase):
         ``skipped`` with their reason: decided moments held by id only, to close many
         at once.
 
-        Each chunk of ``CLOSE_CHUNK`` ids commits on its own: one transaction for a
-        million moments held the write lock for the whole close, and its changed
-        pages outgrew SQLite's cache, which then wrote them out more than once.
-        A chunk closed stays closed; those not reached yet stay pending, and the
-        next run decides them again, as when the run stops before closing them.
+        In one transaction: its changed pages are written once, at its end. Closing
+        650,000 moments a commit per 20,000 wrote 2.6 GB where one commit wrote 413 MB
+        (six times the time): each commit rewrote most of ix_moments_pending.
         """
-        for reason, ids in skipped.items():
-            for chunk in chunks(sorted(ids), CLOSE_CHUNK):
-                self._close({("skipped", reason.value): chunk}, now)
+        self._close({("skipped", r.value): list(ids) for r, ids in skipped.items()}, now)
 
     def _close(
         self, closing: Mapping[tuple[str, str | None], Sequence[str]], now: datetime

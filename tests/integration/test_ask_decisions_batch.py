@@ -252,7 +252,7 @@ def test_skip_moments_closes_the_moments_still_new_with_their_reason_and_no_othe
     }
 
 
-def test_skip_moments_in_chunks_of_their_own_closes_every_moment_of_every_reason(
+def test_skip_moments_closes_every_moment_of_every_reason_whatever_the_chunk_size(
     ledger: SqlLedger, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(asks_store, "CLOSE_CHUNK", 2)
