@@ -107,6 +107,33 @@ and 8.1 s (wall 34 -> 15 s). What still grows (about 1.1x linear) is the inserts
 rewards, entries, terms and notifications keyed by random ids, and the commits. 1M
 not re-run.
 
+decide-asks and record-conversions, looked at per batch (migration 0030a, issue 17).
+Every statement they send per batch is an index look-up by the batch's own keys
+(``EXPLAIN QUERY PLAN`` of each); no batch scans a growing range. Two per-run costs
+did grow with the ledger and are gone: ``events_to_convert`` read the events table
+from its first row at each run to find the coded events (now a partial index of
+the coded events not examined), and ``ix_moments_status`` kept every decided moment,
+moved a closed moment's entry from ``new`` to ``asked``/``skipped`` and made
+``pending_moments`` sort each time's ties and read a table page per moment (now
+``ix_moments_pending``, partial on ``status = 'new'``, ordered and covering).
+Closing the skipped moments, measured alone on 650,000 moments (2,150,000, the 1M
+run's count): 22.6 s and 1.4 GB written before (52 s, 16.4 GB), 5.7 s and 413 MB
+after (55 s on a busy disk, 4.2 GB); a commit per 20,000 ids instead wrote 2.6 GB
+in 30 s, and is not done. The cycle hardly moved: main and this side by side, the
+box otherwise idle, 100k -> 300k, decide-asks 9.4 -> 34.1 s (3.6x) before and
+9.1 -> 33.1 s (3.6x) after, record-conversions 5.4 -> 19.9 s (3.7x) and
+5.5 -> 19.9 s (3.6x); same digests. What grows is I/O, not statements: the bytes
+decide-asks reads grow 7.5x (1.5 -> 11 GB; 9.1 GB after) and writes 5.1x (1.7 -> 8.6
+GB), record-conversions' writes 6x (0.7 -> 4.2 GB). Each batch dirties more pages
+as the indexes keyed by random ids (asks, referral codes, conversions, touchpoints,
+notifications) grow past the batch (a page per row and index once saturated), and
+each commit's checkpoint copies them into the database and syncs it (sqlite3 commit:
+23 -> 50 ms per decide-asks batch, 60 -> 113 ms per record-conversions batch, busy
+box); reads miss the 64 MiB page cache more often. Tried: ``wal_autocheckpoint``
+20,000 pages (100k: a fifth fewer bytes written, not kept, an engine-wide setting);
+a LIFO pool (no change: the loop uses one connection; note that SQLite drops a
+connection's whole page cache when another connection has committed).
+
 Measured on the 2-CPU, 24 GiB reference machine at commit 7217807, SQLite, two
 cycles, other work running beside it (seconds; generating the company not included)::
 

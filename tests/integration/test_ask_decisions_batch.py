@@ -19,6 +19,7 @@ from sqlalchemy import event, select
 from domain.models import Ask, AskDecision, Moment, MomentType, SkipReason, derived_id
 from domain.moments import detection_spec
 from domain.program import Program
+from integrations.ledger import asks as asks_store
 from integrations.ledger.base import CHUNK
 from integrations.ledger.sql import SqlLedger
 from integrations.ledger.tables import MomentRow
@@ -139,7 +140,7 @@ def test_each_outcome_of_a_mixed_batch_is_recorded_on_its_own_moments(
 def test_on_sqlite_closing_moments_looks_them_up_by_primary_key(
     sqlite_ledger: SqlLedger, now: datetime
 ) -> None:
-    """Not by ix_moments_status: without statistics SQLite prefers it for an IN list,
+    """Not by ix_moments_pending: without statistics SQLite may prefer it for an IN list,
     and then walks every pending moment for each chunk of each batch."""
     moments = given_moments(sqlite_ledger, now, [f"C{i:03d}" for i in range(20)])
     updates: list[tuple[str, Any]] = []
@@ -172,7 +173,7 @@ def test_on_sqlite_closing_moments_looks_them_up_by_primary_key(
             on_moments = [step for step in plan if " moments " in f"{step} "]
             assert len(on_moments) == 1
             assert "(moment_id=?)" in on_moments[0]
-            assert not any("ix_moments_status" in step for step in plan)
+            assert not any("ix_moments_pending" in step for step in plan)
 
 
 @pytest.mark.parametrize("close_skipped_every", [1, 100])
@@ -249,3 +250,54 @@ def test_skip_moments_closes_the_moments_still_new_with_their_reason_and_no_othe
         second.moment_id: ("skipped", "cooldown", later),
         third.moment_id: ("skipped", "moment_too_old", later),
     }
+
+
+def test_skip_moments_closes_every_moment_of_every_reason_whatever_the_chunk_size(
+    ledger: SqlLedger, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asks_store, "CLOSE_CHUNK", 2)
+    moments = given_moments(ledger, now, ["C1", "C2", "C3", "C4", "C5"])
+
+    ledger.asks.skip_moments(
+        {
+            SkipReason.COOLDOWN: [m.moment_id for m in moments[:3]],
+            SkipReason.MOMENT_TOO_OLD: [m.moment_id for m in moments[3:]],
+        },
+        now,
+    )
+
+    assert closed(ledger) == {
+        **{m.moment_id: ("skipped", "cooldown", now) for m in moments[:3]},
+        **{m.moment_id: ("skipped", "moment_too_old", now) for m in moments[3:]},
+    }
+
+
+def test_on_sqlite_pending_moments_are_read_in_order_from_the_index_of_pending_moments(
+    sqlite_ledger: SqlLedger, now: datetime
+) -> None:
+    """ix_moments_pending holds only the moments still new, in the order a page
+    wants them: no sort, and no walk through the moments decided before."""
+    moments = given_moments(sqlite_ledger, now, ["C1", "C2", "C3"])
+    selects: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("SELECT") and "FROM moments" in statement:
+            selects.append((statement, parameters))
+
+    event.listen(sqlite_ledger.engine, "before_cursor_execute", seen)
+    try:
+        first = sqlite_ledger.asks.pending_moments(now, 1)
+        sqlite_ledger.asks.pending_moments(now, 1, (first[0].occurred_at, first[0].moment_id))
+    finally:
+        event.remove(sqlite_ledger.engine, "before_cursor_execute", seen)
+
+    assert first[0].moment_id == moments[0].moment_id
+    assert len(selects) == 2
+    with sqlite_ledger.engine.connect() as conn:
+        for statement, parameters in selects:
+            plan = [
+                row[-1]
+                for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            ]
+            assert len(plan) == 1
+            assert "USING COVERING INDEX ix_moments_pending" in plan[0]

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -531,6 +532,38 @@ def test_a_conversion_is_stored_once_and_its_event_is_not_converted_again(
     assert ledger.rewards.conversions_to_reward(10) == [conv]
     assert ledger.conversions.code_owners([code])[code].contact_id == "C1"
     assert ledger.metrics.summary()["conversions"] == {"customer": 1}
+
+
+def test_on_sqlite_coded_events_to_convert_are_found_by_the_index_of_those_not_examined(
+    sqlite_ledger: SqlLedger, now: datetime
+) -> None:
+    """Not by reading the events table from its start: coded events are a few among
+    every event of the company."""
+    code = given_referrer(sqlite_ledger, now, "C1")
+    signup = event(
+        "s1", EventType.SIGNUP, at=now, contact_id=None, account_id="NEW-1", referral_code=code
+    )
+    sqlite_ledger.sources.record_batch(events_batch(signup), now)
+    selects: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("SELECT") and "FROM source_events" in statement:
+            selects.append((statement, parameters))
+
+    sa_event.listen(sqlite_ledger.engine, "before_cursor_execute", seen)
+    try:
+        [(_, stored)] = sqlite_ledger.conversions.events_to_convert(0, 10)
+    finally:
+        sa_event.remove(sqlite_ledger.engine, "before_cursor_execute", seen)
+
+    assert stored == signup
+    [(statement, parameters)] = selects
+    with sqlite_ledger.engine.connect() as conn:
+        plan = [
+            row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        ]
+    assert len(plan) == 1
+    assert "USING INDEX ix_source_events_unconverted" in plan[0]
 
 
 def test_recording_rewards_twice_adds_one_reward_one_accrual_and_one_notice(

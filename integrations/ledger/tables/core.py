@@ -111,11 +111,13 @@ class ContactRow(Base):
     )
 
 
-# The partial index's condition; a query matches it only with the literal type.
+# The partial indexes' conditions; a query matches one only with the literals.
 NPS_ANSWERS_WHERE = "type = 'nps_response'"
 # The partial indexes' conditions on unrewarded conversions and pending payouts.
 UNREWARDED_WHERE = "rewarded_at IS NULL"
 PENDING_PAYOUTS_WHERE = "status = 'pending'"
+PENDING_MOMENTS_WHERE = "status = 'new'"
+UNCONVERTED_EVENTS_WHERE = "converted_at IS NULL AND referral_code IS NOT NULL"
 
 
 class SourceEventRow(Base):
@@ -159,6 +161,13 @@ class SourceEventRow(Base):
             "occurred_at",
             sqlite_where=text(NPS_ANSWERS_WHERE),
             postgresql_where=text(NPS_ANSWERS_WHERE),
+        ),
+        # The coded events not examined yet, for record-conversions (migration 0030a).
+        Index(
+            "ix_source_events_unconverted",
+            "id",
+            sqlite_where=text(UNCONVERTED_EVENTS_WHERE),
+            postgresql_where=text(UNCONVERTED_EVENTS_WHERE),
         ),
     )
 
@@ -210,7 +219,25 @@ class MomentRow(Base):
     decided_at: Mapped[datetime | None]
     __table_args__ = (
         CheckConstraint("status = 'new' OR status = 'asked' OR status = 'skipped'", name="status"),
-        Index("ix_moments_status", "status", "occurred_at"),
+        # Only the moments waiting for a decision, in the order they are decided
+        # (migration 0030a): closing one removes its entry, and the index is as
+        # large as what waits, not as the history.
+        Index(
+            "ix_moments_pending",
+            "occurred_at",
+            "moment_id",
+            # Every column a page of moments names (status too, or SQLite reads
+            # the table), so that a page is read from the index alone, not from a
+            # page of the table per moment.
+            "type",
+            "contact_id",
+            "account_id",
+            "source_event",
+            "detail",
+            "status",
+            sqlite_where=text(PENDING_MOMENTS_WHERE),
+            postgresql_where=text(PENDING_MOMENTS_WHERE),
+        ),
     )
 
 
