@@ -226,15 +226,6 @@ class MomentRow(Base):
             "ix_moments_pending",
             "occurred_at",
             "moment_id",
-            # Every column a page of moments names (status too, or SQLite reads
-            # the table), so that a page is read from the index alone, not from a
-            # page of the table per moment.
-            "type",
-            "contact_id",
-            "account_id",
-            "source_event",
-            "detail",
-            "status",
             sqlite_where=text(PENDING_MOMENTS_WHERE),
             postgresql_where=text(PENDING_MOMENTS_WHERE),
         ),

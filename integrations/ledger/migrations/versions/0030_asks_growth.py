@@ -32,16 +32,13 @@ depends_on = None
 # Copied here, not imported, so this migration keeps meaning what it meant.
 PENDING = "status = 'new'"
 UNCONVERTED = "converted_at IS NULL AND referral_code IS NOT NULL"
-# status too: SQLite reads a row from an index alone only if it holds every column
-# the query names, the WHERE's included.
-MOMENT_FIELDS = ["type", "contact_id", "account_id", "source_event", "detail", "status"]
 
 
 def upgrade() -> None:
     op.create_index(
         "ix_moments_pending",
         "moments",
-        ["occurred_at", "moment_id", *MOMENT_FIELDS],
+        ["occurred_at", "moment_id"],
         sqlite_where=sa.text(PENDING),
         postgresql_where=sa.text(PENDING),
     )
