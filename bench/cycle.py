@@ -114,8 +114,10 @@ did grow with the ledger and are gone: ``events_to_convert`` read the events tab
 from its first row at each run to find the coded events (now a partial index of
 the coded events not examined), and ``ix_moments_status`` kept every decided moment,
 moved a closed moment's entry from ``new`` to ``asked``/``skipped`` and made
-``pending_moments`` sort each time's ties and read a table page per moment (now
-``ix_moments_pending``, partial on ``status = 'new'``, ordered and covering).
+``pending_moments`` sort each time's ties (now ``ix_moments_pending``, partial on
+``status = 'new'``, ordered by time and id; a covering version, which read a page of
+moments from consecutive index pages, was left out: detection would write every
+moment's columns twice).
 Closing the skipped moments, measured alone on 650,000 moments (2,150,000, the 1M
 run's count): 22.6 s and 1.4 GB written before (52 s, 16.4 GB), 5.7 s and 413 MB
 after (55 s on a busy disk, 4.2 GB); a commit per 20,000 ids instead wrote 2.6 GB
@@ -123,7 +125,7 @@ in 30 s, and is not done. The cycle hardly moved: main and this side by side, th
 box otherwise idle, 100k -> 300k, decide-asks 9.4 -> 34.1 s (3.6x) before and
 9.1 -> 33.1 s (3.6x) after, record-conversions 5.4 -> 19.9 s (3.7x) and
 5.5 -> 19.9 s (3.6x); same digests. What grows is I/O, not statements: the bytes
-decide-asks reads grow 7.5x (1.5 -> 11 GB; 9.1 GB after) and writes 5.1x (1.7 -> 8.6
+decide-asks reads grow 7.5x (1.5 -> 11 GB; 9.1 GB with the covering index) and writes 5.1x (1.7 -> 8.6
 GB), record-conversions' writes 6x (0.7 -> 4.2 GB). Each batch dirties more pages
 as the indexes keyed by random ids (asks, referral codes, conversions, touchpoints,
 notifications) grow past the batch (a page per row and index once saturated), and

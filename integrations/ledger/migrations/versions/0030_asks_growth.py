@@ -15,7 +15,7 @@ Both are partial: queries name ``status = 'new'`` as a literal (not a bound para
 so that the planners match them to the index's WHERE.
 
 Revision ID: 0030a
-Revises: 0028
+Revises: 0029r
 Create Date: 2026-12-07
 """
 
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0030a"
-down_revision = "0028"
+down_revision = "0029r"
 branch_labels = None
 depends_on = None
 
