@@ -44,11 +44,11 @@ def compare(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, Any
     for t in first.get("targets", []):
         other = seconds.get(t["name"])
         a, b = t["measured"], other["measured"] if other else None
-        s = (
-            spread(float(a), float(b))
-            if isinstance(a, int | float) and isinstance(b, int | float)
-            else None
-        )
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            s: float | None = spread(float(a), float(b))
+        else:
+            # A figure in words ("3 of 3") repeats when it reads the same.
+            s = 0.0 if other is not None and a == b else None
         rows.append(
             {
                 "name": t["name"],

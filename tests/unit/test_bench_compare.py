@@ -42,6 +42,18 @@ def test_a_target_missing_from_the_second_run_is_reported_not_skipped() -> None:
     assert row["met"] is False
 
 
+def test_a_figure_in_words_repeats_when_both_runs_read_the_same() -> None:
+    first = run(_report.target("paid by the listener", "all", "3 of 3", True))
+    same = run(_report.target("paid by the listener", "all", "3 of 3", True))
+    other = run(_report.target("paid by the listener", "all", "2 of 3", False))
+
+    (row,) = _compare.compare(first, same)
+    (differs,) = _compare.compare(first, other)
+
+    assert (row["spread"], row["within"], row["met"]) == (0.0, True, True)
+    assert (differs["spread"], differs["within"], differs["met"]) == (None, False, False)
+
+
 def test_two_zero_figures_are_the_same_figure() -> None:
     assert _compare.spread(0.0, 0.0) == 0.0
 
