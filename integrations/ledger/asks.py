@@ -28,7 +28,7 @@ from domain.models import (
     SkipReason,
 )
 from domain.shards import Shard
-from integrations.ledger.base import LedgerBase, chunks, contact_from_row, pairs
+from integrations.ledger.base import LedgerBase, chunks, contact_from_row, not_indexed, pairs
 from integrations.ledger.shards import in_shard
 from integrations.ledger.tables import (
     T_CONTACTS,
@@ -329,13 +329,12 @@ class SqlAskStore(LedgerBase):
         self, closing: Mapping[tuple[str, str | None], Sequence[str]], now: datetime
     ) -> None:
         """Set (status, skip reason) on the moments listed under it that are still new."""
-        # The status test is written ``status || '' = 'new'`` so that SQLite cannot
-        # serve it from ix_moments_pending (the moments whose status is 'new'):
+        # Kept off ix_moments_pending (the moments whose status is 'new') on SQLite:
         # without statistics its planner may prefer such an index to the primary
         # key for an IN list, and then walk every pending moment for each chunk
         # (38 s of a 48 s stage, at 80,000 pending moments, with the index of
-        # migration 0001). Postgres looks the ids up by primary key anyway.
-        still_new = T_MOMENTS.c.status.concat("") == "new"
+        # migration 0001). See not_indexed.
+        still_new = not_indexed(T_MOMENTS.c.status) == "new"
         with self._begin() as conn:
             for (moment_status, reason), moment_ids in closing.items():
                 # In id order, in large chunks (one parameter each): a large close
