@@ -64,6 +64,53 @@ the task runs' bookkeeping. On the test harness's SQLite server the same calls w
 the server's database now and then. ``--prefect-database-url`` puts the server on a
 fresh PostgreSQL database.
 
+Measured at commit 7f47548 (all of issue 17), SQLite ledger, the Prefect server on
+PostgreSQL (``--prefect-database-url``, as ``make bench-cycle-1m`` runs it), the
+machine otherwise idle, ``--n 100000,1000000`` in one run (seconds, both cycles)::
+
+    customers  detect   asks  conversions  rewards/payouts  notify  cycle  Prefect
+    100,000       5.4   10.9         12.3              3.8     2.7   35.9  1.5 (4.0 %)
+    1,000,000    59.7    152          154             41.9    33.6    446  2.8 (0.6 %)
+
+Targets: 1M in 446 s (wanted <= 600: met); 100k -> 1M 12.4x, 1.24x linear (wanted
+<= 1.1x: not met); Prefect 4.0 % at 100k (wanted <= 5 %: met; ``make bench`` twice at
+10k and 100k: 3.3 and 3.6 %). On the test harness's SQLite server Prefect's share at
+100k is about 19 % (8.4 s: its database makes calls wait). The digests are those of
+the code before this stop's changes: 85d02624ceb3 at 100k, 4e71d105cf1c at 1M
+(d83730b). Ledger 3.4 GB, peak memory 3.6 GB at 1M. By task, 100k -> 1M (own time):
+decide-asks 8.5 -> 127 s (14.9x), compute-rewards 6.4 -> 78.5 s (12.3x),
+record-conversions 5.1 -> 69.4 s (13.7x), ingest 4.9 -> 49.9 s (10.3x),
+send-notifications 2.5 -> 33.4 s (13.4x), submit-payouts 3.0 -> 32.7 s (10.7x),
+send-ask-emails 2.2 -> 25.3 s (11.5x), detect-new-moments 0.8 -> 14.0 s (17x).
+
+What took 1M from 744 to 446 s: batch look-ups by id no longer walk a status index.
+SQLite, without statistics, preferred an index on ``rewarded_at IS NULL`` or on a
+status to the key for ``id IN (...) AND status = ?`` and read every row in that state
+for each batch (quadratic): found with py-spy on a 1M run (compute-rewards' marking and
+checking 38 % of its time) and ``EXPLAIN QUERY PLAN`` of every statement the 2,000
+cycle runs; mended by ``integrations.ledger.base.not_indexed`` and the partial indexes
+of revisions 0029r (unrewarded conversions, pending payouts) and 0030a (pending
+moments, coded events not examined), with tests that read the plans. Also: asks and
+notifications inserted in id order (a send page rewrites fewer table pages),
+detection scanning each chunk once, ingest binding fewer values, the stage runs'
+tracking task runs on one Prefect client and heartbeat threads that end with their
+run (below).
+
+What still grows faster than the company is I/O, not statements (every per-batch
+statement is an index look-up by the batch's keys): once the indexes keyed by random
+ids (asks, codes, conversions, rewards, entries, touchpoints, notifications) outgrow a
+batch, each batch dirties about a page per row and index, which each commit's WAL
+checkpoint copies into the database file and syncs (py-spy on the 1M run: 18 % of the
+cycle in commits; decide-asks' bytes written grow 5.1x from 100k to 300k), and reads
+miss the 64 MiB page cache more often. decide-asks also closes the 2.1M skipped moments
+in one statement of about 50 s. Tried and not kept: ``wal_autocheckpoint`` of
+16,384-20,000 pages (a tenth to a fifth fewer bytes written; under
+``synchronous=NORMAL`` more committed transactions would wait unsynced, lost on a power
+failure), a 1 GiB cache for the close, closing in commits of 20,000 (2.6 GB written
+instead of 413 MB). What would help: ids that arrive in order where they are not
+derived (new rows at the right edge of each index), ``WITHOUT ROWID`` tables for asks
+and notifications, or the ledger on PostgreSQL (not measured at 1M).
+
 Measured at commit d231782 (issue 17: ingest in blocks and bulk, conversions placed a
 batch at a time, decide-asks and sending set-based, rendering from skeletons, a 64 MiB
 SQLite page cache, the second cycle pinned to the sample's anchor), SQLite ledger, the
@@ -109,32 +156,30 @@ not re-run.
 
 decide-asks and record-conversions, looked at per batch (migration 0030a, issue 17).
 Every statement they send per batch is an index look-up by the batch's own keys
-(``EXPLAIN QUERY PLAN`` of each); no batch scans a growing range. Two per-run costs
-did grow with the ledger and are gone: ``events_to_convert`` read the events table
-from its first row at each run to find the coded events (now a partial index of
-the coded events not examined), and ``ix_moments_status`` kept every decided moment,
-moved a closed moment's entry from ``new`` to ``asked``/``skipped`` and made
-``pending_moments`` sort each time's ties (now ``ix_moments_pending``, partial on
-``status = 'new'``, ordered by time and id; a covering version, which read a page of
-moments from consecutive index pages, was left out: detection would write every
-moment's columns twice).
-Closing the skipped moments, measured alone on 650,000 moments (2,150,000, the 1M
-run's count): 22.6 s and 1.4 GB written before (52 s, 16.4 GB), 5.7 s and 413 MB
-after (55 s on a busy disk, 4.2 GB); a commit per 20,000 ids instead wrote 2.6 GB
-in 30 s, and is not done. The cycle hardly moved: main and this side by side, the
-box otherwise idle, 100k -> 300k, decide-asks 9.4 -> 34.1 s (3.6x) before and
-9.1 -> 33.1 s (3.6x) after, record-conversions 5.4 -> 19.9 s (3.7x) and
-5.5 -> 19.9 s (3.6x); same digests. What grows is I/O, not statements: the bytes
-decide-asks reads grow 7.5x (1.5 -> 11 GB; 9.1 GB with the covering index) and writes 5.1x (1.7 -> 8.6
-GB), record-conversions' writes 6x (0.7 -> 4.2 GB). Each batch dirties more pages
-as the indexes keyed by random ids (asks, referral codes, conversions, touchpoints,
-notifications) grow past the batch (a page per row and index once saturated), and
-each commit's checkpoint copies them into the database and syncs it (sqlite3 commit:
-23 -> 50 ms per decide-asks batch, 60 -> 113 ms per record-conversions batch, busy
-box); reads miss the 64 MiB page cache more often. Tried: ``wal_autocheckpoint``
-20,000 pages (100k: a fifth fewer bytes written, not kept, an engine-wide setting);
-a LIFO pool (no change: the loop uses one connection; note that SQLite drops a
-connection's whole page cache when another connection has committed).
+(``EXPLAIN QUERY PLAN`` of each); no batch scans a growing range. Two per-run costs did
+grow with the ledger and are gone: ``events_to_convert`` read the events table from its
+first row at each run to find the coded events (now a partial index of the coded events
+not examined), and ``ix_moments_status`` kept every decided moment, moved a closed
+moment's entry from ``new`` to ``asked``/``skipped`` and made ``pending_moments`` sort
+each time's ties (now ``ix_moments_pending``, partial on ``status = 'new'``, ordered by
+time and id; a covering version, which read a page of moments from consecutive index
+pages, was left out: detection would write every moment's columns twice). Closing the
+skipped moments, measured alone on 650,000 moments (2,150,000, the 1M run's count): 22.6
+s and 1.4 GB written before (52 s, 16.4 GB), 5.7 s and 413 MB after (55 s on a busy
+disk, 4.2 GB); a commit per 20,000 ids instead wrote 2.6 GB in 30 s, and is not done.
+The cycle hardly moved: main and this side by side, the box otherwise idle, 100k ->
+300k, decide-asks 9.4 -> 34.1 s (3.6x) before and 9.1 -> 33.1 s (3.6x) after,
+record-conversions 5.4 -> 19.9 s (3.7x) and 5.5 -> 19.9 s (3.6x); same digests. What
+grows is I/O, not statements: the bytes decide-asks reads grow 7.5x (1.5 -> 11 GB; 9.1
+GB with the covering index) and writes 5.1x (1.7 -> 8.6 GB), record-conversions' writes
+6x (0.7 -> 4.2 GB). Each batch dirties more pages as the indexes keyed by random ids
+(asks, referral codes, conversions, touchpoints, notifications) grow past the batch (a
+page per row and index once saturated), and each commit's checkpoint copies them into
+the database and syncs it (sqlite3 commit: 23 -> 50 ms per decide-asks batch, 60 -> 113
+ms per record-conversions batch, busy box); reads miss the 64 MiB page cache more often.
+Tried: ``wal_autocheckpoint`` 20,000 pages (100k: a fifth fewer bytes written, not kept,
+an engine-wide setting); a LIFO pool (no change: the loop uses one connection; note that
+SQLite drops a connection's whole page cache when another connection has committed).
 
 Measured on the 2-CPU, 24 GiB reference machine at commit 7217807, SQLite, two
 cycles, other work running beside it (seconds; generating the company not included)::

@@ -89,6 +89,11 @@ contact that disagree. Left alone: a larger
 ``wal_autocheckpoint`` for the ingest (fewer checkpoints, but more committed pages not
 yet synced with ``synchronous=NORMAL``) and ``synchronous=OFF``.
 
+``make bench`` at 7f47548 (all of issue 17), the machine otherwise idle, twice, 1,000,000
+customers (7,201,683 records): CSV 184,471 and 186,180 records/s, JSONL 154,015 and
+154,338; peak 695/692 and 704/677 MB. 200,000 records/s is not met; what blocks it is
+above (SQLite's own insert work, one core).
+
     python -m bench.ingest [--n N] [--page-records P] [--database-url URL]
 """
 
