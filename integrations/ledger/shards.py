@@ -151,9 +151,20 @@ class SqlShardStore(LedgerBase):
     def renew(self, run_key: str, shard: int, worker: str, now: datetime, lease: timedelta) -> bool:
         if lease <= timedelta(0):
             raise ValueError("a lease lasts some time")
+        return self._update_held(run_key, shard, worker, lease_until=now + lease)
+
+    def complete(
+        self, run_key: str, shard: int, worker: str, now: datetime, outcome: Mapping[str, int]
+    ) -> bool:
+        return self._update_held(
+            run_key, shard, worker, done_at=now, outcome={k: int(v) for k, v in outcome.items()}
+        )
+
+    def _update_held(self, run_key: str, shard: int, worker: str, **values: Any) -> bool:
+        """Set ``values`` on the shard if ``worker`` holds it and it is not done
+        (:func:`domain.shards.may_complete`, as one conditional update); whether it did."""
         c = T_SHARDS.c
         with self._begin() as conn:
-            # domain.shards.renewed, as one conditional update.
             held = conn.execute(
                 update(T_SHARDS)
                 .where(
@@ -162,28 +173,10 @@ class SqlShardStore(LedgerBase):
                     c.done_at.is_(None),
                     c.claimed_by == worker,
                 )
-                .values(lease_until=now + lease)
+                .values(**values)
                 .returning(c.shard)
             ).first()
         return held is not None
-
-    def complete(
-        self, run_key: str, shard: int, worker: str, now: datetime, outcome: Mapping[str, int]
-    ) -> bool:
-        c = T_SHARDS.c
-        with self._begin() as conn:
-            done = conn.execute(
-                update(T_SHARDS)
-                .where(
-                    c.run_key == run_key,
-                    c.shard == shard,
-                    c.done_at.is_(None),
-                    c.claimed_by == worker,
-                )
-                .values(done_at=now, outcome={k: int(v) for k, v in outcome.items()})
-                .returning(c.shard)
-            ).first()
-        return done is not None
 
     def shards(self, run_key: str) -> list[ShardState]:
         with self._connect() as conn:
