@@ -35,6 +35,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from domain.models import (
+    Account,
     Contact,
     Conversion,
     EventType,
@@ -255,7 +256,20 @@ class LedgerBase:
 # -- row mapping -------------------------------------------------------------------------
 
 
-def contact_row(c: Contact, now: datetime) -> dict[str, Any]:
+def account_fields(a: Account) -> dict[str, Any]:
+    """An account's own columns (not when it was stored), as one ``accounts`` row holds
+    them; the bulk reader's frames share this mapping."""
+    return {
+        "account_id": a.account_id,
+        "name": a.name,
+        "domain": a.domain,
+        "customer_since": a.customer_since,
+    }
+
+
+def contact_fields(c: Contact) -> dict[str, Any]:
+    """A contact's own columns (not when it was stored), as one ``contacts`` row holds
+    them; the bulk reader's frames share this mapping."""
     return {
         "contact_id": c.contact_id,
         "account_id": c.account_id,
@@ -265,8 +279,11 @@ def contact_row(c: Contact, now: datetime) -> dict[str, Any]:
         "opted_out": c.opted_out,
         "stripe_customer_id": c.stripe_customer_id,
         "stripe_account_id": c.stripe_account_id,
-        "updated_at": now,
     }
+
+
+def contact_row(c: Contact, now: datetime) -> dict[str, Any]:
+    return {**contact_fields(c), "updated_at": now}
 
 
 def contact_from_row(r: RowMapping) -> Contact:

@@ -146,28 +146,6 @@ class EventColumns(Columns[SourceEvent]):
         )
 
 
-def account_values(a: Account) -> dict[str, Any]:
-    return {
-        "account_id": a.account_id,
-        "name": a.name,
-        "domain": a.domain,
-        "customer_since": a.customer_since,
-    }
-
-
-def contact_values(c: Contact) -> dict[str, Any]:
-    return {
-        "contact_id": c.contact_id,
-        "account_id": c.account_id,
-        "name": c.name,
-        "email": c.email,
-        "referrer_type": c.referrer_type.value,
-        "opted_out": c.opted_out,
-        "stripe_customer_id": c.stripe_customer_id,
-        "stripe_account_id": c.stripe_account_id,
-    }
-
-
 def event_values(e: SourceEvent) -> dict[str, Any]:
     """:func:`event_fields`, the time as naive UTC (how the frames hold it)."""
     return {**event_fields(e), "occurred_at": e.occurred_at.astimezone(UTC).replace(tzinfo=None)}

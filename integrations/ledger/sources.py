@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, select, update
 
 from domain.models import IngestReport, Rejected
 from domain.ports import SourceBatch
-from integrations.ledger.base import LedgerBase, chunks, contact_row, event_row
+from integrations.ledger.base import LedgerBase, account_fields, chunks, contact_row, event_row
 from integrations.ledger.bulk import AccountColumns, ContactColumns, EventColumns
 from integrations.ledger.destinations import record_destination_changes
 from integrations.ledger.tables import (
@@ -140,16 +140,7 @@ class SqlSourcesStore(LedgerBase):
                 self._upsert(
                     conn,
                     AccountRow,
-                    [
-                        {
-                            "account_id": a.account_id,
-                            "name": a.name,
-                            "domain": a.domain,
-                            "customer_since": a.customer_since,
-                            "updated_at": now,
-                        }
-                        for a in batch.accounts
-                    ],
+                    [{**account_fields(a), "updated_at": now} for a in batch.accounts],
                     "account_id",
                 )
             if isinstance(batch.contacts, ContactColumns):

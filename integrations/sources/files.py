@@ -70,13 +70,12 @@ from domain.models import Account, Contact, EventType, ReferrerType, Rejected, S
 from domain.money import Money
 from domain.ports import ClaimRow, ClaimsRead, SourceBatch, origin_key
 from domain.registration import MAX_EVIDENCE_CHARS
+from integrations.ledger.base import account_fields, contact_fields
 from integrations.ledger.bulk import (
     EVENT_SCHEMA,
     AccountColumns,
     ContactColumns,
     EventColumns,
-    account_values,
-    contact_values,
     event_values,
 )
 from integrations.sources import columnar
@@ -779,7 +778,7 @@ class _Page:
         if not fast:
             return objects
         columns = AccountColumns if kind == "accounts" else ContactColumns
-        values = account_values if kind == "accounts" else contact_values
+        values = account_fields if kind == "accounts" else contact_fields
         frames = [f.frame.select([*columns.schema, POS]) for f in fast]
         if objects:
             frames.append(
